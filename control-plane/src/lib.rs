@@ -1,0 +1,4 @@
+//! The Mockplane control plane.
+#![forbid(unsafe_code)]
+
+pub mod store;

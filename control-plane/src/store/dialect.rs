@@ -1,0 +1,101 @@
+//! What differs between the two backends: how transactions begin, the
+//! migrations, and connection set-up. The SQL itself is shared (both accept
+//! `$N` parameters, `RETURNING` and `ON CONFLICT`).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Database, Postgres, Sqlite};
+
+use super::{SqlStore, Store};
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// How long a request waits for a pooled connection before the store
+/// reports itself unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub trait Dialect: Database {
+    const BACKEND: &'static str;
+    /// Opens a transaction that will write. SQLite takes the write lock up
+    /// front: a deferred transaction that upgrades from read to write can
+    /// fail with SQLITE_BUSY instead of waiting.
+    const BEGIN_WRITE: &'static str;
+    /// Opens a read-only transaction that sees one consistent snapshot
+    /// across all its statements.
+    const BEGIN_SNAPSHOT: &'static str;
+
+    fn migrator() -> &'static Migrator;
+
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+impl Dialect for Postgres {
+    const BACKEND: &'static str = "postgres";
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+    fn migrator() -> &'static Migrator {
+        &POSTGRES_MIGRATIONS
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl Dialect for Sqlite {
+    const BACKEND: &'static str = "sqlite";
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    // In WAL mode a read transaction reads one snapshot from its first read.
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN";
+
+    fn migrator() -> &'static Migrator {
+        &SQLITE_MIGRATIONS
+    }
+
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+pub(super) async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await
+            .context("connecting to PostgreSQL")?;
+        let store = SqlStore::<Postgres>::new(pool);
+        store.migrate().await?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening SQLite database {url:?}"))?;
+        let store = SqlStore::<Sqlite>::new(pool);
+        store.migrate().await?;
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!(
+            "unsupported database URL {url:?}: use postgres://user:password@host/db or sqlite://path/to/file.db"
+        )
+    }
+}

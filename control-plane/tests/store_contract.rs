@@ -1,0 +1,637 @@
+//! One store contract, run against both backends: every test below runs once
+//! on SQLite (a fresh file opened the way the control plane opens it) and
+//! once on PostgreSQL (a fresh database per test, from `#[sqlx::test]`;
+//! `make test` starts the server and sets `DATABASE_URL`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mockplane_control_plane::store::{Store, StoreError, WorkspaceRef};
+use mockplane_shared::{NewWorkspace, ResponseSpec, RoutePatch, RouteSpec, Slug, WorkspacePatch};
+use uuid::Uuid;
+
+mod contract {
+    use super::*;
+
+    fn route(method: &str, path: &str, body: &str) -> RouteSpec {
+        RouteSpec::parse("", method, path, || {
+            ResponseSpec::parse(
+                200,
+                vec![("content-type".into(), "text/plain".into())],
+                Bytes::from(body.to_owned()),
+            )
+        })
+        .unwrap()
+    }
+
+    fn slug_ref(slug: &str) -> WorkspaceRef {
+        WorkspaceRef::Slug(Slug::parse(slug).unwrap())
+    }
+
+    async fn org(store: &dyn Store) -> Uuid {
+        store
+            .create_org(&format!("org-{}", Uuid::new_v4()))
+            .await
+            .unwrap()
+    }
+
+    async fn workspace(store: &dyn Store, org: Uuid, slug: &str) -> Uuid {
+        store
+            .create_workspace(org, NewWorkspace::parse(slug, "", "").unwrap())
+            .await
+            .unwrap()
+            .id
+    }
+
+    pub async fn bootstrap_happens_once(store: Arc<dyn Store>) {
+        let first = store.bootstrap("default", "hash-1").await.unwrap().unwrap();
+        assert_eq!(first.org_name, "default");
+        assert!(
+            store
+                .bootstrap("default", "hash-2")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let principal = store.find_token("hash-1").await.unwrap().unwrap();
+        assert_eq!(principal.org_id, first.org_id);
+        assert!(store.find_token("hash-2").await.unwrap().is_none());
+
+        let token = store.add_token("default", "ci", "hash-3").await.unwrap();
+        assert_eq!(
+            store.find_token("hash-3").await.unwrap().unwrap().token_id,
+            token
+        );
+        assert!(matches!(
+            store.add_token("nope", "ci", "hash-4").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.create_org("default").await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+    }
+
+    pub async fn workspace_lifecycle(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        let created = store
+            .create_workspace(org, NewWorkspace::parse("demo", "Demo", "first").unwrap())
+            .await
+            .unwrap();
+        assert_eq!((created.name.as_str(), created.version), ("Demo", 1));
+
+        let by_id = store
+            .get_workspace(org, &WorkspaceRef::Id(created.id))
+            .await
+            .unwrap();
+        let by_slug = store.get_workspace(org, &slug_ref("demo")).await.unwrap();
+        assert_eq!(by_id, by_slug);
+        assert_eq!(by_id.description, "first");
+
+        let patch = WorkspacePatch {
+            name: Some("Renamed".into()),
+            ..Default::default()
+        };
+        let updated = store
+            .update_workspace(org, &slug_ref("demo"), &patch, Some(1))
+            .await
+            .unwrap();
+        assert_eq!((updated.name.as_str(), updated.version), ("Renamed", 2));
+        assert_eq!(updated.description, "first");
+
+        // A stale version is refused and changes nothing.
+        let stale = store
+            .update_workspace(org, &slug_ref("demo"), &patch, Some(1))
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::EtagMismatch { ref current, .. }) if current == "2")
+        );
+        assert!(matches!(
+            store
+                .delete_workspace(org, &slug_ref("demo"), Some(1))
+                .await,
+            Err(StoreError::EtagMismatch { .. })
+        ));
+
+        let moved = WorkspacePatch {
+            slug: Some(Slug::parse("demo-2").unwrap()),
+            ..Default::default()
+        };
+        store
+            .update_workspace(org, &slug_ref("demo"), &moved, None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.get_workspace(org, &slug_ref("demo")).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store
+            .delete_workspace(org, &slug_ref("demo-2"), Some(3))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .get_workspace(org, &WorkspaceRef::Id(created.id))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store
+                .delete_workspace(org, &WorkspaceRef::Id(created.id), None)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    pub async fn slugs_are_unique_across_orgs(store: Arc<dyn Store>) {
+        let (a, b) = (org(&*store).await, org(&*store).await);
+        workspace(&*store, a, "taken").await;
+        let err = store
+            .create_workspace(b, NewWorkspace::parse("taken", "", "").unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::AlreadyExists(ref m) if m.contains("'taken'")),
+            "{err}"
+        );
+        workspace(&*store, b, "other").await;
+        let rename = WorkspacePatch {
+            slug: Some(Slug::parse("taken").unwrap()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            store
+                .update_workspace(b, &slug_ref("other"), &rename, None)
+                .await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+    }
+
+    pub async fn orgs_are_isolated(store: Arc<dyn Store>) {
+        let (a, b) = (org(&*store).await, org(&*store).await);
+        let id = workspace(&*store, a, "mine").await;
+        store
+            .create_routes(a, &slug_ref("mine"), vec![route("GET", "/x", "x")])
+            .await
+            .unwrap();
+        for key in [WorkspaceRef::Id(id), slug_ref("mine")] {
+            assert!(matches!(
+                store.get_workspace(b, &key).await,
+                Err(StoreError::NotFound(_))
+            ));
+            assert!(matches!(
+                store.list_routes(b, &key, None, 10).await,
+                Err(StoreError::NotFound(_))
+            ));
+            assert!(matches!(
+                store
+                    .create_routes(b, &key, vec![route("GET", "/y", "y")])
+                    .await,
+                Err(StoreError::NotFound(_))
+            ));
+            assert!(matches!(
+                store.delete_workspace(b, &key, None).await,
+                Err(StoreError::NotFound(_))
+            ));
+        }
+        assert!(
+            store
+                .list_workspaces(b, None, 10)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+
+    pub async fn workspaces_page_by_slug(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        for slug in ["e", "c", "a", "d", "b"] {
+            workspace(&*store, org, slug).await;
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = store
+                .list_workspaces(org, after.as_deref(), 2)
+                .await
+                .unwrap();
+            pages += 1;
+            seen.extend(page.items.iter().map(|w| w.slug.to_string()));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+        assert_eq!(pages, 3);
+    }
+
+    pub async fn route_lifecycle(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        let ws = workspace(&*store, org, "api").await;
+        let created = store
+            .create_routes(
+                org,
+                &slug_ref("api"),
+                vec![
+                    route("GET", "/users/{id}", "user"),
+                    route("POST", "/users", "made"),
+                    route("GET", "/", "root"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.len(), 3);
+
+        let listed = store
+            .list_routes(org, &WorkspaceRef::Id(ws), None, 100)
+            .await
+            .unwrap();
+        let ids: Vec<Uuid> = listed.items.iter().map(|r| r.id).collect();
+        assert_eq!(
+            ids,
+            created.iter().map(|r| r.id).collect::<Vec<_>>(),
+            "creation order"
+        );
+        assert_eq!(listed.items[0].spec, created[0].spec);
+        assert_eq!(
+            store
+                .get_workspace(org, &slug_ref("api"))
+                .await
+                .unwrap()
+                .route_count,
+            3
+        );
+
+        let page = store
+            .list_routes(org, &slug_ref("api"), None, 2)
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 2);
+        let rest = store
+            .list_routes(org, &slug_ref("api"), page.next, 2)
+            .await
+            .unwrap();
+        assert_eq!(rest.items.len(), 1);
+        assert!(rest.next.is_none());
+
+        let patch = RoutePatch {
+            status: Some(201),
+            body: Some(Bytes::from_static(b"changed")),
+            ..Default::default()
+        };
+        let updated = store
+            .update_route(org, &slug_ref("api"), created[1].id, &patch, Some(1))
+            .await
+            .unwrap();
+        assert_eq!(updated.spec.response.status, 201);
+        assert_eq!(updated.spec.response.body, Bytes::from_static(b"changed"));
+        assert_eq!(updated.spec.path.as_str(), "/users");
+        assert_eq!(updated.version, 2);
+        assert_eq!(
+            store
+                .get_route(org, &slug_ref("api"), created[1].id)
+                .await
+                .unwrap(),
+            updated
+        );
+        assert!(matches!(
+            store
+                .update_route(org, &slug_ref("api"), created[1].id, &patch, Some(1))
+                .await,
+            Err(StoreError::EtagMismatch { .. })
+        ));
+        // An update that breaks a rule is refused with the field named.
+        let bad = RoutePatch {
+            status: Some(204),
+            ..Default::default()
+        };
+        assert!(matches!(
+            store.update_route(org, &slug_ref("api"), created[1].id, &bad, None).await,
+            Err(StoreError::Invalid(ref e)) if e.field == "response.body"
+        ));
+
+        // Deleting is all or nothing.
+        let unknown = Uuid::now_v7();
+        assert!(matches!(
+            store
+                .delete_routes(org, &slug_ref("api"), &[created[0].id, unknown])
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            store
+                .list_routes(org, &slug_ref("api"), None, 10)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            3
+        );
+        assert_eq!(
+            store
+                .delete_routes(org, &slug_ref("api"), &[created[0].id, created[2].id])
+                .await
+                .unwrap(),
+            2
+        );
+        let left = store
+            .list_routes(org, &slug_ref("api"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            left.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [created[1].id]
+        );
+        assert!(matches!(
+            store.get_route(org, &slug_ref("api"), created[0].id).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    pub async fn clashing_routes_are_refused_atomically(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        workspace(&*store, org, "clash").await;
+        store
+            .create_routes(org, &slug_ref("clash"), vec![route("GET", "/a/{id}", "a")])
+            .await
+            .unwrap();
+        let err = store
+            .create_routes(
+                org,
+                &slug_ref("clash"),
+                vec![route("GET", "/fresh", "f"), route("GET", "/a/{other}", "b")],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::AlreadyExists(ref m) if m.starts_with("routes[1]")),
+            "{err}"
+        );
+        let routes = store
+            .list_routes(org, &slug_ref("clash"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            routes.items.len(),
+            1,
+            "nothing of the failed batch was kept"
+        );
+
+        // Moving a route onto another's path clashes too.
+        let b = store
+            .create_routes(org, &slug_ref("clash"), vec![route("GET", "/b", "b")])
+            .await
+            .unwrap();
+        let onto = RoutePatch {
+            path: Some("/a/{x}".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            store
+                .update_route(org, &slug_ref("clash"), b[0].id, &onto, None)
+                .await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+    }
+
+    pub async fn workspace_limits_hold(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        workspace(&*store, org, "big").await;
+        let body = "x".repeat(1024 * 1024);
+        let routes: Vec<RouteSpec> = (0..16)
+            .map(|i| route("GET", &format!("/b{i}"), &body))
+            .collect();
+        store
+            .create_routes(org, &slug_ref("big"), routes)
+            .await
+            .unwrap();
+        let err = store
+            .create_routes(
+                org,
+                &slug_ref("big"),
+                vec![route("GET", "/one-more", &body)],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::LimitExceeded(ref m) if m.contains("bytes")),
+            "{err}"
+        );
+        assert_eq!(
+            store
+                .get_workspace(org, &slug_ref("big"))
+                .await
+                .unwrap()
+                .route_count,
+            16
+        );
+
+        workspace(&*store, org, "many").await;
+        let limit = mockplane_shared::config::MAX_ROUTES_PER_WORKSPACE;
+        let routes: Vec<RouteSpec> = (0..=limit)
+            .map(|i| route("GET", &format!("/r{i}"), ""))
+            .collect();
+        let err = store
+            .create_routes(org, &slug_ref("many"), routes)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::LimitExceeded(ref m) if m.contains("routes")),
+            "{err}"
+        );
+        assert_eq!(
+            store
+                .get_workspace(org, &slug_ref("many"))
+                .await
+                .unwrap()
+                .route_count,
+            0
+        );
+    }
+
+    pub async fn every_serving_change_bumps_the_revision(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        let start = store.current_revision().await.unwrap();
+        let ws = workspace(&*store, org, "rev").await;
+        let r1 = store.current_revision().await.unwrap();
+        assert_eq!(r1, start + 1);
+
+        let routes = store
+            .create_routes(org, &slug_ref("rev"), vec![route("GET", "/a", "a")])
+            .await
+            .unwrap();
+        let r2 = store.current_revision().await.unwrap();
+        assert_eq!(r2, r1 + 1);
+
+        let changes = store.config_changes_since(r1).await.unwrap();
+        assert_eq!(changes.revision, r2);
+        assert_eq!(changes.changed.len(), 1);
+        let (id, config) = &changes.changed[0];
+        assert_eq!(*id, ws);
+        let config = config.as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(config.slug.as_str(), "rev");
+        assert_eq!(config.routes.len(), 1);
+        assert_eq!(config.routes[0].id, routes[0].id);
+
+        // A failed change bumps nothing.
+        let _ = store
+            .create_routes(org, &slug_ref("rev"), vec![route("GET", "/a", "dup")])
+            .await
+            .unwrap_err();
+        assert_eq!(store.current_revision().await.unwrap(), r2);
+
+        store
+            .delete_workspace(org, &WorkspaceRef::Id(ws), None)
+            .await
+            .unwrap();
+        let r3 = store.current_revision().await.unwrap();
+        assert_eq!(r3, r2 + 1);
+        let changes = store.config_changes_since(r2).await.unwrap();
+        assert!(matches!(changes.changed.as_slice(), [(id, None)] if *id == ws));
+
+        let history = store.change_history(start).await.unwrap();
+        assert_eq!(history.complete_after, start);
+        assert_eq!(history.entries, vec![(r1, ws), (r2, ws), (r3, ws)]);
+        assert!(
+            store
+                .config_changes_since(r3)
+                .await
+                .unwrap()
+                .changed
+                .is_empty()
+        );
+    }
+
+    pub async fn load_config_is_the_whole_serving_state(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        workspace(&*store, org, "one").await;
+        workspace(&*store, org, "two").await;
+        store
+            .create_routes(
+                org,
+                &slug_ref("two"),
+                vec![route("GET", "/a", "a"), route("PUT", "/a", "b")],
+            )
+            .await
+            .unwrap();
+        let config = store.load_config().await.unwrap();
+        assert_eq!(config.revision, store.current_revision().await.unwrap());
+        assert!(config.invalid.is_empty());
+        let mut slugs: Vec<(&str, usize)> = config
+            .workspaces
+            .iter()
+            .map(|w| (w.slug.as_str(), w.routes.len()))
+            .collect();
+        slugs.sort();
+        assert_eq!(slugs, [("one", 0), ("two", 2)]);
+    }
+
+    pub async fn concurrent_writes_get_distinct_revisions(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        let start = store.current_revision().await.unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .create_workspace(
+                            org,
+                            NewWorkspace::parse(&format!("c{i}"), "", "").unwrap(),
+                        )
+                        .await
+                        .map(|w| w.id)
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.unwrap().unwrap());
+        }
+        assert_eq!(store.current_revision().await.unwrap(), start + 16);
+        let history = store.change_history(start).await.unwrap();
+        let revisions: Vec<u64> = history.entries.iter().map(|(r, _)| *r).collect();
+        assert_eq!(revisions, (start + 1..=start + 16).collect::<Vec<_>>());
+        let mut seen: Vec<Uuid> = history.entries.iter().map(|(_, id)| *id).collect();
+        seen.sort();
+        ids.sort();
+        assert_eq!(seen, ids);
+
+        // Racing updates with the same expected version: exactly one wins.
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let patch = WorkspacePatch {
+                        name: Some(format!("racer {i}")),
+                        ..Default::default()
+                    };
+                    store
+                        .update_workspace(
+                            org,
+                            &WorkspaceRef::Slug(Slug::parse("c0").unwrap()),
+                            &patch,
+                            Some(1),
+                        )
+                        .await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for racer in racers {
+            match racer.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(StoreError::EtagMismatch { .. }) => {}
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }
+        assert_eq!(wins, 1);
+    }
+}
+
+macro_rules! contract_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+                    let store = mockplane_control_plane::store::open(&url).await.unwrap();
+                    super::contract::$name(store).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            use std::sync::Arc;
+
+            use mockplane_control_plane::store::SqlStore;
+
+            $(
+                #[sqlx::test(migrations = false)]
+                async fn $name(pool: sqlx::PgPool) {
+                    let store = SqlStore::new(pool);
+                    store.migrate().await.unwrap();
+                    super::contract::$name(Arc::new(store)).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_suite!(
+    bootstrap_happens_once,
+    workspace_lifecycle,
+    slugs_are_unique_across_orgs,
+    orgs_are_isolated,
+    workspaces_page_by_slug,
+    route_lifecycle,
+    clashing_routes_are_refused_atomically,
+    workspace_limits_hold,
+    every_serving_change_bumps_the_revision,
+    load_config_is_the_whole_serving_state,
+    concurrent_writes_get_distinct_revisions,
+);

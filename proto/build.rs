@@ -1,0 +1,36 @@
+//! Compiles `mockplane/v1/*.proto` with the pure-Rust `protox` compiler, so a
+//! build needs no system `protoc`, and keeps the encoded descriptor set for
+//! gRPC server reflection.
+
+use std::path::PathBuf;
+
+use protox::prost::Message as _;
+
+const PROTOS: &[&str] = &[
+    "mockplane/v1/workspace.proto",
+    "mockplane/v1/route.proto",
+    "mockplane/v1/config.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+
+    let fds = protox::compile(PROTOS, ["."])?;
+    std::fs::write(
+        out_dir.join("mockplane_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Resource payloads are encoded once and shared by every stream:
+        // `Bytes` makes handing them to another message a reference-count bump.
+        .bytes(".mockplane.v1.WorkspaceResource.config")
+        .bytes(".mockplane.v1.RouteConfig.body")
+        .compile_fds(fds)?;
+    Ok(())
+}

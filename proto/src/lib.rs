@@ -1,0 +1,22 @@
+//! Mockplane's gRPC protocol, `mockplane.v1`: generated types and services,
+//! the descriptor set for server reflection, and the conversions between the
+//! wire messages and the plain domain types of `mockplane-shared`.
+//!
+//! Protobuf stays at the edge: only gRPC adapters use this crate's message
+//! types; everything behind them works with domain types.
+#![forbid(unsafe_code)]
+
+pub mod convert;
+
+/// Generated code for the `mockplane.v1` package.
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("mockplane.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every `mockplane.v1` file, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mockplane_descriptor.bin"));
+
+/// The config-stream protocol version this build speaks (see `config.proto`).
+pub const PROTOCOL_VERSION: u32 = 1;

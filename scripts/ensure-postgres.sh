@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Makes sure a PostgreSQL server runs and has Mockplane's test role and
+# database, then prints the DATABASE_URL to use. Starts the machine's
+# cluster when it is stopped and creates one when there is none. When
+# DATABASE_URL is already set and reachable, it is used as it is.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+ROLE=mockplane
+PASSWORD=mockplane
+DATABASE=mockplane
+
+if [ -n "${DATABASE_URL:-}" ] && command -v pg_isready >/dev/null 2>&1 && pg_isready -q -d "$DATABASE_URL"; then
+    printf '%s\n' "$DATABASE_URL"
+    exit 0
+fi
+
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    log "installing PostgreSQL"
+    apt_install postgresql
+fi
+
+cluster=$(pg_lsclusters --no-header 2>/dev/null | head -n 1 || true)
+if [ -z "$cluster" ]; then
+    version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+    log "creating PostgreSQL $version cluster 'main'"
+    as_root pg_createcluster "$version" main >/dev/null
+    cluster=$(pg_lsclusters --no-header | head -n 1)
+fi
+read -r version name port status _ <<<"$cluster"
+if [ "$status" != "online" ]; then
+    log "starting PostgreSQL $version/$name"
+    as_root pg_ctlcluster "$version" "$name" start
+fi
+for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 -p "$port" && break
+    sleep 0.5
+done
+pg_isready -q -h 127.0.0.1 -p "$port" || { echo "PostgreSQL did not become ready on port $port" >&2; exit 1; }
+
+psql_admin() { as_postgres psql -p "$port" -v ON_ERROR_STOP=1 -qtA "$@"; }
+if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$ROLE'")" != "1" ]; then
+    log "creating role $ROLE"
+    psql_admin -c "CREATE ROLE $ROLE LOGIN CREATEDB PASSWORD '$PASSWORD'"
+fi
+if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'")" != "1" ]; then
+    log "creating database $DATABASE"
+    psql_admin -c "CREATE DATABASE $DATABASE OWNER $ROLE"
+fi
+printf 'postgres://%s:%s@127.0.0.1:%s/%s\n' "$ROLE" "$PASSWORD" "$port" "$DATABASE"

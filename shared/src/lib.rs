@@ -1,0 +1,20 @@
+//! Mockplane's domain: workspace slugs, routes and their validation, the
+//! serving config a control plane publishes, and the route compiler a data
+//! plane matches requests with. Plain types and pure functions; no I/O and no
+//! protobuf (conversions live in `mockplane-proto`).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod path;
+pub mod route;
+pub mod router;
+pub mod slug;
+pub mod workspace;
+
+pub use config::{ConfigRoute, WorkspaceConfig};
+pub use error::FieldError;
+pub use route::{Method, PathTemplate, ResponseSpec, RoutePatch, RouteSpec};
+pub use router::{Lookup, Router};
+pub use slug::{Slug, SlugError};
+pub use workspace::{NewWorkspace, WorkspacePatch};

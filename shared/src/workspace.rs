@@ -1,0 +1,85 @@
+//! Workspace fields as users set them, validated.
+
+use crate::error::FieldError;
+use crate::route::parse_name;
+use crate::slug::Slug;
+
+/// Longest workspace description.
+pub const MAX_DESCRIPTION_LEN: usize = 2000;
+
+/// A workspace to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWorkspace {
+    pub slug: Slug,
+    pub name: String,
+    pub description: String,
+}
+
+impl NewWorkspace {
+    /// An empty name defaults to the slug.
+    pub fn parse(slug: &str, name: &str, description: &str) -> Result<Self, FieldError> {
+        let slug = parse_slug(slug)?;
+        let name = parse_workspace_name(name)?;
+        Ok(Self {
+            name: if name.is_empty() {
+                slug.to_string()
+            } else {
+                name
+            },
+            slug,
+            description: parse_description(description)?,
+        })
+    }
+}
+
+/// Changes to a workspace; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkspacePatch {
+    pub slug: Option<Slug>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+impl WorkspacePatch {
+    pub fn is_empty(&self) -> bool {
+        self.slug.is_none() && self.name.is_none() && self.description.is_none()
+    }
+}
+
+pub fn parse_slug(raw: &str) -> Result<Slug, FieldError> {
+    Slug::parse(raw).map_err(|e| FieldError::new("slug", e.to_string()))
+}
+
+pub fn parse_workspace_name(raw: &str) -> Result<String, FieldError> {
+    parse_name(raw).map_err(|m| FieldError::new("name", m))
+}
+
+pub fn parse_description(raw: &str) -> Result<String, FieldError> {
+    if raw.chars().count() > MAX_DESCRIPTION_LEN {
+        return Err(FieldError::new(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_LEN} characters"),
+        ));
+    }
+    Ok(raw.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_defaults_to_slug() {
+        let ws = NewWorkspace::parse("demo", "  ", "").unwrap();
+        assert_eq!(ws.name, "demo");
+        assert_eq!(
+            NewWorkspace::parse("Demo", "", "").unwrap_err().field,
+            "slug"
+        );
+        let long = "x".repeat(MAX_DESCRIPTION_LEN + 1);
+        assert_eq!(
+            NewWorkspace::parse("d", "", &long).unwrap_err().field,
+            "description"
+        );
+    }
+}
