@@ -1,4 +1,9 @@
-//! The Mockplane control plane.
+//! The Mockplane control plane: the gRPC API over the store, and the config
+//! stream that feeds data-plane nodes from the snapshot cache.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod server;
+pub mod snapshot;
 pub mod store;
+pub mod token;

@@ -1,1 +1,127 @@
+//! A Mockplane data-plane node: a pingora server that answers mock requests
+//! from an in-memory routing table, kept current by a config client that
+//! streams from the control plane, plus an ops listener.
 #![forbid(unsafe_code)]
+
+pub mod client;
+pub mod listener;
+pub mod metrics;
+pub mod ops;
+pub mod proxy;
+pub mod state;
+pub mod table;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use pingora_core::server::Server;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service as ListeningService;
+
+use crate::client::{Backoff, ClientConfig, ConfigClient};
+use crate::listener::{BoundSocket, Prebound};
+use crate::metrics::Metrics;
+use crate::ops::OpsApp;
+use crate::proxy::MockProxy;
+use crate::state::NodeState;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where mock traffic is served. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where /healthz, /readyz, /metrics and /status are served.
+    pub ops_listen: SocketAddr,
+    /// `http://host:port` of the control plane.
+    pub control_plane: String,
+    pub node_id: String,
+    pub labels: HashMap<String, String>,
+    /// Worker threads for mock traffic.
+    pub threads: usize,
+    pub backoff: Backoff,
+    /// On SIGTERM, how long to keep serving before closing listeners, and
+    /// then how long to let requests in flight finish. SIGINT stops at once.
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl NodeConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url = &self.control_plane;
+        if !url.starts_with("http://") {
+            anyhow::bail!("--control-plane must be an http://host:port address, got {url:?}");
+        }
+        let id = &self.node_id;
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            anyhow::bail!("--node-id must be 1 to 128 printable characters, got {id:?}");
+        }
+        if self.threads == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A built node, its sockets bound, ready to run.
+pub struct Node {
+    pub server: Server,
+    pub http_address: SocketAddr,
+    pub ops_address: SocketAddr,
+    pub state: Arc<NodeState>,
+}
+
+/// Binds the node's sockets and assembles its services. Nothing is served
+/// until `node.server.run_forever()`.
+pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
+    config.validate()?;
+    let state = NodeState::new(
+        config.node_id.clone(),
+        Metrics::new().context("registering metrics")?,
+    );
+    let http_socket = BoundSocket::bind(config.listen)
+        .with_context(|| format!("binding the mock listener {}", config.listen))?;
+    let ops_socket = BoundSocket::bind(config.ops_listen)
+        .with_context(|| format!("binding the ops listener {}", config.ops_listen))?;
+    let (http_address, ops_address) = (http_socket.address(), ops_socket.address());
+
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(config.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut mocks = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        MockProxy::new(state.clone()),
+        "mocks",
+    );
+    mocks.add_tcp(&http_socket.key());
+    let mut ops = ListeningService::new("ops".to_owned(), OpsApp::new(state.clone()));
+    ops.add_tcp(&ops_socket.key());
+    ops.threads = Some(1);
+    let client = ConfigClient::new(
+        ClientConfig {
+            control_plane: config.control_plane,
+            labels: config.labels,
+            backoff: config.backoff,
+        },
+        state.clone(),
+    );
+
+    server.add_service(Prebound::new(mocks, vec![http_socket]));
+    server.add_service(Prebound::new(ops, vec![ops_socket]));
+    server.add_service(background_service("config client", client));
+    Ok(Node {
+        server,
+        http_address,
+        ops_address,
+        state,
+    })
+}

@@ -1,1 +1,127 @@
-fn main() {}
+//! `mockplane-node`: parse the configuration, build, run.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use mockplane_data_plane::NodeConfig;
+use mockplane_data_plane::client::Backoff;
+use rand::Rng as _;
+use serde_json::json;
+
+/// A Mockplane data-plane node: serves every workspace's mocks from an
+/// in-memory table that the control plane streams to it.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Address for mock traffic. Port 0 picks a free port; the address
+    /// bound is printed.
+    #[arg(long, env = "MOCKPLANE_NODE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address for /healthz, /readyz, /metrics and /status.
+    #[arg(
+        long,
+        env = "MOCKPLANE_NODE_OPS_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
+    ops_listen: SocketAddr,
+    /// The control plane's gRPC address.
+    #[arg(
+        long,
+        env = "MOCKPLANE_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    control_plane: String,
+    /// This node's identity in the control plane's registry. Default: the
+    /// host name and a random suffix.
+    #[arg(long, env = "MOCKPLANE_NODE_ID")]
+    node_id: Option<String>,
+    /// A label for the registry, as key=value; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Worker threads for mock traffic. Default: one per CPU.
+    #[arg(long, env = "MOCKPLANE_NODE_THREADS")]
+    threads: Option<usize>,
+    /// First reconnect delay after the config stream breaks.
+    #[arg(long, default_value = "250", value_name = "MS")]
+    reconnect_min_ms: u64,
+    /// Longest reconnect delay.
+    #[arg(long, default_value = "10000", value_name = "MS")]
+    reconnect_max_ms: u64,
+    /// On SIGTERM, seconds to keep serving before closing the listeners.
+    #[arg(long, default_value = "5", value_name = "SECONDS")]
+    grace_period: u64,
+    /// After that, seconds to let requests in flight finish.
+    #[arg(long, default_value = "5", value_name = "SECONDS")]
+    shutdown_timeout: u64,
+    #[arg(long, env = "MOCKPLANE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_label(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected key=value, got {raw:?}")),
+    }
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{:06x}", rand::rng().random_range(0..0x100_0000u32))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let node = mockplane_data_plane::build(NodeConfig {
+        listen: cli.listen,
+        ops_listen: cli.ops_listen,
+        control_plane: cli.control_plane,
+        node_id: cli.node_id.unwrap_or_else(default_node_id),
+        labels: cli.labels.into_iter().collect::<HashMap<_, _>>(),
+        threads,
+        backoff: Backoff::new(
+            Duration::from_millis(cli.reconnect_min_ms),
+            Duration::from_millis(cli.reconnect_max_ms),
+        ),
+        grace_period: Duration::from_secs(cli.grace_period),
+        shutdown_timeout: Duration::from_secs(cli.shutdown_timeout),
+    })?;
+    // Machine-readable events go to stdout, one JSON object per line.
+    println!(
+        "{}",
+        json!({
+            "event": "listening",
+            "http": node.http_address.to_string(),
+            "ops": node.ops_address.to_string(),
+            "node_id": node.state.node_id,
+        })
+    );
+    tracing::info!(http = %node.http_address, ops = %node.ops_address, node = %node.state.node_id, "node listening");
+    node.server.run_forever()
+}

@@ -1,0 +1,302 @@
+//! Mock files: routes written in YAML or JSON, checked before anything is
+//! sent, with errors that name the file, the route and the field.
+//!
+//! ```yaml
+//! routes:
+//!   - name: one user
+//!     method: GET              # default GET; ANY answers every method
+//!     path: /users/{id}
+//!     response:
+//!       status: 200            # default 200
+//!       headers:               # a map, or a list of {name, value}
+//!         content-type: application/json
+//!       json: {"id": 1}        # or `body:` with text
+//! ```
+//!
+//! The top level may also be the list of routes itself.
+
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow};
+use mockplane_proto::convert::parse_route;
+use mockplane_proto::v1;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{MapAccess, SeqAccess, Visitor};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockRoute {
+    #[serde(default)]
+    name: String,
+    #[serde(default = "default_method")]
+    method: String,
+    path: String,
+    #[serde(default)]
+    response: MockResponse,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MockResponse {
+    #[serde(default = "default_status")]
+    status: u32,
+    #[serde(default)]
+    headers: Headers,
+    body: Option<String>,
+    json: Option<serde_json::Value>,
+}
+
+/// Headers as a map (`name: value`, in file order) or as a list of
+/// `{name, value}` (which allows a name twice, as `set-cookie` needs).
+#[derive(Default)]
+struct Headers(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Headers;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of header names to values, or a list of {name, value}")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    entries.push(entry);
+                }
+                Ok(Headers(entries))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Headers, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = seq.next_element::<HeaderEntry>()? {
+                    entries.push((entry.name, entry.value));
+                }
+                Ok(Headers(entries))
+            }
+        }
+        deserializer.deserialize_any(Entries)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderEntry {
+    name: String,
+    value: String,
+}
+
+impl Default for MockResponse {
+    /// An omitted response is an empty `200 OK`, as an omitted status is.
+    fn default() -> Self {
+        Self {
+            status: default_status(),
+            headers: Headers::default(),
+            body: None,
+            json: None,
+        }
+    }
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+fn default_status() -> u32 {
+    200
+}
+
+impl MockRoute {
+    /// The wire route, or the first rule it breaks.
+    fn into_route(self) -> Result<v1::Route, String> {
+        let response = self.response;
+        let mut headers = response.headers.0;
+        let body = match (response.body, response.json) {
+            (Some(_), Some(_)) => return Err("response: give `body` or `json`, not both".into()),
+            (Some(text), None) => text.into_bytes(),
+            (None, Some(json)) => {
+                if !headers
+                    .iter()
+                    .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+                {
+                    headers.push(("content-type".into(), "application/json".into()));
+                }
+                json.to_string().into_bytes()
+            }
+            (None, None) => Vec::new(),
+        };
+        let route = v1::Route {
+            name: self.name,
+            method: self.method,
+            path: self.path,
+            response: Some(v1::MockResponse {
+                status: response.status,
+                headers: headers
+                    .into_iter()
+                    .map(|(name, value)| v1::Header { name, value })
+                    .collect(),
+                body,
+            }),
+            ..Default::default()
+        };
+        parse_route(&route).map_err(|e| e.to_string())?;
+        Ok(route)
+    }
+}
+
+/// Parses mock file text. `json` picks the JSON parser; otherwise YAML (a
+/// superset of JSON) reads it.
+pub fn parse(text: &str, json: bool) -> anyhow::Result<Vec<v1::Route>> {
+    let document: serde_json::Value = if json {
+        serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON: {e}"))?
+    } else {
+        serde_yaml::from_str(text).map_err(|e| anyhow!("not valid YAML: {e}"))?
+    };
+    let routes = match document {
+        list @ serde_json::Value::Array(_) => list,
+        serde_json::Value::Object(mut map) => {
+            let routes = map
+                .remove("routes")
+                .ok_or_else(|| anyhow!("the file has no `routes:` list"))?;
+            if let Some(unknown) = map.keys().next() {
+                anyhow::bail!(
+                    "unknown top-level field `{unknown}`; a mock file has only `routes:`"
+                );
+            }
+            routes
+        }
+        _ => anyhow::bail!("a mock file is a list of routes, or a map with a `routes:` list"),
+    };
+    let routes: Vec<MockRoute> = serde_path_to_error::deserialize(routes)
+        .map_err(|e| anyhow!("routes{}: {}", segment_path(e.path()), e.inner()))?;
+    if routes.is_empty() {
+        anyhow::bail!("the file has no routes");
+    }
+    routes
+        .into_iter()
+        .enumerate()
+        .map(|(index, route)| {
+            route
+                .into_route()
+                .map_err(|message| anyhow!("routes[{index}].{message}"))
+        })
+        .collect()
+}
+
+/// `[1].response.status` for a path inside the routes list.
+fn segment_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .map(|segment| match segment {
+            Segment::Seq { index } => format!("[{index}]"),
+            Segment::Map { key } => format!(".{key}"),
+            Segment::Enum { variant } => format!(".{variant}"),
+            Segment::Unknown => ".?".to_owned(),
+        })
+        .collect()
+}
+
+/// Reads and parses a mock file; `-` is standard input.
+pub fn load(path: &Path) -> anyhow::Result<Vec<v1::Route>> {
+    let (text, json) = if path == Path::new("-") {
+        let text = std::io::read_to_string(std::io::stdin())
+            .context("reading routes from standard input")?;
+        (text, false)
+    } else {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        (text, json)
+    };
+    parse(&text, json).with_context(|| format!("{} is not a valid mock file", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str, json: bool) -> String {
+        format!("{:#}", parse(text, json).unwrap_err())
+    }
+
+    #[test]
+    fn reads_yaml_and_json_forms() {
+        let yaml = r#"
+routes:
+  - name: one user
+    path: /users/{id}
+    response:
+      headers:
+        x-b: "2"
+        x-a: "1"
+      json: {"id": 1}
+  - method: post
+    path: /users
+    response: {status: 201, body: created}
+"#;
+        let routes = parse(yaml, false).unwrap();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].method, "GET");
+        let response = routes[0].response.as_ref().unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, br#"{"id":1}"#);
+        let names: Vec<&str> = response.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["x-b", "x-a", "content-type"]);
+        assert_eq!(routes[1].response.as_ref().unwrap().status, 201);
+
+        let json = r#"[{"path": "/a", "response": {"headers": [{"name": "set-cookie", "value": "a=1"}, {"name": "set-cookie", "value": "b=2"}]}}]"#;
+        let routes = parse(json, true).unwrap();
+        assert_eq!(routes[0].response.as_ref().unwrap().headers.len(), 2);
+
+        // Everything but the path has a default.
+        let routes = parse("- path: /minimal\n", false).unwrap();
+        assert_eq!(routes[0].method, "GET");
+        assert_eq!(routes[0].response.as_ref().unwrap().status, 200);
+    }
+
+    #[test]
+    fn errors_name_the_route_and_field() {
+        let cases = [
+            (
+                "routes:\n  - path: /a\n  - path: /b\n    response: {status: 700}\n",
+                "routes[1].response.status",
+            ),
+            (
+                "routes:\n  - path: /a\n    method: FETCH\n",
+                "routes[0].method",
+            ),
+            ("routes:\n  - path: a\n", "routes[0].path"),
+            ("routes:\n  - path: /a\n    reponse: {}\n", "reponse"),
+            (
+                "routes:\n  - path: /a\n    response: {status: abc}\n",
+                "routes[0].response.status",
+            ),
+            (
+                "routes:\n  - path: /a\n    response: {body: x, json: 1}\n",
+                "not both",
+            ),
+            ("routes: []\n", "no routes"),
+            ("routes:\n  - method: GET\n", "path"),
+            (": : :", "YAML"),
+            ("just text", "list of routes"),
+            ("routs: []", "no `routes:`"),
+            ("routes: []\nextra: 1\n", "unknown top-level field"),
+            (
+                "routes:\n  - path: /a\n    response: {headers: 5}\n",
+                "routes[0].response.headers",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error(text, false);
+            assert!(message.contains(expected), "{text:?} gave {message:?}");
+        }
+        let message = error(
+            r#"{"routes": [{"path": "/a", "response": {"status": "x"}}]}"#,
+            true,
+        );
+        assert!(message.contains("routes[0].response.status"), "{message}");
+    }
+}

@@ -1,0 +1,174 @@
+//! `mockplane.v1.ConfigDiscovery`: the config stream to data-plane nodes.
+//!
+//! One task per stream. It sends the node what it lacks, then waits for a
+//! newer snapshot or a message from the node. Sending blocks only this
+//! stream's own task: the snapshot cache publishes through a `watch`
+//! channel, so a slow node never holds up the others, and when its task
+//! comes back it sends the latest revision, skipping those in between.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use mockplane_proto::{PROTOCOL_VERSION, v1};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::snapshot::ConfigCache;
+
+/// How long a node has to say Hello after opening the stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest node id accepted.
+const MAX_NODE_ID: usize = 128;
+
+pub struct Discovery {
+    cache: Arc<ConfigCache>,
+    shutdown: CancellationToken,
+}
+
+impl Discovery {
+    pub fn new(cache: Arc<ConfigCache>, shutdown: CancellationToken) -> Self {
+        Self { cache, shutdown }
+    }
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<v1::ConfigUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::config_discovery_server::ConfigDiscovery for Discovery {
+    type StreamStream = UpdateStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<v1::NodeMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "a node must send Hello first, within 10 s",
+                ));
+            }
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => {
+                return Err(Status::cancelled("the node closed the stream before Hello"));
+            }
+            Ok(Ok(Some(v1::NodeMessage {
+                kind: Some(v1::node_message::Kind::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(Some(_))) => {
+                return Err(Status::invalid_argument("the first message must be Hello"));
+            }
+        };
+        check_hello(&hello)?;
+        tracing::info!(
+            node = %hello.node_id,
+            applied = hello.applied_revision,
+            version = %hello.binary_version,
+            "node connected"
+        );
+
+        let (tx, rx) = mpsc::channel(4);
+        let session = Session {
+            node: hello.node_id,
+            applied: hello.applied_revision,
+            cache: self.cache.clone(),
+        };
+        tokio::spawn(session.run(inbound, tx, self.shutdown.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn check_hello(hello: &v1::Hello) -> Result<(), Status> {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "the node speaks config protocol {}, this control plane speaks {PROTOCOL_VERSION}; run matching versions",
+            hello.protocol_version
+        )));
+    }
+    let id = hello.node_id.as_str();
+    if id.is_empty() || id.len() > MAX_NODE_ID || id.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "hello.node_id must be 1 to {MAX_NODE_ID} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+struct Session {
+    node: String,
+    /// The revision the node serves, as far as this stream knows: what it
+    /// said in Hello, then what was last sent to it.
+    applied: u64,
+    cache: Arc<ConfigCache>,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<v1::NodeMessage>,
+        tx: mpsc::Sender<Result<v1::ConfigUpdate, Status>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut snapshots = self.cache.subscribe();
+        let mut sequence: u64 = 0;
+        let mut first = true;
+        loop {
+            let snapshot = snapshots.borrow_and_update().clone();
+            if first || snapshot.revision != self.applied {
+                first = false;
+                sequence += 1;
+                let nonce = format!("{}-{sequence}", snapshot.revision);
+                let plan = snapshot.plan_from(self.applied);
+                for message in snapshot.messages(plan, &nonce) {
+                    tokio::select! {
+                        sent = tx.send(Ok(message)) => if sent.is_err() { return self.closed("receiver gone") },
+                        () = shutdown.cancelled() => return self.closed("shutting down"),
+                    }
+                }
+                // Sent, whether the node applies it or not: a NACKed
+                // revision is not sent again; the next change is a delta on
+                // top of it.
+                self.applied = snapshot.revision;
+            }
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { return self.closed("cache closed") },
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => self.on_message(message),
+                    Ok(None) => return self.closed("node closed the stream"),
+                    Err(status) => return self.closed(status.message()),
+                },
+                () = shutdown.cancelled() => return self.closed("shutting down"),
+            }
+        }
+    }
+
+    fn on_message(&self, message: v1::NodeMessage) {
+        match message.kind {
+            Some(v1::node_message::Kind::Ack(ack)) => {
+                tracing::debug!(node = %self.node, revision = ack.revision, nonce = %ack.nonce, "node applied config");
+            }
+            Some(v1::node_message::Kind::Nack(nack)) => {
+                for error in &nack.errors {
+                    tracing::warn!(
+                        node = %self.node,
+                        revision = nack.revision,
+                        workspace = %error.workspace_id,
+                        error = %error.message,
+                        "node rejected a workspace config"
+                    );
+                }
+            }
+            Some(v1::node_message::Kind::Hello(_)) | None => {
+                tracing::warn!(node = %self.node, "ignoring an unexpected message on an open stream");
+            }
+        }
+    }
+
+    fn closed(&self, why: &str) {
+        tracing::info!(node = %self.node, why, "node disconnected");
+    }
+}

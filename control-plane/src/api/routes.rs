@@ -1,0 +1,259 @@
+//! `mockplane.v1.RouteService`.
+
+use bytes::Bytes;
+use mockplane_proto::convert::{parse_response, parse_route, parse_uuid, response};
+use mockplane_proto::v1;
+use mockplane_proto::v1::route_service_server::RouteService;
+use mockplane_shared::{FieldError, RoutePatch};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::auth::principal;
+use super::error::ApiError;
+use super::{
+    ApiState, decode_page_token, encode_page_token, etag, mask_paths, page_size, parse_etag,
+    timestamp,
+};
+use crate::store::{RouteRecord, WorkspaceRef};
+
+const PAGE_KIND: &str = "routes";
+/// Most routes one CreateRoutes or DeleteRoutes call takes.
+const MAX_BATCH: usize = 1000;
+
+pub struct Routes(pub ApiState);
+
+pub fn to_proto(record: &RouteRecord) -> v1::Route {
+    v1::Route {
+        id: record.id.to_string(),
+        name: record.spec.name.clone(),
+        method: record.spec.method.as_str().to_owned(),
+        path: record.spec.path.as_str().to_owned(),
+        response: Some(response(&record.spec.response)),
+        etag: etag(record.version),
+        create_time: Some(timestamp(record.created_at)),
+        update_time: Some(timestamp(record.updated_at)),
+    }
+}
+
+fn route_id(raw: &str) -> Result<Uuid, ApiError> {
+    Ok(parse_uuid("route_id", raw)?)
+}
+
+#[tonic::async_trait]
+impl RouteService for Routes {
+    async fn create_routes(
+        &self,
+        request: Request<v1::CreateRoutesRequest>,
+    ) -> Result<Response<v1::CreateRoutesResponse>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        if request.routes.is_empty() || request.routes.len() > MAX_BATCH {
+            return Err(ApiError::from(FieldError::new(
+                "routes",
+                format!("give 1 to {MAX_BATCH} routes, got {}", request.routes.len()),
+            ))
+            .into());
+        }
+        let specs = request
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| {
+                parse_route(route).map_err(|e| e.within(&format!("routes[{index}]")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::from)?;
+        let records = self
+            .0
+            .store
+            .create_routes(caller.org_id, &key, specs)
+            .await
+            .map_err(ApiError::from)?;
+        self.0.committed();
+        Ok(Response::new(v1::CreateRoutesResponse {
+            routes: records.iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn get_route(
+        &self,
+        request: Request<v1::GetRouteRequest>,
+    ) -> Result<Response<v1::Route>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        let id = route_id(&request.route_id)?;
+        let record = self
+            .0
+            .store
+            .get_route(caller.org_id, &key, id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(to_proto(&record)))
+    }
+
+    async fn list_routes(
+        &self,
+        request: Request<v1::ListRoutesRequest>,
+    ) -> Result<Response<v1::ListRoutesResponse>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        let after = decode_page_token(PAGE_KIND, &request.page_token)
+            .and_then(|after| after.map(|raw| parse_uuid("page_token", &raw)).transpose())
+            .map_err(ApiError::from)?;
+        let page = self
+            .0
+            .store
+            .list_routes(
+                caller.org_id,
+                &key,
+                after,
+                page_size(request.page_size, 100, 1000),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        let (items, next) = cut_to_budget(page.items, page.next);
+        Ok(Response::new(v1::ListRoutesResponse {
+            routes: items.iter().map(to_proto).collect(),
+            next_page_token: next
+                .map(|id| encode_page_token(PAGE_KIND, &id.to_string()))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn update_route(
+        &self,
+        request: Request<v1::UpdateRouteRequest>,
+    ) -> Result<Response<v1::Route>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        let id = route_id(&request.route_id)?;
+        let patch = parse_patch(&request).map_err(ApiError::from)?;
+        let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
+        let record = self
+            .0
+            .store
+            .update_route(caller.org_id, &key, id, &patch, expected)
+            .await
+            .map_err(ApiError::from)?;
+        self.0.committed();
+        Ok(Response::new(to_proto(&record)))
+    }
+
+    async fn delete_routes(
+        &self,
+        request: Request<v1::DeleteRoutesRequest>,
+    ) -> Result<Response<v1::DeleteRoutesResponse>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        if request.route_ids.is_empty() || request.route_ids.len() > MAX_BATCH {
+            return Err(ApiError::from(FieldError::new(
+                "route_ids",
+                format!(
+                    "give 1 to {MAX_BATCH} route ids, got {}",
+                    request.route_ids.len()
+                ),
+            ))
+            .into());
+        }
+        let ids = request
+            .route_ids
+            .iter()
+            .enumerate()
+            .map(|(index, raw)| parse_uuid(&format!("route_ids[{index}]"), raw))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::from)?;
+        let deleted = self
+            .0
+            .store
+            .delete_routes(caller.org_id, &key, &ids)
+            .await
+            .map_err(ApiError::from)?;
+        self.0.committed();
+        Ok(Response::new(v1::DeleteRoutesResponse {
+            deleted: u32::try_from(deleted).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+/// A page of routes ends early once its bodies pass this many bytes, so a
+/// response stays under the 4 MiB message limit gRPC clients have by default.
+const PAGE_BODY_BUDGET: usize = 3 * 1024 * 1024;
+
+fn cut_to_budget(
+    mut items: Vec<RouteRecord>,
+    next: Option<Uuid>,
+) -> (Vec<RouteRecord>, Option<Uuid>) {
+    let mut bytes = 0;
+    let over = items.iter().position(|route| {
+        bytes += route.spec.response.body.len();
+        bytes > PAGE_BODY_BUDGET
+    });
+    match over {
+        // Always at least one route per page, or paging would never end.
+        Some(cut) if cut > 0 => {
+            items.truncate(cut);
+            let last = items.last().map(|r| r.id);
+            (items, last)
+        }
+        _ => (items, next),
+    }
+}
+
+const MASK_FIELDS: [&str; 7] = [
+    "name",
+    "method",
+    "path",
+    "response",
+    "response.status",
+    "response.headers",
+    "response.body",
+];
+
+/// The patch a request's mask and values describe. Values are checked when
+/// the store applies the patch to the stored route.
+fn parse_patch(request: &v1::UpdateRouteRequest) -> Result<RoutePatch, FieldError> {
+    let paths = mask_paths(request.update_mask.as_ref(), &MASK_FIELDS)?;
+    let values = request
+        .patch
+        .as_ref()
+        .ok_or_else(|| FieldError::new("patch", "is required"))?;
+    let response = || {
+        values.response.as_ref().ok_or_else(|| {
+            FieldError::new("patch.response", "is required when update_mask names it")
+        })
+    };
+    let mut patch = RoutePatch::default();
+    for path in paths {
+        match path {
+            "name" => patch.name = Some(values.name.clone()),
+            "method" => patch.method = Some(values.method.clone()),
+            "path" => patch.path = Some(values.path.clone()),
+            "response" => {
+                // Checks the response as a whole, so a bad one names its field.
+                let spec = parse_response(response()?).map_err(|e| e.within("patch.response"))?;
+                patch.status = Some(u32::from(spec.status));
+                patch.headers = Some(spec.headers);
+                patch.body = Some(spec.body);
+            }
+            "response.status" => patch.status = Some(response()?.status),
+            "response.headers" => {
+                patch.headers = Some(
+                    response()?
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.clone(), h.value.clone()))
+                        .collect(),
+                );
+            }
+            "response.body" => patch.body = Some(Bytes::copy_from_slice(&response()?.body)),
+            // mask_paths admits only MASK_FIELDS.
+            _ => {}
+        }
+    }
+    Ok(patch)
+}

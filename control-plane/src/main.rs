@@ -1,0 +1,191 @@
+//! `mockplane-control-plane`: parse the configuration, build, run.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mockplane_control_plane::{server, store, token};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// The Mockplane control plane: the gRPC API for workspaces and their mocks,
+/// and the config stream that feeds data-plane nodes.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (what runs when no command is given).
+    Serve(ServeArgs),
+    /// Create an API token for an org, straight in the database (for example
+    /// to replace a lost admin token), and print it once.
+    CreateToken(CreateTokenArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Folder for the embedded database and other local state.
+    #[arg(long, env = "MOCKPLANE_DATA_DIR", default_value = ".mockplane")]
+    data_dir: PathBuf,
+    /// postgres://user:password@host/db, or sqlite://path. Default: an
+    /// SQLite file in the data folder.
+    #[arg(long, env = "MOCKPLANE_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {
+        let url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => {
+                std::fs::create_dir_all(&self.data_dir).with_context(|| {
+                    format!("creating the data folder {}", self.data_dir.display())
+                })?;
+                format!(
+                    "sqlite://{}",
+                    self.data_dir.join("control-plane.db").display()
+                )
+            }
+        };
+        store::open(&url).await
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address for the gRPC API and the config stream. Port 0 picks a free
+    /// port; the address bound is printed.
+    #[arg(long, env = "MOCKPLANE_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Name of the org a first run creates.
+    #[arg(long, env = "MOCKPLANE_ORG", default_value = "default")]
+    org: String,
+    /// Also write the first run's admin token to this file (mode 0600).
+    #[arg(long, env = "MOCKPLANE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// How often the snapshot cache looks for changes it was not told about.
+    #[arg(long, default_value = "1000", value_name = "MS")]
+    poll_interval_ms: u64,
+    #[arg(long, env = "MOCKPLANE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Args)]
+struct CreateTokenArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long, default_value = "default")]
+    org: String,
+    /// A label for the token, such as "ci" or "admin".
+    #[arg(long)]
+    name: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CreateToken(args)) => create_token(args).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(cli.serve).await,
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+/// Machine-readable events go to stdout, one JSON object per line; logs go
+/// to stderr.
+fn event(value: serde_json::Value) {
+    println!("{value}");
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logs(args.log_format);
+    let store = args.store.open().await?;
+    if let Some(first) =
+        server::bootstrap(&*store, &args.org, args.admin_token_file.as_ref()).await?
+    {
+        event(json!({
+            "event": "bootstrap",
+            "org": first.org.org_name,
+            "admin_token": first.admin_token,
+            "note": "shown only this once: export MOCKPLANE_TOKEN=<admin_token> to use the CLI",
+        }));
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let backend = store.backend();
+    let poll = Duration::from_millis(args.poll_interval_ms.max(10));
+    let control_plane = server::ControlPlane::start(store, poll, shutdown).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "control plane listening");
+    event(json!({ "event": "listening", "grpc": address.to_string(), "backend": backend }));
+    control_plane.serve(listener).await
+}
+
+async fn create_token(args: CreateTokenArgs) -> anyhow::Result<()> {
+    init_logs(LogFormat::Text);
+    let store = args.store.open().await?;
+    let secret = token::generate();
+    store
+        .add_token(&args.org, &args.name, &token::hash(&secret))
+        .await?;
+    event(json!({ "event": "token", "org": args.org, "name": args.name, "token": secret }));
+    Ok(())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

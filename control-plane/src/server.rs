@@ -1,0 +1,166 @@
+//! Assembles the control plane: store, bootstrap, snapshot cache and the
+//! gRPC server with health checking and reflection.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mockplane_proto::v1::config_discovery_server::ConfigDiscoveryServer;
+use mockplane_proto::v1::route_service_server::RouteServiceServer;
+use mockplane_proto::v1::workspace_service_server::WorkspaceServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiState;
+use crate::api::auth::AuthLayer;
+use crate::api::discovery::Discovery;
+use crate::api::routes::Routes;
+use crate::api::workspaces::Workspaces;
+use crate::snapshot::ConfigCache;
+use crate::store::{Bootstrapped, Store};
+use crate::token;
+
+/// Largest request the route service accepts: a batch of routes may carry
+/// up to a workspace's worth of bodies (16 MiB), plus headroom.
+const MAX_ROUTE_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+
+/// What a first run created, to tell the person who started it.
+pub struct FirstRun {
+    pub org: Bootstrapped,
+    pub admin_token: String,
+}
+
+/// On a store with no org, creates `org_name` with an admin token and
+/// returns it (it is shown once). When `token_file` is given the token is
+/// also written there, readable by the owner only.
+pub async fn bootstrap(
+    store: &dyn Store,
+    org_name: &str,
+    token_file: Option<&PathBuf>,
+) -> anyhow::Result<Option<FirstRun>> {
+    let admin_token = token::generate();
+    let Some(org) = store
+        .bootstrap(org_name, &token::hash(&admin_token))
+        .await?
+    else {
+        return Ok(None);
+    };
+    if let Some(path) = token_file {
+        write_secret(path, &admin_token)
+            .with_context(|| format!("writing the admin token to {}", path.display()))?;
+    }
+    Ok(Some(FirstRun { org, admin_token }))
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// A control plane whose serving config is loaded and kept current; call
+/// [`ControlPlane::serve`] to answer requests.
+pub struct ControlPlane {
+    store: Arc<dyn Store>,
+    cache: Arc<ConfigCache>,
+    refresher: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+impl ControlPlane {
+    /// Loads the serving config and starts keeping it current (every
+    /// `poll_interval`, and on every local write) until `shutdown`.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        poll_interval: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let cache = ConfigCache::load(&*store)
+            .await
+            .context("loading the serving config")?;
+        let snapshot = cache.current();
+        tracing::info!(
+            revision = snapshot.revision,
+            workspaces = snapshot.workspace_count(),
+            backend = store.backend(),
+            "config snapshot loaded"
+        );
+        let refresher = tokio::spawn(cache.clone().run(
+            store.clone(),
+            poll_interval,
+            shutdown.clone(),
+        ));
+        Ok(Self {
+            store,
+            cache,
+            refresher,
+            shutdown,
+        })
+    }
+
+    /// Serves the API on `listener` until shutdown. Config streams end on
+    /// shutdown, so nodes reconnect to another replica (or to this one when
+    /// it comes back).
+    pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
+        let Self {
+            store,
+            cache,
+            refresher,
+            shutdown,
+        } = self;
+        let state = ApiState {
+            store: store.clone(),
+            cache: cache.clone(),
+        };
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<WorkspaceServiceServer<Workspaces>>()
+            .await;
+        health.set_serving::<RouteServiceServer<Routes>>().await;
+        health
+            .set_serving::<ConfigDiscoveryServer<Discovery>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(mockplane_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+
+        let result = tonic::transport::Server::builder()
+            .layer(AuthLayer::new(store))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(WorkspaceServiceServer::new(Workspaces(state.clone())))
+            .add_service(
+                RouteServiceServer::new(Routes(state))
+                    .max_decoding_message_size(MAX_ROUTE_REQUEST_BYTES),
+            )
+            .add_service(ConfigDiscoveryServer::new(Discovery::new(
+                cache,
+                shutdown.clone(),
+            )))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                shutdown.clone().cancelled_owned(),
+            )
+            .await
+            .context("serving gRPC");
+        shutdown.cancel();
+        let _ = refresher.await;
+        result
+    }
+}

@@ -1,0 +1,422 @@
+//! The snapshot cache: the serving config of every workspace, encoded once
+//! per change and shared by every config stream.
+//!
+//! One task owns the cache. It wakes when a local write commits (and on a
+//! poll, as a safety net against missed signals), reads everything committed
+//! since its revision in one consistent snapshot, and publishes a new
+//! immutable [`Snapshot`] through a `watch` channel: publishing never waits
+//! on a subscriber, and a slow stream simply finds the latest snapshot when
+//! it comes back (latest wins).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mockplane_proto::v1;
+use mockplane_shared::WorkspaceConfig;
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::{ConfigChanges, Store, StoreResult};
+
+/// How many revisions of change history the cache keeps for deltas; a node
+/// further behind gets a full snapshot.
+pub const HISTORY_REVISIONS: u64 = 10_000;
+
+/// Upserts per config message are cut at about this many encoded bytes, so
+/// one message stays well below the node's decode limit.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// One workspace's config as it goes on the wire, encoded once.
+#[derive(Debug)]
+pub struct EncodedWorkspace {
+    pub id: Uuid,
+    /// The revision in which this workspace last changed.
+    pub revision: u64,
+    pub resource: v1::WorkspaceResource,
+}
+
+impl EncodedWorkspace {
+    pub fn encode(config: &WorkspaceConfig, revision: u64) -> Self {
+        let bytes = Bytes::from(v1::WorkspaceConfig::from(config).encode_to_vec());
+        let hash = hex::encode(Sha256::digest(&bytes));
+        Self {
+            id: config.id,
+            revision,
+            resource: v1::WorkspaceResource {
+                workspace_id: config.id.to_string(),
+                revision,
+                hash,
+                config: bytes,
+            },
+        }
+    }
+}
+
+/// The serving config at one revision. Immutable once published.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub revision: u64,
+    workspaces: HashMap<Uuid, Arc<EncodedWorkspace>>,
+    /// Workspaces changed per revision, for every revision after `history_from`.
+    history: BTreeMap<u64, Vec<Uuid>>,
+    history_from: u64,
+}
+
+/// What a node at some revision needs to reach a snapshot's revision.
+#[derive(Debug)]
+pub struct Plan {
+    pub full: bool,
+    pub base_revision: u64,
+    pub upserts: Vec<Arc<EncodedWorkspace>>,
+    pub removed: Vec<Uuid>,
+}
+
+impl Snapshot {
+    pub fn workspace_count(&self) -> usize {
+        self.workspaces.len()
+    }
+
+    /// The update that takes a node from `applied` to this revision: a delta
+    /// when the history reaches back that far, else everything.
+    pub fn plan_from(&self, applied: u64) -> Plan {
+        if applied > self.revision || applied < self.history_from {
+            return Plan {
+                full: true,
+                base_revision: 0,
+                upserts: self.workspaces.values().cloned().collect(),
+                removed: Vec::new(),
+            };
+        }
+        let changed: HashSet<Uuid> = self
+            .history
+            .range(applied + 1..)
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect();
+        let mut plan = Plan {
+            full: false,
+            base_revision: applied,
+            upserts: Vec::new(),
+            removed: Vec::new(),
+        };
+        for id in changed {
+            match self.workspaces.get(&id) {
+                Some(workspace) => plan.upserts.push(workspace.clone()),
+                None => plan.removed.push(id),
+            }
+        }
+        plan
+    }
+
+    /// The wire messages of a plan: chunks of at most about [`CHUNK_BYTES`]
+    /// of upserts, sharing one nonce. Always at least one message, so a
+    /// node that is already up to date hears so.
+    pub fn messages(&self, plan: Plan, nonce: &str) -> Vec<v1::ConfigUpdate> {
+        let mut chunks: Vec<Vec<v1::WorkspaceResource>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for workspace in plan.upserts {
+            let size = workspace.resource.config.len();
+            let current = chunks.last().map_or(0, Vec::len);
+            if current > 0 && bytes + size > CHUNK_BYTES {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += size;
+            if let Some(chunk) = chunks.last_mut() {
+                // Cloning a resource copies two short strings; the config
+                // bytes are shared.
+                chunk.push(workspace.resource.clone());
+            }
+        }
+        let count = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        let mut removed: Vec<String> = plan.removed.iter().map(Uuid::to_string).collect();
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(index, upserts)| v1::ConfigUpdate {
+                revision: self.revision,
+                nonce: nonce.to_owned(),
+                full: plan.full,
+                base_revision: plan.base_revision,
+                upserts,
+                removed: std::mem::take(&mut removed),
+                chunk_index: u32::try_from(index).unwrap_or(u32::MAX),
+                chunk_count: count,
+            })
+            .collect()
+    }
+
+    /// The next snapshot: this one with `changes` applied, keeping at most
+    /// `history_limit` revisions of history.
+    fn apply(&self, changes: ConfigChanges, history_limit: u64) -> Snapshot {
+        let mut workspaces = self.workspaces.clone();
+        let mut ids = Vec::with_capacity(changes.changed.len());
+        for (id, config) in changes.changed {
+            match config {
+                None => {
+                    workspaces.remove(&id);
+                }
+                Some(Ok(config)) => {
+                    workspaces.insert(
+                        id,
+                        Arc::new(EncodedWorkspace::encode(&config, changes.revision)),
+                    );
+                }
+                Some(Err(error)) => {
+                    // Keep serving what this workspace had; a bad row must
+                    // not take it (or anything else) down.
+                    tracing::error!(workspace = %id, %error, "stored workspace config is invalid; keeping the previous one");
+                    continue;
+                }
+            }
+            ids.push(id);
+        }
+        let mut history = self.history.clone();
+        history.insert(changes.revision, ids);
+        let mut history_from = self.history_from;
+        while history.len() as u64 > history_limit {
+            if let Some((revision, _)) = history.pop_first() {
+                history_from = revision;
+            }
+        }
+        Snapshot {
+            revision: changes.revision,
+            workspaces,
+            history,
+            history_from,
+        }
+    }
+}
+
+/// The cache's handle: subscribe to snapshots, or say that something
+/// changed.
+pub struct ConfigCache {
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    wake: Notify,
+}
+
+impl ConfigCache {
+    /// Loads the whole config and the recent change history, so that nodes
+    /// reconnecting after a restart still get deltas.
+    pub async fn load(store: &dyn Store) -> StoreResult<Arc<Self>> {
+        let full = store.load_config().await?;
+        for (id, error) in &full.invalid {
+            tracing::error!(workspace = %id, %error, "stored workspace config is invalid; not serving it");
+        }
+        let history_from = full.revision.saturating_sub(HISTORY_REVISIONS);
+        let log = store.change_history(history_from).await?;
+        let mut history: BTreeMap<u64, Vec<Uuid>> = BTreeMap::new();
+        for (revision, id) in log.entries.into_iter().filter(|(r, _)| *r <= full.revision) {
+            history.entry(revision).or_default().push(id);
+        }
+        let workspaces = full
+            .workspaces
+            .iter()
+            .map(|config| {
+                // The revision a workspace last changed in is not kept
+                // per workspace; the snapshot's revision is an upper bound.
+                (
+                    config.id,
+                    Arc::new(EncodedWorkspace::encode(config, full.revision)),
+                )
+            })
+            .collect();
+        let snapshot = Snapshot {
+            revision: full.revision,
+            workspaces,
+            history,
+            history_from: log.complete_after,
+        };
+        let (snapshots, _) = watch::channel(Arc::new(snapshot));
+        Ok(Arc::new(Self {
+            snapshots,
+            wake: Notify::new(),
+        }))
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.subscribe()
+    }
+
+    /// Tells the refresh task that a write committed.
+    pub fn changed(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Reads what changed since the current snapshot and publishes the
+    /// result. Returns the revision now published.
+    pub async fn refresh(&self, store: &dyn Store) -> StoreResult<u64> {
+        let current = self.current();
+        let changes = store.config_changes_since(current.revision).await?;
+        if changes.revision <= current.revision {
+            return Ok(current.revision);
+        }
+        let next = current.apply(changes, HISTORY_REVISIONS);
+        let revision = next.revision;
+        self.snapshots.send_replace(Arc::new(next));
+        tracing::debug!(revision, "published config snapshot");
+        Ok(revision)
+    }
+
+    /// Keeps the cache current until `shutdown`: on every local write
+    /// signal, and every `poll` in case a signal was missed or a change came
+    /// from elsewhere.
+    pub async fn run(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        poll: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+                _ = ticker.tick() => {}
+            }
+            if let Err(error) = self.refresh(&*store).await {
+                tracing::warn!(%error, "could not refresh the config snapshot; will retry");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mockplane_shared::{Slug, WorkspaceConfig};
+
+    use super::*;
+
+    fn config(id: Uuid, slug: &str) -> WorkspaceConfig {
+        WorkspaceConfig {
+            id,
+            slug: Slug::parse(slug).unwrap(),
+            routes: Vec::new(),
+        }
+    }
+
+    fn snapshot_with(ids: &[Uuid], revision: u64) -> Snapshot {
+        let mut snapshot = Snapshot {
+            revision,
+            history_from: revision,
+            ..Default::default()
+        };
+        for (i, id) in ids.iter().enumerate() {
+            let encoded = EncodedWorkspace::encode(&config(*id, &format!("w{i}")), revision);
+            snapshot.workspaces.insert(*id, Arc::new(encoded));
+        }
+        snapshot
+    }
+
+    #[test]
+    fn deltas_carry_only_what_changed() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let s5 = snapshot_with(&[a, b], 5);
+        let s6 = s5.apply(
+            ConfigChanges {
+                revision: 6,
+                changed: vec![
+                    (a, Some(Ok(config(a, "renamed")))),
+                    (c, Some(Ok(config(c, "new")))),
+                ],
+            },
+            100,
+        );
+        let s7 = s6.apply(
+            ConfigChanges {
+                revision: 7,
+                changed: vec![(b, None)],
+            },
+            100,
+        );
+
+        let plan = s7.plan_from(6);
+        assert!(!plan.full);
+        assert!(plan.upserts.is_empty());
+        assert_eq!(plan.removed, [b]);
+
+        let plan = s7.plan_from(5);
+        let mut upserted: Vec<Uuid> = plan.upserts.iter().map(|w| w.id).collect();
+        upserted.sort();
+        let mut expected = vec![a, c];
+        expected.sort();
+        assert_eq!((upserted, plan.removed), (expected, vec![b]));
+
+        // Too far behind, new, or ahead of us: everything.
+        for applied in [0, 4, 8] {
+            let plan = s7.plan_from(applied);
+            assert!(plan.full, "from {applied}");
+            assert_eq!(plan.upserts.len(), 2);
+        }
+        assert!(s7.plan_from(7).upserts.is_empty());
+    }
+
+    #[test]
+    fn invalid_workspace_keeps_its_previous_config() {
+        let a = Uuid::new_v4();
+        let s1 = snapshot_with(&[a], 1);
+        let s2 = s1.apply(
+            ConfigChanges {
+                revision: 2,
+                changed: vec![(
+                    a,
+                    Some(Err(mockplane_shared::FieldError::new("slug", "bad"))),
+                )],
+            },
+            100,
+        );
+        assert_eq!(s2.workspace_count(), 1);
+        assert!(s2.plan_from(1).upserts.is_empty());
+        assert!(s2.plan_from(1).removed.is_empty());
+    }
+
+    #[test]
+    fn big_updates_are_chunked_and_share_a_nonce() {
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let mut snapshot = snapshot_with(&[], 9);
+        for id in &ids {
+            let mut encoded = EncodedWorkspace::encode(&config(*id, "x"), 9);
+            encoded.resource.config = Bytes::from(vec![0u8; CHUNK_BYTES / 2 + 1]);
+            snapshot.workspaces.insert(*id, Arc::new(encoded));
+        }
+        let messages = snapshot.messages(snapshot.plan_from(0), "n1");
+        assert_eq!(messages.len(), 3);
+        for (index, message) in messages.iter().enumerate() {
+            assert_eq!(message.nonce, "n1");
+            assert_eq!(message.chunk_index as usize, index);
+            assert_eq!(message.chunk_count, 3);
+            assert!(message.full);
+        }
+        let up_to_date = snapshot.messages(snapshot.plan_from(9), "n2");
+        assert_eq!(up_to_date.len(), 1);
+        assert!(up_to_date[0].upserts.is_empty() && !up_to_date[0].full);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let a = Uuid::new_v4();
+        let mut snapshot = snapshot_with(&[a], 0);
+        for revision in 1..=15 {
+            snapshot = snapshot.apply(
+                ConfigChanges {
+                    revision,
+                    changed: vec![(a, Some(Ok(config(a, "a"))))],
+                },
+                10,
+            );
+        }
+        assert_eq!(snapshot.history.len(), 10);
+        // Revisions 6..=15 are kept: a node at 5 still gets a delta, at 4 not.
+        assert!(!snapshot.plan_from(5).full);
+        assert!(snapshot.plan_from(4).full);
+    }
+}

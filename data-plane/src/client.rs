@@ -1,0 +1,328 @@
+//! The config client: a pingora background service that keeps a stream to
+//! the control plane open, applies what arrives, and answers each update
+//! with an ACK or a NACK. When the stream breaks it reconnects with jittered
+//! exponential backoff, saying which revision it serves so the control plane
+//! can send a delta; meanwhile the node keeps serving its last table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use async_trait::async_trait;
+use mockplane_proto::v1::config_discovery_client::ConfigDiscoveryClient;
+use mockplane_proto::{PROTOCOL_VERSION, v1};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use rand::Rng as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use crate::state::NodeState;
+use crate::table::Update;
+
+/// Largest config message the node accepts. The control plane cuts updates
+/// into chunks of about 1 MiB, and one workspace's config is at most about
+/// 16 MiB of bodies; this leaves room for both.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `http://host:port` of the control plane.
+    pub control_plane: String,
+    pub labels: HashMap<String, String>,
+    pub backoff: Backoff,
+}
+
+/// Reconnect delays: exponential from `min` to `max`, each drawn at random
+/// from the upper half of its step so that nodes restarted together do not
+/// reconnect together.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub min: Duration,
+    pub max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max: max.max(min),
+            attempt: 0,
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self
+            .min
+            .saturating_mul(2u32.saturating_pow(self.attempt.min(16)))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = step / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+pub struct ConfigClient {
+    config: ClientConfig,
+    state: Arc<NodeState>,
+}
+
+impl ConfigClient {
+    pub fn new(config: ClientConfig, state: Arc<NodeState>) -> Self {
+        Self { config, state }
+    }
+
+    /// One stream, from connect to its end. `Ok` when the control plane
+    /// ended it; the caller reconnects either way.
+    async fn session(&self, backoff: &mut Backoff, full_sync: &mut bool) -> anyhow::Result<()> {
+        let endpoint = Endpoint::from_shared(self.config.control_plane.clone())
+            .context("invalid control plane address")?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(15))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .context("connecting to the control plane")?;
+        let mut client =
+            ConfigDiscoveryClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+        let applied = if *full_sync || !self.state.is_ready() {
+            0
+        } else {
+            self.state.table.load().revision
+        };
+        let (outbound, rx) = mpsc::channel(16);
+        outbound
+            .send(message(v1::node_message::Kind::Hello(v1::Hello {
+                node_id: self.state.node_id.clone(),
+                labels: self.config.labels.clone(),
+                binary_version: env!("CARGO_PKG_VERSION").to_owned(),
+                protocol_version: PROTOCOL_VERSION,
+                applied_revision: applied,
+            })))
+            .await
+            .context("queueing hello")?;
+        let mut inbound = client
+            .stream(ReceiverStream::new(rx))
+            .await
+            .context("opening the config stream")?
+            .into_inner();
+        self.state.set_connected(true);
+        tracing::info!(control_plane = %self.config.control_plane, applied, "config stream open");
+
+        let mut chunks = Chunks::default();
+        while let Some(part) = inbound
+            .message()
+            .await
+            .context("reading the config stream")?
+        {
+            let Some(update) = chunks.push(part)? else {
+                continue;
+            };
+            let current = self.state.table.load_full();
+            if !update.full && update.base_revision != current.revision {
+                // Should not happen; a fresh full snapshot is the safe way out.
+                *full_sync = true;
+                bail!(
+                    "delta on top of revision {} but this node serves {}; resyncing",
+                    update.base_revision,
+                    current.revision
+                );
+            }
+            let (table, errors) = current.apply(&update);
+            let workspaces = table.len();
+            self.state.publish(table);
+            *full_sync = false;
+            backoff.reset();
+            self.state.metrics.config_applied.inc();
+            let reply = if errors.is_empty() {
+                tracing::info!(
+                    revision = update.revision,
+                    workspaces,
+                    full = update.full,
+                    "config applied"
+                );
+                v1::node_message::Kind::Ack(v1::Ack {
+                    revision: update.revision,
+                    nonce: update.nonce,
+                })
+            } else {
+                for error in &errors {
+                    tracing::warn!(workspace = %error.workspace_id, error = %error.message, "workspace config rejected");
+                }
+                self.state
+                    .metrics
+                    .config_rejected_workspaces
+                    .inc_by(u64::try_from(errors.len()).unwrap_or(u64::MAX));
+                v1::node_message::Kind::Nack(v1::Nack {
+                    revision: update.revision,
+                    nonce: update.nonce,
+                    errors: errors
+                        .into_iter()
+                        .map(|e| v1::WorkspaceError {
+                            workspace_id: e.workspace_id,
+                            message: e.message,
+                        })
+                        .collect(),
+                })
+            };
+            outbound
+                .send(message(reply))
+                .await
+                .context("the config stream closed")?;
+        }
+        Ok(())
+    }
+}
+
+fn message(kind: v1::node_message::Kind) -> v1::NodeMessage {
+    v1::NodeMessage { kind: Some(kind) }
+}
+
+#[async_trait]
+impl BackgroundService for ConfigClient {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut backoff = self.config.backoff;
+        let mut full_sync = false;
+        loop {
+            let outcome = tokio::select! {
+                outcome = self.session(&mut backoff, &mut full_sync) => outcome,
+                _ = shutdown.changed() => return,
+            };
+            self.state.set_connected(false);
+            match outcome {
+                Ok(()) => tracing::info!("the control plane ended the config stream"),
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "config stream failed"),
+            }
+            let delay = backoff.next_delay();
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "reconnecting to the control plane"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Puts the chunks of one update back together.
+#[derive(Default)]
+struct Chunks {
+    pending: Option<(Update, u32, u32)>,
+}
+
+impl Chunks {
+    /// Takes the next message; returns the update once its last chunk is in.
+    /// Chunks out of order or of different updates are a protocol error.
+    fn push(&mut self, part: v1::ConfigUpdate) -> anyhow::Result<Option<Update>> {
+        let count = part.chunk_count.max(1);
+        if part.chunk_index == 0 {
+            self.pending = Some((
+                Update {
+                    revision: part.revision,
+                    nonce: part.nonce,
+                    full: part.full,
+                    base_revision: part.base_revision,
+                    upserts: part.upserts,
+                    removed: part.removed,
+                },
+                1,
+                count,
+            ));
+        } else {
+            let Some((update, received, expected)) = self.pending.as_mut() else {
+                bail!(
+                    "config chunk {} of {} arrived without chunk 0",
+                    part.chunk_index,
+                    count
+                );
+            };
+            if part.nonce != update.nonce || part.chunk_index != *received || count != *expected {
+                bail!(
+                    "config chunk {} of {} (nonce {}) does not continue update {} (next chunk {} of {})",
+                    part.chunk_index,
+                    count,
+                    part.nonce,
+                    update.nonce,
+                    received,
+                    expected
+                );
+            }
+            update.upserts.extend(part.upserts);
+            update.removed.extend(part.removed);
+            *received += 1;
+        }
+        match &self.pending {
+            Some((_, received, expected)) if received == expected => {
+                Ok(self.pending.take().map(|(u, _, _)| u))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(nonce: &str, index: u32, count: u32) -> v1::ConfigUpdate {
+        v1::ConfigUpdate {
+            revision: 3,
+            nonce: nonce.into(),
+            chunk_index: index,
+            chunk_count: count,
+            upserts: vec![v1::WorkspaceResource::default()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn chunks_assemble_in_order() {
+        let mut chunks = Chunks::default();
+        assert!(chunks.push(chunk("a", 0, 3)).unwrap().is_none());
+        assert!(chunks.push(chunk("a", 1, 3)).unwrap().is_none());
+        let update = chunks.push(chunk("a", 2, 3)).unwrap().unwrap();
+        assert_eq!(update.upserts.len(), 3);
+        // A single message is a whole update.
+        assert!(chunks.push(chunk("b", 0, 1)).unwrap().is_some());
+    }
+
+    #[test]
+    fn chunks_out_of_order_are_refused() {
+        let mut chunks = Chunks::default();
+        assert!(chunks.push(chunk("a", 1, 2)).is_err());
+        chunks.push(chunk("a", 0, 3)).unwrap();
+        assert!(chunks.push(chunk("b", 1, 3)).is_err());
+        let mut chunks = Chunks::default();
+        chunks.push(chunk("a", 0, 3)).unwrap();
+        assert!(chunks.push(chunk("a", 2, 3)).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
+        for (attempt, delay) in delays.iter().enumerate() {
+            let step = Duration::from_millis(100 * 2u64.pow(attempt as u32))
+                .min(Duration::from_millis(1000));
+            assert!(
+                *delay >= step / 2 && *delay <= step,
+                "attempt {attempt}: {delay:?}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+}

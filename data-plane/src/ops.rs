@@ -1,0 +1,103 @@
+//! The ops listener: liveness, readiness, metrics and status, on a port of
+//! its own so probes and scrapes never compete with mock traffic.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::state::NodeState;
+
+pub struct OpsApp {
+    state: Arc<NodeState>,
+}
+
+impl OpsApp {
+    pub fn new(state: Arc<NodeState>) -> Self {
+        Self { state }
+    }
+
+    /// Status, content type and body for a path.
+    pub fn route(&self, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
+        match path {
+            "/healthz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/readyz" if self.state.is_ready() => {
+                (StatusCode::OK, "text/plain", b"ready\n".to_vec())
+            }
+            "/readyz" => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                b"not ready: no config snapshot applied yet\n".to_vec(),
+            ),
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.state.metrics.render().into_bytes(),
+            ),
+            "/status" => {
+                let table = self.state.table.load();
+                let status = json!({
+                    "node_id": self.state.node_id,
+                    "ready": self.state.is_ready(),
+                    "connected": self.state.is_connected(),
+                    "revision": table.revision,
+                    "workspaces": table.len(),
+                });
+                (
+                    StatusCode::OK,
+                    "application/json",
+                    status.to_string().into_bytes(),
+                )
+            }
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found: try /healthz, /readyz, /metrics or /status\n".to_vec(),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for OpsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (status, content_type, body) = self.route(session.req_header().uri.path());
+        let length = body.len();
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        headers.insert(http::header::CONTENT_LENGTH, length.into());
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::table::RoutingTable;
+
+    #[test]
+    fn ready_only_after_a_snapshot() {
+        let state = NodeState::new("n1".into(), Metrics::new().unwrap());
+        let ops = OpsApp::new(state.clone());
+        assert_eq!(ops.route("/healthz").0, StatusCode::OK);
+        assert_eq!(ops.route("/readyz").0, StatusCode::SERVICE_UNAVAILABLE);
+        state.publish(RoutingTable::default());
+        assert_eq!(ops.route("/readyz").0, StatusCode::OK);
+        let (_, _, metrics) = ops.route("/metrics");
+        let metrics = String::from_utf8(metrics).unwrap();
+        assert!(metrics.contains("mockplane_config_revision 0"), "{metrics}");
+        let (_, _, status) = ops.route("/status");
+        let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+        assert_eq!(status["ready"], true);
+        assert_eq!(ops.route("/nope").0, StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,363 @@
+//! The routing table a node serves from: every workspace compiled, looked up
+//! by slug. Immutable; a config update builds the next table and swaps it in
+//! whole, so a request sees either the old table or the new one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mockplane_proto::v1;
+use mockplane_shared::{Router, WorkspaceConfig};
+use pingora_http::ResponseHeader;
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+/// A route's answer, ready to send: the header is built once per config
+/// change and cloned per request; the body is shared.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub id: Uuid,
+    pub header: ResponseHeader,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+pub struct CompiledWorkspace {
+    pub id: Uuid,
+    pub slug: Box<str>,
+    pub hash: String,
+    pub router: Router<CompiledRoute>,
+}
+
+/// Why a workspace of an update was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceError {
+    pub workspace_id: String,
+    pub message: String,
+}
+
+impl WorkspaceError {
+    fn new(workspace_id: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            workspace_id: workspace_id.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks a resource end to end (hash, encoding, every rule of the domain)
+/// and compiles it. Nothing a control plane sends can make this panic.
+pub fn compile(resource: &v1::WorkspaceResource) -> Result<CompiledWorkspace, String> {
+    let hash = hex::encode(Sha256::digest(&resource.config));
+    if hash != resource.hash {
+        return Err(format!(
+            "content hash mismatch: got {hash}, expected {}",
+            resource.hash
+        ));
+    }
+    let wire = v1::WorkspaceConfig::decode(resource.config.clone())
+        .map_err(|e| format!("undecodable config: {e}"))?;
+    let config = WorkspaceConfig::try_from(wire).map_err(|e| format!("invalid config: {e}"))?;
+    if config.id.to_string() != resource.workspace_id {
+        return Err(format!(
+            "config is for workspace {}, not {}",
+            config.id, resource.workspace_id
+        ));
+    }
+    let routes = config
+        .routes
+        .into_iter()
+        .map(|route| {
+            let spec = route.spec;
+            let header = response_header(
+                spec.response.status,
+                &spec.response.headers,
+                spec.response.body.len(),
+            )
+            .map_err(|e| format!("route {}: {e}", route.id))?;
+            Ok((
+                spec.method,
+                spec.path,
+                CompiledRoute {
+                    id: route.id,
+                    header,
+                    body: spec.response.body,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let router = Router::build(routes).map_err(|e| e.to_string())?;
+    Ok(CompiledWorkspace {
+        id: config.id,
+        slug: config.slug.as_str().into(),
+        hash,
+        router,
+    })
+}
+
+/// A response header with a content length, for a response sent whole.
+pub fn response_header(
+    status: u16,
+    headers: &[(String, String)],
+    body_len: usize,
+) -> Result<ResponseHeader, String> {
+    let mut header =
+        ResponseHeader::build(status, Some(headers.len() + 1)).map_err(|e| e.to_string())?;
+    for (name, value) in headers {
+        header
+            .append_header(name.clone(), value.as_str())
+            .map_err(|e| format!("header {name}: {e}"))?;
+    }
+    header
+        .insert_header(http::header::CONTENT_LENGTH, body_len.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(header)
+}
+
+/// A whole config update, its chunks put together.
+#[derive(Debug, Default)]
+pub struct Update {
+    pub revision: u64,
+    pub nonce: String,
+    pub full: bool,
+    pub base_revision: u64,
+    pub upserts: Vec<v1::WorkspaceResource>,
+    pub removed: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    pub revision: u64,
+    by_slug: HashMap<Box<str>, Arc<CompiledWorkspace>>,
+    by_id: HashMap<Uuid, Arc<CompiledWorkspace>>,
+}
+
+impl RoutingTable {
+    pub fn workspace(&self, slug: &str) -> Option<&CompiledWorkspace> {
+        self.by_slug.get(slug).map(Arc::as_ref)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The table after `update`. Workspaces that fail to compile keep what
+    /// they had (or stay absent) and are reported; the rest of the update
+    /// applies. The caller checks that a delta's base is this table.
+    pub fn apply(&self, update: &Update) -> (RoutingTable, Vec<WorkspaceError>) {
+        let mut errors = Vec::new();
+        let mut by_id = if update.full {
+            HashMap::new()
+        } else {
+            self.by_id.clone()
+        };
+        for raw in &update.removed {
+            match Uuid::try_parse(raw) {
+                Ok(id) => {
+                    by_id.remove(&id);
+                }
+                Err(_) => errors.push(WorkspaceError::new(
+                    raw.as_str(),
+                    "removed id is not a UUID",
+                )),
+            }
+        }
+        for resource in &update.upserts {
+            let Ok(id) = Uuid::try_parse(&resource.workspace_id) else {
+                errors.push(WorkspaceError::new(
+                    resource.workspace_id.as_str(),
+                    "workspace id is not a UUID",
+                ));
+                continue;
+            };
+            match compile(resource) {
+                Ok(compiled) => {
+                    by_id.insert(id, Arc::new(compiled));
+                }
+                Err(message) => {
+                    // On a full update, keep serving the previous version.
+                    if let Some(previous) = self.by_id.get(&id) {
+                        by_id.insert(id, previous.clone());
+                    }
+                    errors.push(WorkspaceError::new(resource.workspace_id.as_str(), message));
+                }
+            }
+        }
+
+        let mut by_slug: HashMap<Box<str>, Arc<CompiledWorkspace>> =
+            HashMap::with_capacity(by_id.len());
+        let mut clashes = Vec::new();
+        for workspace in by_id.values() {
+            if let Some(other) = by_slug.insert(workspace.slug.clone(), workspace.clone()) {
+                clashes.push((workspace.id, other.id, workspace.slug.clone()));
+            }
+        }
+        for (a, b, slug) in clashes {
+            // The control plane keeps slugs unique; if it ever sends a clash,
+            // serve neither rather than pick one at random.
+            by_slug.remove(&slug);
+            for id in [a, b] {
+                errors.push(WorkspaceError::new(
+                    id.to_string(),
+                    format!("slug '{slug}' is used by two workspaces"),
+                ));
+            }
+        }
+        (
+            RoutingTable {
+                revision: update.revision,
+                by_slug,
+                by_id,
+            },
+            errors,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mockplane_shared::{ConfigRoute, ResponseSpec, RouteSpec, Slug};
+
+    use super::*;
+
+    fn resource(id: Uuid, slug: &str, paths: &[&str]) -> v1::WorkspaceResource {
+        let config = WorkspaceConfig {
+            id,
+            slug: Slug::parse(slug).unwrap(),
+            routes: paths
+                .iter()
+                .map(|path| ConfigRoute {
+                    id: Uuid::new_v4(),
+                    spec: RouteSpec::parse("", "GET", path, || {
+                        ResponseSpec::parse(200, vec![], Bytes::from_static(b"ok"))
+                    })
+                    .unwrap(),
+                })
+                .collect(),
+        };
+        let bytes = Bytes::from(v1::WorkspaceConfig::from(&config).encode_to_vec());
+        v1::WorkspaceResource {
+            workspace_id: id.to_string(),
+            revision: 1,
+            hash: hex::encode(Sha256::digest(&bytes)),
+            config: bytes,
+        }
+    }
+
+    fn update(
+        revision: u64,
+        full: bool,
+        upserts: Vec<v1::WorkspaceResource>,
+        removed: Vec<Uuid>,
+    ) -> Update {
+        Update {
+            revision,
+            full,
+            upserts,
+            removed: removed.iter().map(Uuid::to_string).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn full_then_delta() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let table = RoutingTable::default();
+        let (table, errors) = table.apply(&update(
+            1,
+            true,
+            vec![resource(a, "a", &["/x"]), resource(b, "b", &[])],
+            vec![],
+        ));
+        assert!(errors.is_empty());
+        assert_eq!((table.revision, table.len()), (1, 2));
+        assert!(table.workspace("a").is_some());
+
+        // Rename a to c, remove b.
+        let (table, errors) =
+            table.apply(&update(2, false, vec![resource(a, "c", &["/y"])], vec![b]));
+        assert!(errors.is_empty());
+        assert!(table.workspace("a").is_none() && table.workspace("b").is_none());
+        assert_eq!(table.workspace("c").unwrap().router.len(), 1);
+        assert_eq!(table.len(), 1);
+
+        // A full update replaces everything.
+        let (table, _) = table.apply(&update(3, true, vec![resource(b, "b", &[])], vec![]));
+        assert!(table.workspace("c").is_none());
+        assert!(table.workspace("b").is_some());
+    }
+
+    #[test]
+    fn a_bad_workspace_keeps_its_old_config_and_the_rest_applies() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (table, _) = RoutingTable::default().apply(&update(
+            1,
+            true,
+            vec![resource(a, "a", &["/old"])],
+            vec![],
+        ));
+        let mut bad = resource(a, "a", &["/new"]);
+        bad.hash = "0".repeat(64);
+        let (table, errors) =
+            table.apply(&update(2, true, vec![bad, resource(b, "b", &[])], vec![]));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].workspace_id, a.to_string());
+        assert!(errors[0].message.contains("hash mismatch"));
+        assert_eq!(table.revision, 2);
+        let a_table = table.workspace("a").unwrap();
+        assert!(matches!(
+            a_table
+                .router
+                .lookup(Some(mockplane_shared::Method::Get), "/old"),
+            mockplane_shared::Lookup::Found(_)
+        ));
+        assert!(table.workspace("b").is_some());
+    }
+
+    #[test]
+    fn garbage_is_reported_not_panicked_on() {
+        let id = Uuid::new_v4();
+        let garbage = Bytes::from_static(b"\xff\xff\xff\xff");
+        let cases = [
+            v1::WorkspaceResource {
+                workspace_id: "not-a-uuid".into(),
+                ..Default::default()
+            },
+            v1::WorkspaceResource {
+                workspace_id: id.to_string(),
+                hash: hex::encode(Sha256::digest(&garbage)),
+                config: garbage.clone(),
+                revision: 1,
+            },
+            {
+                let mut other = resource(Uuid::new_v4(), "x", &[]);
+                other.workspace_id = id.to_string();
+                other
+            },
+        ];
+        for case in cases {
+            let (table, errors) =
+                RoutingTable::default().apply(&update(1, false, vec![case], vec![]));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(table.is_empty());
+        }
+    }
+
+    #[test]
+    fn clashing_slugs_serve_neither() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (table, errors) = RoutingTable::default().apply(&update(
+            1,
+            true,
+            vec![resource(a, "same", &[]), resource(b, "same", &[])],
+            vec![],
+        ));
+        assert_eq!(errors.len(), 2);
+        assert!(table.workspace("same").is_none());
+    }
+}
