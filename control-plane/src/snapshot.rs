@@ -82,9 +82,10 @@ impl Snapshot {
     }
 
     /// The update that takes a node from `applied` to this revision: a delta
-    /// when the history reaches back that far, else everything.
+    /// when the history reaches back that far, else everything. A node that
+    /// serves nothing yet (revision 0) always gets everything.
     pub fn plan_from(&self, applied: u64) -> Plan {
-        if applied > self.revision || applied < self.history_from {
+        if applied == 0 || applied > self.revision || applied < self.history_from {
             return Plan {
                 full: true,
                 base_revision: 0,
