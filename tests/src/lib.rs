@@ -1,1 +1,398 @@
+//! The end-to-end harness: starts the real Mockplane binaries as processes,
+//! on port 0, and waits for each to say where it listens (an event line on
+//! its stdout) or to report ready. Every process is stopped when its handle
+//! is dropped; when a test fails, the logs of its processes are printed.
+//!
+//! The binaries come from the target directory next to the test executable:
+//! `make test` builds them first (`cargo build --bins`).
 #![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use mockplane_proto::v1::route_service_client::RouteServiceClient;
+use mockplane_proto::v1::workspace_service_client::WorkspaceServiceClient;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// How long a condition may take before a test gives up on it.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The directory holding the built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/e2e-<hash> -> target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("test executable lives in target/<profile>/deps")
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`; `make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it yields `Some`, failing after [`PATIENCE`]. For
+/// conditions that become true asynchronously (a config reaching a node);
+/// the poll interval is short and the wait ends as soon as it holds.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running process of ours, with its log file.
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    pub events: Vec<Value>,
+}
+
+impl Process {
+    /// Starts `program` and reads its stdout until an event line with
+    /// `"event": wanted` arrives.
+    pub async fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: PathBuf,
+        wanted: &str,
+    ) -> anyhow::Result<Self> {
+        let log_file = std::fs::File::create(&log)?;
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut events = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    let done = event["event"] == wanted;
+                    events.push(event);
+                    if done {
+                        return Ok::<_, std::io::Error>(true);
+                    }
+                }
+            }
+            Ok(false)
+        })
+        .await;
+        // Keep reading stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let process = Self {
+            name: name.to_owned(),
+            child,
+            log,
+            events,
+        };
+        match read {
+            Ok(Ok(true)) => Ok(process),
+            _ => bail!("{name} did not report '{wanted}':\n{}", process.log_text()),
+        }
+    }
+
+    pub fn event(&self, event: &str, field: &str) -> Option<String> {
+        self.events
+            .iter()
+            .find(|e| e["event"] == event)
+            .and_then(|e| e[field].as_str())
+            .map(str::to_owned)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<Pid> {
+        self.child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw)
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub async fn stop(&mut self, signal: Signal) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(pid) = self.pid() {
+            kill(pid, signal).ok();
+        }
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .map_err(|_| anyhow!("{} did not stop on {signal}", self.name))?
+            .context("waiting for exit")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- log of {} -----\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+/// A control plane process.
+pub struct ControlPlane {
+    pub process: Process,
+    pub grpc: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl ControlPlane {
+    /// Starts a control plane on `listen` with its data in `dir` (SQLite,
+    /// unless `database_url` is given).
+    pub async fn start(
+        dir: &Path,
+        listen: &str,
+        database_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut args = vec![
+            "--listen".into(),
+            listen.into(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--poll-interval-ms".into(),
+            "200".into(),
+        ];
+        if let Some(url) = database_url {
+            args.extend(["--database-url".into(), url.into()]);
+        }
+        let log = unique_log(dir, "control-plane");
+        let process = Process::start(
+            "control plane",
+            &bin("mockplane-control-plane"),
+            &args,
+            log,
+            "listening",
+        )
+        .await?;
+        let grpc = process
+            .event("listening", "grpc")
+            .context("listening event without address")?
+            .parse()?;
+        let token = process.event("bootstrap", "admin_token");
+        Ok(Self {
+            process,
+            grpc,
+            token,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect to the control plane")
+    }
+
+    /// API clients authenticated with `token`.
+    pub async fn api(&self, token: &str) -> Api {
+        let channel = self.channel().await;
+        let auth = Bearer(format!("Bearer {token}").parse().expect("ascii token"));
+        Api {
+            workspaces: WorkspaceServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            routes: RouteServiceClient::with_interceptor(channel, auth),
+        }
+    }
+}
+
+fn unique_log(dir: &Path, name: &str) -> PathBuf {
+    let mut index = 0;
+    loop {
+        let path = dir.join(format!("{name}-{index}.log"));
+        if !path.exists() {
+            return path;
+        }
+        index += 1;
+    }
+}
+
+#[derive(Clone)]
+pub struct Bearer(AsciiMetadataValue);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub struct Api {
+    pub workspaces: WorkspaceServiceClient<InterceptedService<Channel, Bearer>>,
+    pub routes: RouteServiceClient<InterceptedService<Channel, Bearer>>,
+}
+
+/// A data-plane node process.
+pub struct Node {
+    pub process: Process,
+    pub http: SocketAddr,
+    pub ops: SocketAddr,
+    client: reqwest::Client,
+}
+
+/// A response as a test looks at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The `error.code` of a JSON error response.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Node {
+    /// Starts a node streaming from `control_plane` and waits until it is
+    /// ready (it has applied a first snapshot).
+    pub async fn start(dir: &Path, control_plane: &str) -> anyhow::Result<Self> {
+        let node = Self::spawn(dir, control_plane).await?;
+        node.wait_ready().await;
+        Ok(node)
+    }
+
+    /// Starts a node and waits only until it listens.
+    pub async fn spawn(dir: &Path, control_plane: &str) -> anyhow::Result<Self> {
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--control-plane",
+            control_plane,
+            "--threads",
+            "2",
+            "--reconnect-min-ms",
+            "50",
+            "--reconnect-max-ms",
+            "300",
+        ]
+        .map(str::to_owned);
+        let log = unique_log(dir, "node");
+        let process =
+            Process::start("node", &bin("mockplane-node"), &args, log, "listening").await?;
+        let address = |field| -> anyhow::Result<SocketAddr> {
+            Ok(process
+                .event("listening", field)
+                .context("listening event")?
+                .parse()?)
+        };
+        let node = Self {
+            http: address("http")?,
+            ops: address("ops")?,
+            process,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+        };
+        Ok(node)
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually("the node to report ready", || async {
+            (self.ops_get("/readyz").await.ok()?.status == 200).then_some(())
+        })
+        .await;
+    }
+
+    async fn request(&self, method: reqwest::Method, url: String) -> anyhow::Result<Reply> {
+        let response = self.client.request(method, url).send().await?;
+        Ok(Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.text().await?,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        self.request(reqwest::Method::GET, format!("http://{}{path}", self.http))
+            .await
+    }
+
+    pub async fn send(&self, method: &str, path: &str) -> anyhow::Result<Reply> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        self.request(method, format!("http://{}{path}", self.http))
+            .await
+    }
+
+    pub async fn ops_get(&self, path: &str) -> anyhow::Result<Reply> {
+        self.request(reqwest::Method::GET, format!("http://{}{path}", self.ops))
+            .await
+    }
+
+    pub async fn status(&self) -> Value {
+        self.ops_get("/status")
+            .await
+            .map(|r| r.json())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until `path` answers with `status` and a body for which
+    /// `body_ok` holds; returns that reply.
+    pub async fn wait_for(&self, path: &str, status: u16, body_ok: impl Fn(&str) -> bool) -> Reply {
+        eventually(
+            &format!("node {} to answer {status} on {path}", self.http),
+            || async {
+                let reply = self.get(path).await.ok()?;
+                (reply.status == status && body_ok(&reply.body)).then_some(reply)
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,434 @@
+//! What the API changes reaches every node, and nodes outlive the control
+//! plane: real control-plane and node processes, talking over real sockets.
+
+use mockplane_e2e::{ControlPlane, Node};
+use mockplane_proto::v1;
+use nix::sys::signal::Signal;
+
+fn route(method: &str, path: &str, status: u32, body: &str) -> v1::Route {
+    v1::Route {
+        method: method.into(),
+        path: path.into(),
+        response: Some(v1::MockResponse {
+            status,
+            headers: vec![v1::Header {
+                name: "content-type".into(),
+                value: "application/json".into(),
+            }],
+            body: body.as_bytes().to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn workspace(slug: &str) -> v1::CreateWorkspaceRequest {
+    v1::CreateWorkspaceRequest {
+        workspace: Some(v1::Workspace {
+            slug: slug.into(),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_serve_what_the_api_creates_updates_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let token = plane
+        .token
+        .clone()
+        .expect("a first run prints an admin token");
+    let nodes = [
+        Node::start(dir.path(), &plane.url()).await.unwrap(),
+        Node::start(dir.path(), &plane.url()).await.unwrap(),
+    ];
+    let mut api = plane.api(&token).await;
+
+    api.workspaces
+        .create_workspace(workspace("demo"))
+        .await
+        .unwrap();
+    api.workspaces
+        .create_workspace(workspace("other"))
+        .await
+        .unwrap();
+    let created = api
+        .routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "demo".into(),
+            routes: vec![
+                route("GET", "/users/{id}", 200, r#"{"name":"Ada"}"#),
+                route("POST", "/users", 201, r#"{"created":true}"#),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .routes;
+    api.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "other".into(),
+            routes: vec![route("GET", "/ping", 200, r#"{"pong":true}"#)],
+        })
+        .await
+        .unwrap();
+
+    for node in &nodes {
+        let reply = node
+            .wait_for("/w/demo/users/42", 200, |b| b.contains("Ada"))
+            .await;
+        assert_eq!(reply.headers["content-type"], "application/json");
+        assert_eq!(
+            node.send("POST", "/workspace/demo/users")
+                .await
+                .unwrap()
+                .status,
+            201
+        );
+        node.wait_for("/w/other/ping", 200, |b| b.contains("pong"))
+            .await;
+    }
+
+    // An update reaches both nodes.
+    let user_route = &created[0];
+    api.routes
+        .update_route(v1::UpdateRouteRequest {
+            workspace: "demo".into(),
+            route_id: user_route.id.clone(),
+            patch: Some(route("GET", "/users/{id}", 200, r#"{"name":"Grace"}"#)),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["response.body".into()],
+            }),
+            etag: user_route.etag.clone(),
+        })
+        .await
+        .unwrap();
+    for node in &nodes {
+        node.wait_for("/w/demo/users/42", 200, |b| b.contains("Grace"))
+            .await;
+        let other = node.get("/w/other/ping").await.unwrap();
+        assert_eq!(
+            (other.status, other.body.as_str()),
+            (200, r#"{"pong":true}"#)
+        );
+    }
+
+    // A route delete reaches both nodes.
+    api.routes
+        .delete_routes(v1::DeleteRoutesRequest {
+            workspace: "demo".into(),
+            route_ids: vec![user_route.id.clone()],
+        })
+        .await
+        .unwrap();
+    for node in &nodes {
+        let reply = node.wait_for("/w/demo/users/42", 404, |_| true).await;
+        assert_eq!(reply.error_code(), "route_not_found");
+        assert_eq!(
+            node.send("POST", "/w/demo/users").await.unwrap().status,
+            201
+        );
+    }
+
+    // A workspace delete reaches both nodes; the other workspace is untouched.
+    api.workspaces
+        .delete_workspace(v1::DeleteWorkspaceRequest {
+            workspace: "demo".into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    for node in &nodes {
+        let reply = node
+            .wait_for("/w/demo/users", 404, |b| b.contains("workspace_not_found"))
+            .await;
+        assert_eq!(reply.error_code(), "workspace_not_found");
+        assert_eq!(node.get("/w/other/ping").await.unwrap().status, 200);
+        let status = node.status().await;
+        assert_eq!(status["workspaces"], 1, "{status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_keep_serving_without_the_control_plane_and_catch_up_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let token = plane.token.clone().unwrap();
+    let address = plane.grpc.to_string();
+    let nodes = [
+        Node::start(dir.path(), &plane.url()).await.unwrap(),
+        Node::start(dir.path(), &plane.url()).await.unwrap(),
+    ];
+    let mut api = plane.api(&token).await;
+    api.workspaces
+        .create_workspace(workspace("steady"))
+        .await
+        .unwrap();
+    api.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "steady".into(),
+            routes: vec![route("GET", "/a", 200, r#"{"v":1}"#)],
+        })
+        .await
+        .unwrap();
+    for node in &nodes {
+        node.wait_for("/w/steady/a", 200, |b| b.contains("\"v\":1"))
+            .await;
+    }
+
+    // The control plane goes away; both nodes keep serving and stay ready.
+    drop(api);
+    plane.process.stop(Signal::SIGTERM).await.unwrap();
+    for node in &nodes {
+        mockplane_e2e::eventually("the node to notice the stream is gone", || async {
+            (node.status().await["connected"] == false).then_some(())
+        })
+        .await;
+        for _ in 0..20 {
+            let reply = node.get("/w/steady/a").await.unwrap();
+            assert_eq!((reply.status, reply.body.as_str()), (200, r#"{"v":1}"#));
+        }
+        assert_eq!(node.ops_get("/readyz").await.unwrap().status, 200);
+    }
+    let revision_before = nodes[0].status().await["revision"].as_u64().unwrap();
+
+    // Meanwhile a change is made, through a control plane the nodes do not
+    // know about, on the same database.
+    {
+        let side = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+            .await
+            .unwrap();
+        assert!(side.token.is_none(), "not a first run any more");
+        let mut api = side.api(&token).await;
+        api.routes
+            .create_routes(v1::CreateRoutesRequest {
+                workspace: "steady".into(),
+                routes: vec![route("GET", "/b", 200, r#"{"v":2}"#)],
+            })
+            .await
+            .unwrap();
+        let mut side = side;
+        side.process.stop(Signal::SIGTERM).await.unwrap();
+    }
+    assert_eq!(nodes[0].get("/w/steady/b").await.unwrap().status, 404);
+
+    // The control plane comes back where the nodes expect it; they
+    // reconnect and catch up with the change.
+    let _plane = ControlPlane::start(dir.path(), &address, None)
+        .await
+        .unwrap();
+    for node in &nodes {
+        node.wait_for("/w/steady/b", 200, |b| b.contains("\"v\":2"))
+            .await;
+        assert_eq!(node.get("/w/steady/a").await.unwrap().status, 200);
+        let status = node.status().await;
+        assert!(
+            status["revision"].as_u64().unwrap() > revision_before,
+            "{status}"
+        );
+        assert_eq!(status["connected"], true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_control_plane_is_not_ready_until_it_gets_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    // Learn a free address for the control plane by starting and stopping one.
+    let mut first = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let address = first.grpc.to_string();
+    let token = first.token.clone().unwrap();
+    first.process.stop(Signal::SIGTERM).await.unwrap();
+
+    let node = Node::spawn(dir.path(), &format!("http://{address}"))
+        .await
+        .unwrap();
+    let readyz = node.ops_get("/readyz").await.unwrap();
+    assert_eq!(
+        readyz.status, 503,
+        "ready without any snapshot: {}",
+        readyz.body
+    );
+    assert_eq!(node.ops_get("/healthz").await.unwrap().status, 200);
+
+    let plane = ControlPlane::start(dir.path(), &address, None)
+        .await
+        .unwrap();
+    node.wait_ready().await;
+    let mut api = plane.api(&token).await;
+    api.workspaces
+        .create_workspace(workspace("late"))
+        .await
+        .unwrap();
+    api.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "late".into(),
+            routes: vec![route("GET", "/x", 200, "{}")],
+        })
+        .await
+        .unwrap();
+    node.wait_for("/w/late/x", 200, |_| true).await;
+}
+
+/// A raw config stream, as a node would open it.
+async fn open_stream(
+    plane: &ControlPlane,
+    first: v1::node_message::Kind,
+) -> (
+    tokio::sync::mpsc::Sender<v1::NodeMessage>,
+    Result<tonic::Response<tonic::Streaming<v1::ConfigUpdate>>, tonic::Status>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(v1::NodeMessage { kind: Some(first) })
+        .await
+        .unwrap();
+    let mut client = v1::config_discovery_client::ConfigDiscoveryClient::new(plane.channel().await)
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let response = client
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
+    (tx, response)
+}
+
+fn hello(node_id: &str, protocol_version: u32, applied_revision: u64) -> v1::node_message::Kind {
+    v1::node_message::Kind::Hello(v1::Hello {
+        node_id: node_id.into(),
+        protocol_version,
+        applied_revision,
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_checks_the_hello_and_sends_a_snapshot_then_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let mut api = plane.api(plane.token.as_deref().unwrap()).await;
+    api.workspaces
+        .create_workspace(workspace("first"))
+        .await
+        .unwrap();
+
+    let ack = v1::node_message::Kind::Ack(v1::Ack::default());
+    let (_tx, refused) = open_stream(&plane, ack).await;
+    let status = refused.expect_err("a stream must start with Hello");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("Hello"), "{}", status.message());
+
+    let (_tx, refused) = open_stream(&plane, hello("n1", 99, 0)).await;
+    let status = refused.expect_err("an unknown protocol version is refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("protocol 99"),
+        "{}",
+        status.message()
+    );
+
+    let (_tx, refused) = open_stream(&plane, hello("", mockplane_proto::PROTOCOL_VERSION, 0)).await;
+    assert_eq!(
+        refused.expect_err("empty node id").code(),
+        tonic::Code::InvalidArgument
+    );
+
+    // A new node gets everything, then only what changes.
+    let (tx, accepted) =
+        open_stream(&plane, hello("n1", mockplane_proto::PROTOCOL_VERSION, 0)).await;
+    let mut updates = accepted.unwrap().into_inner();
+    let full = updates.message().await.unwrap().unwrap();
+    assert!(full.full);
+    assert_eq!(full.upserts.len(), 1);
+    let snapshot_revision = full.revision;
+    tx.send(v1::NodeMessage {
+        kind: Some(v1::node_message::Kind::Ack(v1::Ack {
+            revision: full.revision,
+            nonce: full.nonce.clone(),
+        })),
+    })
+    .await
+    .unwrap();
+
+    api.workspaces
+        .create_workspace(workspace("second"))
+        .await
+        .unwrap();
+    let delta = updates.message().await.unwrap().unwrap();
+    assert!(!delta.full);
+    assert_eq!(delta.base_revision, snapshot_revision);
+    assert!(delta.revision > snapshot_revision);
+    assert_eq!(delta.upserts.len(), 1);
+    assert_ne!(delta.nonce, full.nonce);
+
+    api.workspaces
+        .delete_workspace(v1::DeleteWorkspaceRequest {
+            workspace: "first".into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    let removal = updates.message().await.unwrap().unwrap();
+    assert_eq!(removal.base_revision, delta.revision);
+    assert!(removal.upserts.is_empty());
+    assert_eq!(removal.removed, vec![full.upserts[0].workspace_id.clone()]);
+
+    // A node that reconnects with the revision it serves gets a delta.
+    let (_tx2, resumed) = open_stream(
+        &plane,
+        hello("n2", mockplane_proto::PROTOCOL_VERSION, delta.revision),
+    )
+    .await;
+    let resumed = resumed
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!resumed.full);
+    assert_eq!(resumed.base_revision, delta.revision);
+    assert_eq!(resumed.removed.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_reading_does_not_hold_up_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let node = Node::start(dir.path(), &plane.url()).await.unwrap();
+    let mut api = plane.api(plane.token.as_deref().unwrap()).await;
+
+    // This stream says hello and then never reads: once HTTP/2 flow control
+    // fills, every send to it blocks.
+    let (_tx, stalled) = open_stream(
+        &plane,
+        hello("stalled", mockplane_proto::PROTOCOL_VERSION, 0),
+    )
+    .await;
+    let _stalled = stalled.unwrap();
+
+    let big = "x".repeat(256 * 1024);
+    for index in 0..6 {
+        let slug = format!("bulk-{index}");
+        api.workspaces
+            .create_workspace(workspace(&slug))
+            .await
+            .unwrap();
+        api.routes
+            .create_routes(v1::CreateRoutesRequest {
+                workspace: slug.clone(),
+                routes: vec![route("GET", "/big", 200, &big)],
+            })
+            .await
+            .unwrap();
+        // The reading node keeps up with every change.
+        node.wait_for(&format!("/w/{slug}/big"), 200, |b| b.len() == big.len())
+            .await;
+    }
+}
