@@ -249,7 +249,12 @@ where
             return Ok(None);
         }
         let now = now();
-        let org_id = insert_org(&mut tx, org_name, now).await?;
+        let org_id = match insert_org(&mut tx, org_name, now).await {
+            Ok(id) => id,
+            // Another replica bootstrapped between our count and our insert.
+            Err(StoreError::AlreadyExists(_)) => return Ok(None),
+            Err(other) => return Err(other),
+        };
         insert_token(&mut tx, org_id, "admin", token_hash, now).await?;
         tx.commit().await.map_err(internal)?;
         Ok(Some(Bootstrapped {

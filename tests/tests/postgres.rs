@@ -1,0 +1,106 @@
+//! The control plane on PostgreSQL, as in production: two replicas on one
+//! database, each with a node connected, both serving every change.
+
+use mockplane_e2e::{ControlPlane, Node};
+use mockplane_proto::v1;
+use sqlx::Connection as _;
+
+/// A fresh database on the server `DATABASE_URL` points at (`make test`
+/// starts PostgreSQL and sets it), dropped at the end.
+struct TempDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TempDatabase {
+    async fn create() -> Self {
+        let admin_url = std::env::var("DATABASE_URL")
+            .expect("DATABASE_URL must point at PostgreSQL (`make test` starts one and sets it)");
+        let name = format!("mockplane_e2e_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        let (server, _) = admin_url.rsplit_once('/').expect("a database URL has a path");
+        let url = format!("{server}/{name}");
+        Self { admin_url, name, url }
+    }
+
+    async fn drop(self) {
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+}
+
+fn route(path: &str, body: &str) -> v1::Route {
+    v1::Route {
+        method: "GET".into(),
+        path: path.into(),
+        response: Some(v1::MockResponse {
+            status: 200,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_feed_their_nodes_every_change() {
+    let database = TempDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = tokio::join!(
+        ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url)),
+        ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url)),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // Started together, exactly one of them bootstrapped the org.
+    let token = match (&a.token, &b.token) {
+        (Some(token), None) | (None, Some(token)) => token.clone(),
+        other => panic!("expected exactly one bootstrap, got {other:?}"),
+    };
+    let node_a = Node::start(dir.path(), &a.url()).await.unwrap();
+    let node_b = Node::start(dir.path(), &b.url()).await.unwrap();
+
+    let mut api_a = a.api(&token).await;
+    api_a
+        .workspaces
+        .create_workspace(v1::CreateWorkspaceRequest {
+            workspace: Some(v1::Workspace {
+                slug: "shared".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    api_a
+        .routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "shared".into(),
+            routes: vec![route("/from-a", "a")],
+        })
+        .await
+        .unwrap();
+    // A change made through replica A reaches the node on replica B.
+    for node in [&node_a, &node_b] {
+        node.wait_for("/w/shared/from-a", 200, |b| b == "a").await;
+    }
+
+    let mut api_b = b.api(&token).await;
+    api_b
+        .routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "shared".into(),
+            routes: vec![route("/from-b", "b")],
+        })
+        .await
+        .unwrap();
+    for node in [&node_a, &node_b] {
+        node.wait_for("/w/shared/from-b", 200, |b| b == "b").await;
+    }
+
+    drop((api_a, api_b, node_a, node_b, a, b));
+    database.drop().await;
+}
