@@ -12,11 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use mockplane_proto::v1;
+use mockplane_proto::{resource, v1};
 use mockplane_shared::WorkspaceConfig;
-use prost::Message as _;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -42,17 +39,10 @@ pub struct EncodedWorkspace {
 
 impl EncodedWorkspace {
     pub fn encode(config: &WorkspaceConfig, revision: u64) -> Self {
-        let bytes = Bytes::from(v1::WorkspaceConfig::from(config).encode_to_vec());
-        let hash = hex::encode(Sha256::digest(&bytes));
         Self {
             id: config.id,
             revision,
-            resource: v1::WorkspaceResource {
-                workspace_id: config.id.to_string(),
-                revision,
-                hash,
-                config: bytes,
-            },
+            resource: resource::encode(config, revision),
         }
     }
 }
@@ -293,6 +283,7 @@ impl ConfigCache {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use mockplane_shared::{Slug, WorkspaceConfig};
 
     use super::*;

@@ -201,10 +201,7 @@ impl ProxyHttp for MockProxy {
 
 #[cfg(test)]
 mod tests {
-    use mockplane_proto::v1;
     use mockplane_shared::{ConfigRoute, ResponseSpec, RouteSpec, Slug, WorkspaceConfig};
-    use prost::Message as _;
-    use sha2::{Digest as _, Sha256};
     use uuid::Uuid;
 
     use super::*;
@@ -226,16 +223,10 @@ mod tests {
                 .unwrap(),
             }],
         };
-        let bytes = Bytes::from(v1::WorkspaceConfig::from(&config).encode_to_vec());
         let update = Update {
             revision: 1,
             full: true,
-            upserts: vec![v1::WorkspaceResource {
-                workspace_id: config.id.to_string(),
-                revision: 1,
-                hash: hex::encode(Sha256::digest(&bytes)),
-                config: bytes,
-            }],
+            upserts: vec![mockplane_proto::resource::encode(&config, 1)],
             ..Default::default()
         };
         RoutingTable::default().apply(&update).0

@@ -7,10 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mockplane_proto::v1;
-use mockplane_shared::{Router, WorkspaceConfig};
+use mockplane_shared::Router;
 use pingora_http::ResponseHeader;
-use prost::Message as _;
-use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 /// A route's answer, ready to send: the header is built once per config
@@ -46,25 +44,10 @@ impl WorkspaceError {
     }
 }
 
-/// Checks a resource end to end (hash, encoding, every rule of the domain)
-/// and compiles it. Nothing a control plane sends can make this panic.
+/// Checks a resource end to end and compiles it. Nothing a control plane
+/// sends can make this panic.
 pub fn compile(resource: &v1::WorkspaceResource) -> Result<CompiledWorkspace, String> {
-    let hash = hex::encode(Sha256::digest(&resource.config));
-    if hash != resource.hash {
-        return Err(format!(
-            "content hash mismatch: got {hash}, expected {}",
-            resource.hash
-        ));
-    }
-    let wire = v1::WorkspaceConfig::decode(resource.config.clone())
-        .map_err(|e| format!("undecodable config: {e}"))?;
-    let config = WorkspaceConfig::try_from(wire).map_err(|e| format!("invalid config: {e}"))?;
-    if config.id.to_string() != resource.workspace_id {
-        return Err(format!(
-            "config is for workspace {}, not {}",
-            config.id, resource.workspace_id
-        ));
-    }
+    let config = mockplane_proto::resource::decode(resource)?;
     let routes = config
         .routes
         .into_iter()
@@ -91,7 +74,7 @@ pub fn compile(resource: &v1::WorkspaceResource) -> Result<CompiledWorkspace, St
     Ok(CompiledWorkspace {
         id: config.id,
         slug: config.slug.as_str().into(),
-        hash,
+        hash: resource.hash.clone(),
         router,
     })
 }
@@ -221,7 +204,7 @@ impl RoutingTable {
 
 #[cfg(test)]
 mod tests {
-    use mockplane_shared::{ConfigRoute, ResponseSpec, RouteSpec, Slug};
+    use mockplane_shared::{ConfigRoute, ResponseSpec, RouteSpec, Slug, WorkspaceConfig};
 
     use super::*;
 
@@ -240,13 +223,7 @@ mod tests {
                 })
                 .collect(),
         };
-        let bytes = Bytes::from(v1::WorkspaceConfig::from(&config).encode_to_vec());
-        v1::WorkspaceResource {
-            workspace_id: id.to_string(),
-            revision: 1,
-            hash: hex::encode(Sha256::digest(&bytes)),
-            config: bytes,
-        }
+        mockplane_proto::resource::encode(&config, 1)
     }
 
     fn update(
@@ -322,7 +299,6 @@ mod tests {
     #[test]
     fn garbage_is_reported_not_panicked_on() {
         let id = Uuid::new_v4();
-        let garbage = Bytes::from_static(b"\xff\xff\xff\xff");
         let cases = [
             v1::WorkspaceResource {
                 workspace_id: "not-a-uuid".into(),
@@ -330,9 +306,8 @@ mod tests {
             },
             v1::WorkspaceResource {
                 workspace_id: id.to_string(),
-                hash: hex::encode(Sha256::digest(&garbage)),
-                config: garbage.clone(),
-                revision: 1,
+                config: Bytes::from_static(b"\xff\xff\xff\xff"),
+                ..Default::default()
             },
             {
                 let mut other = resource(Uuid::new_v4(), "x", &[]);

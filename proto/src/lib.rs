@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod convert;
+pub mod resource;
 
 /// Generated code for the `mockplane.v1` package.
 pub mod v1 {

@@ -16,7 +16,10 @@ struct Cli<'a> {
 impl Cli<'_> {
     async fn run(&self, args: &[&str]) -> Output {
         let mut command = tokio::process::Command::new(bin("mockplane"));
-        command.args(args).env("MOCKPLANE_SERVER", &self.server).env_remove("MOCKPLANE_TOKEN");
+        command
+            .args(args)
+            .env("MOCKPLANE_SERVER", &self.server)
+            .env_remove("MOCKPLANE_TOKEN");
         if let Some(token) = self.token {
             command.env("MOCKPLANE_TOKEN", token);
         }
@@ -37,7 +40,10 @@ impl Cli<'_> {
     /// Runs a command that must fail; returns its stderr.
     async fn fails(&self, args: &[&str]) -> String {
         let output = self.run(args).await;
-        assert!(!output.status.success(), "mockplane {args:?} should have failed");
+        assert!(
+            !output.status.success(),
+            "mockplane {args:?} should have failed"
+        );
         assert_eq!(output.status.code(), Some(1));
         String::from_utf8(output.stderr).unwrap()
     }
@@ -66,42 +72,69 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manages_workspaces_and_mocks_that_nodes_then_serve() {
     let dir = tempfile::tempdir().unwrap();
-    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None).await.unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
     let node = Node::start(dir.path(), &plane.url()).await.unwrap();
     let cli = Cli {
         server: plane.url(),
         token: plane.token.as_deref(),
     };
 
-    let created = cli.ok(&["workspace", "create", "demo", "--name", "Demo API"]).await;
+    let created = cli
+        .ok(&["workspace", "create", "demo", "--name", "Demo API"])
+        .await;
     assert!(created.contains("slug         demo"), "{created}");
     let table = cli.ok(&["workspace", "list"]).await;
     let mut lines = table.lines();
-    assert!(lines.next().unwrap().starts_with("SLUG  NAME      ROUTES  ID"), "{table}");
-    assert!(lines.next().unwrap().starts_with("demo  Demo API  0"), "{table}");
-    let listed: Value = serde_json::from_str(&cli.ok(&["--output", "json", "ws", "list"]).await).unwrap();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("SLUG  NAME      ROUTES  ID"),
+        "{table}"
+    );
+    assert!(
+        lines.next().unwrap().starts_with("demo  Demo API  0"),
+        "{table}"
+    );
+    let listed: Value =
+        serde_json::from_str(&cli.ok(&["--output", "json", "ws", "list"]).await).unwrap();
     assert_eq!(listed[0]["slug"], "demo");
     let etag = listed[0]["etag"].as_str().unwrap().to_owned();
 
     let mocks = write(dir.path(), "mocks.yaml", MOCKS);
     let added = cli.ok(&["route", "add", "demo", "--file", &mocks]).await;
     assert!(added.contains("/users/{id}"), "{added}");
-    let reply = node.wait_for("/w/demo/hello", 200, |b| b.contains("hello")).await;
+    let reply = node
+        .wait_for("/w/demo/hello", 200, |b| b.contains("hello"))
+        .await;
     assert_eq!(reply.headers["content-type"], "application/json");
     let user = node.wait_for("/w/demo/users/9", 200, |_| true).await;
     assert_eq!(user.headers["x-mock"], "yes");
 
-    let routes: Value = serde_json::from_str(&cli.ok(&["-o", "json", "route", "list", "demo"]).await).unwrap();
+    let routes: Value =
+        serde_json::from_str(&cli.ok(&["-o", "json", "route", "list", "demo"]).await).unwrap();
     assert_eq!(routes.as_array().unwrap().len(), 2);
     assert_eq!(routes[1]["path"], "/users/{id}");
     let route_id = routes[0]["id"].as_str().unwrap().to_owned();
-    let one: Value = serde_json::from_str(&cli.ok(&["-o", "json", "route", "get", "demo", &route_id]).await).unwrap();
+    let one: Value = serde_json::from_str(
+        &cli.ok(&["-o", "json", "route", "get", "demo", &route_id])
+            .await,
+    )
+    .unwrap();
     assert_eq!(one["name"], "hello");
 
     // Replace one route from a file.
-    let replacement = write(dir.path(), "one.yaml", "- path: /hello\n  response: {body: changed}\n");
-    cli.ok(&["route", "update", "demo", &route_id, "--file", &replacement]).await;
-    node.wait_for("/w/demo/hello", 200, |b| b == "changed").await;
+    let replacement = write(
+        dir.path(),
+        "one.yaml",
+        "- path: /hello\n  response: {body: changed}\n",
+    );
+    cli.ok(&["route", "update", "demo", &route_id, "--file", &replacement])
+        .await;
+    node.wait_for("/w/demo/hello", 200, |b| b == "changed")
+        .await;
 
     // A malformed file: the CLI names the route and the field, sends nothing.
     let broken = write(
@@ -109,26 +142,61 @@ async fn manages_workspaces_and_mocks_that_nodes_then_serve() {
         "broken.yaml",
         "routes:\n  - path: /fine\n  - path: /bad\n    response: {status: 700}\n",
     );
-    let error = cli.fails(&["route", "add", "demo", "--file", &broken]).await;
+    let error = cli
+        .fails(&["route", "add", "demo", "--file", &broken])
+        .await;
     assert!(error.contains("routes[1].response.status"), "{error}");
     assert!(error.contains("200 to 599"), "{error}");
     let typo = write(dir.path(), "typo.yaml", "- path: /x\n  respons: {}\n");
     let error = cli.fails(&["route", "add", "demo", "-f", &typo]).await;
-    assert!(error.contains("routes[0]") && error.contains("respons"), "{error}");
-    let json_file = write(dir.path(), "bad.json", r#"{"routes": [{"path": "/x", "method": 7}]}"#);
+    assert!(
+        error.contains("routes[0]") && error.contains("respons"),
+        "{error}"
+    );
+    let json_file = write(
+        dir.path(),
+        "bad.json",
+        r#"{"routes": [{"path": "/x", "method": 7}]}"#,
+    );
     let error = cli.fails(&["route", "add", "demo", "-f", &json_file]).await;
     assert!(error.contains("routes[0].method"), "{error}");
-    let count: Value = serde_json::from_str(&cli.ok(&["-o", "json", "route", "list", "demo"]).await).unwrap();
+    let count: Value =
+        serde_json::from_str(&cli.ok(&["-o", "json", "route", "list", "demo"]).await).unwrap();
     assert_eq!(count.as_array().unwrap().len(), 2);
 
     // Server errors are printed with their code; the exit status is 1.
     let error = cli.fails(&["workspace", "create", "Demo"]).await;
-    assert!(error.contains("lower-case") && error.contains("InvalidArgument"), "{error}");
+    assert!(
+        error.contains("lower-case") && error.contains("InvalidArgument"),
+        "{error}"
+    );
     let error = cli.fails(&["workspace", "create", "demo"]).await;
     assert!(error.contains("already exists"), "{error}");
-    cli.ok(&["workspace", "update", "demo", "--description", "first", "--etag", &etag]).await;
-    let error = cli.fails(&["workspace", "update", "demo", "--description", "again", "--etag", &etag]).await;
-    assert!(error.contains("Aborted") && error.contains("etag"), "{error}");
+    cli.ok(&[
+        "workspace",
+        "update",
+        "demo",
+        "--description",
+        "first",
+        "--etag",
+        &etag,
+    ])
+    .await;
+    let error = cli
+        .fails(&[
+            "workspace",
+            "update",
+            "demo",
+            "--description",
+            "again",
+            "--etag",
+            &etag,
+        ])
+        .await;
+    assert!(
+        error.contains("Aborted") && error.contains("etag"),
+        "{error}"
+    );
     let anonymous = Cli {
         server: plane.url(),
         token: None,
@@ -144,12 +212,16 @@ async fn manages_workspaces_and_mocks_that_nodes_then_serve() {
 
     // Removing by file removes exactly the routes the file names.
     cli.ok(&["route", "remove", "demo", "--file", &mocks]).await;
-    node.wait_for("/w/demo/hello", 404, |b| b.contains("route_not_found")).await;
-    let error = cli.fails(&["route", "remove", "demo", "--file", &mocks]).await;
+    node.wait_for("/w/demo/hello", 404, |b| b.contains("route_not_found"))
+        .await;
+    let error = cli
+        .fails(&["route", "remove", "demo", "--file", &mocks])
+        .await;
     assert!(error.contains("has no route GET /hello"), "{error}");
 
     cli.ok(&["workspace", "delete", "demo"]).await;
-    node.wait_for("/w/demo/hello", 404, |b| b.contains("workspace_not_found")).await;
+    node.wait_for("/w/demo/hello", 404, |b| b.contains("workspace_not_found"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,20 +243,33 @@ async fn up_runs_a_local_stack_and_stops_it() {
     ]
     .map(str::to_owned)
     .to_vec();
-    let mut up = Process::start("mockplane up", &bin("mockplane"), &args, dir.path().join("up-1.log"), "ready")
-        .await
-        .unwrap();
+    let mut up = Process::start(
+        "mockplane up",
+        &bin("mockplane"),
+        &args,
+        dir.path().join("up-1.log"),
+        "ready",
+    )
+    .await
+    .unwrap();
     assert_eq!(up.events.last().unwrap()["first_run"], true);
     let grpc = up.event("ready", "grpc").unwrap();
     let http = up.event("ready", "http").unwrap();
     let ops = up.event("ready", "ops").unwrap();
     let token_file = up.event("ready", "admin_token_file").unwrap();
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "the admin token is readable by its owner only");
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the admin token is readable by its owner only"
+        );
     }
 
     let cli = Cli {
@@ -196,7 +281,11 @@ async fn up_runs_a_local_stack_and_stops_it() {
     cli.ok(&["route", "add", "demo", "-f", &mocks]).await;
     let client = reqwest::Client::new();
     eventually("the local node to serve the new mock", || async {
-        let reply = client.get(format!("{http}/w/demo/hello")).send().await.ok()?;
+        let reply = client
+            .get(format!("{http}/w/demo/hello"))
+            .send()
+            .await
+            .ok()?;
         (reply.status() == 200).then_some(())
     })
     .await;
@@ -204,13 +293,25 @@ async fn up_runs_a_local_stack_and_stops_it() {
     // Ctrl-C stops the whole stack.
     let status = up.stop(Signal::SIGINT).await.unwrap();
     assert!(status.success(), "up exited with {status}");
-    assert!(client.get(format!("{ops}/healthz")).send().await.is_err(), "the node is still up");
-    assert!(std::net::TcpStream::connect(grpc.trim_start_matches("http://")).is_err(), "the control plane is still up");
+    assert!(
+        client.get(format!("{ops}/healthz")).send().await.is_err(),
+        "the node is still up"
+    );
+    assert!(
+        std::net::TcpStream::connect(grpc.trim_start_matches("http://")).is_err(),
+        "the control plane is still up"
+    );
 
     // A second run keeps the data and creates no new admin.
-    let mut again = Process::start("mockplane up", &bin("mockplane"), &args, dir.path().join("up-2.log"), "ready")
-        .await
-        .unwrap();
+    let mut again = Process::start(
+        "mockplane up",
+        &bin("mockplane"),
+        &args,
+        dir.path().join("up-2.log"),
+        "ready",
+    )
+    .await
+    .unwrap();
     assert_eq!(again.events.last().unwrap()["first_run"], false);
     let grpc = again.event("ready", "grpc").unwrap();
     let http = again.event("ready", "http").unwrap();
@@ -218,9 +319,14 @@ async fn up_runs_a_local_stack_and_stops_it() {
         server: grpc,
         token: Some(&token),
     };
-    let listed: Value = serde_json::from_str(&cli.ok(&["-o", "json", "workspace", "list"]).await).unwrap();
+    let listed: Value =
+        serde_json::from_str(&cli.ok(&["-o", "json", "workspace", "list"]).await).unwrap();
     assert_eq!(listed[0]["slug"], "demo");
-    let reply = client.get(format!("{http}/w/demo/hello")).send().await.unwrap();
+    let reply = client
+        .get(format!("{http}/w/demo/hello"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 200);
     again.stop(Signal::SIGTERM).await.unwrap();
 }

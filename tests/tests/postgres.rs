@@ -19,18 +19,30 @@ impl TempDatabase {
             .expect("DATABASE_URL must point at PostgreSQL (`make test` starts one and sets it)");
         let name = format!("mockplane_e2e_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-        let (server, _) = admin_url.rsplit_once('/').expect("a database URL has a path");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let (server, _) = admin_url
+            .rsplit_once('/')
+            .expect("a database URL has a path");
         let url = format!("{server}/{name}");
-        Self { admin_url, name, url }
+        Self {
+            admin_url,
+            name,
+            url,
+        }
     }
 
     async fn drop(self) {
         let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     }
 }
 
