@@ -1,0 +1,47 @@
+//! The data plane's request path without the network: workspace lookup,
+//! route match and response selection (`proxy::answer`), for 1, 1 000 and
+//! 10 000 workspaces of 20 routes each; and the cost of compiling a table.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mockplane_benches::{full_update, slug, table};
+use mockplane_data_plane::proxy::answer;
+use mockplane_data_plane::table::RoutingTable;
+
+fn request_path(c: &mut Criterion) {
+    let mut group = c.benchmark_group("answer");
+    group.throughput(Throughput::Elements(1));
+    for workspaces in [1, 1_000, 10_000] {
+        let table = table(workspaces);
+        let target = slug(workspaces / 2);
+        let cases = [
+            ("hit_literal", format!("/w/{target}/users/me")),
+            ("hit_param", format!("/w/{target}/users/42/orders/7")),
+            ("miss_route", format!("/w/{target}/nothing/here")),
+            ("miss_workspace", "/w/no-such-workspace/users/me".to_owned()),
+        ];
+        for (name, path) in cases {
+            group.bench_with_input(BenchmarkId::new(name, workspaces), &path, |b, path| {
+                b.iter(|| answer(black_box(&table), &http::Method::GET, black_box(path)));
+            });
+        }
+    }
+    group.finish();
+}
+
+fn compile_table(c: &mut Criterion) {
+    let mut group = c.benchmark_group("compile");
+    group.sample_size(10);
+    for workspaces in [1_000, 10_000] {
+        let update = full_update(workspaces);
+        group.throughput(Throughput::Elements(workspaces as u64));
+        group.bench_function(BenchmarkId::new("full_table", workspaces), |b| {
+            b.iter(|| RoutingTable::default().apply(black_box(&update)));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, request_path, compile_table);
+criterion_main!(benches);
