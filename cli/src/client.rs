@@ -47,7 +47,10 @@ impl Api {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60));
         let channel = endpoint.connect().await.map_err(|e| {
-            anyhow!("cannot reach the control plane at {server}: {e} (is it running? `make run` starts one)")
+            anyhow!(
+                "cannot reach the control plane at {server}: {} (is it running? `make run` starts one)",
+                causes(&e)
+            )
         })?;
         let credentials = match token {
             Some(token) => {
@@ -73,6 +76,22 @@ impl Api {
                 .max_encoding_message_size(MAX_RESPONSE_BYTES),
         })
     }
+}
+
+/// An error and its causes, `outer: inner: innermost`: tonic's transport
+/// errors say what went wrong only in their sources.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A failed call as the server explained it, with a hint where one helps.

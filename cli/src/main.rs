@@ -10,7 +10,7 @@ mod up;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use clap::{Parser, Subcommand};
 use mockplane_proto::v1;
 
@@ -144,10 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let api = Api::connect(&cli.server, cli.token.as_deref()).await?;
             workspace(api, command, format).await
         }
-        Command::Route(command) => {
-            let api = Api::connect(&cli.server, cli.token.as_deref()).await?;
-            route(api, command, format).await
-        }
+        Command::Route(command) => route(&cli.server, cli.token.as_deref(), command, format).await,
     }
 }
 
@@ -260,11 +257,15 @@ async fn workspace(mut api: Api, command: WorkspaceCommand, format: Format) -> a
     Ok(())
 }
 
-async fn route(mut api: Api, command: RouteCommand, format: Format) -> anyhow::Result<()> {
+/// Files are checked before connecting: a broken file is reported as such,
+/// whether or not the control plane is reachable.
+async fn route(server: &str, token: Option<&str>, command: RouteCommand, format: Format) -> anyhow::Result<()> {
+    let connect = || Api::connect(server, token);
     match command {
         RouteCommand::Add { workspace, file } => {
             let routes = mockfile::load(&file)?;
-            let created = api
+            let created = connect()
+                .await?
                 .routes
                 .create_routes(v1::CreateRoutesRequest { workspace, routes })
                 .await
@@ -274,7 +275,7 @@ async fn route(mut api: Api, command: RouteCommand, format: Format) -> anyhow::R
             output::list(format, &views, &ROUTE_COLUMNS);
         }
         RouteCommand::List { workspace } => {
-            let routes = all_routes(&mut api, &workspace).await?;
+            let routes = all_routes(&mut connect().await?, &workspace).await?;
             let views: Vec<RouteView> = routes.iter().map(RouteView::from).collect();
             output::list(format, &views, &ROUTE_COLUMNS);
         }
@@ -282,7 +283,8 @@ async fn route(mut api: Api, command: RouteCommand, format: Format) -> anyhow::R
             workspace,
             route_id,
         } => {
-            let found = api
+            let found = connect()
+                .await?
                 .routes
                 .get_route(v1::GetRouteRequest {
                     workspace,
@@ -311,7 +313,8 @@ async fn route(mut api: Api, command: RouteCommand, format: Format) -> anyhow::R
             let paths = ["name", "method", "path", "response"]
                 .map(str::to_owned)
                 .to_vec();
-            let updated = api
+            let updated = connect()
+                .await?
                 .routes
                 .update_route(v1::UpdateRouteRequest {
                     workspace,
@@ -331,8 +334,10 @@ async fn route(mut api: Api, command: RouteCommand, format: Format) -> anyhow::R
             file,
             all,
         } => {
-            let ids = match (file, all) {
-                (Some(file), _) => ids_matching_file(&mut api, &workspace, &file).await?,
+            let wanted = file.as_deref().map(mockfile::load).transpose()?;
+            let mut api = connect().await?;
+            let ids = match (wanted, all) {
+                (Some(wanted), _) => ids_matching(&mut api, &workspace, &wanted).await?,
                 (None, true) => all_routes(&mut api, &workspace)
                     .await?
                     .into_iter()
@@ -391,13 +396,12 @@ async fn all_routes(api: &mut Api, workspace: &str) -> anyhow::Result<Vec<v1::Ro
 }
 
 /// The ids of the workspace's routes that have the method and path of a
-/// route in the file. Every route of the file must be there.
-async fn ids_matching_file(
+/// wanted route. Every wanted route must be there.
+async fn ids_matching(
     api: &mut Api,
     workspace: &str,
-    file: &std::path::Path,
+    wanted: &[v1::Route],
 ) -> anyhow::Result<Vec<String>> {
-    let wanted = mockfile::load(file)?;
     let existing = all_routes(api, workspace).await?;
     wanted
         .iter()
@@ -415,8 +419,7 @@ async fn ids_matching_file(
                     )
                 })
         })
-        .collect::<anyhow::Result<Vec<_>>>()
-        .with_context(|| format!("removing the routes of {}", file.display()))
+        .collect()
 }
 
 fn done(format: Format, summary: serde_json::Value) {

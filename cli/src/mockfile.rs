@@ -258,6 +258,12 @@ routes:
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let routes = parse(include_str!("../../examples/mocks.yaml"), false).unwrap();
+        assert_eq!(routes.len(), 4);
+    }
+
+    #[test]
     fn errors_name_the_route_and_field() {
         let cases = [
             (
