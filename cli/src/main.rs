@@ -259,7 +259,12 @@ async fn workspace(mut api: Api, command: WorkspaceCommand, format: Format) -> a
 
 /// Files are checked before connecting: a broken file is reported as such,
 /// whether or not the control plane is reachable.
-async fn route(server: &str, token: Option<&str>, command: RouteCommand, format: Format) -> anyhow::Result<()> {
+async fn route(
+    server: &str,
+    token: Option<&str>,
+    command: RouteCommand,
+    format: Format,
+) -> anyhow::Result<()> {
     let connect = || Api::connect(server, token);
     match command {
         RouteCommand::Add { workspace, file } => {

@@ -396,3 +396,40 @@ impl Node {
         .await
     }
 }
+
+/// Request builders the tests share.
+pub mod fixtures {
+    use mockplane_proto::v1;
+
+    /// A route answering `status` with `body` (JSON content type when the
+    /// body looks like JSON).
+    pub fn route(method: &str, path: &str, status: u32, body: &str) -> v1::Route {
+        let headers = if body.starts_with('{') {
+            vec![v1::Header {
+                name: "content-type".into(),
+                value: "application/json".into(),
+            }]
+        } else {
+            Vec::new()
+        };
+        v1::Route {
+            method: method.into(),
+            path: path.into(),
+            response: Some(v1::MockResponse {
+                status,
+                headers,
+                body: body.as_bytes().to_vec(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn new_workspace(slug: &str) -> v1::CreateWorkspaceRequest {
+        v1::CreateWorkspaceRequest {
+            workspace: Some(v1::Workspace {
+                slug: slug.into(),
+                ..Default::default()
+            }),
+        }
+    }
+}

@@ -2,18 +2,10 @@
 //! message a person can act on, health checking and reflection.
 
 use mockplane_e2e::ControlPlane;
+use mockplane_e2e::fixtures::{new_workspace, route};
 use mockplane_proto::v1;
 use mockplane_proto::v1::workspace_service_client::WorkspaceServiceClient;
 use tonic::Code;
-
-fn new_workspace(slug: &str) -> v1::CreateWorkspaceRequest {
-    v1::CreateWorkspaceRequest {
-        workspace: Some(v1::Workspace {
-            slug: slug.into(),
-            ..Default::default()
-        }),
-    }
-}
 
 fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
     let status = result.expect_err("the call should fail");
@@ -144,18 +136,8 @@ async fn errors_have_the_right_code_and_say_what_is_wrong() {
     );
 
     // Routes: the bad field is named, clashes are refused, nothing half-added.
-    let good = v1::Route {
-        method: "GET".into(),
-        path: "/a".into(),
-        response: Some(v1::MockResponse {
-            status: 200,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut bad = good.clone();
-    bad.path = "/b".into();
-    bad.response.as_mut().unwrap().status = 700;
+    let good = route("GET", "/a", 200, "");
+    let bad = route("GET", "/b", 700, "");
     assert_status(
         api.routes
             .create_routes(v1::CreateRoutesRequest {

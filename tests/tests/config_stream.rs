@@ -1,34 +1,10 @@
 //! What the API changes reaches every node, and nodes outlive the control
 //! plane: real control-plane and node processes, talking over real sockets.
 
+use mockplane_e2e::fixtures::{new_workspace as workspace, route};
 use mockplane_e2e::{ControlPlane, Node};
 use mockplane_proto::v1;
 use nix::sys::signal::Signal;
-
-fn route(method: &str, path: &str, status: u32, body: &str) -> v1::Route {
-    v1::Route {
-        method: method.into(),
-        path: path.into(),
-        response: Some(v1::MockResponse {
-            status,
-            headers: vec![v1::Header {
-                name: "content-type".into(),
-                value: "application/json".into(),
-            }],
-            body: body.as_bytes().to_vec(),
-        }),
-        ..Default::default()
-    }
-}
-
-fn workspace(slug: &str) -> v1::CreateWorkspaceRequest {
-    v1::CreateWorkspaceRequest {
-        workspace: Some(v1::Workspace {
-            slug: slug.into(),
-            ..Default::default()
-        }),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_serve_what_the_api_creates_updates_and_deletes() {

@@ -1,6 +1,7 @@
 //! The control plane on PostgreSQL, as in production: two replicas on one
 //! database, each with a node connected, both serving every change.
 
+use mockplane_e2e::fixtures::{new_workspace, route};
 use mockplane_e2e::{ControlPlane, Node};
 use mockplane_proto::v1;
 use sqlx::Connection as _;
@@ -46,19 +47,6 @@ impl TempDatabase {
     }
 }
 
-fn route(path: &str, body: &str) -> v1::Route {
-    v1::Route {
-        method: "GET".into(),
-        path: path.into(),
-        response: Some(v1::MockResponse {
-            status: 200,
-            headers: vec![],
-            body: body.as_bytes().to_vec(),
-        }),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_postgres_feed_their_nodes_every_change() {
     let database = TempDatabase::create().await;
@@ -79,19 +67,14 @@ async fn two_replicas_on_postgres_feed_their_nodes_every_change() {
     let mut api_a = a.api(&token).await;
     api_a
         .workspaces
-        .create_workspace(v1::CreateWorkspaceRequest {
-            workspace: Some(v1::Workspace {
-                slug: "shared".into(),
-                ..Default::default()
-            }),
-        })
+        .create_workspace(new_workspace("shared"))
         .await
         .unwrap();
     api_a
         .routes
         .create_routes(v1::CreateRoutesRequest {
             workspace: "shared".into(),
-            routes: vec![route("/from-a", "a")],
+            routes: vec![route("GET", "/from-a", 200, "a")],
         })
         .await
         .unwrap();
@@ -105,7 +88,7 @@ async fn two_replicas_on_postgres_feed_their_nodes_every_change() {
         .routes
         .create_routes(v1::CreateRoutesRequest {
             workspace: "shared".into(),
-            routes: vec![route("/from-b", "b")],
+            routes: vec![route("GET", "/from-b", 200, "b")],
         })
         .await
         .unwrap();

@@ -1,21 +1,9 @@
 //! How a node maps request paths to workspaces and routes, and what it
 //! answers when nothing matches.
 
+use mockplane_e2e::fixtures::{new_workspace, route};
 use mockplane_e2e::{ControlPlane, Node};
 use mockplane_proto::v1;
-
-fn route(method: &str, path: &str, body: &str) -> v1::Route {
-    v1::Route {
-        method: method.into(),
-        path: path.into(),
-        response: Some(v1::MockResponse {
-            status: 200,
-            headers: vec![],
-            body: body.as_bytes().to_vec(),
-        }),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_name_workspaces_on_whole_segments_and_misses_are_explained() {
@@ -29,21 +17,16 @@ async fn paths_name_workspaces_on_whole_segments_and_misses_are_explained() {
         (
             "demo",
             vec![
-                route("GET", "/a", "a"),
-                route("GET", "/users/{id}", "user"),
-                route("GET", "/", "root"),
+                route("GET", "/a", 200, "a"),
+                route("GET", "/users/{id}", 200, "user"),
+                route("GET", "/", 200, "root"),
             ],
         ),
         // `/widgets/1` must not reach workspace `idgets`.
-        ("idgets", vec![route("GET", "/1", "wrong")]),
+        ("idgets", vec![route("GET", "/1", 200, "wrong")]),
     ] {
         api.workspaces
-            .create_workspace(v1::CreateWorkspaceRequest {
-                workspace: Some(v1::Workspace {
-                    slug: slug.into(),
-                    ..Default::default()
-                }),
-            })
+            .create_workspace(new_workspace(slug))
             .await
             .unwrap();
         api.routes
