@@ -52,8 +52,10 @@ impl EncodedWorkspace {
 pub struct Snapshot {
     pub revision: u64,
     workspaces: HashMap<Uuid, Arc<EncodedWorkspace>>,
-    /// Workspaces changed per revision, for every revision after `history_from`.
-    history: BTreeMap<u64, Vec<Uuid>>,
+    /// Workspaces changed per revision, for every revision after
+    /// `history_from`. The lists are shared, so the next snapshot's copy of
+    /// the history costs no allocation per revision.
+    history: BTreeMap<u64, Arc<[Uuid]>>,
     history_from: u64,
 }
 
@@ -167,7 +169,7 @@ impl Snapshot {
             ids.push(id);
         }
         let mut history = self.history.clone();
-        history.insert(changes.revision, ids);
+        history.insert(changes.revision, ids.into());
         let mut history_from = self.history_from;
         while history.len() as u64 > history_limit {
             if let Some((revision, _)) = history.pop_first() {
@@ -200,10 +202,14 @@ impl ConfigCache {
         }
         let history_from = full.revision.saturating_sub(HISTORY_REVISIONS);
         let log = store.change_history(history_from).await?;
-        let mut history: BTreeMap<u64, Vec<Uuid>> = BTreeMap::new();
+        let mut changed: BTreeMap<u64, Vec<Uuid>> = BTreeMap::new();
         for (revision, id) in log.entries.into_iter().filter(|(r, _)| *r <= full.revision) {
-            history.entry(revision).or_default().push(id);
+            changed.entry(revision).or_default().push(id);
         }
+        let history = changed
+            .into_iter()
+            .map(|(revision, ids)| (revision, ids.into()))
+            .collect();
         let workspaces = full
             .workspaces
             .iter()
