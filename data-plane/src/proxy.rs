@@ -110,7 +110,7 @@ pub fn answer(table: &RoutingTable, method: &http::Method, path: &str) -> Result
                 None if workspace.router.is_empty() => format!(
                     "workspace '{slug}' has no routes yet: add some with `mockplane route add {slug} --file mocks.yaml`"
                 ),
-                None => "`mockplane route list` shows the workspace's routes".into(),
+                None => format!("`mockplane route list {slug}` shows the workspace's routes"),
             };
             problem(
                 Outcome::NoRoute,

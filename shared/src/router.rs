@@ -140,11 +140,12 @@ impl<T> Router<T> {
                     })
                     .count();
                 let same_method = Some(entry.method) == method || entry.method == Method::Any;
-                (common * 2 + usize::from(same_method), entry)
+                (common, usize::from(same_method), entry)
             })
-            .filter(|(score, _)| *score > 0)
-            .max_by_key(|(score, _)| *score)
-            .map(|(_, entry)| (entry.method, &entry.template))
+            // A route with no segment in common is no hint at all.
+            .filter(|(common, _, _)| *common > 0)
+            .max_by_key(|(common, same_method, _)| (*common, *same_method))
+            .map(|(_, _, entry)| (entry.method, &entry.template))
     }
 }
 
@@ -324,5 +325,9 @@ mod tests {
         let (method, template) = r.closest(Some(Method::Get), "/users/1/x").unwrap();
         assert_eq!((method, template.as_str()), (Method::Get, "/users/{id}"));
         assert!(r.closest(Some(Method::Put), "/nothing").is_none());
+        // Sharing only the method is not close.
+        assert!(r.closest(Some(Method::Post), "/nothing").is_none());
+        let (method, _) = r.closest(Some(Method::Post), "/users/1").unwrap();
+        assert_eq!(method, Method::Get);
     }
 }
