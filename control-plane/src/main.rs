@@ -129,6 +129,7 @@ fn event(value: serde_json::Value) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(args.log_format);
+    raise_open_files_limit();
     let store = args.store.open().await?;
     if let Some(first) =
         server::bootstrap(&*store, &args.org, args.admin_token_file.as_ref()).await?
@@ -152,6 +153,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%address, "control plane listening");
     event(json!({ "event": "listening", "grpc": address.to_string(), "backend": backend }));
     control_plane.serve(listener).await
+}
+
+/// Lets the process hold as many sockets as the system allows it: each
+/// connected node (or client) is one, and soft limits are often 1024.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(%error, soft, hard, "could not raise the open-files limit");
+    }
 }
 
 async fn create_token(args: CreateTokenArgs) -> anyhow::Result<()> {
