@@ -89,6 +89,7 @@ impl ControlPlane {
         poll_interval: Duration,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        let started = std::time::Instant::now();
         let cache = ConfigCache::load(&*store)
             .await
             .context("loading the serving config")?;
@@ -97,6 +98,7 @@ impl ControlPlane {
             revision = snapshot.revision,
             workspaces = snapshot.workspace_count(),
             backend = store.backend(),
+            took_ms = started.elapsed().as_millis() as u64,
             "config snapshot loaded"
         );
         let refresher = tokio::spawn(cache.clone().run(
@@ -141,7 +143,7 @@ impl ControlPlane {
             .context("building the reflection service")?;
 
         let result = tonic::transport::Server::builder()
-            .layer(AuthLayer::new(store))
+            .layer(AuthLayer::new(store.clone()))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(WorkspaceServiceServer::new(Workspaces(state.clone())))
@@ -161,6 +163,7 @@ impl ControlPlane {
             .context("serving gRPC");
         shutdown.cancel();
         let _ = refresher.await;
+        store.close().await;
         result
     }
 }

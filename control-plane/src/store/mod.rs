@@ -163,6 +163,10 @@ pub trait Store: Send + Sync + 'static {
     /// Which backend this is, for logs: "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
 
+    /// Closes every connection, waiting for them (and SQLite's checkpoint of
+    /// its write-ahead log) to finish. Calls after this fail.
+    async fn close(&self);
+
     /// On a store with no org yet, creates `org_name` and an admin API token
     /// with the given hash; otherwise does nothing and returns `None`.
     async fn bootstrap(
