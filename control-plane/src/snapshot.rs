@@ -24,9 +24,11 @@ use crate::store::{ConfigChanges, Store, StoreResult};
 /// further behind gets a full snapshot.
 pub const HISTORY_REVISIONS: u64 = 10_000;
 
-/// Upserts per config message are cut at about this many encoded bytes, so
-/// one message stays well below the node's decode limit.
-pub const CHUNK_BYTES: usize = 1024 * 1024;
+/// Upserts per config message are cut at about this many encoded bytes:
+/// well below the node's decode limit, and small enough that each stream's
+/// encode buffer (which keeps the capacity of its largest message) stays
+/// small with a thousand nodes connected.
+pub const CHUNK_BYTES: usize = 64 * 1024;
 
 /// One workspace's config as it goes on the wire, encoded once.
 #[derive(Debug)]

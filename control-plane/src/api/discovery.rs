@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use mockplane_proto::{PROTOCOL_VERSION, v1};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -23,15 +23,25 @@ use crate::snapshot::ConfigCache;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest node id accepted.
 const MAX_NODE_ID: usize = 128;
+/// Full snapshots sent at the same time. Each one in flight holds a few
+/// encoded chunks in its stream's buffers; bounding them bounds the memory
+/// (and CPU) a fleet reconnecting at once can take, whatever its size.
+/// Deltas are small and never wait.
+pub const CONCURRENT_FULL_SYNCS: usize = 16;
 
 pub struct Discovery {
     cache: Arc<ConfigCache>,
+    full_syncs: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
 impl Discovery {
     pub fn new(cache: Arc<ConfigCache>, shutdown: CancellationToken) -> Self {
-        Self { cache, shutdown }
+        Self {
+            cache,
+            full_syncs: Arc::new(Semaphore::new(CONCURRENT_FULL_SYNCS)),
+            shutdown,
+        }
     }
 }
 
@@ -76,6 +86,7 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
             node: hello.node_id,
             applied: hello.applied_revision,
             cache: self.cache.clone(),
+            full_syncs: self.full_syncs.clone(),
         };
         tokio::spawn(session.run(inbound, tx, self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -104,6 +115,7 @@ struct Session {
     /// said in Hello, then what was last sent to it.
     applied: u64,
     cache: Arc<ConfigCache>,
+    full_syncs: Arc<Semaphore>,
 }
 
 impl Session {
@@ -123,6 +135,14 @@ impl Session {
                 sequence += 1;
                 let nonce = format!("{}-{sequence}", snapshot.revision);
                 let plan = snapshot.plan_from(self.applied);
+                let _permit = if plan.full && !plan.upserts.is_empty() {
+                    tokio::select! {
+                        permit = self.full_syncs.clone().acquire_owned() => permit.ok(),
+                        () = shutdown.cancelled() => return self.closed("shutting down"),
+                    }
+                } else {
+                    None
+                };
                 for message in snapshot.messages(plan, &nonce) {
                     tokio::select! {
                         sent = tx.send(Ok(message)) => if sent.is_err() { return self.closed("receiver gone") },
