@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The Mockplane control plane: the gRPC API for workspaces and their mocks,
 /// and the config stream that feeds data-plane nodes.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {

@@ -11,6 +11,9 @@ use mockplane_data_plane::client::Backoff;
 use rand::Rng as _;
 use serde_json::json;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A Mockplane data-plane node: serves every workspace's mocks from an
 /// in-memory table that the control plane streams to it.
 #[derive(Parser)]
