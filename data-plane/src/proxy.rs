@@ -81,7 +81,7 @@ pub fn answer(table: &RoutingTable, method: &http::Method, path: &str) -> Result
     match workspace.router.lookup(route_method, rest) {
         Lookup::Found(route) => Ok(Answer {
             outcome: Outcome::Matched,
-            header: Box::new(route.header.clone()),
+            header: Box::new(route.response_header()),
             body: route.body.clone(),
         }),
         Lookup::MethodNotAllowed => {

@@ -6,18 +6,38 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use mockplane_proto::v1;
 use mockplane_shared::Router;
 use pingora_http::ResponseHeader;
 use uuid::Uuid;
 
-/// A route's answer, ready to send: the header is built once per config
-/// change and cloned per request; the body is shared.
+/// The headers of a response, parsed once, with room for the content
+/// length; routes with the same headers share one map.
+pub type HeaderList = Arc<HeaderMap>;
+
+/// A route's answer, parsed once per config change. Per request the shared
+/// header map is copied (no parsing, no hashing) and given the content
+/// length; the body is shared.
 #[derive(Debug)]
 pub struct CompiledRoute {
     pub id: Uuid,
-    pub header: ResponseHeader,
+    pub status: StatusCode,
+    pub headers: HeaderList,
+    pub content_length: HeaderValue,
     pub body: Bytes,
+}
+
+impl CompiledRoute {
+    pub fn response_header(&self) -> ResponseHeader {
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = self.status;
+        parts.headers = HeaderMap::clone(&self.headers);
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, self.content_length.clone());
+        ResponseHeader::from(parts)
+    }
 }
 
 #[derive(Debug)]
@@ -44,28 +64,63 @@ impl WorkspaceError {
     }
 }
 
+/// Response parts shared by every workspace of a table: a header map per
+/// distinct header list, a value per distinct content length. Most routes
+/// of most workspaces share a handful of them, which then stay in the CPU
+/// caches however many workspaces the table holds.
+#[derive(Debug, Default, Clone)]
+pub struct Interned {
+    headers: FastMap<Vec<(String, String)>, HeaderList>,
+    lengths: FastMap<usize, HeaderValue>,
+}
+
+impl Interned {
+    fn headers(&mut self, list: Vec<(String, String)>) -> Result<HeaderList, String> {
+        if let Some(found) = self.headers.get(&list) {
+            return Ok(found.clone());
+        }
+        let parsed = parse_headers(&list)?;
+        self.headers.insert(list, parsed.clone());
+        Ok(parsed)
+    }
+
+    fn length(&mut self, length: usize) -> HeaderValue {
+        self.lengths
+            .entry(length)
+            .or_insert_with(|| HeaderValue::from(length))
+            .clone()
+    }
+}
+
 /// Checks a resource end to end and compiles it. Nothing a control plane
 /// sends can make this panic.
-pub fn compile(resource: &v1::WorkspaceResource) -> Result<CompiledWorkspace, String> {
+pub fn compile(
+    resource: &v1::WorkspaceResource,
+    interned: &mut Interned,
+) -> Result<CompiledWorkspace, String> {
     let config = mockplane_proto::resource::decode(resource)?;
     let routes = config
         .routes
         .into_iter()
         .map(|route| {
             let spec = route.spec;
-            let header = response_header(
-                spec.response.status,
-                &spec.response.headers,
-                spec.response.body.len(),
-            )
-            .map_err(|e| format!("route {}: {e}", route.id))?;
+            let response = spec.response;
+            let headers = interned
+                .headers(response.headers)
+                .map_err(|e| format!("route {}: {e}", route.id))?;
+            let status = StatusCode::from_u16(response.status)
+                .map_err(|e| format!("route {}: {e}", route.id))?;
+            // A copy: a slice would keep the whole received message alive.
+            let body = Bytes::copy_from_slice(&response.body);
             Ok((
                 spec.method,
                 spec.path,
                 CompiledRoute {
                     id: route.id,
-                    header,
-                    body: spec.response.body,
+                    status,
+                    headers,
+                    content_length: interned.length(body.len()),
+                    body,
                 },
             ))
         })
@@ -79,14 +134,27 @@ pub fn compile(resource: &v1::WorkspaceResource) -> Result<CompiledWorkspace, St
     })
 }
 
+fn parse_headers(headers: &[(String, String)]) -> Result<HeaderList, String> {
+    let mut map = HeaderMap::with_capacity(headers.len() + 1);
+    for (name, value) in headers {
+        let name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name}: {e}"))?;
+        let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
+        map.append(name, value);
+    }
+    Ok(Arc::new(map))
+}
+
 /// A response header with a content length, for a response sent whole.
+/// Header names are lower case already, so the header keeps no map of their
+/// original case: half the memory per route, half the work per clone.
 pub fn response_header(
     status: u16,
     headers: &[(String, String)],
     body_len: usize,
 ) -> Result<ResponseHeader, String> {
-    let mut header =
-        ResponseHeader::build(status, Some(headers.len() + 1)).map_err(|e| e.to_string())?;
+    let mut header = ResponseHeader::build_no_case(status, Some(headers.len() + 1))
+        .map_err(|e| e.to_string())?;
     for (name, value) in headers {
         header
             .append_header(name.clone(), value.as_str())
@@ -109,11 +177,16 @@ pub struct Update {
     pub removed: Vec<String>,
 }
 
+/// Seeded per process, so request-chosen slugs cannot be made to collide,
+/// and far cheaper than SipHash on short keys.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     pub revision: u64,
-    by_slug: HashMap<Box<str>, Arc<CompiledWorkspace>>,
-    by_id: HashMap<Uuid, Arc<CompiledWorkspace>>,
+    by_slug: FastMap<Box<str>, Arc<CompiledWorkspace>>,
+    by_id: FastMap<Uuid, Arc<CompiledWorkspace>>,
+    interned: Interned,
 }
 
 impl RoutingTable {
@@ -134,10 +207,11 @@ impl RoutingTable {
     /// applies. The caller checks that a delta's base is this table.
     pub fn apply(&self, update: &Update) -> (RoutingTable, Vec<WorkspaceError>) {
         let mut errors = Vec::new();
-        let mut by_id = if update.full {
-            HashMap::new()
+        // A full update starts afresh, which also drops what no route uses.
+        let (mut by_id, mut interned) = if update.full {
+            (FastMap::default(), Interned::default())
         } else {
-            self.by_id.clone()
+            (self.by_id.clone(), self.interned.clone())
         };
         for raw in &update.removed {
             match Uuid::try_parse(raw) {
@@ -158,7 +232,7 @@ impl RoutingTable {
                 ));
                 continue;
             };
-            match compile(resource) {
+            match compile(resource, &mut interned) {
                 Ok(compiled) => {
                     by_id.insert(id, Arc::new(compiled));
                 }
@@ -172,8 +246,8 @@ impl RoutingTable {
             }
         }
 
-        let mut by_slug: HashMap<Box<str>, Arc<CompiledWorkspace>> =
-            HashMap::with_capacity(by_id.len());
+        let mut by_slug: FastMap<Box<str>, Arc<CompiledWorkspace>> =
+            FastMap::with_capacity_and_hasher(by_id.len(), Default::default());
         let mut clashes = Vec::new();
         for workspace in by_id.values() {
             if let Some(other) = by_slug.insert(workspace.slug.clone(), workspace.clone()) {
@@ -196,6 +270,7 @@ impl RoutingTable {
                 revision: update.revision,
                 by_slug,
                 by_id,
+                interned,
             },
             errors,
         )
