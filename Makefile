@@ -17,10 +17,12 @@ build:
 	@scripts/ensure-build-deps.sh
 	cargo build --locked --bins
 
-## bench: the routing micro-benchmarks
+## bench: every benchmark (routing, load against peers, propagation); installs what it needs
 bench:
-	@scripts/ensure-build-deps.sh
-	cargo bench --locked -p mockplane-benches
+	@scripts/ensure-bench-deps.sh
+	cargo build --release --locked --bins
+	cargo bench --locked -p mockplane-benches --bench routing
+	target/release/mockplane-bench all
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## //'

@@ -5,9 +5,11 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mockplane_benches::{full_update, slug, table};
+use mockplane_benches::{full_update, request_paths, slug, table};
 use mockplane_data_plane::proxy::answer;
 use mockplane_data_plane::table::RoutingTable;
+use mockplane_shared::path::split_workspace_path;
+use mockplane_shared::{Lookup, Method};
 
 fn request_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("answer");
@@ -26,6 +28,28 @@ fn request_path(c: &mut Criterion) {
                 b.iter(|| answer(black_box(&table), &http::Method::GET, black_box(path)));
             });
         }
+        // Hits spread over every workspace and route, as a node sees them:
+        // the table no longer sits in the CPU caches. First routing and
+        // matching alone, then with the response made ready to send.
+        let paths = request_paths(workspaces, 4096, 42);
+        group.bench_function(BenchmarkId::new("match_spread", workspaces), |b| {
+            let mut next = paths.iter().cycle();
+            b.iter(|| {
+                let path = next.next().map_or("/", String::as_str);
+                let (slug, rest) = split_workspace_path(black_box(path)).unwrap_or(("", "/"));
+                let workspace = table.workspace(slug).map(|w| &w.router);
+                workspace.map(|router| {
+                    matches!(router.lookup(Some(Method::Get), rest), Lookup::Found(_))
+                })
+            });
+        });
+        group.bench_function(BenchmarkId::new("hit_spread", workspaces), |b| {
+            let mut next = paths.iter().cycle();
+            b.iter(|| {
+                let path = next.next().map_or("/", String::as_str);
+                answer(black_box(&table), &http::Method::GET, black_box(path))
+            });
+        });
     }
     group.finish();
 }
