@@ -6,12 +6,24 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+# Only the URL goes to stdout: everything the tools below print (apt,
+# pg_ctlcluster, systemctl, psql) goes to stderr, so that a caller doing
+# DATABASE_URL=$(ensure-postgres.sh) never captures their chatter.
+exec 3>&1 1>&2
+
 ROLE=mockplane
 PASSWORD=mockplane
 DATABASE=mockplane
 
+case "${DATABASE_URL:-}" in
+    postgres://* | postgresql://* | "") ;;
+    *)
+        log "ignoring DATABASE_URL: not a postgres:// URL"
+        DATABASE_URL=
+        ;;
+esac
 if [ -n "${DATABASE_URL:-}" ] && command -v pg_isready >/dev/null 2>&1 && pg_isready -q -d "$DATABASE_URL"; then
-    printf '%s\n' "$DATABASE_URL"
+    printf '%s\n' "$DATABASE_URL" >&3
     exit 0
 fi
 
@@ -47,4 +59,4 @@ if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'")" 
     log "creating database $DATABASE"
     psql_admin -c "CREATE DATABASE $DATABASE OWNER $ROLE"
 fi
-printf 'postgres://%s:%s@127.0.0.1:%s/%s\n' "$ROLE" "$PASSWORD" "$port" "$DATABASE"
+printf 'postgres://%s:%s@127.0.0.1:%s/%s\n' "$ROLE" "$PASSWORD" "$port" "$DATABASE" >&3

@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 
 scripts/ensure-build-deps.sh
 DATABASE_URL=$(scripts/ensure-postgres.sh)
+case "$DATABASE_URL" in
+    postgres://* | postgresql://*) ;;
+    *)
+        echo "scripts/ensure-postgres.sh gave no postgres:// URL (got: ${DATABASE_URL:0:200})" >&2
+        exit 1
+        ;;
+esac
 export DATABASE_URL
 log "PostgreSQL for the store tests: ${DATABASE_URL%%@*}@…"
 
