@@ -88,9 +88,14 @@ struct AllArgs {
 
 #[derive(Args, Clone)]
 struct LoadArgs {
-    /// Workspace counts to run at (20 routes each).
-    #[arg(long, value_delimiter = ',', default_value = "1,10000")]
+    /// Workspace counts (of 20 routes) Mockplane runs at.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000,10000")]
     scales: Vec<usize>,
+    /// Workspace counts the peers run at. WireMock and Mockoon load 20 000
+    /// mocks in seconds but 200 000 in many minutes (see docs/benchmarks.md),
+    /// so by default they stop at 1 000 workspaces.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+    peer_scales: Vec<usize>,
     /// Peers to compare with.
     #[arg(long, value_delimiter = ',', default_value = "wiremock,mockoon,nginx")]
     peers: Vec<String>,
@@ -141,39 +146,55 @@ async fn main() -> anyhow::Result<()> {
     let work = cli.work.canonicalize()?;
     let tools = Tools::find(cli.bin_dir.canonicalize()?, cli.tools.clone())?;
     let mut report = Report::new();
-    let outcome = match cli.command {
-        Command::All(args) => {
-            let load = load(&tools, &work, &args.load, &mut report).await;
-            let propagation = propagation::run(&tools, &work, &args.propagation, &mut report).await;
-            load.and(propagation)
+    if let Command::Rate(args) = cli.command {
+        return rate_only(args).await;
+    }
+    let work_done = async {
+        match cli.command {
+            Command::All(args) => {
+                let load = load(&tools, &work, &args.load, &mut report).await;
+                let propagation =
+                    propagation::run(&tools, &work, &args.propagation, &mut report).await;
+                load.and(propagation)
+            }
+            Command::Load(args) => load(&tools, &work, &args, &mut report).await,
+            Command::Propagation(args) => propagation::run(&tools, &work, &args, &mut report).await,
+            Command::Rate(_) => Ok(()),
         }
-        Command::Load(args) => load(&tools, &work, &args, &mut report).await,
-        Command::Propagation(args) => propagation::run(&tools, &work, &args, &mut report).await,
-        Command::Rate(args) => {
-            let pin = Pinning {
-                server: None,
-                client: args.client_cpus.clone(),
-            };
-            let paths = request_paths(args.workspaces, 20_000, 42);
-            let sample = tokio::task::spawn_blocking(move || {
-                rate::run(
-                    args.address,
-                    &paths,
-                    args.rate,
-                    args.connections,
-                    Duration::from_secs(args.seconds),
-                    &pin,
-                )
-            })
-            .await??;
-            println!("{}", serde_json::to_string_pretty(&sample)?);
-            return Ok(());
-        }
+    };
+    // On Ctrl-C or SIGTERM the work is dropped, and with it every server it
+    // started: their handles stop their process groups.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        outcome = work_done => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; the processes started were stopped")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated; the processes started were stopped")),
     };
     let saved = report.save(&work)?;
     println!("{}", report.markdown());
     eprintln!("results saved to {}", saved.display());
     outcome
+}
+
+async fn rate_only(args: RateArgs) -> anyhow::Result<()> {
+    let pin = Pinning {
+        server: None,
+        client: args.client_cpus.clone(),
+    };
+    let paths = request_paths(args.workspaces, 20_000, 42);
+    let sample = tokio::task::spawn_blocking(move || {
+        rate::run(
+            args.address,
+            &paths,
+            args.rate,
+            args.connections,
+            Duration::from_secs(args.seconds),
+            &pin,
+        )
+    })
+    .await??;
+    println!("{}", serde_json::to_string_pretty(&sample)?);
+    Ok(())
 }
 
 fn raise_open_files_limit() {
@@ -241,10 +262,10 @@ async fn load(
     let mut servers: Vec<(usize, Server)> = Vec::new();
     for &kind in &kinds {
         // nginx answers the same whatever the number of mocks: one instance.
-        let scales: Vec<usize> = if kind == Kind::Nginx {
-            vec![args.scales.iter().copied().max().unwrap_or(1)]
-        } else {
-            args.scales.clone()
+        let scales: Vec<usize> = match kind {
+            Kind::Nginx => vec![args.scales.iter().copied().max().unwrap_or(1)],
+            Kind::Mockplane => args.scales.clone(),
+            Kind::WireMock | Kind::Mockoon => args.peer_scales.clone(),
         };
         for workspaces in scales {
             eprintln!(
@@ -265,7 +286,15 @@ async fn load(
         }
     }
     let mut paths = std::collections::HashMap::new();
-    for &workspaces in &args.scales {
+    let mut every_scale: Vec<usize> = args
+        .scales
+        .iter()
+        .chain(&args.peer_scales)
+        .copied()
+        .collect();
+    every_scale.sort_unstable();
+    every_scale.dedup();
+    for &workspaces in &every_scale {
         let list = request_paths(workspaces, 20_000, 42);
         let file = work.join(format!("paths-{workspaces}.txt"));
         std::fs::write(&file, list.join("\n"))?;
@@ -293,6 +322,9 @@ async fn load(
     }
     for round in 1..=args.rounds {
         for (workspaces, server) in &servers {
+            if !pin.wait_quiet(Duration::from_secs(60)).await {
+                eprintln!("  the server CPUs were still busy after 60 s; measuring anyway");
+            }
             let (file, list) = paths_for(server, *workspaces)?;
             let (address, script, cpus) = (server.address, script.clone(), pin.client.clone());
             let sample = tokio::task::spawn_blocking(move || {
@@ -308,7 +340,7 @@ async fn load(
                 sample.errors()
             );
             let scales: Vec<usize> = if server.kind == Kind::Nginx {
-                args.scales.clone()
+                every_scale.clone()
             } else {
                 vec![*workspaces]
             };
@@ -318,6 +350,7 @@ async fn load(
             // Latency at half of the peak just measured, while the machine
             // is in the same state.
             if matches!(server.kind, Kind::Mockplane | Kind::Nginx) {
+                pin.wait_quiet(Duration::from_secs(60)).await;
                 let (connections, seconds, rate_pin) =
                     (args.connections, args.seconds, pin.clone());
                 let half = sample.rps() / 2.0;

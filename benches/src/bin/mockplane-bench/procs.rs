@@ -44,6 +44,37 @@ impl Pinning {
         }
     }
 
+    /// Waits until the server CPUs have been mostly idle for a moment: a
+    /// slow server can still be working through the backlog of the run
+    /// before it, which would be charged to the next server measured.
+    /// Gives up after `limit` and says so.
+    pub async fn wait_quiet(&self, limit: Duration) -> bool {
+        let cpus: Vec<usize> = match &self.server {
+            Some(list) => list
+                .split(',')
+                .filter_map(|c| c.trim().parse().ok())
+                .collect(),
+            None => Vec::new(),
+        };
+        let deadline = Instant::now() + limit;
+        let mut before = cpu_times(&cpus);
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let after = cpu_times(&cpus);
+            let (busy, total) = (
+                after.0.saturating_sub(before.0),
+                after.1.saturating_sub(before.1),
+            );
+            if total > 0 && busy * 10 <= total {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            before = after;
+        }
+    }
+
     /// Confines the calling thread to the client CPUs.
     pub fn pin_client_thread(&self) {
         let Some(list) = &self.client else { return };
@@ -276,6 +307,33 @@ pub fn memory_of(pid: u32) -> anyhow::Result<Memory> {
         peak_rss_bytes: field("VmHWM:")?,
         lazy_free_bytes,
     })
+}
+
+/// (busy, total) jiffies of the given CPUs (all of them when empty), from
+/// /proc/stat.
+fn cpu_times(cpus: &[usize]) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut busy = 0;
+    let mut total = 0;
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(name) = fields.next() else { continue };
+        let wanted = match name.strip_prefix("cpu") {
+            Some("") => cpus.is_empty(),
+            Some(index) => index.parse::<usize>().is_ok_and(|i| cpus.contains(&i)),
+            None => false,
+        };
+        if !wanted {
+            continue;
+        }
+        let values: Vec<u64> = fields.filter_map(|v| v.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal
+        let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+        let sum: u64 = values.iter().take(8).sum();
+        busy += sum.saturating_sub(idle);
+        total += sum;
+    }
+    (busy, total)
 }
 
 /// A port nothing listens on right now, for servers that cannot bind
