@@ -1,21 +1,24 @@
 //! The data plane's request path without the network: workspace lookup,
 //! route match and response selection (`proxy::answer`), for 1, 1 000 and
-//! 10 000 workspaces of 20 routes each; and the cost of compiling a table.
+//! 10 000 workspaces of 20 routes each, plain and "rich" (four routes with
+//! header or query matchers, half the requests to them carrying what the
+//! matchers need); and the cost of compiling a table.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mockplane_benches::{full_update, request_paths, slug, table};
+use mockplane_benches::{full_update, request_paths, rich_requests, rich_table, slug, table};
 use mockplane_data_plane::proxy::answer;
 use mockplane_data_plane::table::RoutingTable;
 use mockplane_shared::path::split_workspace_path;
-use mockplane_shared::{Lookup, Method};
+use mockplane_shared::{Lookup, Method, RequestParts};
 
 fn request_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("answer");
     group.throughput(Throughput::Elements(1));
     for workspaces in [1, 1_000, 10_000] {
         let table = table(workspaces);
+        let no_headers = http::HeaderMap::new();
         let target = slug(workspaces / 2);
         let cases = [
             ("hit_literal", format!("/w/{target}/users/me")),
@@ -25,7 +28,15 @@ fn request_path(c: &mut Criterion) {
         ];
         for (name, path) in cases {
             group.bench_with_input(BenchmarkId::new(name, workspaces), &path, |b, path| {
-                b.iter(|| answer(black_box(&table), &http::Method::GET, black_box(path)));
+                b.iter(|| {
+                    let parts = RequestParts::new(None, &no_headers, b"");
+                    answer(
+                        black_box(&table),
+                        &http::Method::GET,
+                        black_box(path),
+                        &parts,
+                    )
+                });
             });
         }
         // Hits spread over every workspace and route, as a node sees them:
@@ -47,7 +58,46 @@ fn request_path(c: &mut Criterion) {
             let mut next = paths.iter().cycle();
             b.iter(|| {
                 let path = next.next().map_or("/", String::as_str);
-                answer(black_box(&table), &http::Method::GET, black_box(path))
+                let parts = RequestParts::new(None, &no_headers, b"");
+                answer(
+                    black_box(&table),
+                    &http::Method::GET,
+                    black_box(path),
+                    &parts,
+                )
+            });
+        });
+
+        // The same spread over workspaces with matchers.
+        let table = rich_table(workspaces);
+        let requests = rich_requests(workspaces, 4096, 42);
+        group.bench_function(BenchmarkId::new("match_spread_rich", workspaces), |b| {
+            let mut next = requests.iter().cycle();
+            b.iter(|| {
+                let request = next.next().expect("requests cycle");
+                let parts = RequestParts::new(request.query, &request.headers, b"");
+                let (slug, rest) =
+                    split_workspace_path(black_box(&request.path)).unwrap_or(("", "/"));
+                let workspace = table.workspace(slug).map(|w| &w.router);
+                workspace.map(|router| {
+                    matches!(
+                        router.lookup_where(Some(Method::Get), rest, |route| route.accepts(&parts)),
+                        Lookup::Found(_)
+                    )
+                })
+            });
+        });
+        group.bench_function(BenchmarkId::new("hit_spread_rich", workspaces), |b| {
+            let mut next = requests.iter().cycle();
+            b.iter(|| {
+                let request = next.next().expect("requests cycle");
+                let parts = RequestParts::new(request.query, &request.headers, b"");
+                answer(
+                    black_box(&table),
+                    &http::Method::GET,
+                    black_box(&request.path),
+                    &parts,
+                )
             });
         });
     }

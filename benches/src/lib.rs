@@ -102,11 +102,15 @@ pub fn workspace(index: usize) -> WorkspaceConfig {
 
 /// The full update a node would receive for `workspaces` workspaces.
 pub fn full_update(workspaces: usize) -> Update {
+    update_of((0..workspaces).map(workspace))
+}
+
+fn update_of(configs: impl Iterator<Item = WorkspaceConfig>) -> Update {
     Update {
         revision: 1,
         full: true,
-        upserts: (0..workspaces)
-            .map(|i| mockplane_proto::resource::encode(&workspace(i), 1))
+        upserts: configs
+            .map(|config| mockplane_proto::resource::encode(&config, 1))
             .collect(),
         ..Update::default()
     }
@@ -119,6 +123,139 @@ pub fn table(workspaces: usize) -> RoutingTable {
     table
 }
 
+/// Templates of a workspace with matchers: the first 16 of [`TEMPLATES`]
+/// plain, and a variant of 4 of them that needs a header or a query value.
+pub const RICH_PLAIN: usize = 16;
+
+/// The matcher variants of rich workspaces: a template of the first
+/// [`RICH_PLAIN`], its matchers (file form), and the header or query a
+/// request adds to hit the variant.
+pub const MATCHED: [(&str, &str, Extra); 4] = [
+    (
+        "/users/{id}",
+        r#"{"headers":[{"name":"x-tenant","equals":"acme"}]}"#,
+        Extra::Header("x-tenant", "acme"),
+    ),
+    (
+        "/orders",
+        r#"{"query":[{"name":"status","equals":"open"}]}"#,
+        Extra::Query("status=open"),
+    ),
+    (
+        "/products/{sku}",
+        r#"{"headers":[{"name":"accept","regex":"^application/(vnd\\.shop\\+)?json$"}]}"#,
+        Extra::Header("accept", "application/vnd.shop+json"),
+    ),
+    (
+        "/carts/{id}",
+        r#"{"query":[{"name":"expand","present":true}]}"#,
+        Extra::Query("expand=items"),
+    ),
+];
+
+/// What a request carries to hit a matcher variant.
+#[derive(Debug, Clone, Copy)]
+pub enum Extra {
+    Header(&'static str, &'static str),
+    Query(&'static str),
+}
+
+/// The routes of one rich workspace: 20, four of them with matchers.
+pub fn rich_route_specs(workspace: usize) -> Vec<RouteSpec> {
+    let mut specs: Vec<RouteSpec> = route_specs(workspace)
+        .into_iter()
+        .take(RICH_PLAIN)
+        .collect();
+    for (template, matcher, _) in MATCHED {
+        let matcher = serde_json::from_str(matcher).expect("generated matchers are valid");
+        let spec = RouteSpec::parse("", "GET", template, || {
+            ResponseSpec::parse(
+                200,
+                vec![("content-type".into(), "application/json".into())],
+                Bytes::from(format!("{{\"variant\":\"{template}\"}}")),
+            )
+        })
+        .and_then(|spec| spec.matching(matcher, 0))
+        .expect("generated routes are valid");
+        specs.push(spec);
+    }
+    specs
+}
+
+/// A node's routing table of `workspaces` rich workspaces.
+pub fn rich_table(workspaces: usize) -> RoutingTable {
+    let configs = (0..workspaces).map(|index| WorkspaceConfig {
+        id: Uuid::new_v4(),
+        slug: Slug::parse(&slug(index)).expect("generated slugs are valid"),
+        routes: rich_route_specs(index)
+            .into_iter()
+            .map(|spec| ConfigRoute {
+                id: Uuid::new_v4(),
+                spec,
+            })
+            .collect(),
+    });
+    let (table, errors) = RoutingTable::default().apply(&update_of(configs));
+    assert!(errors.is_empty(), "generated config rejected: {errors:?}");
+    table
+}
+
+/// A request for the rich benchmarks.
+#[derive(Debug, Clone)]
+pub struct BenchRequest {
+    pub path: String,
+    pub query: Option<&'static str>,
+    pub headers: http::HeaderMap,
+}
+
+/// `count` requests over rich workspaces: any of the plain templates, and
+/// for templates with a variant, half of them carrying what the variant
+/// needs. The same for every seed.
+pub fn rich_requests(workspaces: usize, count: usize, seed: u64) -> Vec<BenchRequest> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..count)
+        .map(|_| {
+            let workspace = rng.random_range(0..workspaces);
+            let template = TEMPLATES[rng.random_range(0..RICH_PLAIN)];
+            let path = fill(template, &mut rng);
+            let mut request = BenchRequest {
+                path: format!("/w/{}{}", slug(workspace), path),
+                query: None,
+                headers: http::HeaderMap::new(),
+            };
+            let variant = MATCHED.iter().find(|(t, _, _)| *t == template);
+            if let Some((_, _, extra)) = variant
+                && rng.random_bool(0.5)
+            {
+                match extra {
+                    Extra::Header(name, value) => {
+                        request.headers.insert(
+                            http::HeaderName::from_static(name),
+                            http::HeaderValue::from_static(value),
+                        );
+                    }
+                    Extra::Query(query) => request.query = Some(query),
+                }
+            }
+            request
+        })
+        .collect()
+}
+
+fn fill(template: &str, rng: &mut StdRng) -> String {
+    let path: Vec<String> = template
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                rng.random_range(1..100_000u32).to_string()
+            } else {
+                segment.to_owned()
+            }
+        })
+        .collect();
+    path.join("/")
+}
+
 /// `count` request paths that hit generated mocks, spread over the
 /// workspaces and templates, the same for every seed.
 pub fn request_paths(workspaces: usize, count: usize, seed: u64) -> Vec<String> {
@@ -127,17 +264,7 @@ pub fn request_paths(workspaces: usize, count: usize, seed: u64) -> Vec<String> 
         .map(|_| {
             let workspace = rng.random_range(0..workspaces);
             let template = TEMPLATES[rng.random_range(0..TEMPLATES.len())];
-            let path: Vec<String> = template
-                .split('/')
-                .map(|segment| {
-                    if segment.starts_with('{') {
-                        rng.random_range(1..100_000u32).to_string()
-                    } else {
-                        segment.to_owned()
-                    }
-                })
-                .collect();
-            format!("/w/{}{}", slug(workspace), path.join("/"))
+            format!("/w/{}{}", slug(workspace), fill(template, &mut rng))
         })
         .collect()
 }
@@ -146,16 +273,32 @@ pub fn request_paths(workspaces: usize, count: usize, seed: u64) -> Vec<String> 
 mod tests {
     use mockplane_data_plane::metrics::Outcome;
     use mockplane_data_plane::proxy::answer;
+    use mockplane_shared::RequestParts;
 
     use super::*;
 
     #[test]
     fn generated_requests_hit_generated_mocks() {
         let table = table(50);
+        let no_headers = http::HeaderMap::new();
         for path in request_paths(50, 500, 7) {
-            let reply = answer(&table, &http::Method::GET, &path).unwrap();
+            let parts = RequestParts::new(None, &no_headers, b"");
+            let reply = answer(&table, &http::Method::GET, &path, &parts).unwrap();
             assert_eq!(reply.outcome, Outcome::Matched, "{path}");
         }
+        // Rich workspaces: requests with the header or query hit the variant.
+        let table = rich_table(20);
+        let mut variants = 0;
+        for request in rich_requests(20, 500, 7) {
+            let parts = RequestParts::new(request.query, &request.headers, b"");
+            let reply = answer(&table, &http::Method::GET, &request.path, &parts).unwrap();
+            assert_eq!(reply.outcome, Outcome::Matched, "{}", request.path);
+            let carries = request.query.is_some() || !request.headers.is_empty();
+            let variant = reply.body.starts_with(b"{\"variant\"");
+            assert_eq!(carries, variant, "{request:?}");
+            variants += usize::from(variant);
+        }
+        assert!(variants > 20, "only {variants} requests hit a variant");
         assert_eq!(mocks(3).count(), 60);
         assert_eq!(request_paths(10, 5, 1), request_paths(10, 5, 1));
     }

@@ -315,9 +315,16 @@ async fn route(
                 ));
             }
             let patch = routes.remove(0);
-            let paths = ["name", "method", "path", "response"]
-                .map(str::to_owned)
-                .to_vec();
+            let paths = [
+                "name",
+                "method",
+                "path",
+                "request_match",
+                "priority",
+                "response",
+            ]
+            .map(str::to_owned)
+            .to_vec();
             let updated = connect()
                 .await?
                 .routes
@@ -400,22 +407,30 @@ async fn all_routes(api: &mut Api, workspace: &str) -> anyhow::Result<Vec<v1::Ro
     }
 }
 
-/// The ids of the workspace's routes that have the method and path of a
-/// wanted route. Every wanted route must be there.
+/// The ids of the workspace's routes that match the same requests as a
+/// wanted route (method, path shape, matchers and priority). Every wanted
+/// route must be there.
 async fn ids_matching(
     api: &mut Api,
     workspace: &str,
     wanted: &[v1::Route],
 ) -> anyhow::Result<Vec<String>> {
     let existing = all_routes(api, workspace).await?;
+    let key = |route: &v1::Route| {
+        mockplane_proto::convert::parse_route(route)
+            .ok()
+            .map(|spec| spec.match_key())
+    };
+    let existing: Vec<(Option<String>, &v1::Route)> =
+        existing.iter().map(|route| (key(route), route)).collect();
     wanted
         .iter()
         .enumerate()
         .map(|(index, route)| {
             existing
                 .iter()
-                .find(|r| r.method.eq_ignore_ascii_case(&route.method) && r.path == route.path)
-                .map(|r| r.id.clone())
+                .find(|(existing, _)| existing.is_some() && *existing == key(route))
+                .map(|(_, r)| r.id.clone())
                 .ok_or_else(|| {
                     anyhow!(
                         "routes[{index}]: workspace {workspace} has no route {} {}",

@@ -5,7 +5,12 @@
 //! routes:
 //!   - name: one user
 //!     method: GET              # default GET; ANY answers every method
-//!     path: /users/{id}
+//!     path: /users/{id}       # {id:int}, {id:uuid}, {id:<regex>} narrow a parameter
+//!     match:                   # optional; every matcher must pass
+//!       query:   [{ name: expand, equals: orders }]
+//!       headers: [{ name: x-tenant, regex: "^t-[0-9]+$" }]
+//!       body:    [{ jsonPath: "$.kind", equals: order }]
+//!     priority: 1              # optional; 1 first, default 5
 //!     response:
 //!       status: 200            # default 200
 //!       headers:               # a map, or a list of {name, value}
@@ -33,6 +38,10 @@ pub struct MockRoute {
     #[serde(default = "default_method")]
     method: String,
     path: String,
+    #[serde(default, rename = "match")]
+    matcher: mockplane_shared::RequestMatch,
+    #[serde(default)]
+    priority: u32,
     #[serde(default)]
     response: MockResponse,
 }
@@ -130,6 +139,8 @@ impl MockRoute {
             name: self.name,
             method: self.method,
             path: self.path,
+            request_match: mockplane_proto::convert::request_match(&self.matcher),
+            priority: self.priority,
             response: Some(v1::MockResponse {
                 status: response.status,
                 headers: headers

@@ -44,6 +44,10 @@ pub struct RouteView {
     pub name: String,
     pub method: String,
     pub path: String,
+    /// The matchers in mock-file form; absent when the route has none.
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<mockplane_shared::RequestMatch>,
+    pub priority: u32,
     pub status: u32,
     pub headers: Vec<[String; 2]>,
     /// The body as text when it is UTF-8, else `base64:` and its encoding.
@@ -69,6 +73,10 @@ impl From<&v1::Route> for RouteView {
             name: r.name.clone(),
             method: r.method.clone(),
             path: r.path.clone(),
+            matcher: mockplane_proto::convert::parse_request_match(r.request_match.as_ref())
+                .ok()
+                .filter(|m| !m.is_empty()),
+            priority: r.priority,
             status: response.status,
             headers: response
                 .headers

@@ -529,6 +529,74 @@ mod contract {
         assert_eq!(slugs, [("one", 0), ("two", 2)]);
     }
 
+    pub async fn matchers_and_priorities_are_stored_and_keyed(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        workspace(&*store, org, "m").await;
+        let with = |matcher: serde_json::Value, priority: u32| {
+            route("GET", "/u/{id:int}", "x")
+                .matching(serde_json::from_value(matcher).unwrap(), priority)
+                .unwrap()
+        };
+        let tenant = serde_json::json!({
+            "headers": [{ "name": "x-tenant", "regex": "^t-[0-9]+$", "ignoreCase": true }],
+            "body": [{ "json": { "a": [1, 2] }, "ignoreArrayOrder": true }, { "jsonPath": "$.b" }],
+        });
+        let created = store
+            .create_routes(
+                org,
+                &slug_ref("m"),
+                vec![
+                    route("GET", "/u/{id:int}", "plain"),
+                    with(tenant.clone(), 0),
+                    // Same matchers, another priority: a different route.
+                    with(tenant.clone(), 2),
+                ],
+            )
+            .await
+            .unwrap();
+        let listed = store
+            .list_routes(org, &slug_ref("m"), None, 10)
+            .await
+            .unwrap();
+        let specs: Vec<&RouteSpec> = listed.items.iter().map(|r| &r.spec).collect();
+        assert_eq!(specs, created.iter().map(|r| &r.spec).collect::<Vec<_>>());
+        assert_eq!(specs[2].priority, 2);
+        let config = store.load_config().await.unwrap();
+        let served = &config.workspaces[0].routes;
+        assert_eq!(served[1].spec.matcher, specs[1].matcher);
+
+        // The same matchers listed in another order clash.
+        let mut reordered = with(tenant, 0);
+        reordered.matcher.body.reverse();
+        let err = store
+            .create_routes(org, &slug_ref("m"), vec![reordered])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+
+        // A patch may change matchers and priority; the result is checked.
+        let patch = RoutePatch {
+            priority: Some(1),
+            matcher: Some(Default::default()),
+            ..Default::default()
+        };
+        let updated = store
+            .update_route(org, &slug_ref("m"), created[2].id, &patch, None)
+            .await
+            .unwrap();
+        assert!(updated.spec.matcher.is_empty());
+        assert_eq!(updated.spec.priority, 1);
+        let bad = RoutePatch {
+            priority: Some(5000),
+            ..Default::default()
+        };
+        let err = store
+            .update_route(org, &slug_ref("m"), created[2].id, &bad, None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("priority"), "{err}");
+    }
+
     pub async fn concurrent_writes_get_distinct_revisions(store: Arc<dyn Store>) {
         let org = org(&*store).await;
         let start = store.current_revision().await.unwrap();
@@ -633,5 +701,6 @@ contract_suite!(
     workspace_limits_hold,
     every_serving_change_bumps_the_revision,
     load_config_is_the_whole_serving_state,
+    matchers_and_priorities_are_stored_and_keyed,
     concurrent_writes_get_distinct_revisions,
 );

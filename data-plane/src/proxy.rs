@@ -10,7 +10,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use mockplane_shared::path::split_workspace_path;
-use mockplane_shared::{Lookup, Method};
+use mockplane_shared::{Lookup, Method, RequestParts};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
@@ -21,6 +21,12 @@ use serde_json::json;
 use crate::metrics::Outcome;
 use crate::state::NodeState;
 use crate::table::{RoutingTable, response_header};
+
+/// Routes listed with their reasons when a request fails every matcher.
+const NEAR_MISSES: usize = 3;
+/// Largest request body read for body matchers; a larger one is refused
+/// with 413 rather than matched on a part.
+pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
 
 pub struct MockProxy {
     state: Arc<NodeState>,
@@ -48,7 +54,12 @@ pub struct Answer {
 /// Matches a request against the table. Pure, so the whole routing
 /// decision is testable without a socket. Fails only if an error response
 /// cannot be built, which constant statuses and headers rule out.
-pub fn answer(table: &RoutingTable, method: &http::Method, path: &str) -> Result<Answer, String> {
+pub fn answer(
+    table: &RoutingTable,
+    method: &http::Method,
+    path: &str,
+    request: &RequestParts<'_>,
+) -> Result<Answer, String> {
     let Some((slug, rest)) = split_workspace_path(path) else {
         return problem(
             Outcome::NoWorkspace,
@@ -78,7 +89,10 @@ pub fn answer(table: &RoutingTable, method: &http::Method, path: &str) -> Result
         );
     };
     let route_method = Method::of_request(method);
-    match workspace.router.lookup(route_method, rest) {
+    match workspace
+        .router
+        .lookup_where(route_method, rest, |route| route.accepts(request))
+    {
         Lookup::Found(route) => Ok(Answer {
             outcome: Outcome::Matched,
             header: Box::new(route.response_header()),
@@ -101,6 +115,50 @@ pub fn answer(table: &RoutingTable, method: &http::Method, path: &str) -> Result
             answer
                 .header
                 .insert_header(http::header::ALLOW, allowed.join(", "))
+                .map_err(|e| e.to_string())?;
+            Ok(answer)
+        }
+        Lookup::Rejected => {
+            let near: Vec<serde_json::Value> = workspace
+                .router
+                .candidates(route_method, rest, NEAR_MISSES)
+                .into_iter()
+                .map(|route| {
+                    let reasons = route
+                        .matcher
+                        .as_ref()
+                        .map(|m| m.explain(request))
+                        .unwrap_or_default();
+                    json!({ "route": route.id, "name": &*route.label, "reasons": reasons })
+                })
+                .collect();
+            let hint = near
+                .first()
+                .and_then(|first| {
+                    let reason = first["reasons"].get(0)?.as_str()?;
+                    Some(format!("closest: {}: {reason}", first["name"].as_str()?))
+                })
+                .unwrap_or_else(|| "see near_misses".into());
+            let mut answer = problem(
+                Outcome::NoRoute,
+                404,
+                "no_route_matched",
+                format!(
+                    "routes of workspace '{slug}' have {method} {rest}, but the request fails their matchers"
+                ),
+                Some(hint),
+            )?;
+            let body = json!({ "error": {
+                "code": "no_route_matched",
+                "message": format!(
+                    "routes of workspace '{slug}' have {method} {rest}, but the request fails their matchers"
+                ),
+                "near_misses": near,
+            }});
+            answer.body = Bytes::from(body.to_string());
+            answer
+                .header
+                .insert_header(http::header::CONTENT_LENGTH, answer.body.len())
                 .map_err(|e| e.to_string())?;
             Ok(answer)
         }
@@ -169,23 +227,41 @@ impl ProxyHttp for MockProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let needs_body = {
+            let table = self.state.table.load();
+            split_workspace_path(session.req_header().uri.path())
+                .and_then(|(slug, _)| table.workspace(slug))
+                .is_some_and(|workspace| workspace.needs_body)
+        };
+        let body = if needs_body {
+            match read_body(session).await? {
+                Some(body) => body,
+                None => {
+                    let answer = problem(
+                        Outcome::NoRoute,
+                        413,
+                        "request_too_large",
+                        format!(
+                            "request bodies are matched up to {MAX_REQUEST_BODY} bytes; this one is larger"
+                        ),
+                        None,
+                    )
+                    .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
+                    return self.send(session, ctx, answer).await;
+                }
+            }
+        } else {
+            Bytes::new()
+        };
         let request = session.req_header();
-        let head = request.method == http::Method::HEAD;
         let answer = {
             // The table guard is dropped before any await.
             let table = self.state.table.load();
-            answer(&table, &request.method, request.uri.path())
+            let parts = RequestParts::new(request.uri.query(), &request.headers, &body);
+            answer(&table, &request.method, request.uri.path(), &parts)
         }
         .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
-        ctx.outcome = Some(answer.outcome);
-        let body_follows = !head && !answer.body.is_empty();
-        session
-            .write_response_header(answer.header, !body_follows)
-            .await?;
-        if body_follows {
-            session.write_response_body(Some(answer.body), true).await?;
-        }
-        Ok(true)
+        self.send(session, ctx, answer).await
     }
 
     async fn logging(&self, _session: &mut Session, _error: Option<&Error>, ctx: &mut Self::CTX) {
@@ -196,6 +272,38 @@ impl ProxyHttp for MockProxy {
                 .request_seconds
                 .observe(ctx.started.elapsed().as_secs_f64());
         }
+    }
+}
+
+/// The whole request body, or `None` when it is over [`MAX_REQUEST_BODY`].
+async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX_REQUEST_BODY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
+impl MockProxy {
+    async fn send(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        answer: Answer,
+    ) -> Result<bool> {
+        let head = session.req_header().method == http::Method::HEAD;
+        ctx.outcome = Some(answer.outcome);
+        let body_follows = !head && !answer.body.is_empty();
+        session
+            .write_response_header(answer.header, !body_follows)
+            .await?;
+        if body_follows {
+            session.write_response_body(Some(answer.body), true).await?;
+        }
+        Ok(true)
     }
 }
 
@@ -232,6 +340,20 @@ mod tests {
         RoutingTable::default().apply(&update).0
     }
 
+    fn ask(table: &RoutingTable, method: &http::Method, path: &str) -> Result<Answer, String> {
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path, None),
+        };
+        let headers = http::HeaderMap::new();
+        answer(
+            table,
+            method,
+            path,
+            &RequestParts::new(query, &headers, b""),
+        )
+    }
+
     fn error_code(answer: &Answer) -> String {
         let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
         body["error"]["code"].as_str().unwrap().to_owned()
@@ -240,12 +362,12 @@ mod tests {
     #[test]
     fn routes_by_workspace_and_route() {
         let table = table();
-        let hit = answer(&table, &http::Method::GET, "/w/demo/users/7").unwrap();
+        let hit = ask(&table, &http::Method::GET, "/w/demo/users/7").unwrap();
         assert_eq!(hit.outcome, Outcome::Matched);
         assert_eq!(hit.header.status, 200);
         assert_eq!(&hit.body[..], b"{\"id\":1}");
         assert_eq!(hit.header.headers["content-length"], "8");
-        let long = answer(&table, &http::Method::GET, "/workspace/demo/users/7").unwrap();
+        let long = ask(&table, &http::Method::GET, "/workspace/demo/users/7").unwrap();
         assert_eq!(long.outcome, Outcome::Matched);
     }
 
@@ -263,23 +385,104 @@ mod tests {
             ("/w/demo/users", Outcome::NoRoute, 404, "route_not_found"),
         ];
         for (path, outcome, status, code) in cases {
-            let miss = answer(&table, &http::Method::GET, path).unwrap();
+            let miss = ask(&table, &http::Method::GET, path).unwrap();
             assert_eq!(miss.outcome, outcome, "{path}");
             assert_eq!(miss.header.status, status);
             assert_eq!(error_code(&miss), code);
             assert_eq!(miss.header.headers["content-type"], "application/json");
         }
-        let not_allowed = answer(&table, &http::Method::POST, "/w/demo/users/7").unwrap();
+        let not_allowed = ask(&table, &http::Method::POST, "/w/demo/users/7").unwrap();
         assert_eq!(not_allowed.header.status, 405);
         assert_eq!(not_allowed.header.headers["allow"], "GET");
-        let upper = answer(&table, &http::Method::GET, "/w/Demo/users/7").unwrap();
+        let upper = ask(&table, &http::Method::GET, "/w/Demo/users/7").unwrap();
         let body: serde_json::Value = serde_json::from_slice(&upper.body).unwrap();
         assert!(body["error"]["hint"].as_str().unwrap().contains("'demo'"));
-        let near = answer(&table, &http::Method::GET, "/w/demo/users/7/x").unwrap();
+        let near = ask(&table, &http::Method::GET, "/w/demo/users/7/x").unwrap();
         let body: serde_json::Value = serde_json::from_slice(&near.body).unwrap();
         assert_eq!(
             body["error"]["hint"],
             "the closest route is GET /users/{id}"
+        );
+    }
+
+    #[test]
+    fn matchers_choose_the_route_and_misses_explain_why() {
+        let route = |path: &str, method: &str, matcher: serde_json::Value, body: &'static str| {
+            ConfigRoute {
+                id: Uuid::new_v4(),
+                spec: RouteSpec::parse("", method, path, || {
+                    ResponseSpec::parse(200, vec![], Bytes::from_static(body.as_bytes()))
+                })
+                .and_then(|spec| spec.matching(serde_json::from_value(matcher).unwrap(), 0))
+                .unwrap(),
+            }
+        };
+        let config = WorkspaceConfig {
+            id: Uuid::new_v4(),
+            slug: Slug::parse("shop").unwrap(),
+            routes: vec![
+                route("/users/{id:int}", "GET", json!({}), "plain"),
+                route(
+                    "/users/{id:int}",
+                    "GET",
+                    json!({ "headers": [{ "name": "x-tenant", "equals": "acme" }] }),
+                    "acme",
+                ),
+                route(
+                    "/orders",
+                    "POST",
+                    json!({ "body": [{ "jsonPath": "$.kind", "equals": "rush" }] }),
+                    "rush",
+                ),
+            ],
+        };
+        let update = Update {
+            revision: 1,
+            full: true,
+            upserts: vec![mockplane_proto::resource::encode(&config, 1)],
+            ..Default::default()
+        };
+        let table = RoutingTable::default().apply(&update).0;
+        assert!(table.workspace("shop").unwrap().needs_body);
+
+        let mut headers = http::HeaderMap::new();
+        let get = |headers: &http::HeaderMap, path: &str| {
+            answer(
+                &table,
+                &http::Method::GET,
+                path,
+                &RequestParts::new(None, headers, b""),
+            )
+            .unwrap()
+        };
+        assert_eq!(&get(&headers, "/w/shop/users/1").body[..], b"plain");
+        headers.insert("x-tenant", http::HeaderValue::from_static("acme"));
+        assert_eq!(&get(&headers, "/w/shop/users/1").body[..], b"acme");
+        assert_eq!(get(&headers, "/w/shop/users/x").outcome, Outcome::NoRoute);
+
+        let post = |body: &[u8]| {
+            answer(
+                &table,
+                &http::Method::POST,
+                "/w/shop/orders",
+                &RequestParts::new(None, &headers, body),
+            )
+            .unwrap()
+        };
+        assert_eq!(&post(br#"{"kind":"rush"}"#).body[..], b"rush");
+        let miss = post(br#"{"kind":"slow"}"#);
+        assert_eq!(miss.header.status, 404);
+        assert_eq!(
+            miss.header.headers["content-length"],
+            miss.body.len().to_string().as_str()
+        );
+        let body: serde_json::Value = serde_json::from_slice(&miss.body).unwrap();
+        assert_eq!(body["error"]["code"], "no_route_matched");
+        let near = &body["error"]["near_misses"][0];
+        assert_eq!(near["name"], "POST /orders");
+        assert_eq!(
+            near["reasons"][0],
+            "body JSON at $.kind must equal \"rush\""
         );
     }
 }

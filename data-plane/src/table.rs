@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use mockplane_proto::v1;
-use mockplane_shared::Router;
+use mockplane_shared::{RequestMatch, RouteDef, Router};
 use pingora_http::ResponseHeader;
 use uuid::Uuid;
 
@@ -22,6 +22,10 @@ pub type HeaderList = Arc<HeaderMap>;
 #[derive(Debug)]
 pub struct CompiledRoute {
     pub id: Uuid,
+    /// The route's name, or `METHOD template` when it has none; for reports.
+    pub label: Box<str>,
+    /// `None` when the route matches on method and path alone.
+    pub matcher: Option<Box<RequestMatch>>,
     pub status: StatusCode,
     pub headers: HeaderList,
     pub content_length: HeaderValue,
@@ -29,6 +33,13 @@ pub struct CompiledRoute {
 }
 
 impl CompiledRoute {
+    /// Whether a request passes the route's matchers.
+    pub fn accepts(&self, request: &mockplane_shared::RequestParts<'_>) -> bool {
+        self.matcher
+            .as_ref()
+            .is_none_or(|matcher| matcher.matches(request))
+    }
+
     pub fn response_header(&self) -> ResponseHeader {
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = self.status;
@@ -46,6 +57,8 @@ pub struct CompiledWorkspace {
     pub slug: Box<str>,
     pub hash: String,
     pub router: Router<CompiledRoute>,
+    /// Some route matches on the body: read it before matching.
+    pub needs_body: bool,
 }
 
 /// Why a workspace of an update was not applied.
@@ -99,6 +112,10 @@ pub fn compile(
     interned: &mut Interned,
 ) -> Result<CompiledWorkspace, String> {
     let config = mockplane_proto::resource::decode(resource)?;
+    let needs_body = config
+        .routes
+        .iter()
+        .any(|route| route.spec.matcher.needs_body());
     let routes = config
         .routes
         .into_iter()
@@ -112,17 +129,33 @@ pub fn compile(
                 .map_err(|e| format!("route {}: {e}", route.id))?;
             // A copy: a slice would keep the whole received message alive.
             let body = Bytes::copy_from_slice(&response.body);
-            Ok((
-                spec.method,
-                spec.path,
-                CompiledRoute {
+            let label = if spec.name.is_empty() {
+                format!("{} {}", spec.method, spec.path)
+            } else {
+                spec.name.clone()
+            };
+            let conditions = u16::try_from(spec.matcher.len()).unwrap_or(u16::MAX);
+            let (key, matcher) = if spec.matcher.is_empty() {
+                (String::new(), None)
+            } else {
+                (spec.matcher.fingerprint(), Some(Box::new(spec.matcher)))
+            };
+            Ok(RouteDef {
+                method: spec.method,
+                template: spec.path,
+                priority: spec.priority,
+                conditions,
+                key,
+                value: CompiledRoute {
                     id: route.id,
+                    label: label.into(),
+                    matcher,
                     status,
                     headers,
                     content_length: interned.length(body.len()),
                     body,
                 },
-            ))
+            })
         })
         .collect::<Result<Vec<_>, String>>()?;
     let router = Router::build(routes).map_err(|e| e.to_string())?;
@@ -131,6 +164,7 @@ pub fn compile(
         slug: config.slug.as_str().into(),
         hash: resource.hash.clone(),
         router,
+        needs_body,
     })
 }
 

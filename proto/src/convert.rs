@@ -2,6 +2,9 @@
 //! can be wrong becomes a [`FieldError`] naming the field, never a panic.
 
 use bytes::Bytes;
+use mockplane_shared::matcher::{
+    BodyMatch, FieldMatch, RawBodyMatch, RawFieldMatch, RawTextTest, RequestMatch, StringMatch,
+};
 use mockplane_shared::{ConfigRoute, FieldError, ResponseSpec, RouteSpec, Slug, WorkspaceConfig};
 use uuid::Uuid;
 
@@ -16,6 +19,157 @@ pub fn parse_route(route: &v1::Route) -> Result<RouteSpec, FieldError> {
             .as_ref()
             .ok_or_else(|| FieldError::new("", "is required"))?;
         parse_response(response)
+    })?
+    .matching(
+        parse_request_match(route.request_match.as_ref())?,
+        route.priority,
+    )
+}
+
+/// Parses matchers as a client sent them; unset is none.
+pub fn parse_request_match(wire: Option<&v1::RequestMatch>) -> Result<RequestMatch, FieldError> {
+    let Some(wire) = wire else {
+        return Ok(RequestMatch::default());
+    };
+    let fields = |list: &[v1::FieldMatch], what: &str| {
+        list.iter()
+            .enumerate()
+            .map(|(index, m)| {
+                let test = raw_text(m.test.as_ref());
+                FieldMatch::try_from(RawFieldMatch {
+                    name: m.name.clone(),
+                    equals: test.equals,
+                    contains: test.contains,
+                    regex: test.regex,
+                    present: test.present,
+                    ignore_case: test.ignore_case,
+                })
+                .map_err(|e| FieldError::new(format!("request_match.{what}[{index}]"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let body = wire
+        .body
+        .iter()
+        .enumerate()
+        .map(|(index, m)| {
+            let field = format!("request_match.body[{index}]");
+            let raw = match &m.kind {
+                None => RawBodyMatch::default(),
+                Some(v1::body_match::Kind::Json(json)) => RawBodyMatch {
+                    json: Some(serde_json::from_str(&json.json).map_err(|e| {
+                        FieldError::new(format!("{field}.json.json"), format!("not JSON: {e}"))
+                    })?),
+                    ignore_extra_fields: json.ignore_extra_fields,
+                    ignore_array_order: json.ignore_array_order,
+                    ..RawBodyMatch::default()
+                },
+                Some(v1::body_match::Kind::JsonPath(path)) => {
+                    let test = raw_text(path.test.as_ref());
+                    RawBodyMatch {
+                        json_path: Some(path.path.clone()),
+                        equals: test.equals,
+                        contains: test.contains,
+                        regex: test.regex,
+                        present: test.present,
+                        ignore_case: test.ignore_case,
+                        ..RawBodyMatch::default()
+                    }
+                }
+                Some(v1::body_match::Kind::Text(text)) => {
+                    let test = raw_text(Some(text));
+                    RawBodyMatch {
+                        equals: test.equals,
+                        contains: test.contains,
+                        regex: test.regex,
+                        present: test.present,
+                        ignore_case: test.ignore_case,
+                        ..RawBodyMatch::default()
+                    }
+                }
+            };
+            BodyMatch::try_from(raw).map_err(|e| FieldError::new(field, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RequestMatch {
+        query: fields(&wire.query, "query")?,
+        headers: fields(&wire.headers, "headers")?,
+        body,
+    })
+}
+
+fn raw_text(wire: Option<&v1::TextMatch>) -> RawTextTest {
+    let mut raw = RawTextTest {
+        ignore_case: wire.is_some_and(|w| w.ignore_case),
+        ..RawTextTest::default()
+    };
+    match wire.and_then(|w| w.test.as_ref()) {
+        Some(v1::text_match::Test::Equals(text)) => raw.equals = Some(text.clone()),
+        Some(v1::text_match::Test::Contains(text)) => raw.contains = Some(text.clone()),
+        Some(v1::text_match::Test::Regex(text)) => raw.regex = Some(text.clone()),
+        Some(v1::text_match::Test::Present(present)) => raw.present = Some(*present),
+        None => {}
+    }
+    raw
+}
+
+fn text_match(test: &StringMatch) -> v1::TextMatch {
+    let raw = RawTextTest::from_match(test);
+    let test = if let Some(text) = raw.equals {
+        v1::text_match::Test::Equals(text)
+    } else if let Some(text) = raw.contains {
+        v1::text_match::Test::Contains(text)
+    } else if let Some(text) = raw.regex {
+        v1::text_match::Test::Regex(text)
+    } else {
+        v1::text_match::Test::Present(raw.present.unwrap_or(true))
+    };
+    v1::TextMatch {
+        test: Some(test),
+        ignore_case: raw.ignore_case,
+    }
+}
+
+/// Matchers as a wire message; `None` when there are none.
+pub fn request_match(matcher: &RequestMatch) -> Option<v1::RequestMatch> {
+    if matcher.is_empty() {
+        return None;
+    }
+    let fields = |list: &[FieldMatch]| {
+        list.iter()
+            .map(|m| v1::FieldMatch {
+                name: m.name.clone(),
+                test: Some(text_match(&m.test)),
+            })
+            .collect()
+    };
+    Some(v1::RequestMatch {
+        query: fields(&matcher.query),
+        headers: fields(&matcher.headers),
+        body: matcher
+            .body
+            .iter()
+            .map(|m| v1::BodyMatch {
+                kind: Some(match m {
+                    BodyMatch::Json {
+                        value,
+                        ignore_extra_fields,
+                        ignore_array_order,
+                    } => v1::body_match::Kind::Json(v1::JsonBodyMatch {
+                        json: value.to_string(),
+                        ignore_extra_fields: *ignore_extra_fields,
+                        ignore_array_order: *ignore_array_order,
+                    }),
+                    BodyMatch::JsonPath { path, test } => {
+                        v1::body_match::Kind::JsonPath(v1::JsonPathMatch {
+                            path: path.as_str().to_owned(),
+                            test: test.as_ref().map(text_match),
+                        })
+                    }
+                    BodyMatch::Text(test) => v1::body_match::Kind::Text(text_match(test)),
+                }),
+            })
+            .collect(),
     })
 }
 
@@ -76,6 +230,8 @@ impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
                     status: u32::from(route.spec.response.status),
                     headers: headers(&route.spec.response.headers),
                     body: route.spec.response.body.clone(),
+                    request_match: request_match(&route.spec.matcher),
+                    priority: u32::from(route.spec.priority),
                 })
                 .collect(),
         }
@@ -108,7 +264,11 @@ fn parse_config_route(route: v1::RouteConfig) -> Result<ConfigRoute, FieldError>
     let id = parse_uuid("id", &route.id)?;
     let spec = RouteSpec::parse(&route.name, &route.method, &route.path, || {
         ResponseSpec::parse(route.status, header_pairs(&route.headers), route.body)
-    })?;
+    })?
+    .matching(
+        parse_request_match(route.request_match.as_ref())?,
+        route.priority,
+    )?;
     Ok(ConfigRoute { id, spec })
 }
 

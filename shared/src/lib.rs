@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod matcher;
 pub mod path;
 pub mod route;
 pub mod router;
@@ -14,7 +15,8 @@ pub mod workspace;
 
 pub use config::{ConfigRoute, WorkspaceConfig};
 pub use error::FieldError;
+pub use matcher::{RequestMatch, RequestParts};
 pub use route::{Method, PathTemplate, ResponseSpec, RoutePatch, RouteSpec};
-pub use router::{Lookup, Router};
+pub use router::{BuildError, Lookup, RouteDef, Router};
 pub use slug::{Slug, SlugError};
 pub use workspace::{NewWorkspace, WorkspacePatch};

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 
 use crate::error::FieldError;
+use crate::matcher::RequestMatch;
 
 /// Longest path template accepted.
 pub const MAX_PATH_LEN: usize = 2048;
@@ -103,8 +104,141 @@ impl FromStr for Method {
 pub enum Segment {
     /// Matches exactly this text (compared with the raw request segment).
     Literal(String),
-    /// Matches any one non-empty segment; the name is for templates.
-    Param(String),
+    /// Matches one non-empty segment that fits `kind`; the name is for
+    /// templates.
+    Param { name: String, kind: ParamKind },
+}
+
+/// What a path parameter accepts: `{id}` anything, `{id:int}` an integer,
+/// `{id:uuid}` a UUID, `{id:<regex>}` what the regex matches in full.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ParamKind {
+    Any,
+    Int,
+    Uuid,
+    Pattern(Pattern),
+}
+
+impl ParamKind {
+    /// Whether a raw request segment fits. Empty segments never do.
+    pub fn accepts(&self, segment: &str) -> bool {
+        if segment.is_empty() {
+            return false;
+        }
+        match self {
+            ParamKind::Any => true,
+            ParamKind::Int => {
+                let digits = segment.strip_prefix('-').unwrap_or(segment);
+                !digits.is_empty()
+                    && digits.len() <= 19
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+            }
+            ParamKind::Uuid => is_uuid(segment),
+            ParamKind::Pattern(pattern) => pattern.is_match(segment),
+        }
+    }
+
+    /// Order among the parameters of one trie node: the narrower first, a
+    /// plain `{name}` last.
+    pub fn rank(&self) -> u8 {
+        match self {
+            ParamKind::Uuid => 0,
+            ParamKind::Int => 1,
+            ParamKind::Pattern(_) => 2,
+            ParamKind::Any => 3,
+        }
+    }
+
+    fn shape(&self) -> String {
+        match self {
+            ParamKind::Any => "{}".into(),
+            ParamKind::Int => "{:int}".into(),
+            ParamKind::Uuid => "{:uuid}".into(),
+            ParamKind::Pattern(pattern) => format!("{{:{}}}", pattern.as_str()),
+        }
+    }
+}
+
+fn is_uuid(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(index, byte)| match index {
+            8 | 13 | 18 | 23 => *byte == b'-',
+            _ => byte.is_ascii_hexdigit(),
+        })
+}
+
+/// Longest regex accepted in a path parameter or a matcher.
+pub const MAX_PATTERN_LEN: usize = 1000;
+
+/// A regex that must match a whole value, compiled once when the route is
+/// parsed. Equal when the sources are equal.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    source: Box<str>,
+    regex: regex::Regex,
+}
+
+impl Pattern {
+    /// Compiles `source` anchored at both ends, with bounded size so that no
+    /// pattern can take a node's memory.
+    pub fn whole(source: &str) -> Result<Self, String> {
+        Self::build(source, &format!("^(?:{source})$"))
+    }
+
+    /// Compiles `source` to match anywhere in a value.
+    pub fn anywhere(source: &str) -> Result<Self, String> {
+        Self::build(source, source)
+    }
+
+    fn build(source: &str, compiled: &str) -> Result<Self, String> {
+        if source.is_empty() {
+            return Err("regex must not be empty".into());
+        }
+        if source.len() > MAX_PATTERN_LEN {
+            return Err(format!(
+                "regex must be at most {MAX_PATTERN_LEN} characters, got {}",
+                source.len()
+            ));
+        }
+        let regex = regex::RegexBuilder::new(compiled)
+            .size_limit(1 << 20)
+            .dfa_size_limit(1 << 20)
+            .build()
+            .map_err(|e| match e {
+                regex::Error::Syntax(text) => format!("invalid regex {source:?}: {text}"),
+                regex::Error::CompiledTooBig(_) => {
+                    format!("regex {source:?} is too large once compiled; simplify it")
+                }
+                other => format!("invalid regex {source:?}: {other}"),
+            })?;
+        Ok(Self {
+            source: source.into(),
+            regex,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.regex.is_match(text)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Pattern {}
+
+impl std::hash::Hash for Pattern {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.source.hash(state);
+    }
 }
 
 /// A parsed path template such as `/users/{id}/orders`.
@@ -133,10 +267,21 @@ impl PathTemplate {
                 raw.len()
             ));
         }
-        if let Some(bad) = raw
+        // `?` and `#` may appear in a parameter's regex, nowhere else.
+        let mut depth = 0usize;
+        let outside_braces = raw.chars().filter(move |c| {
+            match c {
+                '{' => depth += 1,
+                '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            depth == 0
+        });
+        let mut suspects = raw
             .chars()
-            .find(|c| matches!(c, '?' | '#') || c.is_whitespace() || c.is_control())
-        {
+            .filter(|c| c.is_whitespace() || c.is_control())
+            .chain(outside_braces.filter(|c| matches!(c, '?' | '#')));
+        if let Some(bad) = suspects.next() {
             let why = match bad {
                 '?' => "a query string is not part of the path",
                 '#' => "a fragment is not part of the path",
@@ -184,7 +329,7 @@ impl PathTemplate {
             shape.push('/');
             match segment {
                 Segment::Literal(text) => shape.push_str(text),
-                Segment::Param(_) => shape.push_str("{}"),
+                Segment::Param { kind, .. } => shape.push_str(&kind.shape()),
             }
         }
         if shape.is_empty() {
@@ -202,10 +347,14 @@ impl fmt::Display for PathTemplate {
 
 fn parse_segment(part: &str, earlier: &[Segment]) -> Result<Segment, String> {
     if let Some(inner) = part.strip_prefix('{') {
-        let Some(name) = inner.strip_suffix('}') else {
+        let Some(inner) = inner.strip_suffix('}') else {
             return Err(format!(
                 "segment {part:?} opens a parameter but does not close it with '}}'"
             ));
+        };
+        let (name, constraint) = match inner.split_once(':') {
+            Some((name, constraint)) => (name, Some(constraint)),
+            None => (inner, None),
         };
         let valid = name
             .chars()
@@ -220,11 +369,27 @@ fn parse_segment(part: &str, earlier: &[Segment]) -> Result<Segment, String> {
         }
         if earlier
             .iter()
-            .any(|s| matches!(s, Segment::Param(other) if other == name))
+            .any(|s| matches!(s, Segment::Param { name: other, .. } if other == name))
         {
             return Err(format!("parameter {{{name}}} is used twice"));
         }
-        return Ok(Segment::Param(name.to_owned()));
+        let kind = match constraint {
+            None => ParamKind::Any,
+            Some("") => {
+                return Err(format!(
+                    "parameter {part:?} has an empty type; use {{{name}:int}}, {{{name}:uuid}} or {{{name}:<regex>}}"
+                ));
+            }
+            Some("int") => ParamKind::Int,
+            Some("uuid") => ParamKind::Uuid,
+            Some(regex) => ParamKind::Pattern(
+                Pattern::whole(regex).map_err(|e| format!("parameter {{{name}}}: {e}"))?,
+            ),
+        };
+        return Ok(Segment::Param {
+            name: name.to_owned(),
+            kind,
+        });
     }
     if part.contains(['{', '}']) {
         return Err(format!(
@@ -342,12 +507,23 @@ impl ResponseSpec {
     }
 }
 
+/// Priority of a route that sets none. Lower numbers win.
+pub const DEFAULT_PRIORITY: u16 = 5;
+/// The lowest priority a route may have.
+pub const MAX_PRIORITY: u16 = 1000;
+
 /// A validated route as users define it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
     pub name: String,
     pub method: Method,
     pub path: PathTemplate,
+    /// What a request needs beyond method and path (empty: nothing).
+    pub matcher: RequestMatch,
+    /// 1 (first) to [`MAX_PRIORITY`]; among the routes a request matches,
+    /// the lowest number wins, then the most specific path, then the most
+    /// matchers.
+    pub priority: u16,
     pub response: ResponseSpec,
 }
 
@@ -363,14 +539,34 @@ impl RouteSpec {
             name: parse_name(name).map_err(|m| FieldError::new("name", m))?,
             method: method.parse().map_err(|m| FieldError::new("method", m))?,
             path: PathTemplate::parse(path).map_err(|m| FieldError::new("path", m))?,
+            matcher: RequestMatch::default(),
+            priority: DEFAULT_PRIORITY,
             response: response().map_err(|e| e.within("response"))?,
         })
     }
 
+    /// Sets the matchers and the priority (`0`: the default), checking both.
+    pub fn matching(mut self, matcher: RequestMatch, priority: u32) -> Result<Self, FieldError> {
+        self.matcher = matcher.normalized()?;
+        self.priority = parse_priority(priority)?;
+        Ok(self)
+    }
+
     /// Routes with equal keys match the same requests; a workspace holds at
-    /// most one route per key.
+    /// most one route per key. Routes without matchers at the default
+    /// priority keep the plain `METHOD shape` key.
     pub fn match_key(&self) -> String {
-        format!("{} {}", self.method, self.path.shape())
+        if self.matcher.is_empty() && self.priority == DEFAULT_PRIORITY {
+            format!("{} {}", self.method, self.path.shape())
+        } else {
+            format!(
+                "{} {} p{} m{}",
+                self.method,
+                self.path.shape(),
+                self.priority,
+                self.matcher.fingerprint()
+            )
+        }
     }
 }
 
@@ -382,6 +578,8 @@ pub struct RoutePatch {
     pub name: Option<String>,
     pub method: Option<String>,
     pub path: Option<String>,
+    pub matcher: Option<RequestMatch>,
+    pub priority: Option<u32>,
     pub status: Option<u32>,
     pub headers: Option<Vec<(String, String)>>,
     pub body: Option<Bytes>,
@@ -407,7 +605,25 @@ impl RoutePatch {
                     self.body.clone().unwrap_or_else(|| response.body.clone()),
                 )
             },
+        )?
+        .matching(
+            self.matcher
+                .clone()
+                .unwrap_or_else(|| current.matcher.clone()),
+            self.priority.unwrap_or(u32::from(current.priority)),
         )
+    }
+}
+
+/// `0` means the default.
+pub fn parse_priority(raw: u32) -> Result<u16, FieldError> {
+    match raw {
+        0 => Ok(DEFAULT_PRIORITY),
+        1..=1000 => Ok(raw as u16),
+        _ => Err(FieldError::new(
+            "priority",
+            format!("must be from 1 (first) to {MAX_PRIORITY}, got {raw}"),
+        )),
     }
 }
 
@@ -435,7 +651,10 @@ mod tests {
             t.segments(),
             &[
                 Segment::Literal("users".into()),
-                Segment::Param("id".into()),
+                Segment::Param {
+                    name: "id".into(),
+                    kind: ParamKind::Any
+                },
                 Segment::Literal("orders".into())
             ]
         );
@@ -466,12 +685,53 @@ mod tests {
             ("/u{id}", "whole segment"),
             ("/{id}/{id}", "used twice"),
             ("/a\"b", "percent-encoded"),
+            ("/{id:}", "empty type"),
+            ("/{id:[a-}", "invalid regex"),
+            ("/x?{id:a?}", "query string"),
         ] {
             let err = PathTemplate::parse(raw).unwrap_err();
             assert!(err.contains(expect), "{raw:?}: {err}");
         }
         let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
         assert!(PathTemplate::parse(&long).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn typed_and_regex_parameters() {
+        let t = PathTemplate::parse("/items/{id:int}/{code:[A-Z]{2}-[0-9]+?}/{u:uuid}").unwrap();
+        assert_eq!(t.shape(), "/items/{:int}/{:[A-Z]{2}-[0-9]+?}/{:uuid}");
+        let kinds: Vec<&ParamKind> = t
+            .segments()
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param { kind, .. } => Some(kind),
+                Segment::Literal(_) => None,
+            })
+            .collect();
+        assert!(kinds[0].accepts("12") && kinds[0].accepts("-3"));
+        assert!(!kinds[0].accepts("1.5") && !kinds[0].accepts("") && !kinds[0].accepts("-"));
+        assert!(kinds[1].accepts("AB-12") && !kinds[1].accepts("xAB-1"));
+        assert!(kinds[2].accepts("6F1C0A8E-3b1d-4f3a-9a51-0c9e2b7d4e11"));
+        assert!(!kinds[2].accepts("6f1c0a8e3b1d4f3a9a510c9e2b7d4e11"));
+        // The type is part of the shape, the name is not.
+        assert_ne!(
+            PathTemplate::parse("/a/{id:int}").unwrap().shape(),
+            PathTemplate::parse("/a/{id}").unwrap().shape()
+        );
+    }
+
+    #[test]
+    fn priorities_are_bounded() {
+        let route = RouteSpec::parse("", "GET", "/a", || {
+            ResponseSpec::parse(200, vec![], Bytes::new())
+        })
+        .unwrap();
+        assert_eq!(route.priority, DEFAULT_PRIORITY);
+        let first = route.clone().matching(RequestMatch::default(), 1).unwrap();
+        assert_eq!(first.priority, 1);
+        assert_ne!(first.match_key(), route.match_key());
+        let err = route.matching(RequestMatch::default(), 1001).unwrap_err();
+        assert_eq!(err.field, "priority");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! dozen bytes per node, and few cache lines per lookup, which is what a
 //! lookup costs once a node holds 10 000 workspaces of routes.
 
-use crate::route::{Method, PathTemplate, Segment};
+use crate::route::{Method, ParamKind, PathTemplate, Segment};
 
 const METHODS: usize = Method::ALL.len();
 /// No child, no route.
@@ -22,8 +22,37 @@ const NONE: u32 = u32::MAX;
 /// Literal children up to this many are searched linearly.
 const LINEAR_SEARCH: usize = 8;
 
-/// A compiled set of routes carrying a payload `T` each (the data plane keeps
-/// its response there).
+/// One route to compile: where it is, how it ranks, and its payload `T`
+/// (the data plane keeps its response and matchers there).
+#[derive(Debug, Clone)]
+pub struct RouteDef<T> {
+    pub method: Method,
+    pub template: PathTemplate,
+    /// Lower wins.
+    pub priority: u16,
+    /// How many request matchers the route has: more is more specific.
+    pub conditions: u16,
+    /// Identity of the matchers: two routes at the same method, path shape
+    /// and priority with equal keys would match the same requests.
+    pub key: String,
+    pub value: T,
+}
+
+impl<T> RouteDef<T> {
+    /// A route with no matchers at the default priority.
+    pub fn plain(method: Method, template: PathTemplate, value: T) -> Self {
+        Self {
+            method,
+            template,
+            priority: crate::route::DEFAULT_PRIORITY,
+            conditions: 0,
+            key: String::new(),
+            value,
+        }
+    }
+}
+
+/// A compiled set of routes carrying a payload `T` each.
 #[derive(Debug)]
 pub struct Router<T> {
     /// `nodes[0]` is the root.
@@ -32,13 +61,20 @@ pub struct Router<T> {
     edges: Box<[Edge]>,
     /// Every literal segment's text, one after the other.
     texts: Box<str>,
+    /// Every node's parameter children, node after node, narrowest first.
+    params: Box<[ParamEdge]>,
+    /// The candidates of every (node, method) slot, best first.
+    candidates: Box<[u32]>,
     entries: Vec<Entry<T>>,
+    /// The best priority of any route: a match at it ends the search.
+    top_priority: u16,
 }
 
 #[derive(Debug)]
 struct Entry<T> {
     method: Method,
     template: Box<str>,
+    priority: u16,
     value: T,
 }
 
@@ -48,16 +84,29 @@ struct Node {
     /// sorted by segment text.
     first: u32,
     count: u32,
-    param: u32,
-    /// Route index per method, `Method::index()` order.
+    /// Its parameter children are `params[params_first..][..params_count]`.
+    params_first: u32,
+    params_count: u32,
+    /// Per method (`Method::index()` order): the slot's candidates are
+    /// `candidates[start..start + len]` packed as `start << 8 | len`;
+    /// `NONE` when the method has no route here.
     methods: [u32; METHODS],
 }
+
+/// Most routes sharing one (path, method) slot.
+pub const MAX_SLOT_ROUTES: usize = 255;
 
 /// A literal child: its segment text is `texts[start..end]`.
 #[derive(Debug, Clone, Copy)]
 struct Edge {
     start: u32,
     end: u32,
+    child: u32,
+}
+
+#[derive(Debug, Clone)]
+struct ParamEdge {
+    kind: ParamKind,
     child: u32,
 }
 
@@ -92,19 +141,26 @@ impl Node {
         }
     }
 
-    fn param(&self) -> Option<u32> {
-        (self.param != NONE).then_some(self.param)
+    fn params<'a>(&self, params: &'a [ParamEdge]) -> &'a [ParamEdge] {
+        let start = self.params_first as usize;
+        params
+            .get(start..start + self.params_count as usize)
+            .unwrap_or_default()
     }
 
     fn has_routes(&self) -> bool {
         self.methods.iter().any(|slot| *slot != NONE)
     }
 
-    fn children<'a>(&self, edges: &'a [Edge]) -> impl Iterator<Item = u32> + 'a {
+    fn children<'a>(
+        &self,
+        edges: &'a [Edge],
+        params: &'a [ParamEdge],
+    ) -> impl Iterator<Item = u32> + 'a {
         self.literals(edges)
             .iter()
             .map(|edge| edge.child)
-            .chain(self.param())
+            .chain(self.params(params).iter().map(|edge| edge.child))
     }
 }
 
@@ -112,25 +168,33 @@ impl Node {
 #[derive(Default)]
 struct Building {
     literals: Vec<(Box<str>, u32)>,
-    param: Option<u32>,
-    methods: [Option<u32>; METHODS],
+    params: Vec<(ParamKind, u32)>,
+    methods: [Vec<u32>; METHODS],
 }
 
-/// Two routes that would answer exactly the same requests.
+/// Two routes that would answer exactly the same requests, or too many on
+/// one path and method.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("route {second} ({method} {path}) matches the same requests as route {first}")]
-pub struct DuplicateRoute {
-    /// Index, in build order, of the route that came first.
-    pub first: usize,
-    pub second: usize,
-    pub method: Method,
-    pub path: String,
+pub enum BuildError {
+    #[error("route {second} ({method} {path}) matches the same requests as route {first}")]
+    Duplicate {
+        /// Index, in build order, of the route that came first.
+        first: usize,
+        second: usize,
+        method: Method,
+        path: String,
+    },
+    #[error("more than {MAX_SLOT_ROUTES} routes for {method} {path}")]
+    Crowded { method: Method, path: String },
 }
 
 /// The outcome of matching one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<'a, T> {
     Found(&'a T),
+    /// Routes have this path and method, but the request failed their
+    /// matchers.
+    Rejected,
     /// Some route has this path, none has this method.
     MethodNotAllowed,
     NotFound,
@@ -138,22 +202,25 @@ pub enum Lookup<'a, T> {
 
 impl<T> Router<T> {
     /// Compiles routes; fails on the first pair that would match the same
-    /// requests (same method, same path up to parameter names).
-    pub fn build(
-        routes: impl IntoIterator<Item = (Method, PathTemplate, T)>,
-    ) -> Result<Self, DuplicateRoute> {
+    /// requests (same method, path shape, priority and matchers).
+    pub fn build(routes: impl IntoIterator<Item = RouteDef<T>>) -> Result<Self, BuildError> {
         let mut building = vec![Building::default()];
-        let mut entries = Vec::new();
-        for (index, (method, template, value)) in routes.into_iter().enumerate() {
+        let mut entries: Vec<Entry<T>> = Vec::new();
+        let mut ranks: Vec<(u16, std::cmp::Reverse<u16>, String)> = Vec::new();
+        for (index, route) in routes.into_iter().enumerate() {
             let mut node = 0;
-            for segment in template.segments() {
+            for segment in route.template.segments() {
                 let next = match segment {
                     Segment::Literal(text) => building[node]
                         .literals
                         .iter()
                         .find(|(existing, _)| **existing == **text)
                         .map(|(_, child)| *child),
-                    Segment::Param(_) => building[node].param,
+                    Segment::Param { kind, .. } => building[node]
+                        .params
+                        .iter()
+                        .find(|(existing, _)| existing == kind)
+                        .map(|(_, child)| *child),
                 };
                 node = match next {
                     Some(child) => child as usize,
@@ -164,30 +231,50 @@ impl<T> Router<T> {
                             Segment::Literal(text) => {
                                 building[node].literals.push((text.as_str().into(), child));
                             }
-                            Segment::Param(_) => building[node].param = Some(child),
+                            Segment::Param { kind, .. } => {
+                                building[node].params.push((kind.clone(), child));
+                            }
                         }
                         child as usize
                     }
                 };
             }
-            let slot = &mut building[node].methods[method.index()];
-            if let Some(first) = *slot {
-                return Err(DuplicateRoute {
+            let slot = &mut building[node].methods[route.method.index()];
+            if let Some(&first) = slot.iter().find(|&&other| {
+                let (priority, _, key) = &ranks[other as usize];
+                *priority == route.priority && *key == route.key
+            }) {
+                return Err(BuildError::Duplicate {
                     first: first as usize,
                     second: index,
-                    method,
-                    path: template.as_str().to_owned(),
+                    method: route.method,
+                    path: route.template.as_str().to_owned(),
                 });
             }
-            *slot = Some(u32::try_from(index).unwrap_or(NONE));
+            if slot.len() >= MAX_SLOT_ROUTES {
+                return Err(BuildError::Crowded {
+                    method: route.method,
+                    path: route.template.as_str().to_owned(),
+                });
+            }
+            slot.push(u32::try_from(index).unwrap_or(NONE));
+            ranks.push((
+                route.priority,
+                std::cmp::Reverse(route.conditions),
+                route.key,
+            ));
             entries.push(Entry {
-                method,
-                template: template.as_str().into(),
-                value,
+                method: route.method,
+                template: route.template.as_str().into(),
+                priority: route.priority,
+                value: route.value,
             });
         }
+        let top_priority = entries.iter().map(|e| e.priority).min().unwrap_or(0);
         let mut texts = String::new();
         let mut edges = Vec::new();
+        let mut params = Vec::new();
+        let mut candidates: Vec<u32> = Vec::new();
         let nodes = building
             .into_iter()
             .map(|mut node| {
@@ -203,11 +290,36 @@ impl<T> Router<T> {
                         child: *child,
                     });
                 }
+                // Narrowest parameter first; equal ranks keep their order.
+                node.params.sort_by_key(|(kind, _)| kind.rank());
+                let params_first = u32::try_from(params.len()).unwrap_or(u32::MAX);
+                let params_count = u32::try_from(node.params.len()).unwrap_or(u32::MAX);
+                params.extend(
+                    node.params
+                        .into_iter()
+                        .map(|(kind, child)| ParamEdge { kind, child }),
+                );
+                let methods = node.methods.map(|mut slot| {
+                    if slot.is_empty() {
+                        return NONE;
+                    }
+                    // Best first: priority, then more matchers, then order.
+                    slot.sort_by(|a, b| {
+                        let (pa, ca, _) = &ranks[*a as usize];
+                        let (pb, cb, _) = &ranks[*b as usize];
+                        (pa, ca, a).cmp(&(pb, cb, b))
+                    });
+                    let start = u32::try_from(candidates.len()).unwrap_or(u32::MAX);
+                    let len = slot.len() as u32;
+                    candidates.extend(slot);
+                    (start << 8) | len
+                });
                 Node {
                     first,
                     count: u32::try_from(node.literals.len()).unwrap_or(u32::MAX),
-                    param: node.param.unwrap_or(NONE),
-                    methods: node.methods.map(|slot| slot.unwrap_or(NONE)),
+                    params_first,
+                    params_count,
+                    methods,
                 }
             })
             .collect();
@@ -215,7 +327,10 @@ impl<T> Router<T> {
             nodes,
             edges: edges.into_boxed_slice(),
             texts: texts.into_boxed_str(),
+            params: params.into_boxed_slice(),
+            candidates: candidates.into_boxed_slice(),
             entries,
+            top_priority,
         })
     }
 
@@ -227,40 +342,95 @@ impl<T> Router<T> {
         self.entries.is_empty()
     }
 
-    /// Matches a request. `method` is `None` for methods only `ANY` routes
-    /// answer; `path` is the path without the query string.
+    /// Every route's payload, in build order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().map(|entry| &entry.value)
+    }
+
+    fn slot(&self, packed: u32) -> &[u32] {
+        if packed == NONE {
+            return &[];
+        }
+        let start = (packed >> 8) as usize;
+        let len = (packed & 0xff) as usize;
+        self.candidates.get(start..start + len).unwrap_or_default()
+    }
+
+    /// Matches a request on method and path alone. `method` is `None` for
+    /// methods only `ANY` routes answer; `path` is the path without the query
+    /// string.
     pub fn lookup(&self, method: Option<Method>, path: &str) -> Lookup<'_, T> {
-        let mut path_exists = false;
-        match self.find(0, Segments::new(path), method, &mut path_exists) {
+        self.lookup_where(method, path, |_| true)
+    }
+
+    /// Matches a request: among the routes whose method and path fit and
+    /// that `accept` takes (their matchers), the one with the best priority;
+    /// between equal priorities, the most specific path (literal before
+    /// parameter, narrow parameter before wide, the request's method before
+    /// `ANY`), then the most matchers, then the first created.
+    pub fn lookup_where(
+        &self,
+        method: Option<Method>,
+        path: &str,
+        accept: impl FnMut(&T) -> bool,
+    ) -> Lookup<'_, T> {
+        let mut search = Search {
+            router: self,
+            method,
+            accept,
+            best: None,
+            path_exists: false,
+            rejected: false,
+        };
+        search.find(0, Segments::new(path));
+        match search.best {
             Some(index) => Lookup::Found(&self.entries[index as usize].value),
-            None if path_exists => Lookup::MethodNotAllowed,
+            None if search.rejected => Lookup::Rejected,
+            None if search.path_exists => Lookup::MethodNotAllowed,
             None => Lookup::NotFound,
         }
     }
 
-    fn find(
+    /// The routes whose method and path fit a request, best first by the
+    /// order [`Router::lookup_where`] tries them, for near-miss reports.
+    pub fn candidates(&self, method: Option<Method>, path: &str, limit: usize) -> Vec<&T> {
+        let mut found = Vec::new();
+        self.collect_candidates(0, Segments::new(path), method, limit, &mut found);
+        found
+            .into_iter()
+            .map(|index| &self.entries[index as usize].value)
+            .collect()
+    }
+
+    fn collect_candidates(
         &self,
         node: u32,
         mut segments: Segments<'_>,
         method: Option<Method>,
-        path_exists: &mut bool,
-    ) -> Option<u32> {
+        limit: usize,
+        found: &mut Vec<u32>,
+    ) {
+        if found.len() >= limit {
+            return;
+        }
         let current = &self.nodes[node as usize];
         let Some(part) = segments.next() else {
-            let slot = method_slot(current, method);
-            if slot.is_none() && current.has_routes() {
-                *path_exists = true;
+            for packed in method_slots(current, method) {
+                for &index in self.slot(packed) {
+                    if found.len() < limit {
+                        found.push(index);
+                    }
+                }
             }
-            return slot;
+            return;
         };
-        if let Some(child) = current.literal(&self.edges, &self.texts, part)
-            && let Some(found) = self.find(child, segments.clone(), method, path_exists)
-        {
-            return Some(found);
+        if let Some(child) = current.literal(&self.edges, &self.texts, part) {
+            self.collect_candidates(child, segments.clone(), method, limit, found);
         }
-        match current.param() {
-            Some(child) if !part.is_empty() => self.find(child, segments, method, path_exists),
-            _ => None,
+        for edge in current.params(&self.params) {
+            if edge.kind.accepts(part) {
+                self.collect_candidates(edge.child, segments.clone(), method, limit, found);
+            }
         }
     }
 
@@ -285,10 +455,10 @@ impl<T> Router<T> {
         if let Some(child) = current.literal(&self.edges, &self.texts, part) {
             self.collect_methods(child, segments.clone(), seen);
         }
-        if let Some(child) = current.param()
-            && !part.is_empty()
-        {
-            self.collect_methods(child, segments, seen);
+        for edge in current.params(&self.params) {
+            if edge.kind.accepts(part) {
+                self.collect_methods(edge.child, segments.clone(), seen);
+            }
         }
     }
 
@@ -305,13 +475,20 @@ impl<T> Router<T> {
         let mut fallback = None;
         while let Some(next) = queue.pop_front() {
             let current = &self.nodes[next as usize];
-            if let Some(index) = method_slot(current, method) {
+            if let Some(&index) = method_slots(current, method)
+                .next()
+                .and_then(|packed| self.slot(packed).first())
+            {
                 return Some(self.describe(index));
             }
             if fallback.is_none() {
-                fallback = current.methods.iter().copied().find(|slot| *slot != NONE);
+                fallback = current
+                    .methods
+                    .iter()
+                    .find(|slot| **slot != NONE)
+                    .and_then(|packed| self.slot(*packed).first().copied());
             }
-            queue.extend(current.children(&self.edges));
+            queue.extend(current.children(&self.edges, &self.params));
         }
         fallback.map(|index| self.describe(index))
     }
@@ -327,36 +504,92 @@ impl<T> Router<T> {
             return (depth, node);
         };
         let current = &self.nodes[node as usize];
-        let literal = current
-            .literal(&self.edges, &self.texts, part)
-            .map(|child| self.deepest(child, segments.clone(), depth + 1));
-        let param = current
-            .param()
-            .filter(|_| !part.is_empty())
-            .map(|child| self.deepest(child, segments, depth + 1));
-        match (literal, param) {
-            (Some(a), Some(b)) => {
-                if b.0 > a.0 {
-                    b
-                } else {
-                    a
+        let mut best = (depth, node);
+        if let Some(child) = current.literal(&self.edges, &self.texts, part) {
+            best = self.deepest(child, segments.clone(), depth + 1);
+        }
+        for edge in current.params(&self.params) {
+            if edge.kind.accepts(part) {
+                let found = self.deepest(edge.child, segments.clone(), depth + 1);
+                if found.0 > best.0 {
+                    best = found;
                 }
             }
-            (Some(found), None) | (None, Some(found)) => found,
-            (None, None) => (depth, node),
         }
+        best
     }
 }
 
-fn method_slot(node: &Node, method: Option<Method>) -> Option<u32> {
-    let slot = |m: Method| Some(node.methods[m.index()]).filter(|s| *s != NONE);
-    method
-        .and_then(slot)
-        .or_else(|| match method {
-            Some(Method::Head) => slot(Method::Get),
-            _ => None,
-        })
-        .or_else(|| slot(Method::Any))
+/// One lookup's walk: depth first, most specific branch first, keeping the
+/// best accepted route so far.
+struct Search<'r, T, F> {
+    router: &'r Router<T>,
+    method: Option<Method>,
+    accept: F,
+    best: Option<u32>,
+    path_exists: bool,
+    rejected: bool,
+}
+
+impl<T, F: FnMut(&T) -> bool> Search<'_, T, F> {
+    /// Returns `true` when the search is over: a route at the best priority
+    /// any route has was accepted, and nothing later can beat it.
+    fn find(&mut self, node: u32, mut segments: Segments<'_>) -> bool {
+        let router = self.router;
+        let current = &router.nodes[node as usize];
+        let Some(part) = segments.next() else {
+            let mut any_slot = false;
+            for packed in method_slots(current, self.method) {
+                any_slot = true;
+                for &index in router.slot(packed) {
+                    let entry = &router.entries[index as usize];
+                    if let Some(best) = self.best
+                        && router.entries[best as usize].priority <= entry.priority
+                    {
+                        // Candidates are sorted: none after this one wins.
+                        break;
+                    }
+                    if (self.accept)(&entry.value) {
+                        self.best = Some(index);
+                        if entry.priority == router.top_priority {
+                            return true;
+                        }
+                        break;
+                    }
+                    self.rejected = true;
+                }
+            }
+            if !any_slot && current.has_routes() {
+                self.path_exists = true;
+            }
+            return false;
+        };
+        if let Some(child) = current.literal(&router.edges, &router.texts, part)
+            && self.find(child, segments.clone())
+        {
+            return true;
+        }
+        for edge in current.params(&router.params) {
+            if edge.kind.accepts(part) && self.find(edge.child, segments.clone()) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// The slots a request method may use at a node, in order: its own, `GET`
+/// for `HEAD`, then `ANY`.
+fn method_slots(node: &Node, method: Option<Method>) -> impl Iterator<Item = u32> + '_ {
+    let own = method.map(|m| node.methods[m.index()]);
+    let head_get = match method {
+        Some(Method::Head) => Some(node.methods[Method::Get.index()]),
+        _ => None,
+    };
+    own.into_iter()
+        .chain(head_get)
+        .chain(Some(node.methods[Method::Any.index()]))
+        .filter(|packed| *packed != NONE)
 }
 
 /// The segments of a request path: `/a/b/` yields `a`, `b`, ``; `/` yields
@@ -394,12 +627,9 @@ mod tests {
     use super::*;
 
     fn router(routes: &[(&str, &str)]) -> Router<usize> {
-        Router::build(
-            routes
-                .iter()
-                .enumerate()
-                .map(|(i, (m, p))| (m.parse().unwrap(), PathTemplate::parse(p).unwrap(), i)),
-        )
+        Router::build(routes.iter().enumerate().map(|(i, (m, p))| {
+            RouteDef::plain(m.parse().unwrap(), PathTemplate::parse(p).unwrap(), i)
+        }))
         .unwrap()
     }
 
@@ -487,11 +717,21 @@ mod tests {
     #[test]
     fn duplicates_are_refused() {
         let err = Router::build([
-            (Method::Get, PathTemplate::parse("/u/{id}").unwrap(), ()),
-            (Method::Get, PathTemplate::parse("/u/{uid}").unwrap(), ()),
+            RouteDef::plain(Method::Get, PathTemplate::parse("/u/{id}").unwrap(), ()),
+            RouteDef::plain(Method::Get, PathTemplate::parse("/u/{uid}").unwrap(), ()),
         ])
         .unwrap_err();
-        assert_eq!((err.first, err.second), (0, 1));
+        assert!(
+            matches!(
+                err,
+                BuildError::Duplicate {
+                    first: 0,
+                    second: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -516,5 +756,99 @@ mod tests {
             r.closest(Some(Method::Get), "/a/b/zzz"),
             Some((Method::Get, "/a/b/c"))
         );
+    }
+
+    fn def(method: &str, path: &str, priority: u16, key: &str, value: usize) -> RouteDef<usize> {
+        RouteDef {
+            method: method.parse().unwrap(),
+            template: PathTemplate::parse(path).unwrap(),
+            priority,
+            conditions: u16::from(!key.is_empty()),
+            key: key.to_owned(),
+            value,
+        }
+    }
+
+    #[test]
+    fn typed_parameters_are_tried_narrowest_first() {
+        let r = router(&[
+            ("GET", "/items/{name}"),
+            ("GET", "/items/{id:int}"),
+            ("GET", "/items/{id:uuid}"),
+            ("GET", "/items/{code:[A-Z]{3}}"),
+        ]);
+        let found = |path: &str| match r.lookup(Some(Method::Get), path) {
+            Lookup::Found(index) => Some(*index),
+            _ => None,
+        };
+        assert_eq!(found("/items/42"), Some(1));
+        assert_eq!(found("/items/-7"), Some(1));
+        assert_eq!(
+            found("/items/6f1c0a8e-3b1d-4f3a-9a51-0c9e2b7d4e11"),
+            Some(2)
+        );
+        assert_eq!(found("/items/ABC"), Some(3));
+        assert_eq!(found("/items/ABCD"), Some(0));
+        assert_eq!(found("/items/4x"), Some(0));
+        // Without the catch-all, what fits no type is not found.
+        let r = router(&[("GET", "/n/{id:int}")]);
+        assert_eq!(r.lookup(Some(Method::Get), "/n/x"), Lookup::NotFound);
+        // The hint still points at the route whose type refused it.
+        assert_eq!(
+            r.closest(Some(Method::Get), "/n/x"),
+            Some((Method::Get, "/n/{id:int}"))
+        );
+    }
+
+    #[test]
+    fn matchers_priority_then_specificity() {
+        // 0: plain; 1: needs "a"; 2: needs "b" at a better priority; 3: a
+        // literal sibling at the default priority.
+        let r = Router::build([
+            def("GET", "/u/{id}", 5, "", 0),
+            def("GET", "/u/{id}", 5, "a", 1),
+            def("GET", "/u/{id}", 2, "b", 2),
+            def("GET", "/u/me", 5, "", 3),
+        ])
+        .unwrap();
+        let pick =
+            |path: &str, passes: &[usize]| match r.lookup_where(Some(Method::Get), path, |v| {
+                *v == 0 || *v == 3 || passes.contains(v)
+            }) {
+                Lookup::Found(v) => Some(*v),
+                _ => None,
+            };
+        assert_eq!(pick("/u/7", &[]), Some(0));
+        // More matchers beat fewer at equal priority.
+        assert_eq!(pick("/u/7", &[1]), Some(1));
+        // Priority beats matchers and beats the more specific literal path.
+        assert_eq!(pick("/u/7", &[1, 2]), Some(2));
+        assert_eq!(pick("/u/me", &[2]), Some(2));
+        // At equal priority the literal path wins over the parameter.
+        assert_eq!(pick("/u/me", &[1]), Some(3));
+
+        // When every candidate refuses, the outcome says so.
+        let r = Router::build([def("POST", "/x", 5, "a", 0)]).unwrap();
+        assert_eq!(
+            r.lookup_where(Some(Method::Post), "/x", |_| false),
+            Lookup::Rejected
+        );
+        assert_eq!(
+            r.lookup_where(Some(Method::Get), "/x", |_| false),
+            Lookup::MethodNotAllowed
+        );
+        assert_eq!(r.candidates(Some(Method::Post), "/x", 3), vec![&0]);
+    }
+
+    #[test]
+    fn same_matchers_and_priority_are_duplicates_others_are_not() {
+        assert!(Router::build([def("GET", "/a", 5, "k", 0), def("GET", "/a", 5, "k", 1)]).is_err());
+        assert!(Router::build([def("GET", "/a", 5, "k", 0), def("GET", "/a", 1, "k", 1)]).is_ok());
+        assert!(Router::build([def("GET", "/a", 5, "k", 0), def("GET", "/a", 5, "j", 1)]).is_ok());
+        let crowded = (0..=MAX_SLOT_ROUTES).map(|i| def("GET", "/a", 5, &i.to_string(), i));
+        assert!(matches!(
+            Router::build(crowded),
+            Err(BuildError::Crowded { .. })
+        ));
     }
 }

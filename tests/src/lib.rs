@@ -371,6 +371,29 @@ impl Node {
             .await
     }
 
+    /// Sends a request with headers and a body.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> anyhow::Result<Reply> {
+        let mut request = self.client.request(
+            reqwest::Method::from_bytes(method.as_bytes())?,
+            format!("http://{}{path}", self.http),
+        );
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.body(body.to_owned()).send().await?;
+        Ok(Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.text().await?,
+        })
+    }
+
     pub async fn ops_get(&self, path: &str) -> anyhow::Result<Reply> {
         self.request(reqwest::Method::GET, format!("http://{}{path}", self.ops))
             .await
@@ -394,6 +417,48 @@ impl Node {
             },
         )
         .await
+    }
+}
+
+/// The `mockplane` CLI run as a user runs it, against one control plane.
+pub struct Cli<'a> {
+    pub server: String,
+    pub token: Option<&'a str>,
+}
+
+impl Cli<'_> {
+    pub async fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut command = tokio::process::Command::new(bin("mockplane"));
+        command
+            .args(args)
+            .env("MOCKPLANE_SERVER", &self.server)
+            .env_remove("MOCKPLANE_TOKEN");
+        if let Some(token) = self.token {
+            command.env("MOCKPLANE_TOKEN", token);
+        }
+        command.output().await.expect("run mockplane")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        assert!(
+            output.status.success(),
+            "mockplane {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub async fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args).await;
+        assert!(
+            !output.status.success(),
+            "mockplane {args:?} should have failed"
+        );
+        assert_eq!(output.status.code(), Some(1));
+        String::from_utf8(output.stderr).unwrap()
     }
 }
 

@@ -2,52 +2,10 @@
 //! output checked, its changes served by a real node.
 
 use std::path::Path;
-use std::process::Output;
 
-use mockplane_e2e::{ControlPlane, Node, Process, bin, eventually};
+use mockplane_e2e::{Cli, ControlPlane, Node, Process, bin, eventually};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-struct Cli<'a> {
-    server: String,
-    token: Option<&'a str>,
-}
-
-impl Cli<'_> {
-    async fn run(&self, args: &[&str]) -> Output {
-        let mut command = tokio::process::Command::new(bin("mockplane"));
-        command
-            .args(args)
-            .env("MOCKPLANE_SERVER", &self.server)
-            .env_remove("MOCKPLANE_TOKEN");
-        if let Some(token) = self.token {
-            command.env("MOCKPLANE_TOKEN", token);
-        }
-        command.output().await.expect("run mockplane")
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    async fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args).await;
-        assert!(
-            output.status.success(),
-            "mockplane {args:?} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    /// Runs a command that must fail; returns its stderr.
-    async fn fails(&self, args: &[&str]) -> String {
-        let output = self.run(args).await;
-        assert!(
-            !output.status.success(),
-            "mockplane {args:?} should have failed"
-        );
-        assert_eq!(output.status.code(), Some(1));
-        String::from_utf8(output.stderr).unwrap()
-    }
-}
 
 const MOCKS: &str = r#"
 routes:

@@ -1,7 +1,9 @@
 //! `mockplane.v1.RouteService`.
 
 use bytes::Bytes;
-use mockplane_proto::convert::{parse_response, parse_route, parse_uuid, response};
+use mockplane_proto::convert::{
+    parse_request_match, parse_response, parse_route, parse_uuid, request_match, response,
+};
 use mockplane_proto::v1;
 use mockplane_proto::v1::route_service_server::RouteService;
 use mockplane_shared::{FieldError, RoutePatch};
@@ -29,6 +31,8 @@ pub fn to_proto(record: &RouteRecord) -> v1::Route {
         method: record.spec.method.as_str().to_owned(),
         path: record.spec.path.as_str().to_owned(),
         response: Some(response(&record.spec.response)),
+        request_match: request_match(&record.spec.matcher),
+        priority: u32::from(record.spec.priority),
         etag: etag(record.version),
         create_time: Some(timestamp(record.created_at)),
         update_time: Some(timestamp(record.updated_at)),
@@ -204,10 +208,12 @@ fn cut_to_budget(
     }
 }
 
-const MASK_FIELDS: [&str; 7] = [
+const MASK_FIELDS: [&str; 9] = [
     "name",
     "method",
     "path",
+    "request_match",
+    "priority",
     "response",
     "response.status",
     "response.headers",
@@ -233,6 +239,13 @@ fn parse_patch(request: &v1::UpdateRouteRequest) -> Result<RoutePatch, FieldErro
             "name" => patch.name = Some(values.name.clone()),
             "method" => patch.method = Some(values.method.clone()),
             "path" => patch.path = Some(values.path.clone()),
+            "request_match" => {
+                patch.matcher = Some(
+                    parse_request_match(values.request_match.as_ref())
+                        .map_err(|e| e.within("patch"))?,
+                );
+            }
+            "priority" => patch.priority = Some(values.priority),
             "response" => {
                 // Checks the response as a whole, so a bad one names its field.
                 let spec = parse_response(response()?).map_err(|e| e.within("patch.response"))?;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use mockplane_shared::config::{MAX_ROUTES_PER_WORKSPACE, MAX_WORKSPACE_BODY_BYTES};
 use mockplane_shared::{
-    ConfigRoute, FieldError, NewWorkspace, ResponseSpec, RoutePatch, RouteSpec, Slug,
+    ConfigRoute, FieldError, NewWorkspace, RequestMatch, ResponseSpec, RoutePatch, RouteSpec, Slug,
     WorkspaceConfig, WorkspacePatch,
 };
 use sqlx::error::ErrorKind;
@@ -60,8 +60,8 @@ macro_rules! select_workspace {
 
 macro_rules! select_route {
     () => {
-        "SELECT id, workspace_id, name, method, path, status, headers, body, version, created_at, updated_at \
-         FROM routes "
+        "SELECT id, workspace_id, name, method, path, matchers, priority, status, headers, body, version, \
+         created_at, updated_at FROM routes "
     };
 }
 
@@ -69,7 +69,7 @@ macro_rules! select_route {
 /// thousand routes is most of the cost of loading them.
 macro_rules! select_serving_route {
     () => {
-        "SELECT id, workspace_id, name, method, path, status, headers, body FROM routes "
+        "SELECT id, workspace_id, name, method, path, matchers, priority, status, headers, body FROM routes "
     };
 }
 
@@ -116,6 +116,8 @@ struct ServingRouteRow {
     name: String,
     method: String,
     path: String,
+    matchers: String,
+    priority: i32,
     status: i32,
     headers: String,
     body: Vec<u8>,
@@ -135,7 +137,17 @@ impl ServingRouteRow {
                 headers,
                 Bytes::from(self.body),
             )
-        })
+        })?
+        .matching(
+            if self.matchers.is_empty() {
+                RequestMatch::default()
+            } else {
+                serde_json::from_str(&self.matchers).map_err(|e| {
+                    FieldError::new("matchers", format!("stored matchers are invalid: {e}"))
+                })?
+            },
+            u32::try_from(self.priority).unwrap_or(u32::MAX),
+        )
     }
 }
 
@@ -172,6 +184,13 @@ struct SlugRow {
 
 fn corrupt(what: &str, id: Uuid, error: &FieldError) -> StoreError {
     StoreError::Internal(format!("stored {what} {id} is invalid ({error})"))
+}
+
+fn matchers_json(spec: &RouteSpec) -> String {
+    if spec.matcher.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(&spec.matcher).unwrap_or_default()
 }
 
 fn headers_json(spec: &RouteSpec) -> String {
@@ -501,7 +520,8 @@ where
             let key = spec.match_key();
             sqlx::query(
                 "INSERT INTO routes (id, workspace_id, org_id, name, method, path, match_key, status, headers, body, \
-                 version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+                 version, created_at, updated_at, matchers, priority) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13)",
             )
             .bind(id)
             .bind(ws.id)
@@ -514,6 +534,8 @@ where
             .bind(headers_json(&spec))
             .bind(spec.response.body.to_vec())
             .bind(now)
+            .bind(matchers_json(&spec))
+            .bind(i32::from(spec.priority))
             .execute(&mut *tx)
             .await
             .map_err(|e| db_error(e, || route_clash(index, &spec)))?;
@@ -596,7 +618,8 @@ where
             let now = now();
             let updated = sqlx::query(
                 "UPDATE routes SET name = $1, method = $2, path = $3, match_key = $4, status = $5, headers = $6, \
-                 body = $7, version = version + 1, updated_at = $8 WHERE id = $9 AND version = $10",
+                 body = $7, version = version + 1, updated_at = $8, matchers = $11, priority = $12 \
+                 WHERE id = $9 AND version = $10",
             )
             .bind(spec.name.clone())
             .bind(spec.method.as_str().to_owned())
@@ -608,6 +631,8 @@ where
             .bind(now)
             .bind(id)
             .bind(current.version)
+            .bind(matchers_json(&spec))
+            .bind(i32::from(spec.priority))
             .execute(&mut *tx)
             .await
             .map_err(|e| db_error(e, || route_clash(0, &spec)))?;
