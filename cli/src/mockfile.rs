@@ -55,6 +55,9 @@ struct MockResponse {
     headers: Headers,
     body: Option<String>,
     json: Option<serde_json::Value>,
+    /// The body and header values are templates.
+    #[serde(default)]
+    template: bool,
 }
 
 /// Headers as a map (`name: value`, in file order) or as a list of
@@ -104,6 +107,7 @@ impl Default for MockResponse {
             headers: Headers::default(),
             body: None,
             json: None,
+            template: false,
         }
     }
 }
@@ -148,6 +152,7 @@ impl MockRoute {
                     .map(|(name, value)| v1::Header { name, value })
                     .collect(),
                 body,
+                template: response.template,
             }),
             ..Default::default()
         };

@@ -586,6 +586,31 @@ mod contract {
             .unwrap();
         assert!(updated.spec.matcher.is_empty());
         assert_eq!(updated.spec.priority, 1);
+
+        // Templates are stored as such and checked when set.
+        let templated = RoutePatch {
+            body: Some(Bytes::from_static(b"id {{request.params.id}}")),
+            template: Some(true),
+            ..Default::default()
+        };
+        store
+            .update_route(org, &slug_ref("m"), created[2].id, &templated, None)
+            .await
+            .unwrap();
+        let stored = store
+            .get_route(org, &slug_ref("m"), created[2].id)
+            .await
+            .unwrap();
+        assert!(stored.spec.response.template);
+        let broken = RoutePatch {
+            body: Some(Bytes::from_static(b"{{request.params.nope}}")),
+            ..Default::default()
+        };
+        let err = store
+            .update_route(org, &slug_ref("m"), created[2].id, &broken, None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no parameter {nope}"), "{err}");
         let bad = RoutePatch {
             priority: Some(5000),
             ..Default::default()

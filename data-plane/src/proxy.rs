@@ -5,11 +5,13 @@
 //! a database or calls the control plane.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use mockplane_shared::path::split_workspace_path;
+use mockplane_shared::template::{Escape, RenderContext};
 use mockplane_shared::{Lookup, Method, RequestParts};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -20,7 +22,7 @@ use serde_json::json;
 
 use crate::metrics::Outcome;
 use crate::state::NodeState;
-use crate::table::{RoutingTable, response_header};
+use crate::table::{CompiledRoute, CompiledTemplate, RoutingTable, response_header};
 
 /// Routes listed with their reasons when a request fails every matcher.
 const NEAR_MISSES: usize = 3;
@@ -93,11 +95,23 @@ pub fn answer(
         .router
         .lookup_where(route_method, rest, |route| route.accepts(request))
     {
-        Lookup::Found(route) => Ok(Answer {
-            outcome: Outcome::Matched,
-            header: Box::new(route.response_header()),
-            body: route.body.clone(),
-        }),
+        Lookup::Found(route) => match &route.template {
+            None => Ok(Answer {
+                outcome: Outcome::Matched,
+                header: Box::new(route.response_header()),
+                body: route.body.clone(),
+            }),
+            Some(template) => match render(route, template, method, rest, request) {
+                Ok(answer) => Ok(answer),
+                Err(message) => problem(
+                    Outcome::Matched,
+                    500,
+                    "template_failed",
+                    format!("route {} of workspace '{slug}': {message}", route.label),
+                    None,
+                ),
+            },
+        },
         Lookup::MethodNotAllowed => {
             let allowed: Vec<&str> = workspace
                 .router
@@ -179,6 +193,58 @@ pub fn answer(
             )
         }
     }
+}
+
+/// Renders a templated route for one request.
+fn render(
+    route: &CompiledRoute,
+    template: &CompiledTemplate,
+    method: &http::Method,
+    rest: &str,
+    request: &RequestParts<'_>,
+) -> Result<Answer, String> {
+    let segments: Vec<&str> = rest.strip_prefix('/').unwrap_or(rest).split('/').collect();
+    let params: Vec<(&str, &str)> = template
+        .params
+        .iter()
+        .filter_map(|(name, index)| segments.get(*index).map(|value| (&**name, *value)))
+        .collect();
+    let context = RenderContext {
+        method: method.as_str(),
+        path: rest,
+        params: &params,
+        request,
+        now: SystemTime::now(),
+        entropy: entropy(),
+    };
+    let body = Bytes::from(template.body.render(&context, template.escape)?);
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = route.status;
+    for (name, value) in &template.headers {
+        let text = value.render(&context, Escape::None)?;
+        let value = http::HeaderValue::from_str(&text).map_err(|_| {
+            format!("header {name} rendered to a value that is not valid in a header")
+        })?;
+        parts.headers.append(name.clone(), value);
+    }
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, body.len().into());
+    Ok(Answer {
+        outcome: Outcome::Matched,
+        header: Box::new(ResponseHeader::from(parts)),
+        body,
+    })
+}
+
+/// Different for every request: seeds the random helpers without `seed=`.
+fn entropy() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
 }
 
 /// A JSON error: a stable `code` for programs, a `message` and a `hint` for
@@ -484,5 +550,52 @@ mod tests {
             near["reasons"][0],
             "body JSON at $.kind must equal \"rush\""
         );
+    }
+
+    #[test]
+    fn templates_render_per_request() {
+        let spec = RouteSpec::parse("user", "GET", "/users/{id:int}", || {
+            ResponseSpec::parse(
+                200,
+                vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("x-user".into(), "u-{{request.params.id}}".into()),
+                ],
+                Bytes::from_static(
+                    br#"{"id":{{request.params.id}},"q":"{{request.query.q}}","name":"{{faker.name seed=request.params.id}}"}"#,
+                ),
+            )
+        })
+        .and_then(|spec| spec.templated(true))
+        .unwrap();
+        let config = WorkspaceConfig {
+            id: Uuid::new_v4(),
+            slug: Slug::parse("t").unwrap(),
+            routes: vec![ConfigRoute {
+                id: Uuid::new_v4(),
+                spec,
+            }],
+        };
+        let update = Update {
+            revision: 1,
+            full: true,
+            upserts: vec![mockplane_proto::resource::encode(&config, 1)],
+            ..Default::default()
+        };
+        let table = RoutingTable::default().apply(&update).0;
+        assert!(!table.workspace("t").unwrap().needs_body);
+        let reply = ask(&table, &http::Method::GET, "/w/t/users/42?q=%22x%22").unwrap();
+        assert_eq!(reply.header.status, 200);
+        assert_eq!(reply.header.headers["x-user"], "u-42");
+        assert_eq!(
+            reply.header.headers["content-length"],
+            reply.body.len().to_string().as_str()
+        );
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["id"], 42);
+        assert_eq!(body["q"], "\"x\"");
+        let again = ask(&table, &http::Method::GET, "/w/t/users/42").unwrap();
+        let again: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
+        assert_eq!(again["name"], body["name"], "seeded by the id");
     }
 }

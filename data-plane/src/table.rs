@@ -8,6 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use mockplane_proto::v1;
+use mockplane_shared::route::Segment;
+use mockplane_shared::template::{Escape, Template};
 use mockplane_shared::{RequestMatch, RouteDef, Router};
 use pingora_http::ResponseHeader;
 use uuid::Uuid;
@@ -30,6 +32,19 @@ pub struct CompiledRoute {
     pub headers: HeaderList,
     pub content_length: HeaderValue,
     pub body: Bytes,
+    /// Set when the response is rendered per request.
+    pub template: Option<Box<CompiledTemplate>>,
+}
+
+/// A templated response, parsed once.
+#[derive(Debug)]
+pub struct CompiledTemplate {
+    pub body: Template,
+    /// Header names and value templates, in order.
+    pub headers: Vec<(HeaderName, Template)>,
+    pub escape: Escape,
+    /// Each path parameter's name and the index of its segment.
+    pub params: Box<[(Box<str>, usize)]>,
 }
 
 impl CompiledRoute {
@@ -112,15 +127,18 @@ pub fn compile(
     interned: &mut Interned,
 ) -> Result<CompiledWorkspace, String> {
     let config = mockplane_proto::resource::decode(resource)?;
-    let needs_body = config
-        .routes
-        .iter()
-        .any(|route| route.spec.matcher.needs_body());
+    let mut needs_body = false;
     let routes = config
         .routes
         .into_iter()
         .map(|route| {
             let spec = route.spec;
+            let template =
+                compile_template(&spec).map_err(|e| format!("route {}: {e}", route.id))?;
+            needs_body |= spec.matcher.needs_body()
+                || template.as_ref().is_some_and(|t| {
+                    t.body.uses_body() || t.headers.iter().any(|(_, h)| h.uses_body())
+                });
             let response = spec.response;
             let headers = interned
                 .headers(response.headers)
@@ -154,6 +172,7 @@ pub fn compile(
                     headers,
                     content_length: interned.length(body.len()),
                     body,
+                    template,
                 },
             })
         })
@@ -166,6 +185,46 @@ pub fn compile(
         router,
         needs_body,
     })
+}
+
+fn compile_template(
+    spec: &mockplane_shared::RouteSpec,
+) -> Result<Option<Box<CompiledTemplate>>, String> {
+    let Some((body, values)) = spec.templates().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let headers = spec
+        .response
+        .headers
+        .iter()
+        .zip(values)
+        .map(|((name, _), value)| {
+            HeaderName::from_bytes(name.as_bytes())
+                .map(|name| (name, value))
+                .map_err(|e| format!("header {name}: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let json = spec
+        .response
+        .headers
+        .iter()
+        .any(|(name, value)| name == "content-type" && value.contains("json"));
+    let params = spec
+        .path
+        .segments()
+        .iter()
+        .enumerate()
+        .filter_map(|(index, segment)| match segment {
+            Segment::Param { name, .. } => Some((Box::from(name.as_str()), index)),
+            Segment::Literal(_) => None,
+        })
+        .collect();
+    Ok(Some(Box::new(CompiledTemplate {
+        body,
+        headers,
+        escape: if json { Escape::Json } else { Escape::None },
+        params,
+    })))
 }
 
 fn parse_headers(headers: &[(String, String)]) -> Result<HeaderList, String> {

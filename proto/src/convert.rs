@@ -23,7 +23,8 @@ pub fn parse_route(route: &v1::Route) -> Result<RouteSpec, FieldError> {
     .matching(
         parse_request_match(route.request_match.as_ref())?,
         route.priority,
-    )
+    )?
+    .templated(route.response.as_ref().is_some_and(|r| r.template))
 }
 
 /// Parses matchers as a client sent them; unset is none.
@@ -174,12 +175,17 @@ pub fn request_match(matcher: &RequestMatch) -> Option<v1::RequestMatch> {
 }
 
 /// Parses a mock response.
+/// Whether it is a template is carried, not checked: templates are checked
+/// with the route they belong to ([`RouteSpec::templated`]).
 pub fn parse_response(response: &v1::MockResponse) -> Result<ResponseSpec, FieldError> {
-    ResponseSpec::parse(
-        response.status,
-        header_pairs(&response.headers),
-        Bytes::copy_from_slice(&response.body),
-    )
+    Ok(ResponseSpec {
+        template: response.template,
+        ..ResponseSpec::parse(
+            response.status,
+            header_pairs(&response.headers),
+            Bytes::copy_from_slice(&response.body),
+        )?
+    })
 }
 
 fn header_pairs(headers: &[v1::Header]) -> Vec<(String, String)> {
@@ -206,6 +212,7 @@ pub fn response(spec: &ResponseSpec) -> v1::MockResponse {
         status: u32::from(spec.status),
         headers: headers(&spec.headers),
         body: spec.body.to_vec(),
+        template: spec.template,
     }
 }
 
@@ -232,6 +239,7 @@ impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
                     body: route.spec.response.body.clone(),
                     request_match: request_match(&route.spec.matcher),
                     priority: u32::from(route.spec.priority),
+                    template: route.spec.response.template,
                 })
                 .collect(),
         }
@@ -268,7 +276,8 @@ fn parse_config_route(route: v1::RouteConfig) -> Result<ConfigRoute, FieldError>
     .matching(
         parse_request_match(route.request_match.as_ref())?,
         route.priority,
-    )?;
+    )?
+    .templated(route.template)?;
     Ok(ConfigRoute { id, spec })
 }
 

@@ -11,6 +11,7 @@ pub mod path;
 pub mod route;
 pub mod router;
 pub mod slug;
+pub mod template;
 pub mod workspace;
 
 pub use config::{ConfigRoute, WorkspaceConfig};

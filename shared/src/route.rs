@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::error::FieldError;
 use crate::matcher::RequestMatch;
+use crate::template::Template;
 
 /// Longest path template accepted.
 pub const MAX_PATH_LEN: usize = 2048;
@@ -437,6 +438,8 @@ pub struct ResponseSpec {
     /// Lower-case names, in the order they are sent.
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// The body and header values are templates (see `template.rs`).
+    pub template: bool,
 }
 
 impl ResponseSpec {
@@ -503,6 +506,7 @@ impl ResponseSpec {
             status,
             headers: normalized,
             body,
+            template: false,
         })
     }
 }
@@ -545,6 +549,53 @@ impl RouteSpec {
         })
     }
 
+    /// The names of the path's parameters, in order.
+    pub fn param_names(&self) -> Vec<&str> {
+        self.path
+            .segments()
+            .iter()
+            .filter_map(|segment| match segment {
+                Segment::Param { name, .. } => Some(name.as_str()),
+                Segment::Literal(_) => None,
+            })
+            .collect()
+    }
+
+    /// Makes the response a template (or not), checking the body and every
+    /// header value as one.
+    pub fn templated(mut self, on: bool) -> Result<Self, FieldError> {
+        self.response.template = on;
+        if on {
+            self.templates()?;
+        }
+        Ok(self)
+    }
+
+    /// The parsed templates of the body and of each header value; `None`
+    /// when the response is not a template.
+    #[allow(clippy::type_complexity)]
+    pub fn templates(&self) -> Result<Option<(Template, Vec<Template>)>, FieldError> {
+        if !self.response.template {
+            return Ok(None);
+        }
+        let params = self.param_names();
+        let body = std::str::from_utf8(&self.response.body)
+            .map_err(|_| FieldError::new("response.body", "a template body must be UTF-8 text"))?;
+        let body =
+            Template::parse(body, &params).map_err(|e| FieldError::new("response.body", e))?;
+        let headers = self
+            .response
+            .headers
+            .iter()
+            .enumerate()
+            .map(|(index, (_, value))| {
+                Template::parse(value, &params)
+                    .map_err(|e| FieldError::new(format!("response.headers[{index}].value"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((body, headers)))
+    }
+
     /// Sets the matchers and the priority (`0`: the default), checking both.
     pub fn matching(mut self, matcher: RequestMatch, priority: u32) -> Result<Self, FieldError> {
         self.matcher = matcher.normalized()?;
@@ -580,6 +631,7 @@ pub struct RoutePatch {
     pub path: Option<String>,
     pub matcher: Option<RequestMatch>,
     pub priority: Option<u32>,
+    pub template: Option<bool>,
     pub status: Option<u32>,
     pub headers: Option<Vec<(String, String)>>,
     pub body: Option<Bytes>,
@@ -611,7 +663,8 @@ impl RoutePatch {
                 .clone()
                 .unwrap_or_else(|| current.matcher.clone()),
             self.priority.unwrap_or(u32::from(current.priority)),
-        )
+        )?
+        .templated(self.template.unwrap_or(response.template))
     }
 }
 

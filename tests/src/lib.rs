@@ -484,6 +484,7 @@ pub mod fixtures {
                 status,
                 headers,
                 body: body.as_bytes().to_vec(),
+                template: false,
             }),
             ..Default::default()
         }

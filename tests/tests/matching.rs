@@ -39,6 +39,16 @@ routes:
     path: /orders
     priority: 9
     response: { status: 202, body: queued }
+  - name: templated profile
+    path: /profiles/{id}
+    response:
+      template: true
+      headers:
+        x-echo: "{{request.headers.x-request-id default=none}}"
+      json:
+        id: "{{request.params.id}}"
+        plan: "{{request.query.plan default=free}}"
+        name: "{{faker.name seed=request.params.id}}"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,6 +110,38 @@ async fn matchers_pick_the_route_and_misses_say_why() {
     let other = send("POST", "/w/shop/orders", &[], r#"{"items":[]}"#).await;
     assert_eq!((other.status, other.body.as_str()), (202, "queued"));
 
+    // Templates render per request; JSON bodies get JSON-escaped values.
+    let profile = send(
+        "GET",
+        "/w/shop/profiles/a%22b?plan=pro",
+        &[("x-request-id", "r-1")],
+        "",
+    )
+    .await;
+    assert_eq!(profile.headers["x-echo"], "r-1");
+    let json = profile.json();
+    assert_eq!(
+        (json["id"].as_str(), json["plan"].as_str()),
+        (Some("a\"b"), Some("pro"))
+    );
+    let again = send("GET", "/w/shop/profiles/a%22b", &[], "").await;
+    assert_eq!(again.headers["x-echo"], "none");
+    assert_eq!(again.json()["plan"], "free");
+    assert_eq!(again.json()["name"], json["name"]);
+
+    // A template that does not parse is refused with the route and field.
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "routes:\n  - path: /t/{id}\n    response: { template: true, body: '{{request.params.idd}}' }\n",
+    )
+    .unwrap();
+    let err = cli
+        .fails(&["route", "add", "shop", "--file", broken.to_str().unwrap()])
+        .await;
+    assert!(err.contains("response.body"), "{err}");
+    assert!(err.contains("no parameter {idd}"), "{err}");
+
     // A miss on matchers lists the near misses and their reasons.
     let miss = send("GET", "/w/shop/orders?status=closed", &[], "").await;
     assert_eq!(
@@ -134,5 +176,5 @@ async fn matchers_pick_the_route_and_misses_say_why() {
     assert!(err.contains("invalid regex"), "{err}");
     let count: Value =
         serde_json::from_str(&cli.ok(&["-o", "json", "route", "list", "shop"]).await).unwrap();
-    assert_eq!(count.as_array().unwrap().len(), 7);
+    assert_eq!(count.as_array().unwrap().len(), 8);
 }

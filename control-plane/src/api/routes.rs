@@ -208,7 +208,7 @@ fn cut_to_budget(
     }
 }
 
-const MASK_FIELDS: [&str; 9] = [
+const MASK_FIELDS: [&str; 10] = [
     "name",
     "method",
     "path",
@@ -218,6 +218,7 @@ const MASK_FIELDS: [&str; 9] = [
     "response.status",
     "response.headers",
     "response.body",
+    "response.template",
 ];
 
 /// The patch a request's mask and values describe. Values are checked when
@@ -252,6 +253,7 @@ fn parse_patch(request: &v1::UpdateRouteRequest) -> Result<RoutePatch, FieldErro
                 patch.status = Some(u32::from(spec.status));
                 patch.headers = Some(spec.headers);
                 patch.body = Some(spec.body);
+                patch.template = Some(spec.template);
             }
             "response.status" => patch.status = Some(response()?.status),
             "response.headers" => {
@@ -264,6 +266,7 @@ fn parse_patch(request: &v1::UpdateRouteRequest) -> Result<RoutePatch, FieldErro
                 );
             }
             "response.body" => patch.body = Some(Bytes::copy_from_slice(&response()?.body)),
+            "response.template" => patch.template = Some(response()?.template),
             // mask_paths admits only MASK_FIELDS.
             _ => {}
         }

@@ -60,8 +60,8 @@ macro_rules! select_workspace {
 
 macro_rules! select_route {
     () => {
-        "SELECT id, workspace_id, name, method, path, matchers, priority, status, headers, body, version, \
-         created_at, updated_at FROM routes "
+        "SELECT id, workspace_id, name, method, path, matchers, priority, template, status, headers, body, \
+         version, created_at, updated_at FROM routes "
     };
 }
 
@@ -69,7 +69,8 @@ macro_rules! select_route {
 /// thousand routes is most of the cost of loading them.
 macro_rules! select_serving_route {
     () => {
-        "SELECT id, workspace_id, name, method, path, matchers, priority, status, headers, body FROM routes "
+        "SELECT id, workspace_id, name, method, path, matchers, priority, template, status, headers, body \
+         FROM routes "
     };
 }
 
@@ -118,6 +119,8 @@ struct ServingRouteRow {
     path: String,
     matchers: String,
     priority: i32,
+    /// 0 or 1: the two backends share no boolean type sqlx can be generic over.
+    template: i32,
     status: i32,
     headers: String,
     body: Vec<u8>,
@@ -147,7 +150,8 @@ impl ServingRouteRow {
                 })?
             },
             u32::try_from(self.priority).unwrap_or(u32::MAX),
-        )
+        )?
+        .templated(self.template != 0)
     }
 }
 
@@ -520,8 +524,8 @@ where
             let key = spec.match_key();
             sqlx::query(
                 "INSERT INTO routes (id, workspace_id, org_id, name, method, path, match_key, status, headers, body, \
-                 version, created_at, updated_at, matchers, priority) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13)",
+                 version, created_at, updated_at, matchers, priority, template) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14)",
             )
             .bind(id)
             .bind(ws.id)
@@ -536,6 +540,7 @@ where
             .bind(now)
             .bind(matchers_json(&spec))
             .bind(i32::from(spec.priority))
+            .bind(i32::from(spec.response.template))
             .execute(&mut *tx)
             .await
             .map_err(|e| db_error(e, || route_clash(index, &spec)))?;
@@ -618,8 +623,8 @@ where
             let now = now();
             let updated = sqlx::query(
                 "UPDATE routes SET name = $1, method = $2, path = $3, match_key = $4, status = $5, headers = $6, \
-                 body = $7, version = version + 1, updated_at = $8, matchers = $11, priority = $12 \
-                 WHERE id = $9 AND version = $10",
+                 body = $7, version = version + 1, updated_at = $8, matchers = $11, priority = $12, \
+                 template = $13 WHERE id = $9 AND version = $10",
             )
             .bind(spec.name.clone())
             .bind(spec.method.as_str().to_owned())
@@ -633,6 +638,7 @@ where
             .bind(current.version)
             .bind(matchers_json(&spec))
             .bind(i32::from(spec.priority))
+            .bind(i32::from(spec.response.template))
             .execute(&mut *tx)
             .await
             .map_err(|e| db_error(e, || route_clash(0, &spec)))?;
