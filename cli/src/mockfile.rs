@@ -11,6 +11,8 @@
 //!       headers: [{ name: x-tenant, regex: "^t-[0-9]+$" }]
 //!       body:    [{ jsonPath: "$.kind", equals: order }]
 //!     priority: 1              # optional; 1 first, default 5
+//!     latency: { fixed: 50 }   # optional; or uniform, normal, lognormal, pareto (ms)
+//!     chaos: { rate: 0.1, statuses: { 503: 1 }, faults: { reset: 1 } }
 //!     response:
 //!       status: 200            # default 200
 //!       headers:               # a map, or a list of {name, value}
@@ -42,6 +44,8 @@ pub struct MockRoute {
     matcher: mockplane_shared::RequestMatch,
     #[serde(default)]
     priority: u32,
+    latency: Option<mockplane_shared::realism::Latency>,
+    chaos: Option<mockplane_shared::realism::Chaos>,
     #[serde(default)]
     response: MockResponse,
 }
@@ -145,6 +149,8 @@ impl MockRoute {
             path: self.path,
             request_match: mockplane_proto::convert::request_match(&self.matcher),
             priority: self.priority,
+            latency: self.latency.as_ref().map(mockplane_proto::convert::latency),
+            chaos: self.chaos.as_ref().map(mockplane_proto::convert::chaos),
             response: Some(v1::MockResponse {
                 status: response.status,
                 headers: headers

@@ -48,6 +48,9 @@ pub struct RouteView {
     #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
     pub matcher: Option<mockplane_shared::RequestMatch>,
     pub priority: u32,
+    /// Latency and chaos in mock-file form; absent when the route has none.
+    #[serde(flatten)]
+    pub realism: mockplane_shared::realism::Realism,
     pub status: u32,
     pub headers: Vec<[String; 2]>,
     /// The body as text when it is UTF-8, else `base64:` and its encoding.
@@ -77,6 +80,8 @@ impl From<&v1::Route> for RouteView {
                 .ok()
                 .filter(|m| !m.is_empty()),
             priority: r.priority,
+            realism: mockplane_proto::convert::parse_realism(r.latency.as_ref(), r.chaos.as_ref())
+                .unwrap_or_default(),
             status: response.status,
             headers: response
                 .headers

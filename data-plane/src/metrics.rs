@@ -11,6 +11,8 @@ pub enum Outcome {
     UnknownWorkspace,
     NoRoute,
     MethodNotAllowed,
+    /// A route matched and chaos answered instead (an error status or a fault).
+    Chaos,
 }
 
 pub struct Metrics {
@@ -20,6 +22,7 @@ pub struct Metrics {
     unknown_workspace: IntCounter,
     no_route: IntCounter,
     method_not_allowed: IntCounter,
+    chaos: IntCounter,
     pub request_seconds: Histogram,
     pub config_revision: IntGauge,
     pub config_workspaces: IntGauge,
@@ -62,6 +65,7 @@ impl Metrics {
             unknown_workspace: requests.with_label_values(&["unknown_workspace"]),
             no_route: requests.with_label_values(&["no_route"]),
             method_not_allowed: requests.with_label_values(&["method_not_allowed"]),
+            chaos: requests.with_label_values(&["chaos"]),
             request_seconds,
             config_revision: gauge("config_revision", "Config revision the node serves")?,
             config_workspaces: gauge("config_workspaces", "Workspaces the node serves")?,
@@ -82,6 +86,7 @@ impl Metrics {
             Outcome::UnknownWorkspace => &self.unknown_workspace,
             Outcome::NoRoute => &self.no_route,
             Outcome::MethodNotAllowed => &self.method_not_allowed,
+            Outcome::Chaos => &self.chaos,
         }
         .inc();
     }

@@ -6,18 +6,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use mockplane_shared::path::split_workspace_path;
+use mockplane_shared::realism::{Fault, Outcome as ChaosOutcome};
 use mockplane_shared::template::{Escape, RenderContext};
 use mockplane_shared::{Lookup, Method, RequestParts};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::json;
 
 use crate::metrics::Outcome;
@@ -43,6 +44,8 @@ impl MockProxy {
 pub struct RequestCtx {
     started: Instant,
     outcome: Option<Outcome>,
+    /// A chaos fault broke the connection on purpose: write nothing more.
+    faulted: bool,
 }
 
 /// What to send for a request.
@@ -51,6 +54,10 @@ pub struct Answer {
     pub outcome: Outcome,
     pub header: Box<ResponseHeader>,
     pub body: Bytes,
+    /// Wait this long before answering (the route's latency).
+    pub delay: Option<Duration>,
+    /// Break the connection this way instead of answering normally.
+    pub fault: Option<Fault>,
 }
 
 /// Matches a request against the table. Pure, so the whole routing
@@ -95,23 +102,47 @@ pub fn answer(
         .router
         .lookup_where(route_method, rest, |route| route.accepts(request))
     {
-        Lookup::Found(route) => match &route.template {
-            None => Ok(Answer {
-                outcome: Outcome::Matched,
-                header: Box::new(route.response_header()),
-                body: route.body.clone(),
-            }),
-            Some(template) => match render(route, template, method, rest, request) {
-                Ok(answer) => Ok(answer),
-                Err(message) => problem(
-                    Outcome::Matched,
-                    500,
-                    "template_failed",
-                    format!("route {} of workspace '{slug}': {message}", route.label),
-                    None,
-                ),
-            },
-        },
+        Lookup::Found(route) => {
+            let (chaos, delay) = match &route.realism {
+                Some(realism) => realism.decide(),
+                None => (ChaosOutcome::Answer, None),
+            };
+            let mut answer = match (chaos, &route.template) {
+                (ChaosOutcome::Status(status), _) => problem(
+                    Outcome::Chaos,
+                    status,
+                    "chaos",
+                    format!(
+                        "route {} of workspace '{slug}' answered with an injected {status}",
+                        route.label
+                    ),
+                    Some("the route's chaos profile sets the rate of these errors".into()),
+                )?,
+                (_, None) => Answer {
+                    outcome: Outcome::Matched,
+                    header: Box::new(route.response_header()),
+                    body: route.body.clone(),
+                    delay: None,
+                    fault: None,
+                },
+                (_, Some(template)) => match render(route, template, method, rest, request) {
+                    Ok(answer) => answer,
+                    Err(message) => problem(
+                        Outcome::Matched,
+                        500,
+                        "template_failed",
+                        format!("route {} of workspace '{slug}': {message}", route.label),
+                        None,
+                    )?,
+                },
+            };
+            if let ChaosOutcome::Fault(fault) = chaos {
+                answer.outcome = Outcome::Chaos;
+                answer.fault = Some(fault);
+            }
+            answer.delay = delay;
+            Ok(answer)
+        }
         Lookup::MethodNotAllowed => {
             let allowed: Vec<&str> = workspace
                 .router
@@ -234,6 +265,8 @@ fn render(
         outcome: Outcome::Matched,
         header: Box::new(ResponseHeader::from(parts)),
         body,
+        delay: None,
+        fault: None,
     })
 }
 
@@ -264,6 +297,8 @@ fn problem(
         outcome,
         header: Box::new(header),
         body,
+        delay: None,
+        fault: None,
     })
 }
 
@@ -275,6 +310,7 @@ impl ProxyHttp for MockProxy {
         RequestCtx {
             started: Instant::now(),
             outcome: None,
+            faulted: false,
         }
     }
 
@@ -290,6 +326,28 @@ impl ProxyHttp for MockProxy {
             ErrorType::InternalError,
             "mock responses have no upstream",
         ))
+    }
+
+    /// Errors of the request path: nothing more is written after a chaos
+    /// fault or a broken connection; anything else is a 500.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let dead = matches!(
+            error.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+        let code = if ctx.faulted || dead { 0 } else { 500 };
+        if code > 0 {
+            session.respond_error(code).await.ok();
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -362,6 +420,31 @@ impl MockProxy {
     ) -> Result<bool> {
         let head = session.req_header().method == http::Method::HEAD;
         ctx.outcome = Some(answer.outcome);
+        if let Some(delay) = answer.delay {
+            // A timer, not a thread: other requests go on meanwhile.
+            tokio::time::sleep(delay).await;
+        }
+        match answer.fault {
+            None => {}
+            Some(Fault::Reset | Fault::Empty) => {
+                ctx.faulted = true;
+                return Err(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "chaos: connection closed without a response",
+                ));
+            }
+            Some(Fault::Truncated) => {
+                ctx.faulted = true;
+                let half = answer.body.slice(..answer.body.len() / 2);
+                session.write_response_header(answer.header, false).await?;
+                session.write_response_body(Some(half), false).await?;
+                session.finish_body().await.ok();
+                return Err(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "chaos: body truncated",
+                ));
+            }
+        }
         let body_follows = !head && !answer.body.is_empty();
         session
             .write_response_header(answer.header, !body_follows)

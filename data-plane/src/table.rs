@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use mockplane_proto::v1;
+use mockplane_shared::realism::{Outcome as ChaosOutcome, Realism, Rng};
 use mockplane_shared::route::Segment;
 use mockplane_shared::template::{Escape, Template};
 use mockplane_shared::{RequestMatch, RouteDef, Router};
@@ -34,6 +36,33 @@ pub struct CompiledRoute {
     pub body: Bytes,
     /// Set when the response is rendered per request.
     pub template: Option<Box<CompiledTemplate>>,
+    /// Set when the route has latency or chaos.
+    pub realism: Option<Box<CompiledRealism>>,
+}
+
+/// A route's latency and chaos, with the position in its random stream.
+#[derive(Debug)]
+pub struct CompiledRealism {
+    pub realism: Realism,
+    /// The chaos seed, or one derived from the route id: decisions are a
+    /// function of (seed, request number on this node).
+    pub seed: u64,
+    pub requests: AtomicU64,
+}
+
+impl CompiledRealism {
+    /// Decides one request: chaos first, then the delay.
+    pub fn decide(&self) -> (ChaosOutcome, Option<std::time::Duration>) {
+        let index = self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut rng = Rng::at(self.seed, index);
+        let outcome = self
+            .realism
+            .chaos
+            .as_ref()
+            .map_or(ChaosOutcome::Answer, |chaos| chaos.decide(&mut rng));
+        let delay = self.realism.latency.as_ref().map(|l| l.sample(&mut rng));
+        (outcome, delay)
+    }
 }
 
 /// A templated response, parsed once.
@@ -173,6 +202,19 @@ pub fn compile(
                     content_length: interned.length(body.len()),
                     body,
                     template,
+                    realism: (!spec.realism.is_empty()).then(|| {
+                        let seed = spec
+                            .realism
+                            .chaos
+                            .as_ref()
+                            .and_then(|c| c.seed)
+                            .unwrap_or_else(|| route.id.as_u64_pair().0);
+                        Box::new(CompiledRealism {
+                            realism: spec.realism.clone(),
+                            seed,
+                            requests: AtomicU64::new(0),
+                        })
+                    }),
                 },
             })
         })

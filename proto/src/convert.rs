@@ -5,6 +5,9 @@ use bytes::Bytes;
 use mockplane_shared::matcher::{
     BodyMatch, FieldMatch, RawBodyMatch, RawFieldMatch, RawTextTest, RequestMatch, StringMatch,
 };
+use mockplane_shared::realism::{
+    Chaos, Fault, Latency, LogNormal, Normal, Pareto, Realism, Uniform,
+};
 use mockplane_shared::{ConfigRoute, FieldError, ResponseSpec, RouteSpec, Slug, WorkspaceConfig};
 use uuid::Uuid;
 
@@ -24,7 +27,138 @@ pub fn parse_route(route: &v1::Route) -> Result<RouteSpec, FieldError> {
         parse_request_match(route.request_match.as_ref())?,
         route.priority,
     )?
-    .templated(route.response.as_ref().is_some_and(|r| r.template))
+    .templated(route.response.as_ref().is_some_and(|r| r.template))?
+    .with_realism(parse_realism(route.latency.as_ref(), route.chaos.as_ref())?)
+}
+
+/// Parses latency and chaos as a client sent them.
+pub fn parse_realism(
+    latency: Option<&v1::Latency>,
+    chaos: Option<&v1::Chaos>,
+) -> Result<Realism, FieldError> {
+    let latency = latency.map(|wire| {
+        use v1::latency::Distribution as D;
+        let mut latency = Latency {
+            min: wire.min_ms,
+            max: wire.max_ms,
+            ..Latency::default()
+        };
+        match &wire.distribution {
+            None => {}
+            Some(D::FixedMs(ms)) => latency.fixed = Some(*ms),
+            Some(D::Uniform(u)) => {
+                latency.uniform = Some(Uniform {
+                    min: u.min_ms,
+                    max: u.max_ms,
+                });
+            }
+            Some(D::Normal(n)) => {
+                latency.normal = Some(Normal {
+                    mean: n.mean_ms,
+                    stddev: n.stddev_ms,
+                });
+            }
+            Some(D::Lognormal(l)) => {
+                latency.lognormal = Some(LogNormal {
+                    median: l.median_ms,
+                    sigma: l.sigma,
+                });
+            }
+            Some(D::Pareto(p)) => {
+                latency.pareto = Some(Pareto {
+                    scale: p.scale_ms,
+                    shape: p.shape,
+                });
+            }
+        }
+        latency
+    });
+    let chaos = chaos
+        .map(|wire| {
+            let mut statuses = std::collections::BTreeMap::new();
+            for (index, s) in wire.statuses.iter().enumerate() {
+                let status = u16::try_from(s.status).map_err(|_| {
+                    FieldError::new(
+                        format!("chaos.statuses[{index}].status"),
+                        "not an HTTP status",
+                    )
+                })?;
+                statuses.insert(status, s.weight);
+            }
+            let mut faults = std::collections::BTreeMap::new();
+            for (index, f) in wire.faults.iter().enumerate() {
+                let fault = Fault::parse(&f.fault)
+                    .map_err(|e| FieldError::new(format!("chaos.faults[{index}].fault"), e))?;
+                faults.insert(fault, f.weight);
+            }
+            Ok::<_, FieldError>(Chaos {
+                rate: wire.rate,
+                statuses,
+                faults,
+                seed: wire.seed,
+            })
+        })
+        .transpose()?;
+    Ok(Realism { latency, chaos })
+}
+
+/// Latency as a wire message.
+pub fn latency(latency: &Latency) -> v1::Latency {
+    use v1::latency::Distribution as D;
+    let distribution = if let Some(ms) = latency.fixed {
+        Some(D::FixedMs(ms))
+    } else if let Some(u) = latency.uniform {
+        Some(D::Uniform(v1::UniformLatency {
+            min_ms: u.min,
+            max_ms: u.max,
+        }))
+    } else if let Some(n) = latency.normal {
+        Some(D::Normal(v1::NormalLatency {
+            mean_ms: n.mean,
+            stddev_ms: n.stddev,
+        }))
+    } else if let Some(l) = latency.lognormal {
+        Some(D::Lognormal(v1::LogNormalLatency {
+            median_ms: l.median,
+            sigma: l.sigma,
+        }))
+    } else {
+        latency.pareto.map(|p| {
+            D::Pareto(v1::ParetoLatency {
+                scale_ms: p.scale,
+                shape: p.shape,
+            })
+        })
+    };
+    v1::Latency {
+        distribution,
+        min_ms: latency.min,
+        max_ms: latency.max,
+    }
+}
+
+/// Chaos as a wire message.
+pub fn chaos(chaos: &Chaos) -> v1::Chaos {
+    v1::Chaos {
+        rate: chaos.rate,
+        statuses: chaos
+            .statuses
+            .iter()
+            .map(|(status, weight)| v1::WeightedStatus {
+                status: u32::from(*status),
+                weight: *weight,
+            })
+            .collect(),
+        faults: chaos
+            .faults
+            .iter()
+            .map(|(fault, weight)| v1::WeightedFault {
+                fault: fault.as_str().to_owned(),
+                weight: *weight,
+            })
+            .collect(),
+        seed: chaos.seed,
+    }
 }
 
 /// Parses matchers as a client sent them; unset is none.
@@ -240,6 +374,8 @@ impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
                     request_match: request_match(&route.spec.matcher),
                     priority: u32::from(route.spec.priority),
                     template: route.spec.response.template,
+                    latency: route.spec.realism.latency.as_ref().map(latency),
+                    chaos: route.spec.realism.chaos.as_ref().map(chaos),
                 })
                 .collect(),
         }
@@ -277,7 +413,8 @@ fn parse_config_route(route: v1::RouteConfig) -> Result<ConfigRoute, FieldError>
         parse_request_match(route.request_match.as_ref())?,
         route.priority,
     )?
-    .templated(route.template)?;
+    .templated(route.template)?
+    .with_realism(parse_realism(route.latency.as_ref(), route.chaos.as_ref())?)?;
     Ok(ConfigRoute { id, spec })
 }
 

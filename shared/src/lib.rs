@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod matcher;
 pub mod path;
+pub mod realism;
 pub mod route;
 pub mod router;
 pub mod slug;

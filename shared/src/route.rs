@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::error::FieldError;
 use crate::matcher::RequestMatch;
+use crate::realism::Realism;
 use crate::template::Template;
 
 /// Longest path template accepted.
@@ -528,6 +529,8 @@ pub struct RouteSpec {
     /// the lowest number wins, then the most specific path, then the most
     /// matchers.
     pub priority: u16,
+    /// Latency and chaos of this route's answers.
+    pub realism: Realism,
     pub response: ResponseSpec,
 }
 
@@ -545,6 +548,7 @@ impl RouteSpec {
             path: PathTemplate::parse(path).map_err(|m| FieldError::new("path", m))?,
             matcher: RequestMatch::default(),
             priority: DEFAULT_PRIORITY,
+            realism: Realism::default(),
             response: response().map_err(|e| e.within("response"))?,
         })
     }
@@ -559,6 +563,13 @@ impl RouteSpec {
                 Segment::Literal(_) => None,
             })
             .collect()
+    }
+
+    /// Sets latency and chaos, checking both.
+    pub fn with_realism(mut self, realism: Realism) -> Result<Self, FieldError> {
+        realism.check()?;
+        self.realism = realism;
+        Ok(self)
     }
 
     /// Makes the response a template (or not), checking the body and every
@@ -632,6 +643,10 @@ pub struct RoutePatch {
     pub matcher: Option<RequestMatch>,
     pub priority: Option<u32>,
     pub template: Option<bool>,
+    /// `Some(None)` removes the latency.
+    pub latency: Option<Option<crate::realism::Latency>>,
+    /// `Some(None)` removes the chaos.
+    pub chaos: Option<Option<crate::realism::Chaos>>,
     pub status: Option<u32>,
     pub headers: Option<Vec<(String, String)>>,
     pub body: Option<Bytes>,
@@ -664,7 +679,14 @@ impl RoutePatch {
                 .unwrap_or_else(|| current.matcher.clone()),
             self.priority.unwrap_or(u32::from(current.priority)),
         )?
-        .templated(self.template.unwrap_or(response.template))
+        .templated(self.template.unwrap_or(response.template))?
+        .with_realism(Realism {
+            latency: self.latency.unwrap_or(current.realism.latency),
+            chaos: self
+                .chaos
+                .clone()
+                .unwrap_or_else(|| current.realism.chaos.clone()),
+        })
     }
 }
 

@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::matcher::RequestParts;
+use crate::realism::Rng;
 
 /// Largest rendered output of one template; beyond it rendering fails.
 pub const MAX_RENDERED: usize = 2 * 1024 * 1024;
@@ -253,14 +254,14 @@ fn read(value: &Value, context: &RenderContext<'_, '_>, random: &mut Rng) -> Opt
             .unwrap_or(0)
             .to_string(),
         Value::Uuid => {
-            let bytes = (u128::from(random.next()) << 64) | u128::from(random.next());
+            let bytes = (u128::from(random.next_u64()) << 64) | u128::from(random.next_u64());
             uuid::Builder::from_random_bytes(bytes.to_be_bytes())
                 .into_uuid()
                 .to_string()
         }
         Value::RandomInt(min, max) => {
             let span = (i128::from(*max) - i128::from(*min) + 1) as u128;
-            let pick = u128::from(random.next()) % span;
+            let pick = u128::from(random.next_u64()) % span;
             (i128::from(*min) + pick as i128).to_string()
         }
         Value::Faker(kind) => fake(*kind, random),
@@ -485,27 +486,6 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// SplitMix64: small, fast, and the same sequence for the same seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn pick<'a>(&mut self, list: &[&'a str]) -> &'a str {
-        list[(self.next() % list.len() as u64) as usize]
-    }
 }
 
 const FIRST_NAMES: [&str; 24] = [

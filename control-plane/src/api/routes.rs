@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 use mockplane_proto::convert::{
-    parse_request_match, parse_response, parse_route, parse_uuid, request_match, response,
+    chaos, latency, parse_realism, parse_request_match, parse_response, parse_route, parse_uuid,
+    request_match, response,
 };
 use mockplane_proto::v1;
 use mockplane_proto::v1::route_service_server::RouteService;
@@ -33,6 +34,8 @@ pub fn to_proto(record: &RouteRecord) -> v1::Route {
         response: Some(response(&record.spec.response)),
         request_match: request_match(&record.spec.matcher),
         priority: u32::from(record.spec.priority),
+        latency: record.spec.realism.latency.as_ref().map(latency),
+        chaos: record.spec.realism.chaos.as_ref().map(chaos),
         etag: etag(record.version),
         create_time: Some(timestamp(record.created_at)),
         update_time: Some(timestamp(record.updated_at)),
@@ -208,12 +211,14 @@ fn cut_to_budget(
     }
 }
 
-const MASK_FIELDS: [&str; 10] = [
+const MASK_FIELDS: [&str; 12] = [
     "name",
     "method",
     "path",
     "request_match",
     "priority",
+    "latency",
+    "chaos",
     "response",
     "response.status",
     "response.headers",
@@ -247,6 +252,16 @@ fn parse_patch(request: &v1::UpdateRouteRequest) -> Result<RoutePatch, FieldErro
                 );
             }
             "priority" => patch.priority = Some(values.priority),
+            "latency" | "chaos" => {
+                // Each names one half; the other half stays as it is.
+                let parsed = parse_realism(values.latency.as_ref(), values.chaos.as_ref())
+                    .map_err(|e| e.within("patch"))?;
+                if path == "latency" {
+                    patch.latency = Some(parsed.latency);
+                } else {
+                    patch.chaos = Some(parsed.chaos);
+                }
+            }
             "response" => {
                 // Checks the response as a whole, so a bad one names its field.
                 let spec = parse_response(response()?).map_err(|e| e.within("patch.response"))?;

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use mockplane_shared::config::{MAX_ROUTES_PER_WORKSPACE, MAX_WORKSPACE_BODY_BYTES};
+use mockplane_shared::realism::Realism;
 use mockplane_shared::{
     ConfigRoute, FieldError, NewWorkspace, RequestMatch, ResponseSpec, RoutePatch, RouteSpec, Slug,
     WorkspaceConfig, WorkspacePatch,
@@ -60,8 +61,8 @@ macro_rules! select_workspace {
 
 macro_rules! select_route {
     () => {
-        "SELECT id, workspace_id, name, method, path, matchers, priority, template, status, headers, body, \
-         version, created_at, updated_at FROM routes "
+        "SELECT id, workspace_id, name, method, path, matchers, priority, template, realism, status, headers, \
+         body, version, created_at, updated_at FROM routes "
     };
 }
 
@@ -69,8 +70,8 @@ macro_rules! select_route {
 /// thousand routes is most of the cost of loading them.
 macro_rules! select_serving_route {
     () => {
-        "SELECT id, workspace_id, name, method, path, matchers, priority, template, status, headers, body \
-         FROM routes "
+        "SELECT id, workspace_id, name, method, path, matchers, priority, template, realism, status, headers, \
+         body FROM routes "
     };
 }
 
@@ -121,6 +122,7 @@ struct ServingRouteRow {
     priority: i32,
     /// 0 or 1: the two backends share no boolean type sqlx can be generic over.
     template: i32,
+    realism: String,
     status: i32,
     headers: String,
     body: Vec<u8>,
@@ -151,7 +153,17 @@ impl ServingRouteRow {
             },
             u32::try_from(self.priority).unwrap_or(u32::MAX),
         )?
-        .templated(self.template != 0)
+        .templated(self.template != 0)?
+        .with_realism(if self.realism.is_empty() {
+            Realism::default()
+        } else {
+            serde_json::from_str(&self.realism).map_err(|e| {
+                FieldError::new(
+                    "realism",
+                    format!("stored latency and chaos are invalid: {e}"),
+                )
+            })?
+        })
     }
 }
 
@@ -188,6 +200,13 @@ struct SlugRow {
 
 fn corrupt(what: &str, id: Uuid, error: &FieldError) -> StoreError {
     StoreError::Internal(format!("stored {what} {id} is invalid ({error})"))
+}
+
+fn realism_json(spec: &RouteSpec) -> String {
+    if spec.realism.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(&spec.realism).unwrap_or_default()
 }
 
 fn matchers_json(spec: &RouteSpec) -> String {
@@ -524,8 +543,8 @@ where
             let key = spec.match_key();
             sqlx::query(
                 "INSERT INTO routes (id, workspace_id, org_id, name, method, path, match_key, status, headers, body, \
-                 version, created_at, updated_at, matchers, priority, template) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14)",
+                 version, created_at, updated_at, matchers, priority, template, realism) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15)",
             )
             .bind(id)
             .bind(ws.id)
@@ -541,6 +560,7 @@ where
             .bind(matchers_json(&spec))
             .bind(i32::from(spec.priority))
             .bind(i32::from(spec.response.template))
+            .bind(realism_json(&spec))
             .execute(&mut *tx)
             .await
             .map_err(|e| db_error(e, || route_clash(index, &spec)))?;
@@ -624,7 +644,7 @@ where
             let updated = sqlx::query(
                 "UPDATE routes SET name = $1, method = $2, path = $3, match_key = $4, status = $5, headers = $6, \
                  body = $7, version = version + 1, updated_at = $8, matchers = $11, priority = $12, \
-                 template = $13 WHERE id = $9 AND version = $10",
+                 template = $13, realism = $14 WHERE id = $9 AND version = $10",
             )
             .bind(spec.name.clone())
             .bind(spec.method.as_str().to_owned())
@@ -639,6 +659,7 @@ where
             .bind(matchers_json(&spec))
             .bind(i32::from(spec.priority))
             .bind(i32::from(spec.response.template))
+            .bind(realism_json(&spec))
             .execute(&mut *tx)
             .await
             .map_err(|e| db_error(e, || route_clash(0, &spec)))?;
