@@ -54,6 +54,9 @@ enum Command {
     All(AllArgs),
     Load(LoadArgs),
     Propagation(propagation::Args),
+    /// A route with a 50 ms delay at 200 connections (Mockplane and
+    /// WireMock), and a route answering 503 to 10% of requests.
+    Realism(LoadArgs),
     /// Open-loop latency against a running server, for investigations.
     Rate(RateArgs),
 }
@@ -159,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Command::Load(args) => load(&tools, &work, &args, &mut report).await,
             Command::Propagation(args) => propagation::run(&tools, &work, &args, &mut report).await,
+            Command::Realism(args) => realism(&tools, &work, &args, &mut report).await,
             Command::Rate(_) => Ok(()),
         }
     };
@@ -219,10 +223,79 @@ async fn start(
             let db = config_db(work, workspaces).await?;
             Server::mockplane(tools, pin, &run_dir, &db, workspaces).await
         }
-        Kind::WireMock => Server::wiremock(tools, pin, work, &run_dir, workspaces).await,
+        Kind::WireMock => {
+            let root = setup::wiremock_root(work, workspaces)?;
+            Server::wiremock(tools, pin, &root, &run_dir, workspaces).await
+        }
         Kind::Mockoon => Server::mockoon(tools, pin, work, &run_dir, workspaces).await,
         Kind::Nginx => Server::nginx(pin, &run_dir).await,
     }
+}
+
+/// The delay run (Mockplane and WireMock, 200 connections on a route that
+/// answers after 50 ms: a server whose delays hold threads cannot reach
+/// 200 / 0.05 s = 4 000 req/s) and the chaos run (Mockplane, 64 connections
+/// on a route answering 503 to 10% of requests).
+async fn realism(
+    tools: &Tools,
+    work: &std::path::Path,
+    args: &LoadArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let script = tools.peers_dir.join("wrk-paths.lua");
+    let pin = args.pinning();
+    report.pinning(&pin);
+    let db = setup::realism_db(work).await?;
+    let mockplane =
+        Server::mockplane(tools, &pin, &work.join("run-realism-mockplane"), &db, 1).await?;
+    let root = setup::wiremock_realism_root(work)?;
+    let wiremock =
+        Server::wiremock(tools, &pin, &root, &work.join("run-realism-wiremock"), 1).await?;
+    let slow = work.join("paths-slow.txt");
+    std::fs::write(&slow, setup::SLOW_PATH)?;
+    let flaky = work.join("paths-flaky.txt");
+    std::fs::write(&flaky, setup::FLAKY_PATH)?;
+    let runs = [
+        ("delay", &mockplane, &slow, 200),
+        ("delay", &wiremock, &slow, 200),
+        ("chaos", &mockplane, &flaky, args.connections),
+    ];
+    for (scenario, server, paths, connections) in runs {
+        let load = wrk::Load {
+            threads: args.wrk_threads,
+            connections,
+            duration: Duration::from_secs(args.seconds),
+        };
+        let warmup = wrk::Load {
+            duration: Duration::from_secs(args.warmup.min(5)),
+            ..load
+        };
+        let (address, cpus) = (server.address, pin.client.clone());
+        let (script, paths) = (script.clone(), paths.clone());
+        pin.wait_quiet(Duration::from_secs(60)).await;
+        let sample = tokio::task::spawn_blocking(move || {
+            wrk::run(address, &script, &paths, &warmup, cpus.as_deref())?;
+            wrk::run(address, &script, &paths, &load, cpus.as_deref())
+        })
+        .await??;
+        eprintln!(
+            "  {scenario} {:<10} {connections} connections: {:.0} req/s, p50 {} µs, p99 {} µs, non-2xx {}",
+            server.kind.name(),
+            sample.rps(),
+            sample.p50_us,
+            sample.p99_us,
+            sample.non_2xx
+        );
+        report.realism(report::RealismRun {
+            scenario,
+            server: server.kind.name(),
+            connections,
+            sample,
+        });
+    }
+    mockplane.stop().await;
+    wiremock.stop().await;
+    Ok(())
 }
 
 async fn load(

@@ -33,7 +33,17 @@ pub struct Report {
     #[serde(skip)]
     kinds: BTreeMap<String, Kind>,
     propagation: Vec<PropagationResult>,
+    realism: Vec<RealismRun>,
     pinning: Option<String>,
+}
+
+/// One server under the delay or the chaos run.
+#[derive(Serialize)]
+pub struct RealismRun {
+    pub scenario: &'static str,
+    pub server: &'static str,
+    pub connections: usize,
+    pub sample: Sample,
 }
 
 impl Report {
@@ -44,6 +54,7 @@ impl Report {
             load: BTreeMap::new(),
             kinds: BTreeMap::new(),
             propagation: Vec::new(),
+            realism: Vec::new(),
             pinning: None,
         }
     }
@@ -104,6 +115,10 @@ impl Report {
         median(run.samples.iter().map(Sample::rps).collect())
     }
 
+    pub fn realism(&mut self, run: RealismRun) {
+        self.realism.push(run);
+    }
+
     pub fn save(&self, work: &Path) -> anyhow::Result<PathBuf> {
         let dir = work.join("results");
         std::fs::create_dir_all(&dir)?;
@@ -121,6 +136,35 @@ impl Report {
             let _ = writeln!(out, "In the load runs, {pinning}.");
         }
         out.push('\n');
+        if !self.realism.is_empty() {
+            let _ = writeln!(out, "### Delays and chaos\n");
+            let _ = writeln!(
+                out,
+                "wrk, closed loop, one path. `delay`: a route answering after 50 ms; `chaos`: a route answering 503 to 10% of requests.\n"
+            );
+            let _ = writeln!(
+                out,
+                "| Run | Server | connections | req/s | p50 | p99 | p99.9 | non-2xx share | socket errors |"
+            );
+            let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+            for run in &self.realism {
+                let s = &run.sample;
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.0} | {} | {} | {} | {:.1}% | {} |",
+                    run.scenario,
+                    run.server,
+                    run.connections,
+                    s.rps(),
+                    micros(Some(s.p50_us as f64)),
+                    micros(Some(s.p99_us as f64)),
+                    micros(Some(s.p999_us as f64)),
+                    100.0 * s.non_2xx as f64 / s.requests.max(1) as f64,
+                    s.connect_errors + s.read_errors + s.write_errors + s.timeouts,
+                );
+            }
+            out.push('\n');
+        }
         for (workspaces, runs) in &self.load {
             self.load_tables(&mut out, *workspaces, runs);
         }

@@ -9,7 +9,7 @@ use mockplane_benches::{TEMPLATES, body, slug};
 use nix::sys::signal::Signal;
 
 use crate::procs::{Memory, Pinning, Proc, free_port, wait_http_ok};
-use crate::setup::{ConfigDb, Tools, mockoon_env, nginx_conf, wiremock_root};
+use crate::setup::{ConfigDb, Tools, mockoon_env, nginx_conf};
 
 /// How long a server may take to load its mocks and answer.
 const START_TIMEOUT: Duration = Duration::from_secs(900);
@@ -127,12 +127,11 @@ impl Server {
     pub async fn wiremock(
         tools: &Tools,
         pin: &Pinning,
-        work: &Path,
+        root: &Path,
         run_dir: &Path,
         workspaces: usize,
     ) -> anyhow::Result<Self> {
         let started = std::time::Instant::now();
-        let root = wiremock_root(work, workspaces)?;
         std::fs::create_dir_all(run_dir)?;
         let mut proc = Proc::spawn(
             "WireMock",

@@ -131,6 +131,84 @@ pub async fn config_db(work: &Path, workspaces: usize) -> anyhow::Result<ConfigD
     Ok(ConfigDb { dir, token })
 }
 
+/// The routes of the delay and chaos runs, added to workspace 0: `/slow`
+/// answers after 50 ms, `/flaky` answers 503 to 10% of requests.
+pub const SLOW_PATH: &str = "/w/ws-0/slow";
+pub const FLAKY_PATH: &str = "/w/ws-0/flaky";
+
+/// A control-plane database with one workspace: the 20 generated routes
+/// plus the slow and the flaky one.
+pub async fn realism_db(work: &Path) -> anyhow::Result<ConfigDb> {
+    let dir = work.join("config-realism");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("sqlite://{}", dir.join("control-plane.db").display());
+    let store = store::open(&url).await?;
+    let token = token::generate();
+    let org = store
+        .bootstrap("bench", &token::hash(&token))
+        .await?
+        .context("the new database was already bootstrapped")?
+        .org_id;
+    let workspace = store
+        .create_workspace(org, NewWorkspace::parse(&slug(0), "", "")?)
+        .await?;
+    let mut routes = route_specs(0);
+    let realism = |json: &str| -> anyhow::Result<mockplane_shared::realism::Realism> {
+        Ok(serde_json::from_str(json)?)
+    };
+    let extra = |path: &str, json: &str| -> anyhow::Result<mockplane_shared::RouteSpec> {
+        Ok(mockplane_shared::RouteSpec::parse("", "GET", path, || {
+            mockplane_shared::ResponseSpec::parse(
+                200,
+                vec![("content-type".into(), "application/json".into())],
+                bytes::Bytes::from(mockplane_benches::body(path, 0)),
+            )
+        })?
+        .with_realism(realism(json)?)?)
+    };
+    routes.push(extra("/slow", r#"{"latency": {"fixed": 50}}"#)?);
+    routes.push(extra(
+        "/flaky",
+        r#"{"chaos": {"rate": 0.1, "statuses": {"503": 1}, "seed": 1}}"#,
+    )?);
+    store
+        .create_routes(org, &WorkspaceRef::Id(workspace.id), routes)
+        .await?;
+    store.close().await;
+    std::fs::write(dir.join("token"), &token)?;
+    Ok(ConfigDb { dir, token })
+}
+
+/// WireMock's root for the delay run: workspace 0's stubs plus `/slow` with
+/// a fixed 50 ms delay.
+pub fn wiremock_realism_root(work: &Path) -> anyhow::Result<PathBuf> {
+    let root = wiremock_root(work, 1)?;
+    let realism = work.join("wiremock-realism");
+    std::fs::create_dir_all(realism.join("mappings"))?;
+    std::fs::create_dir_all(realism.join("__files"))?;
+    std::fs::copy(
+        root.join("mappings/stubs.json"),
+        realism.join("mappings/stubs.json"),
+    )?;
+    let slow = json!({
+        "request": { "method": "GET", "urlPath": SLOW_PATH },
+        "response": {
+            "status": 200,
+            "headers": { "content-type": "application/json" },
+            "body": mockplane_benches::body("/slow", 0),
+            "fixedDelayMilliseconds": 50,
+        },
+    });
+    std::fs::write(
+        realism.join("mappings/slow.json"),
+        serde_json::to_vec(&slow)?,
+    )?;
+    Ok(realism)
+}
+
 /// WireMock's root folder with one stub per mock, matched on method and
 /// URL path template, with journal and logging off at start-up.
 pub fn wiremock_root(work: &Path, workspaces: usize) -> anyhow::Result<PathBuf> {
