@@ -17,7 +17,7 @@ build:
 	@scripts/ensure-build-deps.sh
 	cargo build --locked --bins
 
-## bench: every benchmark (routing, load against peers, propagation); installs what it needs
+## bench: every benchmark (routing, load against peers, delays and chaos, propagation); installs what it needs
 bench:
 	@scripts/ensure-bench-deps.sh
 	cargo build --release --locked --bins

@@ -184,28 +184,15 @@ pub fn answer(
                     Some(format!("closest: {}: {reason}", first["name"].as_str()?))
                 })
                 .unwrap_or_else(|| "see near_misses".into());
-            let mut answer = problem(
-                Outcome::NoRoute,
-                404,
-                "no_route_matched",
-                format!(
-                    "routes of workspace '{slug}' have {method} {rest}, but the request fails their matchers"
-                ),
-                Some(hint),
-            )?;
             let body = json!({ "error": {
                 "code": "no_route_matched",
                 "message": format!(
                     "routes of workspace '{slug}' have {method} {rest}, but the request fails their matchers"
                 ),
+                "hint": hint,
                 "near_misses": near,
             }});
-            answer.body = Bytes::from(body.to_string());
-            answer
-                .header
-                .insert_header(http::header::CONTENT_LENGTH, answer.body.len())
-                .map_err(|e| e.to_string())?;
-            Ok(answer)
+            json_answer(Outcome::NoRoute, 404, &body)
         }
         Lookup::NotFound => {
             let hint = match workspace.router.closest(route_method, rest) {
@@ -290,6 +277,11 @@ fn problem(
     hint: Option<String>,
 ) -> Result<Answer, String> {
     let body = json!({ "error": { "code": code, "message": message, "hint": hint } });
+    json_answer(outcome, status, &body)
+}
+
+/// A JSON response.
+fn json_answer(outcome: Outcome, status: u16, body: &serde_json::Value) -> Result<Answer, String> {
     let body = Bytes::from(body.to_string());
     let content_type = [("content-type".to_owned(), "application/json".to_owned())];
     let header = response_header(status, &content_type, body.len())?;
@@ -329,7 +321,8 @@ impl ProxyHttp for MockProxy {
     }
 
     /// Errors of the request path: nothing more is written after a chaos
-    /// fault or a broken connection; anything else is a 500.
+    /// fault or on a broken connection; a bad request (an unreadable body)
+    /// is a 400, anything else a 500.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -340,7 +333,12 @@ impl ProxyHttp for MockProxy {
             error.etype(),
             ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
         );
-        let code = if ctx.faulted || dead { 0 } else { 500 };
+        let code = match error.etype() {
+            _ if ctx.faulted || dead => 0,
+            ErrorType::HTTPStatus(code) => *code,
+            _ if error.esource() == &pingora_core::ErrorSource::Downstream => 400,
+            _ => 500,
+        };
         if code > 0 {
             session.respond_error(code).await.ok();
         }
@@ -351,40 +349,41 @@ impl ProxyHttp for MockProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let needs_body = {
+        // Most workspaces match without the body: answer from one table
+        // load, and drop its guard before any await.
+        let answered = {
             let table = self.state.table.load();
-            split_workspace_path(session.req_header().uri.path())
+            let request = session.req_header();
+            let needs_body = split_workspace_path(request.uri.path())
                 .and_then(|(slug, _)| table.workspace(slug))
-                .is_some_and(|workspace| workspace.needs_body)
+                .is_some_and(|workspace| workspace.needs_body);
+            (!needs_body).then(|| {
+                let parts = RequestParts::new(request.uri.query(), &request.headers, b"");
+                answer(&table, &request.method, request.uri.path(), &parts)
+            })
         };
-        let body = if needs_body {
-            match read_body(session).await? {
-                Some(body) => body,
-                None => {
-                    let answer = problem(
-                        Outcome::NoRoute,
-                        413,
-                        "request_too_large",
-                        format!(
-                            "request bodies are matched up to {MAX_REQUEST_BODY} bytes; this one is larger"
-                        ),
-                        None,
-                    )
-                    .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
-                    return self.send(session, ctx, answer).await;
+        let answered = match answered {
+            Some(answered) => answered,
+            None => match read_body(session).await? {
+                Some(body) => {
+                    // The table may have changed while the body arrived.
+                    let table = self.state.table.load();
+                    let request = session.req_header();
+                    let parts = RequestParts::new(request.uri.query(), &request.headers, &body);
+                    answer(&table, &request.method, request.uri.path(), &parts)
                 }
-            }
-        } else {
-            Bytes::new()
+                None => problem(
+                    Outcome::NoRoute,
+                    413,
+                    "request_too_large",
+                    format!(
+                        "request bodies are matched up to {MAX_REQUEST_BODY} bytes; this one is larger"
+                    ),
+                    None,
+                ),
+            },
         };
-        let request = session.req_header();
-        let answer = {
-            // The table guard is dropped before any await.
-            let table = self.state.table.load();
-            let parts = RequestParts::new(request.uri.query(), &request.headers, &body);
-            answer(&table, &request.method, request.uri.path(), &parts)
-        }
-        .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
+        let answer = answered.map_err(|e| Error::explain(ErrorType::InternalError, e))?;
         self.send(session, ctx, answer).await
     }
 

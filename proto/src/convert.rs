@@ -2,9 +2,7 @@
 //! can be wrong becomes a [`FieldError`] naming the field, never a panic.
 
 use bytes::Bytes;
-use mockplane_shared::matcher::{
-    BodyMatch, FieldMatch, RawBodyMatch, RawFieldMatch, RawTextTest, RequestMatch, StringMatch,
-};
+use mockplane_shared::matcher::{BodyMatch, FieldMatch, RawTextTest, RequestMatch, StringMatch};
 use mockplane_shared::realism::{
     Chaos, Fault, Latency, LogNormal, Normal, Pareto, Realism, Uniform,
 };
@@ -170,16 +168,8 @@ pub fn parse_request_match(wire: Option<&v1::RequestMatch>) -> Result<RequestMat
         list.iter()
             .enumerate()
             .map(|(index, m)| {
-                let test = raw_text(m.test.as_ref());
-                FieldMatch::try_from(RawFieldMatch {
-                    name: m.name.clone(),
-                    equals: test.equals,
-                    contains: test.contains,
-                    regex: test.regex,
-                    present: test.present,
-                    ignore_case: test.ignore_case,
-                })
-                .map_err(|e| FieldError::new(format!("request_match.{what}[{index}]"), e))
+                FieldMatch::new(m.name.clone(), raw_text(m.test.as_ref()))
+                    .map_err(|e| FieldError::new(format!("request_match.{what}[{index}]"), e))
             })
             .collect::<Result<Vec<_>, _>>()
     };
@@ -189,41 +179,27 @@ pub fn parse_request_match(wire: Option<&v1::RequestMatch>) -> Result<RequestMat
         .enumerate()
         .map(|(index, m)| {
             let field = format!("request_match.body[{index}]");
-            let raw = match &m.kind {
-                None => RawBodyMatch::default(),
-                Some(v1::body_match::Kind::Json(json)) => RawBodyMatch {
-                    json: Some(serde_json::from_str(&json.json).map_err(|e| {
+            let parsed = match &m.kind {
+                None => BodyMatch::new(None, false, false, None, RawTextTest::default()),
+                Some(v1::body_match::Kind::Json(json)) => {
+                    let value = serde_json::from_str(&json.json).map_err(|e| {
                         FieldError::new(format!("{field}.json.json"), format!("not JSON: {e}"))
-                    })?),
-                    ignore_extra_fields: json.ignore_extra_fields,
-                    ignore_array_order: json.ignore_array_order,
-                    ..RawBodyMatch::default()
-                },
-                Some(v1::body_match::Kind::JsonPath(path)) => {
-                    let test = raw_text(path.test.as_ref());
-                    RawBodyMatch {
-                        json_path: Some(path.path.clone()),
-                        equals: test.equals,
-                        contains: test.contains,
-                        regex: test.regex,
-                        present: test.present,
-                        ignore_case: test.ignore_case,
-                        ..RawBodyMatch::default()
-                    }
+                    })?;
+                    let (extra, order) = (json.ignore_extra_fields, json.ignore_array_order);
+                    BodyMatch::new(Some(value), extra, order, None, RawTextTest::default())
                 }
+                Some(v1::body_match::Kind::JsonPath(path)) => BodyMatch::new(
+                    None,
+                    false,
+                    false,
+                    Some(path.path.clone()),
+                    raw_text(path.test.as_ref()),
+                ),
                 Some(v1::body_match::Kind::Text(text)) => {
-                    let test = raw_text(Some(text));
-                    RawBodyMatch {
-                        equals: test.equals,
-                        contains: test.contains,
-                        regex: test.regex,
-                        present: test.present,
-                        ignore_case: test.ignore_case,
-                        ..RawBodyMatch::default()
-                    }
+                    BodyMatch::new(None, false, false, None, raw_text(Some(text)))
                 }
             };
-            BodyMatch::try_from(raw).map_err(|e| FieldError::new(field, e))
+            parsed.map_err(|e| FieldError::new(field, e))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RequestMatch {
@@ -474,6 +450,64 @@ mod tests {
         assert_eq!(
             parse_route(&route).unwrap_err().to_string(),
             "response: is required"
+        );
+    }
+
+    #[test]
+    fn matchers_and_realism_round_trip_and_bad_ones_name_the_field() {
+        let matcher: RequestMatch = serde_json::from_value(serde_json::json!({
+            "query": [{ "name": "q", "contains": "x", "ignoreCase": true }],
+            "headers": [{ "name": "h", "present": false }],
+            "body": [
+                { "json": { "a": [1] }, "ignoreArrayOrder": true },
+                { "jsonPath": "$.a", "regex": "^1" },
+                { "equals": "raw" },
+            ],
+        }))
+        .unwrap();
+        let wire = request_match(&matcher).unwrap();
+        assert_eq!(parse_request_match(Some(&wire)).unwrap(), matcher);
+        assert!(request_match(&RequestMatch::default()).is_none());
+
+        let realism: Realism = serde_json::from_value(serde_json::json!({
+            "latency": { "lognormal": { "median": 80, "sigma": 0.5 }, "max": 900 },
+            "chaos": { "rate": 0.2, "statuses": { "503": 2 }, "faults": { "truncated": 1 }, "seed": 3 },
+        }))
+        .unwrap();
+        let back = parse_realism(
+            realism.latency.as_ref().map(latency).as_ref(),
+            realism.chaos.as_ref().map(chaos).as_ref(),
+        )
+        .unwrap();
+        assert_eq!(back, realism);
+
+        let mut bad = wire.clone();
+        bad.body[0] = v1::BodyMatch {
+            kind: Some(v1::body_match::Kind::Json(v1::JsonBodyMatch {
+                json: "{".into(),
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            parse_request_match(Some(&bad)).unwrap_err().field,
+            "request_match.body[0].json.json"
+        );
+        let mut bad = wire;
+        bad.headers[0].test = None;
+        let err = parse_request_match(Some(&bad)).unwrap_err();
+        assert_eq!(err.field, "request_match.headers[0]");
+        assert!(err.message.contains("needs a test"), "{err}");
+        let fault = v1::Chaos {
+            rate: 0.1,
+            faults: vec![v1::WeightedFault {
+                fault: "melt".into(),
+                weight: 1,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            parse_realism(None, Some(&fault)).unwrap_err().field,
+            "chaos.faults[0].fault"
         );
     }
 }

@@ -678,21 +678,26 @@ macro_rules! with_text_test {
     }};
 }
 
+impl FieldMatch {
+    /// A matcher on the query parameter or header `name`; the test is
+    /// required.
+    pub fn new(name: String, test: RawTextTest) -> Result<Self, String> {
+        if name.is_empty() || name.len() > 256 {
+            return Err("name must be 1 to 256 characters".into());
+        }
+        let test = test
+            .parse()?
+            .ok_or_else(|| format!("{name:?} needs a test: equals, contains, regex or present"))?;
+        Ok(Self { name, test })
+    }
+}
+
 impl TryFrom<RawFieldMatch> for FieldMatch {
     type Error = String;
 
     fn try_from(raw: RawFieldMatch) -> Result<Self, String> {
-        if raw.name.is_empty() || raw.name.len() > 256 {
-            return Err("name must be 1 to 256 characters".into());
-        }
         let name = raw.name.clone();
-        let test = text_test_of!(raw).parse()?.ok_or_else(|| {
-            format!(
-                "{:?} needs a test: equals, contains, regex or present",
-                name
-            )
-        })?;
-        Ok(Self { name, test })
+        FieldMatch::new(name, text_test_of!(raw))
     }
 }
 
@@ -735,13 +740,18 @@ pub struct RawBodyMatch {
     pub ignore_case: bool,
 }
 
-impl TryFrom<RawBodyMatch> for BodyMatch {
-    type Error = String;
-
-    fn try_from(mut raw: RawBodyMatch) -> Result<Self, String> {
-        let relaxed = raw.ignore_extra_fields || raw.ignore_array_order;
-        let (json, json_path) = (raw.json.take(), raw.json_path.take());
-        let test = text_test_of!(raw);
+impl BodyMatch {
+    /// A body matcher from its parts as files and the API give them: `json`
+    /// (with its two relaxations), or `json_path` with an optional test, or
+    /// a text test alone.
+    pub fn new(
+        json: Option<Value>,
+        ignore_extra_fields: bool,
+        ignore_array_order: bool,
+        json_path: Option<String>,
+        test: RawTextTest,
+    ) -> Result<Self, String> {
+        let relaxed = ignore_extra_fields || ignore_array_order;
         match (json, json_path) {
             (Some(_), Some(_)) => Err("give either json or jsonPath, not both".into()),
             (Some(value), None) => {
@@ -758,8 +768,8 @@ impl TryFrom<RawBodyMatch> for BodyMatch {
                 }
                 Ok(BodyMatch::Json {
                     value,
-                    ignore_extra_fields: raw.ignore_extra_fields,
-                    ignore_array_order: raw.ignore_array_order,
+                    ignore_extra_fields,
+                    ignore_array_order,
                 })
             }
             (None, json_path) if relaxed => Err(format!(
@@ -778,6 +788,16 @@ impl TryFrom<RawBodyMatch> for BodyMatch {
                 "a body matcher needs json, jsonPath, or one of equals, contains, regex, present",
             )?)),
         }
+    }
+}
+
+impl TryFrom<RawBodyMatch> for BodyMatch {
+    type Error = String;
+
+    fn try_from(mut raw: RawBodyMatch) -> Result<Self, String> {
+        let (json, json_path) = (raw.json.take(), raw.json_path.take());
+        let (extra, order) = (raw.ignore_extra_fields, raw.ignore_array_order);
+        BodyMatch::new(json, extra, order, json_path, text_test_of!(raw))
     }
 }
 

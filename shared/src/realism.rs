@@ -156,6 +156,9 @@ impl Latency {
         };
         let min = f64::from(self.min.unwrap_or(0));
         let max = f64::from(self.max.unwrap_or(MAX_DELAY_MS).min(MAX_DELAY_MS));
+        // A degenerate draw (pareto with scale 0 and a tiny shape gives 0/0)
+        // is the shortest delay, never a panic.
+        let ms = if ms.is_nan() { min } else { ms };
         Duration::from_secs_f64(ms.clamp(min, max.max(min)) / 1000.0)
     }
 }
@@ -429,6 +432,21 @@ mod tests {
             1000,
         );
         assert!(clamped.iter().all(|ms| (90.0..=110.0).contains(ms)));
+
+        // Edge parameters stay within bounds instead of panicking.
+        for json in [
+            r#"{"pareto": {"scale": 0, "shape": 1e-300}}"#,
+            r#"{"pareto": {"scale": 60000, "shape": 1e-300}}"#,
+            r#"{"lognormal": {"median": 60000, "sigma": 100}}"#,
+        ] {
+            let edge: Latency = serde_json::from_str(json).unwrap();
+            for ms in samples(&edge, 1000) {
+                assert!(
+                    (0.0..=f64::from(MAX_DELAY_MS)).contains(&ms),
+                    "{json}: {ms}"
+                );
+            }
+        }
     }
 
     #[test]

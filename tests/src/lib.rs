@@ -439,6 +439,16 @@ impl Cli<'_> {
         command.output().await.expect("run mockplane")
     }
 
+    /// Creates workspace `slug` and adds the routes of the mock file text
+    /// `yaml` (written under `dir`) with `route add`.
+    pub async fn workspace_with_mocks(&self, dir: &Path, slug: &str, yaml: &str) {
+        self.ok(&["workspace", "create", slug]).await;
+        let file = dir.join(format!("{slug}-mocks.yaml"));
+        std::fs::write(&file, yaml).expect("write the mock file");
+        let file = file.display().to_string();
+        self.ok(&["route", "add", slug, "--file", &file]).await;
+    }
+
     /// Runs a command that must succeed; returns its stdout.
     pub async fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args).await;

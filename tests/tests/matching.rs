@@ -62,11 +62,7 @@ async fn matchers_pick_the_route_and_misses_say_why() {
         server: plane.url(),
         token: plane.token.as_deref(),
     };
-    cli.ok(&["workspace", "create", "shop"]).await;
-    let file = dir.path().join("mocks.yaml");
-    std::fs::write(&file, MOCKS).unwrap();
-    cli.ok(&["route", "add", "shop", "--file", file.to_str().unwrap()])
-        .await;
+    cli.workspace_with_mocks(dir.path(), "shop", MOCKS).await;
     node.wait_for("/w/shop/users/1", 200, |b| b.contains("free"))
         .await;
 
@@ -141,6 +137,17 @@ async fn matchers_pick_the_route_and_misses_say_why() {
         .await;
     assert!(err.contains("response.body"), "{err}");
     assert!(err.contains("no parameter {idd}"), "{err}");
+
+    // Bodies are matched up to 1 MiB; a larger one is refused, not cut.
+    let huge = "x".repeat(1024 * 1024 + 1);
+    let too_large = node
+        .send_with("POST", "/w/shop/orders", &[], &huge)
+        .await
+        .unwrap();
+    assert_eq!(
+        (too_large.status, too_large.error_code().as_str()),
+        (413, "request_too_large")
+    );
 
     // A miss on matchers lists the near misses and their reasons.
     let miss = send("GET", "/w/shop/orders?status=closed", &[], "").await;

@@ -34,11 +34,7 @@ async fn latency_and_chaos_behave_as_configured() {
         server: plane.url(),
         token: plane.token.as_deref(),
     };
-    cli.ok(&["workspace", "create", "real"]).await;
-    let file = dir.path().join("mocks.yaml");
-    std::fs::write(&file, MOCKS).unwrap();
-    cli.ok(&["route", "add", "real", "--file", file.to_str().unwrap()])
-        .await;
+    cli.workspace_with_mocks(dir.path(), "real", MOCKS).await;
     node.wait_for("/w/real/slow", 200, |b| b == "slow").await;
 
     // 16 requests to a 1 s route at once: were each delay to hold one of the

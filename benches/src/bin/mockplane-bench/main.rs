@@ -50,7 +50,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything: load, then propagation.
+    /// Everything: load, delays and chaos, then propagation.
     All(AllArgs),
     Load(LoadArgs),
     Propagation(propagation::Args),
@@ -156,9 +156,10 @@ async fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::All(args) => {
                 let load = load(&tools, &work, &args.load, &mut report).await;
+                let realism = realism(&tools, &work, &args.load, &mut report).await;
                 let propagation =
                     propagation::run(&tools, &work, &args.propagation, &mut report).await;
-                load.and(propagation)
+                load.and(realism).and(propagation)
             }
             Command::Load(args) => load(&tools, &work, &args, &mut report).await,
             Command::Propagation(args) => propagation::run(&tools, &work, &args, &mut report).await,

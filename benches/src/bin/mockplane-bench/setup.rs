@@ -91,6 +91,23 @@ impl ConfigDb {
     }
 }
 
+/// A new SQLite store in `dir`, bootstrapped: the store, the API token and
+/// the org.
+async fn fresh_store(
+    dir: &Path,
+) -> anyhow::Result<(std::sync::Arc<dyn store::Store>, String, uuid::Uuid)> {
+    std::fs::create_dir_all(dir)?;
+    let url = format!("sqlite://{}", dir.join("control-plane.db").display());
+    let store = store::open(&url).await?;
+    let token = token::generate();
+    let org = store
+        .bootstrap("bench", &token::hash(&token))
+        .await?
+        .context("the new database was already bootstrapped")?
+        .org_id;
+    Ok((store, token, org))
+}
+
 /// Generates (once, then reuses) a database through the control plane's own
 /// store, as the API would fill it.
 pub async fn config_db(work: &Path, workspaces: usize) -> anyhow::Result<ConfigDb> {
@@ -105,17 +122,9 @@ pub async fn config_db(work: &Path, workspaces: usize) -> anyhow::Result<ConfigD
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
-    std::fs::create_dir_all(&dir)?;
     eprintln!("generating a control-plane database with {workspaces} workspaces × 20 routes…");
     let started = std::time::Instant::now();
-    let url = format!("sqlite://{}", dir.join("control-plane.db").display());
-    let store = store::open(&url).await?;
-    let token = token::generate();
-    let org = store
-        .bootstrap("bench", &token::hash(&token))
-        .await?
-        .context("the new database was already bootstrapped")?
-        .org_id;
+    let (store, token, org) = fresh_store(&dir).await?;
     for index in 0..workspaces {
         let workspace = store
             .create_workspace(org, NewWorkspace::parse(&slug(index), "", "")?)
@@ -143,15 +152,7 @@ pub async fn realism_db(work: &Path) -> anyhow::Result<ConfigDb> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
-    std::fs::create_dir_all(&dir)?;
-    let url = format!("sqlite://{}", dir.join("control-plane.db").display());
-    let store = store::open(&url).await?;
-    let token = token::generate();
-    let org = store
-        .bootstrap("bench", &token::hash(&token))
-        .await?
-        .context("the new database was already bootstrapped")?
-        .org_id;
+    let (store, token, org) = fresh_store(&dir).await?;
     let workspace = store
         .create_workspace(org, NewWorkspace::parse(&slug(0), "", "")?)
         .await?;
