@@ -42,7 +42,11 @@ fi
 read -r version name port status _ <<<"$cluster"
 if [ "$status" != "online" ]; then
     log "starting PostgreSQL $version/$name"
-    as_root pg_ctlcluster "$version" "$name" start
+    # The server outlives this script: it must not inherit the caller's
+    # pipes (fd 3 is the capture of `$(ensure-postgres.sh)`), or whoever
+    # reads them waits for the server to exit. It logs to its own file.
+    as_root pg_ctlcluster "$version" "$name" start </dev/null >/dev/null 2>&1 3>&- ||
+        { echo "pg_ctlcluster could not start $version/$name; see /var/log/postgresql/postgresql-$version-$name.log" >&2; exit 1; }
 fi
 for _ in $(seq 1 60); do
     pg_isready -q -h 127.0.0.1 -p "$port" && break
