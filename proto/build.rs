@@ -9,7 +9,9 @@ use protox::prost::Message as _;
 const PROTOS: &[&str] = &[
     "mockplane/v1/workspace.proto",
     "mockplane/v1/route.proto",
+    "mockplane/v1/environment.proto",
     "mockplane/v1/config.proto",
+    "mockplane/v1/scenario.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

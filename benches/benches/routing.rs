@@ -48,7 +48,10 @@ fn request_path(c: &mut Criterion) {
             b.iter(|| {
                 let path = next.next().map_or("/", String::as_str);
                 let (slug, rest) = split_workspace_path(black_box(path)).unwrap_or(("", "/"));
-                let workspace = table.workspace(slug).map(|w| &w.router);
+                let workspace = table
+                    .workspace(slug)
+                    .and_then(|w| w.environment(None))
+                    .map(|e| &e.router);
                 workspace.map(|router| {
                     matches!(router.lookup(Some(Method::Get), rest), Lookup::Found(_))
                 })
@@ -78,7 +81,10 @@ fn request_path(c: &mut Criterion) {
                 let parts = RequestParts::new(request.query, &request.headers, b"");
                 let (slug, rest) =
                     split_workspace_path(black_box(&request.path)).unwrap_or(("", "/"));
-                let workspace = table.workspace(slug).map(|w| &w.router);
+                let workspace = table
+                    .workspace(slug)
+                    .and_then(|w| w.environment(None))
+                    .map(|e| &e.router);
                 workspace.map(|router| {
                     matches!(
                         router.lookup_where(Some(Method::Get), rest, |route| route.accepts(&parts)),

@@ -87,17 +87,17 @@ pub fn route_specs(workspace: usize) -> Vec<RouteSpec> {
 
 /// One generated workspace as a node receives it.
 pub fn workspace(index: usize) -> WorkspaceConfig {
-    WorkspaceConfig {
-        id: Uuid::new_v4(),
-        slug: Slug::parse(&slug(index)).expect("generated slugs are valid"),
-        routes: route_specs(index)
+    WorkspaceConfig::single(
+        Uuid::new_v4(),
+        Slug::parse(&slug(index)).expect("generated slugs are valid"),
+        route_specs(index)
             .into_iter()
             .map(|spec| ConfigRoute {
                 id: Uuid::new_v4(),
                 spec,
             })
             .collect(),
-    }
+    )
 }
 
 /// The full update a node would receive for `workspaces` workspaces.
@@ -184,16 +184,18 @@ pub fn rich_route_specs(workspace: usize) -> Vec<RouteSpec> {
 
 /// A node's routing table of `workspaces` rich workspaces.
 pub fn rich_table(workspaces: usize) -> RoutingTable {
-    let configs = (0..workspaces).map(|index| WorkspaceConfig {
-        id: Uuid::new_v4(),
-        slug: Slug::parse(&slug(index)).expect("generated slugs are valid"),
-        routes: rich_route_specs(index)
-            .into_iter()
-            .map(|spec| ConfigRoute {
-                id: Uuid::new_v4(),
-                spec,
-            })
-            .collect(),
+    let configs = (0..workspaces).map(|index| {
+        WorkspaceConfig::single(
+            Uuid::new_v4(),
+            Slug::parse(&slug(index)).expect("generated slugs are valid"),
+            rich_route_specs(index)
+                .into_iter()
+                .map(|spec| ConfigRoute {
+                    id: Uuid::new_v4(),
+                    spec,
+                })
+                .collect(),
+        )
     });
     let (table, errors) = RoutingTable::default().apply(&update_of(configs));
     assert!(errors.is_empty(), "generated config rejected: {errors:?}");

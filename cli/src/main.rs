@@ -272,7 +272,12 @@ async fn route(
             let created = connect()
                 .await?
                 .routes
-                .create_routes(v1::CreateRoutesRequest { workspace, routes })
+                .create_routes(v1::CreateRoutesRequest {
+                    workspace,
+                    routes,
+                    environment: String::new(),
+                    scenario: String::new(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -334,6 +339,7 @@ async fn route(
                     patch: Some(patch),
                     update_mask: Some(prost_types::FieldMask { paths }),
                     etag,
+                    environment: String::new(),
                 })
                 .await
                 .map_err(status_error)?
@@ -370,6 +376,7 @@ async fn route(
                     .delete_routes(v1::DeleteRoutesRequest {
                         workspace: workspace.clone(),
                         route_ids: batch.to_vec(),
+                        environment: String::new(),
                     })
                     .await
                     .map_err(status_error)?
@@ -395,6 +402,7 @@ async fn all_routes(api: &mut Api, workspace: &str) -> anyhow::Result<Vec<v1::Ro
                 workspace: workspace.to_owned(),
                 page_size: 1000,
                 page_token,
+                scenario: String::new(),
             })
             .await
             .map_err(status_error)?

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mockplane_proto::v1::config_discovery_server::ConfigDiscoveryServer;
+use mockplane_proto::v1::environment_service_server::EnvironmentServiceServer;
 use mockplane_proto::v1::route_service_server::RouteServiceServer;
+use mockplane_proto::v1::scenario_service_server::ScenarioServiceServer;
 use mockplane_proto::v1::workspace_service_server::WorkspaceServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -16,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiState;
 use crate::api::auth::AuthLayer;
 use crate::api::discovery::Discovery;
+use crate::api::environments::Environments;
 use crate::api::routes::Routes;
+use crate::api::scenarios::Scenarios;
 use crate::api::workspaces::Workspaces;
 use crate::snapshot::ConfigCache;
 use crate::store::{Bootstrapped, Store};
@@ -134,6 +138,12 @@ impl ControlPlane {
             .await;
         health.set_serving::<RouteServiceServer<Routes>>().await;
         health
+            .set_serving::<EnvironmentServiceServer<Environments>>()
+            .await;
+        health
+            .set_serving::<ScenarioServiceServer<Scenarios>>()
+            .await;
+        health
             .set_serving::<ConfigDiscoveryServer<Discovery>>()
             .await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -147,6 +157,8 @@ impl ControlPlane {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(WorkspaceServiceServer::new(Workspaces(state.clone())))
+            .add_service(EnvironmentServiceServer::new(Environments(state.clone())))
+            .add_service(ScenarioServiceServer::new(Scenarios(state.clone())))
             .add_service(
                 RouteServiceServer::new(Routes(state))
                     .max_decoding_message_size(MAX_ROUTE_REQUEST_BYTES),

@@ -297,11 +297,7 @@ mod tests {
     use super::*;
 
     fn config(id: Uuid, slug: &str) -> WorkspaceConfig {
-        WorkspaceConfig {
-            id,
-            slug: Slug::parse(slug).unwrap(),
-            routes: Vec::new(),
-        }
+        WorkspaceConfig::single(id, Slug::parse(slug).unwrap(), Vec::new())
     }
 
     fn snapshot_with(ids: &[Uuid], revision: u64) -> Snapshot {

@@ -6,8 +6,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mockplane_control_plane::store::{Store, StoreError, WorkspaceRef};
-use mockplane_shared::{NewWorkspace, ResponseSpec, RoutePatch, RouteSpec, Slug, WorkspacePatch};
+use mockplane_control_plane::store::{
+    EnvironmentPatch, NewEnvironment, Store, StoreError, WorkspaceRecord, WorkspaceRef,
+};
+use mockplane_shared::environment::{SettingKey, SettingsPatch};
+use mockplane_shared::realism::{Chaos, Latency};
+use mockplane_shared::scenario::{NewScenario, ScenarioPatch, parse_tags};
+use mockplane_shared::{
+    EnvSettings, NewWorkspace, ResponseSpec, RoutePatch, RouteSpec, Slug, WorkspacePatch,
+};
 use uuid::Uuid;
 
 mod contract {
@@ -473,8 +480,8 @@ mod contract {
         assert_eq!(*id, ws);
         let config = config.as_ref().unwrap().as_ref().unwrap();
         assert_eq!(config.slug.as_str(), "rev");
-        assert_eq!(config.routes.len(), 1);
-        assert_eq!(config.routes[0].id, routes[0].id);
+        assert_eq!(config.active_routes().len(), 1);
+        assert_eq!(config.active_routes()[0].id, routes[0].id);
 
         // A failed change bumps nothing.
         let _ = store
@@ -523,7 +530,7 @@ mod contract {
         let mut slugs: Vec<(&str, usize)> = config
             .workspaces
             .iter()
-            .map(|w| (w.slug.as_str(), w.routes.len()))
+            .map(|w| (w.slug.as_str(), w.active_routes().len()))
             .collect();
         slugs.sort();
         assert_eq!(slugs, [("one", 0), ("two", 2)]);
@@ -562,7 +569,7 @@ mod contract {
         assert_eq!(specs, created.iter().map(|r| &r.spec).collect::<Vec<_>>());
         assert_eq!(specs[2].priority, 2);
         let config = store.load_config().await.unwrap();
-        let served = &config.workspaces[0].routes;
+        let served = config.workspaces[0].active_routes();
         assert_eq!(served[1].spec.matcher, specs[1].matcher);
 
         // The same matchers listed in another order clash.
@@ -620,6 +627,640 @@ mod contract {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("priority"), "{err}");
+    }
+
+    fn names(record: &WorkspaceRecord) -> Vec<(String, u32)> {
+        record
+            .environments
+            .iter()
+            .map(|e| (e.name.to_string(), e.position))
+            .collect()
+    }
+
+    fn env(name: &str) -> Slug {
+        Slug::parse(name).unwrap()
+    }
+
+    pub async fn environments_follow_the_chain(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        let created = store
+            .create_workspace(org, NewWorkspace::parse("envs", "", "").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&created),
+            [("dev".into(), 1), ("test".into(), 2), ("prod".into(), 3)]
+        );
+        assert_eq!(created.active_environment.as_str(), "dev");
+        assert_eq!(created.chain().describe(), "dev → test → prod");
+        let prod = created.environment("prod").unwrap();
+        assert_eq!(prod.settings.reason_required, Some(true));
+        assert_eq!(prod.settings.drift_budget, Some(0));
+        assert_eq!(
+            store.get_workspace(org, &slug_ref("envs")).await.unwrap(),
+            created
+        );
+        let listed = store.list_workspaces(org, None, 10).await.unwrap();
+        assert_eq!(listed.items, std::slice::from_ref(&created));
+
+        store
+            .create_routes(org, &slug_ref("envs"), vec![route("GET", "/a", "a")])
+            .await
+            .unwrap();
+
+        // A staging step between test and prod, and a sandbox off the chain.
+        let staged = store
+            .create_environment(
+                org,
+                &slug_ref("envs"),
+                NewEnvironment {
+                    name: env("staging"),
+                    settings: EnvSettings {
+                        reality: Some(5),
+                        ..Default::default()
+                    },
+                    position: 3,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(staged.chain().describe(), "dev → test → staging → prod");
+        let sandboxed = store
+            .create_environment(
+                org,
+                &slug_ref("envs"),
+                NewEnvironment {
+                    name: env("sandbox"),
+                    settings: EnvSettings::default(),
+                    position: 0,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            sandboxed.environments.last().unwrap().name.as_str(),
+            "sandbox"
+        );
+        assert_eq!(sandboxed.chain().steps().len(), 4);
+
+        // Bad requests change nothing.
+        let again = store
+            .create_environment(
+                org,
+                &slug_ref("envs"),
+                NewEnvironment {
+                    name: env("dev"),
+                    settings: EnvSettings::default(),
+                    position: 0,
+                },
+            )
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::AlreadyExists(_))),
+            "{again:?}"
+        );
+        let far = store
+            .create_environment(
+                org,
+                &slug_ref("envs"),
+                NewEnvironment {
+                    name: env("far"),
+                    settings: EnvSettings::default(),
+                    position: 9,
+                },
+            )
+            .await;
+        assert!(
+            matches!(&far, Err(StoreError::Invalid(e)) if e.field == "chain_position"),
+            "{far:?}"
+        );
+        let bad_settings = store
+            .create_environment(
+                org,
+                &slug_ref("envs"),
+                NewEnvironment {
+                    name: env("bad"),
+                    settings: EnvSettings {
+                        reality: Some(9),
+                        ..Default::default()
+                    },
+                    position: 0,
+                },
+            )
+            .await;
+        assert!(
+            matches!(&bad_settings, Err(StoreError::Invalid(e)) if e.field == "settings.reality"),
+            "{bad_settings:?}"
+        );
+
+        // Settings change field by field; renaming keeps the place.
+        let patched = store
+            .update_environment(
+                org,
+                &slug_ref("envs"),
+                &env("test"),
+                &EnvironmentPatch {
+                    name: Some(env("qa")),
+                    settings: Some(SettingsPatch {
+                        values: EnvSettings {
+                            chaos: Some(Chaos {
+                                rate: 0.5,
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        keys: vec![SettingKey::Chaos],
+                    }),
+                },
+                Some(1),
+            )
+            .await
+            .unwrap();
+        let qa = patched.environment("qa").unwrap();
+        assert_eq!(qa.position, 2);
+        assert_eq!(qa.settings.reality, Some(3), "untouched");
+        assert_eq!(qa.settings.chaos.as_ref().unwrap().rate, 0.5);
+        let stale = store
+            .update_environment(
+                org,
+                &slug_ref("envs"),
+                &env("qa"),
+                &EnvironmentPatch::default(),
+                Some(1),
+            )
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::EtagMismatch { .. })),
+            "{stale:?}"
+        );
+        let missing = store
+            .update_environment(
+                org,
+                &slug_ref("envs"),
+                &env("test"),
+                &EnvironmentPatch::default(),
+                None,
+            )
+            .await;
+        assert!(
+            matches!(&missing, Err(StoreError::NotFound(m)) if m.contains("qa")),
+            "the error lists what exists: {missing:?}"
+        );
+
+        // The serving config: working copies in the first environment,
+        // each environment's realism merged over the workspace defaults.
+        let defaults = store
+            .update_workspace(
+                org,
+                &slug_ref("envs"),
+                &WorkspacePatch {
+                    environment_defaults: Some(SettingsPatch::replace(EnvSettings {
+                        latency: Some(Latency {
+                            fixed: Some(7),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            defaults.environment_defaults.latency.unwrap().fixed,
+            Some(7)
+        );
+        let full = store.load_config().await.unwrap();
+        let served = full
+            .workspaces
+            .iter()
+            .find(|w| w.slug.as_str() == "envs")
+            .unwrap();
+        let order: Vec<&str> = served
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(order, ["dev", "qa", "staging", "prod", "sandbox"]);
+        assert_eq!(served.environments[0].routes.len(), 1);
+        assert!(served.environments[1..].iter().all(|e| e.routes.is_empty()));
+        let qa = served.environment("qa").unwrap();
+        assert_eq!(
+            qa.realism.chaos.as_ref().unwrap().rate,
+            0.5,
+            "its own chaos"
+        );
+        assert_eq!(
+            qa.realism.latency.unwrap().fixed,
+            Some(7),
+            "the workspace's latency"
+        );
+        let sandbox = served.environment("sandbox").unwrap();
+        assert_eq!(sandbox.realism.latency.unwrap().fixed, Some(7));
+        assert!(sandbox.realism.chaos.is_none(), "reality 1 by default");
+
+        // Reordering the chain moves the working copies; the active
+        // environment must exist.
+        let reordered = store
+            .update_workspace(
+                org,
+                &slug_ref("envs"),
+                &WorkspacePatch {
+                    promotion_chain: Some(vec![env("sandbox"), env("dev"), env("prod")]),
+                    active_environment: Some(env("sandbox")),
+                    allow_promotion_skips: Some(true),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&reordered),
+            [
+                ("sandbox".into(), 1),
+                ("dev".into(), 2),
+                ("prod".into(), 3),
+                ("qa".into(), 0),
+                ("staging".into(), 0)
+            ]
+        );
+        assert!(reordered.chain().allows("sandbox", "prod").is_ok());
+        let full = store.load_config().await.unwrap();
+        let served = full
+            .workspaces
+            .iter()
+            .find(|w| w.slug.as_str() == "envs")
+            .unwrap();
+        assert_eq!(served.active.as_str(), "sandbox");
+        assert_eq!(served.environment("sandbox").unwrap().routes.len(), 1);
+        assert!(served.environment("dev").unwrap().routes.is_empty());
+        for (patch, field) in [
+            (
+                WorkspacePatch {
+                    promotion_chain: Some(vec![env("dev"), env("nowhere")]),
+                    ..Default::default()
+                },
+                "promotion_chain[1]",
+            ),
+            (
+                WorkspacePatch {
+                    promotion_chain: Some(vec![env("dev"), env("dev")]),
+                    ..Default::default()
+                },
+                "promotion_chain[1]",
+            ),
+            (
+                WorkspacePatch {
+                    active_environment: Some(env("nowhere")),
+                    ..Default::default()
+                },
+                "active_environment",
+            ),
+        ] {
+            let refused = store
+                .update_workspace(org, &slug_ref("envs"), &patch, None)
+                .await;
+            assert!(
+                matches!(&refused, Err(StoreError::Invalid(e)) if e.field == field),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            store.get_workspace(org, &slug_ref("envs")).await.unwrap(),
+            reordered,
+            "refused patches change nothing"
+        );
+
+        // Deleting: not the active one, not the last on the chain.
+        let active = store
+            .delete_environment(org, &slug_ref("envs"), &env("sandbox"), None)
+            .await;
+        assert!(
+            matches!(active, Err(StoreError::FailedPrecondition(_))),
+            "{active:?}"
+        );
+        let after = store
+            .delete_environment(org, &slug_ref("envs"), &env("dev"), None)
+            .await
+            .unwrap();
+        assert_eq!(after.chain().describe(), "sandbox → prod");
+        store
+            .update_workspace(
+                org,
+                &slug_ref("envs"),
+                &WorkspacePatch {
+                    promotion_chain: Some(vec![env("sandbox")]),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        store
+            .update_workspace(
+                org,
+                &slug_ref("envs"),
+                &WorkspacePatch {
+                    active_environment: Some(env("prod")),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let last = store
+            .delete_environment(org, &slug_ref("envs"), &env("sandbox"), None)
+            .await;
+        assert!(
+            matches!(&last, Err(StoreError::FailedPrecondition(m)) if m.contains("only environment on the promotion chain")),
+            "{last:?}"
+        );
+
+        // Another org sees none of it.
+        let other = super::contract::org(&*store).await;
+        let hidden = store
+            .create_environment(
+                other,
+                &slug_ref("envs"),
+                NewEnvironment {
+                    name: env("x"),
+                    settings: EnvSettings::default(),
+                    position: 0,
+                },
+            )
+            .await;
+        assert!(matches!(hidden, Err(StoreError::NotFound(_))));
+    }
+
+    pub async fn scenarios_version_and_deploy(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        workspace(&*store, org, "sc").await;
+        let ws = slug_ref("sc");
+        let listed = store.list_scenarios(org, &ws).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name.as_str(), "default");
+
+        let tags = parse_tags(&["[Cloud][Contracts][Reality]".into(), "payments".into()]).unwrap();
+        let created = store
+            .create_scenario(
+                org,
+                &ws,
+                NewScenario {
+                    name: env("checkout"),
+                    description: "the checkout flow".into(),
+                    tags: tags.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.tags, tags);
+        assert_eq!((created.route_count, created.latest_version), (0, 0));
+        let again = store
+            .create_scenario(
+                org,
+                &ws,
+                NewScenario {
+                    name: env("checkout"),
+                    description: String::new(),
+                    tags: Vec::new(),
+                },
+            )
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::AlreadyExists(_))),
+            "{again:?}"
+        );
+
+        let added = store
+            .create_scenario_routes(
+                org,
+                &ws,
+                Some(&env("checkout")),
+                vec![
+                    route("GET", "/cart", "cart v1"),
+                    route("POST", "/pay", "paid"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert!(added.iter().all(|r| r.scenario.as_str() == "checkout"));
+        store
+            .create_routes(org, &ws, vec![route("GET", "/other", "other")])
+            .await
+            .unwrap();
+        let only = store
+            .list_scenario_routes(org, &ws, Some(&env("checkout")), None, 100)
+            .await
+            .unwrap();
+        assert_eq!(only.items.len(), 2);
+        assert_eq!(
+            store
+                .list_routes(org, &ws, None, 100)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            3
+        );
+        let missing = store
+            .create_scenario_routes(org, &ws, Some(&env("nope")), vec![route("GET", "/x", "x")])
+            .await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{missing:?}"
+        );
+
+        // Versions: content-hashed and immutable.
+        let none = store.get_version(org, &ws, &env("checkout"), None).await;
+        assert!(
+            matches!(&none, Err(StoreError::NotFound(m)) if m.contains("none yet")),
+            "{none:?}"
+        );
+        let v1 = store
+            .create_version(org, &ws, &env("checkout"), "first")
+            .await
+            .unwrap();
+        assert_eq!((v1.number, v1.route_count), (1, 2));
+        assert_eq!(v1.content_hash.len(), 64);
+        let same = store
+            .create_version(org, &ws, &env("checkout"), "nothing changed")
+            .await
+            .unwrap();
+        assert_eq!(same.number, 1, "unchanged content: the newest version");
+        store
+            .update_route(
+                org,
+                &ws,
+                added[0].id,
+                &RoutePatch {
+                    body: Some(Bytes::from_static(b"cart v2")),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let v2 = store
+            .create_version(org, &ws, &env("checkout"), "cart v2")
+            .await
+            .unwrap();
+        assert_eq!(v2.number, 2);
+        assert_ne!(v2.content_hash, v1.content_hash);
+        let frozen = store
+            .get_version(org, &ws, &env("checkout"), Some(1))
+            .await
+            .unwrap();
+        let bodies: Vec<&[u8]> = frozen
+            .routes
+            .iter()
+            .map(|r| &r.spec.response.body[..])
+            .collect();
+        assert!(
+            bodies.contains(&&b"cart v1"[..]),
+            "version 1 keeps what it froze"
+        );
+        let versions = store
+            .list_versions(org, &ws, &env("checkout"))
+            .await
+            .unwrap();
+        assert_eq!(
+            versions.iter().map(|v| v.number).collect::<Vec<_>>(),
+            [2, 1]
+        );
+
+        // Deploying: versions to environments after the first only.
+        let first = store
+            .deploy_version(org, &ws, &env("checkout"), Some(1), &env("dev"))
+            .await;
+        assert!(
+            matches!(&first, Err(StoreError::FailedPrecondition(m)) if m.contains("working copies")),
+            "{first:?}"
+        );
+        let before = store.current_revision().await.unwrap();
+        let deployed = store
+            .deploy_version(org, &ws, &env("checkout"), Some(1), &env("test"))
+            .await
+            .unwrap();
+        assert_eq!(deployed.version, 1);
+        assert!(store.current_revision().await.unwrap() > before);
+        let config = store.load_config().await.unwrap();
+        let served = config
+            .workspaces
+            .iter()
+            .find(|w| w.slug.as_str() == "sc")
+            .unwrap();
+        let test = served.environment("test").unwrap();
+        assert_eq!(test.routes.len(), 2);
+        assert!(
+            test.routes
+                .iter()
+                .any(|r| &r.spec.response.body[..] == b"cart v1"),
+            "test serves version 1, not the working copy"
+        );
+        assert_eq!(served.environment("dev").unwrap().routes.len(), 3);
+        assert!(served.environment("prod").unwrap().routes.is_empty());
+        let changes = store.config_changes_since(before).await.unwrap();
+        let (_, delta) = &changes.changed[0];
+        assert_eq!(
+            delta
+                .as_ref()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .environment("test")
+                .unwrap()
+                .routes
+                .len(),
+            2
+        );
+        let scenario = store
+            .get_scenario(org, &ws, &env("checkout"))
+            .await
+            .unwrap();
+        assert_eq!(scenario.latest_version, 2);
+        assert_eq!(scenario.deployments.len(), 1);
+        assert_eq!(scenario.deployments[0].environment.as_str(), "test");
+
+        // A version whose routes clash with another scenario's in the
+        // environment is refused.
+        store
+            .create_scenario(
+                org,
+                &ws,
+                NewScenario {
+                    name: env("rival"),
+                    description: String::new(),
+                    tags: Vec::new(),
+                },
+            )
+            .await
+            .unwrap();
+        // Working copies share the workspace's match keys, so the rival's
+        // /cart is made by moving checkout's away first.
+        store.delete_routes(org, &ws, &[added[0].id]).await.unwrap();
+        store
+            .create_scenario_routes(
+                org,
+                &ws,
+                Some(&env("rival")),
+                vec![route("GET", "/cart", "rival")],
+            )
+            .await
+            .unwrap();
+        store
+            .create_version(org, &ws, &env("rival"), "")
+            .await
+            .unwrap();
+        let clash = store
+            .deploy_version(org, &ws, &env("rival"), None, &env("test"))
+            .await;
+        assert!(
+            matches!(&clash, Err(StoreError::FailedPrecondition(m)) if m.contains("matches the same requests")),
+            "{clash:?}"
+        );
+
+        // Deleting: not while deployed, never the default.
+        let served = store
+            .delete_scenario(org, &ws, &env("checkout"), None)
+            .await;
+        assert!(
+            matches!(&served, Err(StoreError::FailedPrecondition(m)) if m.contains("test (version 1)")),
+            "{served:?}"
+        );
+        let default = store.delete_scenario(org, &ws, &env("default"), None).await;
+        assert!(matches!(default, Err(StoreError::FailedPrecondition(_))));
+        store
+            .delete_scenario(org, &ws, &env("rival"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .list_routes(org, &ws, None, 100)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            2
+        );
+        let renamed = store
+            .update_scenario(
+                org,
+                &ws,
+                &env("checkout"),
+                &ScenarioPatch {
+                    name: Some(env("pay")),
+                    tags: Some(Vec::new()),
+                    ..Default::default()
+                },
+                Some(created.version),
+            )
+            .await
+            .unwrap();
+        assert_eq!(renamed.name.as_str(), "pay");
+        assert!(renamed.tags.is_empty());
+        assert_eq!(renamed.deployments[0].scenario.as_str(), "pay");
     }
 
     pub async fn concurrent_writes_get_distinct_revisions(store: Arc<dyn Store>) {
@@ -728,4 +1369,6 @@ contract_suite!(
     load_config_is_the_whole_serving_state,
     matchers_and_priorities_are_stored_and_keyed,
     concurrent_writes_get_distinct_revisions,
+    environments_follow_the_chain,
+    scenarios_version_and_deploy,
 );

@@ -9,6 +9,8 @@ pub enum Outcome {
     Matched,
     NoWorkspace,
     UnknownWorkspace,
+    /// The request named an environment the workspace does not have.
+    UnknownEnvironment,
     NoRoute,
     MethodNotAllowed,
     /// A route matched and chaos answered instead (an error status or a fault).
@@ -20,6 +22,7 @@ pub struct Metrics {
     matched: IntCounter,
     no_workspace: IntCounter,
     unknown_workspace: IntCounter,
+    unknown_environment: IntCounter,
     no_route: IntCounter,
     method_not_allowed: IntCounter,
     chaos: IntCounter,
@@ -63,6 +66,7 @@ impl Metrics {
             matched: requests.with_label_values(&["matched"]),
             no_workspace: requests.with_label_values(&["no_workspace"]),
             unknown_workspace: requests.with_label_values(&["unknown_workspace"]),
+            unknown_environment: requests.with_label_values(&["unknown_environment"]),
             no_route: requests.with_label_values(&["no_route"]),
             method_not_allowed: requests.with_label_values(&["method_not_allowed"]),
             chaos: requests.with_label_values(&["chaos"]),
@@ -84,6 +88,7 @@ impl Metrics {
             Outcome::Matched => &self.matched,
             Outcome::NoWorkspace => &self.no_workspace,
             Outcome::UnknownWorkspace => &self.unknown_workspace,
+            Outcome::UnknownEnvironment => &self.unknown_environment,
             Outcome::NoRoute => &self.no_route,
             Outcome::MethodNotAllowed => &self.method_not_allowed,
             Outcome::Chaos => &self.chaos,

@@ -25,6 +25,18 @@ use crate::metrics::Outcome;
 use crate::state::NodeState;
 use crate::table::{CompiledRoute, CompiledTemplate, RoutingTable, response_header};
 
+/// The request header that picks an environment of the workspace.
+pub const ENV_HEADER: &str = "x-mockplane-env";
+
+/// The environment a request names; `None` when it names none. A value
+/// that is not text names an environment no workspace has.
+fn requested_environment<'a>(request: &RequestParts<'a>) -> Option<&'a str> {
+    request
+        .headers()
+        .get(ENV_HEADER)
+        .map(|value| value.to_str().unwrap_or("\u{fffd}"))
+}
+
 /// Routes listed with their reasons when a request fails every matcher.
 const NEAR_MISSES: usize = 3;
 /// Largest request body read for body matchers; a larger one is refused
@@ -97,11 +109,34 @@ pub fn answer(
             Some(hint),
         );
     };
+    let requested = requested_environment(request);
+    let Some(env) = workspace.environment(requested) else {
+        let asked = requested.unwrap_or_default();
+        let names: Vec<&str> = workspace.environments.iter().map(|e| &*e.name).collect();
+        let hint = if asked.chars().any(|c| c.is_ascii_uppercase()) {
+            format!(
+                "environment names are lower case: try '{}'",
+                asked.to_ascii_lowercase()
+            )
+        } else {
+            format!(
+                "workspace '{slug}' has {}; without the {ENV_HEADER} header, {} answers",
+                names.join(", "),
+                workspace.active()
+            )
+        };
+        return problem(
+            Outcome::UnknownEnvironment,
+            404,
+            "environment_not_found",
+            format!("workspace '{slug}' has no environment '{asked}'"),
+            Some(hint),
+        );
+    };
+    let router = &env.router;
+    let env_name = &*env.name;
     let route_method = Method::of_request(method);
-    match workspace
-        .router
-        .lookup_where(route_method, rest, |route| route.accepts(request))
-    {
+    match router.lookup_where(route_method, rest, |route| route.accepts(request)) {
         Lookup::Found(route) => {
             let (chaos, delay) = match &route.realism {
                 Some(realism) => realism.decide(),
@@ -113,10 +148,13 @@ pub fn answer(
                     status,
                     "chaos",
                     format!(
-                        "route {} of workspace '{slug}' answered with an injected {status}",
+                        "route {} of workspace '{slug}' ({env_name}) answered with an injected {status}",
                         route.label
                     ),
-                    Some("the route's chaos profile sets the rate of these errors".into()),
+                    Some(
+                        "the chaos profile of the route or of its environment sets the rate of these errors"
+                            .into(),
+                    ),
                 )?,
                 (_, None) => Answer {
                     outcome: Outcome::Matched,
@@ -131,7 +169,10 @@ pub fn answer(
                         Outcome::Matched,
                         500,
                         "template_failed",
-                        format!("route {} of workspace '{slug}': {message}", route.label),
+                        format!(
+                            "route {} of workspace '{slug}' ({env_name}): {message}",
+                            route.label
+                        ),
                         None,
                     )?,
                 },
@@ -144,8 +185,7 @@ pub fn answer(
             Ok(answer)
         }
         Lookup::MethodNotAllowed => {
-            let allowed: Vec<&str> = workspace
-                .router
+            let allowed: Vec<&str> = router
                 .allowed_methods(rest)
                 .into_iter()
                 .map(Method::as_str)
@@ -154,7 +194,7 @@ pub fn answer(
                 Outcome::MethodNotAllowed,
                 405,
                 "method_not_allowed",
-                format!("{method} is not allowed on {rest} in workspace '{slug}'"),
+                format!("{method} is not allowed on {rest} in workspace '{slug}' ({env_name})"),
                 Some(format!("allowed: {}", allowed.join(", "))),
             )?;
             answer
@@ -164,8 +204,7 @@ pub fn answer(
             Ok(answer)
         }
         Lookup::Rejected => {
-            let near: Vec<serde_json::Value> = workspace
-                .router
+            let near: Vec<serde_json::Value> = router
                 .candidates(route_method, rest, NEAR_MISSES)
                 .into_iter()
                 .map(|route| {
@@ -187,7 +226,7 @@ pub fn answer(
             let body = json!({ "error": {
                 "code": "no_route_matched",
                 "message": format!(
-                    "routes of workspace '{slug}' have {method} {rest}, but the request fails their matchers"
+                    "routes of workspace '{slug}' ({env_name}) have {method} {rest}, but the request fails their matchers"
                 ),
                 "hint": hint,
                 "near_misses": near,
@@ -195,10 +234,13 @@ pub fn answer(
             json_answer(Outcome::NoRoute, 404, &body)
         }
         Lookup::NotFound => {
-            let hint = match workspace.router.closest(route_method, rest) {
+            let hint = match router.closest(route_method, rest) {
                 Some((method, template)) => format!("the closest route is {method} {template}"),
-                None if workspace.router.is_empty() => format!(
-                    "workspace '{slug}' has no routes yet: add some with `mockplane route add {slug} --file mocks.yaml`"
+                None if router.is_empty() && env.name == workspace.environments[0].name => format!(
+                    "environment {env_name} of workspace '{slug}' has no routes yet: add some with `mockplane route add {slug} --file mocks.yaml`"
+                ),
+                None if router.is_empty() => format!(
+                    "environment {env_name} of workspace '{slug}' serves no routes yet: it serves versions deployed or promoted to it"
                 ),
                 None => format!("`mockplane route list {slug}` shows the workspace's routes"),
             };
@@ -206,7 +248,7 @@ pub fn answer(
                 Outcome::NoRoute,
                 404,
                 "route_not_found",
-                format!("no route of workspace '{slug}' matches {method} {rest}"),
+                format!("no route of workspace '{slug}' ({env_name}) matches {method} {rest}"),
                 Some(hint),
             )
         }
@@ -234,6 +276,7 @@ fn render(
         request,
         now: SystemTime::now(),
         entropy: entropy(),
+        persona: None,
     };
     let body = Bytes::from(template.body.render(&context, template.escape)?);
     let (mut parts, ()) = http::Response::new(()).into_parts();
@@ -356,7 +399,14 @@ impl ProxyHttp for MockProxy {
             let request = session.req_header();
             let needs_body = split_workspace_path(request.uri.path())
                 .and_then(|(slug, _)| table.workspace(slug))
-                .is_some_and(|workspace| workspace.needs_body);
+                .and_then(|workspace| {
+                    let requested = request
+                        .headers
+                        .get(ENV_HEADER)
+                        .and_then(|value| value.to_str().ok());
+                    workspace.environment(requested)
+                })
+                .is_some_and(|env| env.needs_body);
             (!needs_body).then(|| {
                 let parts = RequestParts::new(request.uri.query(), &request.headers, b"");
                 answer(&table, &request.method, request.uri.path(), &parts)
@@ -464,10 +514,10 @@ mod tests {
     use crate::table::Update;
 
     fn table() -> RoutingTable {
-        let config = WorkspaceConfig {
-            id: Uuid::new_v4(),
-            slug: Slug::parse("demo").unwrap(),
-            routes: vec![ConfigRoute {
+        let config = WorkspaceConfig::single(
+            Uuid::new_v4(),
+            Slug::parse("demo").unwrap(),
+            vec![ConfigRoute {
                 id: Uuid::new_v4(),
                 spec: RouteSpec::parse("", "GET", "/users/{id}", || {
                     ResponseSpec::parse(
@@ -478,7 +528,7 @@ mod tests {
                 })
                 .unwrap(),
             }],
-        };
+        );
         let update = Update {
             revision: 1,
             full: true,
@@ -565,10 +615,10 @@ mod tests {
                 .unwrap(),
             }
         };
-        let config = WorkspaceConfig {
-            id: Uuid::new_v4(),
-            slug: Slug::parse("shop").unwrap(),
-            routes: vec![
+        let config = WorkspaceConfig::single(
+            Uuid::new_v4(),
+            Slug::parse("shop").unwrap(),
+            vec![
                 route("/users/{id:int}", "GET", json!({}), "plain"),
                 route(
                     "/users/{id:int}",
@@ -583,7 +633,7 @@ mod tests {
                     "rush",
                 ),
             ],
-        };
+        );
         let update = Update {
             revision: 1,
             full: true,
@@ -591,7 +641,14 @@ mod tests {
             ..Default::default()
         };
         let table = RoutingTable::default().apply(&update).0;
-        assert!(table.workspace("shop").unwrap().needs_body);
+        assert!(
+            table
+                .workspace("shop")
+                .unwrap()
+                .environment(None)
+                .unwrap()
+                .needs_body
+        );
 
         let mut headers = http::HeaderMap::new();
         let get = |headers: &http::HeaderMap, path: &str| {
@@ -650,14 +707,14 @@ mod tests {
         })
         .and_then(|spec| spec.templated(true))
         .unwrap();
-        let config = WorkspaceConfig {
-            id: Uuid::new_v4(),
-            slug: Slug::parse("t").unwrap(),
-            routes: vec![ConfigRoute {
+        let config = WorkspaceConfig::single(
+            Uuid::new_v4(),
+            Slug::parse("t").unwrap(),
+            vec![ConfigRoute {
                 id: Uuid::new_v4(),
                 spec,
             }],
-        };
+        );
         let update = Update {
             revision: 1,
             full: true,
@@ -665,7 +722,14 @@ mod tests {
             ..Default::default()
         };
         let table = RoutingTable::default().apply(&update).0;
-        assert!(!table.workspace("t").unwrap().needs_body);
+        assert!(
+            !table
+                .workspace("t")
+                .unwrap()
+                .environment(None)
+                .unwrap()
+                .needs_body
+        );
         let reply = ask(&table, &http::Method::GET, "/w/t/users/42?q=%22x%22").unwrap();
         assert_eq!(reply.header.status, 200);
         assert_eq!(reply.header.headers["x-user"], "u-42");
@@ -679,5 +743,240 @@ mod tests {
         let again = ask(&table, &http::Method::GET, "/w/t/users/42").unwrap();
         let again: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
         assert_eq!(again["name"], body["name"], "seeded by the id");
+    }
+
+    fn table_of(configs: &[WorkspaceConfig]) -> RoutingTable {
+        let update = Update {
+            revision: 1,
+            full: true,
+            upserts: configs
+                .iter()
+                .map(|c| mockplane_proto::resource::encode(c, 1))
+                .collect(),
+            ..Default::default()
+        };
+        let (table, errors) = RoutingTable::default().apply(&update);
+        assert!(errors.is_empty(), "{errors:?}");
+        table
+    }
+
+    fn plain(path: &str, body: String) -> ConfigRoute {
+        ConfigRoute {
+            id: Uuid::new_v4(),
+            spec: RouteSpec::parse("", "GET", path, || {
+                ResponseSpec::parse(200, vec![], Bytes::from(body))
+            })
+            .unwrap(),
+        }
+    }
+
+    fn ask_env(table: &RoutingTable, path: &str, env: Option<&str>) -> Answer {
+        let mut headers = http::HeaderMap::new();
+        if let Some(env) = env {
+            headers.insert(ENV_HEADER, http::HeaderValue::from_str(env).unwrap());
+        }
+        answer(
+            table,
+            &http::Method::GET,
+            path,
+            &RequestParts::new(None, &headers, b""),
+        )
+        .unwrap()
+    }
+
+    fn three_environments() -> WorkspaceConfig {
+        use mockplane_shared::EnvironmentConfig;
+        let env = |name: &str, routes| EnvironmentConfig::plain(Slug::parse(name).unwrap(), routes);
+        WorkspaceConfig {
+            id: Uuid::new_v4(),
+            slug: Slug::parse("shop").unwrap(),
+            active: Slug::parse("test").unwrap(),
+            environments: vec![
+                env(
+                    "dev",
+                    vec![plain("/a", "dev".into()), plain("/new", "dev".into())],
+                ),
+                env("test", vec![plain("/a", "test".into())]),
+                env("prod", vec![]),
+            ],
+        }
+    }
+
+    #[test]
+    fn environments_are_chosen_by_header_and_unknown_ones_are_404() {
+        let table = table_of(&[three_environments()]);
+        let body = |a: &Answer| String::from_utf8(a.body.to_vec()).unwrap();
+        assert_eq!(
+            body(&ask_env(&table, "/w/shop/a", None)),
+            "test",
+            "the active one"
+        );
+        assert_eq!(body(&ask_env(&table, "/w/shop/a", Some("dev"))), "dev");
+        // What dev has, test does not serve.
+        let isolated = ask_env(&table, "/w/shop/new", None);
+        assert_eq!(isolated.header.status, 404);
+        assert_eq!(error_code(&isolated), "route_not_found");
+        let empty = ask_env(&table, "/w/shop/a", Some("prod"));
+        let hint: serde_json::Value = serde_json::from_slice(&empty.body).unwrap();
+        assert!(
+            hint["error"]["hint"]
+                .as_str()
+                .unwrap()
+                .contains("serves no routes yet"),
+            "{hint}"
+        );
+        for (asked, hint) in [
+            (
+                "staging",
+                "has dev, test, prod; without the x-mockplane-env header, test answers",
+            ),
+            ("PROD", "lower case: try 'prod'"),
+        ] {
+            let unknown = ask_env(&table, "/w/shop/a", Some(asked));
+            assert_eq!(unknown.header.status, 404);
+            assert_eq!(unknown.outcome, Outcome::UnknownEnvironment);
+            assert_eq!(error_code(&unknown), "environment_not_found");
+            let body: serde_json::Value = serde_json::from_slice(&unknown.body).unwrap();
+            assert!(
+                body["error"]["message"].as_str().unwrap().contains(asked),
+                "{body}"
+            );
+            assert!(
+                body["error"]["hint"].as_str().unwrap().contains(hint),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn environment_realism_applies_unless_the_route_sets_its_own() {
+        use mockplane_shared::realism::{Chaos, Realism};
+        let mut config = three_environments();
+        let always = |status: u16| Chaos {
+            rate: 1.0,
+            statuses: [(status, 1)].into(),
+            ..Default::default()
+        };
+        config.environments[1].realism = Realism {
+            latency: None,
+            chaos: Some(always(418)),
+        };
+        let mut calm = plain("/calm", "calm".into());
+        calm.spec.realism.chaos = Some(Chaos::default());
+        config.environments[1].routes.push(calm);
+        let table = table_of(&[config]);
+        let chaotic = ask_env(&table, "/w/shop/a", Some("test"));
+        assert_eq!(
+            (chaotic.outcome, chaotic.header.status.as_u16()),
+            (Outcome::Chaos, 418)
+        );
+        let calm = ask_env(&table, "/w/shop/calm", Some("test"));
+        assert_eq!(
+            (calm.outcome, calm.header.status.as_u16()),
+            (Outcome::Matched, 200)
+        );
+        let dev = ask_env(&table, "/w/shop/a", Some("dev"));
+        assert_eq!(dev.header.status, 200, "dev has no chaos");
+    }
+
+    mod isolation {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const SLUGS: [&str; 3] = ["alpha", "beta", "gamma"];
+        const ENVS: [&str; 4] = ["dev", "test", "prod", "sandbox"];
+        const PATHS: [&str; 4] = ["/a", "/b", "/c/d", "/items/{id}"];
+
+        /// Per workspace: which environments it has (at least one), which
+        /// is active, and which paths each serves.
+        fn workspace() -> impl Strategy<Value = (Vec<(usize, Vec<bool>)>, usize)> {
+            (
+                proptest::sample::subsequence((0..ENVS.len()).collect::<Vec<_>>(), 1..=ENVS.len()),
+                any::<prop::sample::Index>(),
+                proptest::collection::vec(
+                    proptest::collection::vec(any::<bool>(), PATHS.len()),
+                    ENVS.len(),
+                ),
+            )
+                .prop_map(|(envs, active, paths)| {
+                    let active = active.index(envs.len());
+                    (
+                        envs.into_iter().map(|e| (e, paths[e].clone())).collect(),
+                        active,
+                    )
+                })
+        }
+
+        fn request() -> impl Strategy<Value = (usize, Option<usize>, usize)> {
+            (
+                0..SLUGS.len() + 1,
+                proptest::option::of(0..ENVS.len()),
+                0..PATHS.len(),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Random workspaces, environments and requests: an answer
+            /// always comes from the workspace and environment the request
+            /// asked for (or the active one), and from nowhere else.
+            #[test]
+            fn no_request_gets_another_environments_answer(
+                spaces in proptest::collection::vec(workspace(), SLUGS.len()),
+                requests in proptest::collection::vec(request(), 1..40),
+            ) {
+                let configs: Vec<WorkspaceConfig> = spaces
+                    .iter()
+                    .enumerate()
+                    .map(|(w, (envs, active))| WorkspaceConfig {
+                        id: Uuid::new_v4(),
+                        slug: Slug::parse(SLUGS[w]).unwrap(),
+                        active: Slug::parse(ENVS[envs[*active].0]).unwrap(),
+                        environments: envs
+                            .iter()
+                            .map(|(e, paths)| mockplane_shared::EnvironmentConfig::plain(
+                                Slug::parse(ENVS[*e]).unwrap(),
+                                PATHS
+                                    .iter()
+                                    .zip(paths)
+                                    .filter(|(_, on)| **on)
+                                    .map(|(path, _)| plain(path, format!("{}/{}/{path}", SLUGS[w], ENVS[*e])))
+                                    .collect(),
+                            ))
+                            .collect(),
+                    })
+                    .collect();
+                let table = table_of(&configs);
+                for (w, env, p) in requests {
+                    let slug = SLUGS.get(w).copied().unwrap_or("nobody");
+                    let request_path = PATHS[p].replace("{id}", "7");
+                    let got = ask_env(&table, &format!("/w/{slug}{request_path}"), env.map(|e| ENVS[e]));
+                    let Some((envs, active)) = spaces.get(w) else {
+                        prop_assert_eq!(got.outcome, Outcome::UnknownWorkspace);
+                        continue;
+                    };
+                    let chosen = match env {
+                        None => Some(&envs[*active]),
+                        Some(e) => envs.iter().find(|(have, _)| *have == e),
+                    };
+                    let Some((e, paths)) = chosen else {
+                        prop_assert_eq!(got.outcome, Outcome::UnknownEnvironment);
+                        continue;
+                    };
+                    if paths[p] {
+                        prop_assert_eq!(got.outcome, Outcome::Matched);
+                        prop_assert_eq!(
+                            String::from_utf8(got.body.to_vec()).unwrap(),
+                            format!("{slug}/{}/{}", ENVS[*e], PATHS[p])
+                        );
+                    } else {
+                        prop_assert_ne!(got.outcome, Outcome::Matched);
+                        prop_assert_eq!(got.header.status, 404);
+                    }
+                }
+            }
+        }
     }
 }

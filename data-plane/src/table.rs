@@ -12,7 +12,7 @@ use mockplane_proto::v1;
 use mockplane_shared::realism::{Outcome as ChaosOutcome, Realism, Rng};
 use mockplane_shared::route::Segment;
 use mockplane_shared::template::{Escape, Template};
-use mockplane_shared::{RequestMatch, RouteDef, Router};
+use mockplane_shared::{EnvironmentConfig, RequestMatch, RouteDef, Router};
 use pingora_http::ResponseHeader;
 use uuid::Uuid;
 
@@ -95,14 +95,39 @@ impl CompiledRoute {
     }
 }
 
+/// One environment of a workspace, ready to serve.
+#[derive(Debug)]
+pub struct CompiledEnvironment {
+    pub name: Box<str>,
+    pub router: Router<CompiledRoute>,
+    /// Some route matches on the body: read it before matching.
+    pub needs_body: bool,
+}
+
 #[derive(Debug)]
 pub struct CompiledWorkspace {
     pub id: Uuid,
     pub slug: Box<str>,
     pub hash: String,
-    pub router: Router<CompiledRoute>,
-    /// Some route matches on the body: read it before matching.
-    pub needs_body: bool,
+    /// In the control plane's order: the chain, then the others.
+    pub environments: Box<[CompiledEnvironment]>,
+    /// Index of the environment that answers requests naming none.
+    pub active: usize,
+}
+
+impl CompiledWorkspace {
+    /// The environment a request names, or the active one when it names
+    /// none; `None` when the named one does not exist.
+    pub fn environment(&self, requested: Option<&str>) -> Option<&CompiledEnvironment> {
+        match requested {
+            None => self.environments.get(self.active),
+            Some(name) => self.environments.iter().find(|e| &*e.name == name),
+        }
+    }
+
+    pub fn active(&self) -> &str {
+        self.environments.get(self.active).map_or("", |e| &e.name)
+    }
 }
 
 /// Why a workspace of an update was not applied.
@@ -156,8 +181,43 @@ pub fn compile(
     interned: &mut Interned,
 ) -> Result<CompiledWorkspace, String> {
     let config = mockplane_proto::resource::decode(resource)?;
+    let active = config
+        .environments
+        .iter()
+        .position(|e| e.name == config.active)
+        .ok_or_else(|| format!("active environment '{}' is missing", config.active))?;
+    let environments = config
+        .environments
+        .into_iter()
+        .map(|env| {
+            let name = env.name.to_string();
+            compile_environment(env, interned).map_err(|e| format!("environment {name}: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(CompiledWorkspace {
+        id: config.id,
+        slug: config.slug.as_str().into(),
+        hash: resource.hash.clone(),
+        environments: environments.into(),
+        active,
+    })
+}
+
+/// A route's latency and chaos over its environment's: each one the route
+/// sets wins, each one it leaves unset comes from the environment.
+fn route_realism(route: &Realism, environment: &Realism) -> Realism {
+    Realism {
+        latency: route.latency.or(environment.latency),
+        chaos: route.chaos.clone().or_else(|| environment.chaos.clone()),
+    }
+}
+
+fn compile_environment(
+    env: EnvironmentConfig,
+    interned: &mut Interned,
+) -> Result<CompiledEnvironment, String> {
     let mut needs_body = false;
-    let routes = config
+    let routes = env
         .routes
         .into_iter()
         .map(|route| {
@@ -187,6 +247,7 @@ pub fn compile(
             } else {
                 (spec.matcher.fingerprint(), Some(Box::new(spec.matcher)))
             };
+            let realism = route_realism(&spec.realism, &env.realism);
             Ok(RouteDef {
                 method: spec.method,
                 template: spec.path,
@@ -202,15 +263,14 @@ pub fn compile(
                     content_length: interned.length(body.len()),
                     body,
                     template,
-                    realism: (!spec.realism.is_empty()).then(|| {
-                        let seed = spec
-                            .realism
+                    realism: (!realism.is_empty()).then(|| {
+                        let seed = realism
                             .chaos
                             .as_ref()
                             .and_then(|c| c.seed)
                             .unwrap_or_else(|| route.id.as_u64_pair().0);
                         Box::new(CompiledRealism {
-                            realism: spec.realism.clone(),
+                            realism,
                             seed,
                             requests: AtomicU64::new(0),
                         })
@@ -220,10 +280,8 @@ pub fn compile(
         })
         .collect::<Result<Vec<_>, String>>()?;
     let router = Router::build(routes).map_err(|e| e.to_string())?;
-    Ok(CompiledWorkspace {
-        id: config.id,
-        slug: config.slug.as_str().into(),
-        hash: resource.hash.clone(),
+    Ok(CompiledEnvironment {
+        name: env.name.as_str().into(),
         router,
         needs_body,
     })
@@ -419,10 +477,10 @@ mod tests {
     use super::*;
 
     fn resource(id: Uuid, slug: &str, paths: &[&str]) -> v1::WorkspaceResource {
-        let config = WorkspaceConfig {
+        let config = WorkspaceConfig::single(
             id,
-            slug: Slug::parse(slug).unwrap(),
-            routes: paths
+            Slug::parse(slug).unwrap(),
+            paths
                 .iter()
                 .map(|path| ConfigRoute {
                     id: Uuid::new_v4(),
@@ -432,7 +490,7 @@ mod tests {
                     .unwrap(),
                 })
                 .collect(),
-        };
+        );
         mockplane_proto::resource::encode(&config, 1)
     }
 
@@ -470,7 +528,8 @@ mod tests {
             table.apply(&update(2, false, vec![resource(a, "c", &["/y"])], vec![b]));
         assert!(errors.is_empty());
         assert!(table.workspace("a").is_none() && table.workspace("b").is_none());
-        assert_eq!(table.workspace("c").unwrap().router.len(), 1);
+        let c = table.workspace("c").unwrap();
+        assert_eq!(c.environment(None).unwrap().router.len(), 1);
         assert_eq!(table.len(), 1);
 
         // A full update replaces everything.
@@ -499,6 +558,8 @@ mod tests {
         let a_table = table.workspace("a").unwrap();
         assert!(matches!(
             a_table
+                .environment(None)
+                .unwrap()
                 .router
                 .lookup(Some(mockplane_shared::Method::Get), "/old"),
             mockplane_shared::Lookup::Found(_)

@@ -2,11 +2,15 @@
 //! can be wrong becomes a [`FieldError`] naming the field, never a panic.
 
 use bytes::Bytes;
+use mockplane_shared::environment::Effective;
 use mockplane_shared::matcher::{BodyMatch, FieldMatch, RawTextTest, RequestMatch, StringMatch};
 use mockplane_shared::realism::{
     Chaos, Fault, Latency, LogNormal, Normal, Pareto, Realism, Uniform,
 };
-use mockplane_shared::{ConfigRoute, FieldError, ResponseSpec, RouteSpec, Slug, WorkspaceConfig};
+use mockplane_shared::{
+    ConfigRoute, EnvSettings, EnvironmentConfig, FieldError, ResponseSpec, RouteSpec, Slug,
+    ValidationMode, WorkspaceConfig,
+};
 use uuid::Uuid;
 
 use crate::v1;
@@ -326,9 +330,105 @@ pub fn response(spec: &ResponseSpec) -> v1::MockResponse {
     }
 }
 
+/// An environment's settings on the wire.
+pub fn env_settings(settings: &EnvSettings) -> v1::EnvironmentSettings {
+    v1::EnvironmentSettings {
+        reality_level: settings.reality.map(u32::from),
+        latency: settings.latency.as_ref().map(latency),
+        chaos: settings.chaos.as_ref().map(chaos),
+        drift_budget: settings.drift_budget,
+        validation: validation_mode(settings.validation) as i32,
+        reason_required: settings.reason_required,
+    }
+}
+
+/// The settings in force, every field filled in.
+pub fn effective_settings(effective: &Effective) -> v1::EnvironmentSettings {
+    v1::EnvironmentSettings {
+        reality_level: Some(u32::from(effective.reality)),
+        latency: effective.realism.latency.as_ref().map(latency),
+        chaos: effective.realism.chaos.as_ref().map(chaos),
+        drift_budget: effective.drift_budget,
+        validation: validation_mode(Some(effective.validation)) as i32,
+        reason_required: Some(effective.reason_required),
+    }
+}
+
+fn validation_mode(mode: Option<ValidationMode>) -> v1::ValidationMode {
+    match mode {
+        None => v1::ValidationMode::Unspecified,
+        Some(ValidationMode::Off) => v1::ValidationMode::Off,
+        Some(ValidationMode::Warn) => v1::ValidationMode::Warn,
+        Some(ValidationMode::Enforce) => v1::ValidationMode::Enforce,
+    }
+}
+
+/// Parses settings from the wire; unset fields stay unset (inherit).
+pub fn parse_env_settings(
+    wire: Option<&v1::EnvironmentSettings>,
+) -> Result<EnvSettings, FieldError> {
+    let Some(wire) = wire else {
+        return Ok(EnvSettings::default());
+    };
+    let realism = parse_realism(wire.latency.as_ref(), wire.chaos.as_ref())?;
+    let validation = match v1::ValidationMode::try_from(wire.validation) {
+        Ok(v1::ValidationMode::Unspecified) => None,
+        Ok(v1::ValidationMode::Off) => Some(ValidationMode::Off),
+        Ok(v1::ValidationMode::Warn) => Some(ValidationMode::Warn),
+        Ok(v1::ValidationMode::Enforce) => Some(ValidationMode::Enforce),
+        Err(_) => {
+            return Err(FieldError::new(
+                "validation",
+                format!("{} is not a validation mode", wire.validation),
+            ));
+        }
+    };
+    let reality = match wire.reality_level {
+        None => None,
+        Some(level) => Some(u8::try_from(level).map_err(|_| {
+            FieldError::new("reality_level", format!("must be 1 to 5, got {level}"))
+        })?),
+    };
+    let settings = EnvSettings {
+        reality,
+        latency: realism.latency,
+        chaos: realism.chaos,
+        drift_budget: wire.drift_budget,
+        validation,
+        reason_required: wire.reason_required,
+    };
+    settings.check().map_err(|e| {
+        if e.field == "reality" {
+            FieldError::new("reality_level", e.message)
+        } else {
+            e
+        }
+    })?;
+    Ok(settings)
+}
+
 /// Parses a UUID field, naming the field when it is not one.
 pub fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, FieldError> {
     Uuid::try_parse(raw).map_err(|_| FieldError::new(field, format!("{raw:?} is not a UUID")))
+}
+
+impl From<&ConfigRoute> for v1::RouteConfig {
+    fn from(route: &ConfigRoute) -> Self {
+        v1::RouteConfig {
+            id: route.id.to_string(),
+            name: route.spec.name.clone(),
+            method: route.spec.method.as_str().to_owned(),
+            path: route.spec.path.as_str().to_owned(),
+            status: u32::from(route.spec.response.status),
+            headers: headers(&route.spec.response.headers),
+            body: route.spec.response.body.clone(),
+            request_match: request_match(&route.spec.matcher),
+            priority: u32::from(route.spec.priority),
+            template: route.spec.response.template,
+            latency: route.spec.realism.latency.as_ref().map(latency),
+            chaos: route.spec.realism.chaos.as_ref().map(chaos),
+        }
+    }
 }
 
 impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
@@ -336,22 +436,15 @@ impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
         v1::WorkspaceConfig {
             id: config.id.to_string(),
             slug: config.slug.to_string(),
-            routes: config
-                .routes
+            active_environment: config.active.to_string(),
+            environments: config
+                .environments
                 .iter()
-                .map(|route| v1::RouteConfig {
-                    id: route.id.to_string(),
-                    name: route.spec.name.clone(),
-                    method: route.spec.method.as_str().to_owned(),
-                    path: route.spec.path.as_str().to_owned(),
-                    status: u32::from(route.spec.response.status),
-                    headers: headers(&route.spec.response.headers),
-                    body: route.spec.response.body.clone(),
-                    request_match: request_match(&route.spec.matcher),
-                    priority: u32::from(route.spec.priority),
-                    template: route.spec.response.template,
-                    latency: route.spec.realism.latency.as_ref().map(latency),
-                    chaos: route.spec.realism.chaos.as_ref().map(chaos),
+                .map(|env| v1::EnvironmentConfig {
+                    name: env.name.to_string(),
+                    latency: env.realism.latency.as_ref().map(latency),
+                    chaos: env.realism.chaos.as_ref().map(chaos),
+                    routes: env.routes.iter().map(v1::RouteConfig::from).collect(),
                 })
                 .collect(),
         }
@@ -361,23 +454,51 @@ impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
 impl TryFrom<v1::WorkspaceConfig> for WorkspaceConfig {
     type Error = FieldError;
 
-    /// Checks everything a node relies on: ids, slug, every route, and the
-    /// workspace-wide rules of [`WorkspaceConfig::validate`].
+    /// Checks everything a node relies on: ids, slug, environments, every
+    /// route, and the workspace-wide rules of [`WorkspaceConfig::validate`].
     fn try_from(config: v1::WorkspaceConfig) -> Result<Self, Self::Error> {
         let id = parse_uuid("id", &config.id)?;
         let slug = Slug::parse(&config.slug).map_err(|e| FieldError::new("slug", e.to_string()))?;
-        let routes = config
-            .routes
+        let active = Slug::parse(&config.active_environment)
+            .map_err(|e| FieldError::new("active_environment", e.to_string()))?;
+        let environments = config
+            .environments
             .into_iter()
             .enumerate()
-            .map(|(index, route)| {
-                parse_config_route(route).map_err(|e| e.within(&format!("routes[{index}]")))
+            .map(|(index, env)| {
+                parse_environment_config(env)
+                    .map_err(|e| e.within(&format!("environments[{index}]")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let config = WorkspaceConfig { id, slug, routes };
+        let config = WorkspaceConfig {
+            id,
+            slug,
+            active,
+            environments,
+        };
         config.validate()?;
         Ok(config)
     }
+}
+
+/// Parses a route of a snapshot or a scenario version.
+pub fn parse_config_routes(routes: Vec<v1::RouteConfig>) -> Result<Vec<ConfigRoute>, FieldError> {
+    routes
+        .into_iter()
+        .enumerate()
+        .map(|(index, route)| {
+            parse_config_route(route).map_err(|e| e.within(&format!("routes[{index}]")))
+        })
+        .collect()
+}
+
+fn parse_environment_config(env: v1::EnvironmentConfig) -> Result<EnvironmentConfig, FieldError> {
+    let name = Slug::parse(&env.name).map_err(|e| FieldError::new("name", e.to_string()))?;
+    Ok(EnvironmentConfig {
+        name,
+        realism: parse_realism(env.latency.as_ref(), env.chaos.as_ref())?,
+        routes: parse_config_routes(env.routes)?,
+    })
 }
 
 fn parse_config_route(route: v1::RouteConfig) -> Result<ConfigRoute, FieldError> {
@@ -399,10 +520,10 @@ mod tests {
     use super::*;
 
     fn sample() -> WorkspaceConfig {
-        WorkspaceConfig {
-            id: Uuid::new_v4(),
-            slug: Slug::parse("demo").unwrap(),
-            routes: vec![ConfigRoute {
+        WorkspaceConfig::single(
+            Uuid::new_v4(),
+            Slug::parse("demo").unwrap(),
+            vec![ConfigRoute {
                 id: Uuid::new_v4(),
                 spec: RouteSpec::parse("user", "GET", "/users/{id}", || {
                     ResponseSpec::parse(
@@ -413,12 +534,16 @@ mod tests {
                 })
                 .unwrap(),
             }],
-        }
+        )
     }
 
     #[test]
     fn workspace_config_round_trips() {
-        let config = sample();
+        let mut config = sample();
+        let mut prod = config.environments[0].clone();
+        prod.name = Slug::parse("prod").unwrap();
+        prod.realism = mockplane_shared::environment::reality_level(5);
+        config.environments.push(prod);
         let wire = v1::WorkspaceConfig::from(&config);
         assert_eq!(WorkspaceConfig::try_from(wire).unwrap(), config);
     }
@@ -426,15 +551,36 @@ mod tests {
     #[test]
     fn bad_wire_config_names_the_field() {
         let mut wire = v1::WorkspaceConfig::from(&sample());
-        wire.routes[0].status = 42;
+        let routes = &mut wire.environments[0].routes;
+        routes[0].status = 42;
         let err = WorkspaceConfig::try_from(wire.clone()).unwrap_err();
-        assert_eq!(err.field, "routes[0].response.status");
+        assert_eq!(err.field, "environments[0].routes[0].response.status");
 
-        wire.routes[0].status = 200;
-        wire.routes.push(wire.routes[0].clone());
-        wire.routes[1].id = Uuid::new_v4().to_string();
+        let routes = &mut wire.environments[0].routes;
+        routes[0].status = 200;
+        routes.push(routes[0].clone());
+        routes[1].id = Uuid::new_v4().to_string();
         let err = WorkspaceConfig::try_from(wire.clone()).unwrap_err();
-        assert_eq!(err.field, "routes[1]");
+        assert_eq!(err.field, "environments[0].routes[1]");
+        wire.environments[0].routes.pop();
+
+        let mut twice = wire.clone();
+        twice.environments.push(twice.environments[0].clone());
+        let err = WorkspaceConfig::try_from(twice).unwrap_err();
+        assert_eq!(err.field, "environments[1].name");
+
+        let mut elsewhere = wire.clone();
+        elsewhere.active_environment = "prod".into();
+        let err = WorkspaceConfig::try_from(elsewhere).unwrap_err();
+        assert_eq!(err.field, "active_environment");
+
+        let mut chaotic = wire.clone();
+        chaotic.environments[0].chaos = Some(v1::Chaos {
+            rate: 3.0,
+            ..Default::default()
+        });
+        let err = WorkspaceConfig::try_from(chaotic).unwrap_err();
+        assert_eq!(err.field, "environments[0].chaos");
 
         wire.slug = "Bad".into();
         assert_eq!(WorkspaceConfig::try_from(wire).unwrap_err().field, "slug");

@@ -51,11 +51,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_detects_tampering() {
-        let config = WorkspaceConfig {
-            id: Uuid::new_v4(),
-            slug: Slug::parse("w").unwrap(),
-            routes: Vec::new(),
-        };
+        let config = WorkspaceConfig::single(Uuid::new_v4(), Slug::parse("w").unwrap(), Vec::new());
         let resource = encode(&config, 4);
         assert_eq!(decode(&resource).unwrap(), config);
 

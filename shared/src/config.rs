@@ -1,15 +1,18 @@
 //! The serving config of one workspace: what the control plane publishes and a
 //! data-plane node compiles. Built once per change, immutable afterwards.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
+use crate::environment::MAX_ENVIRONMENTS;
 use crate::error::FieldError;
+use crate::realism::Realism;
 use crate::route::RouteSpec;
 use crate::slug::Slug;
 
-/// Most routes one workspace may hold.
+/// Most routes one environment of a workspace may serve (and one
+/// workspace's working copies hold).
 pub const MAX_ROUTES_PER_WORKSPACE: usize = 2000;
 /// Most response-body bytes one workspace may hold in total; bounds the size
 /// of one workspace's config on the wire and in a node's memory.
@@ -22,15 +25,26 @@ pub struct ConfigRoute {
     pub spec: RouteSpec,
 }
 
-/// Everything a node needs to serve one workspace.
+/// What one environment of a workspace serves, with its effective realism
+/// (already merged over the workspace's defaults and its reality level).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkspaceConfig {
-    pub id: Uuid,
-    pub slug: Slug,
+pub struct EnvironmentConfig {
+    pub name: Slug,
+    /// The latency and chaos of every route that sets none of its own.
+    pub realism: Realism,
     pub routes: Vec<ConfigRoute>,
 }
 
-impl WorkspaceConfig {
+impl EnvironmentConfig {
+    /// An environment with no realism of its own.
+    pub fn plain(name: Slug, routes: Vec<ConfigRoute>) -> Self {
+        Self {
+            name,
+            realism: Realism::default(),
+            routes,
+        }
+    }
+
     /// Checks what no single route can: limits and that no two routes match
     /// the same requests.
     pub fn validate(&self) -> Result<(), FieldError> {
@@ -38,11 +52,12 @@ impl WorkspaceConfig {
             return Err(FieldError::new(
                 "routes",
                 format!(
-                    "at most {MAX_ROUTES_PER_WORKSPACE} routes per workspace, got {}",
+                    "at most {MAX_ROUTES_PER_WORKSPACE} routes per environment, got {}",
                     self.routes.len()
                 ),
             ));
         }
+        self.realism.check()?;
         let mut seen: HashMap<String, Uuid> = HashMap::with_capacity(self.routes.len());
         for (index, route) in self.routes.iter().enumerate() {
             if let Some(other) = seen.insert(route.spec.match_key(), route.id) {
@@ -54,6 +69,76 @@ impl WorkspaceConfig {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+/// Everything a node needs to serve one workspace: each environment's
+/// routes and realism, and which environment answers requests that name
+/// none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceConfig {
+    pub id: Uuid,
+    pub slug: Slug,
+    pub active: Slug,
+    pub environments: Vec<EnvironmentConfig>,
+}
+
+impl WorkspaceConfig {
+    /// A workspace with one environment, `dev`, serving `routes`: for
+    /// tests and benchmarks.
+    pub fn single(id: Uuid, slug: Slug, routes: Vec<ConfigRoute>) -> Self {
+        let dev = Slug::parse("dev").expect("valid");
+        Self {
+            id,
+            slug,
+            active: dev.clone(),
+            environments: vec![EnvironmentConfig::plain(dev, routes)],
+        }
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
+        self.environments.iter().find(|e| e.name.as_str() == name)
+    }
+
+    /// The routes the active environment serves.
+    pub fn active_routes(&self) -> &[ConfigRoute] {
+        self.environment(self.active.as_str())
+            .map_or(&[], |e| e.routes.as_slice())
+    }
+
+    /// Checks every environment, that names are unique, and that the
+    /// active environment exists.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.environments.is_empty() || self.environments.len() > MAX_ENVIRONMENTS {
+            return Err(FieldError::new(
+                "environments",
+                format!(
+                    "a workspace has 1 to {MAX_ENVIRONMENTS} environments, got {}",
+                    self.environments.len()
+                ),
+            ));
+        }
+        let mut names = HashSet::with_capacity(self.environments.len());
+        for (index, env) in self.environments.iter().enumerate() {
+            let field = format!("environments[{index}]");
+            if !names.insert(env.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("{field}.name"),
+                    format!("environment '{}' appears twice", env.name),
+                ));
+            }
+            env.validate().map_err(|e| e.within(&field))?;
+        }
+        if !names.contains(self.active.as_str()) {
+            return Err(FieldError::new(
+                "active_environment",
+                format!(
+                    "'{}' is not one of the workspace's environments",
+                    self.active
+                ),
+            ));
         }
         Ok(())
     }

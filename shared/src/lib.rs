@@ -5,17 +5,20 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod environment;
 pub mod error;
 pub mod matcher;
 pub mod path;
 pub mod realism;
 pub mod route;
 pub mod router;
+pub mod scenario;
 pub mod slug;
 pub mod template;
 pub mod workspace;
 
-pub use config::{ConfigRoute, WorkspaceConfig};
+pub use config::{ConfigRoute, EnvironmentConfig, WorkspaceConfig};
+pub use environment::{Chain, EnvSettings, ValidationMode};
 pub use error::FieldError;
 pub use matcher::{RequestMatch, RequestParts};
 pub use route::{Method, PathTemplate, ResponseSpec, RoutePatch, RouteSpec};

@@ -7,7 +7,11 @@
 //! {{request.method}} {{request.path}} {{request.params.id}} {{request.query.page default="1"}}
 //! {{request.headers.x-tenant}} {{request.body}} {{request.json.items.0.sku}}
 //! {{now}} {{timestamp}} {{uuid}} {{randomInt 1 100}} {{faker.name seed=request.params.id}}
+//! {{persona.user.name}} {{persona.accounts.0.iban default="-"}}
 //! ```
+//!
+//! `persona.*` reads the JSON of the persona the request is served with
+//! (see the data plane: a header or the environment picks it).
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -56,6 +60,8 @@ enum Value {
     Header(String),
     Body,
     Json(Vec<String>),
+    /// A field of the persona, by path; empty: the whole document.
+    Persona(Vec<String>),
     Now,
     Timestamp,
     Uuid,
@@ -78,6 +84,8 @@ impl Value {
         matches!(self, Value::Uuid | Value::RandomInt(..) | Value::Faker(_))
     }
 
+    /// Values that can be missing (and so take `default=`) and that can
+    /// seed a random helper: those of the request and the persona.
     fn reads_request(&self) -> bool {
         matches!(
             self,
@@ -88,6 +96,7 @@ impl Value {
                 | Value::Header(_)
                 | Value::Body
                 | Value::Json(_)
+                | Value::Persona(_)
         )
     }
 }
@@ -113,6 +122,8 @@ pub struct RenderContext<'a, 'r> {
     pub now: SystemTime,
     /// Seeds the random helpers that have no `seed=`.
     pub entropy: u64,
+    /// The persona the request is served with, if any.
+    pub persona: Option<&'a serde_json::Value>,
 }
 
 impl Template {
@@ -232,20 +243,8 @@ fn read(value: &Value, context: &RenderContext<'_, '_>, random: &mut Rng) -> Opt
         Value::Query(name) => request.query_values(name).next()?.to_owned(),
         Value::Header(name) => request.header_values(name).next()?.to_owned(),
         Value::Body => request.body_text().into_owned(),
-        Value::Json(path) => {
-            let mut node = request.json()?;
-            for step in path {
-                node = match node {
-                    serde_json::Value::Object(map) => map.get(step)?,
-                    serde_json::Value::Array(items) => items.get(step.parse::<usize>().ok()?)?,
-                    _ => return None,
-                };
-            }
-            match node {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            }
-        }
+        Value::Json(path) => walk(request.json()?, path)?,
+        Value::Persona(path) => walk(context.persona?, path)?,
         Value::Now => rfc3339(context.now),
         Value::Timestamp => context
             .now
@@ -265,6 +264,21 @@ fn read(value: &Value, context: &RenderContext<'_, '_>, random: &mut Rng) -> Opt
             (i128::from(*min) + pick as i128).to_string()
         }
         Value::Faker(kind) => fake(*kind, random),
+    })
+}
+
+/// The text of the JSON value at `path` (object keys and array indexes).
+fn walk(mut node: &serde_json::Value, path: &[String]) -> Option<String> {
+    for step in path {
+        node = match node {
+            serde_json::Value::Object(map) => map.get(step)?,
+            serde_json::Value::Array(items) => items.get(step.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(match node {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
     })
 }
 
@@ -318,6 +332,16 @@ fn parse_value(head: &str, args: &[&str], params: &[&str]) -> Result<Value, Stri
             Err(format!("{head} takes no arguments"))
         }
     };
+    if head == "persona" || head.starts_with("persona.") {
+        let path: Vec<String> = head
+            .strip_prefix("persona.")
+            .map(|rest| rest.split('.').map(str::to_owned).collect())
+            .unwrap_or_default();
+        if path.iter().any(String::is_empty) {
+            return Err(format!("{head:?}: empty field name in the persona path"));
+        }
+        return no_args(Value::Persona(path));
+    }
     if let Some(field) = head.strip_prefix("request.") {
         let (kind, name) = field.split_once('.').unwrap_or((field, ""));
         let need_name = |what: &str| {
@@ -382,7 +406,7 @@ fn parse_value(head: &str, args: &[&str], params: &[&str]) -> Result<Value, Stri
         "faker.city" => no_args(Value::Faker(Faker::City)),
         "faker.company" => no_args(Value::Faker(Faker::Company)),
         _ => Err(format!(
-            "unknown helper {head:?}; use request.*, now, timestamp, uuid, randomInt, faker.name, faker.firstName, faker.lastName, faker.email, faker.city or faker.company"
+            "unknown helper {head:?}; use request.*, persona.*, now, timestamp, uuid, randomInt, faker.name, faker.firstName, faker.lastName, faker.email, faker.city or faker.company"
         )),
     }
 }
@@ -567,6 +591,7 @@ mod tests {
             request: &request,
             now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             entropy: 42,
+            persona: None,
         };
         template.render(&context, Escape::None).unwrap()
     }
@@ -632,6 +657,7 @@ mod tests {
             request: &request,
             now: SystemTime::now(),
             entropy: 1,
+            persona: None,
         };
         let out = template.render(&context, Escape::Json).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -652,6 +678,7 @@ mod tests {
             request: &request,
             now: SystemTime::now(),
             entropy: 1,
+            persona: None,
         };
         assert!(
             template
@@ -683,5 +710,40 @@ mod tests {
         let err = Template::parse("ok {{nope}}", &[]).unwrap_err();
         assert!(err.contains("at byte 3"), "{err}");
         assert!(Template::parse("plain", &[]).unwrap().is_constant());
+    }
+
+    #[test]
+    fn persona_fields_render_and_missing_ones_take_the_default() {
+        let persona = serde_json::json!({
+            "user": { "name": "Ada Lovelace", "id": 7 },
+            "accounts": [{ "iban": "GB00" }],
+        });
+        let template = Template::parse(
+            r#"{{persona.user.name}}|{{persona.accounts.0.iban}}|{{persona.user.id}}|{{persona.nope default="n/a"}}|{{faker.name seed=persona.user.id}}"#,
+            &[],
+        )
+        .unwrap();
+        let headers = http::HeaderMap::new();
+        let request = RequestParts::new(None, &headers, b"");
+        let render = |persona| {
+            let context = RenderContext {
+                method: "GET",
+                path: "/",
+                params: &[],
+                request: &request,
+                now: SystemTime::now(),
+                entropy: 1,
+                persona,
+            };
+            template.render(&context, Escape::None).unwrap()
+        };
+        let out = render(Some(&persona));
+        let parts: Vec<&str> = out.split('|').collect();
+        assert_eq!(parts[..4], ["Ada Lovelace", "GB00", "7", "n/a"]);
+        assert_eq!(out, render(Some(&persona)), "seeded by the persona: stable");
+        assert!(render(None).starts_with("||"), "no persona: empty values");
+        for bad in ["{{persona..x}}", "{{persona.a 1}}"] {
+            assert!(Template::parse(bad, &[]).is_err(), "{bad}");
+        }
     }
 }

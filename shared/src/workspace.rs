@@ -1,5 +1,6 @@
 //! Workspace fields as users set them, validated.
 
+use crate::environment::{MAX_ENVIRONMENTS, SettingsPatch};
 use crate::error::FieldError;
 use crate::route::parse_name;
 use crate::slug::Slug;
@@ -38,12 +39,48 @@ pub struct WorkspacePatch {
     pub slug: Option<Slug>,
     pub name: Option<String>,
     pub description: Option<String>,
+    /// The environment that serves requests naming none.
+    pub active_environment: Option<Slug>,
+    /// The promotion chain, in order; environments left out go off it.
+    pub promotion_chain: Option<Vec<Slug>>,
+    pub allow_promotion_skips: Option<bool>,
+    /// Changes to the settings every environment inherits.
+    pub environment_defaults: Option<SettingsPatch>,
 }
 
 impl WorkspacePatch {
     pub fn is_empty(&self) -> bool {
-        self.slug.is_none() && self.name.is_none() && self.description.is_none()
+        *self == Self::default()
     }
+
+    /// Whether the patch changes what nodes serve beyond the slug.
+    pub fn changes_environments(&self) -> bool {
+        self.active_environment.is_some()
+            || self.promotion_chain.is_some()
+            || self.environment_defaults.is_some()
+    }
+}
+
+/// Checks a promotion chain: 1 to [`MAX_ENVIRONMENTS`] distinct names.
+pub fn check_chain(chain: &[Slug]) -> Result<(), FieldError> {
+    if chain.is_empty() || chain.len() > MAX_ENVIRONMENTS {
+        return Err(FieldError::new(
+            "promotion_chain",
+            format!(
+                "name 1 to {MAX_ENVIRONMENTS} environments in promotion order, got {}",
+                chain.len()
+            ),
+        ));
+    }
+    for (index, name) in chain.iter().enumerate() {
+        if chain[..index].contains(name) {
+            return Err(FieldError::new(
+                format!("promotion_chain[{index}]"),
+                format!("'{name}' appears twice"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn parse_slug(raw: &str) -> Result<Slug, FieldError> {

@@ -14,7 +14,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::route_service_client::RouteServiceClient;
+use mockplane_proto::v1::scenario_service_client::ScenarioServiceClient;
 use mockplane_proto::v1::workspace_service_client::WorkspaceServiceClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -232,7 +234,9 @@ impl ControlPlane {
         let auth = Bearer(format!("Bearer {token}").parse().expect("ascii token"));
         Api {
             workspaces: WorkspaceServiceClient::with_interceptor(channel.clone(), auth.clone()),
-            routes: RouteServiceClient::with_interceptor(channel, auth),
+            routes: RouteServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            environments: EnvironmentServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            scenarios: ScenarioServiceClient::with_interceptor(channel, auth),
         }
     }
 }
@@ -266,6 +270,8 @@ impl Interceptor for Bearer {
 pub struct Api {
     pub workspaces: WorkspaceServiceClient<InterceptedService<Channel, Bearer>>,
     pub routes: RouteServiceClient<InterceptedService<Channel, Bearer>>,
+    pub environments: EnvironmentServiceClient<InterceptedService<Channel, Bearer>>,
+    pub scenarios: ScenarioServiceClient<InterceptedService<Channel, Bearer>>,
 }
 
 /// A data-plane node process.

@@ -143,6 +143,8 @@ async fn errors_have_the_right_code_and_say_what_is_wrong() {
             .create_routes(v1::CreateRoutesRequest {
                 workspace: "demo".into(),
                 routes: vec![good.clone(), bad],
+                environment: String::new(),
+                scenario: String::new(),
             })
             .await,
         Code::InvalidArgument,
@@ -152,6 +154,8 @@ async fn errors_have_the_right_code_and_say_what_is_wrong() {
         .create_routes(v1::CreateRoutesRequest {
             workspace: "demo".into(),
             routes: vec![good.clone()],
+            environment: String::new(),
+            scenario: String::new(),
         })
         .await
         .unwrap();
@@ -160,6 +164,8 @@ async fn errors_have_the_right_code_and_say_what_is_wrong() {
         .create_routes(v1::CreateRoutesRequest {
             workspace: "demo".into(),
             routes: vec![good],
+            environment: String::new(),
+            scenario: String::new(),
         })
         .await;
     let status = clash.expect_err("duplicate route");
@@ -186,6 +192,7 @@ async fn errors_have_the_right_code_and_say_what_is_wrong() {
             .delete_routes(v1::DeleteRoutesRequest {
                 workspace: "demo".into(),
                 route_ids: vec!["not-a-uuid".into()],
+                environment: String::new(),
             })
             .await,
         Code::InvalidArgument,

@@ -38,6 +38,8 @@ async fn two_nodes_serve_what_the_api_creates_updates_and_deletes() {
                 route("GET", "/users/{id}", 200, r#"{"name":"Ada"}"#),
                 route("POST", "/users", 201, r#"{"created":true}"#),
             ],
+            environment: String::new(),
+            scenario: String::new(),
         })
         .await
         .unwrap()
@@ -47,6 +49,8 @@ async fn two_nodes_serve_what_the_api_creates_updates_and_deletes() {
         .create_routes(v1::CreateRoutesRequest {
             workspace: "other".into(),
             routes: vec![route("GET", "/ping", 200, r#"{"pong":true}"#)],
+            environment: String::new(),
+            scenario: String::new(),
         })
         .await
         .unwrap();
@@ -78,6 +82,7 @@ async fn two_nodes_serve_what_the_api_creates_updates_and_deletes() {
                 paths: vec!["response.body".into()],
             }),
             etag: user_route.etag.clone(),
+            environment: String::new(),
         })
         .await
         .unwrap();
@@ -96,6 +101,7 @@ async fn two_nodes_serve_what_the_api_creates_updates_and_deletes() {
         .delete_routes(v1::DeleteRoutesRequest {
             workspace: "demo".into(),
             route_ids: vec![user_route.id.clone()],
+            environment: String::new(),
         })
         .await
         .unwrap();
@@ -148,6 +154,8 @@ async fn nodes_keep_serving_without_the_control_plane_and_catch_up_after() {
         .create_routes(v1::CreateRoutesRequest {
             workspace: "steady".into(),
             routes: vec![route("GET", "/a", 200, r#"{"v":1}"#)],
+            environment: String::new(),
+            scenario: String::new(),
         })
         .await
         .unwrap();
@@ -184,6 +192,8 @@ async fn nodes_keep_serving_without_the_control_plane_and_catch_up_after() {
             .create_routes(v1::CreateRoutesRequest {
                 workspace: "steady".into(),
                 routes: vec![route("GET", "/b", 200, r#"{"v":2}"#)],
+                environment: String::new(),
+                scenario: String::new(),
             })
             .await
             .unwrap();
@@ -245,6 +255,8 @@ async fn a_node_without_a_control_plane_is_not_ready_until_it_gets_a_snapshot() 
         .create_routes(v1::CreateRoutesRequest {
             workspace: "late".into(),
             routes: vec![route("GET", "/x", 200, "{}")],
+            environment: String::new(),
+            scenario: String::new(),
         })
         .await
         .unwrap();
@@ -400,6 +412,8 @@ async fn a_node_that_stops_reading_does_not_hold_up_the_others() {
             .create_routes(v1::CreateRoutesRequest {
                 workspace: slug.clone(),
                 routes: vec![route("GET", "/big", 200, &big)],
+                environment: String::new(),
+                scenario: String::new(),
             })
             .await
             .unwrap();

@@ -75,6 +75,8 @@ async fn two_replicas_on_postgres_feed_their_nodes_every_change() {
         .create_routes(v1::CreateRoutesRequest {
             workspace: "shared".into(),
             routes: vec![route("GET", "/from-a", 200, "a")],
+            environment: String::new(),
+            scenario: String::new(),
         })
         .await
         .unwrap();
@@ -89,6 +91,8 @@ async fn two_replicas_on_postgres_feed_their_nodes_every_change() {
         .create_routes(v1::CreateRoutesRequest {
             workspace: "shared".into(),
             routes: vec![route("GET", "/from-b", 200, "b")],
+            environment: String::new(),
+            scenario: String::new(),
         })
         .await
         .unwrap();

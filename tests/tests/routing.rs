@@ -33,6 +33,8 @@ async fn paths_name_workspaces_on_whole_segments_and_misses_are_explained() {
             .create_routes(v1::CreateRoutesRequest {
                 workspace: slug.into(),
                 routes,
+                environment: String::new(),
+                scenario: String::new(),
             })
             .await
             .unwrap();

@@ -38,6 +38,7 @@ fn store_status(error: StoreError) -> Status {
         StoreError::AlreadyExists(_) => Code::AlreadyExists,
         StoreError::EtagMismatch { .. } | StoreError::Conflict(_) => Code::Aborted,
         StoreError::LimitExceeded(_) => Code::ResourceExhausted,
+        StoreError::FailedPrecondition(_) => Code::FailedPrecondition,
         StoreError::Invalid(_) => Code::InvalidArgument,
         StoreError::Unavailable(detail) => {
             tracing::warn!(%detail, "store unavailable");
@@ -78,6 +79,10 @@ mod tests {
                 Code::Aborted,
             ),
             (StoreError::Conflict("busy".into()), Code::Aborted),
+            (
+                StoreError::FailedPrecondition("prod serves versions only".into()),
+                Code::FailedPrecondition,
+            ),
             (
                 StoreError::LimitExceeded("too many".into()),
                 Code::ResourceExhausted,

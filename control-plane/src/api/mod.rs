@@ -5,8 +5,10 @@
 
 pub mod auth;
 pub mod discovery;
+pub mod environments;
 pub mod error;
 pub mod routes;
+pub mod scenarios;
 pub mod workspaces;
 
 use std::sync::Arc;

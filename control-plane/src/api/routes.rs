@@ -7,7 +7,9 @@ use mockplane_proto::convert::{
 };
 use mockplane_proto::v1;
 use mockplane_proto::v1::route_service_server::RouteService;
-use mockplane_shared::{FieldError, RoutePatch};
+use mockplane_shared::environment::parse_env_name;
+use mockplane_shared::scenario::parse_scenario_name;
+use mockplane_shared::{FieldError, RoutePatch, RouteSpec, Slug};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -17,7 +19,7 @@ use super::{
     ApiState, decode_page_token, encode_page_token, etag, mask_paths, page_size, parse_etag,
     timestamp,
 };
-use crate::store::{RouteRecord, WorkspaceRef};
+use crate::store::{RouteRecord, StoreError, WorkspaceRef};
 
 const PAGE_KIND: &str = "routes";
 /// Most routes one CreateRoutes or DeleteRoutes call takes.
@@ -28,17 +30,73 @@ pub struct Routes(pub ApiState);
 pub fn to_proto(record: &RouteRecord) -> v1::Route {
     v1::Route {
         id: record.id.to_string(),
-        name: record.spec.name.clone(),
-        method: record.spec.method.as_str().to_owned(),
-        path: record.spec.path.as_str().to_owned(),
-        response: Some(response(&record.spec.response)),
-        request_match: request_match(&record.spec.matcher),
-        priority: u32::from(record.spec.priority),
-        latency: record.spec.realism.latency.as_ref().map(latency),
-        chaos: record.spec.realism.chaos.as_ref().map(chaos),
+        scenario: record.scenario.to_string(),
         etag: etag(record.version),
         create_time: Some(timestamp(record.created_at)),
         update_time: Some(timestamp(record.updated_at)),
+        ..spec_to_proto(&record.spec)
+    }
+}
+
+/// A route's content on the wire, without its bookkeeping.
+pub fn spec_to_proto(spec: &RouteSpec) -> v1::Route {
+    v1::Route {
+        name: spec.name.clone(),
+        method: spec.method.as_str().to_owned(),
+        path: spec.path.as_str().to_owned(),
+        response: Some(response(&spec.response)),
+        request_match: request_match(&spec.matcher),
+        priority: u32::from(spec.priority),
+        latency: spec.realism.latency.as_ref().map(latency),
+        chaos: spec.realism.chaos.as_ref().map(chaos),
+        ..Default::default()
+    }
+}
+
+/// The scenario a route request names; `None` when it names none.
+fn scenario(raw: &str) -> Result<Option<Slug>, ApiError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        parse_scenario_name(raw).map_err(|e| FieldError::new("scenario", e.message))?,
+    ))
+}
+
+/// Refuses a write aimed at an environment that does not serve working
+/// copies, naming the way a change gets there.
+async fn check_editable(
+    state: &ApiState,
+    org: Uuid,
+    key: &WorkspaceRef,
+    environment: &str,
+) -> Result<(), ApiError> {
+    if environment.is_empty() {
+        return Ok(());
+    }
+    let name =
+        parse_env_name(environment).map_err(|e| FieldError::new("environment", e.message))?;
+    let workspace = state.store.get_workspace(org, key).await?;
+    let chain = workspace.chain();
+    if workspace.environment(name.as_str()).is_none() {
+        return Err(StoreError::NotFound(format!(
+            "environment '{name}' of workspace '{}'",
+            workspace.slug
+        ))
+        .into());
+    }
+    match chain.first() {
+        Some(first) if first == name.as_str() => Ok(()),
+        Some(first) => Err(StoreError::FailedPrecondition(format!(
+            "{name} serves versions only and cannot be edited directly: change the working copy in {first}, then promote it along {}",
+            chain.path_to(name.as_str())
+        ))
+        .into()),
+        None => Err(StoreError::FailedPrecondition(format!(
+            "workspace '{}' has no promotion chain",
+            workspace.slug
+        ))
+        .into()),
     }
 }
 
@@ -71,10 +129,12 @@ impl RouteService for Routes {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(ApiError::from)?;
+        let scenario = scenario(&request.scenario)?;
+        check_editable(&self.0, caller.org_id, &key, &request.environment).await?;
         let records = self
             .0
             .store
-            .create_routes(caller.org_id, &key, specs)
+            .create_scenario_routes(caller.org_id, &key, scenario.as_ref(), specs)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -110,12 +170,14 @@ impl RouteService for Routes {
         let after = decode_page_token(PAGE_KIND, &request.page_token)
             .and_then(|after| after.map(|raw| parse_uuid("page_token", &raw)).transpose())
             .map_err(ApiError::from)?;
+        let scenario = scenario(&request.scenario)?;
         let page = self
             .0
             .store
-            .list_routes(
+            .list_scenario_routes(
                 caller.org_id,
                 &key,
+                scenario.as_ref(),
                 after,
                 page_size(request.page_size, 100, 1000),
             )
@@ -140,6 +202,7 @@ impl RouteService for Routes {
         let id = route_id(&request.route_id)?;
         let patch = parse_patch(&request).map_err(ApiError::from)?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
+        check_editable(&self.0, caller.org_id, &key, &request.environment).await?;
         let record = self
             .0
             .store
@@ -174,6 +237,7 @@ impl RouteService for Routes {
             .map(|(index, raw)| parse_uuid(&format!("route_ids[{index}]"), raw))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ApiError::from)?;
+        check_editable(&self.0, caller.org_id, &key, &request.environment).await?;
         let deleted = self
             .0
             .store

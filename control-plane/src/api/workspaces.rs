@@ -1,12 +1,17 @@
 //! `mockplane.v1.WorkspaceService`.
 
+use mockplane_proto::convert::env_settings;
 use mockplane_proto::v1;
 use mockplane_proto::v1::workspace_service_server::WorkspaceService;
-use mockplane_shared::workspace::{parse_description, parse_slug, parse_workspace_name};
+use mockplane_shared::environment::parse_env_name;
+use mockplane_shared::workspace::{
+    check_chain, parse_description, parse_slug, parse_workspace_name,
+};
 use mockplane_shared::{FieldError, NewWorkspace, WorkspacePatch};
 use tonic::{Request, Response, Status};
 
 use super::auth::principal;
+use super::environments::{settings_mask_paths, settings_patch};
 use super::error::{ApiError, missing};
 use super::{
     ApiState, decode_page_token, encode_page_token, etag, mask_paths, page_size, parse_etag,
@@ -28,6 +33,15 @@ pub fn to_proto(record: &WorkspaceRecord) -> v1::Workspace {
         route_count: u32::try_from(record.route_count).unwrap_or(u32::MAX),
         create_time: Some(timestamp(record.created_at)),
         update_time: Some(timestamp(record.updated_at)),
+        active_environment: record.active_environment.to_string(),
+        promotion_chain: record.chain().steps().to_vec(),
+        allow_promotion_skips: record.allow_promotion_skips,
+        environment_defaults: Some(env_settings(&record.environment_defaults)),
+        environments: record
+            .environments
+            .iter()
+            .map(|e| e.name.to_string())
+            .collect(),
     }
 }
 
@@ -134,15 +148,31 @@ impl WorkspaceService for Workspaces {
 }
 
 fn parse_patch(request: &v1::UpdateWorkspaceRequest) -> Result<WorkspacePatch, FieldError> {
-    let paths = mask_paths(
-        request.update_mask.as_ref(),
-        &["slug", "name", "description"],
-    )?;
+    let mut allowed: Vec<String> = [
+        "slug",
+        "name",
+        "description",
+        "active_environment",
+        "promotion_chain",
+        "allow_promotion_skips",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    allowed.extend(settings_mask_paths("environment_defaults"));
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    let paths = mask_paths(request.update_mask.as_ref(), &allowed)?;
     let values = request
         .patch
         .as_ref()
         .ok_or_else(|| FieldError::new("patch", "is required"))?;
-    let mut patch = WorkspacePatch::default();
+    let mut patch = WorkspacePatch {
+        environment_defaults: settings_patch(
+            &paths,
+            "environment_defaults",
+            values.environment_defaults.as_ref(),
+        )?,
+        ..Default::default()
+    };
     for path in paths {
         match path {
             "slug" => patch.slug = Some(parse_slug(&values.slug).map_err(|e| e.within("patch"))?),
@@ -157,7 +187,31 @@ fn parse_patch(request: &v1::UpdateWorkspaceRequest) -> Result<WorkspacePatch, F
                 patch.description =
                     Some(parse_description(&values.description).map_err(|e| e.within("patch"))?);
             }
-            // mask_paths admits only the fields above.
+            "active_environment" => {
+                patch.active_environment = Some(
+                    parse_env_name(&values.active_environment)
+                        .map_err(|e| FieldError::new("patch.active_environment", e.message))?,
+                );
+            }
+            "promotion_chain" => {
+                let chain = values
+                    .promotion_chain
+                    .iter()
+                    .enumerate()
+                    .map(|(index, raw)| {
+                        parse_env_name(raw).map_err(|e| {
+                            FieldError::new(format!("patch.promotion_chain[{index}]"), e.message)
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                check_chain(&chain).map_err(|e| e.within("patch"))?;
+                patch.promotion_chain = Some(chain);
+            }
+            "allow_promotion_skips" => {
+                patch.allow_promotion_skips = Some(values.allow_promotion_skips);
+            }
+            // mask_paths admits only the fields above and the settings,
+            // parsed before the loop.
             _ => {}
         }
     }

@@ -14,8 +14,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use mockplane_shared::environment::SettingsPatch;
+use mockplane_shared::scenario::{NewScenario, ScenarioPatch, Tag};
 use mockplane_shared::{
-    FieldError, NewWorkspace, RoutePatch, RouteSpec, Slug, WorkspaceConfig, WorkspacePatch,
+    Chain, ConfigRoute, EnvSettings, FieldError, NewWorkspace, RoutePatch, RouteSpec, Slug,
+    WorkspaceConfig, WorkspacePatch,
 };
 use uuid::Uuid;
 
@@ -85,16 +88,113 @@ pub struct WorkspaceRecord {
     pub route_count: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub active_environment: Slug,
+    /// What every environment inherits.
+    pub environment_defaults: EnvSettings,
+    pub allow_promotion_skips: bool,
+    /// The promotion chain in order, then the environments off it by name.
+    pub environments: Vec<EnvironmentRecord>,
+}
+
+impl WorkspaceRecord {
+    pub fn chain(&self) -> Chain {
+        Chain::new(
+            self.environments
+                .iter()
+                .filter(|e| e.position > 0)
+                .map(|e| e.name.to_string())
+                .collect(),
+            self.allow_promotion_skips,
+        )
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentRecord> {
+        self.environments.iter().find(|e| e.name.as_str() == name)
+    }
+}
+
+/// One environment of a workspace, with the overrides set on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentRecord {
+    pub id: Uuid,
+    pub name: Slug,
+    /// 1-based place on the promotion chain; 0 when off it.
+    pub position: u32,
+    pub settings: EnvSettings,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An environment to add to a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEnvironment {
+    pub name: Slug,
+    pub settings: EnvSettings,
+    /// 0: off the chain; n: at place n of the chain, later steps move down
+    /// one (at most one past the last step).
+    pub position: u32,
+}
+
+/// Changes to an environment; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvironmentPatch {
+    pub name: Option<Slug>,
+    pub settings: Option<SettingsPatch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteRecord {
     pub id: Uuid,
     pub workspace_id: Uuid,
+    /// The scenario whose working copy holds the route.
+    pub scenario: Slug,
     pub spec: RouteSpec,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A scenario of a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioRecord {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub name: Slug,
+    pub description: String,
+    pub tags: Vec<Tag>,
+    /// Routes in the working copy.
+    pub route_count: i64,
+    /// The newest version's number; 0 when there is none.
+    pub latest_version: u32,
+    /// What environments serve of it, by environment name.
+    pub deployments: Vec<DeploymentRecord>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A version of a scenario served by an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRecord {
+    pub environment: Slug,
+    pub scenario: Slug,
+    pub version: u32,
+    pub deployed_at: DateTime<Utc>,
+}
+
+/// An immutable version of a scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub id: Uuid,
+    pub scenario: Slug,
+    pub number: u32,
+    pub content_hash: String,
+    pub route_count: u32,
+    pub note: String,
+    pub created_at: DateTime<Utc>,
+    /// The routes, when asked for (`get_version`); empty otherwise.
+    pub routes: Vec<ConfigRoute>,
 }
 
 /// A page of results and where the next one starts.
@@ -144,6 +244,10 @@ pub enum StoreError {
     EtagMismatch { what: String, current: String },
     #[error("{0}")]
     Conflict(String),
+    /// The system is not in the state the operation needs (e.g. an edit of
+    /// an environment that serves versions only).
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("{0}")]
     LimitExceeded(String),
     #[error(transparent)]
@@ -213,27 +317,150 @@ pub trait Store: Send + Sync + 'static {
         expected_version: Option<i64>,
     ) -> StoreResult<()>;
 
-    /// Adds routes atomically: all or none.
+    /// Adds an environment; returns the workspace as it is afterwards.
+    async fn create_environment(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        new: NewEnvironment,
+    ) -> StoreResult<WorkspaceRecord>;
+    /// Renames an environment or changes its settings.
+    async fn update_environment(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        patch: &EnvironmentPatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<WorkspaceRecord>;
+    /// Removes an environment and what is deployed to it. Refused for the
+    /// active environment and the last one on the chain.
+    async fn delete_environment(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        expected_version: Option<i64>,
+    ) -> StoreResult<WorkspaceRecord>;
+
+    async fn create_scenario(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        new: NewScenario,
+    ) -> StoreResult<ScenarioRecord>;
+    async fn get_scenario(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+    ) -> StoreResult<ScenarioRecord>;
+    /// By name.
+    async fn list_scenarios(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+    ) -> StoreResult<Vec<ScenarioRecord>>;
+    async fn update_scenario(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        patch: &ScenarioPatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<ScenarioRecord>;
+    /// Deletes a scenario with its working copy and versions; refused while
+    /// an environment serves one of its versions, and for "default".
+    async fn delete_scenario(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
+    /// Freezes the working copy as the next version, or returns the newest
+    /// version when the content is unchanged.
+    async fn create_version(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: &Slug,
+        note: &str,
+    ) -> StoreResult<VersionRecord>;
+    /// Newest first, without routes.
+    async fn list_versions(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: &Slug,
+    ) -> StoreResult<Vec<VersionRecord>>;
+    /// With routes; `None`: the newest.
+    async fn get_version(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: &Slug,
+        number: Option<u32>,
+    ) -> StoreResult<VersionRecord>;
+    /// Serves a version in an environment after the first, at once (admin
+    /// and tests only, until promotions exist).
+    async fn deploy_version(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: &Slug,
+        number: Option<u32>,
+        environment: &Slug,
+    ) -> StoreResult<DeploymentRecord>;
+
+    /// Adds routes to the working copy of a scenario (`None`: "default")
+    /// atomically: all or none.
+    async fn create_scenario_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: Option<&Slug>,
+        routes: Vec<RouteSpec>,
+    ) -> StoreResult<Vec<RouteRecord>>;
+
+    /// Adds routes to the "default" scenario atomically: all or none.
     async fn create_routes(
         &self,
         org: Uuid,
         workspace: &WorkspaceRef,
         routes: Vec<RouteSpec>,
-    ) -> StoreResult<Vec<RouteRecord>>;
+    ) -> StoreResult<Vec<RouteRecord>> {
+        self.create_scenario_routes(org, workspace, None, routes)
+            .await
+    }
     async fn get_route(
         &self,
         org: Uuid,
         workspace: &WorkspaceRef,
         id: Uuid,
     ) -> StoreResult<RouteRecord>;
-    /// In creation order, starting after route `after`.
+    /// One scenario's routes (`None`: every scenario's), in creation order,
+    /// starting after route `after`.
+    async fn list_scenario_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: Option<&Slug>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<RouteRecord, Uuid>>;
+
+    /// Every scenario's routes, in creation order, starting after `after`.
     async fn list_routes(
         &self,
         org: Uuid,
         workspace: &WorkspaceRef,
         after: Option<Uuid>,
         limit: u32,
-    ) -> StoreResult<Page<RouteRecord, Uuid>>;
+    ) -> StoreResult<Page<RouteRecord, Uuid>> {
+        self.list_scenario_routes(org, workspace, None, after, limit)
+            .await
+    }
     async fn update_route(
         &self,
         org: Uuid,

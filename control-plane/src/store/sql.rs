@@ -10,19 +10,27 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, SubsecRound as _, Utc};
+use mockplane_proto::convert::parse_config_routes;
+use mockplane_proto::v1;
 use mockplane_shared::config::{MAX_ROUTES_PER_WORKSPACE, MAX_WORKSPACE_BODY_BYTES};
+use mockplane_shared::environment::{MAX_ENVIRONMENTS, default_environments};
 use mockplane_shared::realism::Realism;
-use mockplane_shared::{
-    ConfigRoute, FieldError, NewWorkspace, RequestMatch, ResponseSpec, RoutePatch, RouteSpec, Slug,
-    WorkspaceConfig, WorkspacePatch,
+use mockplane_shared::scenario::{
+    DEFAULT_SCENARIO, NewScenario, ScenarioPatch, Tag, content_hash, parse_tags,
 };
+use mockplane_shared::{
+    ConfigRoute, EnvSettings, EnvironmentConfig, FieldError, NewWorkspace, RequestMatch,
+    ResponseSpec, RoutePatch, RouteSpec, Slug, WorkspaceConfig, WorkspacePatch,
+};
+use prost::Message as _;
 use sqlx::error::ErrorKind;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use uuid::Uuid;
 
 use super::{
-    Bootstrapped, ChangeHistory, ConfigChanges, Dialect, FullConfig, Page, Principal, RouteRecord,
-    Store, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef,
+    Bootstrapped, ChangeHistory, ConfigChanges, DeploymentRecord, Dialect, EnvironmentPatch,
+    EnvironmentRecord, FullConfig, NewEnvironment, Page, Principal, RouteRecord, ScenarioRecord,
+    Store, StoreError, StoreResult, VersionRecord, WorkspaceRecord, WorkspaceRef,
 };
 
 pub struct SqlStore<DB: Database> {
@@ -54,15 +62,56 @@ impl<DB: Dialect> SqlStore<DB> {
 macro_rules! select_workspace {
     () => {
         "SELECT w.id, w.org_id, w.slug, w.name, w.description, w.version, w.created_at, w.updated_at, \
+         w.active_env, w.env_defaults, w.allow_skips, \
          (SELECT COUNT(*) FROM routes r WHERE r.workspace_id = w.id) AS route_count \
          FROM workspaces w "
+    };
+}
+
+macro_rules! select_environment {
+    () => {
+        "SELECT id, workspace_id, name, position, settings, version, created_at, updated_at \
+         FROM environments "
+    };
+}
+
+/// Chain order, then the environments off the chain by name.
+macro_rules! environment_order {
+    () => {
+        " ORDER BY CASE WHEN position = 0 THEN 1 ELSE 0 END, position, name"
+    };
+}
+
+macro_rules! select_scenario {
+    () => {
+        "SELECT sc.id, sc.workspace_id, sc.name, sc.description, sc.tags, sc.version, sc.created_at, sc.updated_at, \
+         (SELECT COUNT(*) FROM routes r WHERE r.scenario_id = sc.id) AS route_count, \
+         COALESCE((SELECT MAX(v.number) FROM scenario_versions v WHERE v.scenario_id = sc.id), 0) AS latest_version \
+         FROM scenarios sc "
+    };
+}
+
+macro_rules! select_version {
+    () => {
+        "SELECT v.id, v.number, v.content_hash, v.route_count, v.note, v.created_at, sc.name AS scenario \
+         FROM scenario_versions v JOIN scenarios sc ON sc.id = v.scenario_id "
+    };
+}
+
+macro_rules! select_serving_deployment {
+    () => {
+        "SELECT d.workspace_id, e.name AS environment, v.content FROM deployments d \
+         JOIN environments e ON e.id = d.environment_id \
+         JOIN scenario_versions v ON v.id = d.version_id "
     };
 }
 
 macro_rules! select_route {
     () => {
         "SELECT id, workspace_id, name, method, path, matchers, priority, template, realism, status, headers, \
-         body, version, created_at, updated_at FROM routes "
+         body, version, created_at, updated_at, \
+         COALESCE((SELECT s.name FROM scenarios s WHERE s.id = routes.scenario_id), 'default') AS scenario \
+         FROM routes "
     };
 }
 
@@ -86,18 +135,24 @@ struct WorkspaceRow {
     route_count: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    active_env: String,
+    env_defaults: String,
+    allow_skips: i32,
 }
 
 impl WorkspaceRow {
-    fn into_record(self) -> StoreResult<WorkspaceRecord> {
+    fn into_record(self, environments: Vec<EnvironmentRecord>) -> StoreResult<WorkspaceRecord> {
+        let bad = |field: &str, message: String| {
+            corrupt("workspace", self.id, &FieldError::new(field, message))
+        };
         Ok(WorkspaceRecord {
-            slug: Slug::parse(&self.slug).map_err(|e| {
-                corrupt(
-                    "workspace",
-                    self.id,
-                    &FieldError::new("slug", e.to_string()),
-                )
-            })?,
+            slug: Slug::parse(&self.slug).map_err(|e| bad("slug", e.to_string()))?,
+            active_environment: Slug::parse(&self.active_env)
+                .map_err(|e| bad("active_env", e.to_string()))?,
+            environment_defaults: parse_settings(&self.env_defaults)
+                .map_err(|e| bad("env_defaults", e))?,
+            allow_promotion_skips: self.allow_skips != 0,
+            environments,
             id: self.id,
             org_id: self.org_id,
             name: self.name,
@@ -108,6 +163,180 @@ impl WorkspaceRow {
             updated_at: self.updated_at,
         })
     }
+}
+
+#[derive(FromRow)]
+struct EnvironmentRow {
+    id: Uuid,
+    workspace_id: Uuid,
+    name: String,
+    position: i32,
+    settings: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl EnvironmentRow {
+    fn into_record(self) -> StoreResult<EnvironmentRecord> {
+        let bad = |field: &str, message: String| {
+            corrupt("environment", self.id, &FieldError::new(field, message))
+        };
+        Ok(EnvironmentRecord {
+            id: self.id,
+            name: Slug::parse(&self.name).map_err(|e| bad("name", e.to_string()))?,
+            position: u32::try_from(self.position).unwrap_or(0),
+            settings: parse_settings(&self.settings).map_err(|e| bad("settings", e))?,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+fn parse_settings(raw: &str) -> Result<EnvSettings, String> {
+    if raw.is_empty() {
+        return Ok(EnvSettings::default());
+    }
+    let settings: EnvSettings =
+        serde_json::from_str(raw).map_err(|e| format!("stored settings are invalid: {e}"))?;
+    settings.check().map_err(|e| e.to_string())?;
+    Ok(settings)
+}
+
+fn settings_json(settings: &EnvSettings) -> String {
+    if settings.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(settings).unwrap_or_default()
+}
+
+/// Most scenarios one workspace may have.
+const MAX_SCENARIOS: usize = 200;
+
+fn default_scenario() -> Slug {
+    Slug::parse(DEFAULT_SCENARIO).expect("the default scenario's name is a valid slug")
+}
+
+fn tags_json(tags: &[Tag]) -> String {
+    let raw: Vec<String> = tags.iter().map(Tag::to_string).collect();
+    serde_json::to_string(&raw).unwrap_or_else(|_| "[]".into())
+}
+
+#[derive(FromRow)]
+struct ScenarioRow {
+    id: Uuid,
+    workspace_id: Uuid,
+    name: String,
+    description: String,
+    tags: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    route_count: i64,
+    latest_version: i32,
+}
+
+impl ScenarioRow {
+    fn into_record(self, deployments: Vec<DeploymentRecord>) -> StoreResult<ScenarioRecord> {
+        let bad = |field: &str, message: String| {
+            corrupt("scenario", self.id, &FieldError::new(field, message))
+        };
+        let raw: Vec<String> =
+            serde_json::from_str(&self.tags).map_err(|e| bad("tags", e.to_string()))?;
+        Ok(ScenarioRecord {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            name: Slug::parse(&self.name).map_err(|e| bad("name", e.to_string()))?,
+            description: self.description,
+            tags: parse_tags(&raw).map_err(|e| bad("tags", e.to_string()))?,
+            route_count: self.route_count,
+            latest_version: u32::try_from(self.latest_version).unwrap_or(0),
+            deployments,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct VersionRow {
+    id: Uuid,
+    number: i32,
+    content_hash: String,
+    route_count: i32,
+    note: String,
+    created_at: DateTime<Utc>,
+    scenario: String,
+}
+
+impl VersionRow {
+    fn into_record(self, routes: Vec<ConfigRoute>) -> StoreResult<VersionRecord> {
+        Ok(VersionRecord {
+            scenario: Slug::parse(&self.scenario).map_err(|e| {
+                corrupt(
+                    "version",
+                    self.id,
+                    &FieldError::new("scenario", e.to_string()),
+                )
+            })?,
+            id: self.id,
+            number: u32::try_from(self.number).unwrap_or(0),
+            content_hash: self.content_hash,
+            route_count: u32::try_from(self.route_count).unwrap_or(0),
+            note: self.note,
+            created_at: self.created_at,
+            routes,
+        })
+    }
+}
+
+/// A version's stored form (protobuf `ScenarioContent`, the routes as
+/// nodes receive them) and its content hash (ids left out).
+fn version_content(routes: &[ConfigRoute]) -> (Vec<u8>, String) {
+    let content = v1::ScenarioContent {
+        routes: routes.iter().map(v1::RouteConfig::from).collect(),
+    }
+    .encode_to_vec();
+    let hash = content_hash(routes, |route| {
+        let mut wire = v1::RouteConfig::from(route);
+        wire.id.clear();
+        wire.encode_to_vec()
+    });
+    (content, hash)
+}
+
+fn decode_content(bytes: &[u8]) -> Result<Vec<ConfigRoute>, FieldError> {
+    let content = v1::ScenarioContent::decode(bytes)
+        .map_err(|e| FieldError::new("content", format!("undecodable: {e}")))?;
+    parse_config_routes(content.routes)
+}
+
+/// What serving needs of a deployment: where, and the version's routes.
+#[derive(FromRow)]
+struct ServingDeploymentRow {
+    workspace_id: Uuid,
+    environment: String,
+    content: Vec<u8>,
+}
+
+/// What serving needs of an environment.
+#[derive(FromRow)]
+struct ServingEnvironmentRow {
+    workspace_id: Uuid,
+    name: String,
+    position: i32,
+    settings: String,
+}
+
+/// What serving needs of a workspace.
+#[derive(FromRow)]
+struct ServingWorkspaceRow {
+    id: Uuid,
+    slug: String,
+    active_env: String,
+    env_defaults: String,
 }
 
 /// What serving needs of a route: the columns the config is built from.
@@ -175,27 +404,25 @@ struct RouteRow {
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    scenario: String,
 }
 
 impl RouteRow {
     fn into_record(self) -> StoreResult<RouteRecord> {
         let (id, workspace_id) = (self.serving.id, self.serving.workspace_id);
         let spec = self.serving.spec().map_err(|e| corrupt("route", id, &e))?;
+        let scenario = Slug::parse(&self.scenario)
+            .map_err(|e| corrupt("route", id, &FieldError::new("scenario", e.to_string())))?;
         Ok(RouteRecord {
             id,
             workspace_id,
+            scenario,
             spec,
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
     }
-}
-
-#[derive(FromRow)]
-struct SlugRow {
-    id: Uuid,
-    slug: String,
 }
 
 fn corrupt(what: &str, id: Uuid, error: &FieldError) -> StoreError {
@@ -392,6 +619,39 @@ where
                 StoreError::AlreadyExists(format!("a workspace with slug '{}' already exists", new.slug))
             })
         })?;
+        let mut environments = Vec::new();
+        for (index, (name, settings)) in default_environments().into_iter().enumerate() {
+            let env = EnvironmentRecord {
+                id: Uuid::now_v7(),
+                name,
+                position: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                settings,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            };
+            insert_environment(&mut tx, org, id, &env).await?;
+            environments.push(env);
+        }
+        insert_scenario(
+            &mut tx,
+            org,
+            id,
+            &NewScenario {
+                name: default_scenario(),
+                description: String::new(),
+                tags: Vec::new(),
+            },
+            now,
+        )
+        .await?;
+        let active = environments[0].name.clone();
+        sqlx::query("UPDATE workspaces SET active_env = $1 WHERE id = $2")
+            .bind(active.to_string())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
         bump_revision(&mut tx, id).await?;
         tx.commit().await.map_err(internal)?;
         Ok(WorkspaceRecord {
@@ -404,12 +664,16 @@ where
             route_count: 0,
             created_at: now,
             updated_at: now,
+            active_environment: active,
+            environment_defaults: EnvSettings::default(),
+            allow_promotion_skips: false,
+            environments,
         })
     }
 
     async fn get_workspace(&self, org: Uuid, key: &WorkspaceRef) -> StoreResult<WorkspaceRecord> {
         let mut conn = self.pool.acquire().await.map_err(internal)?;
-        fetch_workspace(&mut conn, org, key).await?.into_record()
+        load_workspace(&mut conn, org, key).await
     }
 
     async fn list_workspaces(
@@ -428,9 +692,32 @@ where
         .fetch_all(&self.pool)
         .await
         .map_err(internal)?;
+        let envs: Vec<EnvironmentRow> = sqlx::query_as(concat!(
+            select_environment!(),
+            "WHERE workspace_id IN (SELECT id FROM workspaces WHERE org_id = $1 AND slug > $2 \
+             ORDER BY slug LIMIT $3)",
+            environment_order!()
+        ))
+        .bind(org)
+        .bind(after.unwrap_or("").to_owned())
+        .bind(page_limit(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(internal)?;
+        let mut by_workspace: HashMap<Uuid, Vec<EnvironmentRecord>> = HashMap::new();
+        for env in envs {
+            let workspace_id = env.workspace_id;
+            by_workspace
+                .entry(workspace_id)
+                .or_default()
+                .push(env.into_record()?);
+        }
         let mut items = rows
             .into_iter()
-            .map(WorkspaceRow::into_record)
+            .map(|row| {
+                let envs = by_workspace.remove(&row.id).unwrap_or_default();
+                row.into_record(envs)
+            })
             .collect::<StoreResult<Vec<_>>>()?;
         let next = if items.len() > limit.max(1) as usize {
             items.truncate(limit.max(1) as usize);
@@ -454,7 +741,7 @@ where
             .await
             .map_err(internal)?;
         for _ in 0..CONFLICT_RETRIES {
-            let current = fetch_workspace(&mut tx, org, key).await?.into_record()?;
+            let current = load_workspace(&mut tx, org, key).await?;
             check_version(key.to_string(), current.version, expected_version)?;
             let slug = patch.slug.clone().unwrap_or(current.slug.clone());
             let name = patch.name.clone().unwrap_or(current.name.clone());
@@ -462,10 +749,36 @@ where
                 .description
                 .clone()
                 .unwrap_or(current.description.clone());
+            let active = patch
+                .active_environment
+                .clone()
+                .unwrap_or(current.active_environment.clone());
+            if current.environment(active.as_str()).is_none() {
+                return Err(FieldError::new(
+                    "active_environment",
+                    format!(
+                        "'{active}' is not an environment of {key}; it has {}",
+                        names(&current.environments)
+                    ),
+                )
+                .into());
+            }
+            let defaults = match &patch.environment_defaults {
+                Some(change) => {
+                    let next = change.apply(&current.environment_defaults);
+                    next.check().map_err(|e| e.within("environment_defaults"))?;
+                    next
+                }
+                None => current.environment_defaults.clone(),
+            };
+            let skips = patch
+                .allow_promotion_skips
+                .unwrap_or(current.allow_promotion_skips);
             let now = now();
             let updated = sqlx::query(
                 "UPDATE workspaces SET slug = $1, name = $2, description = $3, version = version + 1, \
-                 updated_at = $4 WHERE id = $5 AND version = $6",
+                 updated_at = $4, active_env = $7, env_defaults = $8, allow_skips = $9 \
+                 WHERE id = $5 AND version = $6",
             )
             .bind(slug.to_string())
             .bind(name.clone())
@@ -473,6 +786,9 @@ where
             .bind(now)
             .bind(current.id)
             .bind(current.version)
+            .bind(active.to_string())
+            .bind(settings_json(&defaults))
+            .bind(i32::from(skips))
             .execute(&mut *tx)
             .await
             .map_err(|e| {
@@ -481,16 +797,37 @@ where
             if DB::rows_affected(&updated) == 0 {
                 continue;
             }
+            if let Some(chain) = &patch.promotion_chain {
+                mockplane_shared::workspace::check_chain(chain)?;
+                for (index, step) in chain.iter().enumerate() {
+                    if current.environment(step.as_str()).is_none() {
+                        return Err(FieldError::new(
+                            format!("promotion_chain[{index}]"),
+                            format!(
+                                "'{step}' is not an environment of {key}; it has {}",
+                                names(&current.environments)
+                            ),
+                        )
+                        .into());
+                    }
+                }
+                for env in &current.environments {
+                    let position = chain
+                        .iter()
+                        .position(|step| *step == env.name)
+                        .map_or(0, |i| i + 1);
+                    sqlx::query("UPDATE environments SET position = $1 WHERE id = $2")
+                        .bind(i32::try_from(position).unwrap_or(0))
+                        .bind(env.id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                }
+            }
             bump_revision(&mut tx, current.id).await?;
+            let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(current.id)).await?;
             tx.commit().await.map_err(internal)?;
-            return Ok(WorkspaceRecord {
-                slug,
-                name,
-                description,
-                version: current.version + 1,
-                updated_at: now,
-                ..current
-            });
+            return Ok(record);
         }
         Err(contended(key.to_string()))
     }
@@ -524,10 +861,547 @@ where
         Err(contended(key.to_string()))
     }
 
-    async fn create_routes(
+    async fn create_environment(
         &self,
         org: Uuid,
         workspace: &WorkspaceRef,
+        new: NewEnvironment,
+    ) -> StoreResult<WorkspaceRecord> {
+        new.settings.check().map_err(|e| e.within("settings"))?;
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = load_workspace(&mut tx, org, workspace).await?;
+        if ws.environment(new.name.as_str()).is_some() {
+            return Err(StoreError::AlreadyExists(format!(
+                "{workspace} already has an environment '{}'",
+                new.name
+            )));
+        }
+        if ws.environments.len() >= MAX_ENVIRONMENTS {
+            return Err(StoreError::LimitExceeded(format!(
+                "a workspace has at most {MAX_ENVIRONMENTS} environments"
+            )));
+        }
+        let steps = u32::try_from(ws.chain().steps().len()).unwrap_or(u32::MAX);
+        if new.position > steps + 1 {
+            return Err(FieldError::new(
+                "chain_position",
+                format!(
+                    "the chain has {steps} steps ({}): place the environment at 1 to {}, or 0 for off the chain",
+                    ws.chain().describe(),
+                    steps + 1
+                ),
+            )
+            .into());
+        }
+        if new.position > 0 {
+            sqlx::query(
+                "UPDATE environments SET position = position + 1 WHERE workspace_id = $1 AND position >= $2",
+            )
+            .bind(ws.id)
+            .bind(i32::try_from(new.position).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        }
+        let now = now();
+        let env = EnvironmentRecord {
+            id: Uuid::now_v7(),
+            name: new.name,
+            position: new.position,
+            settings: new.settings,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        insert_environment(&mut tx, org, ws.id, &env).await?;
+        bump_revision(&mut tx, ws.id).await?;
+        let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(record)
+    }
+
+    async fn update_environment(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        patch: &EnvironmentPatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<WorkspaceRecord> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = load_workspace(&mut tx, org, workspace).await?;
+        let env = find_environment(&ws, name, workspace)?;
+        check_version(
+            format!("environment '{name}'"),
+            env.version,
+            expected_version,
+        )?;
+        let settings = match &patch.settings {
+            Some(change) => {
+                let next = change.apply(&env.settings);
+                next.check().map_err(|e| e.within("settings"))?;
+                next
+            }
+            None => env.settings.clone(),
+        };
+        let new_name = patch.name.clone().unwrap_or(env.name.clone());
+        if new_name != env.name && ws.environment(new_name.as_str()).is_some() {
+            return Err(StoreError::AlreadyExists(format!(
+                "{workspace} already has an environment '{new_name}'"
+            )));
+        }
+        let updated = sqlx::query(
+            "UPDATE environments SET name = $1, settings = $2, version = version + 1, updated_at = $3 \
+             WHERE id = $4 AND version = $5",
+        )
+        .bind(new_name.to_string())
+        .bind(settings_json(&settings))
+        .bind(now())
+        .bind(env.id)
+        .bind(env.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            db_error(e, || {
+                StoreError::AlreadyExists(format!(
+                    "{workspace} already has an environment '{new_name}'"
+                ))
+            })
+        })?;
+        if DB::rows_affected(&updated) == 0 {
+            return Err(contended(format!("environment '{name}'")));
+        }
+        if ws.active_environment == env.name && new_name != env.name {
+            sqlx::query("UPDATE workspaces SET active_env = $1 WHERE id = $2")
+                .bind(new_name.to_string())
+                .bind(ws.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+        }
+        bump_revision(&mut tx, ws.id).await?;
+        let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(record)
+    }
+
+    async fn delete_environment(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        expected_version: Option<i64>,
+    ) -> StoreResult<WorkspaceRecord> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = load_workspace(&mut tx, org, workspace).await?;
+        let env = find_environment(&ws, name, workspace)?;
+        check_version(
+            format!("environment '{name}'"),
+            env.version,
+            expected_version,
+        )?;
+        if ws.active_environment == env.name {
+            return Err(StoreError::FailedPrecondition(format!(
+                "'{name}' is the active environment of {workspace}; make another one active first"
+            )));
+        }
+        let chain = ws.chain();
+        if env.position > 0 && chain.steps().len() == 1 {
+            return Err(StoreError::FailedPrecondition(format!(
+                "'{name}' is the only environment on the promotion chain of {workspace}; put another on the chain first"
+            )));
+        }
+        sqlx::query("DELETE FROM environments WHERE id = $1")
+            .bind(env.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        if env.position > 0 {
+            sqlx::query(
+                "UPDATE environments SET position = position - 1 WHERE workspace_id = $1 AND position > $2",
+            )
+            .bind(ws.id)
+            .bind(i32::try_from(env.position).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        }
+        bump_revision(&mut tx, ws.id).await?;
+        let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(record)
+    }
+
+    async fn create_scenario(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        new: NewScenario,
+    ) -> StoreResult<ScenarioRecord> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM scenarios WHERE workspace_id = $1")
+                .bind(ws.id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(internal)?;
+        if to_u64(count) >= MAX_SCENARIOS as u64 {
+            return Err(StoreError::LimitExceeded(format!(
+                "a workspace has at most {MAX_SCENARIOS} scenarios"
+            )));
+        }
+        insert_scenario(&mut tx, org, ws.id, &new, now()).await?;
+        let record = load_scenario(&mut tx, ws.id, &new.name, workspace).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(record)
+    }
+
+    async fn get_scenario(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+    ) -> StoreResult<ScenarioRecord> {
+        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        load_scenario(&mut conn, ws.id, name, workspace).await
+    }
+
+    async fn list_scenarios(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+    ) -> StoreResult<Vec<ScenarioRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        let rows: Vec<ScenarioRow> = sqlx::query_as(concat!(
+            select_scenario!(),
+            "WHERE sc.workspace_id = $1 ORDER BY sc.name"
+        ))
+        .bind(ws.id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(internal)?;
+        let mut deployments = fetch_deployments(&mut conn, ws.id).await?;
+        rows.into_iter()
+            .map(|row| {
+                let mine = deployments.remove(&row.id).unwrap_or_default();
+                row.into_record(mine)
+            })
+            .collect()
+    }
+
+    async fn update_scenario(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        patch: &ScenarioPatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<ScenarioRecord> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let current = load_scenario(&mut tx, ws.id, name, workspace).await?;
+        check_version(
+            format!("scenario '{name}'"),
+            current.version,
+            expected_version,
+        )?;
+        let new_name = patch.name.clone().unwrap_or(current.name.clone());
+        if new_name != current.name && current.name.as_str() == DEFAULT_SCENARIO {
+            return Err(StoreError::FailedPrecondition(format!(
+                "the scenario '{DEFAULT_SCENARIO}' keeps its name: routes added without naming a scenario go there"
+            )));
+        }
+        let description = patch
+            .description
+            .clone()
+            .unwrap_or(current.description.clone());
+        let tags = patch.tags.clone().unwrap_or(current.tags.clone());
+        let updated = sqlx::query(
+            "UPDATE scenarios SET name = $1, description = $2, tags = $3, version = version + 1, updated_at = $4 \
+             WHERE id = $5 AND version = $6",
+        )
+        .bind(new_name.to_string())
+        .bind(description)
+        .bind(tags_json(&tags))
+        .bind(now())
+        .bind(current.id)
+        .bind(current.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            db_error(e, || {
+                StoreError::AlreadyExists(format!("{workspace} already has a scenario '{new_name}'"))
+            })
+        })?;
+        if DB::rows_affected(&updated) == 0 {
+            return Err(contended(format!("scenario '{name}'")));
+        }
+        let record = load_scenario(&mut tx, ws.id, &new_name, workspace).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(record)
+    }
+
+    async fn delete_scenario(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let current = load_scenario(&mut tx, ws.id, name, workspace).await?;
+        check_version(
+            format!("scenario '{name}'"),
+            current.version,
+            expected_version,
+        )?;
+        if current.name.as_str() == DEFAULT_SCENARIO {
+            return Err(StoreError::FailedPrecondition(format!(
+                "the scenario '{DEFAULT_SCENARIO}' cannot be deleted: routes added without naming a scenario go there"
+            )));
+        }
+        if !current.deployments.is_empty() {
+            let serving: Vec<String> = current
+                .deployments
+                .iter()
+                .map(|d| format!("{} (version {})", d.environment, d.version))
+                .collect();
+            return Err(StoreError::FailedPrecondition(format!(
+                "scenario '{name}' is served by {}; it can be deleted once no environment serves it",
+                serving.join(", ")
+            )));
+        }
+        sqlx::query("DELETE FROM scenarios WHERE id = $1")
+            .bind(current.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        bump_revision(&mut tx, ws.id).await?;
+        tx.commit().await.map_err(internal)
+    }
+
+    async fn create_version(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: &Slug,
+        note: &str,
+    ) -> StoreResult<VersionRecord> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let record = load_scenario(&mut tx, ws.id, scenario, workspace).await?;
+        let rows: Vec<ServingRouteRow> = sqlx::query_as(concat!(
+            select_serving_route!(),
+            "WHERE scenario_id = $1 ORDER BY id"
+        ))
+        .bind(record.id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(internal)?;
+        let routes = rows
+            .into_iter()
+            .map(|row| {
+                let id = row.id;
+                row.spec()
+                    .map(|spec| ConfigRoute { id, spec })
+                    .map_err(|e| corrupt("route", id, &e))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let (content, hash) = version_content(&routes);
+        let latest: Option<VersionRow> = sqlx::query_as(concat!(
+            select_version!(),
+            "WHERE v.scenario_id = $1 ORDER BY v.number DESC LIMIT 1"
+        ))
+        .bind(record.id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?;
+        if let Some(latest) = latest
+            && latest.content_hash == hash
+        {
+            // Unchanged: the newest version already is this content.
+            return latest.into_record(Vec::new());
+        }
+        let number = record.latest_version + 1;
+        let now = now();
+        let id = Uuid::now_v7();
+        let route_count = u32::try_from(routes.len()).unwrap_or(u32::MAX);
+        sqlx::query(
+            "INSERT INTO scenario_versions (id, scenario_id, workspace_id, number, content_hash, content, route_count, note, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(record.id)
+        .bind(ws.id)
+        .bind(i32::try_from(number).unwrap_or(i32::MAX))
+        .bind(hash.clone())
+        .bind(content)
+        .bind(i32::try_from(route_count).unwrap_or(i32::MAX))
+        .bind(note.to_owned())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, || contended(format!("scenario '{scenario}'"))))?;
+        tx.commit().await.map_err(internal)?;
+        Ok(VersionRecord {
+            id,
+            scenario: scenario.clone(),
+            number,
+            content_hash: hash,
+            route_count,
+            note: note.to_owned(),
+            created_at: now,
+            routes: Vec::new(),
+        })
+    }
+
+    async fn list_versions(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: &Slug,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        let id = scenario_id(&mut conn, ws.id, scenario, workspace).await?;
+        let rows: Vec<VersionRow> = sqlx::query_as(concat!(
+            select_version!(),
+            "WHERE v.scenario_id = $1 ORDER BY v.number DESC"
+        ))
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(internal)?;
+        rows.into_iter()
+            .map(|row| row.into_record(Vec::new()))
+            .collect()
+    }
+
+    async fn get_version(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: &Slug,
+        number: Option<u32>,
+    ) -> StoreResult<VersionRecord> {
+        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        let id = scenario_id(&mut conn, ws.id, scenario, workspace).await?;
+        let (row, content) = fetch_version(&mut conn, id, scenario, number).await?;
+        let routes = decode_content(&content).map_err(|e| corrupt("version", row.id, &e))?;
+        row.into_record(routes)
+    }
+
+    async fn deploy_version(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: &Slug,
+        number: Option<u32>,
+        environment: &Slug,
+    ) -> StoreResult<DeploymentRecord> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = load_workspace(&mut tx, org, workspace).await?;
+        let env = find_environment(&ws, environment, workspace)?;
+        let chain = ws.chain();
+        if chain.first() == Some(environment.as_str()) {
+            return Err(StoreError::FailedPrecondition(format!(
+                "{environment} serves the working copies of {workspace}; versions are deployed to the environments after it ({})",
+                chain.describe()
+            )));
+        }
+        let scenario_id = scenario_id(&mut tx, ws.id, scenario, workspace).await?;
+        let (row, content) = fetch_version(&mut tx, scenario_id, scenario, number).await?;
+        // The environment with this version in place must still be valid:
+        // no route of it may match the same requests as another
+        // scenario's, and it stays within the limits.
+        let others: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+            "SELECT d.scenario_id, v.content FROM deployments d \
+             JOIN scenario_versions v ON v.id = d.version_id \
+             WHERE d.environment_id = $1 AND d.scenario_id <> $2",
+        )
+        .bind(env.id)
+        .bind(scenario_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(internal)?;
+        let mut routes = decode_content(&content).map_err(|e| corrupt("version", row.id, &e))?;
+        for (other, bytes) in &others {
+            routes.extend(decode_content(bytes).map_err(|e| corrupt("version", *other, &e))?);
+        }
+        EnvironmentConfig::plain(environment.clone(), routes)
+            .validate()
+            .map_err(|e| {
+                StoreError::FailedPrecondition(format!(
+                    "version {} of scenario '{scenario}' cannot be served by {environment} next to what it serves: {e}",
+                    row.number
+                ))
+            })?;
+        let now = now();
+        sqlx::query(
+            "INSERT INTO deployments (environment_id, scenario_id, version_id, workspace_id, deployed_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (environment_id, scenario_id) DO UPDATE SET version_id = $3, deployed_at = $5",
+        )
+        .bind(env.id)
+        .bind(scenario_id)
+        .bind(row.id)
+        .bind(ws.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        bump_revision(&mut tx, ws.id).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(DeploymentRecord {
+            environment: environment.clone(),
+            scenario: scenario.clone(),
+            version: u32::try_from(row.number).unwrap_or(0),
+            deployed_at: now,
+        })
+    }
+
+    async fn create_scenario_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: Option<&Slug>,
         routes: Vec<RouteSpec>,
     ) -> StoreResult<Vec<RouteRecord>> {
         let mut tx = self
@@ -536,6 +1410,11 @@ where
             .await
             .map_err(internal)?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let scenario = match scenario {
+            Some(name) => name.clone(),
+            None => default_scenario(),
+        };
+        let scenario_id = scenario_id(&mut tx, ws.id, &scenario, workspace).await?;
         let now = now();
         let mut records = Vec::with_capacity(routes.len());
         for (index, spec) in routes.into_iter().enumerate() {
@@ -543,8 +1422,8 @@ where
             let key = spec.match_key();
             sqlx::query(
                 "INSERT INTO routes (id, workspace_id, org_id, name, method, path, match_key, status, headers, body, \
-                 version, created_at, updated_at, matchers, priority, template, realism) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15)",
+                 version, created_at, updated_at, matchers, priority, template, realism, scenario_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)",
             )
             .bind(id)
             .bind(ws.id)
@@ -561,12 +1440,14 @@ where
             .bind(i32::from(spec.priority))
             .bind(i32::from(spec.response.template))
             .bind(realism_json(&spec))
+            .bind(scenario_id)
             .execute(&mut *tx)
             .await
             .map_err(|e| db_error(e, || route_clash(index, &spec)))?;
             records.push(RouteRecord {
                 id,
                 workspace_id: ws.id,
+                scenario: scenario.clone(),
                 spec,
                 version: 1,
                 created_at: now,
@@ -590,25 +1471,42 @@ where
         fetch_route(&mut conn, ws.id, id).await?.into_record()
     }
 
-    async fn list_routes(
+    async fn list_scenario_routes(
         &self,
         org: Uuid,
         workspace: &WorkspaceRef,
+        scenario: Option<&Slug>,
         after: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Page<RouteRecord, Uuid>> {
         let mut conn = self.pool.acquire().await.map_err(internal)?;
         let ws = fetch_workspace(&mut conn, org, workspace).await?;
-        let rows: Vec<RouteRow> = sqlx::query_as(concat!(
-            select_route!(),
-            "WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ))
-        .bind(ws.id)
-        .bind(after.unwrap_or(Uuid::nil()))
-        .bind(page_limit(limit) + 1)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(internal)?;
+        let rows: Vec<RouteRow> = match scenario {
+            None => sqlx::query_as(concat!(
+                select_route!(),
+                "WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+            ))
+            .bind(ws.id)
+            .bind(after.unwrap_or(Uuid::nil()))
+            .bind(page_limit(limit) + 1)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(internal)?,
+            Some(name) => {
+                let scenario_id = scenario_id(&mut conn, ws.id, name, workspace).await?;
+                sqlx::query_as(concat!(
+                    select_route!(),
+                    "WHERE workspace_id = $1 AND id > $2 AND scenario_id = $4 ORDER BY id LIMIT $3"
+                ))
+                .bind(ws.id)
+                .bind(after.unwrap_or(Uuid::nil()))
+                .bind(page_limit(limit) + 1)
+                .bind(scenario_id)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(internal)?
+            }
+        };
         let mut items = rows
             .into_iter()
             .map(RouteRow::into_record)
@@ -733,11 +1631,23 @@ where
             .fetch_one(&mut *tx)
             .await
             .map_err(internal)?;
-        let workspaces: Vec<SlugRow> =
-            sqlx::query_as("SELECT id, slug FROM workspaces ORDER BY id")
+        let workspaces: Vec<ServingWorkspaceRow> =
+            sqlx::query_as("SELECT id, slug, active_env, env_defaults FROM workspaces ORDER BY id")
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(internal)?;
+        let environments: Vec<ServingEnvironmentRow> =
+            sqlx::query_as("SELECT workspace_id, name, position, settings FROM environments")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(internal)?;
+        let deployments: Vec<ServingDeploymentRow> = sqlx::query_as(concat!(
+            select_serving_deployment!(),
+            "ORDER BY d.workspace_id, e.name, d.scenario_id"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(internal)?;
         let routes: Vec<ServingRouteRow> = sqlx::query_as(concat!(
             select_serving_route!(),
             "ORDER BY workspace_id, id"
@@ -755,6 +1665,21 @@ where
                 .or_default()
                 .push(route);
         }
+        let mut envs_by_workspace: HashMap<Uuid, Vec<ServingEnvironmentRow>> =
+            HashMap::with_capacity(workspaces.len());
+        for env in environments {
+            envs_by_workspace
+                .entry(env.workspace_id)
+                .or_default()
+                .push(env);
+        }
+        let mut deployed_by_workspace: HashMap<Uuid, Vec<ServingDeploymentRow>> = HashMap::new();
+        for deployment in deployments {
+            deployed_by_workspace
+                .entry(deployment.workspace_id)
+                .or_default()
+                .push(deployment);
+        }
         let mut config = FullConfig {
             revision: to_u64(revision),
             workspaces: Vec::with_capacity(workspaces.len()),
@@ -762,9 +1687,12 @@ where
         };
         for ws in workspaces {
             let routes = by_workspace.remove(&ws.id).unwrap_or_default();
-            match workspace_config(ws.id, &ws.slug, routes) {
+            let envs = envs_by_workspace.remove(&ws.id).unwrap_or_default();
+            let deployed = deployed_by_workspace.remove(&ws.id).unwrap_or_default();
+            let id = ws.id;
+            match workspace_config(ws, envs, routes, deployed) {
                 Ok(built) => config.workspaces.push(built),
-                Err(error) => config.invalid.push((ws.id, error)),
+                Err(error) => config.invalid.push((id, error)),
             }
         }
         Ok(config)
@@ -791,15 +1719,23 @@ where
         .map_err(internal)?;
         let mut changed = Vec::with_capacity(ids.len());
         for id in ids {
-            let slug: Option<String> =
-                sqlx::query_scalar("SELECT slug FROM workspaces WHERE id = $1")
+            let ws: Option<ServingWorkspaceRow> = sqlx::query_as(
+                "SELECT id, slug, active_env, env_defaults FROM workspaces WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(internal)?;
+            let config = match ws {
+                None => None,
+                Some(ws) => {
+                    let envs: Vec<ServingEnvironmentRow> = sqlx::query_as(
+                        "SELECT workspace_id, name, position, settings FROM environments WHERE workspace_id = $1",
+                    )
                     .bind(id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(internal)?;
-            let config = match slug {
-                None => None,
-                Some(slug) => {
                     let routes: Vec<ServingRouteRow> = sqlx::query_as(concat!(
                         select_serving_route!(),
                         "WHERE workspace_id = $1 ORDER BY id"
@@ -808,7 +1744,15 @@ where
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(internal)?;
-                    Some(workspace_config(id, &slug, routes))
+                    let deployed: Vec<ServingDeploymentRow> = sqlx::query_as(concat!(
+                        select_serving_deployment!(),
+                        "WHERE d.workspace_id = $1 ORDER BY e.name, d.scenario_id"
+                    ))
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                    Some(workspace_config(ws, envs, routes, deployed))
                 }
             };
             changed.push((id, config));
@@ -857,12 +1801,37 @@ fn route_clash(index: usize, spec: &RouteSpec) -> StoreError {
     ))
 }
 
+/// A workspace's serving config: each environment with its effective
+/// realism. The first environment of the chain serves the working copies;
+/// the others serve the versions deployed to them.
 fn workspace_config(
-    id: Uuid,
-    slug: &str,
+    ws: ServingWorkspaceRow,
+    mut envs: Vec<ServingEnvironmentRow>,
     rows: Vec<ServingRouteRow>,
+    deployed: Vec<ServingDeploymentRow>,
 ) -> Result<WorkspaceConfig, FieldError> {
-    let slug = Slug::parse(slug).map_err(|e| FieldError::new("slug", e.to_string()))?;
+    let mut deployed_routes: HashMap<String, Vec<ConfigRoute>> = HashMap::new();
+    for deployment in deployed {
+        let routes = decode_content(&deployment.content).map_err(|e| {
+            e.within(&format!(
+                "environments.{}.deployments",
+                deployment.environment
+            ))
+        })?;
+        deployed_routes
+            .entry(deployment.environment)
+            .or_default()
+            .extend(routes);
+    }
+    let slug = Slug::parse(&ws.slug).map_err(|e| FieldError::new("slug", e.to_string()))?;
+    let active = Slug::parse(&ws.active_env)
+        .map_err(|e| FieldError::new("active_environment", e.to_string()))?;
+    let defaults =
+        parse_settings(&ws.env_defaults).map_err(|e| FieldError::new("environment_defaults", e))?;
+    envs.sort_by(|a, b| {
+        (a.position == 0, a.position, &a.name).cmp(&(b.position == 0, b.position, &b.name))
+    });
+    let first = envs.iter().find(|e| e.position > 0).map(|e| e.name.clone());
     let routes = rows
         .into_iter()
         .enumerate()
@@ -873,7 +1842,33 @@ fn workspace_config(
                 .map_err(|e| e.within(&format!("routes[{index}]")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let config = WorkspaceConfig { id, slug, routes };
+    let mut routes = Some(routes);
+    let environments = envs
+        .into_iter()
+        .map(|env| {
+            let field = format!("environments.{}", env.name);
+            let name =
+                Slug::parse(&env.name).map_err(|e| FieldError::new(&field, e.to_string()))?;
+            let settings = parse_settings(&env.settings)
+                .map_err(|e| FieldError::new(format!("{field}.settings"), e))?;
+            let served = if first.as_deref() == Some(name.as_str()) {
+                routes.take().unwrap_or_default()
+            } else {
+                deployed_routes.remove(name.as_str()).unwrap_or_default()
+            };
+            Ok(EnvironmentConfig {
+                name,
+                realism: settings.over(&defaults).effective().realism,
+                routes: served,
+            })
+        })
+        .collect::<Result<Vec<_>, FieldError>>()?;
+    let config = WorkspaceConfig {
+        id: ws.id,
+        slug,
+        active,
+        environments,
+    };
     config.validate()?;
     Ok(config)
 }
@@ -890,6 +1885,7 @@ where
     for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
 {
@@ -912,6 +1908,301 @@ where
         .await
         .map_err(internal)?
         .ok_or_else(|| StoreError::NotFound(key.to_string()))
+}
+
+fn names(environments: &[EnvironmentRecord]) -> String {
+    environments
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn find_environment<'a>(
+    ws: &'a WorkspaceRecord,
+    name: &Slug,
+    key: &WorkspaceRef,
+) -> StoreResult<&'a EnvironmentRecord> {
+    ws.environment(name.as_str()).ok_or_else(|| {
+        StoreError::NotFound(format!(
+            "environment '{name}' of {key} (it has {})",
+            names(&ws.environments)
+        ))
+    })
+}
+
+/// A workspace with its environments.
+async fn load_workspace<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    key: &WorkspaceRef,
+) -> StoreResult<WorkspaceRecord>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+{
+    let row = fetch_workspace(&mut *conn, org, key).await?;
+    let envs: Vec<EnvironmentRow> = sqlx::query_as(concat!(
+        select_environment!(),
+        "WHERE workspace_id = $1",
+        environment_order!()
+    ))
+    .bind(row.id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(internal)?;
+    let envs = envs
+        .into_iter()
+        .map(EnvironmentRow::into_record)
+        .collect::<StoreResult<Vec<_>>>()?;
+    row.into_record(envs)
+}
+
+async fn insert_environment<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    workspace_id: Uuid,
+    env: &EnvironmentRecord,
+) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO environments (id, workspace_id, org_id, name, position, settings, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
+    )
+    .bind(env.id)
+    .bind(workspace_id)
+    .bind(org)
+    .bind(env.name.to_string())
+    .bind(i32::try_from(env.position).unwrap_or(i32::MAX))
+    .bind(settings_json(&env.settings))
+    .bind(env.created_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        db_error(e, || {
+            StoreError::AlreadyExists(format!("the workspace already has an environment '{}'", env.name))
+        })
+    })?;
+    Ok(())
+}
+
+async fn scenario_id<DB>(
+    conn: &mut DB::Connection,
+    workspace_id: Uuid,
+    name: &Slug,
+    key: &WorkspaceRef,
+) -> StoreResult<Uuid>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    sqlx::query_scalar("SELECT id FROM scenarios WHERE workspace_id = $1 AND name = $2")
+        .bind(workspace_id)
+        .bind(name.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| StoreError::NotFound(format!("scenario '{name}' of {key}")))
+}
+
+async fn insert_scenario<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    workspace_id: Uuid,
+    new: &NewScenario,
+    now: DateTime<Utc>,
+) -> StoreResult<Uuid>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO scenarios (id, workspace_id, org_id, name, description, tags, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
+    )
+    .bind(id)
+    .bind(workspace_id)
+    .bind(org)
+    .bind(new.name.to_string())
+    .bind(new.description.clone())
+    .bind(tags_json(&new.tags))
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        db_error(e, || {
+            StoreError::AlreadyExists(format!("the workspace already has a scenario '{}'", new.name))
+        })
+    })?;
+    Ok(id)
+}
+
+async fn load_scenario<DB>(
+    conn: &mut DB::Connection,
+    workspace_id: Uuid,
+    name: &Slug,
+    key: &WorkspaceRef,
+) -> StoreResult<ScenarioRecord>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let row: ScenarioRow = sqlx::query_as(concat!(
+        select_scenario!(),
+        "WHERE sc.workspace_id = $1 AND sc.name = $2"
+    ))
+    .bind(workspace_id)
+    .bind(name.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(internal)?
+    .ok_or_else(|| StoreError::NotFound(format!("scenario '{name}' of {key}")))?;
+    let mut deployments = fetch_deployments(&mut *conn, workspace_id).await?;
+    let mine = deployments.remove(&row.id).unwrap_or_default();
+    row.into_record(mine)
+}
+
+/// A workspace's deployments by scenario id, in chain order.
+async fn fetch_deployments<DB>(
+    conn: &mut DB::Connection,
+    workspace_id: Uuid,
+) -> StoreResult<HashMap<Uuid, Vec<DeploymentRecord>>>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let rows: Vec<(Uuid, String, String, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT d.scenario_id, e.name, sc.name, v.number, d.deployed_at FROM deployments d \
+         JOIN environments e ON e.id = d.environment_id \
+         JOIN scenarios sc ON sc.id = d.scenario_id \
+         JOIN scenario_versions v ON v.id = d.version_id \
+         WHERE d.workspace_id = $1 \
+         ORDER BY CASE WHEN e.position = 0 THEN 1 ELSE 0 END, e.position, e.name",
+    )
+    .bind(workspace_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(internal)?;
+    let mut by_scenario: HashMap<Uuid, Vec<DeploymentRecord>> = HashMap::new();
+    for (scenario_id, environment, scenario, number, deployed_at) in rows {
+        let environment = Slug::parse(&environment).map_err(|e| {
+            corrupt(
+                "deployment",
+                scenario_id,
+                &FieldError::new("environment", e.to_string()),
+            )
+        })?;
+        let scenario = Slug::parse(&scenario).map_err(|e| {
+            corrupt(
+                "deployment",
+                scenario_id,
+                &FieldError::new("scenario", e.to_string()),
+            )
+        })?;
+        by_scenario
+            .entry(scenario_id)
+            .or_default()
+            .push(DeploymentRecord {
+                environment,
+                scenario,
+                version: u32::try_from(number).unwrap_or(0),
+                deployed_at,
+            });
+    }
+    Ok(by_scenario)
+}
+
+/// A version by number (`None`: the newest) and its stored content.
+async fn fetch_version<DB>(
+    conn: &mut DB::Connection,
+    scenario_id: Uuid,
+    scenario: &Slug,
+    number: Option<u32>,
+) -> StoreResult<(VersionRow, Vec<u8>)>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let row: Option<VersionRow> = match number {
+        Some(number) => sqlx::query_as(concat!(
+            select_version!(),
+            "WHERE v.scenario_id = $1 AND v.number = $2"
+        ))
+        .bind(scenario_id)
+        .bind(i32::try_from(number).unwrap_or(i32::MAX))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(internal)?,
+        None => sqlx::query_as(concat!(
+            select_version!(),
+            "WHERE v.scenario_id = $1 ORDER BY v.number DESC LIMIT 1"
+        ))
+        .bind(scenario_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(internal)?,
+    };
+    let row = row.ok_or_else(|| {
+        StoreError::NotFound(match number {
+            Some(number) => format!("version {number} of scenario '{scenario}'"),
+            None => format!(
+                "a version of scenario '{scenario}' (it has none yet: create one from its working copy)"
+            ),
+        })
+    })?;
+    let content: Vec<u8> =
+        sqlx::query_scalar("SELECT content FROM scenario_versions WHERE id = $1")
+            .bind(row.id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(internal)?;
+    Ok((row, content))
 }
 
 async fn fetch_route<DB>(

@@ -182,6 +182,7 @@ async fn run_once(
             workspace: slug(0),
             page_size: 1,
             page_token: String::new(),
+            scenario: String::new(),
         })
         .await?
         .into_inner()
@@ -209,6 +210,7 @@ async fn run_once(
                     paths: vec!["response.body".into()],
                 }),
                 etag: String::new(),
+                environment: String::new(),
             })
             .await?;
         expected += 1;
