@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "mockplane/v1/environment.proto",
     "mockplane/v1/config.proto",
     "mockplane/v1/scenario.proto",
+    "mockplane/v1/persona.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use mockplane_proto::v1::config_discovery_server::ConfigDiscoveryServer;
 use mockplane_proto::v1::environment_service_server::EnvironmentServiceServer;
+use mockplane_proto::v1::persona_service_server::PersonaServiceServer;
 use mockplane_proto::v1::route_service_server::RouteServiceServer;
 use mockplane_proto::v1::scenario_service_server::ScenarioServiceServer;
 use mockplane_proto::v1::workspace_service_server::WorkspaceServiceServer;
@@ -19,6 +20,7 @@ use crate::api::ApiState;
 use crate::api::auth::AuthLayer;
 use crate::api::discovery::Discovery;
 use crate::api::environments::Environments;
+use crate::api::personas::Personas;
 use crate::api::routes::Routes;
 use crate::api::scenarios::Scenarios;
 use crate::api::workspaces::Workspaces;
@@ -143,6 +145,7 @@ impl ControlPlane {
         health
             .set_serving::<ScenarioServiceServer<Scenarios>>()
             .await;
+        health.set_serving::<PersonaServiceServer<Personas>>().await;
         health
             .set_serving::<ConfigDiscoveryServer<Discovery>>()
             .await;
@@ -159,6 +162,7 @@ impl ControlPlane {
             .add_service(WorkspaceServiceServer::new(Workspaces(state.clone())))
             .add_service(EnvironmentServiceServer::new(Environments(state.clone())))
             .add_service(ScenarioServiceServer::new(Scenarios(state.clone())))
+            .add_service(PersonaServiceServer::new(Personas(state.clone())))
             .add_service(
                 RouteServiceServer::new(Routes(state))
                     .max_decoding_message_size(MAX_ROUTE_REQUEST_BYTES),

@@ -1263,6 +1263,77 @@ mod contract {
         assert_eq!(renamed.deployments[0].scenario.as_str(), "pay");
     }
 
+    pub async fn personas_keep_every_version(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        workspace(&*store, org, "people").await;
+        let ws = slug_ref("people");
+        let ada = serde_json::json!({ "user": { "name": "Ada" } });
+        let created = store
+            .create_persona(org, &ws, &env("ada"), &ada)
+            .await
+            .unwrap();
+        assert_eq!(created.version, 1);
+        let twice = store.create_persona(org, &ws, &env("ada"), &ada).await;
+        assert!(
+            matches!(twice, Err(StoreError::AlreadyExists(_))),
+            "{twice:?}"
+        );
+        let before = store.current_revision().await.unwrap();
+        let grace = serde_json::json!({ "user": { "name": "Grace" } });
+        let updated = store
+            .update_persona(org, &ws, &env("ada"), &grace, Some(1))
+            .await
+            .unwrap();
+        assert_eq!(updated.version, 2);
+        assert!(
+            store.current_revision().await.unwrap() > before,
+            "personas are served"
+        );
+        let stale = store
+            .update_persona(org, &ws, &env("ada"), &ada, Some(1))
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::EtagMismatch { .. })),
+            "{stale:?}"
+        );
+        assert_eq!(
+            store
+                .get_persona(org, &ws, &env("ada"), Some(1))
+                .await
+                .unwrap()
+                .data,
+            ada,
+            "earlier versions stay readable"
+        );
+        assert_eq!(
+            store
+                .get_persona(org, &ws, &env("ada"), None)
+                .await
+                .unwrap()
+                .data,
+            grace
+        );
+        let missing = store.get_persona(org, &ws, &env("ada"), Some(9)).await;
+        assert!(
+            matches!(&missing, Err(StoreError::NotFound(m)) if m.contains("1 to 2")),
+            "{missing:?}"
+        );
+        let config = store.load_config().await.unwrap();
+        let served = config
+            .workspaces
+            .iter()
+            .find(|w| w.slug.as_str() == "people")
+            .unwrap();
+        assert_eq!(served.personas.len(), 1);
+        assert_eq!(served.personas[0].data, grace);
+        assert_eq!(store.list_personas(org, &ws).await.unwrap().len(), 1);
+        store
+            .delete_persona(org, &ws, &env("ada"), None)
+            .await
+            .unwrap();
+        assert!(store.list_personas(org, &ws).await.unwrap().is_empty());
+    }
+
     pub async fn concurrent_writes_get_distinct_revisions(store: Arc<dyn Store>) {
         let org = org(&*store).await;
         let start = store.current_revision().await.unwrap();
@@ -1371,4 +1442,5 @@ contract_suite!(
     concurrent_writes_get_distinct_revisions,
     environments_follow_the_chain,
     scenarios_version_and_deploy,
+    personas_keep_every_version,
 );

@@ -27,6 +27,8 @@ use crate::table::{CompiledRoute, CompiledTemplate, RoutingTable, response_heade
 
 /// The request header that picks an environment of the workspace.
 pub const ENV_HEADER: &str = "x-mockplane-env";
+/// The request header that picks the persona templates read.
+pub const PERSONA_HEADER: &str = "x-mockplane-persona";
 
 /// The environment a request names; `None` when it names none. A value
 /// that is not text names an environment no workspace has.
@@ -35,6 +37,40 @@ fn requested_environment<'a>(request: &RequestParts<'a>) -> Option<&'a str> {
         .headers()
         .get(ENV_HEADER)
         .map(|value| value.to_str().unwrap_or("\u{fffd}"))
+}
+
+fn requested_persona<'a>(request: &RequestParts<'a>) -> Option<&'a str> {
+    request
+        .headers()
+        .get(PERSONA_HEADER)
+        .map(|value| value.to_str().unwrap_or("\u{fffd}"))
+}
+
+/// Why a templated route did not render.
+enum Rendered {
+    /// The request named a persona the workspace does not have: this answer.
+    UnknownPersona(Result<Answer, String>),
+    Failed(String),
+}
+
+fn unknown_persona(
+    workspace: &crate::table::CompiledWorkspace,
+    slug: &str,
+    request: &RequestParts<'_>,
+) -> Rendered {
+    let asked = requested_persona(request).unwrap_or_default();
+    let names: Vec<&str> = workspace.personas.iter().map(|(n, _)| &**n).collect();
+    Rendered::UnknownPersona(problem(
+        Outcome::NoRoute,
+        404,
+        "persona_not_found",
+        format!("workspace '{slug}' has no persona '{asked}'"),
+        Some(if names.is_empty() {
+            format!("workspace '{slug}' has no personas yet: `mockplane persona create` makes one")
+        } else {
+            format!("its personas: {}", names.join(", "))
+        }),
+    ))
 }
 
 /// Routes listed with their reasons when a request fails every matcher.
@@ -163,9 +199,17 @@ pub fn answer(
                     delay: None,
                     fault: None,
                 },
-                (_, Some(template)) => match render(route, template, method, rest, request) {
+                (_, Some(template)) => match workspace
+                    .persona(requested_persona(request))
+                    .map_err(|_| unknown_persona(workspace, slug, request))
+                    .and_then(|persona| {
+                        render(route, template, method, rest, request, persona)
+                            .map_err(Rendered::Failed)
+                    })
+                {
                     Ok(answer) => answer,
-                    Err(message) => problem(
+                    Err(Rendered::UnknownPersona(answer)) => answer?,
+                    Err(Rendered::Failed(message)) => problem(
                         Outcome::Matched,
                         500,
                         "template_failed",
@@ -262,6 +306,7 @@ fn render(
     method: &http::Method,
     rest: &str,
     request: &RequestParts<'_>,
+    persona: Option<&serde_json::Value>,
 ) -> Result<Answer, String> {
     let segments: Vec<&str> = rest.strip_prefix('/').unwrap_or(rest).split('/').collect();
     let params: Vec<(&str, &str)> = template
@@ -276,7 +321,7 @@ fn render(
         request,
         now: SystemTime::now(),
         entropy: entropy(),
-        persona: None,
+        persona,
     };
     let body = Bytes::from(template.body.render(&context, template.escape)?);
     let (mut parts, ()) = http::Response::new(()).into_parts();
@@ -799,6 +844,7 @@ mod tests {
                 env("test", vec![plain("/a", "test".into())]),
                 env("prod", vec![]),
             ],
+            personas: Vec::new(),
         }
     }
 
@@ -879,6 +925,66 @@ mod tests {
         assert_eq!(dev.header.status, 200, "dev has no chaos");
     }
 
+    #[test]
+    fn templates_read_the_persona_the_request_names() {
+        use mockplane_shared::persona::PersonaConfig;
+        let spec = RouteSpec::parse("me", "GET", "/me", || {
+            ResponseSpec::parse(
+                200,
+                vec![],
+                Bytes::from_static(b"{{persona.user.name default=\"nobody\"}}"),
+            )
+        })
+        .and_then(|spec| spec.templated(true))
+        .unwrap();
+        let mut config = WorkspaceConfig::single(
+            Uuid::new_v4(),
+            Slug::parse("p").unwrap(),
+            vec![
+                ConfigRoute {
+                    id: Uuid::new_v4(),
+                    spec,
+                },
+                plain("/plain", "plain".into()),
+            ],
+        );
+        config.personas = ["default", "ada"]
+            .map(|name| PersonaConfig {
+                name: Slug::parse(name).unwrap(),
+                data: serde_json::json!({ "user": { "name": format!("{name} user") } }),
+            })
+            .to_vec();
+        let table = table_of(&[config]);
+        let with = |persona: Option<&str>, path: &str| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(persona) = persona {
+                headers.insert(
+                    PERSONA_HEADER,
+                    http::HeaderValue::from_str(persona).unwrap(),
+                );
+            }
+            answer(
+                &table,
+                &http::Method::GET,
+                path,
+                &RequestParts::new(None, &headers, b""),
+            )
+            .unwrap()
+        };
+        let body = |a: Answer| String::from_utf8(a.body.to_vec()).unwrap();
+        assert_eq!(body(with(None, "/w/p/me")), "default user");
+        assert_eq!(body(with(Some("ada"), "/w/p/me")), "ada user");
+        let unknown = with(Some("bob"), "/w/p/me");
+        assert_eq!(unknown.header.status, 404);
+        assert_eq!(error_code(&unknown), "persona_not_found");
+        assert!(String::from_utf8_lossy(&unknown.body).contains("ada, default"));
+        assert_eq!(
+            body(with(Some("bob"), "/w/p/plain")),
+            "plain",
+            "routes without templates read no persona"
+        );
+    }
+
     mod isolation {
         use proptest::prelude::*;
 
@@ -946,6 +1052,7 @@ mod tests {
                                     .collect(),
                             ))
                             .collect(),
+                        personas: Vec::new(),
                     })
                     .collect();
                 let table = table_of(&configs);

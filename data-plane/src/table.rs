@@ -113,6 +113,8 @@ pub struct CompiledWorkspace {
     pub environments: Box<[CompiledEnvironment]>,
     /// Index of the environment that answers requests naming none.
     pub active: usize,
+    /// Personas by name, sorted; templates read them.
+    pub personas: Box<[(Box<str>, serde_json::Value)]>,
 }
 
 impl CompiledWorkspace {
@@ -128,7 +130,28 @@ impl CompiledWorkspace {
     pub fn active(&self) -> &str {
         self.environments.get(self.active).map_or("", |e| &e.name)
     }
+
+    /// The persona a request names, or "default" when it names none (and
+    /// the workspace has one). `Err` when it names one that does not exist.
+    pub fn persona(
+        &self,
+        requested: Option<&str>,
+    ) -> Result<Option<&serde_json::Value>, UnknownPersona> {
+        let wanted = requested.unwrap_or(mockplane_shared::persona::DEFAULT_PERSONA);
+        match self
+            .personas
+            .binary_search_by(|(name, _)| (**name).cmp(wanted))
+        {
+            Ok(index) => Ok(Some(&self.personas[index].1)),
+            Err(_) if requested.is_none() => Ok(None),
+            Err(_) => Err(UnknownPersona),
+        }
+    }
 }
+
+/// A request named a persona its workspace does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownPersona;
 
 /// Why a workspace of an update was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +209,12 @@ pub fn compile(
         .iter()
         .position(|e| e.name == config.active)
         .ok_or_else(|| format!("active environment '{}' is missing", config.active))?;
+    let mut personas: Vec<(Box<str>, serde_json::Value)> = config
+        .personas
+        .into_iter()
+        .map(|p| (Box::from(p.name.as_str()), p.data))
+        .collect();
+    personas.sort_by(|a, b| a.0.cmp(&b.0));
     let environments = config
         .environments
         .into_iter()
@@ -200,6 +229,7 @@ pub fn compile(
         hash: resource.hash.clone(),
         environments: environments.into(),
         active,
+        personas: personas.into(),
     })
 }
 

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use mockplane_shared::environment::Effective;
 use mockplane_shared::matcher::{BodyMatch, FieldMatch, RawTextTest, RequestMatch, StringMatch};
+use mockplane_shared::persona::{PersonaConfig, parse_persona_data, parse_persona_name};
 use mockplane_shared::realism::{
     Chaos, Fault, Latency, LogNormal, Normal, Pareto, Realism, Uniform,
 };
@@ -447,6 +448,14 @@ impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
                     routes: env.routes.iter().map(v1::RouteConfig::from).collect(),
                 })
                 .collect(),
+            personas: config
+                .personas
+                .iter()
+                .map(|persona| v1::PersonaConfig {
+                    name: persona.name.to_string(),
+                    data: persona.data.to_string(),
+                })
+                .collect(),
         }
     }
 }
@@ -470,11 +479,24 @@ impl TryFrom<v1::WorkspaceConfig> for WorkspaceConfig {
                     .map_err(|e| e.within(&format!("environments[{index}]")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let personas = config
+            .personas
+            .into_iter()
+            .enumerate()
+            .map(|(index, persona)| {
+                let field = format!("personas[{index}]");
+                Ok(PersonaConfig {
+                    name: parse_persona_name(&persona.name).map_err(|e| e.within(&field))?,
+                    data: parse_persona_data(&persona.data).map_err(|e| e.within(&field))?,
+                })
+            })
+            .collect::<Result<Vec<_>, FieldError>>()?;
         let config = WorkspaceConfig {
             id,
             slug,
             active,
             environments,
+            personas,
         };
         config.validate()?;
         Ok(config)

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::environment::MAX_ENVIRONMENTS;
 use crate::error::FieldError;
+use crate::persona::{MAX_PERSONAS, PersonaConfig};
 use crate::realism::Realism;
 use crate::route::RouteSpec;
 use crate::slug::Slug;
@@ -83,6 +84,8 @@ pub struct WorkspaceConfig {
     pub slug: Slug,
     pub active: Slug,
     pub environments: Vec<EnvironmentConfig>,
+    /// The personas templates can read, by name.
+    pub personas: Vec<PersonaConfig>,
 }
 
 impl WorkspaceConfig {
@@ -95,6 +98,7 @@ impl WorkspaceConfig {
             slug,
             active: dev.clone(),
             environments: vec![EnvironmentConfig::plain(dev, routes)],
+            personas: Vec::new(),
         }
     }
 
@@ -130,6 +134,30 @@ impl WorkspaceConfig {
                 ));
             }
             env.validate().map_err(|e| e.within(&field))?;
+        }
+        if self.personas.len() > MAX_PERSONAS {
+            return Err(FieldError::new(
+                "personas",
+                format!(
+                    "at most {MAX_PERSONAS} personas, got {}",
+                    self.personas.len()
+                ),
+            ));
+        }
+        let mut personas = HashSet::with_capacity(self.personas.len());
+        for (index, persona) in self.personas.iter().enumerate() {
+            if !personas.insert(persona.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("personas[{index}].name"),
+                    format!("persona '{}' appears twice", persona.name),
+                ));
+            }
+            if !persona.data.is_object() {
+                return Err(FieldError::new(
+                    format!("personas[{index}].data"),
+                    "must be a JSON object",
+                ));
+            }
         }
         if !names.contains(self.active.as_str()) {
             return Err(FieldError::new(

@@ -9,6 +9,7 @@ pub mod environment;
 pub mod error;
 pub mod matcher;
 pub mod path;
+pub mod persona;
 pub mod realism;
 pub mod route;
 pub mod router;

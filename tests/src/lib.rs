@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
+use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
 use mockplane_proto::v1::route_service_client::RouteServiceClient;
 use mockplane_proto::v1::scenario_service_client::ScenarioServiceClient;
 use mockplane_proto::v1::workspace_service_client::WorkspaceServiceClient;
@@ -236,7 +237,8 @@ impl ControlPlane {
             workspaces: WorkspaceServiceClient::with_interceptor(channel.clone(), auth.clone()),
             routes: RouteServiceClient::with_interceptor(channel.clone(), auth.clone()),
             environments: EnvironmentServiceClient::with_interceptor(channel.clone(), auth.clone()),
-            scenarios: ScenarioServiceClient::with_interceptor(channel, auth),
+            scenarios: ScenarioServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            personas: PersonaServiceClient::with_interceptor(channel, auth),
         }
     }
 }
@@ -272,6 +274,7 @@ pub struct Api {
     pub routes: RouteServiceClient<InterceptedService<Channel, Bearer>>,
     pub environments: EnvironmentServiceClient<InterceptedService<Channel, Bearer>>,
     pub scenarios: ScenarioServiceClient<InterceptedService<Channel, Bearer>>,
+    pub personas: PersonaServiceClient<InterceptedService<Channel, Bearer>>,
 }
 
 /// A data-plane node process.

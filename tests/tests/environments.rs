@@ -440,3 +440,92 @@ async fn versions_freeze_the_working_copy_and_serve_where_deployed() {
     assert_eq!(deleted.code(), Code::FailedPrecondition);
     assert!(deleted.message().contains("test (version 1)"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_answer_as_the_persona_a_request_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let node = Node::start(dir.path(), &plane.url()).await.unwrap();
+    let mut api = plane.api(plane.token.as_deref().unwrap()).await;
+    api.workspaces
+        .create_workspace(new_workspace("bank"))
+        .await
+        .unwrap();
+    for (name, user) in [("default", "Guest"), ("ada", "Ada Lovelace")] {
+        api.personas
+            .create_persona(v1::CreatePersonaRequest {
+                workspace: "bank".into(),
+                persona: Some(v1::Persona {
+                    name: name.into(),
+                    data: format!(r#"{{"user":{{"name":"{user}"}}}}"#),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let bad = api
+        .personas
+        .create_persona(v1::CreatePersonaRequest {
+            workspace: "bank".into(),
+            persona: Some(v1::Persona {
+                name: "broken".into(),
+                data: "{not json".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("persona.data"), "{}", bad.message());
+
+    let mut me = route("GET", "/me", 200, "hello {{persona.user.name}}");
+    me.response.as_mut().unwrap().template = true;
+    api.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "bank".into(),
+            routes: vec![me],
+            environment: String::new(),
+            scenario: String::new(),
+        })
+        .await
+        .unwrap();
+    node.wait_for("/w/bank/me", 200, |b| b == "hello Guest")
+        .await;
+    let ada = node
+        .send_with("GET", "/w/bank/me", &[("x-mockplane-persona", "ada")], "")
+        .await
+        .unwrap();
+    assert_eq!(ada.body, "hello Ada Lovelace");
+
+    let updated = api
+        .personas
+        .update_persona(v1::UpdatePersonaRequest {
+            workspace: "bank".into(),
+            persona: "ada".into(),
+            data: r#"{"user":{"name":"Countess Ada"}}"#.into(),
+            etag: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.version, 2);
+    eventually("the new persona version to be served", || async {
+        let reply = node
+            .send_with("GET", "/w/bank/me", &[("x-mockplane-persona", "ada")], "")
+            .await
+            .ok()?;
+        (reply.body == "hello Countess Ada").then_some(())
+    })
+    .await;
+    let unknown = node
+        .send_with("GET", "/w/bank/me", &[("x-mockplane-persona", "bob")], "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (unknown.status, unknown.error_code().as_str()),
+        (404, "persona_not_found")
+    );
+}

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod discovery;
 pub mod environments;
 pub mod error;
+pub mod personas;
 pub mod routes;
 pub mod scenarios;
 pub mod workspaces;

@@ -197,6 +197,18 @@ pub struct VersionRecord {
     pub routes: Vec<ConfigRoute>,
 }
 
+/// A persona at one of its versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonaRecord {
+    pub id: Uuid,
+    pub name: Slug,
+    pub data: serde_json::Value,
+    /// 1, 2, 3…: the version `data` is.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A page of results and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T, K> {
@@ -412,6 +424,44 @@ pub trait Store: Send + Sync + 'static {
         number: Option<u32>,
         environment: &Slug,
     ) -> StoreResult<DeploymentRecord>;
+
+    async fn create_persona(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        data: &serde_json::Value,
+    ) -> StoreResult<PersonaRecord>;
+    /// The current version, or version `number`.
+    async fn get_persona(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        number: Option<u32>,
+    ) -> StoreResult<PersonaRecord>;
+    /// By name, at their current versions.
+    async fn list_personas(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+    ) -> StoreResult<Vec<PersonaRecord>>;
+    /// Replaces the data as the next version.
+    async fn update_persona(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        data: &serde_json::Value,
+        expected_version: Option<i64>,
+    ) -> StoreResult<PersonaRecord>;
+    async fn delete_persona(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
 
     /// Adds routes to the working copy of a scenario (`None`: "default")
     /// atomically: all or none.

@@ -14,6 +14,7 @@ use mockplane_proto::convert::parse_config_routes;
 use mockplane_proto::v1;
 use mockplane_shared::config::{MAX_ROUTES_PER_WORKSPACE, MAX_WORKSPACE_BODY_BYTES};
 use mockplane_shared::environment::{MAX_ENVIRONMENTS, default_environments};
+use mockplane_shared::persona::{MAX_PERSONAS, PersonaConfig, parse_persona_data};
 use mockplane_shared::realism::Realism;
 use mockplane_shared::scenario::{
     DEFAULT_SCENARIO, NewScenario, ScenarioPatch, Tag, content_hash, parse_tags,
@@ -29,8 +30,8 @@ use uuid::Uuid;
 
 use super::{
     Bootstrapped, ChangeHistory, ConfigChanges, DeploymentRecord, Dialect, EnvironmentPatch,
-    EnvironmentRecord, FullConfig, NewEnvironment, Page, Principal, RouteRecord, ScenarioRecord,
-    Store, StoreError, StoreResult, VersionRecord, WorkspaceRecord, WorkspaceRef,
+    EnvironmentRecord, FullConfig, NewEnvironment, Page, PersonaRecord, Principal, RouteRecord,
+    ScenarioRecord, Store, StoreError, StoreResult, VersionRecord, WorkspaceRecord, WorkspaceRef,
 };
 
 pub struct SqlStore<DB: Database> {
@@ -103,6 +104,12 @@ macro_rules! select_serving_deployment {
         "SELECT d.workspace_id, e.name AS environment, v.content FROM deployments d \
          JOIN environments e ON e.id = d.environment_id \
          JOIN scenario_versions v ON v.id = d.version_id "
+    };
+}
+
+macro_rules! select_persona {
+    () => {
+        "SELECT id, name, data, version, created_at, updated_at FROM personas "
     };
 }
 
@@ -311,6 +318,39 @@ fn decode_content(bytes: &[u8]) -> Result<Vec<ConfigRoute>, FieldError> {
     let content = v1::ScenarioContent::decode(bytes)
         .map_err(|e| FieldError::new("content", format!("undecodable: {e}")))?;
     parse_config_routes(content.routes)
+}
+
+#[derive(FromRow)]
+struct PersonaRow {
+    id: Uuid,
+    name: String,
+    data: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl PersonaRow {
+    fn into_record(self) -> StoreResult<PersonaRecord> {
+        Ok(PersonaRecord {
+            name: Slug::parse(&self.name).map_err(|e| {
+                corrupt("persona", self.id, &FieldError::new("name", e.to_string()))
+            })?,
+            data: parse_persona_data(&self.data).map_err(|e| corrupt("persona", self.id, &e))?,
+            id: self.id,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// What serving needs of a persona.
+#[derive(FromRow)]
+struct ServingPersonaRow {
+    workspace_id: Uuid,
+    name: String,
+    data: String,
 }
 
 /// What serving needs of a deployment: where, and the version's routes.
@@ -1397,6 +1437,190 @@ where
         })
     }
 
+    async fn create_persona(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        data: &serde_json::Value,
+    ) -> StoreResult<PersonaRecord> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM personas WHERE workspace_id = $1")
+                .bind(ws.id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(internal)?;
+        if to_u64(count) >= MAX_PERSONAS as u64 {
+            return Err(StoreError::LimitExceeded(format!(
+                "a workspace has at most {MAX_PERSONAS} personas"
+            )));
+        }
+        let id = Uuid::now_v7();
+        let now = now();
+        let text = data.to_string();
+        sqlx::query(
+            "INSERT INTO personas (id, workspace_id, org_id, name, data, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
+        )
+        .bind(id)
+        .bind(ws.id)
+        .bind(org)
+        .bind(name.to_string())
+        .bind(text.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            db_error(e, || {
+                StoreError::AlreadyExists(format!("{workspace} already has a persona '{name}'"))
+            })
+        })?;
+        insert_persona_version(&mut tx, id, 1, &text, now).await?;
+        bump_revision(&mut tx, ws.id).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(PersonaRecord {
+            id,
+            name: name.clone(),
+            data: data.clone(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn get_persona(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        number: Option<u32>,
+    ) -> StoreResult<PersonaRecord> {
+        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        let mut record = fetch_persona(&mut conn, ws.id, name, workspace).await?;
+        if let Some(number) = number
+            && i64::from(number) != record.version
+        {
+            let old: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT data, created_at FROM persona_versions WHERE persona_id = $1 AND number = $2",
+            )
+            .bind(record.id)
+            .bind(i64::from(number))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(internal)?;
+            let (data, created) = old.ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "version {number} of persona '{name}' (its versions are 1 to {})",
+                    record.version
+                ))
+            })?;
+            record.data =
+                parse_persona_data(&data).map_err(|e| corrupt("persona", record.id, &e))?;
+            record.version = i64::from(number);
+            record.updated_at = created;
+        }
+        Ok(record)
+    }
+
+    async fn list_personas(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+    ) -> StoreResult<Vec<PersonaRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        let rows: Vec<PersonaRow> = sqlx::query_as(concat!(
+            select_persona!(),
+            "WHERE workspace_id = $1 ORDER BY name"
+        ))
+        .bind(ws.id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(internal)?;
+        rows.into_iter().map(PersonaRow::into_record).collect()
+    }
+
+    async fn update_persona(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        data: &serde_json::Value,
+        expected_version: Option<i64>,
+    ) -> StoreResult<PersonaRecord> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let current = fetch_persona(&mut tx, ws.id, name, workspace).await?;
+        check_version(
+            format!("persona '{name}'"),
+            current.version,
+            expected_version,
+        )?;
+        let now = now();
+        let text = data.to_string();
+        let updated = sqlx::query(
+            "UPDATE personas SET data = $1, version = version + 1, updated_at = $2 WHERE id = $3 AND version = $4",
+        )
+        .bind(text.clone())
+        .bind(now)
+        .bind(current.id)
+        .bind(current.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        if DB::rows_affected(&updated) == 0 {
+            return Err(contended(format!("persona '{name}'")));
+        }
+        insert_persona_version(&mut tx, current.id, current.version + 1, &text, now).await?;
+        bump_revision(&mut tx, ws.id).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(PersonaRecord {
+            data: data.clone(),
+            version: current.version + 1,
+            updated_at: now,
+            ..current
+        })
+    }
+
+    async fn delete_persona(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        name: &Slug,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let current = fetch_persona(&mut tx, ws.id, name, workspace).await?;
+        check_version(
+            format!("persona '{name}'"),
+            current.version,
+            expected_version,
+        )?;
+        sqlx::query("DELETE FROM personas WHERE id = $1")
+            .bind(current.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        bump_revision(&mut tx, ws.id).await?;
+        tx.commit().await.map_err(internal)
+    }
+
     async fn create_scenario_routes(
         &self,
         org: Uuid,
@@ -1648,6 +1872,12 @@ where
         .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
+        let personas: Vec<ServingPersonaRow> = sqlx::query_as(
+            "SELECT workspace_id, name, data FROM personas ORDER BY workspace_id, name",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(internal)?;
         let routes: Vec<ServingRouteRow> = sqlx::query_as(concat!(
             select_serving_route!(),
             "ORDER BY workspace_id, id"
@@ -1680,6 +1910,13 @@ where
                 .or_default()
                 .push(deployment);
         }
+        let mut personas_by_workspace: HashMap<Uuid, Vec<ServingPersonaRow>> = HashMap::new();
+        for persona in personas {
+            personas_by_workspace
+                .entry(persona.workspace_id)
+                .or_default()
+                .push(persona);
+        }
         let mut config = FullConfig {
             revision: to_u64(revision),
             workspaces: Vec::with_capacity(workspaces.len()),
@@ -1689,8 +1926,9 @@ where
             let routes = by_workspace.remove(&ws.id).unwrap_or_default();
             let envs = envs_by_workspace.remove(&ws.id).unwrap_or_default();
             let deployed = deployed_by_workspace.remove(&ws.id).unwrap_or_default();
+            let personas = personas_by_workspace.remove(&ws.id).unwrap_or_default();
             let id = ws.id;
-            match workspace_config(ws, envs, routes, deployed) {
+            match workspace_config(ws, envs, routes, deployed, personas) {
                 Ok(built) => config.workspaces.push(built),
                 Err(error) => config.invalid.push((id, error)),
             }
@@ -1752,7 +1990,14 @@ where
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(internal)?;
-                    Some(workspace_config(ws, envs, routes, deployed))
+                    let personas: Vec<ServingPersonaRow> = sqlx::query_as(
+                        "SELECT workspace_id, name, data FROM personas WHERE workspace_id = $1 ORDER BY name",
+                    )
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                    Some(workspace_config(ws, envs, routes, deployed, personas))
                 }
             };
             changed.push((id, config));
@@ -1809,7 +2054,18 @@ fn workspace_config(
     mut envs: Vec<ServingEnvironmentRow>,
     rows: Vec<ServingRouteRow>,
     deployed: Vec<ServingDeploymentRow>,
+    personas: Vec<ServingPersonaRow>,
 ) -> Result<WorkspaceConfig, FieldError> {
+    let personas = personas
+        .into_iter()
+        .map(|row| {
+            let field = format!("personas.{}", row.name);
+            Ok(PersonaConfig {
+                name: Slug::parse(&row.name).map_err(|e| FieldError::new(&field, e.to_string()))?,
+                data: parse_persona_data(&row.data).map_err(|e| e.within(&field))?,
+            })
+        })
+        .collect::<Result<Vec<_>, FieldError>>()?;
     let mut deployed_routes: HashMap<String, Vec<ConfigRoute>> = HashMap::new();
     for deployment in deployed {
         let routes = decode_content(&deployment.content).map_err(|e| {
@@ -1868,6 +2124,7 @@ fn workspace_config(
         slug,
         active,
         environments,
+        personas,
     };
     config.validate()?;
     Ok(config)
@@ -2203,6 +2460,62 @@ where
             .await
             .map_err(internal)?;
     Ok((row, content))
+}
+
+async fn fetch_persona<DB>(
+    conn: &mut DB::Connection,
+    workspace_id: Uuid,
+    name: &Slug,
+    key: &WorkspaceRef,
+) -> StoreResult<PersonaRecord>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Decode<'q, DB> + Type<DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+{
+    let row: PersonaRow = sqlx::query_as(concat!(
+        select_persona!(),
+        "WHERE workspace_id = $1 AND name = $2"
+    ))
+    .bind(workspace_id)
+    .bind(name.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(internal)?
+    .ok_or_else(|| StoreError::NotFound(format!("persona '{name}' of {key}")))?;
+    row.into_record()
+}
+
+async fn insert_persona_version<DB>(
+    conn: &mut DB::Connection,
+    persona_id: Uuid,
+    number: i64,
+    data: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query("INSERT INTO persona_versions (persona_id, number, data, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(persona_id)
+        .bind(number)
+        .bind(data.to_owned())
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(internal)?;
+    Ok(())
 }
 
 async fn fetch_route<DB>(

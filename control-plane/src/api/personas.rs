@@ -1,0 +1,139 @@
+//! `mockplane.v1.PersonaService`.
+
+use mockplane_proto::v1;
+use mockplane_proto::v1::persona_service_server::PersonaService;
+use mockplane_shared::persona::{parse_persona_data, parse_persona_name};
+use mockplane_shared::{FieldError, Slug};
+use tonic::{Request, Response, Status};
+
+use super::auth::principal;
+use super::error::{ApiError, missing};
+use super::{ApiState, etag, parse_etag, timestamp};
+use crate::store::{PersonaRecord, WorkspaceRef};
+
+pub struct Personas(pub ApiState);
+
+pub fn to_proto(record: &PersonaRecord) -> v1::Persona {
+    v1::Persona {
+        name: record.name.to_string(),
+        data: record.data.to_string(),
+        version: u32::try_from(record.version).unwrap_or(u32::MAX),
+        etag: etag(record.version),
+        create_time: Some(timestamp(record.created_at)),
+        update_time: Some(timestamp(record.updated_at)),
+    }
+}
+
+fn name(raw: &str, field: &str) -> Result<Slug, ApiError> {
+    if raw.is_empty() {
+        return Err(missing(field));
+    }
+    Ok(parse_persona_name(raw).map_err(|e| FieldError::new(field, e.message))?)
+}
+
+fn data(raw: &str, field: &str) -> Result<serde_json::Value, ApiError> {
+    if raw.is_empty() {
+        return Err(missing(field));
+    }
+    Ok(parse_persona_data(raw).map_err(|e| FieldError::new(field, e.message))?)
+}
+
+#[tonic::async_trait]
+impl PersonaService for Personas {
+    async fn create_persona(
+        &self,
+        request: Request<v1::CreatePersonaRequest>,
+    ) -> Result<Response<v1::Persona>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        let persona = request.persona.ok_or_else(|| missing("persona"))?;
+        let name = name(&persona.name, "persona.name")?;
+        let data = data(&persona.data, "persona.data")?;
+        let record = self
+            .0
+            .store
+            .create_persona(caller.org_id, &key, &name, &data)
+            .await
+            .map_err(ApiError::from)?;
+        self.0.committed();
+        Ok(Response::new(to_proto(&record)))
+    }
+
+    async fn get_persona(
+        &self,
+        request: Request<v1::GetPersonaRequest>,
+    ) -> Result<Response<v1::Persona>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        let name = name(&request.persona, "persona")?;
+        let record = self
+            .0
+            .store
+            .get_persona(
+                caller.org_id,
+                &key,
+                &name,
+                (request.version > 0).then_some(request.version),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(to_proto(&record)))
+    }
+
+    async fn list_personas(
+        &self,
+        request: Request<v1::ListPersonasRequest>,
+    ) -> Result<Response<v1::ListPersonasResponse>, Status> {
+        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let records = self
+            .0
+            .store
+            .list_personas(caller.org_id, &key)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(v1::ListPersonasResponse {
+            personas: records.iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn update_persona(
+        &self,
+        request: Request<v1::UpdatePersonaRequest>,
+    ) -> Result<Response<v1::Persona>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        let name = name(&request.persona, "persona")?;
+        let data = data(&request.data, "data")?;
+        let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
+        let record = self
+            .0
+            .store
+            .update_persona(caller.org_id, &key, &name, &data, expected)
+            .await
+            .map_err(ApiError::from)?;
+        self.0.committed();
+        Ok(Response::new(to_proto(&record)))
+    }
+
+    async fn delete_persona(
+        &self,
+        request: Request<v1::DeletePersonaRequest>,
+    ) -> Result<Response<()>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        let name = name(&request.persona, "persona")?;
+        let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
+        self.0
+            .store
+            .delete_persona(caller.org_id, &key, &name, expected)
+            .await
+            .map_err(ApiError::from)?;
+        self.0.committed();
+        Ok(Response::new(()))
+    }
+}
