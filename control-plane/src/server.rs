@@ -161,7 +161,10 @@ impl ControlPlane {
             .add_service(reflection)
             .add_service(WorkspaceServiceServer::new(Workspaces(state.clone())))
             .add_service(EnvironmentServiceServer::new(Environments(state.clone())))
-            .add_service(ScenarioServiceServer::new(Scenarios(state.clone())))
+            .add_service(
+                ScenarioServiceServer::new(Scenarios(state.clone()))
+                    .max_decoding_message_size(MAX_ROUTE_REQUEST_BYTES),
+            )
             .add_service(PersonaServiceServer::new(Personas(state.clone())))
             .add_service(
                 RouteServiceServer::new(Routes(state))

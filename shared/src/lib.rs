@@ -8,6 +8,7 @@ pub mod config;
 pub mod environment;
 pub mod error;
 pub mod matcher;
+pub mod openapi;
 pub mod path;
 pub mod persona;
 pub mod realism;

@@ -5,7 +5,7 @@ use mockplane_proto::v1;
 use mockplane_proto::v1::scenario_service_server::ScenarioService;
 use mockplane_shared::environment::parse_env_name;
 use mockplane_shared::scenario::{
-    NewScenario, ScenarioPatch, parse_scenario_name, parse_tags, parse_text, pillars,
+    MAX_TEXT_LEN, NewScenario, ScenarioPatch, parse_scenario_name, parse_tags, parse_text, pillars,
 };
 use mockplane_shared::{FieldError, Slug};
 use tonic::{Request, Response, Status};
@@ -251,6 +251,46 @@ impl ScenarioService for Scenarios {
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(version(&record)))
+    }
+
+    async fn import_open_api(
+        &self,
+        request: Request<v1::ImportOpenApiRequest>,
+    ) -> Result<Response<v1::ImportOpenApiResponse>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        let scenario = request.scenario.ok_or_else(|| missing("scenario"))?;
+        if request.document.is_empty() {
+            return Err(missing("document").into());
+        }
+        let imported = mockplane_shared::openapi::import(&request.document)
+            .map_err(|e| e.within("document"))
+            .map_err(ApiError::from)?;
+        let description = if scenario.description.is_empty() {
+            imported.description.chars().take(MAX_TEXT_LEN).collect()
+        } else {
+            scenario.description
+        };
+        let new = NewScenario {
+            name: name(&scenario.name, "scenario.name")?,
+            description: parse_text("scenario.description", &description)
+                .map_err(ApiError::from)?,
+            tags: parse_tags(&scenario.tags)
+                .map_err(|e| e.within("scenario"))
+                .map_err(ApiError::from)?,
+        };
+        let (record, routes) = self
+            .0
+            .store
+            .import_scenario(caller.org_id, &key, new, imported.routes)
+            .await
+            .map_err(ApiError::from)?;
+        self.0.committed();
+        Ok(Response::new(v1::ImportOpenApiResponse {
+            scenario: Some(to_proto(&record)),
+            routes: routes.iter().map(super::routes::to_proto).collect(),
+        }))
     }
 
     async fn admin_deploy_version(

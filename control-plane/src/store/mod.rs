@@ -463,6 +463,16 @@ pub trait Store: Send + Sync + 'static {
         expected_version: Option<i64>,
     ) -> StoreResult<()>;
 
+    /// Creates a scenario holding `routes` as its working copy, in one
+    /// transaction (an OpenAPI or scenario-file import).
+    async fn import_scenario(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        new: NewScenario,
+        routes: Vec<RouteSpec>,
+    ) -> StoreResult<(ScenarioRecord, Vec<RouteRecord>)>;
+
     /// Adds routes to the working copy of a scenario (`None`: "default")
     /// atomically: all or none.
     async fn create_scenario_routes(

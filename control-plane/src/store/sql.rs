@@ -1621,6 +1621,39 @@ where
         tx.commit().await.map_err(internal)
     }
 
+    async fn import_scenario(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        new: NewScenario,
+        routes: Vec<RouteSpec>,
+    ) -> StoreResult<(ScenarioRecord, Vec<RouteRecord>)> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM scenarios WHERE workspace_id = $1")
+                .bind(ws.id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(internal)?;
+        if to_u64(count) >= MAX_SCENARIOS as u64 {
+            return Err(StoreError::LimitExceeded(format!(
+                "a workspace has at most {MAX_SCENARIOS} scenarios"
+            )));
+        }
+        let scenario_id = insert_scenario(&mut tx, org, ws.id, &new, now()).await?;
+        let records = insert_routes(&mut tx, org, ws.id, scenario_id, &new.name, routes).await?;
+        check_workspace_limits(&mut tx, ws.id).await?;
+        bump_revision(&mut tx, ws.id).await?;
+        let scenario = load_scenario(&mut tx, ws.id, &new.name, workspace).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok((scenario, records))
+    }
+
     async fn create_scenario_routes(
         &self,
         org: Uuid,
@@ -1639,45 +1672,7 @@ where
             None => default_scenario(),
         };
         let scenario_id = scenario_id(&mut tx, ws.id, &scenario, workspace).await?;
-        let now = now();
-        let mut records = Vec::with_capacity(routes.len());
-        for (index, spec) in routes.into_iter().enumerate() {
-            let id = Uuid::now_v7();
-            let key = spec.match_key();
-            sqlx::query(
-                "INSERT INTO routes (id, workspace_id, org_id, name, method, path, match_key, status, headers, body, \
-                 version, created_at, updated_at, matchers, priority, template, realism, scenario_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(id)
-            .bind(ws.id)
-            .bind(org)
-            .bind(spec.name.clone())
-            .bind(spec.method.as_str().to_owned())
-            .bind(spec.path.as_str().to_owned())
-            .bind(key)
-            .bind(i32::from(spec.response.status))
-            .bind(headers_json(&spec))
-            .bind(spec.response.body.to_vec())
-            .bind(now)
-            .bind(matchers_json(&spec))
-            .bind(i32::from(spec.priority))
-            .bind(i32::from(spec.response.template))
-            .bind(realism_json(&spec))
-            .bind(scenario_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error(e, || route_clash(index, &spec)))?;
-            records.push(RouteRecord {
-                id,
-                workspace_id: ws.id,
-                scenario: scenario.clone(),
-                spec,
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            });
-        }
+        let records = insert_routes(&mut tx, org, ws.id, scenario_id, &scenario, routes).await?;
         check_workspace_limits(&mut tx, ws.id).await?;
         bump_revision(&mut tx, ws.id).await?;
         tx.commit().await.map_err(internal)?;
@@ -2516,6 +2511,68 @@ where
         .await
         .map_err(internal)?;
     Ok(())
+}
+
+/// Inserts routes into a scenario's working copy; a clash with a route the
+/// workspace has fails the whole call (the caller's transaction).
+async fn insert_routes<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    workspace_id: Uuid,
+    scenario_id: Uuid,
+    scenario: &Slug,
+    routes: Vec<RouteSpec>,
+) -> StoreResult<Vec<RouteRecord>>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    let now = now();
+    let mut records = Vec::with_capacity(routes.len());
+    for (index, spec) in routes.into_iter().enumerate() {
+        let id = Uuid::now_v7();
+        let key = spec.match_key();
+        sqlx::query(
+                "INSERT INTO routes (id, workspace_id, org_id, name, method, path, match_key, status, headers, body, \
+                 version, created_at, updated_at, matchers, priority, template, realism, scenario_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(id)
+            .bind(workspace_id)
+            .bind(org)
+            .bind(spec.name.clone())
+            .bind(spec.method.as_str().to_owned())
+            .bind(spec.path.as_str().to_owned())
+            .bind(key)
+            .bind(i32::from(spec.response.status))
+            .bind(headers_json(&spec))
+            .bind(spec.response.body.to_vec())
+            .bind(now)
+            .bind(matchers_json(&spec))
+            .bind(i32::from(spec.priority))
+            .bind(i32::from(spec.response.template))
+            .bind(realism_json(&spec))
+            .bind(scenario_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_error(e, || route_clash(index, &spec)))?;
+        records.push(RouteRecord {
+            id,
+            workspace_id,
+            scenario: scenario.clone(),
+            spec,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        });
+    }
+    Ok(records)
 }
 
 async fn fetch_route<DB>(
