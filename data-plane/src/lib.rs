@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod listener;
+pub mod machines;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;

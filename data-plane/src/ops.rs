@@ -52,10 +52,33 @@ impl OpsApp {
                     status.to_string().into_bytes(),
                 )
             }
+            _ if path.starts_with("/state/") => {
+                let slug = &path["/state/".len()..];
+                let table = self.state.table.load();
+                match table.workspace(slug) {
+                    Some(workspace) => (
+                        StatusCode::OK,
+                        "application/json",
+                        json!({
+                            "workspace": slug,
+                            "state_epoch": workspace.state_epoch,
+                            "machines": self.state.machines.of(workspace.id),
+                        })
+                        .to_string()
+                        .into_bytes(),
+                    ),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        "text/plain",
+                        format!("no workspace '{slug}' is served here\n").into_bytes(),
+                    ),
+                }
+            }
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found: try /healthz, /readyz, /metrics or /status\n".to_vec(),
+                b"not found: try /healthz, /readyz, /metrics, /status or /state/{workspace}\n"
+                    .to_vec(),
             ),
         }
     }

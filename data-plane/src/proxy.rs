@@ -21,6 +21,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::json;
 
+use crate::machines::Machines;
 use crate::metrics::Outcome;
 use crate::state::NodeState;
 use crate::table::{CompiledRoute, CompiledTemplate, RoutingTable, response_header};
@@ -117,6 +118,19 @@ pub fn answer(
     path: &str,
     request: &RequestParts<'_>,
 ) -> Result<Answer, String> {
+    static MACHINES: std::sync::LazyLock<Machines> = std::sync::LazyLock::new(Machines::default);
+    answer_with(table, &MACHINES, method, path, request)
+}
+
+/// [`answer`] with the node's state machines: stateful routes read and move
+/// them. (`answer` keeps one store of its own, for tests and benchmarks.)
+pub fn answer_with(
+    table: &RoutingTable,
+    machines: &Machines,
+    method: &http::Method,
+    path: &str,
+    request: &RequestParts<'_>,
+) -> Result<Answer, String> {
     let Some((slug, rest)) = split_workspace_path(path) else {
         return problem(
             Outcome::NoWorkspace,
@@ -172,8 +186,34 @@ pub fn answer(
     let router = &env.router;
     let env_name = &*env.name;
     let route_method = Method::of_request(method);
-    match router.lookup_where(route_method, rest, |route| route.accepts(request)) {
+    let in_state = |route: &CompiledRoute| match &route.state {
+        Some(state) => match &state.rule.when {
+            Some(when) => machines.is(
+                workspace.id,
+                env_name,
+                &state.rule.machine,
+                &state.key(request, rest),
+                when,
+            ),
+            None => true,
+        },
+        None => true,
+    };
+    match router.lookup_where(route_method, rest, |route| {
+        route.accepts(request) && in_state(route)
+    }) {
         Lookup::Found(route) => {
+            if let Some(state) = &route.state
+                && let Some(next) = &state.rule.set
+            {
+                machines.set(
+                    workspace.id,
+                    env_name,
+                    &state.rule.machine,
+                    &state.key(request, rest),
+                    next,
+                );
+            }
             let (chaos, delay) = match &route.realism {
                 Some(realism) => realism.decide(),
                 None => (ChaosOutcome::Answer, None),
@@ -252,11 +292,28 @@ pub fn answer(
                 .candidates(route_method, rest, NEAR_MISSES)
                 .into_iter()
                 .map(|route| {
-                    let reasons = route
+                    let mut reasons = route
                         .matcher
                         .as_ref()
                         .map(|m| m.explain(request))
                         .unwrap_or_default();
+                    if let Some(state) = &route.state
+                        && let Some(when) = &state.rule.when
+                    {
+                        let key = state.key(request, rest);
+                        let now = machines.get(workspace.id, env_name, &state.rule.machine, &key);
+                        if now != *when {
+                            reasons.push(format!(
+                                "state machine {}{} is in '{now}', the route needs '{when}'",
+                                state.rule.machine,
+                                if key.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" (key {key:?})")
+                                }
+                            ));
+                        }
+                    }
                     json!({ "route": route.id, "name": &*route.label, "reasons": reasons })
                 })
                 .collect();
@@ -454,7 +511,13 @@ impl ProxyHttp for MockProxy {
                 .is_some_and(|env| env.needs_body);
             (!needs_body).then(|| {
                 let parts = RequestParts::new(request.uri.query(), &request.headers, b"");
-                answer(&table, &request.method, request.uri.path(), &parts)
+                answer_with(
+                    &table,
+                    &self.state.machines,
+                    &request.method,
+                    request.uri.path(),
+                    &parts,
+                )
             })
         };
         let answered = match answered {
@@ -465,7 +528,13 @@ impl ProxyHttp for MockProxy {
                     let table = self.state.table.load();
                     let request = session.req_header();
                     let parts = RequestParts::new(request.uri.query(), &request.headers, &body);
-                    answer(&table, &request.method, request.uri.path(), &parts)
+                    answer_with(
+                        &table,
+                        &self.state.machines,
+                        &request.method,
+                        request.uri.path(),
+                        &parts,
+                    )
                 }
                 None => problem(
                     Outcome::NoRoute,
@@ -845,6 +914,7 @@ mod tests {
                 env("prod", vec![]),
             ],
             personas: Vec::new(),
+            state_epoch: 0,
         }
     }
 
@@ -985,6 +1055,77 @@ mod tests {
         );
     }
 
+    #[test]
+    fn stateful_routes_follow_their_machine_per_key() {
+        use mockplane_shared::state::RawStateRule;
+        let stateful = |method: &str,
+                        path: &str,
+                        body: &'static str,
+                        when: Option<&str>,
+                        set: Option<&str>| {
+            let spec = RouteSpec::parse("", method, path, || {
+                ResponseSpec::parse(200, vec![], Bytes::from_static(body.as_bytes()))
+            })
+            .and_then(|spec| {
+                spec.with_state(Some(&RawStateRule {
+                    machine: "cart".into(),
+                    when: when.map(Into::into),
+                    set: set.map(Into::into),
+                    key: Some("header:x-run".into()),
+                }))
+            })
+            .unwrap();
+            ConfigRoute {
+                id: Uuid::new_v4(),
+                spec,
+            }
+        };
+        let config = WorkspaceConfig::single(
+            Uuid::new_v4(),
+            Slug::parse("shop").unwrap(),
+            vec![
+                stateful("GET", "/cart", "empty", Some("started"), None),
+                stateful("GET", "/cart", "one item", Some("full"), None),
+                stateful("POST", "/cart", "added", None, Some("full")),
+                stateful("DELETE", "/cart", "cleared", Some("full"), Some("started")),
+            ],
+        );
+        let table = table_of(&[config]);
+        let machines = Machines::default();
+        let send = |method: http::Method, run: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-run", http::HeaderValue::from_str(run).unwrap());
+            answer_with(
+                &table,
+                &machines,
+                &method,
+                "/w/shop/cart",
+                &RequestParts::new(None, &headers, b""),
+            )
+            .unwrap()
+        };
+        let body = |a: Answer| String::from_utf8(a.body.to_vec()).unwrap();
+        assert_eq!(body(send(http::Method::GET, "a")), "empty");
+        assert_eq!(body(send(http::Method::POST, "a")), "added");
+        assert_eq!(body(send(http::Method::GET, "a")), "one item");
+        assert_eq!(
+            body(send(http::Method::GET, "b")),
+            "empty",
+            "run b has its own cart"
+        );
+        let refused = send(http::Method::DELETE, "b");
+        assert_eq!(error_code(&refused), "no_route_matched");
+        assert!(
+            String::from_utf8_lossy(&refused.body).contains(
+                "state machine cart (key \\\"b\\\") is in 'started', the route needs 'full'"
+            ),
+            "{}",
+            String::from_utf8_lossy(&refused.body)
+        );
+        assert_eq!(body(send(http::Method::DELETE, "a")), "cleared");
+        assert_eq!(body(send(http::Method::GET, "a")), "empty");
+    }
+
     mod isolation {
         use proptest::prelude::*;
 
@@ -1053,6 +1194,7 @@ mod tests {
                             ))
                             .collect(),
                         personas: Vec::new(),
+                        state_epoch: 0,
                     })
                     .collect();
                 let table = table_of(&configs);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::machines::Machines;
 use crate::metrics::Metrics;
 use crate::table::RoutingTable;
 
@@ -18,6 +19,8 @@ pub struct NodeState {
     /// The config stream is open.
     connected: AtomicBool,
     pub metrics: Metrics,
+    /// The state of stateful routes.
+    pub machines: Machines,
 }
 
 impl NodeState {
@@ -28,6 +31,7 @@ impl NodeState {
             ready: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             metrics,
+            machines: Machines::default(),
         })
     }
 
@@ -39,6 +43,7 @@ impl NodeState {
         self.metrics
             .config_workspaces
             .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
+        self.machines.sync(table.state_epochs());
         self.table.store(Arc::new(table));
         self.ready.store(true, Ordering::Release);
     }

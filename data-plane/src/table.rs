@@ -11,8 +11,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use mockplane_proto::v1;
 use mockplane_shared::realism::{Outcome as ChaosOutcome, Realism, Rng};
 use mockplane_shared::route::Segment;
+use mockplane_shared::state::{StateKey, StateRule};
 use mockplane_shared::template::{Escape, Template};
-use mockplane_shared::{EnvironmentConfig, RequestMatch, RouteDef, Router};
+use mockplane_shared::{EnvironmentConfig, RequestMatch, RequestParts, RouteDef, Router};
 use pingora_http::ResponseHeader;
 use uuid::Uuid;
 
@@ -38,6 +39,50 @@ pub struct CompiledRoute {
     pub template: Option<Box<CompiledTemplate>>,
     /// Set when the route has latency or chaos.
     pub realism: Option<Box<CompiledRealism>>,
+    /// Set when the route needs or moves a state machine.
+    pub state: Option<Box<CompiledState>>,
+}
+
+/// A route's state rule, with where its key comes from.
+#[derive(Debug)]
+pub struct CompiledState {
+    pub rule: StateRule,
+    /// For `param:` keys: the index of the parameter's path segment.
+    pub param_segment: Option<usize>,
+}
+
+impl CompiledState {
+    /// The key of the machine copy a request uses ("" when the rule has no
+    /// key or the request lacks the value).
+    pub fn key<'r>(
+        &self,
+        request: &'r RequestParts<'_>,
+        rest: &'r str,
+    ) -> std::borrow::Cow<'r, str> {
+        use std::borrow::Cow;
+        match &self.rule.key {
+            None => Cow::Borrowed(""),
+            Some(StateKey::Header(name)) => Cow::Owned(
+                request
+                    .header_values(name)
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            Some(StateKey::Query(name)) => Cow::Owned(
+                request
+                    .query_values(name)
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            Some(StateKey::Param(_)) => Cow::Borrowed(
+                self.param_segment
+                    .and_then(|i| rest.strip_prefix('/').unwrap_or(rest).split('/').nth(i))
+                    .unwrap_or_default(),
+            ),
+        }
+    }
 }
 
 /// A route's latency and chaos, with the position in its random stream.
@@ -115,6 +160,8 @@ pub struct CompiledWorkspace {
     pub active: usize,
     /// Personas by name, sorted; templates read them.
     pub personas: Box<[(Box<str>, serde_json::Value)]>,
+    /// Changes when the workspace's state machines are reset.
+    pub state_epoch: u64,
 }
 
 impl CompiledWorkspace {
@@ -230,6 +277,7 @@ pub fn compile(
         environments: environments.into(),
         active,
         personas: personas.into(),
+        state_epoch: config.state_epoch,
     })
 }
 
@@ -271,12 +319,30 @@ fn compile_environment(
             } else {
                 spec.name.clone()
             };
-            let conditions = u16::try_from(spec.matcher.len()).unwrap_or(u16::MAX);
-            let (key, matcher) = if spec.matcher.is_empty() {
+            let state_key = spec.state.as_ref().and_then(StateRule::fingerprint);
+            let conditions = u16::try_from(spec.matcher.len() + usize::from(state_key.is_some()))
+                .unwrap_or(u16::MAX);
+            let (mut key, matcher) = if spec.matcher.is_empty() {
                 (String::new(), None)
             } else {
                 (spec.matcher.fingerprint(), Some(Box::new(spec.matcher)))
             };
+            if let Some(state_key) = state_key {
+                key.push_str(" s");
+                key.push_str(&state_key);
+            }
+            let state = spec.state.map(|rule| {
+                let param_segment = match &rule.key {
+                    Some(StateKey::Param(name)) => spec.path.segments().iter().position(
+                        |segment| matches!(segment, Segment::Param { name: n, .. } if n == name),
+                    ),
+                    _ => None,
+                };
+                Box::new(CompiledState {
+                    rule,
+                    param_segment,
+                })
+            });
             let realism = route_realism(&spec.realism, &env.realism);
             Ok(RouteDef {
                 method: spec.method,
@@ -293,6 +359,7 @@ fn compile_environment(
                     content_length: interned.length(body.len()),
                     body,
                     template,
+                    state,
                     realism: (!realism.is_empty()).then(|| {
                         let seed = realism
                             .chaos
@@ -419,6 +486,11 @@ impl RoutingTable {
 
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// Every workspace's state epoch, for the node's state machines.
+    pub fn state_epochs(&self) -> impl Iterator<Item = (Uuid, u64)> + '_ {
+        self.by_id.iter().map(|(id, w)| (*id, w.state_epoch))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -8,6 +8,7 @@ use mockplane_shared::persona::{PersonaConfig, parse_persona_data, parse_persona
 use mockplane_shared::realism::{
     Chaos, Fault, Latency, LogNormal, Normal, Pareto, Realism, Uniform,
 };
+use mockplane_shared::state::{RawStateRule, StateRule};
 use mockplane_shared::{
     ConfigRoute, EnvSettings, EnvironmentConfig, FieldError, ResponseSpec, RouteSpec, Slug,
     ValidationMode, WorkspaceConfig,
@@ -31,7 +32,33 @@ pub fn parse_route(route: &v1::Route) -> Result<RouteSpec, FieldError> {
         route.priority,
     )?
     .templated(route.response.as_ref().is_some_and(|r| r.template))?
-    .with_realism(parse_realism(route.latency.as_ref(), route.chaos.as_ref())?)
+    .with_realism(parse_realism(route.latency.as_ref(), route.chaos.as_ref())?)?
+    .with_state(raw_state(route.state.as_ref()).as_ref())
+}
+
+/// A route's state rule as the wire has it, unchecked.
+pub fn raw_state(state: Option<&v1::RouteState>) -> Option<RawStateRule> {
+    let state = state?;
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    Some(RawStateRule {
+        machine: state.machine.clone(),
+        when: non_empty(&state.when),
+        set: non_empty(&state.set),
+        key: non_empty(&state.key),
+    })
+}
+
+pub fn route_state(rule: &StateRule) -> v1::RouteState {
+    v1::RouteState {
+        machine: rule.machine.clone(),
+        when: rule.when.clone().unwrap_or_default(),
+        set: rule.set.clone().unwrap_or_default(),
+        key: rule
+            .key
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    }
 }
 
 /// Parses latency and chaos as a client sent them.
@@ -428,6 +455,7 @@ impl From<&ConfigRoute> for v1::RouteConfig {
             template: route.spec.response.template,
             latency: route.spec.realism.latency.as_ref().map(latency),
             chaos: route.spec.realism.chaos.as_ref().map(chaos),
+            state: route.spec.state.as_ref().map(route_state),
         }
     }
 }
@@ -448,6 +476,7 @@ impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
                     routes: env.routes.iter().map(v1::RouteConfig::from).collect(),
                 })
                 .collect(),
+            state_epoch: config.state_epoch,
             personas: config
                 .personas
                 .iter()
@@ -497,6 +526,7 @@ impl TryFrom<v1::WorkspaceConfig> for WorkspaceConfig {
             active,
             environments,
             personas,
+            state_epoch: config.state_epoch,
         };
         config.validate()?;
         Ok(config)
@@ -533,7 +563,8 @@ fn parse_config_route(route: v1::RouteConfig) -> Result<ConfigRoute, FieldError>
         route.priority,
     )?
     .templated(route.template)?
-    .with_realism(parse_realism(route.latency.as_ref(), route.chaos.as_ref())?)?;
+    .with_realism(parse_realism(route.latency.as_ref(), route.chaos.as_ref())?)?
+    .with_state(raw_state(route.state.as_ref()).as_ref())?;
     Ok(ConfigRoute { id, spec })
 }
 

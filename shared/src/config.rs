@@ -86,6 +86,8 @@ pub struct WorkspaceConfig {
     pub environments: Vec<EnvironmentConfig>,
     /// The personas templates can read, by name.
     pub personas: Vec<PersonaConfig>,
+    /// Changes when the workspace's state machines are reset.
+    pub state_epoch: u64,
 }
 
 impl WorkspaceConfig {
@@ -99,6 +101,7 @@ impl WorkspaceConfig {
             active: dev.clone(),
             environments: vec![EnvironmentConfig::plain(dev, routes)],
             personas: Vec::new(),
+            state_epoch: 0,
         }
     }
 

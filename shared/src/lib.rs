@@ -16,6 +16,7 @@ pub mod route;
 pub mod router;
 pub mod scenario;
 pub mod slug;
+pub mod state;
 pub mod template;
 pub mod workspace;
 

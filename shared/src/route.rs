@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::error::FieldError;
 use crate::matcher::RequestMatch;
 use crate::realism::Realism;
+use crate::state::{RawStateRule, StateRule};
 use crate::template::Template;
 
 /// Longest path template accepted.
@@ -531,6 +532,8 @@ pub struct RouteSpec {
     pub priority: u16,
     /// Latency and chaos of this route's answers.
     pub realism: Realism,
+    /// The state machine the route needs or moves; `None`: stateless.
+    pub state: Option<StateRule>,
     pub response: ResponseSpec,
 }
 
@@ -549,8 +552,22 @@ impl RouteSpec {
             matcher: RequestMatch::default(),
             priority: DEFAULT_PRIORITY,
             realism: Realism::default(),
+            state: None,
             response: response().map_err(|e| e.within("response"))?,
         })
+    }
+
+    /// Makes the route stateful (or not), checking the rule against the
+    /// route's path parameters.
+    pub fn with_state(mut self, state: Option<&RawStateRule>) -> Result<Self, FieldError> {
+        self.state = match state {
+            None => None,
+            Some(raw) => {
+                let params = self.param_names();
+                Some(StateRule::parse(raw, &params).map_err(|e| e.within("state"))?)
+            }
+        };
+        Ok(self)
     }
 
     /// The names of the path's parameters, in order.
@@ -618,16 +635,22 @@ impl RouteSpec {
     /// most one route per key. Routes without matchers at the default
     /// priority keep the plain `METHOD shape` key.
     pub fn match_key(&self) -> String {
-        if self.matcher.is_empty() && self.priority == DEFAULT_PRIORITY {
+        let state = self.state.as_ref().and_then(StateRule::fingerprint);
+        if self.matcher.is_empty() && self.priority == DEFAULT_PRIORITY && state.is_none() {
             format!("{} {}", self.method, self.path.shape())
         } else {
-            format!(
+            let mut key = format!(
                 "{} {} p{} m{}",
                 self.method,
                 self.path.shape(),
                 self.priority,
                 self.matcher.fingerprint()
-            )
+            );
+            if let Some(state) = state {
+                key.push_str(" s");
+                key.push_str(&state);
+            }
+            key
         }
     }
 }
@@ -647,6 +670,8 @@ pub struct RoutePatch {
     pub latency: Option<Option<crate::realism::Latency>>,
     /// `Some(None)` removes the chaos.
     pub chaos: Option<Option<crate::realism::Chaos>>,
+    /// `Some(None)` makes the route stateless.
+    pub state: Option<Option<RawStateRule>>,
     pub status: Option<u32>,
     pub headers: Option<Vec<(String, String)>>,
     pub body: Option<Bytes>,
@@ -659,6 +684,7 @@ impl RoutePatch {
 
     pub fn apply(&self, current: &RouteSpec) -> Result<RouteSpec, FieldError> {
         let response = &current.response;
+        let current_state = current.state.as_ref().map(StateRule::raw);
         RouteSpec::parse(
             self.name.as_deref().unwrap_or(&current.name),
             self.method.as_deref().unwrap_or(current.method.as_str()),
@@ -686,6 +712,10 @@ impl RoutePatch {
                 .chaos
                 .clone()
                 .unwrap_or_else(|| current.realism.chaos.clone()),
+        })?
+        .with_state(match &self.state {
+            Some(state) => state.as_ref(),
+            None => current_state.as_ref(),
         })
     }
 }

@@ -529,3 +529,95 @@ async fn templates_answer_as_the_persona_a_request_names() {
         (404, "persona_not_found")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_routes_move_their_machines_until_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let node = Node::start(dir.path(), &plane.url()).await.unwrap();
+    let mut api = plane.api(plane.token.as_deref().unwrap()).await;
+    api.workspaces
+        .create_workspace(new_workspace("flow"))
+        .await
+        .unwrap();
+    let stateful = |method: &str, body: &str, when: &str, set: &str| {
+        let mut route = route(method, "/orders/{id}", 200, body);
+        route.state = Some(v1::RouteState {
+            machine: "order".into(),
+            when: when.into(),
+            set: set.into(),
+            key: "param:id".into(),
+        });
+        route
+    };
+    let created = api
+        .routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "flow".into(),
+            routes: vec![
+                stateful("GET", "new", "started", ""),
+                stateful("GET", "paid", "paid", ""),
+                stateful("POST", "paying", "", "paid"),
+            ],
+            environment: String::new(),
+            scenario: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.routes[1].state.as_ref().unwrap().when, "paid");
+    let bad = api
+        .routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "flow".into(),
+            routes: vec![{
+                let mut route = stateful("PUT", "x", "started", "");
+                route.state.as_mut().unwrap().key = "param:nope".into();
+                route
+            }],
+            environment: String::new(),
+            scenario: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(
+        bad.message().contains("routes[0].state.key"),
+        "{}",
+        bad.message()
+    );
+
+    node.wait_for("/w/flow/orders/1", 200, |b| b == "new").await;
+    assert_eq!(
+        node.send("POST", "/w/flow/orders/1").await.unwrap().body,
+        "paying"
+    );
+    assert_eq!(node.get("/w/flow/orders/1").await.unwrap().body, "paid");
+    assert_eq!(
+        node.get("/w/flow/orders/2").await.unwrap().body,
+        "new",
+        "order 2 has its own machine"
+    );
+    let state = node.ops_get("/state/flow").await.unwrap().json();
+    assert_eq!(
+        state["machines"],
+        serde_json::json!([{ "environment": "dev", "machine": "order", "key": "1", "state": "paid" }])
+    );
+
+    let reset = api
+        .workspaces
+        .reset_state(v1::ResetStateRequest {
+            workspace: "flow".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reset.state_epoch, 1);
+    node.wait_for("/w/flow/orders/1", 200, |b| b == "new").await;
+    assert_eq!(
+        node.ops_get("/state/flow").await.unwrap().json()["machines"],
+        serde_json::json!([])
+    );
+}

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use mockplane_proto::convert::{
     chaos, latency, parse_realism, parse_request_match, parse_response, parse_route, parse_uuid,
-    request_match, response,
+    raw_state, request_match, response, route_state,
 };
 use mockplane_proto::v1;
 use mockplane_proto::v1::route_service_server::RouteService;
@@ -49,6 +49,7 @@ pub fn spec_to_proto(spec: &RouteSpec) -> v1::Route {
         priority: u32::from(spec.priority),
         latency: spec.realism.latency.as_ref().map(latency),
         chaos: spec.realism.chaos.as_ref().map(chaos),
+        state: spec.state.as_ref().map(route_state),
         ..Default::default()
     }
 }
@@ -275,7 +276,7 @@ fn cut_to_budget(
     }
 }
 
-const MASK_FIELDS: [&str; 12] = [
+const MASK_FIELDS: [&str; 13] = [
     "name",
     "method",
     "path",
@@ -283,6 +284,7 @@ const MASK_FIELDS: [&str; 12] = [
     "priority",
     "latency",
     "chaos",
+    "state",
     "response",
     "response.status",
     "response.headers",
@@ -316,6 +318,7 @@ fn parse_patch(request: &v1::UpdateRouteRequest) -> Result<RoutePatch, FieldErro
                 );
             }
             "priority" => patch.priority = Some(values.priority),
+            "state" => patch.state = Some(raw_state(values.state.as_ref())),
             "latency" | "chaos" => {
                 // Each names one half; the other half stays as it is.
                 let parsed = parse_realism(values.latency.as_ref(), values.chaos.as_ref())

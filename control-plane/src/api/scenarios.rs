@@ -17,6 +17,9 @@ use crate::store::{DeploymentRecord, ScenarioRecord, VersionRecord, WorkspaceRef
 
 pub struct Scenarios(pub ApiState);
 
+/// Most routes one ImportScenario call takes.
+const MAX_IMPORTED_ROUTES: usize = 1000;
+
 pub fn to_proto(record: &ScenarioRecord) -> v1::Scenario {
     v1::Scenario {
         name: record.name.to_string(),
@@ -284,6 +287,55 @@ impl ScenarioService for Scenarios {
             .0
             .store
             .import_scenario(caller.org_id, &key, new, imported.routes)
+            .await
+            .map_err(ApiError::from)?;
+        self.0.committed();
+        Ok(Response::new(v1::ImportOpenApiResponse {
+            scenario: Some(to_proto(&record)),
+            routes: routes.iter().map(super::routes::to_proto).collect(),
+        }))
+    }
+
+    async fn import_scenario(
+        &self,
+        request: Request<v1::ImportScenarioRequest>,
+    ) -> Result<Response<v1::ImportOpenApiResponse>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
+        let scenario = request.scenario.ok_or_else(|| missing("scenario"))?;
+        if request.routes.len() > MAX_IMPORTED_ROUTES {
+            return Err(ApiError::from(FieldError::new(
+                "routes",
+                format!(
+                    "at most {MAX_IMPORTED_ROUTES} routes, got {}",
+                    request.routes.len()
+                ),
+            ))
+            .into());
+        }
+        let routes = request
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| {
+                mockplane_proto::convert::parse_route(route)
+                    .map_err(|e| e.within(&format!("routes[{index}]")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::from)?;
+        let new = NewScenario {
+            name: name(&scenario.name, "scenario.name")?,
+            description: parse_text("scenario.description", &scenario.description)
+                .map_err(ApiError::from)?,
+            tags: parse_tags(&scenario.tags)
+                .map_err(|e| e.within("scenario"))
+                .map_err(ApiError::from)?,
+        };
+        let (record, routes) = self
+            .0
+            .store
+            .import_scenario(caller.org_id, &key, new, routes)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();

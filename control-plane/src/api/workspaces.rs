@@ -129,6 +129,22 @@ impl WorkspaceService for Workspaces {
         Ok(Response::new(to_proto(&record)))
     }
 
+    async fn reset_state(
+        &self,
+        request: Request<v1::ResetStateRequest>,
+    ) -> Result<Response<v1::ResetStateResponse>, Status> {
+        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let state_epoch = self
+            .0
+            .store
+            .reset_state(caller.org_id, &key)
+            .await
+            .map_err(ApiError::from)?;
+        self.0.committed();
+        Ok(Response::new(v1::ResetStateResponse { state_epoch }))
+    }
+
     async fn delete_workspace(
         &self,
         request: Request<v1::DeleteWorkspaceRequest>,

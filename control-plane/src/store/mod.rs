@@ -473,6 +473,10 @@ pub trait Store: Send + Sync + 'static {
         routes: Vec<RouteSpec>,
     ) -> StoreResult<(ScenarioRecord, Vec<RouteRecord>)>;
 
+    /// Makes every node forget the workspace's state machines: bumps its
+    /// state epoch, which travels with its config. Returns the new epoch.
+    async fn reset_state(&self, org: Uuid, workspace: &WorkspaceRef) -> StoreResult<u64>;
+
     /// Adds routes to the working copy of a scenario (`None`: "default")
     /// atomically: all or none.
     async fn create_scenario_routes(

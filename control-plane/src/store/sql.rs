@@ -19,6 +19,7 @@ use mockplane_shared::realism::Realism;
 use mockplane_shared::scenario::{
     DEFAULT_SCENARIO, NewScenario, ScenarioPatch, Tag, content_hash, parse_tags,
 };
+use mockplane_shared::state::RawStateRule;
 use mockplane_shared::{
     ConfigRoute, EnvSettings, EnvironmentConfig, FieldError, NewWorkspace, RequestMatch,
     ResponseSpec, RoutePatch, RouteSpec, Slug, WorkspaceConfig, WorkspacePatch,
@@ -115,7 +116,7 @@ macro_rules! select_persona {
 
 macro_rules! select_route {
     () => {
-        "SELECT id, workspace_id, name, method, path, matchers, priority, template, realism, status, headers, \
+        "SELECT id, workspace_id, name, method, path, matchers, priority, template, realism, state, status, headers, \
          body, version, created_at, updated_at, \
          COALESCE((SELECT s.name FROM scenarios s WHERE s.id = routes.scenario_id), 'default') AS scenario \
          FROM routes "
@@ -126,7 +127,7 @@ macro_rules! select_route {
 /// thousand routes is most of the cost of loading them.
 macro_rules! select_serving_route {
     () => {
-        "SELECT id, workspace_id, name, method, path, matchers, priority, template, realism, status, headers, \
+        "SELECT id, workspace_id, name, method, path, matchers, priority, template, realism, state, status, headers, \
          body FROM routes "
     };
 }
@@ -377,6 +378,7 @@ struct ServingWorkspaceRow {
     slug: String,
     active_env: String,
     env_defaults: String,
+    state_epoch: i64,
 }
 
 /// What serving needs of a route: the columns the config is built from.
@@ -392,6 +394,7 @@ struct ServingRouteRow {
     /// 0 or 1: the two backends share no boolean type sqlx can be generic over.
     template: i32,
     realism: String,
+    state: String,
     status: i32,
     headers: String,
     body: Vec<u8>,
@@ -432,7 +435,19 @@ impl ServingRouteRow {
                     format!("stored latency and chaos are invalid: {e}"),
                 )
             })?
-        })
+        })?
+        .with_state(
+            if self.state.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::from_str::<RawStateRule>(&self.state).map_err(|e| {
+                        FieldError::new("state", format!("stored state rule is invalid: {e}"))
+                    })?,
+                )
+            }
+            .as_ref(),
+        )
     }
 }
 
@@ -474,6 +489,13 @@ fn realism_json(spec: &RouteSpec) -> String {
         return String::new();
     }
     serde_json::to_string(&spec.realism).unwrap_or_default()
+}
+
+fn state_json(spec: &RouteSpec) -> String {
+    spec.state
+        .as_ref()
+        .map(|rule| serde_json::to_string(&rule.raw()).unwrap_or_default())
+        .unwrap_or_default()
 }
 
 fn matchers_json(spec: &RouteSpec) -> String {
@@ -1654,6 +1676,25 @@ where
         Ok((scenario, records))
     }
 
+    async fn reset_state(&self, org: Uuid, workspace: &WorkspaceRef) -> StoreResult<u64> {
+        let mut tx = self
+            .pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let epoch: i64 = sqlx::query_scalar(
+            "UPDATE workspaces SET state_epoch = state_epoch + 1 WHERE id = $1 RETURNING state_epoch",
+        )
+        .bind(ws.id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(internal)?;
+        bump_revision(&mut tx, ws.id).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(to_u64(epoch))
+    }
+
     async fn create_scenario_routes(
         &self,
         org: Uuid,
@@ -1761,7 +1802,7 @@ where
             let updated = sqlx::query(
                 "UPDATE routes SET name = $1, method = $2, path = $3, match_key = $4, status = $5, headers = $6, \
                  body = $7, version = version + 1, updated_at = $8, matchers = $11, priority = $12, \
-                 template = $13, realism = $14 WHERE id = $9 AND version = $10",
+                 template = $13, realism = $14, state = $15 WHERE id = $9 AND version = $10",
             )
             .bind(spec.name.clone())
             .bind(spec.method.as_str().to_owned())
@@ -1777,6 +1818,7 @@ where
             .bind(i32::from(spec.priority))
             .bind(i32::from(spec.response.template))
             .bind(realism_json(&spec))
+            .bind(state_json(&spec))
             .execute(&mut *tx)
             .await
             .map_err(|e| db_error(e, || route_clash(0, &spec)))?;
@@ -1850,11 +1892,12 @@ where
             .fetch_one(&mut *tx)
             .await
             .map_err(internal)?;
-        let workspaces: Vec<ServingWorkspaceRow> =
-            sqlx::query_as("SELECT id, slug, active_env, env_defaults FROM workspaces ORDER BY id")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(internal)?;
+        let workspaces: Vec<ServingWorkspaceRow> = sqlx::query_as(
+            "SELECT id, slug, active_env, env_defaults, state_epoch FROM workspaces ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(internal)?;
         let environments: Vec<ServingEnvironmentRow> =
             sqlx::query_as("SELECT workspace_id, name, position, settings FROM environments")
                 .fetch_all(&mut *tx)
@@ -1953,7 +1996,7 @@ where
         let mut changed = Vec::with_capacity(ids.len());
         for id in ids {
             let ws: Option<ServingWorkspaceRow> = sqlx::query_as(
-                "SELECT id, slug, active_env, env_defaults FROM workspaces WHERE id = $1",
+                "SELECT id, slug, active_env, env_defaults, state_epoch FROM workspaces WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -2120,6 +2163,7 @@ fn workspace_config(
         active,
         environments,
         personas,
+        state_epoch: to_u64(ws.state_epoch),
     };
     config.validate()?;
     Ok(config)
@@ -2540,8 +2584,8 @@ where
         let key = spec.match_key();
         sqlx::query(
                 "INSERT INTO routes (id, workspace_id, org_id, name, method, path, match_key, status, headers, body, \
-                 version, created_at, updated_at, matchers, priority, template, realism, scenario_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16)",
+                 version, created_at, updated_at, matchers, priority, template, realism, scenario_id, state) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16, $17)",
             )
             .bind(id)
             .bind(workspace_id)
@@ -2559,6 +2603,7 @@ where
             .bind(i32::from(spec.response.template))
             .bind(realism_json(&spec))
             .bind(scenario_id)
+            .bind(state_json(&spec))
             .execute(&mut *conn)
             .await
             .map_err(|e| db_error(e, || route_clash(index, &spec)))?;
