@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "mockplane/v1/config.proto",
     "mockplane/v1/scenario.proto",
     "mockplane/v1/persona.proto",
+    "mockplane/v1/journal.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

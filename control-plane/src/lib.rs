@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod nodes;
 pub mod server;
 pub mod snapshot;
 pub mod store;

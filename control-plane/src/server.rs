@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use mockplane_proto::v1::config_discovery_server::ConfigDiscoveryServer;
 use mockplane_proto::v1::environment_service_server::EnvironmentServiceServer;
+use mockplane_proto::v1::journal_service_server::JournalServiceServer;
 use mockplane_proto::v1::persona_service_server::PersonaServiceServer;
 use mockplane_proto::v1::route_service_server::RouteServiceServer;
 use mockplane_proto::v1::scenario_service_server::ScenarioServiceServer;
@@ -20,10 +21,12 @@ use crate::api::ApiState;
 use crate::api::auth::AuthLayer;
 use crate::api::discovery::Discovery;
 use crate::api::environments::Environments;
+use crate::api::journal::Journal;
 use crate::api::personas::Personas;
 use crate::api::routes::Routes;
 use crate::api::scenarios::Scenarios;
 use crate::api::workspaces::Workspaces;
+use crate::nodes::Nodes;
 use crate::snapshot::ConfigCache;
 use crate::store::{Bootstrapped, Store};
 use crate::token;
@@ -130,9 +133,11 @@ impl ControlPlane {
             refresher,
             shutdown,
         } = self;
+        let nodes = Arc::new(Nodes::default());
         let state = ApiState {
             store: store.clone(),
             cache: cache.clone(),
+            nodes: nodes.clone(),
         };
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -167,11 +172,13 @@ impl ControlPlane {
             )
             .add_service(PersonaServiceServer::new(Personas(state.clone())))
             .add_service(
-                RouteServiceServer::new(Routes(state))
+                RouteServiceServer::new(Routes(state.clone()))
                     .max_decoding_message_size(MAX_ROUTE_REQUEST_BYTES),
             )
+            .add_service(JournalServiceServer::new(Journal(state)))
             .add_service(ConfigDiscoveryServer::new(Discovery::new(
                 cache,
+                nodes,
                 shutdown.clone(),
             )))
             .serve_with_incoming_shutdown(

@@ -33,6 +33,8 @@ pub struct ClientConfig {
     pub control_plane: String,
     pub labels: HashMap<String, String>,
     pub backoff: Backoff,
+    /// Where the control plane reaches the ops listener.
+    pub ops_url: String,
 }
 
 /// Reconnect delays: exponential from `min` to `max`, each drawn at random
@@ -109,6 +111,7 @@ impl ConfigClient {
                 binary_version: env!("CARGO_PKG_VERSION").to_owned(),
                 protocol_version: PROTOCOL_VERSION,
                 applied_revision: applied,
+                ops_url: self.config.ops_url.clone(),
             })))
             .await
             .context("queueing hello")?;

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod journal;
 pub mod listener;
 pub mod machines;
 pub mod metrics;
@@ -37,6 +38,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Where /healthz, /readyz, /metrics and /status are served.
     pub ops_listen: SocketAddr,
+    /// How the control plane reaches the ops listener (`http://host:port`);
+    /// `None`: the address bound.
+    pub ops_advertise: Option<String>,
     /// `http://host:port` of the control plane.
     pub control_plane: String,
     pub node_id: String,
@@ -52,6 +56,11 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(ops) = &self.ops_advertise
+            && !ops.starts_with("http://")
+        {
+            anyhow::bail!("--ops-advertise must be an http://host:port address, got {ops:?}");
+        }
         let url = &self.control_plane;
         if !url.starts_with("http://") {
             anyhow::bail!("--control-plane must be an http://host:port address, got {url:?}");
@@ -112,6 +121,10 @@ pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
             control_plane: config.control_plane,
             labels: config.labels,
             backoff: config.backoff,
+            ops_url: config
+                .ops_advertise
+                .clone()
+                .unwrap_or_else(|| format!("http://{ops_address}")),
         },
         state.clone(),
     );

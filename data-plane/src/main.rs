@@ -30,6 +30,10 @@ struct Cli {
         default_value = "127.0.0.1:9090"
     )]
     ops_listen: SocketAddr,
+    /// How the control plane reaches the ops listener, to query the request
+    /// journal (http://host:port); default: the address bound.
+    #[arg(long, env = "MOCKPLANE_NODE_OPS_ADVERTISE")]
+    ops_advertise: Option<String>,
     /// The control plane's gRPC address.
     #[arg(
         long,
@@ -117,6 +121,7 @@ fn main() -> anyhow::Result<()> {
     let node = mockplane_data_plane::build(NodeConfig {
         listen: cli.listen,
         ops_listen: cli.ops_listen,
+        ops_advertise: cli.ops_advertise,
         control_plane: cli.control_plane,
         node_id: cli.node_id.unwrap_or_else(default_node_id),
         labels: cli.labels.into_iter().collect::<HashMap<_, _>>(),

@@ -17,6 +17,21 @@ pub enum Outcome {
     Chaos,
 }
 
+impl Outcome {
+    /// The label counters and the journal use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Matched => "matched",
+            Outcome::NoWorkspace => "no_workspace",
+            Outcome::UnknownWorkspace => "unknown_workspace",
+            Outcome::UnknownEnvironment => "unknown_environment",
+            Outcome::NoRoute => "no_route",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::Chaos => "chaos",
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     matched: IntCounter,

@@ -9,6 +9,7 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::journal::Filter;
 use crate::state::NodeState;
 
 pub struct OpsApp {
@@ -77,17 +78,79 @@ impl OpsApp {
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found: try /healthz, /readyz, /metrics, /status or /state/{workspace}\n"
+                b"not found: try /healthz, /readyz, /metrics, /status, /state/{workspace} or /journal/{workspace}\n"
                     .to_vec(),
             ),
         }
     }
 }
 
+impl OpsApp {
+    /// `GET /journal/{workspace}?env=&method=&path=&status=&unmatched=true&since_ms=&limit=`:
+    /// the workspace's latest requests on this node, newest first.
+    pub fn journal(&self, slug: &str, query: &str) -> (StatusCode, &'static str, Vec<u8>) {
+        let bad = |message: String| {
+            (
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                json!({ "error": message }).to_string().into_bytes(),
+            )
+        };
+        let mut filter = Filter {
+            limit: 100,
+            ..Filter::default()
+        };
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let value = value.into_owned();
+            match &*key {
+                "env" => filter.environment = Some(value),
+                "method" => filter.method = Some(value),
+                "path" => filter.path_prefix = Some(value),
+                "status" => match value.parse() {
+                    Ok(status) => filter.status = Some(status),
+                    Err(_) => return bad(format!("status={value:?} is not a status code")),
+                },
+                "unmatched" => filter.unmatched = value == "true",
+                "since_ms" => match value.parse() {
+                    Ok(since) => filter.since_ms = Some(since),
+                    Err(_) => return bad(format!("since_ms={value:?} is not a number")),
+                },
+                "limit" => match value.parse::<usize>() {
+                    Ok(limit) if (1..=1000).contains(&limit) => filter.limit = limit,
+                    _ => return bad(format!("limit={value:?}: give 1 to 1000")),
+                },
+                other => return bad(format!("unknown parameter {other:?}")),
+            }
+        }
+        let table = self.state.table.load();
+        let Some(workspace) = table.workspace(slug) else {
+            return (
+                StatusCode::NOT_FOUND,
+                "application/json",
+                json!({ "error": format!("no workspace '{slug}' is served here") })
+                    .to_string()
+                    .into_bytes(),
+            );
+        };
+        let entries = self.state.journal.query(workspace.id, &filter);
+        (
+            StatusCode::OK,
+            "application/json",
+            json!({ "node_id": self.state.node_id, "entries": entries })
+                .to_string()
+                .into_bytes(),
+        )
+    }
+}
+
 #[async_trait]
 impl ServeHttp for OpsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (status, content_type, body) = self.route(session.req_header().uri.path());
+        let uri = &session.req_header().uri;
+        let (status, content_type, body) = match uri.path().strip_prefix("/journal/") {
+            Some(slug) => self.journal(slug, uri.query().unwrap_or("")),
+            None => self.route(uri.path()),
+        };
         let length = body.len();
         let mut response = Response::new(body);
         *response.status_mut() = status;

@@ -21,6 +21,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::json;
 
+use crate::journal::Entry;
 use crate::machines::Machines;
 use crate::metrics::Outcome;
 use crate::state::NodeState;
@@ -50,7 +51,7 @@ fn requested_persona<'a>(request: &RequestParts<'a>) -> Option<&'a str> {
 /// Why a templated route did not render.
 enum Rendered {
     /// The request named a persona the workspace does not have: this answer.
-    UnknownPersona(Result<Answer, String>),
+    UnknownPersona(Box<Result<Answer, String>>),
     Failed(String),
 }
 
@@ -61,7 +62,7 @@ fn unknown_persona(
 ) -> Rendered {
     let asked = requested_persona(request).unwrap_or_default();
     let names: Vec<&str> = workspace.personas.iter().map(|(n, _)| &**n).collect();
-    Rendered::UnknownPersona(problem(
+    Rendered::UnknownPersona(Box::new(problem(
         Outcome::NoRoute,
         404,
         "persona_not_found",
@@ -71,7 +72,7 @@ fn unknown_persona(
         } else {
             format!("its personas: {}", names.join(", "))
         }),
-    ))
+    )))
 }
 
 /// Routes listed with their reasons when a request fails every matcher.
@@ -95,6 +96,8 @@ pub struct RequestCtx {
     outcome: Option<Outcome>,
     /// A chaos fault broke the connection on purpose: write nothing more.
     faulted: bool,
+    /// The request body, when it was read (for the journal).
+    body: Option<Bytes>,
 }
 
 /// What to send for a request.
@@ -107,6 +110,10 @@ pub struct Answer {
     pub delay: Option<Duration>,
     /// Break the connection this way instead of answering normally.
     pub fault: Option<Fault>,
+    /// The workspace and environment that answered, for the journal.
+    pub place: Option<(uuid::Uuid, std::sync::Arc<str>)>,
+    /// The route that answered.
+    pub route: Option<(uuid::Uuid, std::sync::Arc<str>)>,
 }
 
 /// Matches a request against the table. Pure, so the whole routing
@@ -199,7 +206,7 @@ pub fn answer_with(
         },
         None => true,
     };
-    match router.lookup_where(route_method, rest, |route| {
+    let answered = match router.lookup_where(route_method, rest, |route| {
         route.accepts(request) && in_state(route)
     }) {
         Lookup::Found(route) => {
@@ -238,6 +245,8 @@ pub fn answer_with(
                     body: route.body.clone(),
                     delay: None,
                     fault: None,
+                    place: None,
+                    route: None,
                 },
                 (_, Some(template)) => match workspace
                     .persona(requested_persona(request))
@@ -248,7 +257,7 @@ pub fn answer_with(
                     })
                 {
                     Ok(answer) => answer,
-                    Err(Rendered::UnknownPersona(answer)) => answer?,
+                    Err(Rendered::UnknownPersona(answer)) => (*answer)?,
                     Err(Rendered::Failed(message)) => problem(
                         Outcome::Matched,
                         500,
@@ -266,6 +275,7 @@ pub fn answer_with(
                 answer.fault = Some(fault);
             }
             answer.delay = delay;
+            answer.route = Some((route.id, route.label.clone()));
             Ok(answer)
         }
         Lookup::MethodNotAllowed => {
@@ -353,7 +363,11 @@ pub fn answer_with(
                 Some(hint),
             )
         }
-    }
+    };
+    answered.map(|mut answer| {
+        answer.place = Some((workspace.id, env.name.clone()));
+        answer
+    })
 }
 
 /// Renders a templated route for one request.
@@ -399,6 +413,8 @@ fn render(
         body,
         delay: None,
         fault: None,
+        place: None,
+        route: None,
     })
 }
 
@@ -436,6 +452,8 @@ fn json_answer(outcome: Outcome, status: u16, body: &serde_json::Value) -> Resul
         body,
         delay: None,
         fault: None,
+        place: None,
+        route: None,
     })
 }
 
@@ -448,6 +466,7 @@ impl ProxyHttp for MockProxy {
             started: Instant::now(),
             outcome: None,
             faulted: false,
+            body: None,
         }
     }
 
@@ -528,13 +547,15 @@ impl ProxyHttp for MockProxy {
                     let table = self.state.table.load();
                     let request = session.req_header();
                     let parts = RequestParts::new(request.uri.query(), &request.headers, &body);
-                    answer_with(
+                    let answered = answer_with(
                         &table,
                         &self.state.machines,
                         &request.method,
                         request.uri.path(),
                         &parts,
-                    )
+                    );
+                    ctx.body = Some(body);
+                    answered
                 }
                 None => problem(
                     Outcome::NoRoute,
@@ -548,6 +569,7 @@ impl ProxyHttp for MockProxy {
             },
         };
         let answer = answered.map_err(|e| Error::explain(ErrorType::InternalError, e))?;
+        self.record(session, &answer, ctx.body.take());
         self.send(session, ctx, answer).await
     }
 
@@ -575,6 +597,31 @@ async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
 }
 
 impl MockProxy {
+    /// Writes the request to the journal of the workspace and environment
+    /// that answered it (requests that name no workspace go nowhere).
+    fn record(&self, session: &Session, answer: &Answer, body: Option<Bytes>) {
+        let Some((workspace, environment)) = &answer.place else {
+            return;
+        };
+        let request = session.req_header();
+        let missed = answer.route.is_none();
+        self.state.journal.record(
+            *workspace,
+            Entry::new(
+                environment.clone(),
+                request.method.as_str(),
+                request.uri.path(),
+                request.uri.query(),
+                &request.headers,
+                body.as_deref(),
+                answer.header.status.as_u16(),
+                answer.outcome.as_str(),
+                answer.route.clone(),
+                missed.then(|| answer.body.clone()),
+            ),
+        );
+    }
+
     async fn send(
         &self,
         session: &mut Session,

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::journal::Journal;
 use crate::machines::Machines;
 use crate::metrics::Metrics;
 use crate::table::RoutingTable;
@@ -21,6 +22,8 @@ pub struct NodeState {
     pub metrics: Metrics,
     /// The state of stateful routes.
     pub machines: Machines,
+    /// The latest requests per workspace and environment.
+    pub journal: Journal,
 }
 
 impl NodeState {
@@ -32,6 +35,7 @@ impl NodeState {
             connected: AtomicBool::new(false),
             metrics,
             machines: Machines::default(),
+            journal: Journal::default(),
         })
     }
 
@@ -44,6 +48,7 @@ impl NodeState {
             .config_workspaces
             .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
         self.machines.sync(table.state_epochs());
+        self.journal.forget(|id| table.contains(id));
         self.table.store(Arc::new(table));
         self.ready.store(true, Ordering::Release);
     }

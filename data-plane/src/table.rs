@@ -28,7 +28,7 @@ pub type HeaderList = Arc<HeaderMap>;
 pub struct CompiledRoute {
     pub id: Uuid,
     /// The route's name, or `METHOD template` when it has none; for reports.
-    pub label: Box<str>,
+    pub label: std::sync::Arc<str>,
     /// `None` when the route matches on method and path alone.
     pub matcher: Option<Box<RequestMatch>>,
     pub status: StatusCode,
@@ -143,7 +143,7 @@ impl CompiledRoute {
 /// One environment of a workspace, ready to serve.
 #[derive(Debug)]
 pub struct CompiledEnvironment {
-    pub name: Box<str>,
+    pub name: Arc<str>,
     pub router: Router<CompiledRoute>,
     /// Some route matches on the body: read it before matching.
     pub needs_body: bool,
@@ -486,6 +486,10 @@ impl RoutingTable {
 
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    pub fn contains(&self, id: &Uuid) -> bool {
+        self.by_id.contains_key(id)
     }
 
     /// Every workspace's state epoch, for the node's state machines.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
+use mockplane_proto::v1::journal_service_client::JournalServiceClient;
 use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
 use mockplane_proto::v1::route_service_client::RouteServiceClient;
 use mockplane_proto::v1::scenario_service_client::ScenarioServiceClient;
@@ -238,7 +239,8 @@ impl ControlPlane {
             routes: RouteServiceClient::with_interceptor(channel.clone(), auth.clone()),
             environments: EnvironmentServiceClient::with_interceptor(channel.clone(), auth.clone()),
             scenarios: ScenarioServiceClient::with_interceptor(channel.clone(), auth.clone()),
-            personas: PersonaServiceClient::with_interceptor(channel, auth),
+            personas: PersonaServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            journal: JournalServiceClient::with_interceptor(channel, auth),
         }
     }
 }
@@ -275,6 +277,7 @@ pub struct Api {
     pub environments: EnvironmentServiceClient<InterceptedService<Channel, Bearer>>,
     pub scenarios: ScenarioServiceClient<InterceptedService<Channel, Bearer>>,
     pub personas: PersonaServiceClient<InterceptedService<Channel, Bearer>>,
+    pub journal: JournalServiceClient<InterceptedService<Channel, Bearer>>,
 }
 
 /// A data-plane node process.

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::nodes::Nodes;
 use crate::snapshot::ConfigCache;
 
 /// How long a node has to say Hello after opening the stream.
@@ -31,14 +32,16 @@ pub const CONCURRENT_FULL_SYNCS: usize = 16;
 
 pub struct Discovery {
     cache: Arc<ConfigCache>,
+    nodes: Arc<Nodes>,
     full_syncs: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
 impl Discovery {
-    pub fn new(cache: Arc<ConfigCache>, shutdown: CancellationToken) -> Self {
+    pub fn new(cache: Arc<ConfigCache>, nodes: Arc<Nodes>, shutdown: CancellationToken) -> Self {
         Self {
             cache,
+            nodes,
             full_syncs: Arc::new(Semaphore::new(CONCURRENT_FULL_SYNCS)),
             shutdown,
         }
@@ -82,11 +85,14 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
         );
 
         let (tx, rx) = mpsc::channel(4);
+        let stream = self.nodes.connected(&hello.node_id, &hello.ops_url);
         let session = Session {
             node: hello.node_id,
             applied: hello.applied_revision,
             cache: self.cache.clone(),
             full_syncs: self.full_syncs.clone(),
+            nodes: self.nodes.clone(),
+            stream,
         };
         tokio::spawn(session.run(inbound, tx, self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -116,6 +122,9 @@ struct Session {
     applied: u64,
     cache: Arc<ConfigCache>,
     full_syncs: Arc<Semaphore>,
+    nodes: Arc<Nodes>,
+    /// This stream's number in the registry of connected nodes.
+    stream: u64,
 }
 
 impl Session {
@@ -189,6 +198,7 @@ impl Session {
     }
 
     fn closed(&self, why: &str) {
+        self.nodes.disconnected(&self.node, self.stream);
         tracing::info!(node = %self.node, why, "node disconnected");
     }
 }

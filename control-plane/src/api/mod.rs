@@ -7,6 +7,7 @@ pub mod auth;
 pub mod discovery;
 pub mod environments;
 pub mod error;
+pub mod journal;
 pub mod personas;
 pub mod routes;
 pub mod scenarios;
@@ -19,6 +20,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use mockplane_shared::FieldError;
 
+use crate::nodes::Nodes;
 use crate::snapshot::ConfigCache;
 use crate::store::Store;
 
@@ -27,6 +29,8 @@ use crate::store::Store;
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub cache: Arc<ConfigCache>,
+    /// The nodes streaming from this replica.
+    pub nodes: Arc<Nodes>,
 }
 
 impl ApiState {
