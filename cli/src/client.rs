@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
+use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::route_service_client::RouteServiceClient;
 use mockplane_proto::v1::workspace_service_client::WorkspaceServiceClient;
 use tonic::metadata::AsciiMetadataValue;
@@ -36,6 +37,7 @@ pub type Authed = InterceptedService<Channel, Credentials>;
 pub struct Api {
     pub workspaces: WorkspaceServiceClient<Authed>,
     pub routes: RouteServiceClient<Authed>,
+    pub environments: EnvironmentServiceClient<Authed>,
 }
 
 impl Api {
@@ -71,9 +73,10 @@ impl Api {
                 credentials.clone(),
             )
             .max_decoding_message_size(MAX_RESPONSE_BYTES),
-            routes: RouteServiceClient::with_interceptor(channel, credentials)
+            routes: RouteServiceClient::with_interceptor(channel.clone(), credentials.clone())
                 .max_decoding_message_size(MAX_RESPONSE_BYTES)
                 .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            environments: EnvironmentServiceClient::with_interceptor(channel, credentials),
         })
     }
 }

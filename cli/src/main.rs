@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod envfile;
 mod mockfile;
 mod output;
 mod up;
@@ -11,11 +12,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use mockplane_proto::v1;
+use mockplane_shared::EnvSettings;
+use mockplane_shared::environment::{SettingKey, ValidationMode};
 
 use crate::client::{Api, status_error};
-use crate::output::{Format, RouteView, WorkspaceView};
+use crate::output::{EnvironmentView, Format, RouteView, WorkspaceView};
 
 /// Mockplane's admin CLI: manage workspaces and their mocks over the gRPC API.
 #[derive(Parser)]
@@ -47,6 +50,10 @@ enum Command {
     /// Add, list, change and remove a workspace's mocks (routes).
     #[command(subcommand, visible_alias = "routes")]
     Route(RouteCommand),
+    /// List, inspect, add, change and delete a workspace's environments
+    /// (dev → test → prod by default).
+    #[command(subcommand, visible_aliases = ["envs", "environment"])]
+    Env(EnvCommand),
     /// Run a local Mockplane: a control plane on SQLite and one data-plane node.
     Up(up::UpArgs),
 }
@@ -65,7 +72,7 @@ enum WorkspaceCommand {
     List,
     /// Show one workspace, by slug or id.
     Get { workspace: String },
-    /// Change a workspace's slug, name or description.
+    /// Change a workspace's slug, name, description or environments.
     Update {
         workspace: String,
         #[arg(long)]
@@ -74,6 +81,22 @@ enum WorkspaceCommand {
         name: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// The environment that answers requests without an
+        /// x-mockplane-env header.
+        #[arg(long, value_name = "ENV")]
+        active_env: Option<String>,
+        /// The promotion chain in order, comma separated: `dev,test,prod`.
+        /// The first serves the working copies; environments left out go
+        /// off the chain.
+        #[arg(long, value_name = "ENVS", value_delimiter = ',')]
+        chain: Option<Vec<String>>,
+        /// Whether a promotion may skip steps of the chain (dev → prod).
+        #[arg(long, value_name = "true|false")]
+        allow_skips: Option<bool>,
+        /// A settings file (YAML or JSON, `-` for standard input) that
+        /// replaces the defaults every environment inherits.
+        #[arg(long, value_name = "FILE")]
+        defaults_file: Option<PathBuf>,
         /// Only update if the workspace still has this etag.
         #[arg(long, default_value = "")]
         etag: String,
@@ -97,6 +120,8 @@ enum RouteCommand {
         workspace: String,
         #[arg(long, short)]
         file: PathBuf,
+        #[command(flatten)]
+        env: EnvArg,
     },
     /// List a workspace's routes.
     List { workspace: String },
@@ -111,6 +136,8 @@ enum RouteCommand {
         /// Only update if the route still has this etag.
         #[arg(long, default_value = "")]
         etag: String,
+        #[command(flatten)]
+        env: EnvArg,
     },
     /// Remove routes: by id, those matching the method and path of each
     /// route of a mock file, or all of them.
@@ -121,7 +148,120 @@ enum RouteCommand {
         file: Option<PathBuf>,
         #[arg(long, conflicts_with = "route_ids")]
         all: bool,
+        #[command(flatten)]
+        env: EnvArg,
     },
+}
+
+/// The environment a route change is meant for.
+#[derive(Args)]
+struct EnvArg {
+    /// The environment the change is meant for; only the first of the
+    /// promotion chain can be edited, the others get changes by promotion.
+    /// Default: the working copy.
+    #[arg(
+        long = "env",
+        value_name = "ENV",
+        default_value = "",
+        hide_default_value = true
+    )]
+    name: String,
+}
+
+#[derive(Subcommand)]
+enum EnvCommand {
+    /// List a workspace's environments: the promotion chain in order, then
+    /// the others; the settings shown are those in force.
+    List { workspace: String },
+    /// Show one environment: its settings as set and in force.
+    Get { workspace: String, env: String },
+    /// Add an environment, on the promotion chain or off it.
+    Create {
+        workspace: String,
+        name: String,
+        /// Place on the promotion chain, 1 first (later ones move down);
+        /// 0 keeps it off the chain.
+        #[arg(long, default_value_t = 0)]
+        position: u32,
+        /// A settings file (YAML or JSON, `-` for standard input): `reality`,
+        /// `latency`, `chaos`, `drift_budget`, `validation`,
+        /// `reason_required`. What it leaves out is inherited.
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+    },
+    /// Rename an environment or change its settings.
+    Update(EnvUpdate),
+    /// Delete an environment and everything deployed to it. The active
+    /// environment and the last one on the chain cannot be deleted.
+    Delete {
+        workspace: String,
+        env: String,
+        /// Only delete if the environment still has this etag.
+        #[arg(long, default_value = "")]
+        etag: String,
+    },
+}
+
+#[derive(Args)]
+struct EnvUpdate {
+    workspace: String,
+    env: String,
+    /// A new name for the environment.
+    #[arg(long, value_name = "NAME")]
+    rename: Option<String>,
+    /// A settings file (YAML or JSON, `-` for standard input) that replaces
+    /// all the settings; what it leaves out is inherited.
+    #[arg(long, short, conflicts_with_all = ["reality", "drift_budget", "validation", "reason_required", "inherit"])]
+    file: Option<PathBuf>,
+    /// The reality level: 1 (instant, perfect) to 5 (production-like).
+    #[arg(long, value_name = "1-5", value_parser = clap::value_parser!(u8).range(1..=5))]
+    reality: Option<u8>,
+    /// Most breaking changes a promotion into it may carry; `unlimited`
+    /// sets none here (the workspace's default, if any, then applies).
+    #[arg(long, value_name = "N|unlimited", value_parser = parse_drift_budget)]
+    drift_budget: Option<DriftBudget>,
+    /// How strictly requests and promoted content are checked.
+    #[arg(long, value_name = "off|warn|enforce", value_parser = ValidationMode::parse)]
+    validation: Option<ValidationMode>,
+    /// Whether acting on the environment needs a stated reason.
+    #[arg(long, value_name = "true|false")]
+    reason_required: Option<bool>,
+    /// A setting to clear, so that it is inherited again: reality_level,
+    /// latency, chaos, drift_budget, validation or reason_required.
+    /// Repeatable.
+    #[arg(long, value_name = "SETTING", value_parser = parse_setting)]
+    inherit: Vec<SettingKey>,
+    /// Only update if the environment still has this etag.
+    #[arg(long, default_value = "")]
+    etag: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DriftBudget {
+    Limit(u32),
+    Unlimited,
+}
+
+fn parse_drift_budget(raw: &str) -> Result<DriftBudget, String> {
+    if raw == "unlimited" {
+        return Ok(DriftBudget::Unlimited);
+    }
+    raw.parse()
+        .map(DriftBudget::Limit)
+        .map_err(|_| format!("{raw:?} is neither a number of breaking changes nor `unlimited`"))
+}
+
+fn parse_setting(raw: &str) -> Result<SettingKey, String> {
+    // The settings file calls the reality level `reality`.
+    let name = if raw == "reality" {
+        "reality_level"
+    } else {
+        raw
+    };
+    SettingKey::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = SettingKey::ALL.iter().map(|k| k.as_str()).collect();
+        format!("{raw:?} is not a setting; use one of {}", names.join(", "))
+    })
 }
 
 #[tokio::main]
@@ -141,17 +281,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args, format).await,
         Command::Workspace(command) => {
-            let api = Api::connect(&cli.server, cli.token.as_deref()).await?;
-            workspace(api, command, format).await
+            workspace(&cli.server, cli.token.as_deref(), command, format).await
         }
         Command::Route(command) => route(&cli.server, cli.token.as_deref(), command, format).await,
+        Command::Env(command) => env(&cli.server, cli.token.as_deref(), command, format).await,
     }
 }
 
-const WORKSPACE_COLUMNS: [&str; 4] = ["slug", "name", "routes", "id"];
+const WORKSPACE_COLUMNS: [&str; 5] = ["slug", "name", "routes", "id", "active_env"];
 const ROUTE_COLUMNS: [&str; 5] = ["id", "method", "path", "status", "name"];
+const ENV_COLUMNS: [&str; 9] = [
+    "name",
+    "chain",
+    "active",
+    "reality",
+    "latency",
+    "chaos",
+    "drift_budget",
+    "validation",
+    "reason",
+];
 
-async fn workspace(mut api: Api, command: WorkspaceCommand, format: Format) -> anyhow::Result<()> {
+/// Files are checked before connecting, as for routes.
+async fn workspace(
+    server: &str,
+    token: Option<&str>,
+    command: WorkspaceCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    let connect = || Api::connect(server, token);
     match command {
         WorkspaceCommand::Create {
             slug,
@@ -166,7 +324,8 @@ async fn workspace(mut api: Api, command: WorkspaceCommand, format: Format) -> a
                     ..Default::default()
                 }),
             };
-            let created = api
+            let created = connect()
+                .await?
                 .workspaces
                 .create_workspace(request)
                 .await
@@ -175,6 +334,7 @@ async fn workspace(mut api: Api, command: WorkspaceCommand, format: Format) -> a
             output::one(format, &WorkspaceView::from(&created));
         }
         WorkspaceCommand::List => {
+            let mut api = connect().await?;
             let mut all = Vec::new();
             let mut page_token = String::new();
             loop {
@@ -196,7 +356,8 @@ async fn workspace(mut api: Api, command: WorkspaceCommand, format: Format) -> a
             output::list(format, &all, &WORKSPACE_COLUMNS);
         }
         WorkspaceCommand::Get { workspace } => {
-            let found = api
+            let found = connect()
+                .await?
                 .workspaces
                 .get_workspace(v1::GetWorkspaceRequest { workspace })
                 .await
@@ -209,8 +370,13 @@ async fn workspace(mut api: Api, command: WorkspaceCommand, format: Format) -> a
             slug,
             name,
             description,
+            active_env,
+            chain,
+            allow_skips,
+            defaults_file,
             etag,
         } => {
+            let defaults = defaults_file.as_deref().map(envfile::load).transpose()?;
             let mut paths = Vec::new();
             let mut patch = v1::Workspace::default();
             if let Some(slug) = slug {
@@ -225,12 +391,29 @@ async fn workspace(mut api: Api, command: WorkspaceCommand, format: Format) -> a
                 paths.push("description".to_owned());
                 patch.description = description;
             }
+            if let Some(active_env) = active_env {
+                paths.push("active_environment".to_owned());
+                patch.active_environment = active_env;
+            }
+            if let Some(chain) = chain {
+                paths.push("promotion_chain".to_owned());
+                patch.promotion_chain = chain.iter().map(|name| name.trim().to_owned()).collect();
+            }
+            if let Some(allow_skips) = allow_skips {
+                paths.push("allow_promotion_skips".to_owned());
+                patch.allow_promotion_skips = allow_skips;
+            }
+            if let Some(defaults) = defaults {
+                paths.push("environment_defaults".to_owned());
+                patch.environment_defaults = Some(defaults);
+            }
             if paths.is_empty() {
                 return Err(anyhow!(
-                    "nothing to change: give --slug, --name or --description"
+                    "nothing to change: give --slug, --name, --description, --active-env, --chain, --allow-skips or --defaults-file"
                 ));
             }
-            let updated = api
+            let updated = connect()
+                .await?
                 .workspaces
                 .update_workspace(v1::UpdateWorkspaceRequest {
                     workspace,
@@ -244,7 +427,9 @@ async fn workspace(mut api: Api, command: WorkspaceCommand, format: Format) -> a
             output::one(format, &WorkspaceView::from(&updated));
         }
         WorkspaceCommand::Delete { workspace, etag } => {
-            api.workspaces
+            connect()
+                .await?
+                .workspaces
                 .delete_workspace(v1::DeleteWorkspaceRequest {
                     workspace: workspace.clone(),
                     etag,
@@ -267,7 +452,11 @@ async fn route(
 ) -> anyhow::Result<()> {
     let connect = || Api::connect(server, token);
     match command {
-        RouteCommand::Add { workspace, file } => {
+        RouteCommand::Add {
+            workspace,
+            file,
+            env,
+        } => {
             let routes = mockfile::load(&file)?;
             let created = connect()
                 .await?
@@ -275,7 +464,7 @@ async fn route(
                 .create_routes(v1::CreateRoutesRequest {
                     workspace,
                     routes,
-                    environment: String::new(),
+                    environment: env.name,
                     scenario: String::new(),
                 })
                 .await
@@ -310,6 +499,7 @@ async fn route(
             route_id,
             file,
             etag,
+            env,
         } => {
             let mut routes = mockfile::load(&file)?;
             if routes.len() != 1 {
@@ -339,7 +529,7 @@ async fn route(
                     patch: Some(patch),
                     update_mask: Some(prost_types::FieldMask { paths }),
                     etag,
-                    environment: String::new(),
+                    environment: env.name,
                 })
                 .await
                 .map_err(status_error)?
@@ -351,6 +541,7 @@ async fn route(
             route_ids,
             file,
             all,
+            env,
         } => {
             let wanted = file.as_deref().map(mockfile::load).transpose()?;
             let mut api = connect().await?;
@@ -376,7 +567,7 @@ async fn route(
                     .delete_routes(v1::DeleteRoutesRequest {
                         workspace: workspace.clone(),
                         route_ids: batch.to_vec(),
-                        environment: String::new(),
+                        environment: env.name.clone(),
                     })
                     .await
                     .map_err(status_error)?
@@ -390,6 +581,179 @@ async fn route(
         }
     }
     Ok(())
+}
+
+/// Settings files are checked before connecting, as mock files are.
+async fn env(
+    server: &str,
+    token: Option<&str>,
+    command: EnvCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    let connect = || Api::connect(server, token);
+    match command {
+        EnvCommand::List { workspace } => {
+            let listed = connect()
+                .await?
+                .environments
+                .list_environments(v1::ListEnvironmentsRequest { workspace })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let views: Vec<EnvironmentView> = listed
+                .environments
+                .iter()
+                .map(EnvironmentView::from)
+                .collect();
+            output::list(format, &views, &ENV_COLUMNS);
+        }
+        EnvCommand::Get { workspace, env } => {
+            let found = connect()
+                .await?
+                .environments
+                .get_environment(v1::GetEnvironmentRequest {
+                    workspace,
+                    environment: env,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            output::one(format, &EnvironmentView::from(&found));
+        }
+        EnvCommand::Create {
+            workspace,
+            name,
+            position,
+            file,
+        } => {
+            let settings = file.as_deref().map(envfile::load).transpose()?;
+            let created = connect()
+                .await?
+                .environments
+                .create_environment(v1::CreateEnvironmentRequest {
+                    workspace,
+                    environment: Some(v1::Environment {
+                        name,
+                        chain_position: position,
+                        settings,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            output::one(format, &EnvironmentView::from(&created));
+        }
+        EnvCommand::Update(update) => {
+            let unlimited = update.drift_budget == Some(DriftBudget::Unlimited);
+            let request = env_update_request(update)?;
+            let updated = connect()
+                .await?
+                .environments
+                .update_environment(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let view = EnvironmentView::from(&updated);
+            if unlimited && let Some(budget) = view.effective.drift_budget {
+                eprintln!(
+                    "note: {} sets no drift budget now, and inherits {budget} from the workspace's defaults \
+                     (`mockplane workspace update --defaults-file` changes them)",
+                    view.name
+                );
+            }
+            output::one(format, &view);
+        }
+        EnvCommand::Delete {
+            workspace,
+            env,
+            etag,
+        } => {
+            connect()
+                .await?
+                .environments
+                .delete_environment(v1::DeleteEnvironmentRequest {
+                    workspace: workspace.clone(),
+                    environment: env.clone(),
+                    etag,
+                })
+                .await
+                .map_err(status_error)?;
+            done(
+                format,
+                serde_json::json!({ "workspace": workspace, "deleted": env }),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The request `env update` sends: a mask path per change; a setting named
+/// by `--inherit` is in the mask with no value, so it is inherited again.
+fn env_update_request(update: EnvUpdate) -> anyhow::Result<v1::UpdateEnvironmentRequest> {
+    let mut paths = Vec::new();
+    let mut patch = v1::Environment::default();
+    if let Some(name) = update.rename {
+        paths.push("name".to_owned());
+        patch.name = name;
+    }
+    if let Some(file) = &update.file {
+        paths.push("settings".to_owned());
+        patch.settings = Some(envfile::load(file)?);
+    } else {
+        let mut values = EnvSettings::default();
+        let mut keys = Vec::new();
+        if let Some(level) = update.reality {
+            values.reality = Some(level);
+            keys.push(SettingKey::Reality);
+        }
+        if let Some(budget) = update.drift_budget {
+            if let DriftBudget::Limit(limit) = budget {
+                values.drift_budget = Some(limit);
+            }
+            keys.push(SettingKey::DriftBudget);
+        }
+        if let Some(mode) = update.validation {
+            values.validation = Some(mode);
+            keys.push(SettingKey::Validation);
+        }
+        if let Some(required) = update.reason_required {
+            values.reason_required = Some(required);
+            keys.push(SettingKey::ReasonRequired);
+        }
+        let set = keys.len();
+        for key in update.inherit {
+            if keys[..set].contains(&key) {
+                return Err(anyhow!(
+                    "--inherit {} clears the setting another option sets; give one of them",
+                    key.as_str()
+                ));
+            }
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        // Only fields a flag sets can be wrong: name the flag.
+        values
+            .check()
+            .map_err(|e| anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))?;
+        if !keys.is_empty() {
+            paths.extend(keys.iter().map(|key| format!("settings.{}", key.as_str())));
+            patch.settings = Some(mockplane_proto::convert::env_settings(&values));
+        }
+    }
+    if paths.is_empty() {
+        return Err(anyhow!(
+            "nothing to change: give --rename, --file, --reality, --drift-budget, --validation, --reason-required or --inherit"
+        ));
+    }
+    Ok(v1::UpdateEnvironmentRequest {
+        workspace: update.workspace,
+        environment: update.env,
+        patch: Some(patch),
+        update_mask: Some(prost_types::FieldMask { paths }),
+        etag: update.etag,
+    })
 }
 
 async fn all_routes(api: &mut Api, workspace: &str) -> anyhow::Result<Vec<v1::Route>> {

@@ -207,7 +207,7 @@ pub fn parse(text: &str, json: bool) -> anyhow::Result<Vec<v1::Route>> {
 }
 
 /// `[1].response.status` for a path inside the routes list.
-fn segment_path(path: &serde_path_to_error::Path) -> String {
+pub fn segment_path(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     path.iter()
         .map(|segment| match segment {
@@ -219,20 +219,26 @@ fn segment_path(path: &serde_path_to_error::Path) -> String {
         .collect()
 }
 
-/// Reads and parses a mock file; `-` is standard input.
-pub fn load(path: &Path) -> anyhow::Result<Vec<v1::Route>> {
-    let (text, json) = if path == Path::new("-") {
+/// Reads a YAML or JSON file holding `what`; `-` is standard input. Also
+/// says whether the file is JSON (by its extension).
+pub fn read(path: &Path, what: &str) -> anyhow::Result<(String, bool)> {
+    if path == Path::new("-") {
         let text = std::io::read_to_string(std::io::stdin())
-            .context("reading routes from standard input")?;
-        (text, false)
+            .with_context(|| format!("reading {what} from standard input"))?;
+        Ok((text, false))
     } else {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let json = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        (text, json)
-    };
+        Ok((text, json))
+    }
+}
+
+/// Reads and parses a mock file; `-` is standard input.
+pub fn load(path: &Path) -> anyhow::Result<Vec<v1::Route>> {
+    let (text, json) = read(path, "routes")?;
     parse(&text, json).with_context(|| format!("{} is not a valid mock file", path.display()))
 }
 

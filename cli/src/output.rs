@@ -2,6 +2,8 @@
 //! Both come from the same views, so they always agree.
 
 use mockplane_proto::v1;
+use mockplane_shared::realism::{Chaos, Latency};
+use mockplane_shared::{EnvSettings, ValidationMode};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -18,6 +20,15 @@ pub struct WorkspaceView {
     pub name: String,
     pub description: String,
     pub routes: u32,
+    /// The environment that answers requests without an `x-mockplane-env`
+    /// header.
+    pub active_env: String,
+    /// The promotion chain: `dev → test → prod`.
+    pub chain: String,
+    /// Whether a promotion may skip steps of the chain.
+    pub allow_skips: bool,
+    /// The settings every environment inherits, in settings-file form.
+    pub env_defaults: EnvSettings,
     pub etag: String,
     pub created: String,
     pub updated: String,
@@ -31,6 +42,10 @@ impl From<&v1::Workspace> for WorkspaceView {
             name: w.name.clone(),
             description: w.description.clone(),
             routes: w.route_count,
+            active_env: w.active_environment.clone(),
+            chain: w.promotion_chain.join(" → "),
+            allow_skips: w.allow_promotion_skips,
+            env_defaults: settings(w.environment_defaults.as_ref()),
             etag: w.etag.clone(),
             created: time(w.create_time.as_ref()),
             updated: time(w.update_time.as_ref()),
@@ -94,6 +109,110 @@ impl From<&v1::Route> for RouteView {
     }
 }
 
+/// An environment: where it stands, and its settings in force summarised
+/// for tables, with `settings` (as set) and `effective` (in force) in full
+/// for scripts.
+#[derive(Serialize)]
+pub struct EnvironmentView {
+    pub name: String,
+    /// Place on the promotion chain, 1 first; null (`-`) off the chain.
+    pub chain: Option<u32>,
+    /// Answers requests that name no environment.
+    pub active: bool,
+    /// Serves the working copies: the first environment of the chain.
+    pub working_copies: bool,
+    /// The reality level in force.
+    pub reality: u8,
+    /// The latency in force, in short: `normal 80±25ms`.
+    pub latency: Option<String>,
+    /// The chaos in force, in short: `1% 500,503`.
+    pub chaos: Option<String>,
+    /// The drift budget in force: a number, or `"unlimited"`.
+    pub drift_budget: Value,
+    /// The validation mode in force.
+    pub validation: String,
+    /// Whether acting on the environment needs a stated reason.
+    pub reason: bool,
+    /// The overrides set on the environment, in settings-file form; what
+    /// is left out inherits.
+    pub settings: EnvSettings,
+    /// The settings in force, in settings-file form (a drift budget left
+    /// out is unlimited).
+    pub effective: EnvSettings,
+    pub etag: String,
+    pub created: String,
+    pub updated: String,
+}
+
+impl From<&v1::Environment> for EnvironmentView {
+    fn from(e: &v1::Environment) -> Self {
+        let effective = settings(e.effective.as_ref());
+        Self {
+            name: e.name.clone(),
+            chain: (e.chain_position > 0).then_some(e.chain_position),
+            active: e.active,
+            working_copies: e.working_copies,
+            reality: effective
+                .reality
+                .unwrap_or(mockplane_shared::environment::DEFAULT_REALITY),
+            latency: effective.latency.as_ref().map(latency_summary),
+            chaos: effective.chaos.as_ref().map(chaos_summary),
+            drift_budget: effective
+                .drift_budget
+                .map_or_else(|| Value::from("unlimited"), Value::from),
+            validation: effective
+                .validation
+                .unwrap_or(ValidationMode::Warn)
+                .as_str()
+                .to_owned(),
+            reason: effective.reason_required.unwrap_or(false),
+            settings: settings(e.settings.as_ref()),
+            effective,
+            etag: e.etag.clone(),
+            created: time(e.create_time.as_ref()),
+            updated: time(e.update_time.as_ref()),
+        }
+    }
+}
+
+/// Settings from the wire in file form; what cannot be read is left out.
+fn settings(wire: Option<&v1::EnvironmentSettings>) -> EnvSettings {
+    mockplane_proto::convert::parse_env_settings(wire).unwrap_or_default()
+}
+
+/// A number of milliseconds (or a factor) without needless decimals.
+fn number(value: f64) -> String {
+    ((value * 1000.0).round() / 1000.0).to_string()
+}
+
+/// `normal 80±25ms`: the distribution and its parameters, without bounds.
+pub fn latency_summary(latency: &Latency) -> String {
+    if let Some(ms) = latency.fixed {
+        format!("fixed {ms}ms")
+    } else if let Some(u) = latency.uniform {
+        format!("uniform {}-{}ms", u.min, u.max)
+    } else if let Some(n) = latency.normal {
+        format!("normal {}±{}ms", number(n.mean), number(n.stddev))
+    } else if let Some(l) = latency.lognormal {
+        format!("lognormal {}ms σ{}", number(l.median), number(l.sigma))
+    } else if let Some(p) = latency.pareto {
+        format!("pareto {}ms α{}", number(p.scale), number(p.shape))
+    } else {
+        "none".to_owned()
+    }
+}
+
+/// `1% 500,503`: the share of requests that fail, and how they fail.
+pub fn chaos_summary(chaos: &Chaos) -> String {
+    let mut outcomes: Vec<String> = chaos.statuses.keys().map(u16::to_string).collect();
+    outcomes.extend(chaos.faults.keys().map(|f| f.as_str().to_owned()));
+    if outcomes.is_empty() {
+        // What chaos without statuses or faults answers.
+        outcomes.push("500".to_owned());
+    }
+    format!("{}% {}", number(chaos.rate * 100.0), outcomes.join(","))
+}
+
 fn time(timestamp: Option<&prost_types::Timestamp>) -> String {
     timestamp
         .and_then(|t| {
@@ -127,7 +246,11 @@ pub fn one<T: Serialize>(format: Format, item: &T) {
             if let Value::Object(map) = value {
                 let width = map.keys().map(String::len).max().unwrap_or(0);
                 for (key, value) in map {
-                    println!("{key:width$}  {}", cell(&value));
+                    let text = match value {
+                        Value::Bool(false) => "no".to_owned(),
+                        value => cell(&value),
+                    };
+                    println!("{key:width$}  {text}");
                 }
             }
         }
@@ -141,10 +264,14 @@ pub fn json<T: Serialize + ?Sized>(value: &T) {
     }
 }
 
+/// A value as a table shows it: `yes` or blank for a flag, `-` for
+/// nothing, objects and lists as one line of JSON.
 fn cell(value: &Value) -> String {
     let text = match value {
         Value::String(s) => s.clone(),
-        Value::Null => String::new(),
+        Value::Null => "-".to_owned(),
+        Value::Bool(true) => "yes".to_owned(),
+        Value::Bool(false) => String::new(),
         other => other.to_string(),
     };
     // Keep each row on one line.
@@ -208,6 +335,19 @@ mod tests {
         assert_eq!(lines[0], "SLUG                NAME  ROUTES");
         assert_eq!(lines[1], "demo                Demo  3");
         assert_eq!(lines[2], "a-much-longer-slug  x y   12");
+        let flags = vec![
+            json!({"name": "dev", "chain": 1, "active": true}),
+            json!({"name": "sandbox", "chain": null, "active": false}),
+        ];
+        let text = table(&flags, &["name", "chain", "active"]);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "NAME     CHAIN  ACTIVE",
+                "dev      1      yes",
+                "sandbox  -"
+            ]
+        );
         let long = vec![json!({"path": "/".repeat(100)})];
         assert!(
             table(&long, &["path"])
@@ -216,5 +356,32 @@ mod tests {
                 .unwrap()
                 .ends_with('…')
         );
+    }
+
+    #[test]
+    fn realism_in_short() {
+        use mockplane_shared::environment::reality_level;
+        let summary = |level| {
+            let realism = reality_level(level);
+            (
+                realism.latency.as_ref().map(latency_summary),
+                realism.chaos.as_ref().map(chaos_summary),
+            )
+        };
+        assert_eq!(summary(1), (None, None));
+        assert_eq!(summary(2), (Some("uniform 10-50ms".into()), None));
+        assert_eq!(
+            summary(3),
+            (Some("normal 80±25ms".into()), Some("1% 500,503".into()))
+        );
+        assert_eq!(
+            summary(5).1.as_deref(),
+            Some("5% 429,500,502,503,504,reset,truncated")
+        );
+        let chaos = Chaos {
+            rate: 0.075,
+            ..Default::default()
+        };
+        assert_eq!(chaos_summary(&chaos), "7.5% 500");
     }
 }

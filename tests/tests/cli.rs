@@ -42,7 +42,12 @@ async fn manages_workspaces_and_mocks_that_nodes_then_serve() {
     let created = cli
         .ok(&["workspace", "create", "demo", "--name", "Demo API"])
         .await;
-    assert!(created.contains("slug         demo"), "{created}");
+    assert!(
+        created
+            .lines()
+            .any(|line| line.split_whitespace().eq(["slug", "demo"])),
+        "{created}"
+    );
     let table = cli.ok(&["workspace", "list"]).await;
     let mut lines = table.lines();
     assert!(
@@ -287,4 +292,171 @@ async fn up_runs_a_local_stack_and_stops_it() {
         .unwrap();
     assert_eq!(reply.status(), 200);
     again.stop(Signal::SIGTERM).await.unwrap();
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn names(environments: &Value) -> Vec<&str> {
+    environments
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manages_environments_and_which_one_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let node = Node::start(dir.path(), &plane.url()).await.unwrap();
+    let cli = Cli {
+        server: plane.url(),
+        token: plane.token.as_deref(),
+    };
+    cli.workspace_with_mocks(dir.path(), "shop", MOCKS).await;
+    node.wait_for("/w/shop/hello", 200, |b| b.contains("hello"))
+        .await;
+
+    // Every workspace starts with dev → test → prod, dev active.
+    let table = cli.ok(&["env", "list", "shop"]).await;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "NAME",
+            "CHAIN",
+            "ACTIVE",
+            "REALITY",
+            "LATENCY",
+            "CHAOS",
+            "DRIFT_BUDGET",
+            "VALIDATION",
+            "REASON"
+        ],
+        "{table}"
+    );
+    assert_eq!(
+        rows[1],
+        ["dev", "1", "yes", "1", "-", "-", "unlimited", "warn"]
+    );
+    assert_eq!(rows[2][..4], ["test", "2", "3", "normal"], "{table}");
+    assert_eq!(rows[3][..3], ["prod", "3", "4"], "{table}");
+    assert!(rows[3].ends_with(&["0", "enforce", "yes"]), "{table}");
+    let listed = json(&cli.ok(&["-o", "json", "envs", "list", "shop"]).await);
+    assert_eq!(names(&listed), ["dev", "test", "prod"]);
+    let chain: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["chain"])
+        .collect();
+    assert_eq!(chain, [1, 2, 3]);
+    assert_eq!(listed[0]["active"], true);
+    assert_eq!(listed[2]["settings"]["validation"], "enforce");
+    assert_eq!(listed[2]["effective"]["reality"], 4);
+
+    // A new environment on the chain moves the later ones down.
+    cli.ok(&["env", "create", "shop", "staging", "--position", "3"])
+        .await;
+    let listed = json(&cli.ok(&["-o", "json", "env", "list", "shop"]).await);
+    assert_eq!(names(&listed), ["dev", "test", "staging", "prod"]);
+    assert_eq!(listed[3]["chain"], 4);
+
+    // One setting at a time; --inherit clears one.
+    cli.ok(&["env", "update", "shop", "staging", "--reality", "5"])
+        .await;
+    let staging = json(
+        &cli.ok(&["-o", "json", "env", "get", "shop", "staging"])
+            .await,
+    );
+    assert_eq!(staging["settings"]["reality"], 5);
+    assert_eq!(staging["effective"]["reality"], 5);
+    assert!(
+        staging["effective"]["latency"]["pareto"].is_object(),
+        "{staging}"
+    );
+    cli.ok(&[
+        "env",
+        "update",
+        "shop",
+        "staging",
+        "--inherit",
+        "reality_level",
+    ])
+    .await;
+    let staging = json(
+        &cli.ok(&["-o", "json", "environment", "get", "shop", "staging"])
+            .await,
+    );
+    assert!(staging["settings"].get("reality").is_none(), "{staging}");
+    assert_eq!(staging["effective"]["reality"], 1, "the built-in level");
+    let error = cli.fails(&["env", "update", "shop", "staging"]).await;
+    assert!(error.contains("nothing to change"), "{error}");
+
+    // A settings file with a typo names the file and the field; nothing
+    // is created.
+    let typo = write(dir.path(), "qa.yaml", "reality: 2\nrealty: 3\n");
+    let error = cli
+        .fails(&["env", "create", "shop", "qa", "--file", &typo])
+        .await;
+    assert!(
+        error.contains("qa.yaml") && error.contains("unknown field `realty`"),
+        "{error}"
+    );
+    let listed = json(&cli.ok(&["-o", "json", "env", "list", "shop"]).await);
+    assert_eq!(names(&listed).len(), 4);
+
+    // Requests without the header go to the active environment; test
+    // serves nothing yet, dev still serves the mocks to those who ask.
+    let updated = cli
+        .ok(&["workspace", "update", "shop", "--active-env", "test"])
+        .await;
+    assert!(
+        updated
+            .lines()
+            .any(|line| line.split_whitespace().eq(["active_env", "test"])),
+        "{updated}"
+    );
+    node.wait_for("/w/shop/hello", 404, |b| b.contains("route_not_found"))
+        .await;
+    let dev = node
+        .send_with("GET", "/w/shop/hello", &[("x-mockplane-env", "dev")], "")
+        .await
+        .unwrap();
+    assert_eq!(dev.status, 200);
+    assert!(dev.body.contains("hello"), "{}", dev.body);
+    let table = cli.ok(&["ws", "list"]).await;
+    assert!(
+        table.lines().next().unwrap().ends_with("ACTIVE_ENV"),
+        "{table}"
+    );
+    assert!(table.lines().nth(1).unwrap().ends_with("test"), "{table}");
+
+    // What later environments serve changes only through promotions.
+    let mocks = write(dir.path(), "more.yaml", "- path: /direct\n");
+    let error = cli
+        .fails(&["route", "add", "shop", "--file", &mocks, "--env", "prod"])
+        .await;
+    assert!(
+        error.contains("promote") && error.contains("FailedPrecondition"),
+        "{error}"
+    );
+
+    // The active environment stays; another can go.
+    let error = cli.fails(&["env", "delete", "shop", "test"]).await;
+    assert!(
+        error.contains("'test'") && error.contains("active"),
+        "{error}"
+    );
+    cli.ok(&["env", "delete", "shop", "staging"]).await;
+    let listed = json(&cli.ok(&["-o", "json", "env", "list", "shop"]).await);
+    assert_eq!(names(&listed), ["dev", "test", "prod"]);
 }
