@@ -206,7 +206,15 @@ impl Journal {
         }
     }
 
+    /// Whether requests are recorded at all (a budget of 0 turns it off).
+    pub fn is_on(&self) -> bool {
+        self.max_bytes > 0
+    }
+
     pub fn record(&self, workspace: Uuid, entry: Entry) {
+        if !self.is_on() {
+            return;
+        }
         let size = entry.size();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.writes += 1;

@@ -25,6 +25,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service as ListeningService;
 
 use crate::client::{Backoff, ClientConfig, ConfigClient};
+use crate::journal::Journal;
 use crate::listener::{BoundSocket, Prebound};
 use crate::metrics::Metrics;
 use crate::ops::OpsApp;
@@ -41,6 +42,8 @@ pub struct NodeConfig {
     /// How the control plane reaches the ops listener (`http://host:port`);
     /// `None`: the address bound.
     pub ops_advertise: Option<String>,
+    /// MiB of recent requests the journal keeps; 0 turns it off.
+    pub journal_mib: usize,
     /// `http://host:port` of the control plane.
     pub control_plane: String,
     pub node_id: String,
@@ -88,9 +91,10 @@ pub struct Node {
 /// until `node.server.run_forever()`.
 pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
     config.validate()?;
-    let state = NodeState::new(
+    let state = NodeState::with_journal(
         config.node_id.clone(),
         Metrics::new().context("registering metrics")?,
+        Journal::with_budget(config.journal_mib.saturating_mul(1024 * 1024)),
     );
     let http_socket = BoundSocket::bind(config.listen)
         .with_context(|| format!("binding the mock listener {}", config.listen))?;

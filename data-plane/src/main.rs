@@ -34,6 +34,9 @@ struct Cli {
     /// journal (http://host:port); default: the address bound.
     #[arg(long, env = "MOCKPLANE_NODE_OPS_ADVERTISE")]
     ops_advertise: Option<String>,
+    /// MiB of recent requests the request journal keeps; 0 turns it off.
+    #[arg(long, env = "MOCKPLANE_NODE_JOURNAL_MIB", default_value = "64")]
+    journal_mib: usize,
     /// The control plane's gRPC address.
     #[arg(
         long,
@@ -122,6 +125,7 @@ fn main() -> anyhow::Result<()> {
         listen: cli.listen,
         ops_listen: cli.ops_listen,
         ops_advertise: cli.ops_advertise,
+        journal_mib: cli.journal_mib,
         control_plane: cli.control_plane,
         node_id: cli.node_id.unwrap_or_else(default_node_id),
         labels: cli.labels.into_iter().collect::<HashMap<_, _>>(),

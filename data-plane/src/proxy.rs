@@ -603,6 +603,9 @@ impl MockProxy {
         let Some((workspace, environment)) = &answer.place else {
             return;
         };
+        if !self.state.journal.is_on() {
+            return;
+        }
         let request = session.req_header();
         let missed = answer.route.is_none();
         self.state.journal.record(

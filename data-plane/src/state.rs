@@ -28,6 +28,10 @@ pub struct NodeState {
 
 impl NodeState {
     pub fn new(node_id: String, metrics: Metrics) -> Arc<Self> {
+        Self::with_journal(node_id, metrics, Journal::default())
+    }
+
+    pub fn with_journal(node_id: String, metrics: Metrics, journal: Journal) -> Arc<Self> {
         Arc::new(Self {
             node_id,
             table: ArcSwap::from_pointee(RoutingTable::default()),
@@ -35,7 +39,7 @@ impl NodeState {
             connected: AtomicBool::new(false),
             metrics,
             machines: Machines::default(),
-            journal: Journal::default(),
+            journal,
         })
     }
 
