@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
+use mockplane_proto::v1::journal_service_client::JournalServiceClient;
+use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
 use mockplane_proto::v1::route_service_client::RouteServiceClient;
+use mockplane_proto::v1::scenario_service_client::ScenarioServiceClient;
 use mockplane_proto::v1::workspace_service_client::WorkspaceServiceClient;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
@@ -38,6 +41,9 @@ pub struct Api {
     pub workspaces: WorkspaceServiceClient<Authed>,
     pub routes: RouteServiceClient<Authed>,
     pub environments: EnvironmentServiceClient<Authed>,
+    pub scenarios: ScenarioServiceClient<Authed>,
+    pub personas: PersonaServiceClient<Authed>,
+    pub journal: JournalServiceClient<Authed>,
 }
 
 impl Api {
@@ -76,7 +82,21 @@ impl Api {
             routes: RouteServiceClient::with_interceptor(channel.clone(), credentials.clone())
                 .max_decoding_message_size(MAX_RESPONSE_BYTES)
                 .max_encoding_message_size(MAX_RESPONSE_BYTES),
-            environments: EnvironmentServiceClient::with_interceptor(channel, credentials),
+            environments: EnvironmentServiceClient::with_interceptor(
+                channel.clone(),
+                credentials.clone(),
+            ),
+            // Versions, imports and exports carry routes, OpenAPI documents
+            // up to 8 MiB among them.
+            scenarios: ScenarioServiceClient::with_interceptor(
+                channel.clone(),
+                credentials.clone(),
+            )
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            personas: PersonaServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            journal: JournalServiceClient::with_interceptor(channel, credentials)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
         })
     }
 }

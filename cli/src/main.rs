@@ -6,19 +6,24 @@ mod client;
 mod envfile;
 mod mockfile;
 mod output;
+mod personafile;
+mod scenariofile;
 mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use clap::{Args, Parser, Subcommand};
 use mockplane_proto::v1;
 use mockplane_shared::EnvSettings;
 use mockplane_shared::environment::{SettingKey, ValidationMode};
 
 use crate::client::{Api, status_error};
-use crate::output::{EnvironmentView, Format, RouteView, WorkspaceView};
+use crate::output::{
+    DeploymentView, EnvironmentView, Format, JournalView, PersonaView, RouteView, ScenarioView,
+    VersionView, WorkspaceView,
+};
 
 /// Mockplane's admin CLI: manage workspaces and their mocks over the gRPC API.
 #[derive(Parser)]
@@ -54,6 +59,17 @@ enum Command {
     /// (dev → test → prod by default).
     #[command(subcommand, visible_aliases = ["envs", "environment"])]
     Env(EnvCommand),
+    /// Create, version, import and export a workspace's scenarios: named,
+    /// tagged sets of its routes.
+    #[command(subcommand, visible_alias = "scenarios")]
+    Scenario(ScenarioCommand),
+    /// Create, list, inspect, change and delete a workspace's personas: the
+    /// JSON documents templates read as {{persona.…}}.
+    #[command(subcommand, visible_alias = "personas")]
+    Persona(PersonaCommand),
+    /// Show the latest requests nodes answered for a workspace, newest
+    /// first, and for those no route answered, why.
+    Journal(JournalArgs),
     /// Run a local Mockplane: a control plane on SQLite and one data-plane node.
     Up(up::UpArgs),
 }
@@ -108,23 +124,33 @@ enum WorkspaceCommand {
         #[arg(long, default_value = "")]
         etag: String,
     },
+    /// Make every node forget the workspace's state machines: stateful
+    /// routes start again from `started`.
+    ResetState { workspace: String },
 }
 
 #[derive(Subcommand)]
 enum RouteCommand {
     /// Add the routes of a YAML or JSON mock file, all or none.
     ///
-    /// A mock file lists routes: `routes: [{name, method, path, response:
-    /// {status, headers, body | json}}]`. `-` reads standard input.
+    /// A mock file lists routes: `routes: [{name, method, path, match,
+    /// priority, latency, chaos, state, response: {status, headers, body |
+    /// json, template}}]`. `-` reads standard input.
     Add {
         workspace: String,
         #[arg(long, short)]
         file: PathBuf,
         #[command(flatten)]
         env: EnvArg,
+        #[command(flatten)]
+        scenario: ScenarioArg,
     },
     /// List a workspace's routes.
-    List { workspace: String },
+    List {
+        workspace: String,
+        #[command(flatten)]
+        scenario: ScenarioArg,
+    },
     /// Show one route.
     Get { workspace: String, route_id: String },
     /// Replace a route with the single route of a mock file.
@@ -166,6 +192,208 @@ struct EnvArg {
         hide_default_value = true
     )]
     name: String,
+}
+
+/// The scenario whose working copy a route command is about.
+#[derive(Args)]
+struct ScenarioArg {
+    /// The scenario whose working copy to use. Default: when adding,
+    /// `default`; when listing, every scenario.
+    #[arg(
+        long = "scenario",
+        value_name = "NAME",
+        default_value = "",
+        hide_default_value = true
+    )]
+    scenario: String,
+}
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// List a workspace's scenarios.
+    List { workspace: String },
+    /// Show one scenario: its tags, routes, newest version, and what each
+    /// environment serves of it.
+    Get { workspace: String, name: String },
+    /// Create an empty scenario; `route add --scenario` fills its working
+    /// copy.
+    Create {
+        workspace: String,
+        /// 1-63 characters of a-z, 0-9 and -.
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A tag: a plain word (`payments`) or pillars in brackets
+        /// (`[Cloud][Reality]`). Repeatable.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// Rename a scenario or change its description or tags.
+    Update {
+        workspace: String,
+        name: String,
+        /// A new name for the scenario (`default` keeps its name).
+        #[arg(long, value_name = "NAME")]
+        rename: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// The new tags, comma separated; an empty value removes them all.
+        #[arg(long, value_name = "TAGS", value_delimiter = ',')]
+        tags: Option<Vec<String>>,
+        /// Only update if the scenario still has this etag.
+        #[arg(long, default_value = "")]
+        etag: String,
+    },
+    /// Delete a scenario, its working copy and its versions; refused while
+    /// an environment serves one of its versions.
+    Delete {
+        workspace: String,
+        name: String,
+        /// Only delete if the scenario still has this etag.
+        #[arg(long, default_value = "")]
+        etag: String,
+    },
+    /// Freeze the working copy as the next version (or return the newest
+    /// version when nothing changed since).
+    Version {
+        workspace: String,
+        name: String,
+        /// What changed.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List a scenario's versions, newest first.
+    Versions { workspace: String, name: String },
+    /// FOR ADMINS AND TESTS ONLY: serve a version in an environment after
+    /// the first at once. It bypasses promotions (no gates, approvals or
+    /// audit); do not build workflows on it.
+    #[command(disable_version_flag = true)]
+    Deploy {
+        workspace: String,
+        name: String,
+        /// The environment to serve the version in; not the first of the
+        /// promotion chain, which serves the working copies.
+        #[arg(long = "env", value_name = "ENV")]
+        env: String,
+        /// The version to serve. Default: the newest.
+        #[arg(long, value_name = "N")]
+        version: Option<u32>,
+    },
+    /// Create a scenario from an OpenAPI 3 document (YAML or JSON): a route
+    /// per operation, answering with its example or a body from its schema.
+    ImportOpenapi {
+        workspace: String,
+        /// The new scenario's name.
+        name: String,
+        /// The OpenAPI document; `-` reads standard input.
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Default: the document's info.description.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A tag for the new scenario. Repeatable.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// Print a scenario as a scenario file (YAML; JSON with `--output
+    /// json`): its name, description and tags, and its routes in mock-file
+    /// form, which `scenario import` reads back.
+    #[command(disable_version_flag = true)]
+    Export {
+        workspace: String,
+        name: String,
+        /// Export this version. Default: the working copy.
+        #[arg(long, value_name = "N")]
+        version: Option<u32>,
+    },
+    /// Create a scenario from a scenario file (as `scenario export` writes
+    /// it), its routes as its working copy, all or none.
+    Import {
+        workspace: String,
+        /// The scenario file; `-` reads standard input.
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Create it under this name instead of the file's.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PersonaCommand {
+    /// List a workspace's personas, at their current versions.
+    List { workspace: String },
+    /// Show a persona: its current version, or an earlier one.
+    #[command(disable_version_flag = true)]
+    Get {
+        workspace: String,
+        name: String,
+        /// The version to show. Default: the current one.
+        #[arg(long, value_name = "N")]
+        version: Option<u32>,
+    },
+    /// Create a persona from a file holding a JSON object (JSON or YAML;
+    /// `-` reads standard input).
+    Create {
+        workspace: String,
+        /// 1-63 characters of a-z, 0-9 and -; requests without an
+        /// x-mockplane-persona header get the persona `default`.
+        name: String,
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Replace a persona's data; its version goes up by one and the
+    /// earlier versions stay readable.
+    Update {
+        workspace: String,
+        name: String,
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Only update if the persona still has this etag.
+        #[arg(long, default_value = "")]
+        etag: String,
+    },
+    /// Delete a persona and its versions.
+    Delete {
+        workspace: String,
+        name: String,
+        /// Only delete if the persona still has this etag.
+        #[arg(long, default_value = "")]
+        etag: String,
+    },
+}
+
+#[derive(Args)]
+struct JournalArgs {
+    workspace: String,
+    /// Only requests to this environment.
+    #[arg(
+        long = "env",
+        value_name = "ENV",
+        default_value = "",
+        hide_default_value = true
+    )]
+    env: String,
+    /// Only requests with this method.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    method: String,
+    /// Only requests whose whole path starts with this: `/w/<slug>/orders`.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "",
+        hide_default_value = true
+    )]
+    path: String,
+    /// Only requests answered with this status.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(100..=599))]
+    status: Option<u32>,
+    /// Only requests no route answered.
+    #[arg(long)]
+    unmatched: bool,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
 }
 
 #[derive(Subcommand)]
@@ -285,11 +513,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Route(command) => route(&cli.server, cli.token.as_deref(), command, format).await,
         Command::Env(command) => env(&cli.server, cli.token.as_deref(), command, format).await,
+        Command::Scenario(command) => {
+            scenario(&cli.server, cli.token.as_deref(), command, format).await
+        }
+        Command::Persona(command) => {
+            persona(&cli.server, cli.token.as_deref(), command, format).await
+        }
+        Command::Journal(args) => journal(&cli.server, cli.token.as_deref(), args, format).await,
     }
 }
 
 const WORKSPACE_COLUMNS: [&str; 5] = ["slug", "name", "routes", "id", "active_env"];
 const ROUTE_COLUMNS: [&str; 5] = ["id", "method", "path", "status", "name"];
+const SCENARIO_COLUMNS: [&str; 5] = ["name", "routes", "version", "deployed", "tags"];
+const VERSION_COLUMNS: [&str; 5] = ["version", "created", "routes", "note", "hash"];
+const PERSONA_COLUMNS: [&str; 4] = ["name", "version", "updated", "data"];
+const JOURNAL_COLUMNS: [&str; 7] = [
+    "time", "env", "method", "path", "status", "outcome", "route",
+];
 const ENV_COLUMNS: [&str; 9] = [
     "name",
     "chain",
@@ -438,6 +679,21 @@ async fn workspace(
                 .map_err(status_error)?;
             done(format, serde_json::json!({ "deleted": workspace }));
         }
+        WorkspaceCommand::ResetState { workspace } => {
+            let reset = connect()
+                .await?
+                .workspaces
+                .reset_state(v1::ResetStateRequest {
+                    workspace: workspace.clone(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            done(
+                format,
+                serde_json::json!({ "workspace": workspace, "state_epoch": reset.state_epoch }),
+            );
+        }
     }
     Ok(())
 }
@@ -456,6 +712,7 @@ async fn route(
             workspace,
             file,
             env,
+            scenario,
         } => {
             let routes = mockfile::load(&file)?;
             let created = connect()
@@ -465,7 +722,7 @@ async fn route(
                     workspace,
                     routes,
                     environment: env.name,
-                    scenario: String::new(),
+                    scenario: scenario.scenario,
                 })
                 .await
                 .map_err(status_error)?
@@ -473,8 +730,11 @@ async fn route(
             let views: Vec<RouteView> = created.routes.iter().map(RouteView::from).collect();
             output::list(format, &views, &ROUTE_COLUMNS);
         }
-        RouteCommand::List { workspace } => {
-            let routes = all_routes(&mut connect().await?, &workspace).await?;
+        RouteCommand::List {
+            workspace,
+            scenario,
+        } => {
+            let routes = all_routes(&mut connect().await?, &workspace, &scenario.scenario).await?;
             let views: Vec<RouteView> = routes.iter().map(RouteView::from).collect();
             output::list(format, &views, &ROUTE_COLUMNS);
         }
@@ -510,12 +770,17 @@ async fn route(
                 ));
             }
             let patch = routes.remove(0);
+            // The file's route replaces the route whole: what it leaves
+            // out (latency, chaos, state) is cleared.
             let paths = [
                 "name",
                 "method",
                 "path",
                 "request_match",
                 "priority",
+                "latency",
+                "chaos",
+                "state",
                 "response",
             ]
             .map(str::to_owned)
@@ -547,7 +812,7 @@ async fn route(
             let mut api = connect().await?;
             let ids = match (wanted, all) {
                 (Some(wanted), _) => ids_matching(&mut api, &workspace, &wanted).await?,
-                (None, true) => all_routes(&mut api, &workspace)
+                (None, true) => all_routes(&mut api, &workspace, "")
                     .await?
                     .into_iter()
                     .map(|r| r.id)
@@ -688,6 +953,423 @@ async fn env(
     Ok(())
 }
 
+/// Scenario and OpenAPI files are checked (read, for OpenAPI) before
+/// connecting, as mock files are.
+async fn scenario(
+    server: &str,
+    token: Option<&str>,
+    command: ScenarioCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    let connect = || Api::connect(server, token);
+    match command {
+        ScenarioCommand::List { workspace } => {
+            let listed = connect()
+                .await?
+                .scenarios
+                .list_scenarios(v1::ListScenariosRequest { workspace })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let views: Vec<ScenarioView> =
+                listed.scenarios.iter().map(ScenarioView::from).collect();
+            output::list(format, &views, &SCENARIO_COLUMNS);
+        }
+        ScenarioCommand::Get { workspace, name } => {
+            let found = get_scenario(&mut connect().await?, &workspace, &name).await?;
+            output::one(format, &ScenarioView::from(&found));
+        }
+        ScenarioCommand::Create {
+            workspace,
+            name,
+            description,
+            tags,
+        } => {
+            let created = connect()
+                .await?
+                .scenarios
+                .create_scenario(v1::CreateScenarioRequest {
+                    workspace,
+                    scenario: Some(v1::Scenario {
+                        name,
+                        description,
+                        tags,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            output::one(format, &ScenarioView::from(&created));
+        }
+        ScenarioCommand::Update {
+            workspace,
+            name,
+            rename,
+            description,
+            tags,
+            etag,
+        } => {
+            let mut paths = Vec::new();
+            let mut patch = v1::Scenario::default();
+            if let Some(rename) = rename {
+                paths.push("name".to_owned());
+                patch.name = rename;
+            }
+            if let Some(description) = description {
+                paths.push("description".to_owned());
+                patch.description = description;
+            }
+            if let Some(tags) = tags {
+                paths.push("tags".to_owned());
+                patch.tags = tags
+                    .iter()
+                    .map(|tag| tag.trim().to_owned())
+                    .filter(|tag| !tag.is_empty())
+                    .collect();
+            }
+            if paths.is_empty() {
+                return Err(anyhow!(
+                    "nothing to change: give --rename, --description or --tags"
+                ));
+            }
+            let updated = connect()
+                .await?
+                .scenarios
+                .update_scenario(v1::UpdateScenarioRequest {
+                    workspace,
+                    scenario: name,
+                    patch: Some(patch),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                    etag,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            output::one(format, &ScenarioView::from(&updated));
+        }
+        ScenarioCommand::Delete {
+            workspace,
+            name,
+            etag,
+        } => {
+            connect()
+                .await?
+                .scenarios
+                .delete_scenario(v1::DeleteScenarioRequest {
+                    workspace: workspace.clone(),
+                    scenario: name.clone(),
+                    etag,
+                })
+                .await
+                .map_err(status_error)?;
+            done(
+                format,
+                serde_json::json!({ "workspace": workspace, "deleted": name }),
+            );
+        }
+        ScenarioCommand::Version {
+            workspace,
+            name,
+            note,
+        } => {
+            let version = connect()
+                .await?
+                .scenarios
+                .create_version(v1::CreateVersionRequest {
+                    workspace,
+                    scenario: name,
+                    note,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            output::one(format, &VersionView::from(&version));
+        }
+        ScenarioCommand::Versions { workspace, name } => {
+            let listed = connect()
+                .await?
+                .scenarios
+                .list_versions(v1::ListVersionsRequest {
+                    workspace,
+                    scenario: name,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let views: Vec<VersionView> = listed.versions.iter().map(VersionView::from).collect();
+            output::list(format, &views, &VERSION_COLUMNS);
+        }
+        ScenarioCommand::Deploy {
+            workspace,
+            name,
+            env,
+            version,
+        } => {
+            let deployed = connect()
+                .await?
+                .scenarios
+                .admin_deploy_version(v1::AdminDeployVersionRequest {
+                    workspace,
+                    scenario: name,
+                    version: version.unwrap_or(0),
+                    environment: env,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            output::one(format, &DeploymentView::from(&deployed));
+        }
+        ScenarioCommand::ImportOpenapi {
+            workspace,
+            name,
+            file,
+            description,
+            tags,
+        } => {
+            let (document, _) = mockfile::read(&file, "the OpenAPI document")?;
+            if document.trim().is_empty() {
+                return Err(anyhow!("{} is empty", file.display()));
+            }
+            let imported = connect()
+                .await?
+                .scenarios
+                .import_open_api(v1::ImportOpenApiRequest {
+                    workspace,
+                    scenario: Some(v1::Scenario {
+                        name,
+                        description,
+                        tags,
+                        ..Default::default()
+                    }),
+                    document,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_import(format, &imported);
+        }
+        ScenarioCommand::Export {
+            workspace,
+            name,
+            version,
+        } => {
+            let mut api = connect().await?;
+            let found = get_scenario(&mut api, &workspace, &name).await?;
+            let routes = match version {
+                None => all_routes(&mut api, &workspace, &found.name).await?,
+                Some(number) => {
+                    api.scenarios
+                        .get_version(v1::GetVersionRequest {
+                            workspace,
+                            scenario: name,
+                            version: number,
+                        })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner()
+                        .routes
+                }
+            };
+            let file = scenariofile::export(&found, &routes)
+                .with_context(|| format!("cannot export scenario {}", found.name))?;
+            match format {
+                Format::Json => output::json(&file),
+                Format::Table => print!("{}", serde_yaml::to_string(&file)?),
+            }
+        }
+        ScenarioCommand::Import {
+            workspace,
+            file,
+            name,
+        } => {
+            let (scenario, routes) = scenariofile::load(&file, name.as_deref())?;
+            let imported = connect()
+                .await?
+                .scenarios
+                .import_scenario(v1::ImportScenarioRequest {
+                    workspace,
+                    scenario: Some(scenario),
+                    routes,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_import(format, &imported);
+        }
+    }
+    Ok(())
+}
+
+async fn get_scenario(api: &mut Api, workspace: &str, name: &str) -> anyhow::Result<v1::Scenario> {
+    Ok(api
+        .scenarios
+        .get_scenario(v1::GetScenarioRequest {
+            workspace: workspace.to_owned(),
+            scenario: name.to_owned(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner())
+}
+
+/// A new scenario and its routes: a line and the routes' table, or
+/// `{scenario, routes}` as JSON.
+fn print_import(format: Format, imported: &v1::ImportOpenApiResponse) {
+    let scenario = ScenarioView::from(&imported.scenario.clone().unwrap_or_default());
+    let routes: Vec<RouteView> = imported.routes.iter().map(RouteView::from).collect();
+    match format {
+        Format::Json => output::json(&serde_json::json!({
+            "scenario": scenario,
+            "routes": routes,
+        })),
+        Format::Table => {
+            println!("scenario {}: {} routes", scenario.name, routes.len());
+            output::list(format, &routes, &ROUTE_COLUMNS);
+        }
+    }
+}
+
+/// Persona files are checked before connecting, as mock files are.
+async fn persona(
+    server: &str,
+    token: Option<&str>,
+    command: PersonaCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    let connect = || Api::connect(server, token);
+    match command {
+        PersonaCommand::List { workspace } => {
+            let listed = connect()
+                .await?
+                .personas
+                .list_personas(v1::ListPersonasRequest { workspace })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let views: Vec<PersonaView> = listed.personas.iter().map(PersonaView::from).collect();
+            output::list(format, &views, &PERSONA_COLUMNS);
+        }
+        PersonaCommand::Get {
+            workspace,
+            name,
+            version,
+        } => {
+            let found = connect()
+                .await?
+                .personas
+                .get_persona(v1::GetPersonaRequest {
+                    workspace,
+                    persona: name,
+                    version: version.unwrap_or(0),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            output::one(format, &PersonaView::from(&found));
+        }
+        PersonaCommand::Create {
+            workspace,
+            name,
+            file,
+        } => {
+            let data = personafile::load(&file)?;
+            let created = connect()
+                .await?
+                .personas
+                .create_persona(v1::CreatePersonaRequest {
+                    workspace,
+                    persona: Some(v1::Persona {
+                        name,
+                        data,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            output::one(format, &PersonaView::from(&created));
+        }
+        PersonaCommand::Update {
+            workspace,
+            name,
+            file,
+            etag,
+        } => {
+            let data = personafile::load(&file)?;
+            let updated = connect()
+                .await?
+                .personas
+                .update_persona(v1::UpdatePersonaRequest {
+                    workspace,
+                    persona: name,
+                    data,
+                    etag,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            output::one(format, &PersonaView::from(&updated));
+        }
+        PersonaCommand::Delete {
+            workspace,
+            name,
+            etag,
+        } => {
+            connect()
+                .await?
+                .personas
+                .delete_persona(v1::DeletePersonaRequest {
+                    workspace: workspace.clone(),
+                    persona: name.clone(),
+                    etag,
+                })
+                .await
+                .map_err(status_error)?;
+            done(
+                format,
+                serde_json::json!({ "workspace": workspace, "deleted": name }),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn journal(
+    server: &str,
+    token: Option<&str>,
+    args: JournalArgs,
+    format: Format,
+) -> anyhow::Result<()> {
+    let listed = Api::connect(server, token)
+        .await?
+        .journal
+        .list_requests(v1::ListRequestsRequest {
+            workspace: args.workspace,
+            environment: args.env,
+            method: args.method,
+            path_prefix: args.path,
+            status: args.status.unwrap_or(0),
+            unmatched_only: args.unmatched,
+            since: None,
+            limit: args.limit,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if !listed.unreachable_nodes.is_empty() {
+        eprintln!(
+            "note: {} of {} nodes did not answer, their requests are missing: {}",
+            listed.unreachable_nodes.len(),
+            listed.nodes_asked,
+            listed.unreachable_nodes.join(", ")
+        );
+    }
+    let views: Vec<JournalView> = listed.entries.iter().map(JournalView::from).collect();
+    output::list(format, &views, &JOURNAL_COLUMNS);
+    Ok(())
+}
+
 /// The request `env update` sends: a mask path per change; a setting named
 /// by `--inherit` is in the mask with no value, so it is inherited again.
 fn env_update_request(update: EnvUpdate) -> anyhow::Result<v1::UpdateEnvironmentRequest> {
@@ -756,7 +1438,13 @@ fn env_update_request(update: EnvUpdate) -> anyhow::Result<v1::UpdateEnvironment
     })
 }
 
-async fn all_routes(api: &mut Api, workspace: &str) -> anyhow::Result<Vec<v1::Route>> {
+/// A workspace's routes, in the order they were created; with a
+/// `scenario`, only that scenario's working copy.
+async fn all_routes(
+    api: &mut Api,
+    workspace: &str,
+    scenario: &str,
+) -> anyhow::Result<Vec<v1::Route>> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -766,7 +1454,7 @@ async fn all_routes(api: &mut Api, workspace: &str) -> anyhow::Result<Vec<v1::Ro
                 workspace: workspace.to_owned(),
                 page_size: 1000,
                 page_token,
-                scenario: String::new(),
+                scenario: scenario.to_owned(),
             })
             .await
             .map_err(status_error)?
@@ -787,7 +1475,7 @@ async fn ids_matching(
     workspace: &str,
     wanted: &[v1::Route],
 ) -> anyhow::Result<Vec<String>> {
-    let existing = all_routes(api, workspace).await?;
+    let existing = all_routes(api, workspace, "").await?;
     let key = |route: &v1::Route| {
         mockplane_proto::convert::parse_route(route)
             .ok()
@@ -831,5 +1519,74 @@ fn done(format: Format, summary: serde_json::Value) {
                 println!("{}", parts.join(", "));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn scenario_and_journal_options_parse() {
+        let cli = Cli::try_parse_from([
+            "mockplane",
+            "route",
+            "add",
+            "shop",
+            "-f",
+            "m.yaml",
+            "--scenario",
+            "checkout",
+            "--env",
+            "dev",
+        ])
+        .unwrap();
+        let Command::Route(RouteCommand::Add { scenario, env, .. }) = cli.command else {
+            panic!("not route add");
+        };
+        assert_eq!(
+            (scenario.scenario.as_str(), env.name.as_str()),
+            ("checkout", "dev")
+        );
+        let cli = Cli::try_parse_from([
+            "mockplane",
+            "scenario",
+            "update",
+            "shop",
+            "checkout",
+            "--tags",
+            "a,[Reality]",
+        ])
+        .unwrap();
+        let Command::Scenario(ScenarioCommand::Update { tags, .. }) = cli.command else {
+            panic!("not scenario update");
+        };
+        assert_eq!(tags.unwrap(), ["a", "[Reality]"]);
+        assert!(
+            Cli::try_parse_from(["mockplane", "scenario", "deploy", "shop", "checkout"]).is_err(),
+            "deploy needs --env"
+        );
+        assert!(Cli::try_parse_from(["mockplane", "journal", "shop", "--limit", "0"]).is_err());
+        let cli = Cli::try_parse_from([
+            "mockplane",
+            "journal",
+            "shop",
+            "--unmatched",
+            "--status",
+            "404",
+        ])
+        .unwrap();
+        let Command::Journal(args) = cli.command else {
+            panic!("not journal");
+        };
+        assert!(args.unmatched);
+        assert_eq!((args.status, args.limit), (Some(404), 100));
     }
 }

@@ -13,61 +13,123 @@
 //!     priority: 1              # optional; 1 first, default 5
 //!     latency: { fixed: 50 }   # optional; or uniform, normal, lognormal, pareto (ms)
 //!     chaos: { rate: 0.1, statuses: { 503: 1 }, faults: { reset: 1 } }
+//!     state: { machine: cart, when: started, set: full, key: "header:x-run" }  # optional
 //!     response:
 //!       status: 200            # default 200
 //!       headers:               # a map, or a list of {name, value}
 //!         content-type: application/json
 //!       json: {"id": 1}        # or `body:` with text
+//!       template: true         # optional; the body and header values are templates
 //! ```
 //!
-//! The top level may also be the list of routes itself.
+//! The top level may also be the list of routes itself. [`MockRoute`] also
+//! writes routes back in this form (`mockplane scenario export`), so that
+//! what it writes reads back as the same routes.
 
+use std::fmt;
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 use mockplane_proto::convert::parse_route;
 use mockplane_proto::v1;
-use std::fmt;
-
-use serde::Deserialize;
+use mockplane_shared::RequestMatch;
+use mockplane_shared::realism::{Chaos, Latency};
+use mockplane_shared::route::DEFAULT_PRIORITY;
+use mockplane_shared::state::RawStateRule;
 use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap as _, SerializeSeq as _};
+use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize)]
+/// One route in file form. Reads what people write; written by
+/// [`MockRoute::from_route`], it leaves out what has its default.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockRoute {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     name: String,
     #[serde(default = "default_method")]
     method: String,
     path: String,
-    #[serde(default, rename = "match")]
-    matcher: mockplane_shared::RequestMatch,
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "match",
+        skip_serializing_if = "RequestMatch::is_empty"
+    )]
+    matcher: RequestMatch,
+    #[serde(default, skip_serializing_if = "is_zero")]
     priority: u32,
-    latency: Option<mockplane_shared::realism::Latency>,
-    chaos: Option<mockplane_shared::realism::Chaos>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency: Option<Latency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chaos: Option<Chaos>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<RawStateRule>,
     #[serde(default)]
     response: MockResponse,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MockResponse {
     #[serde(default = "default_status")]
     status: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
     headers: Headers,
+    #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     json: Option<serde_json::Value>,
     /// The body and header values are templates.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     template: bool,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Headers as a map (`name: value`, in file order) or as a list of
 /// `{name, value}` (which allows a name twice, as `set-cookie` needs).
 #[derive(Default)]
 struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Written as a map unless a name repeats (case-insensitively), which
+/// only the list form can hold.
+impl Serialize for Headers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let repeats = self.0.iter().enumerate().any(|(index, (name, _))| {
+            self.0[..index]
+                .iter()
+                .any(|(earlier, _)| earlier.eq_ignore_ascii_case(name))
+        });
+        if repeats {
+            let mut list = serializer.serialize_seq(Some(self.0.len()))?;
+            for (name, value) in &self.0 {
+                list.serialize_element(&HeaderEntry {
+                    name: name.clone(),
+                    value: value.clone(),
+                })?;
+            }
+            list.end()
+        } else {
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for (name, value) in &self.0 {
+                map.serialize_entry(name, value)?;
+            }
+            map.end()
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for Headers {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -96,7 +158,7 @@ impl<'de> Deserialize<'de> for Headers {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HeaderEntry {
     name: String,
@@ -151,6 +213,12 @@ impl MockRoute {
             priority: self.priority,
             latency: self.latency.as_ref().map(mockplane_proto::convert::latency),
             chaos: self.chaos.as_ref().map(mockplane_proto::convert::chaos),
+            state: self.state.map(|rule| v1::RouteState {
+                machine: rule.machine,
+                when: rule.when.unwrap_or_default(),
+                set: rule.set.unwrap_or_default(),
+                key: rule.key.unwrap_or_default(),
+            }),
             response: Some(v1::MockResponse {
                 status: response.status,
                 headers: headers
@@ -165,6 +233,92 @@ impl MockRoute {
         parse_route(&route).map_err(|e| e.to_string())?;
         Ok(route)
     }
+
+    /// A route in file form, which reads back as the same route. The body
+    /// is written as `json:` when that gives back the very same bytes (and
+    /// a content type is there to keep), else as `body:` text; a body that
+    /// is not UTF-8 text has no file form.
+    pub fn from_route(route: &v1::Route) -> Result<Self, String> {
+        let realism =
+            mockplane_proto::convert::parse_realism(route.latency.as_ref(), route.chaos.as_ref())
+                .map_err(|e| e.to_string())?;
+        let matcher = mockplane_proto::convert::parse_request_match(route.request_match.as_ref())
+            .map_err(|e| e.to_string())?;
+        let wire = route.response.clone().unwrap_or_default();
+        let mut headers: Vec<(String, String)> = wire
+            .headers
+            .into_iter()
+            .map(|h| (h.name, h.value))
+            .collect();
+        let text = String::from_utf8(wire.body)
+            .map_err(|_| "response.body: is not UTF-8 text, which a file cannot hold".to_owned())?;
+        let content_types: Vec<usize> = headers
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, _))| name.eq_ignore_ascii_case("content-type"))
+            .map(|(index, _)| index)
+            .collect();
+        let json = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .filter(|value| {
+                // Only when `json:` gives back the very same bytes.
+                !content_types.is_empty()
+                    && serde_json::to_string(value).is_ok_and(|compact| compact == text)
+            });
+        let (body, json) = match json {
+            Some(value) => {
+                // Reading `json:` adds `content-type: application/json` at
+                // the end when there is none: leave out the one that adds.
+                if let [index] = content_types[..]
+                    && index + 1 == headers.len()
+                    && headers[index].0 == "content-type"
+                    && headers[index].1 == "application/json"
+                {
+                    headers.pop();
+                }
+                (None, Some(value))
+            }
+            None => ((!text.is_empty()).then_some(text), None),
+        };
+        Ok(Self {
+            name: route.name.clone(),
+            method: route.method.clone(),
+            path: route.path.clone(),
+            matcher,
+            priority: if route.priority == u32::from(DEFAULT_PRIORITY) {
+                0
+            } else {
+                route.priority
+            },
+            latency: realism.latency,
+            chaos: realism.chaos,
+            state: mockplane_proto::convert::raw_state(route.state.as_ref()),
+            response: MockResponse {
+                status: wire.status,
+                headers: Headers(headers),
+                body,
+                json,
+                template: wire.template,
+            },
+        })
+    }
+}
+
+/// Routes in file form, in order; the error names the route at fault.
+pub fn to_file_form(routes: &[v1::Route]) -> anyhow::Result<Vec<MockRoute>> {
+    routes
+        .iter()
+        .enumerate()
+        .map(|(index, route)| {
+            MockRoute::from_route(route).map_err(|message| {
+                anyhow!(
+                    "routes[{index}] ({} {}): {message}",
+                    route.method,
+                    route.path
+                )
+            })
+        })
+        .collect()
 }
 
 /// Parses mock file text. `json` picks the JSON parser; otherwise YAML (a
@@ -190,11 +344,18 @@ pub fn parse(text: &str, json: bool) -> anyhow::Result<Vec<v1::Route>> {
         }
         _ => anyhow::bail!("a mock file is a list of routes, or a map with a `routes:` list"),
     };
-    let routes: Vec<MockRoute> = serde_path_to_error::deserialize(routes)
-        .map_err(|e| anyhow!("routes{}: {}", segment_path(e.path()), e.inner()))?;
+    let routes = parse_routes(routes)?;
     if routes.is_empty() {
         anyhow::bail!("the file has no routes");
     }
+    Ok(routes)
+}
+
+/// Parses and checks a list of routes in file form (the `routes:` of a
+/// mock or scenario file); errors name the route and the field.
+pub fn parse_routes(routes: serde_json::Value) -> anyhow::Result<Vec<v1::Route>> {
+    let routes: Vec<MockRoute> = serde_path_to_error::deserialize(routes)
+        .map_err(|e| anyhow!("routes{}: {}", segment_path(e.path()), e.inner()))?;
     routes
         .into_iter()
         .enumerate()
@@ -286,6 +447,22 @@ routes:
     }
 
     #[test]
+    fn reads_state() {
+        let yaml = "- path: /cart\n  state: { machine: cart, when: started, set: full, key: \"header:x-run\" }\n";
+        let routes = parse(yaml, false).unwrap();
+        assert_eq!(
+            routes[0].state,
+            Some(v1::RouteState {
+                machine: "cart".into(),
+                when: "started".into(),
+                set: "full".into(),
+                key: "header:x-run".into(),
+            })
+        );
+        assert_eq!(parse("- path: /a\n", false).unwrap()[0].state, None);
+    }
+
+    #[test]
     fn the_example_file_is_valid() {
         let routes = parse(include_str!("../../examples/mocks.yaml"), false).unwrap();
         assert_eq!(routes.len(), 4);
@@ -321,6 +498,22 @@ routes:
             (
                 "routes:\n  - path: /a\n    response: {headers: 5}\n",
                 "routes[0].response.headers",
+            ),
+            (
+                "routes:\n  - path: /a\n  - path: /b\n    state: {machine: cart, when: full, key: \"cookie:x\"}\n",
+                "routes[1].state.key",
+            ),
+            (
+                "routes:\n  - path: /users/{id}\n    state: {machine: m, set: s, key: \"param:uid\"}\n",
+                "routes[0].state.key: the path has no parameter \"uid\"",
+            ),
+            (
+                "routes:\n  - path: /a\n    state: {machine: cart}\n",
+                "routes[0].state: give `when`",
+            ),
+            (
+                "routes:\n  - path: /a\n    state: {machine: cart, when: full, sett: x}\n",
+                "routes[0].state.sett: unknown field `sett`",
             ),
         ];
         for (text, expected) in cases {

@@ -59,6 +59,8 @@ pub struct RouteView {
     pub name: String,
     pub method: String,
     pub path: String,
+    /// The scenario whose working copy (or version) holds the route.
+    pub scenario: String,
     /// The matchers in mock-file form; absent when the route has none.
     #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
     pub matcher: Option<mockplane_shared::RequestMatch>,
@@ -66,6 +68,10 @@ pub struct RouteView {
     /// Latency and chaos in mock-file form; absent when the route has none.
     #[serde(flatten)]
     pub realism: mockplane_shared::realism::Realism,
+    /// The state machine the route needs or moves, in mock-file form;
+    /// absent when the route is stateless.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<mockplane_shared::state::RawStateRule>,
     pub status: u32,
     pub headers: Vec<[String; 2]>,
     /// The body as text when it is UTF-8, else `base64:` and its encoding.
@@ -91,12 +97,14 @@ impl From<&v1::Route> for RouteView {
             name: r.name.clone(),
             method: r.method.clone(),
             path: r.path.clone(),
+            scenario: r.scenario.clone(),
             matcher: mockplane_proto::convert::parse_request_match(r.request_match.as_ref())
                 .ok()
                 .filter(|m| !m.is_empty()),
             priority: r.priority,
             realism: mockplane_proto::convert::parse_realism(r.latency.as_ref(), r.chaos.as_ref())
                 .unwrap_or_default(),
+            state: mockplane_proto::convert::raw_state(r.state.as_ref()),
             status: response.status,
             headers: response
                 .headers
@@ -105,6 +113,187 @@ impl From<&v1::Route> for RouteView {
                 .collect(),
             body,
             etag: r.etag.clone(),
+        }
+    }
+}
+
+/// A scenario: what it holds, and what each environment after the first
+/// serves of it (`deployed` in short for tables, `deployments` in full).
+#[derive(Serialize)]
+pub struct ScenarioView {
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    /// Every pillar the tags name.
+    pub pillars: Vec<String>,
+    /// Routes in the working copy.
+    pub routes: u32,
+    /// The newest version's number; null (`-`) when there is none.
+    pub version: Option<u32>,
+    /// What environments serve, in short: `test v1, prod v1`.
+    pub deployed: String,
+    pub deployments: Vec<DeploymentView>,
+    pub etag: String,
+    pub created: String,
+    pub updated: String,
+}
+
+impl From<&v1::Scenario> for ScenarioView {
+    fn from(s: &v1::Scenario) -> Self {
+        Self {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            tags: s.tags.clone(),
+            pillars: s.pillars.clone(),
+            routes: s.route_count,
+            version: (s.latest_version > 0).then_some(s.latest_version),
+            deployed: s
+                .deployments
+                .iter()
+                .map(|d| format!("{} v{}", d.environment, d.version))
+                .collect::<Vec<_>>()
+                .join(", "),
+            deployments: s.deployments.iter().map(DeploymentView::from).collect(),
+            etag: s.etag.clone(),
+            created: time(s.create_time.as_ref()),
+            updated: time(s.update_time.as_ref()),
+        }
+    }
+}
+
+/// A version of a scenario serving in an environment.
+#[derive(Serialize)]
+pub struct DeploymentView {
+    pub environment: String,
+    pub scenario: String,
+    pub version: u32,
+    pub deployed: String,
+}
+
+impl From<&v1::Deployment> for DeploymentView {
+    fn from(d: &v1::Deployment) -> Self {
+        Self {
+            environment: d.environment.clone(),
+            scenario: d.scenario.clone(),
+            version: d.version,
+            deployed: time(d.deploy_time.as_ref()),
+        }
+    }
+}
+
+/// A frozen version of a scenario (its routes are not shown; `scenario
+/// export --version` writes them).
+#[derive(Serialize)]
+pub struct VersionView {
+    pub scenario: String,
+    pub version: u32,
+    pub routes: u32,
+    pub note: String,
+    pub created: String,
+    /// sha256 of the routes' content, ids left out.
+    pub hash: String,
+}
+
+impl From<&v1::ScenarioVersion> for VersionView {
+    fn from(v: &v1::ScenarioVersion) -> Self {
+        Self {
+            scenario: v.scenario.clone(),
+            version: v.number,
+            routes: v.route_count,
+            note: v.note.clone(),
+            created: time(v.create_time.as_ref()),
+            hash: v.content_hash.clone(),
+        }
+    }
+}
+
+/// A persona: its JSON object (as JSON, not as text).
+#[derive(Serialize)]
+pub struct PersonaView {
+    pub name: String,
+    pub version: u32,
+    pub data: Value,
+    pub etag: String,
+    pub created: String,
+    pub updated: String,
+}
+
+impl From<&v1::Persona> for PersonaView {
+    fn from(p: &v1::Persona) -> Self {
+        Self {
+            name: p.name.clone(),
+            version: p.version,
+            data: serde_json::from_str(&p.data).unwrap_or_else(|_| Value::from(p.data.clone())),
+            etag: p.etag.clone(),
+            created: time(p.create_time.as_ref()),
+            updated: time(p.update_time.as_ref()),
+        }
+    }
+}
+
+/// A request a node answered: what came in, what answered, and for a miss
+/// the node's error (with its near misses) as JSON.
+#[derive(Serialize)]
+pub struct JournalView {
+    /// When the node received it, to the millisecond.
+    pub time: String,
+    pub env: String,
+    pub method: String,
+    /// The whole path, /w/{slug}/... included.
+    pub path: String,
+    pub query: String,
+    pub status: u32,
+    /// matched, chaos, no_route, method_not_allowed…
+    pub outcome: String,
+    /// The route that answered (its name, else its id), or for a miss the
+    /// error code the node answered with.
+    pub route: String,
+    pub route_id: String,
+    pub route_name: String,
+    pub headers: String,
+    pub body: String,
+    /// For requests no route answered: code, message, hint, near_misses.
+    pub miss: Option<Value>,
+    pub node: String,
+}
+
+impl From<&v1::JournalEntry> for JournalView {
+    fn from(e: &v1::JournalEntry) -> Self {
+        let miss = (!e.miss.is_empty())
+            .then(|| serde_json::from_str(&e.miss).unwrap_or_else(|_| Value::from(e.miss.clone())));
+        let code = miss
+            .as_ref()
+            .and_then(|m| m["code"].as_str())
+            .map(str::to_owned);
+        let route = if !e.route_name.is_empty() {
+            e.route_name.clone()
+        } else if !e.route_id.is_empty() {
+            e.route_id.clone()
+        } else {
+            code.unwrap_or_default()
+        };
+        Self {
+            time: e
+                .time
+                .as_ref()
+                .and_then(|t| {
+                    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                })
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
+                .unwrap_or_default(),
+            env: e.environment.clone(),
+            method: e.method.clone(),
+            path: e.path.clone(),
+            query: e.query.clone(),
+            status: e.status,
+            outcome: e.outcome.clone(),
+            route,
+            route_id: e.route_id.clone(),
+            route_name: e.route_name.clone(),
+            headers: e.headers.clone(),
+            body: e.body.clone(),
+            miss,
+            node: e.node_id.clone(),
         }
     }
 }
@@ -265,10 +454,16 @@ pub fn json<T: Serialize + ?Sized>(value: &T) {
 }
 
 /// A value as a table shows it: `yes` or blank for a flag, `-` for
-/// nothing, objects and lists as one line of JSON.
+/// nothing, a list of words as `a, b`, other objects and lists as one line
+/// of JSON.
 fn cell(value: &Value) -> String {
     let text = match value {
         Value::String(s) => s.clone(),
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
         Value::Null => "-".to_owned(),
         Value::Bool(true) => "yes".to_owned(),
         Value::Bool(false) => String::new(),
@@ -347,6 +542,11 @@ mod tests {
                 "dev      1      yes",
                 "sandbox  -"
             ]
+        );
+        let lists = vec![json!({"tags": ["payments", "[Reality]"], "headers": [["a", "1"]]})];
+        assert_eq!(
+            table(&lists, &["tags", "headers"]).lines().nth(1).unwrap(),
+            r#"payments, [Reality]  [["a","1"]]"#
         );
         let long = vec![json!({"path": "/".repeat(100)})];
         assert!(

@@ -460,3 +460,443 @@ async fn manages_environments_and_which_one_answers() {
     let listed = json(&cli.ok(&["-o", "json", "env", "list", "shop"]).await);
     assert_eq!(names(&listed), ["dev", "test", "prod"]);
 }
+
+/// A scenario's routes: a query matcher, priority, latency and chaos,
+/// headers a map cannot hold, keyed state and a template, so that export
+/// and import are shown to keep all of them.
+const CHECKOUT: &str = r#"
+routes:
+  - name: total
+    path: /checkout/total
+    priority: 2
+    match:
+      query: [{ name: currency, equals: EUR }]
+    latency: { fixed: 1 }
+    response:
+      headers: { content-type: application/json, x-mock: "yes" }
+      json: { total: 42, currency: EUR }
+  - name: pay
+    method: POST
+    path: /checkout/{id:int}
+    chaos: { rate: 0, statuses: { 503: 1 }, seed: 3 }
+    state: { machine: checkout, set: paid, key: "param:id" }
+    response:
+      status: 201
+      headers:
+        - { name: set-cookie, value: a=1 }
+        - { name: set-cookie, value: b=2 }
+      body: paid
+  - name: receipt
+    path: /checkout/{id:int}
+    state: { machine: checkout, when: paid, key: "param:id" }
+    response:
+      template: true
+      json: { id: "{{request.params.id}}" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_are_versioned_deployed_exported_and_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let node = Node::start(dir.path(), &plane.url()).await.unwrap();
+    let cli = Cli {
+        server: plane.url(),
+        token: plane.token.as_deref(),
+    };
+    cli.ok(&["workspace", "create", "shop"]).await;
+    let created = json(
+        &cli.ok(&[
+            "-o",
+            "json",
+            "scenario",
+            "create",
+            "shop",
+            "checkout",
+            "--description",
+            "The checkout flow",
+            "--tag",
+            "payments",
+            "--tag",
+            "[reality]",
+        ])
+        .await,
+    );
+    assert_eq!(
+        created["tags"],
+        serde_json::json!(["payments", "[Reality]"])
+    );
+    assert_eq!(created["pillars"], serde_json::json!(["Reality"]));
+    let mocks = write(dir.path(), "checkout.yaml", CHECKOUT);
+    cli.ok(&[
+        "route",
+        "add",
+        "shop",
+        "--file",
+        &mocks,
+        "--scenario",
+        "checkout",
+    ])
+    .await;
+    let routes = json(
+        &cli.ok(&[
+            "-o",
+            "json",
+            "route",
+            "list",
+            "shop",
+            "--scenario",
+            "checkout",
+        ])
+        .await,
+    );
+    assert_eq!(routes.as_array().unwrap().len(), 3);
+    assert_eq!(routes[0]["scenario"], "checkout");
+    assert!(routes[0].get("state").is_none(), "{}", routes[0]);
+    assert_eq!(routes[1]["state"]["key"], "param:id");
+    let default = json(
+        &cli.ok(&[
+            "-o",
+            "json",
+            "routes",
+            "list",
+            "shop",
+            "--scenario",
+            "default",
+        ])
+        .await,
+    );
+    assert_eq!(default.as_array().unwrap().len(), 0);
+
+    // Freeze, and serve the version in test (without test's 1% errors).
+    let version = json(
+        &cli.ok(&[
+            "-o", "json", "scenario", "version", "shop", "checkout", "--note", "first",
+        ])
+        .await,
+    );
+    assert_eq!(
+        (version["version"].clone(), version["routes"].clone()),
+        (1.into(), 3.into())
+    );
+    cli.ok(&["env", "update", "shop", "test", "--reality", "1"])
+        .await;
+    let deployed = cli
+        .ok(&["scenario", "deploy", "shop", "checkout", "--env", "test"])
+        .await;
+    assert!(
+        deployed
+            .lines()
+            .any(|line| line.split_whitespace().eq(["environment", "test"])),
+        "{deployed}"
+    );
+    let total = eventually("test to serve the deployed version", || async {
+        let reply = node
+            .send_with(
+                "GET",
+                "/w/shop/checkout/total?currency=EUR",
+                &[("x-mockplane-env", "test")],
+                "",
+            )
+            .await
+            .ok()?;
+        (reply.status == 200).then_some(reply)
+    })
+    .await;
+    assert_eq!(total.json()["total"], 42);
+    assert_eq!(total.headers["x-mock"], "yes");
+    let table = cli.ok(&["scenarios", "list", "shop"]).await;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "ROUTES", "VERSION", "DEPLOYED", "TAGS"]);
+    assert_eq!(
+        rows[1],
+        ["checkout", "3", "1", "test", "v1", "payments,", "[Reality]"],
+        "{table}"
+    );
+    let versions = json(
+        &cli.ok(&["-o", "json", "scenario", "versions", "shop", "checkout"])
+            .await,
+    );
+    assert_eq!(versions[0]["note"], "first");
+    let error = cli.fails(&["scenario", "delete", "shop", "checkout"]).await;
+    assert!(error.contains("FailedPrecondition"), "{error}");
+
+    // Export writes a scenario file: YAML, or JSON with --output json,
+    // the routes in mock-file form; a version exports the same.
+    let exported = cli.ok(&["scenario", "export", "shop", "checkout"]).await;
+    assert!(
+        exported.starts_with("scenario:\n  name: checkout\n"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("\nroutes:\n- name: total\n"),
+        "{exported}"
+    );
+    let first = json(
+        &cli.ok(&["-o", "json", "scenario", "export", "shop", "checkout"])
+            .await,
+    );
+    assert_eq!(first["scenario"]["description"], "The checkout flow");
+    assert_eq!(first["routes"][0]["match"]["query"][0]["equals"], "EUR");
+    assert_eq!(first["routes"][0]["response"]["json"]["total"], 42);
+    assert_eq!(first["routes"][1]["state"]["set"], "paid");
+    assert_eq!(first["routes"][1]["response"]["headers"][1]["value"], "b=2");
+    assert_eq!(first["routes"][2]["response"]["template"], true);
+    let from_version = cli
+        .ok(&["scenario", "export", "shop", "checkout", "--version", "1"])
+        .await;
+    assert_eq!(from_version, exported);
+
+    // Import it under another name; working copies are served together,
+    // so the original's goes first (test keeps serving version 1). Its
+    // export is the first one, but for the name.
+    let file = write(dir.path(), "checkout-export.yaml", &exported);
+    cli.ok(&["route", "remove", "shop", "--all"]).await;
+    let imported = cli
+        .ok(&[
+            "scenario", "import", "shop", "--file", &file, "--name", "copy",
+        ])
+        .await;
+    assert!(
+        imported.starts_with("scenario copy: 3 routes"),
+        "{imported}"
+    );
+    let again = cli.ok(&["scenario", "export", "shop", "copy"]).await;
+    assert_eq!(again, exported.replacen("name: checkout", "name: copy", 1));
+    let again = json(
+        &cli.ok(&["-o", "json", "scenario", "export", "shop", "copy"])
+            .await,
+    );
+    let mut expected = first.clone();
+    expected["scenario"]["name"] = "copy".into();
+    assert_eq!(again, expected);
+    node.wait_for("/w/shop/checkout/total?currency=EUR", 200, |b| {
+        b.contains("42")
+    })
+    .await;
+
+    // A broken scenario file names the field; nothing is created.
+    let broken = write(
+        dir.path(),
+        "broken-scenario.yaml",
+        "scenario: { name: broken }\nroutes:\n  - path: /a\n  - path: /b\n    state: { machine: m, when: x, key: \"cookie:id\" }\n",
+    );
+    let error = cli
+        .fails(&["scenario", "import", "shop", "-f", &broken])
+        .await;
+    assert!(
+        error.contains("broken-scenario.yaml") && error.contains("routes[1].state.key"),
+        "{error}"
+    );
+    let error = cli.fails(&["scenario", "get", "shop", "broken"]).await;
+    assert!(error.contains("NotFound"), "{error}");
+
+    // OpenAPI: a route per operation, answering with the examples.
+    let petstore = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/petstore.yaml");
+    let imported = json(
+        &cli.ok(&[
+            "-o",
+            "json",
+            "scenario",
+            "import-openapi",
+            "shop",
+            "petstore",
+            "--file",
+            petstore,
+            "--tag",
+            "[Contracts]",
+        ])
+        .await,
+    );
+    assert_eq!(imported["scenario"]["name"], "petstore");
+    assert!(imported["routes"].as_array().unwrap().len() > 1);
+    let pets = node
+        .wait_for("/w/shop/pets", 200, |b| b.contains("Rex"))
+        .await;
+    assert_eq!(pets.json()[1]["name"], "Tom");
+}
+
+/// A templated route that reads the persona, and a cart that remembers.
+const STATEFUL: &str = r#"
+routes:
+  - name: me
+    path: /me
+    response:
+      template: true
+      json: { name: "{{persona.user.name}}" }
+  - { name: empty cart, path: /cart, state: { machine: cart, when: started }, response: { body: empty } }
+  - { name: fill cart, method: POST, path: /cart, state: { machine: cart, set: full }, response: { status: 201 } }
+  - { name: full cart, path: /cart, state: { machine: cart, when: full }, response: { body: full } }
+  - { name: clear cart, method: DELETE, path: /cart, state: { machine: cart, when: full, set: started }, response: { status: 204 } }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personas_state_and_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let node = Node::start(dir.path(), &plane.url()).await.unwrap();
+    let cli = Cli {
+        server: plane.url(),
+        token: plane.token.as_deref(),
+    };
+    cli.ok(&["workspace", "create", "app"]).await;
+
+    // Personas: YAML or JSON in, JSON objects out, versioned.
+    let ada = write(dir.path(), "ada.yaml", "user:\n  name: Ada Lovelace\n");
+    let created = cli
+        .ok(&["persona", "create", "app", "default", "--file", &ada])
+        .await;
+    assert!(
+        created
+            .lines()
+            .any(|line| line.split_whitespace().eq(["version", "1"])),
+        "{created}"
+    );
+    let broken = write(dir.path(), "list.yaml", "- Ada\n- Grace\n");
+    let error = cli
+        .fails(&["persona", "create", "app", "list", "-f", &broken])
+        .await;
+    assert!(
+        error.contains("list.yaml") && error.contains("data: must be a JSON object"),
+        "{error}"
+    );
+    let mocks = write(dir.path(), "app.yaml", STATEFUL);
+    cli.ok(&["route", "add", "app", "-f", &mocks]).await;
+    node.wait_for("/w/app/me", 200, |b| b.contains("Ada Lovelace"))
+        .await;
+    let grace = write(
+        dir.path(),
+        "grace.json",
+        r#"{"user": {"name": "Grace Hopper"}}"#,
+    );
+    let persona = json(
+        &cli.ok(&["-o", "json", "personas", "get", "app", "default"])
+            .await,
+    );
+    let etag = persona["etag"].as_str().unwrap().to_owned();
+    cli.ok(&[
+        "persona", "update", "app", "default", "-f", &grace, "--etag", &etag,
+    ])
+    .await;
+    node.wait_for("/w/app/me", 200, |b| b.contains("Grace Hopper"))
+        .await;
+    let first = json(
+        &cli.ok(&[
+            "-o",
+            "json",
+            "persona",
+            "get",
+            "app",
+            "default",
+            "--version",
+            "1",
+        ])
+        .await,
+    );
+    assert_eq!(first["data"]["user"]["name"], "Ada Lovelace");
+    let listed = cli.ok(&["persona", "list", "app"]).await;
+    assert!(
+        listed.lines().nth(1).unwrap().starts_with("default  2"),
+        "{listed}"
+    );
+
+    // State: the cart answers by what came before, until a reset.
+    let routes = json(&cli.ok(&["-o", "json", "route", "list", "app"]).await);
+    assert!(routes[0].get("state").is_none(), "{}", routes[0]);
+    assert_eq!(
+        routes[2]["state"],
+        serde_json::json!({"machine": "cart", "set": "full"})
+    );
+    node.wait_for("/w/app/cart", 200, |b| b == "empty").await;
+    let refused = node.send("DELETE", "/w/app/cart").await.unwrap();
+    assert_eq!(refused.status, 404, "{}", refused.body);
+    assert_eq!(node.send("POST", "/w/app/cart").await.unwrap().status, 201);
+    assert_eq!(node.get("/w/app/cart").await.unwrap().body, "full");
+    let reset = cli.ok(&["workspace", "reset-state", "app"]).await;
+    assert!(
+        reset.starts_with("workspace: app, state_epoch: 1"),
+        "{reset}"
+    );
+    node.wait_for("/w/app/cart", 200, |b| b == "empty").await;
+
+    // The journal: what answered, and why the DELETE found no route.
+    let misses = eventually("the journal to show the miss", || async {
+        let output = cli
+            .run(&["-o", "json", "journal", "app", "--unmatched"])
+            .await;
+        let entries: Value = serde_json::from_slice(&output.stdout).ok()?;
+        (!entries.as_array()?.is_empty()).then_some(entries)
+    })
+    .await;
+    let miss = &misses[0];
+    assert_eq!(
+        (&miss["method"], &miss["status"], &miss["route"]),
+        (
+            &Value::from("DELETE"),
+            &Value::from(404),
+            &Value::from("no_route_matched")
+        )
+    );
+    assert_eq!(miss["miss"]["code"], "no_route_matched");
+    let near = &miss["miss"]["near_misses"][0];
+    assert_eq!(near["name"], "clear cart");
+    assert!(
+        near["reasons"][0].as_str().unwrap().contains("'full'"),
+        "{near}"
+    );
+    let table = cli
+        .ok(&[
+            "journal",
+            "app",
+            "--method",
+            "post",
+            "--path",
+            "/w/app/ca",
+            "--limit",
+            "5",
+        ])
+        .await;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "TIME", "ENV", "METHOD", "PATH", "STATUS", "OUTCOME", "ROUTE"
+        ]
+    );
+    assert_eq!(rows.len(), 2, "{table}");
+    assert_eq!(
+        rows[1][2..],
+        [
+            "dev",
+            "POST",
+            "/w/app/cart",
+            "201",
+            "matched",
+            "fill",
+            "cart"
+        ]
+    );
+
+    // A state rule that cannot work names the route and the field.
+    let broken = write(
+        dir.path(),
+        "broken-state.yaml",
+        "routes:\n  - path: /a\n  - path: /orders/{id}\n    state: { machine: order, when: paid, key: \"param:order\" }\n",
+    );
+    let error = cli.fails(&["route", "add", "app", "-f", &broken]).await;
+    assert!(
+        error.contains("broken-state.yaml")
+            && error.contains("routes[1].state.key")
+            && error.contains("no parameter \"order\""),
+        "{error}"
+    );
+}
