@@ -4,6 +4,7 @@
 //! protobuf (conversions live in `mockplane-proto`).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod config;
 pub mod environment;
 pub mod error;
