@@ -3,7 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod jwt;
 pub mod nodes;
+pub mod oidc;
+pub mod password;
 pub mod server;
 pub mod snapshot;
 pub mod store;

@@ -1,0 +1,679 @@
+//! Access tokens: short-lived JWTs the control plane signs for itself with an
+//! HS256 secret, and checks on every request.
+//!
+//! A token names its subject (`user:<uuid>` or `service:<uuid>`), the
+//! organization it acts in and, for an environment-scoped token, one
+//! workspace environment. Verification is strict: the algorithm is pinned to
+//! HS256 whatever the token's header says, `iss` must be [`ISSUER`], `aud`
+//! must be [`AUDIENCE`], and `exp` is checked with a leeway of five seconds,
+//! which absorbs clock skew between control-plane replicas and nothing more.
+//!
+//! Opaque API tokens (`mpt_…`, see [`crate::token`]) never look like a JWT;
+//! [`looks_like_jwt`] tells the two apart.
+
+use std::fmt;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The `iss` of every token the control plane signs.
+pub const ISSUER: &str = "mockplane";
+/// The `aud` of every token the control plane signs.
+pub const AUDIENCE: &str = "mockplane-api";
+/// The shortest signing secret [`Signer::new`] accepts, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// How many random bytes a new key file holds.
+const KEY_FILE_SECRET_LEN: usize = 64;
+/// Seconds a token stays valid past its `exp`, for clock skew.
+const LEEWAY_SECS: u64 = 5;
+/// Our tokens are a few hundred bytes; anything far longer is refused
+/// before any decoding.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// What an access token asserts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    /// `user:<uuid>` or `service:<uuid>`.
+    pub sub: String,
+    /// The organization the token acts in.
+    pub org: Uuid,
+    /// Set for a token that is limited to one workspace environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<EnvScope>,
+    /// A random id, unique per token, for revocation lists and audit logs.
+    pub jti: String,
+    /// Issued at, in seconds since the Unix epoch.
+    pub iat: i64,
+    /// Expires at, in seconds since the Unix epoch.
+    pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+}
+
+/// The environment an environment-scoped token is limited to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnvScope {
+    pub workspace: Uuid,
+    pub environment: String,
+}
+
+/// Why a token was refused. The messages are meant for the person holding
+/// the token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the access token has expired; log in again or use your refresh token")]
+    Expired,
+    #[error(
+        "the access token's signature is not valid: it was not signed by this control plane, or \
+         the control plane's signing key has changed since; log in again"
+    )]
+    BadSignature,
+    #[error(
+        "the token is signed with algorithm `{0}`; only HS256 tokens issued by this control plane are accepted"
+    )]
+    WrongAlgorithm(String),
+    #[error(
+        "the token was not issued by this control plane (its `iss` is not `{}`)",
+        ISSUER
+    )]
+    WrongIssuer,
+    #[error(
+        "the token is not meant for the Mockplane API (its `aud` is not `{}`)",
+        AUDIENCE
+    )]
+    WrongAudience,
+    #[error("the access token is malformed: {0}")]
+    Malformed(String),
+}
+
+/// The signing secret is too short to be safe.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the token signing secret has {0} bytes; at least {MIN_SECRET_LEN} are required")]
+pub struct SecretTooShort(pub usize);
+
+/// Signs and verifies access tokens with one HS256 secret. Its `Debug`
+/// output never shows the secret.
+pub struct Signer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Signer {
+    /// A signer for `secret`, which must have at least [`MIN_SECRET_LEN`]
+    /// bytes.
+    pub fn new(secret: &[u8]) -> Result<Self, SecretTooShort> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(SecretTooShort(secret.len()));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        })
+    }
+
+    /// The signer whose secret is in the key file at `path`: base64url text
+    /// of at least [`MIN_SECRET_LEN`] bytes. When there is no file, one is
+    /// created with 64 random bytes, readable by the owner only. A file that
+    /// is there but empty or unreadable is an error, never replaced: a new
+    /// key would log everyone out.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
+        match std::fs::read(path) {
+            Ok(contents) => Self::from_key_file(path, &contents),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => create_key_file(path),
+            Err(error) => Err(error).with_context(|| {
+                format!("could not read the token signing key {}", path.display())
+            }),
+        }
+    }
+
+    /// A new token for `sub` in `org`, valid from now for `ttl`, and the
+    /// claims it carries.
+    pub fn issue(
+        &self,
+        sub: String,
+        org: Uuid,
+        env: Option<EnvScope>,
+        ttl: Duration,
+    ) -> (String, Claims) {
+        let iat = unix_now();
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let claims = Claims {
+            sub,
+            org,
+            env,
+            jti: Uuid::new_v4().to_string(),
+            iat,
+            exp: iat.saturating_add(ttl),
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+        };
+        (self.sign(&claims), claims)
+    }
+
+    /// The claims of `token`, if this signer issued it and it is still
+    /// valid.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed(format!(
+                "it is {} bytes long, far longer than any token this control plane issues",
+                token.len()
+            )));
+        }
+        if !looks_like_jwt(token) {
+            return Err(TokenError::Malformed(
+                "it is not a JWT (three base64url parts separated by dots)".into(),
+            ));
+        }
+        // Check the header's algorithm ourselves first, for a clear answer
+        // to `none` and friends, which the library cannot even parse.
+        let alg = header_algorithm(token)?;
+        if alg != "HS256" {
+            return Err(TokenError::WrongAlgorithm(alg));
+        }
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm => {
+                    TokenError::WrongAlgorithm(alg)
+                }
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    TokenError::Malformed(format!("the `{claim}` claim is missing"))
+                }
+                ErrorKind::InvalidClaimFormat(claim) => {
+                    TokenError::Malformed(format!("the `{claim}` claim has the wrong type"))
+                }
+                ErrorKind::Json(error) => TokenError::Malformed(format!(
+                    "its claims are not those of a Mockplane access token: {error}"
+                )),
+                ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
+                    TokenError::Malformed("it is not valid base64url-encoded JSON".into())
+                }
+                _ => TokenError::Malformed(error.to_string()),
+            })
+    }
+
+    fn from_key_file(path: &Path, contents: &[u8]) -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        if let Ok(metadata) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt as _;
+            if metadata.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the token signing key is readable by other users; `chmod 600` it"
+                );
+            }
+        }
+        let remedy = "restore it from a backup, or delete it to have a new key generated \
+                      (which invalidates every access token)";
+        let text = std::str::from_utf8(contents).map(str::trim);
+        if matches!(text, Ok("")) {
+            bail!(
+                "the token signing key file {} is empty; {remedy}",
+                path.display()
+            );
+        }
+        let secret = text
+            .ok()
+            .and_then(|text| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "the token signing key file {} does not hold base64url text; {remedy}",
+                    path.display()
+                )
+            })?;
+        Self::new(&secret)
+            .map_err(|error| anyhow!("the token signing key file {}: {error}", path.display()))
+    }
+
+    /// Signs `claims` exactly as given (tools and tests use it to make
+    /// tokens with chosen times).
+    pub fn sign(&self, claims: &Claims) -> String {
+        // HMAC takes a key of any length, and `Claims` always serializes:
+        // there is no input for which this fails.
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .expect("HS256 signing of serializable claims cannot fail")
+    }
+}
+
+/// Whether `token` has the shape of a JWT: three dot-separated base64url
+/// parts, the first two non-empty (the signature may be empty, as in an
+/// unsigned token, which [`Signer::verify`] then refuses by name). Opaque
+/// API tokens never do.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let base64url = |part: &str| {
+        part.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    !header.is_empty()
+        && !payload.is_empty()
+        && base64url(header)
+        && base64url(payload)
+        && base64url(signature)
+}
+
+/// The `alg` the token's header claims, unverified.
+fn header_algorithm(token: &str) -> Result<String, TokenError> {
+    let header = token.split('.').next().unwrap_or_default();
+    let header: serde_json::Value = URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| TokenError::Malformed("its header is not base64url-encoded JSON".into()))?;
+    header
+        .get("alg")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| TokenError::Malformed("its header names no algorithm (`alg`)".into()))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Writes a new random key to `path`: a temporary file next to it (mode
+/// 0600, synced), then moved into place without replacing a key another
+/// process wrote meanwhile, in which case that key is used.
+fn create_key_file(path: &Path) -> anyhow::Result<Signer> {
+    let context = || format!("could not create the token signing key {}", path.display());
+    let file_name = path.file_name().ok_or_else(|| {
+        anyhow!(
+            "the token signing key path {} names no file",
+            path.display()
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut secret = [0u8; KEY_FILE_SECRET_LEN];
+    rand::rng().fill_bytes(&mut secret);
+    let mut suffix = [0u8; 8];
+    rand::rng().fill_bytes(&mut suffix);
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        hex::encode(suffix)
+    ));
+
+    let written = write_new_file(
+        &temp,
+        format!("{}\n", URL_SAFE_NO_PAD.encode(secret)).as_bytes(),
+    )
+    .and_then(|()| move_into_place(&temp, path));
+    // After a hard link or a failure the temporary file is still there.
+    let _ = std::fs::remove_file(&temp);
+    if !written.with_context(context)? {
+        tracing::info!(path = %path.display(), "another process created the token signing key");
+        let contents = std::fs::read(path).with_context(context)?;
+        return Signer::from_key_file(path, &contents);
+    }
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .with_context(context)?;
+    tracing::info!(path = %path.display(), "created a new token signing key");
+    Ok(Signer::new(&secret)?)
+}
+
+fn write_new_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Gives `temp` the name `path`, unless `path` exists by now (then
+/// `Ok(false)`). A hard link cannot replace an existing file; filesystems
+/// without hard links get a plain rename.
+fn move_into_place(temp: &Path, path: &Path) -> std::io::Result<bool> {
+    match std::fs::hard_link(temp, path) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(_) => std::fs::rename(temp, path).map(|()| true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
+
+    fn signer() -> Signer {
+        Signer::new(SECRET).unwrap()
+    }
+
+    fn claims() -> Claims {
+        let now = unix_now();
+        Claims {
+            sub: format!("user:{}", Uuid::new_v4()),
+            org: Uuid::new_v4(),
+            env: None,
+            jti: Uuid::new_v4().to_string(),
+            iat: now,
+            exp: now + 600,
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+        }
+    }
+
+    fn b64(json: &str) -> String {
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
+    fn round_trip() {
+        let signer = signer();
+        let org = Uuid::new_v4();
+        let (token, claims) = signer.issue(
+            "user:0191e0a4-0000-7000-8000-000000000001".into(),
+            org,
+            None,
+            Duration::from_secs(900),
+        );
+        assert!(looks_like_jwt(&token));
+        assert_eq!(claims.exp - claims.iat, 900);
+        assert_eq!(
+            (claims.iss.as_str(), claims.aud.as_str()),
+            (ISSUER, AUDIENCE)
+        );
+        assert_eq!(claims.org, org);
+        assert_eq!(signer.verify(&token), Ok(claims.clone()));
+        // The payload has no `env` at all when there is none.
+        let payload = token.split('.').nth(1).unwrap();
+        let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert!(!payload.contains("env"), "{payload}");
+
+        let (other, other_claims) =
+            signer.issue(claims.sub.clone(), org, None, Duration::from_secs(900));
+        assert_ne!(other, token);
+        assert_ne!(other_claims.jti, claims.jti);
+    }
+
+    #[test]
+    fn env_scope_round_trips() {
+        let signer = signer();
+        let scope = EnvScope {
+            workspace: Uuid::new_v4(),
+            environment: "staging".into(),
+        };
+        let (token, claims) = signer.issue(
+            format!("service:{}", Uuid::new_v4()),
+            Uuid::new_v4(),
+            Some(scope.clone()),
+            Duration::from_secs(60),
+        );
+        let verified = signer.verify(&token).unwrap();
+        assert_eq!(verified.env, Some(scope));
+        assert_eq!(verified, claims);
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let signer = signer();
+        let mut claims = claims();
+        claims.iat -= 3600;
+        claims.exp = unix_now() - 60;
+        let error = signer.verify(&signer.sign(&claims)).unwrap_err();
+        assert_eq!(error, TokenError::Expired);
+        assert!(error.to_string().contains("has expired"), "{error}");
+        // Within the leeway a token still passes.
+        claims.exp = unix_now() - 1;
+        assert!(signer.verify(&signer.sign(&claims)).is_ok());
+    }
+
+    #[test]
+    fn another_key_is_refused() {
+        let other = Signer::new(&[7u8; 32]).unwrap();
+        let (token, _) = other.issue(
+            "user:x".into(),
+            Uuid::new_v4(),
+            None,
+            Duration::from_secs(60),
+        );
+        assert_eq!(signer().verify(&token), Err(TokenError::BadSignature));
+        // A tampered payload breaks the signature too.
+        let signer = signer();
+        let (token, _) = signer.issue(
+            "user:x".into(),
+            Uuid::new_v4(),
+            None,
+            Duration::from_secs(60),
+        );
+        let mut forged = claims();
+        forged.sub = "user:admin".into();
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&serde_json::to_string(&forged).unwrap()),
+            parts[2]
+        );
+        assert_eq!(signer.verify(&forged), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn unsigned_tokens_are_refused() {
+        let payload = b64(&serde_json::to_string(&claims()).unwrap());
+        let token = format!("{}.{payload}.", b64(r#"{"alg":"none","typ":"JWT"}"#));
+        assert!(looks_like_jwt(&token));
+        let error = signer().verify(&token).unwrap_err();
+        assert_eq!(error, TokenError::WrongAlgorithm("none".into()));
+        assert_eq!(
+            error.to_string(),
+            "the token is signed with algorithm `none`; only HS256 tokens issued by this control plane are accepted"
+        );
+        // Case games do not help.
+        let token = format!("{}.{payload}.", b64(r#"{"alg":"None"}"#));
+        assert_eq!(
+            signer().verify(&token),
+            Err(TokenError::WrongAlgorithm("None".into()))
+        );
+    }
+
+    #[test]
+    fn other_algorithms_are_refused_even_with_the_right_secret() {
+        let claims = claims();
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            let token = jsonwebtoken::encode(
+                &Header::new(alg),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap();
+            assert_eq!(
+                signer().verify(&token),
+                Err(TokenError::WrongAlgorithm(format!("{alg:?}")))
+            );
+        }
+        let payload = b64(&serde_json::to_string(&claims).unwrap());
+        let token = format!(
+            "{}.{payload}.c2lnbmF0dXJl",
+            b64(r#"{"alg":"RS256","typ":"JWT"}"#)
+        );
+        assert_eq!(
+            signer().verify(&token),
+            Err(TokenError::WrongAlgorithm("RS256".into()))
+        );
+    }
+
+    #[test]
+    fn wrong_issuer_or_audience_is_refused() {
+        let signer = signer();
+        let mut claims = claims();
+        claims.iss = "someone-else".into();
+        assert_eq!(
+            signer.verify(&signer.sign(&claims)),
+            Err(TokenError::WrongIssuer)
+        );
+        claims.iss = ISSUER.into();
+        claims.aud = "another-api".into();
+        assert_eq!(
+            signer.verify(&signer.sign(&claims)),
+            Err(TokenError::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let signer = signer();
+        let (token, _) = signer.issue(
+            "user:x".into(),
+            Uuid::new_v4(),
+            None,
+            Duration::from_secs(60),
+        );
+        let long = "a".repeat(MAX_TOKEN_LEN) + ".b.c";
+        let truncated = &token[..token.len() - 3];
+        let missing_part = token.rsplit_once('.').unwrap().0;
+        let not_json = format!("{}.{}.{}", b64("nope"), b64("{}"), "c2ln");
+        let no_alg = format!("{}.{}.{}", b64(r#"{"typ":"JWT"}"#), b64("{}"), "c2ln");
+        let inputs = [
+            "",
+            ".",
+            "..",
+            "a.b.c",
+            "mpt_abcdefghijklmnopqrstuvwxyz",
+            "not a token at all",
+            "é.é.é",
+            &long,
+            truncated,
+            missing_part,
+            &not_json,
+            &no_alg,
+        ];
+        for input in inputs {
+            let error = signer.verify(input).unwrap_err();
+            assert!(
+                matches!(error, TokenError::Malformed(_) | TokenError::BadSignature),
+                "{input:?}: {error:?}"
+            );
+        }
+        assert!(matches!(
+            signer.verify(&no_alg),
+            Err(TokenError::Malformed(message)) if message.contains("`alg`")
+        ));
+    }
+
+    #[test]
+    fn tells_jwts_from_api_tokens() {
+        assert!(!looks_like_jwt(&crate::token::generate()));
+        assert!(looks_like_jwt("eyJh.eyJz.sig-_"));
+        assert!(looks_like_jwt("eyJh.eyJz."));
+        assert!(!looks_like_jwt("eyJh..sig"));
+        assert!(!looks_like_jwt("eyJh.eyJz"));
+        assert!(!looks_like_jwt("eyJh.eyJz.sig.more"));
+        assert!(!looks_like_jwt("eyJh.ey Jz.sig"));
+        assert!(!looks_like_jwt("eyJh.eyJz=.sig"));
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert_eq!(Signer::new(&[1u8; 31]).unwrap_err(), SecretTooShort(31));
+        let debug = format!("{:?}", signer());
+        assert!(debug.contains("[redacted]"), "{debug}");
+        assert!(!debug.contains("0123456789abcdef"), "{debug}");
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt.key");
+        let first = Signer::load_or_create(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(text.trim()).unwrap().len(), 64);
+        // No temporary files are left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let second = Signer::load_or_create(&path).unwrap();
+        let (token, claims) = first.issue(
+            "user:x".into(),
+            Uuid::new_v4(),
+            None,
+            Duration::from_secs(60),
+        );
+        assert_eq!(second.verify(&token), Ok(claims));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn bad_key_files_are_errors_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, &[u8], &str); 4] = [
+            ("empty.key", b"", "is empty"),
+            ("blank.key", b" \n", "is empty"),
+            ("garbage.key", b"this is not base64!", "base64url"),
+            ("binary.key", &[0xff, 0xfe, 0x00], "base64url"),
+        ];
+        for (name, contents, expected) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).unwrap();
+            let error = format!("{:#}", Signer::load_or_create(&path).unwrap_err());
+            assert!(error.contains(&path.display().to_string()), "{error}");
+            assert!(error.contains(expected), "{error}");
+            assert_eq!(std::fs::read(&path).unwrap(), contents, "never replaced");
+        }
+        let path = dir.path().join("short.key");
+        std::fs::write(&path, URL_SAFE_NO_PAD.encode([1u8; 16])).unwrap();
+        let error = format!("{:#}", Signer::load_or_create(&path).unwrap_err());
+        assert!(
+            error.contains("16 bytes") && error.contains("short.key"),
+            "{error}"
+        );
+
+        let missing_dir = dir.path().join("no-such-dir").join("jwt.key");
+        let error = format!("{:#}", Signer::load_or_create(&missing_dir).unwrap_err());
+        assert!(error.contains("no-such-dir"), "{error}");
+    }
+}
