@@ -18,6 +18,20 @@ use tonic::transport::{Channel, Endpoint};
 /// Responses can carry many routes; allow more than gRPC's default 4 MiB.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The reason this invocation states (`--reason`), sent with every call.
+static REASON: std::sync::OnceLock<AsciiMetadataValue> = std::sync::OnceLock::new();
+
+/// Sets the reason every call of this process states; checked here so a
+/// bad one fails before anything is sent.
+pub fn set_reason(reason: &str) -> anyhow::Result<()> {
+    let value = reason
+        .trim()
+        .parse::<AsciiMetadataValue>()
+        .map_err(|_| anyhow!("--reason must be plain ASCII text without line breaks"))?;
+    let _ = REASON.set(value);
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct Credentials(Option<AsciiMetadataValue>);
 
@@ -30,6 +44,11 @@ impl Interceptor for Credentials {
             request
                 .metadata_mut()
                 .insert("authorization", value.clone());
+        }
+        if let Some(reason) = REASON.get() {
+            request
+                .metadata_mut()
+                .insert("x-mockplane-reason", reason.clone());
         }
         Ok(request)
     }

@@ -43,6 +43,12 @@ struct Cli {
     /// How to print results.
     #[arg(long, short, global = true, value_enum, default_value = "table")]
     output: Format,
+    /// Why you make this change (8 to 500 characters). Changes that reach
+    /// every environment of a workspace (deleting it, its defaults,
+    /// personas, state resets) need one when an environment requires a
+    /// reason, as prod does by default. It goes to the audit trail.
+    #[arg(long, global = true, env = "MOCKPLANE_REASON")]
+    reason: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -506,6 +512,9 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
+    if let Some(reason) = &cli.reason {
+        client::set_reason(reason)?;
+    }
     match cli.command {
         Command::Up(args) => up::run(args, format).await,
         Command::Workspace(command) => {

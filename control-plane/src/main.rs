@@ -74,6 +74,19 @@ struct ServeArgs {
     /// Name of the org a first run creates.
     #[arg(long, env = "MOCKPLANE_ORG", default_value = "default")]
     org: String,
+    /// E-mail of the first owner a first run creates (it logs in with the
+    /// one-time password printed then).
+    #[arg(long, env = "MOCKPLANE_ADMIN_EMAIL", default_value = "admin@localhost")]
+    admin_email: String,
+    /// The key that signs access tokens (HS256). Created on first use,
+    /// mode 0600; every replica of one deployment must share it.
+    /// Default: jwt.key in the data folder.
+    #[arg(long, env = "MOCKPLANE_JWT_KEY_FILE")]
+    jwt_key_file: Option<PathBuf>,
+    /// A YAML or JSON file listing the identity providers (OIDC issuers)
+    /// whose JWTs are accepted.
+    #[arg(long, env = "MOCKPLANE_OIDC_ISSUERS")]
+    oidc_issuers: Option<PathBuf>,
     /// Also write the first run's admin token to this file (mode 0600).
     #[arg(long, env = "MOCKPLANE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
@@ -134,21 +147,42 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(args.log_format);
     raise_open_files_limit();
     let store = args.store.open().await?;
-    if let Some(first) =
-        server::bootstrap(&*store, &args.org, args.admin_token_file.as_ref()).await?
+    if let Some(first) = server::bootstrap(
+        &*store,
+        &args.org,
+        &args.admin_email,
+        args.admin_token_file.as_ref(),
+    )
+    .await?
     {
         event(json!({
             "event": "bootstrap",
             "org": first.org.org_name,
             "admin_token": first.admin_token,
-            "note": "shown only this once: export MOCKPLANE_TOKEN=<admin_token> to use the CLI",
+            "admin_email": first.admin_email,
+            "admin_password": first.admin_password,
+            "note": "shown only this once: export MOCKPLANE_TOKEN=<admin_token> to use the CLI, or `mockplane login` with the e-mail and password",
         }));
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let backend = store.backend();
     let poll = Duration::from_millis(args.poll_interval_ms.max(10));
-    let control_plane = server::ControlPlane::start(store, poll, shutdown).await?;
+    let key_file = args
+        .jwt_key_file
+        .clone()
+        .unwrap_or_else(|| args.store.data_dir.join("jwt.key"));
+    let signer = mockplane_control_plane::jwt::Signer::load_or_create(&key_file)?;
+    let mut control_plane = server::ControlPlane::start(store, poll, shutdown)
+        .await?
+        .with_signer(signer);
+    if let Some(path) = &args.oidc_issuers {
+        let issuers = mockplane_control_plane::oidc::load_issuers(path)?;
+        control_plane = control_plane.with_oidc(mockplane_control_plane::oidc::OidcVerifier::new(
+            issuers,
+            reqwest::Client::new(),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -19,17 +19,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
 use crate::api::auth::AuthLayer;
+use crate::api::auth::Authenticator;
 use crate::api::discovery::Discovery;
 use crate::api::environments::Environments;
+use crate::api::identity::{Auth, Members, Roles, Users};
 use crate::api::journal::Journal;
 use crate::api::personas::Personas;
 use crate::api::routes::Routes;
 use crate::api::scenarios::Scenarios;
 use crate::api::workspaces::Workspaces;
+use crate::jwt::Signer;
 use crate::nodes::Nodes;
+use crate::oidc::OidcVerifier;
 use crate::snapshot::ConfigCache;
-use crate::store::{Bootstrapped, Store};
-use crate::token;
+use crate::store::{Bootstrapped, NewPrincipal, PrincipalKind, Store};
+use crate::{password, token};
+use mockplane_proto::v1::auth_service_server::AuthServiceServer;
+use mockplane_proto::v1::member_service_server::MemberServiceServer;
+use mockplane_proto::v1::role_service_server::RoleServiceServer;
+use mockplane_proto::v1::user_service_server::UserServiceServer;
+use mockplane_shared::access::OrgRole;
 
 /// Largest request the route service accepts: a batch of routes may carry
 /// up to a workspace's worth of bodies (16 MiB), plus headroom.
@@ -38,7 +47,11 @@ const MAX_ROUTE_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 /// What a first run created, to tell the person who started it.
 pub struct FirstRun {
     pub org: Bootstrapped,
+    /// The first owner's API token.
     pub admin_token: String,
+    pub admin_email: String,
+    /// The first owner's password, for `mockplane login`; shown once.
+    pub admin_password: String,
 }
 
 /// On a store with no org, creates `org_name` with an admin token and
@@ -47,11 +60,21 @@ pub struct FirstRun {
 pub async fn bootstrap(
     store: &dyn Store,
     org_name: &str,
+    admin_email: &str,
     token_file: Option<&PathBuf>,
 ) -> anyhow::Result<Option<FirstRun>> {
     let admin_token = token::generate();
+    let admin_password = password::generate();
+    let hash = password::hash(&admin_password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let admin = NewPrincipal {
+        kind: PrincipalKind::User,
+        email: Some(admin_email.to_lowercase()),
+        name: "admin".to_owned(),
+        org_role: OrgRole::Owner,
+        password_hash: Some(hash),
+    };
     let Some(org) = store
-        .bootstrap(org_name, &token::hash(&admin_token))
+        .bootstrap(org_name, &admin, &token::hash(&admin_token))
         .await?
     else {
         return Ok(None);
@@ -60,7 +83,12 @@ pub async fn bootstrap(
         write_secret(path, &admin_token)
             .with_context(|| format!("writing the admin token to {}", path.display()))?;
     }
-    Ok(Some(FirstRun { org, admin_token }))
+    Ok(Some(FirstRun {
+        org,
+        admin_token,
+        admin_email: admin_email.to_lowercase(),
+        admin_password,
+    }))
 }
 
 fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
@@ -85,6 +113,8 @@ fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
 /// [`ControlPlane::serve`] to answer requests.
 pub struct ControlPlane {
     store: Arc<dyn Store>,
+    signer: Arc<Signer>,
+    oidc: Option<Arc<OidcVerifier>>,
     cache: Arc<ConfigCache>,
     refresher: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -117,10 +147,28 @@ impl ControlPlane {
         ));
         Ok(Self {
             store,
+            // Tokens from a key made now die with the process; `with_signer`
+            // gives a key that outlives restarts.
+            signer: Arc::new(Signer::new(&rand_key()).context("making a signing key")?),
+            oidc: None,
             cache,
             refresher,
             shutdown,
         })
+    }
+
+    /// Signs and checks access tokens with `signer`.
+    #[must_use]
+    pub fn with_signer(mut self, signer: Signer) -> Self {
+        self.signer = Arc::new(signer);
+        self
+    }
+
+    /// Accepts JWTs from these identity providers.
+    #[must_use]
+    pub fn with_oidc(mut self, oidc: OidcVerifier) -> Self {
+        self.oidc = Some(Arc::new(oidc));
+        self
     }
 
     /// Serves the API on `listener` until shutdown. Config streams end on
@@ -129,6 +177,8 @@ impl ControlPlane {
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
         let Self {
             store,
+            signer,
+            oidc,
             cache,
             refresher,
             shutdown,
@@ -138,7 +188,13 @@ impl ControlPlane {
             store: store.clone(),
             cache: cache.clone(),
             nodes: nodes.clone(),
+            signer: signer.clone(),
         };
+        let authenticator = Arc::new(Authenticator {
+            store: store.clone(),
+            signer,
+            oidc,
+        });
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<WorkspaceServiceServer<Workspaces>>()
@@ -151,6 +207,7 @@ impl ControlPlane {
             .set_serving::<ScenarioServiceServer<Scenarios>>()
             .await;
         health.set_serving::<PersonaServiceServer<Personas>>().await;
+        health.set_serving::<AuthServiceServer<Auth>>().await;
         health
             .set_serving::<ConfigDiscoveryServer<Discovery>>()
             .await;
@@ -161,7 +218,7 @@ impl ControlPlane {
             .context("building the reflection service")?;
 
         let result = tonic::transport::Server::builder()
-            .layer(AuthLayer::new(store.clone()))
+            .layer(AuthLayer::new(authenticator))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(WorkspaceServiceServer::new(Workspaces(state.clone())))
@@ -175,6 +232,10 @@ impl ControlPlane {
                 RouteServiceServer::new(Routes(state.clone()))
                     .max_decoding_message_size(MAX_ROUTE_REQUEST_BYTES),
             )
+            .add_service(AuthServiceServer::new(Auth(state.clone())))
+            .add_service(UserServiceServer::new(Users(state.clone())))
+            .add_service(RoleServiceServer::new(Roles(state.clone())))
+            .add_service(MemberServiceServer::new(Members(state.clone())))
             .add_service(JournalServiceServer::new(Journal(state)))
             .add_service(ConfigDiscoveryServer::new(Discovery::new(
                 cache,
@@ -192,4 +253,11 @@ impl ControlPlane {
         store.close().await;
         result
     }
+}
+
+fn rand_key() -> [u8; 64] {
+    use rand::RngCore as _;
+    let mut key = [0u8; 64];
+    rand::rng().fill_bytes(&mut key);
+    key
 }

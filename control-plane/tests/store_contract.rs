@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mockplane_control_plane::store::{
-    EnvironmentPatch, NewEnvironment, Store, StoreError, WorkspaceRecord, WorkspaceRef,
+    AccessGrant, EnvironmentPatch, NewEnvironment, NewPrincipal, PrincipalKind, PrincipalPatch,
+    RefreshOutcome, RoleRecord, Store, StoreError, WorkspaceRecord, WorkspaceRef,
 };
+use mockplane_shared::access::{OrgRole, Permission};
 use mockplane_shared::environment::{SettingKey, SettingsPatch};
 use mockplane_shared::realism::{Chaos, Latency};
 use mockplane_shared::scenario::{NewScenario, ScenarioPatch, parse_tags};
@@ -44,31 +46,54 @@ mod contract {
 
     async fn workspace(store: &dyn Store, org: Uuid, slug: &str) -> Uuid {
         store
-            .create_workspace(org, NewWorkspace::parse(slug, "", "").unwrap())
+            .create_workspace(org, NewWorkspace::parse(slug, "", "").unwrap(), None)
             .await
             .unwrap()
             .id
     }
 
+    fn admin(email: &str) -> NewPrincipal {
+        NewPrincipal {
+            kind: PrincipalKind::User,
+            email: Some(email.to_owned()),
+            name: "admin".into(),
+            org_role: OrgRole::Owner,
+            password_hash: Some("phc".into()),
+        }
+    }
+
     pub async fn bootstrap_happens_once(store: Arc<dyn Store>) {
-        let first = store.bootstrap("default", "hash-1").await.unwrap().unwrap();
+        let first = store
+            .bootstrap("default", &admin("Admin@Example.com"), "hash-1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(first.org_name, "default");
         assert!(
             store
-                .bootstrap("default", "hash-2")
+                .bootstrap("default", &admin("other@example.com"), "hash-2")
                 .await
                 .unwrap()
                 .is_none()
         );
         let principal = store.find_token("hash-1").await.unwrap().unwrap();
         assert_eq!(principal.org_id, first.org_id);
+        assert_eq!(principal.id, first.admin_id);
+        assert_eq!(principal.org_role, OrgRole::Owner);
         assert!(store.find_token("hash-2").await.unwrap().is_none());
+        // E-mails are kept lowercased and found in any case.
+        let (login, hash) = store
+            .find_login("admin@EXAMPLE.com")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(login.id, first.admin_id);
+        assert_eq!(hash.as_deref(), Some("phc"));
 
-        let token = store.add_token("default", "ci", "hash-3").await.unwrap();
-        assert_eq!(
-            store.find_token("hash-3").await.unwrap().unwrap().token_id,
-            token
-        );
+        store.add_token("default", "ci", "hash-3").await.unwrap();
+        let ci = store.find_token("hash-3").await.unwrap().unwrap();
+        assert_eq!(ci.kind, PrincipalKind::Service);
+        assert_eq!(ci.org_role, OrgRole::Owner);
         assert!(matches!(
             store.add_token("nope", "ci", "hash-4").await,
             Err(StoreError::NotFound(_))
@@ -82,7 +107,11 @@ mod contract {
     pub async fn workspace_lifecycle(store: Arc<dyn Store>) {
         let org = org(&*store).await;
         let created = store
-            .create_workspace(org, NewWorkspace::parse("demo", "Demo", "first").unwrap())
+            .create_workspace(
+                org,
+                NewWorkspace::parse("demo", "Demo", "first").unwrap(),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!((created.name.as_str(), created.version), ("Demo", 1));
@@ -154,7 +183,7 @@ mod contract {
         let (a, b) = (org(&*store).await, org(&*store).await);
         workspace(&*store, a, "taken").await;
         let err = store
-            .create_workspace(b, NewWorkspace::parse("taken", "", "").unwrap())
+            .create_workspace(b, NewWorkspace::parse("taken", "", "").unwrap(), None)
             .await
             .unwrap_err();
         assert!(
@@ -203,7 +232,7 @@ mod contract {
         }
         assert!(
             store
-                .list_workspaces(b, None, 10)
+                .list_workspaces(b, None, None, 10)
                 .await
                 .unwrap()
                 .items
@@ -221,7 +250,7 @@ mod contract {
         let mut pages = 0;
         loop {
             let page = store
-                .list_workspaces(org, after.as_deref(), 2)
+                .list_workspaces(org, None, after.as_deref(), 2)
                 .await
                 .unwrap();
             pages += 1;
@@ -644,7 +673,7 @@ mod contract {
     pub async fn environments_follow_the_chain(store: Arc<dyn Store>) {
         let org = org(&*store).await;
         let created = store
-            .create_workspace(org, NewWorkspace::parse("envs", "", "").unwrap())
+            .create_workspace(org, NewWorkspace::parse("envs", "", "").unwrap(), None)
             .await
             .unwrap();
         assert_eq!(
@@ -660,7 +689,7 @@ mod contract {
             store.get_workspace(org, &slug_ref("envs")).await.unwrap(),
             created
         );
-        let listed = store.list_workspaces(org, None, 10).await.unwrap();
+        let listed = store.list_workspaces(org, None, None, 10).await.unwrap();
         assert_eq!(listed.items, std::slice::from_ref(&created));
 
         store
@@ -681,6 +710,7 @@ mod contract {
                     },
                     position: 3,
                 },
+                None,
             )
             .await
             .unwrap();
@@ -694,6 +724,7 @@ mod contract {
                     settings: EnvSettings::default(),
                     position: 0,
                 },
+                None,
             )
             .await
             .unwrap();
@@ -713,6 +744,7 @@ mod contract {
                     settings: EnvSettings::default(),
                     position: 0,
                 },
+                None,
             )
             .await;
         assert!(
@@ -728,6 +760,7 @@ mod contract {
                     settings: EnvSettings::default(),
                     position: 9,
                 },
+                None,
             )
             .await;
         assert!(
@@ -746,6 +779,7 @@ mod contract {
                     },
                     position: 0,
                 },
+                None,
             )
             .await;
         assert!(
@@ -989,6 +1023,7 @@ mod contract {
                     settings: EnvSettings::default(),
                     position: 0,
                 },
+                None,
             )
             .await;
         assert!(matches!(hidden, Err(StoreError::NotFound(_))));
@@ -1345,6 +1380,7 @@ mod contract {
                         .create_workspace(
                             org,
                             NewWorkspace::parse(&format!("c{i}"), "", "").unwrap(),
+                            None,
                         )
                         .await
                         .map(|w| w.id)
@@ -1396,6 +1432,301 @@ mod contract {
     }
 }
 
+mod identity {
+    use super::*;
+
+    fn user(email: &str, role: OrgRole) -> NewPrincipal {
+        NewPrincipal {
+            kind: PrincipalKind::User,
+            email: Some(email.to_owned()),
+            name: email.to_owned(),
+            org_role: role,
+            password_hash: Some("phc".into()),
+        }
+    }
+
+    pub async fn principals_tokens_roles_and_memberships(store: Arc<dyn Store>) {
+        let org = store.create_org("acme").await.unwrap();
+        let other = store.create_org("globex").await.unwrap();
+        let owner = store
+            .create_principal(org, user("owner@acme.io", OrgRole::Owner))
+            .await
+            .unwrap();
+        let dev = store
+            .create_principal(org, user("dev@acme.io", OrgRole::Member))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .create_principal(other, user("DEV@acme.io", OrgRole::Member))
+                .await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+        // Another org sees nothing.
+        assert!(matches!(
+            store.get_principal(other, dev.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // The last owner stays.
+        let demote = PrincipalPatch {
+            org_role: Some(OrgRole::Admin),
+            ..Default::default()
+        };
+        assert!(matches!(
+            store.update_principal(org, owner.id, &demote, None).await,
+            Err(StoreError::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            store.delete_principal(org, owner.id).await,
+            Err(StoreError::FailedPrecondition(_))
+        ));
+
+        // API tokens: expiry, disabling and revocation all refuse.
+        store
+            .create_api_token(org, dev.id, "ci", "live", None)
+            .await
+            .unwrap();
+        let past = chrono::Utc::now() - chrono::Duration::minutes(1);
+        store
+            .create_api_token(org, dev.id, "old", "expired", Some(past))
+            .await
+            .unwrap();
+        assert_eq!(store.find_token("live").await.unwrap().unwrap().id, dev.id);
+        assert!(store.find_token("expired").await.unwrap().is_none());
+        let tokens = store.list_api_tokens(org, dev.id).await.unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert!(tokens.iter().any(|t| t.last_used_at.is_some()));
+        let disable = PrincipalPatch {
+            disabled: Some(true),
+            ..Default::default()
+        };
+        let disabled = store
+            .update_principal(org, dev.id, &disable, Some(dev.version))
+            .await
+            .unwrap();
+        assert!(store.find_token("live").await.unwrap().is_none());
+        assert!(store.find_principal(org, dev.id).await.unwrap().is_none());
+        let enable = PrincipalPatch {
+            disabled: Some(false),
+            ..Default::default()
+        };
+        store
+            .update_principal(org, dev.id, &enable, Some(disabled.version))
+            .await
+            .unwrap();
+        let live = tokens.iter().find(|t| t.name == "ci").unwrap();
+        assert!(matches!(
+            store.revoke_api_token(other, live.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store.revoke_api_token(org, live.id).await.unwrap();
+        assert!(store.find_token("live").await.unwrap().is_none());
+
+        // Refresh tokens work once; a second use revokes the family.
+        let principal = store.find_principal(org, dev.id).await.unwrap().unwrap();
+        let family = Uuid::now_v7();
+        let later = chrono::Utc::now() + chrono::Duration::days(1);
+        store
+            .create_refresh_token(&principal, family, "r1", later)
+            .await
+            .unwrap();
+        store
+            .create_refresh_token(&principal, family, "r2", later)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.use_refresh_token("r1").await.unwrap(),
+            RefreshOutcome::Used { family: f, .. } if f == family
+        ));
+        assert_eq!(
+            store.use_refresh_token("r1").await.unwrap(),
+            RefreshOutcome::Reused
+        );
+        assert_eq!(
+            store.use_refresh_token("r2").await.unwrap(),
+            RefreshOutcome::Reused
+        );
+        assert_eq!(
+            store.use_refresh_token("nope").await.unwrap(),
+            RefreshOutcome::Unknown
+        );
+
+        // Roles, memberships and policies make up the access facts.
+        store
+            .create_role(
+                org,
+                &RoleRecord {
+                    name: "platform".into(),
+                    description: String::new(),
+                    permissions: [Permission::RealityConfig].into(),
+                    version: 0,
+                },
+            )
+            .await
+            .unwrap();
+        let ws = WorkspaceRef::Slug(Slug::parse("shop").unwrap());
+        store
+            .create_workspace(
+                org,
+                NewWorkspace::parse("shop", "", "").unwrap(),
+                Some(owner.id),
+            )
+            .await
+            .unwrap();
+        let facts = store.access_facts(org, &ws, owner.id).await.unwrap();
+        assert_eq!(
+            facts.standing.roles.len(),
+            3,
+            "the creator is admin everywhere"
+        );
+        store
+            .set_membership(org, &ws, dev.id, "dev", "editor")
+            .await
+            .unwrap();
+        store
+            .set_membership(org, &ws, dev.id, "prod", "platform")
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .set_membership(org, &ws, dev.id, "prod", "ghost")
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store
+                .set_membership(org, &ws, dev.id, "moon", "viewer")
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        store
+            .set_policy(
+                org,
+                &ws,
+                "prod",
+                Permission::RealityConfig,
+                &["platform".to_owned()].into(),
+            )
+            .await
+            .unwrap();
+        let facts = store.access_facts(org, &ws, dev.id).await.unwrap();
+        assert_eq!(
+            facts.standing.roles.get("dev").map(String::as_str),
+            Some("editor")
+        );
+        assert_eq!(
+            facts.standing.roles.get("prod").map(String::as_str),
+            Some("platform")
+        );
+        assert!(
+            facts
+                .policies
+                .get("prod", Permission::RealityConfig)
+                .is_some()
+        );
+        assert!(matches!(
+            store.access_facts(other, &ws, dev.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // A role in use cannot be deleted.
+        assert!(matches!(
+            store.delete_role(org, "platform").await,
+            Err(StoreError::FailedPrecondition(_))
+        ));
+        // Renaming an environment carries its roles and policies along;
+        // deleting it drops them.
+        store
+            .update_environment(
+                org,
+                &ws,
+                &Slug::parse("prod").unwrap(),
+                &EnvironmentPatch {
+                    name: Some(Slug::parse("live").unwrap()),
+                    settings: None,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let facts = store.access_facts(org, &ws, dev.id).await.unwrap();
+        assert_eq!(
+            facts.standing.roles.get("live").map(String::as_str),
+            Some("platform")
+        );
+        assert!(
+            facts
+                .policies
+                .get("live", Permission::RealityConfig)
+                .is_some()
+        );
+        store
+            .update_workspace(
+                org,
+                &ws,
+                &WorkspacePatch {
+                    promotion_chain: Some(vec![
+                        Slug::parse("dev").unwrap(),
+                        Slug::parse("test").unwrap(),
+                    ]),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        store
+            .delete_environment(org, &ws, &Slug::parse("live").unwrap(), None)
+            .await
+            .unwrap();
+        let facts = store.access_facts(org, &ws, dev.id).await.unwrap();
+        assert!(!facts.standing.roles.contains_key("live"));
+        assert!(store.list_policies(org, &ws).await.unwrap().is_empty());
+        store
+            .remove_membership(org, &ws, dev.id, "dev")
+            .await
+            .unwrap();
+        store.delete_role(org, "platform").await.unwrap();
+
+        // Workspaces a member sees: those with a role.
+        let visible = store
+            .list_workspaces(org, Some(dev.id), None, 10)
+            .await
+            .unwrap();
+        assert!(visible.items.is_empty());
+        store
+            .set_membership(org, &ws, dev.id, "test", "viewer")
+            .await
+            .unwrap();
+        let visible = store
+            .list_workspaces(org, Some(dev.id), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(visible.items.len(), 1);
+
+        // The access log.
+        let ws_id = facts.workspace.id;
+        store
+            .record_access(
+                org,
+                ws_id,
+                &AccessGrant {
+                    principal_id: dev.id,
+                    environment: "test".into(),
+                    reason: "debugging issue #123".into(),
+                    token_id: "jti".into(),
+                    granted_at: chrono::Utc::now(),
+                    expires_at: chrono::Utc::now(),
+                },
+            )
+            .await
+            .unwrap();
+        let log = store.list_access(org, &ws, 10).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].reason, "debugging issue #123");
+    }
+}
+
 macro_rules! contract_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1405,7 +1736,7 @@ macro_rules! contract_suite {
                     let dir = tempfile::tempdir().unwrap();
                     let url = format!("sqlite://{}", dir.path().join("store.db").display());
                     let store = mockplane_control_plane::store::open(&url).await.unwrap();
-                    super::contract::$name(store).await;
+                    super::$name(store).await;
                 }
             )*
         }
@@ -1420,14 +1751,18 @@ macro_rules! contract_suite {
                 async fn $name(pool: sqlx::PgPool) {
                     let store = SqlStore::new(pool);
                     store.migrate().await.unwrap();
-                    super::contract::$name(Arc::new(store)).await;
+                    super::$name(Arc::new(store)).await;
                 }
             )*
         }
     };
 }
 
+use contract::*;
+use identity::*;
+
 contract_suite!(
+    principals_tokens_roles_and_memberships,
     bootstrap_happens_once,
     workspace_lifecycle,
     slugs_are_unique_across_orgs,

@@ -14,11 +14,15 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use mockplane_proto::v1::auth_service_client::AuthServiceClient;
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::journal_service_client::JournalServiceClient;
+use mockplane_proto::v1::member_service_client::MemberServiceClient;
 use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
+use mockplane_proto::v1::role_service_client::RoleServiceClient;
 use mockplane_proto::v1::route_service_client::RouteServiceClient;
 use mockplane_proto::v1::scenario_service_client::ScenarioServiceClient;
+use mockplane_proto::v1::user_service_client::UserServiceClient;
 use mockplane_proto::v1::workspace_service_client::WorkspaceServiceClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -230,11 +234,26 @@ impl ControlPlane {
             .expect("connect to the control plane")
     }
 
-    /// API clients authenticated with `token`.
+    /// API clients authenticated with `token`, stating a reason with every
+    /// call (as an operator scripting changes would), so changes that reach
+    /// prod pass its reason gate.
     pub async fn api(&self, token: &str) -> Api {
+        self.api_with(token, Some("end-to-end test run")).await
+    }
+
+    /// API clients authenticated with `token` that state `reason` with
+    /// every call (`x-mockplane-reason`).
+    pub async fn api_with(&self, token: &str, reason: Option<&str>) -> Api {
         let channel = self.channel().await;
-        let auth = Bearer(format!("Bearer {token}").parse().expect("ascii token"));
+        let auth = Bearer(
+            format!("Bearer {token}").parse().expect("ascii token"),
+            reason.map(|r| r.parse().expect("ascii reason")),
+        );
         Api {
+            auth: AuthServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            users: UserServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            roles: RoleServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            members: MemberServiceClient::with_interceptor(channel.clone(), auth.clone()),
             workspaces: WorkspaceServiceClient::with_interceptor(channel.clone(), auth.clone()),
             routes: RouteServiceClient::with_interceptor(channel.clone(), auth.clone()),
             environments: EnvironmentServiceClient::with_interceptor(channel.clone(), auth.clone()),
@@ -257,7 +276,7 @@ fn unique_log(dir: &Path, name: &str) -> PathBuf {
 }
 
 #[derive(Clone)]
-pub struct Bearer(AsciiMetadataValue);
+pub struct Bearer(AsciiMetadataValue, Option<AsciiMetadataValue>);
 
 impl Interceptor for Bearer {
     fn call(
@@ -267,11 +286,20 @@ impl Interceptor for Bearer {
         request
             .metadata_mut()
             .insert("authorization", self.0.clone());
+        if let Some(reason) = &self.1 {
+            request
+                .metadata_mut()
+                .insert("x-mockplane-reason", reason.clone());
+        }
         Ok(request)
     }
 }
 
 pub struct Api {
+    pub auth: AuthServiceClient<InterceptedService<Channel, Bearer>>,
+    pub users: UserServiceClient<InterceptedService<Channel, Bearer>>,
+    pub roles: RoleServiceClient<InterceptedService<Channel, Bearer>>,
+    pub members: MemberServiceClient<InterceptedService<Channel, Bearer>>,
     pub workspaces: WorkspaceServiceClient<InterceptedService<Channel, Bearer>>,
     pub routes: RouteServiceClient<InterceptedService<Channel, Bearer>>,
     pub environments: EnvironmentServiceClient<InterceptedService<Channel, Bearer>>,
@@ -444,7 +472,8 @@ impl Cli<'_> {
         command
             .args(args)
             .env("MOCKPLANE_SERVER", &self.server)
-            .env_remove("MOCKPLANE_TOKEN");
+            .env_remove("MOCKPLANE_TOKEN")
+            .env_remove("MOCKPLANE_REASON");
         if let Some(token) = self.token {
             command.env("MOCKPLANE_TOKEN", token);
         }

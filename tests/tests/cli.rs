@@ -182,7 +182,17 @@ async fn manages_workspaces_and_mocks_that_nodes_then_serve() {
         .await;
     assert!(error.contains("has no route GET /hello"), "{error}");
 
-    cli.ok(&["workspace", "delete", "demo"]).await;
+    // Deleting reaches prod, which asks for a reason.
+    let error = cli.fails(&["workspace", "delete", "demo"]).await;
+    assert!(error.contains("`prod` requires a reason"), "{error}");
+    cli.ok(&[
+        "workspace",
+        "delete",
+        "demo",
+        "--reason",
+        "retiring the demo",
+    ])
+    .await;
     node.wait_for("/w/demo/hello", 404, |b| b.contains("workspace_not_found"))
         .await;
 }
@@ -417,7 +427,15 @@ async fn manages_environments_and_which_one_answers() {
     // Requests without the header go to the active environment; test
     // serves nothing yet, dev still serves the mocks to those who ask.
     let updated = cli
-        .ok(&["workspace", "update", "shop", "--active-env", "test"])
+        .ok(&[
+            "workspace",
+            "update",
+            "shop",
+            "--active-env",
+            "test",
+            "--reason",
+            "trying test as the default",
+        ])
         .await;
     assert!(
         updated
@@ -750,7 +768,16 @@ async fn personas_state_and_the_journal() {
     // Personas: YAML or JSON in, JSON objects out, versioned.
     let ada = write(dir.path(), "ada.yaml", "user:\n  name: Ada Lovelace\n");
     let created = cli
-        .ok(&["persona", "create", "app", "default", "--file", &ada])
+        .ok(&[
+            "persona",
+            "create",
+            "app",
+            "default",
+            "--file",
+            &ada,
+            "--reason",
+            "seed personas",
+        ])
         .await;
     assert!(
         created
@@ -760,7 +787,16 @@ async fn personas_state_and_the_journal() {
     );
     let broken = write(dir.path(), "list.yaml", "- Ada\n- Grace\n");
     let error = cli
-        .fails(&["persona", "create", "app", "list", "-f", &broken])
+        .fails(&[
+            "persona",
+            "create",
+            "app",
+            "list",
+            "-f",
+            &broken,
+            "--reason",
+            "seed personas",
+        ])
         .await;
     assert!(
         error.contains("list.yaml") && error.contains("data: must be a JSON object"),
@@ -781,7 +817,16 @@ async fn personas_state_and_the_journal() {
     );
     let etag = persona["etag"].as_str().unwrap().to_owned();
     cli.ok(&[
-        "persona", "update", "app", "default", "-f", &grace, "--etag", &etag,
+        "persona",
+        "update",
+        "app",
+        "default",
+        "-f",
+        &grace,
+        "--etag",
+        &etag,
+        "--reason",
+        "new persona",
     ])
     .await;
     node.wait_for("/w/app/me", 200, |b| b.contains("Grace Hopper"))
@@ -818,7 +863,15 @@ async fn personas_state_and_the_journal() {
     assert_eq!(refused.status, 404, "{}", refused.body);
     assert_eq!(node.send("POST", "/w/app/cart").await.unwrap().status, 201);
     assert_eq!(node.get("/w/app/cart").await.unwrap().body, "full");
-    let reset = cli.ok(&["workspace", "reset-state", "app"]).await;
+    let reset = cli
+        .ok(&[
+            "workspace",
+            "reset-state",
+            "app",
+            "--reason",
+            "fresh state for a run",
+        ])
+        .await;
     assert!(
         reset.starts_with("workspace: app, state_epoch: 1"),
         "{reset}"

@@ -1,7 +1,13 @@
 //! Authentication for the gRPC API: one tower layer in front of every
-//! service. It resolves the bearer token to a [`Principal`] and puts it in
-//! the request's extensions, where handlers read it; a request without a
-//! valid token never reaches a handler.
+//! service. It looks up what the method declares ([`super::authz`]),
+//! refuses a method that declares nothing, resolves the bearer token to a
+//! [`Caller`] and puts both in the request's extensions, where the handler's
+//! authorization call reads them. A request without a valid token never
+//! reaches a handler.
+//!
+//! Tokens: `mpt_…` API tokens (hashed in the store), access and
+//! environment tokens this control plane signed (JWT, HS256), and JWTs from
+//! configured identity providers (OIDC).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,27 +16,40 @@ use futures::future::BoxFuture;
 use tonic::Status;
 use tower::{Layer, Service};
 
-use crate::store::{Principal, Store};
+use super::authz::{Caller, Credential, Declared, Rule, rule_for};
+use crate::jwt::{self, Signer};
+use crate::oidc::{OidcError, OidcVerifier};
+use crate::store::{PrincipalKind, Store};
 use crate::token;
 
-/// Services that answer without a token: health checks and reflection, for
+/// Services outside the API's rules: health checks and reflection, for
 /// probes and tools, and the config stream, which nodes open (node
 /// credentials are not part of this protocol version).
-const PUBLIC_PREFIXES: [&str; 4] = [
+const INFRASTRUCTURE_PREFIXES: [&str; 4] = [
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/mockplane.v1.ConfigDiscovery/",
 ];
 
+/// Metadata a caller states a reason in.
+pub const REASON_HEADER: &str = "x-mockplane-reason";
+
+/// What authentication needs.
+pub struct Authenticator {
+    pub store: Arc<dyn Store>,
+    pub signer: Arc<Signer>,
+    pub oidc: Option<Arc<OidcVerifier>>,
+}
+
 #[derive(Clone)]
 pub struct AuthLayer {
-    store: Arc<dyn Store>,
+    auth: Arc<Authenticator>,
 }
 
 impl AuthLayer {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self { auth }
     }
 }
 
@@ -40,7 +59,7 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Authenticate {
             inner,
-            store: self.store.clone(),
+            auth: self.auth.clone(),
         }
     }
 }
@@ -48,7 +67,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct Authenticate<S> {
     inner: S,
-    store: Arc<dyn Store>,
+    auth: Arc<Authenticator>,
 }
 
 impl<S, B> Service<http::Request<B>> for Authenticate<S>
@@ -70,21 +89,32 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
-        if PUBLIC_PREFIXES
+        if INFRASTRUCTURE_PREFIXES
             .iter()
             .any(|prefix| path.starts_with(prefix))
         {
             return Box::pin(self.inner.call(request));
         }
+        let rule = rule_for(path);
         // The service that was polled ready is the one to call; leave a
         // fresh clone in its place for the next request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let store = self.store.clone();
+        let auth = self.auth.clone();
         Box::pin(async move {
-            match authenticate(&*store, request.headers()).await {
-                Ok(principal) => {
-                    request.extensions_mut().insert(principal);
+            let Some(rule) = rule else {
+                return Ok(Status::permission_denied(
+                    "this method declares no permission, so it is refused",
+                )
+                .into_http());
+            };
+            request.extensions_mut().insert(Declared(rule));
+            if rule == Rule::Public {
+                return inner.call(request).await;
+            }
+            match auth.authenticate(request.headers()).await {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
                 Err(status) => Ok(status.into_http()),
@@ -93,41 +123,124 @@ where
     }
 }
 
-async fn authenticate(store: &dyn Store, headers: &http::HeaderMap) -> Result<Principal, Status> {
-    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Err(Status::unauthenticated(
-            "missing credentials: send `authorization: Bearer <token>` (the CLI reads MOCKPLANE_TOKEN)",
+impl Authenticator {
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(Status::unauthenticated(
+                "missing credentials: send `authorization: Bearer <token>` (the CLI reads MOCKPLANE_TOKEN or the session of `mockplane login`)",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Status::unauthenticated("the authorization header must be `Bearer <token>`")
+            })?;
+        let reason = reason(headers)?;
+        let (principal, credential) = if token.starts_with(token::TOKEN_PREFIX) {
+            match self.store.find_token(&token::hash(token)).await {
+                Ok(Some(principal)) => (principal, Credential::ApiToken),
+                Ok(None) => {
+                    return Err(Status::unauthenticated(
+                        "the API token is not valid: it is unknown, revoked or expired, or its owner is disabled",
+                    ));
+                }
+                Err(error) => return Err(store_trouble(error)),
+            }
+        } else if !jwt::looks_like_jwt(token) {
+            return Err(Status::unauthenticated(
+                "the token is neither an API token (mpt_…) nor a JWT",
+            ));
+        } else if let Some(oidc) = self.oidc.as_ref().filter(|o| o.is_external_issuer(token)) {
+            let identity = oidc.verify(token).await.map_err(|error| match error {
+                OidcError::Unavailable { .. } => Status::unavailable(error.to_string()),
+                _ => Status::unauthenticated(error.to_string()),
+            })?;
+            let email = identity.email.clone().ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "the token from {} carries no e-mail, so it cannot be matched to a user",
+                    identity.issuer
+                ))
+            })?;
+            match self.store.find_login(&email).await {
+                Ok(Some((principal, _))) => (
+                    principal,
+                    Credential::External {
+                        issuer: identity.issuer,
+                    },
+                ),
+                Ok(None) => {
+                    return Err(Status::unauthenticated(format!(
+                        "no active user has the e-mail {email}; an org admin must invite you first"
+                    )));
+                }
+                Err(error) => return Err(store_trouble(error)),
+            }
+        } else {
+            let claims = self
+                .signer
+                .verify(token)
+                .map_err(|e| Status::unauthenticated(e.to_string()))?;
+            let id = claims
+                .sub
+                .strip_prefix("user:")
+                .or_else(|| claims.sub.strip_prefix("service:"))
+                .and_then(|id| uuid::Uuid::try_parse(id).ok())
+                .ok_or_else(|| Status::unauthenticated("the token's subject is not valid"))?;
+            let principal = match self.store.find_principal(claims.org, id).await {
+                Ok(Some(principal)) => principal,
+                Ok(None) => {
+                    return Err(Status::unauthenticated(
+                        "the token's user no longer exists or is disabled",
+                    ));
+                }
+                Err(error) => return Err(store_trouble(error)),
+            };
+            let credential = match claims.env {
+                Some(scope) => Credential::EnvironmentToken {
+                    workspace: scope.workspace,
+                    environment: scope.environment,
+                },
+                None => Credential::AccessToken,
+            };
+            (principal, credential)
+        };
+        debug_assert!(matches!(
+            principal.kind,
+            PrincipalKind::User | PrincipalKind::Service
         ));
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+        Ok(Caller {
+            principal,
+            credential,
+            reason,
         })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            Status::unauthenticated("the authorization header must be `Bearer <token>`")
-        })?;
-    match store.find_token(&token::hash(token)).await {
-        Ok(Some(principal)) => Ok(principal),
-        Ok(None) => Err(Status::unauthenticated("the token is not valid")),
-        Err(error) => {
-            tracing::warn!(%error, "could not check a token");
-            Err(Status::unavailable(
-                "could not check credentials right now; try again shortly",
-            ))
-        }
     }
 }
 
-/// The caller, as the auth layer resolved it.
-pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, Status> {
-    request
-        .extensions()
-        .get::<Principal>()
-        .copied()
-        .ok_or_else(|| Status::unauthenticated("missing credentials"))
+fn store_trouble(error: crate::store::StoreError) -> Status {
+    tracing::warn!(%error, "could not check credentials");
+    Status::unavailable("could not check credentials right now; try again shortly")
+}
+
+/// The reason a caller stated, if any: 8 to 500 characters of text.
+fn reason(headers: &http::HeaderMap) -> Result<Option<String>, Status> {
+    let Some(value) = headers.get(REASON_HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument(format!("{REASON_HEADER} must be text (ASCII)")))?
+        .trim();
+    if text.chars().count() < 8 || text.chars().count() > 500 {
+        return Err(Status::invalid_argument(format!(
+            "{REASON_HEADER} must be 8 to 500 characters saying why, e.g. \"debugging issue #123\""
+        )));
+    }
+    Ok(Some(text.to_owned()))
 }

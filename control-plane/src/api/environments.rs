@@ -8,12 +8,13 @@ use mockplane_shared::environment::{SettingKey, SettingsPatch, parse_env_name};
 use mockplane_shared::{FieldError, Slug};
 use tonic::{Request, Response, Status};
 
-use super::auth::principal;
+use super::authz::Target;
 use super::error::{ApiError, missing};
 use super::{ApiState, etag, mask_paths, parse_etag, timestamp};
 use crate::store::{
     EnvironmentPatch, EnvironmentRecord, NewEnvironment, StoreError, WorkspaceRecord, WorkspaceRef,
 };
+use mockplane_shared::access::{Permission, settings_permissions};
 
 pub struct Environments(pub ApiState);
 
@@ -100,12 +101,12 @@ impl EnvironmentService for Environments {
         &self,
         request: Request<v1::ListEnvironmentsRequest>,
     ) -> Result<Response<v1::ListEnvironmentsResponse>, Status> {
-        let caller = principal(&request)?;
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let record = self
             .0
             .store
-            .get_workspace(caller.org_id, &key)
+            .get_workspace(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(v1::ListEnvironmentsResponse {
@@ -121,14 +122,20 @@ impl EnvironmentService for Environments {
         &self,
         request: Request<v1::GetEnvironmentRequest>,
     ) -> Result<Response<v1::Environment>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self
+            .0
+            .authorize(
+                &request,
+                Target::Environment(&key, &request.get_ref().environment),
+            )
+            .await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = parse_name(&request.environment, "environment")?;
         let record = self
             .0
             .store
-            .get_workspace(caller.org_id, &key)
+            .get_workspace(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pick(&record, &name)?))
@@ -138,9 +145,9 @@ impl EnvironmentService for Environments {
         &self,
         request: Request<v1::CreateEnvironmentRequest>,
     ) -> Result<Response<v1::Environment>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let env = request.environment.ok_or_else(|| missing("environment"))?;
         let name = parse_name(&env.name, "environment.name")?;
         let settings = parse_env_settings(env.settings.as_ref())
@@ -150,13 +157,14 @@ impl EnvironmentService for Environments {
             .0
             .store
             .create_environment(
-                caller.org_id,
+                grant.org_id(),
                 &key,
                 NewEnvironment {
                     name: name.clone(),
                     settings,
                     position: env.chain_position,
                 },
+                Some(grant.caller.principal.id),
             )
             .await
             .map_err(ApiError::from)?;
@@ -168,15 +176,15 @@ impl EnvironmentService for Environments {
         &self,
         request: Request<v1::UpdateEnvironmentRequest>,
     ) -> Result<Response<v1::Environment>, Status> {
-        let caller = principal(&request)?;
-        let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
-        let name = parse_name(&request.environment, "environment")?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let request_ref = request.get_ref();
+        let name = parse_name(&request_ref.environment, "environment")?;
         let mut allowed = vec!["name".to_owned()];
         allowed.extend(settings_mask_paths("settings"));
         let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
-        let paths = mask_paths(request.update_mask.as_ref(), &allowed).map_err(ApiError::from)?;
-        let values = request.patch.as_ref().ok_or_else(|| missing("patch"))?;
+        let paths =
+            mask_paths(request_ref.update_mask.as_ref(), &allowed).map_err(ApiError::from)?;
+        let values = request_ref.patch.as_ref().ok_or_else(|| missing("patch"))?;
         let mut patch = EnvironmentPatch {
             settings: settings_patch(&paths, "settings", values.settings.as_ref())
                 .map_err(ApiError::from)?,
@@ -185,11 +193,30 @@ impl EnvironmentService for Environments {
         if paths.contains(&"name") {
             patch.name = Some(parse_name(&values.name, "patch.name")?);
         }
-        let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
+        let expected = parse_etag(&request_ref.etag).map_err(ApiError::from)?;
+        let mut needed = patch
+            .settings
+            .as_ref()
+            .map(settings_permissions)
+            .unwrap_or_default();
+        if patch.name.is_some() {
+            needed.push(Permission::EnvironmentManage);
+        }
+        if needed.is_empty() {
+            needed.push(Permission::EnvironmentManage);
+        }
+        let grant = self
+            .0
+            .authorize_only(
+                &request,
+                Target::Environment(&key, &request.get_ref().environment),
+                &needed,
+            )
+            .await?;
         let record = self
             .0
             .store
-            .update_environment(caller.org_id, &key, &name, &patch, expected)
+            .update_environment(grant.org_id(), &key, &name, &patch, expected)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -203,14 +230,20 @@ impl EnvironmentService for Environments {
         &self,
         request: Request<v1::DeleteEnvironmentRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self
+            .0
+            .authorize(
+                &request,
+                Target::Environment(&key, &request.get_ref().environment),
+            )
+            .await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = parse_name(&request.environment, "environment")?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
         self.0
             .store
-            .delete_environment(caller.org_id, &key, &name, expected)
+            .delete_environment(grant.org_id(), &key, &name, expected)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();

@@ -9,7 +9,7 @@ use mockplane_proto::v1::journal_service_server::JournalService;
 use serde::Deserialize;
 use tonic::{Request, Response, Status};
 
-use super::auth::principal;
+use super::authz::Target;
 use super::error::ApiError;
 use super::{ApiState, page_size};
 use crate::nodes::ConnectedNode;
@@ -138,14 +138,23 @@ impl JournalService for Journal {
         &self,
         request: Request<v1::ListRequestsRequest>,
     ) -> Result<Response<v1::ListRequestsResponse>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = if request.get_ref().environment.is_empty() {
+            self.0.authorize(&request, Target::Workspace(&key)).await?
+        } else {
+            self.0
+                .authorize(
+                    &request,
+                    Target::Environment(&key, &request.get_ref().environment),
+                )
+                .await?
+        };
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         // Also the org check: another org's workspace is NotFound here.
         let workspace = self
             .0
             .store
-            .get_workspace(caller.org_id, &key)
+            .get_workspace(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
         let limit = page_size(request.limit, 100, 1000);
@@ -172,6 +181,11 @@ impl JournalService for Journal {
                     unreachable.push(node.node_id.clone());
                 }
             }
+        }
+        // A workspace-wide query shows only the environments whose journal
+        // the caller may read.
+        if !grant.environments.is_empty() {
+            entries.retain(|(_, e)| grant.environments.contains(&e.environment));
         }
         entries.sort_by_key(|e| std::cmp::Reverse(e.0));
         entries.truncate(limit as usize);

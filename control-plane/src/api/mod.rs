@@ -4,9 +4,11 @@
 //! ([`error`]).
 
 pub mod auth;
+pub mod authz;
 pub mod discovery;
 pub mod environments;
 pub mod error;
+pub mod identity;
 pub mod journal;
 pub mod personas;
 pub mod routes;
@@ -31,6 +33,8 @@ pub struct ApiState {
     pub cache: Arc<ConfigCache>,
     /// The nodes streaming from this replica.
     pub nodes: Arc<Nodes>,
+    /// Signs access and environment tokens.
+    pub signer: Arc<crate::jwt::Signer>,
 }
 
 impl ApiState {

@@ -6,7 +6,7 @@ use mockplane_shared::persona::{parse_persona_data, parse_persona_name};
 use mockplane_shared::{FieldError, Slug};
 use tonic::{Request, Response, Status};
 
-use super::auth::principal;
+use super::authz::Target;
 use super::error::{ApiError, missing};
 use super::{ApiState, etag, parse_etag, timestamp};
 use crate::store::{PersonaRecord, WorkspaceRef};
@@ -44,16 +44,16 @@ impl PersonaService for Personas {
         &self,
         request: Request<v1::CreatePersonaRequest>,
     ) -> Result<Response<v1::Persona>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let persona = request.persona.ok_or_else(|| missing("persona"))?;
         let name = name(&persona.name, "persona.name")?;
         let data = data(&persona.data, "persona.data")?;
         let record = self
             .0
             .store
-            .create_persona(caller.org_id, &key, &name, &data)
+            .create_persona(grant.org_id(), &key, &name, &data)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -64,15 +64,15 @@ impl PersonaService for Personas {
         &self,
         request: Request<v1::GetPersonaRequest>,
     ) -> Result<Response<v1::Persona>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = name(&request.persona, "persona")?;
         let record = self
             .0
             .store
             .get_persona(
-                caller.org_id,
+                grant.org_id(),
                 &key,
                 &name,
                 (request.version > 0).then_some(request.version),
@@ -86,12 +86,12 @@ impl PersonaService for Personas {
         &self,
         request: Request<v1::ListPersonasRequest>,
     ) -> Result<Response<v1::ListPersonasResponse>, Status> {
-        let caller = principal(&request)?;
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let records = self
             .0
             .store
-            .list_personas(caller.org_id, &key)
+            .list_personas(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(v1::ListPersonasResponse {
@@ -103,16 +103,16 @@ impl PersonaService for Personas {
         &self,
         request: Request<v1::UpdatePersonaRequest>,
     ) -> Result<Response<v1::Persona>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = name(&request.persona, "persona")?;
         let data = data(&request.data, "data")?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
         let record = self
             .0
             .store
-            .update_persona(caller.org_id, &key, &name, &data, expected)
+            .update_persona(grant.org_id(), &key, &name, &data, expected)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -123,14 +123,14 @@ impl PersonaService for Personas {
         &self,
         request: Request<v1::DeletePersonaRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = name(&request.persona, "persona")?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
         self.0
             .store
-            .delete_persona(caller.org_id, &key, &name, expected)
+            .delete_persona(grant.org_id(), &key, &name, expected)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();

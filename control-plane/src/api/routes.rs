@@ -13,7 +13,7 @@ use mockplane_shared::{FieldError, RoutePatch, RouteSpec, Slug};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::auth::principal;
+use super::authz::Target;
 use super::error::ApiError;
 use super::{
     ApiState, decode_page_token, encode_page_token, etag, mask_paths, page_size, parse_etag,
@@ -111,9 +111,9 @@ impl RouteService for Routes {
         &self,
         request: Request<v1::CreateRoutesRequest>,
     ) -> Result<Response<v1::CreateRoutesResponse>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         if request.routes.is_empty() || request.routes.len() > MAX_BATCH {
             return Err(ApiError::from(FieldError::new(
                 "routes",
@@ -131,11 +131,11 @@ impl RouteService for Routes {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ApiError::from)?;
         let scenario = scenario(&request.scenario)?;
-        check_editable(&self.0, caller.org_id, &key, &request.environment).await?;
+        check_editable(&self.0, grant.org_id(), &key, &request.environment).await?;
         let records = self
             .0
             .store
-            .create_scenario_routes(caller.org_id, &key, scenario.as_ref(), specs)
+            .create_scenario_routes(grant.org_id(), &key, scenario.as_ref(), specs)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -148,14 +148,14 @@ impl RouteService for Routes {
         &self,
         request: Request<v1::GetRouteRequest>,
     ) -> Result<Response<v1::Route>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let id = route_id(&request.route_id)?;
         let record = self
             .0
             .store
-            .get_route(caller.org_id, &key, id)
+            .get_route(grant.org_id(), &key, id)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(to_proto(&record)))
@@ -165,9 +165,9 @@ impl RouteService for Routes {
         &self,
         request: Request<v1::ListRoutesRequest>,
     ) -> Result<Response<v1::ListRoutesResponse>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let after = decode_page_token(PAGE_KIND, &request.page_token)
             .and_then(|after| after.map(|raw| parse_uuid("page_token", &raw)).transpose())
             .map_err(ApiError::from)?;
@@ -176,7 +176,7 @@ impl RouteService for Routes {
             .0
             .store
             .list_scenario_routes(
-                caller.org_id,
+                grant.org_id(),
                 &key,
                 scenario.as_ref(),
                 after,
@@ -197,17 +197,17 @@ impl RouteService for Routes {
         &self,
         request: Request<v1::UpdateRouteRequest>,
     ) -> Result<Response<v1::Route>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let id = route_id(&request.route_id)?;
         let patch = parse_patch(&request).map_err(ApiError::from)?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
-        check_editable(&self.0, caller.org_id, &key, &request.environment).await?;
+        check_editable(&self.0, grant.org_id(), &key, &request.environment).await?;
         let record = self
             .0
             .store
-            .update_route(caller.org_id, &key, id, &patch, expected)
+            .update_route(grant.org_id(), &key, id, &patch, expected)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -218,9 +218,9 @@ impl RouteService for Routes {
         &self,
         request: Request<v1::DeleteRoutesRequest>,
     ) -> Result<Response<v1::DeleteRoutesResponse>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         if request.route_ids.is_empty() || request.route_ids.len() > MAX_BATCH {
             return Err(ApiError::from(FieldError::new(
                 "route_ids",
@@ -238,11 +238,11 @@ impl RouteService for Routes {
             .map(|(index, raw)| parse_uuid(&format!("route_ids[{index}]"), raw))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ApiError::from)?;
-        check_editable(&self.0, caller.org_id, &key, &request.environment).await?;
+        check_editable(&self.0, grant.org_id(), &key, &request.environment).await?;
         let deleted = self
             .0
             .store
-            .delete_routes(caller.org_id, &key, &ids)
+            .delete_routes(grant.org_id(), &key, &ids)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();

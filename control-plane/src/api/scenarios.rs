@@ -10,7 +10,7 @@ use mockplane_shared::scenario::{
 use mockplane_shared::{FieldError, Slug};
 use tonic::{Request, Response, Status};
 
-use super::auth::principal;
+use super::authz::Target;
 use super::error::{ApiError, missing};
 use super::{ApiState, etag, mask_paths, parse_etag, timestamp};
 use crate::store::{DeploymentRecord, ScenarioRecord, VersionRecord, WorkspaceRef};
@@ -85,9 +85,9 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::CreateScenarioRequest>,
     ) -> Result<Response<v1::Scenario>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let scenario = request.scenario.ok_or_else(|| missing("scenario"))?;
         let new = NewScenario {
             name: name(&scenario.name, "scenario.name")?,
@@ -100,7 +100,7 @@ impl ScenarioService for Scenarios {
         let record = self
             .0
             .store
-            .create_scenario(caller.org_id, &key, new)
+            .create_scenario(grant.org_id(), &key, new)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(to_proto(&record)))
@@ -110,14 +110,14 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::GetScenarioRequest>,
     ) -> Result<Response<v1::Scenario>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = name(&request.scenario, "scenario")?;
         let record = self
             .0
             .store
-            .get_scenario(caller.org_id, &key, &name)
+            .get_scenario(grant.org_id(), &key, &name)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(to_proto(&record)))
@@ -127,12 +127,12 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::ListScenariosRequest>,
     ) -> Result<Response<v1::ListScenariosResponse>, Status> {
-        let caller = principal(&request)?;
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let records = self
             .0
             .store
-            .list_scenarios(caller.org_id, &key)
+            .list_scenarios(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(v1::ListScenariosResponse {
@@ -144,9 +144,9 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::UpdateScenarioRequest>,
     ) -> Result<Response<v1::Scenario>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let current = name(&request.scenario, "scenario")?;
         let paths = mask_paths(
             request.update_mask.as_ref(),
@@ -178,7 +178,7 @@ impl ScenarioService for Scenarios {
         let record = self
             .0
             .store
-            .update_scenario(caller.org_id, &key, &current, &patch, expected)
+            .update_scenario(grant.org_id(), &key, &current, &patch, expected)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(to_proto(&record)))
@@ -188,14 +188,14 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::DeleteScenarioRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = name(&request.scenario, "scenario")?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
         self.0
             .store
-            .delete_scenario(caller.org_id, &key, &name, expected)
+            .delete_scenario(grant.org_id(), &key, &name, expected)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -206,15 +206,15 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::CreateVersionRequest>,
     ) -> Result<Response<v1::ScenarioVersion>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = name(&request.scenario, "scenario")?;
         let note = parse_text("note", &request.note).map_err(ApiError::from)?;
         let record = self
             .0
             .store
-            .create_version(caller.org_id, &key, &name, &note)
+            .create_version(grant.org_id(), &key, &name, &note)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(version(&record)))
@@ -224,14 +224,14 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::ListVersionsRequest>,
     ) -> Result<Response<v1::ListVersionsResponse>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = name(&request.scenario, "scenario")?;
         let records = self
             .0
             .store
-            .list_versions(caller.org_id, &key, &name)
+            .list_versions(grant.org_id(), &key, &name)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(v1::ListVersionsResponse {
@@ -243,14 +243,14 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::GetVersionRequest>,
     ) -> Result<Response<v1::ScenarioVersion>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = name(&request.scenario, "scenario")?;
         let record = self
             .0
             .store
-            .get_version(caller.org_id, &key, &name, number(request.version))
+            .get_version(grant.org_id(), &key, &name, number(request.version))
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(version(&record)))
@@ -260,9 +260,9 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::ImportOpenApiRequest>,
     ) -> Result<Response<v1::ImportOpenApiResponse>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let scenario = request.scenario.ok_or_else(|| missing("scenario"))?;
         if request.document.is_empty() {
             return Err(missing("document").into());
@@ -286,7 +286,7 @@ impl ScenarioService for Scenarios {
         let (record, routes) = self
             .0
             .store
-            .import_scenario(caller.org_id, &key, new, imported.routes)
+            .import_scenario(grant.org_id(), &key, new, imported.routes)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -300,9 +300,9 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::ImportScenarioRequest>,
     ) -> Result<Response<v1::ImportOpenApiResponse>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let scenario = request.scenario.ok_or_else(|| missing("scenario"))?;
         if request.routes.len() > MAX_IMPORTED_ROUTES {
             return Err(ApiError::from(FieldError::new(
@@ -335,7 +335,7 @@ impl ScenarioService for Scenarios {
         let (record, routes) = self
             .0
             .store
-            .import_scenario(caller.org_id, &key, new, routes)
+            .import_scenario(grant.org_id(), &key, new, routes)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -349,9 +349,15 @@ impl ScenarioService for Scenarios {
         &self,
         request: Request<v1::AdminDeployVersionRequest>,
     ) -> Result<Response<v1::Deployment>, Status> {
-        let caller = principal(&request)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let grant = self
+            .0
+            .authorize(
+                &request,
+                Target::Environment(&key, &request.get_ref().environment),
+            )
+            .await?;
         let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
         let name = name(&request.scenario, "scenario")?;
         if request.environment.is_empty() {
             return Err(missing("environment").into());
@@ -369,7 +375,7 @@ impl ScenarioService for Scenarios {
             .0
             .store
             .deploy_version(
-                caller.org_id,
+                grant.org_id(),
                 &key,
                 &name,
                 number(request.version),

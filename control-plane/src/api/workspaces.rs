@@ -10,7 +10,7 @@ use mockplane_shared::workspace::{
 use mockplane_shared::{FieldError, NewWorkspace, WorkspacePatch};
 use tonic::{Request, Response, Status};
 
-use super::auth::principal;
+use super::authz::{Target, caller};
 use super::environments::{settings_mask_paths, settings_patch};
 use super::error::{ApiError, missing};
 use super::{
@@ -18,6 +18,7 @@ use super::{
     timestamp,
 };
 use crate::store::{WorkspaceRecord, WorkspaceRef};
+use mockplane_shared::access::{Permission, settings_permissions};
 
 const PAGE_KIND: &str = "workspaces";
 
@@ -51,7 +52,7 @@ impl WorkspaceService for Workspaces {
         &self,
         request: Request<v1::CreateWorkspaceRequest>,
     ) -> Result<Response<v1::Workspace>, Status> {
-        let caller = principal(&request)?;
+        let grant = self.0.authorize(&request, Target::Org).await?;
         let workspace = request
             .into_inner()
             .workspace
@@ -62,7 +63,7 @@ impl WorkspaceService for Workspaces {
         let record = self
             .0
             .store
-            .create_workspace(caller.org_id, new)
+            .create_workspace(grant.org_id(), new, Some(grant.caller.principal.id))
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -73,14 +74,11 @@ impl WorkspaceService for Workspaces {
         &self,
         request: Request<v1::GetWorkspaceRequest>,
     ) -> Result<Response<v1::Workspace>, Status> {
-        let caller = principal(&request)?;
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
-        let record = self
-            .0
-            .store
-            .get_workspace(caller.org_id, &key)
-            .await
-            .map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
+        let record = grant
+            .workspace
+            .ok_or_else(|| Status::internal("no workspace"))?;
         Ok(Response::new(to_proto(&record)))
     }
 
@@ -88,14 +86,17 @@ impl WorkspaceService for Workspaces {
         &self,
         request: Request<v1::ListWorkspacesRequest>,
     ) -> Result<Response<v1::ListWorkspacesResponse>, Status> {
-        let caller = principal(&request)?;
+        let caller = caller(&request)?;
+        // Org admins see every workspace; others those they have a role in.
+        let visible_to = (!caller.principal.org_role.is_admin()).then_some(caller.principal.id);
         let request = request.into_inner();
         let after = decode_page_token(PAGE_KIND, &request.page_token).map_err(ApiError::from)?;
         let page = self
             .0
             .store
             .list_workspaces(
-                caller.org_id,
+                caller.org_id(),
+                visible_to,
                 after.as_deref(),
                 page_size(request.page_size, 50, 1000),
             )
@@ -114,15 +115,31 @@ impl WorkspaceService for Workspaces {
         &self,
         request: Request<v1::UpdateWorkspaceRequest>,
     ) -> Result<Response<v1::Workspace>, Status> {
-        let caller = principal(&request)?;
-        let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
-        let patch = parse_patch(&request).map_err(ApiError::from)?;
-        let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let patch = parse_patch(request.get_ref()).map_err(ApiError::from)?;
+        let expected = parse_etag(&request.get_ref().etag).map_err(ApiError::from)?;
+        let mut needed = vec![Permission::WorkspaceUpdate];
+        if let Some(defaults) = &patch.environment_defaults {
+            needed.extend(settings_permissions(defaults));
+        }
+        // These change what and where every environment serves.
+        if patch.slug.is_some()
+            || patch.active_environment.is_some()
+            || patch.promotion_chain.is_some()
+            || patch.allow_promotion_skips.is_some()
+        {
+            needed.push(Permission::EnvironmentManage);
+        }
+        needed.sort();
+        needed.dedup();
+        let grant = self
+            .0
+            .authorize_only(&request, Target::Workspace(&key), &needed)
+            .await?;
         let record = self
             .0
             .store
-            .update_workspace(caller.org_id, &key, &patch, expected)
+            .update_workspace(grant.org_id(), &key, &patch, expected)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -133,12 +150,13 @@ impl WorkspaceService for Workspaces {
         &self,
         request: Request<v1::ResetStateRequest>,
     ) -> Result<Response<v1::ResetStateResponse>, Status> {
-        let caller = principal(&request)?;
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        // State lives in every environment's routes.
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let state_epoch = self
             .0
             .store
-            .reset_state(caller.org_id, &key)
+            .reset_state(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
@@ -149,13 +167,12 @@ impl WorkspaceService for Workspaces {
         &self,
         request: Request<v1::DeleteWorkspaceRequest>,
     ) -> Result<Response<()>, Status> {
-        let caller = principal(&request)?;
-        let request = request.into_inner();
-        let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
-        let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
+        let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        let expected = parse_etag(&request.get_ref().etag).map_err(ApiError::from)?;
+        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         self.0
             .store
-            .delete_workspace(caller.org_id, &key, expected)
+            .delete_workspace(grant.org_id(), &key, expected)
             .await
             .map_err(ApiError::from)?;
         self.0.committed();

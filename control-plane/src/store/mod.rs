@@ -7,6 +7,7 @@
 //! Every method is scoped by org, and every change that affects what
 //! data-plane nodes serve bumps the config revision in its own transaction.
 
+mod access;
 mod dialect;
 mod sql;
 
@@ -22,21 +23,16 @@ use mockplane_shared::{
 };
 use uuid::Uuid;
 
+pub use access::*;
 pub use dialect::Dialect;
 pub use sql::SqlStore;
-
-/// The authenticated caller of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Principal {
-    pub org_id: Uuid,
-    pub token_id: Uuid,
-}
 
 /// What a first run created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bootstrapped {
     pub org_id: Uuid,
     pub org_name: String,
+    pub admin_id: Uuid,
 }
 
 /// Names a workspace: by id or by slug.
@@ -275,7 +271,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The control plane's persistence interface. Implementations must be safe to
 /// share between tasks and replicas.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AccessStore + Send + Sync + 'static {
     /// Which backend this is, for logs: "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
 
@@ -283,18 +279,21 @@ pub trait Store: Send + Sync + 'static {
     /// its write-ahead log) to finish. Calls after this fail.
     async fn close(&self);
 
-    /// On a store with no org yet, creates `org_name` and an admin API token
-    /// with the given hash; otherwise does nothing and returns `None`.
+    /// On a store with no org yet, creates `org_name`, its first owner
+    /// (`admin`) and an API token of that owner with the given hash;
+    /// otherwise does nothing and returns `None`.
     async fn bootstrap(
         &self,
         org_name: &str,
+        admin: &NewPrincipal,
         token_hash: &str,
     ) -> StoreResult<Option<Bootstrapped>>;
 
     /// Creates an org; its name must be unique.
     async fn create_org(&self, name: &str) -> StoreResult<Uuid>;
 
-    /// Adds an API token to an org (e.g. to replace a lost admin token).
+    /// Adds a service account named `token_name` that owns the org, with
+    /// an API token (e.g. to replace a lost admin token).
     async fn add_token(
         &self,
         org_name: &str,
@@ -302,15 +301,20 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &str,
     ) -> StoreResult<Uuid>;
 
-    /// The principal a token hash belongs to.
-    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>>;
-
-    async fn create_workspace(&self, org: Uuid, new: NewWorkspace) -> StoreResult<WorkspaceRecord>;
+    /// `creator` becomes admin in every environment of the new workspace.
+    async fn create_workspace(
+        &self,
+        org: Uuid,
+        new: NewWorkspace,
+        creator: Option<Uuid>,
+    ) -> StoreResult<WorkspaceRecord>;
     async fn get_workspace(&self, org: Uuid, key: &WorkspaceRef) -> StoreResult<WorkspaceRecord>;
-    /// Ordered by slug, starting after `after`.
+    /// Ordered by slug, starting after `after`. With `visible_to`, only the
+    /// workspaces where that principal has a role in some environment.
     async fn list_workspaces(
         &self,
         org: Uuid,
+        visible_to: Option<Uuid>,
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<WorkspaceRecord, String>>;
@@ -330,11 +334,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     /// Adds an environment; returns the workspace as it is afterwards.
+    /// `creator` becomes admin in the new environment.
     async fn create_environment(
         &self,
         org: Uuid,
         workspace: &WorkspaceRef,
         new: NewEnvironment,
+        creator: Option<Uuid>,
     ) -> StoreResult<WorkspaceRecord>;
     /// Renames an environment or changes its settings.
     async fn update_environment(

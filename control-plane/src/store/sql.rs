@@ -12,6 +12,7 @@ use bytes::Bytes;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use mockplane_proto::convert::parse_config_routes;
 use mockplane_proto::v1;
+use mockplane_shared::access::OrgRole;
 use mockplane_shared::config::{MAX_ROUTES_PER_WORKSPACE, MAX_WORKSPACE_BODY_BYTES};
 use mockplane_shared::environment::{MAX_ENVIRONMENTS, default_environments};
 use mockplane_shared::persona::{MAX_PERSONAS, PersonaConfig, parse_persona_data};
@@ -29,10 +30,12 @@ use sqlx::error::ErrorKind;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use uuid::Uuid;
 
+use super::access::{insert_principal, insert_token};
 use super::{
     Bootstrapped, ChangeHistory, ConfigChanges, DeploymentRecord, Dialect, EnvironmentPatch,
-    EnvironmentRecord, FullConfig, NewEnvironment, Page, PersonaRecord, Principal, RouteRecord,
-    ScenarioRecord, Store, StoreError, StoreResult, VersionRecord, WorkspaceRecord, WorkspaceRef,
+    EnvironmentRecord, FullConfig, NewEnvironment, NewPrincipal, Page, PersonaRecord,
+    PrincipalKind, RouteRecord, ScenarioRecord, Store, StoreError, StoreResult, VersionRecord,
+    WorkspaceRecord, WorkspaceRef,
 };
 
 pub struct SqlStore<DB: Database> {
@@ -513,7 +516,7 @@ fn headers_json(spec: &RouteSpec) -> String {
 /// Translates a database error. Constraint violations become the error the
 /// caller describes (the database's own text never reaches a client);
 /// connection trouble becomes `Unavailable`.
-fn db_error(error: sqlx::Error, on_unique: impl FnOnce() -> StoreError) -> StoreError {
+pub(super) fn db_error(error: sqlx::Error, on_unique: impl FnOnce() -> StoreError) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => on_unique(),
         sqlx::Error::PoolTimedOut
@@ -524,7 +527,7 @@ fn db_error(error: sqlx::Error, on_unique: impl FnOnce() -> StoreError) -> Store
     }
 }
 
-fn internal(error: sqlx::Error) -> StoreError {
+pub(super) fn internal(error: sqlx::Error) -> StoreError {
     db_error(error, || {
         StoreError::Internal("unexpected uniqueness conflict".into())
     })
@@ -540,7 +543,7 @@ fn contended(what: String) -> StoreError {
     ))
 }
 
-fn check_version(what: String, current: i64, expected: Option<i64>) -> StoreResult<()> {
+pub(super) fn check_version(what: String, current: i64, expected: Option<i64>) -> StoreResult<()> {
     match expected {
         Some(expected) if expected != current => Err(StoreError::EtagMismatch {
             what,
@@ -552,7 +555,7 @@ fn check_version(what: String, current: i64, expected: Option<i64>) -> StoreResu
 
 /// The time to store, at the precision both backends keep (microseconds),
 /// so a record returned by a write equals the same record read back.
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
@@ -560,7 +563,7 @@ fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-fn page_limit(limit: u32) -> i64 {
+pub(super) fn page_limit(limit: u32) -> i64 {
     i64::from(limit.max(1))
 }
 
@@ -576,6 +579,8 @@ where
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -590,6 +595,7 @@ where
     async fn bootstrap(
         &self,
         org_name: &str,
+        admin: &NewPrincipal,
         token_hash: &str,
     ) -> StoreResult<Option<Bootstrapped>> {
         let mut tx = self
@@ -611,11 +617,13 @@ where
             Err(StoreError::AlreadyExists(_)) => return Ok(None),
             Err(other) => return Err(other),
         };
-        insert_token(&mut tx, org_id, "admin", token_hash, now).await?;
+        let owner = insert_principal::<DB>(&mut tx, org_id, admin, now).await?;
+        insert_token::<DB>(&mut tx, org_id, owner.id, "admin", token_hash, now, None).await?;
         tx.commit().await.map_err(internal)?;
         Ok(Some(Bootstrapped {
             org_id,
             org_name: org_name.to_owned(),
+            admin_id: owner.id,
         }))
     }
 
@@ -641,22 +649,32 @@ where
             .await
             .map_err(internal)?;
         let org_id = org_id.ok_or_else(|| StoreError::NotFound(format!("org '{org_name}'")))?;
-        let id = insert_token(&mut tx, org_id, token_name, token_hash, now()).await?;
+        let now = now();
+        let owner = insert_principal::<DB>(
+            &mut tx,
+            org_id,
+            &NewPrincipal {
+                kind: PrincipalKind::Service,
+                email: None,
+                name: token_name.to_owned(),
+                org_role: OrgRole::Owner,
+                password_hash: None,
+            },
+            now,
+        )
+        .await?;
+        let id = insert_token::<DB>(&mut tx, org_id, owner.id, token_name, token_hash, now, None)
+            .await?;
         tx.commit().await.map_err(internal)?;
         Ok(id)
     }
 
-    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
-        let row: Option<(Uuid, Uuid)> =
-            sqlx::query_as("SELECT id, org_id FROM api_tokens WHERE token_hash = $1")
-                .bind(token_hash.to_owned())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(internal)?;
-        Ok(row.map(|(token_id, org_id)| Principal { org_id, token_id }))
-    }
-
-    async fn create_workspace(&self, org: Uuid, new: NewWorkspace) -> StoreResult<WorkspaceRecord> {
+    async fn create_workspace(
+        &self,
+        org: Uuid,
+        new: NewWorkspace,
+        creator: Option<Uuid>,
+    ) -> StoreResult<WorkspaceRecord> {
         let mut tx = self
             .pool
             .begin_with(DB::BEGIN_WRITE)
@@ -693,6 +711,10 @@ where
                 updated_at: now,
             };
             insert_environment(&mut tx, org, id, &env).await?;
+            if let Some(creator) = creator {
+                insert_admin_membership::<DB>(&mut tx, org, id, creator, env.name.as_str(), now)
+                    .await?;
+            }
             environments.push(env);
         }
         insert_scenario(
@@ -741,28 +763,36 @@ where
     async fn list_workspaces(
         &self,
         org: Uuid,
+        visible_to: Option<Uuid>,
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<WorkspaceRecord, String>> {
         let rows: Vec<WorkspaceRow> = sqlx::query_as(concat!(
             select_workspace!(),
-            "WHERE w.org_id = $1 AND w.slug > $2 ORDER BY w.slug LIMIT $3"
+            "WHERE w.org_id = $1 AND w.slug > $2 AND ($4 = $5 OR EXISTS \
+             (SELECT 1 FROM memberships m WHERE m.workspace_id = w.id AND m.principal_id = $4)) \
+             ORDER BY w.slug LIMIT $3"
         ))
         .bind(org)
         .bind(after.unwrap_or("").to_owned())
         .bind(page_limit(limit) + 1)
+        .bind(visible_to.unwrap_or(Uuid::nil()))
+        .bind(Uuid::nil())
         .fetch_all(&self.pool)
         .await
         .map_err(internal)?;
         let envs: Vec<EnvironmentRow> = sqlx::query_as(concat!(
             select_environment!(),
-            "WHERE workspace_id IN (SELECT id FROM workspaces WHERE org_id = $1 AND slug > $2 \
-             ORDER BY slug LIMIT $3)",
+            "WHERE workspace_id IN (SELECT w.id FROM workspaces w WHERE w.org_id = $1 AND w.slug > $2 \
+             AND ($4 = $5 OR EXISTS (SELECT 1 FROM memberships m WHERE m.workspace_id = w.id AND m.principal_id = $4)) \
+             ORDER BY w.slug LIMIT $3)",
             environment_order!()
         ))
         .bind(org)
         .bind(after.unwrap_or("").to_owned())
         .bind(page_limit(limit) + 1)
+        .bind(visible_to.unwrap_or(Uuid::nil()))
+        .bind(Uuid::nil())
         .fetch_all(&self.pool)
         .await
         .map_err(internal)?;
@@ -928,6 +958,7 @@ where
         org: Uuid,
         workspace: &WorkspaceRef,
         new: NewEnvironment,
+        creator: Option<Uuid>,
     ) -> StoreResult<WorkspaceRecord> {
         new.settings.check().map_err(|e| e.within("settings"))?;
         let mut tx = self
@@ -980,6 +1011,17 @@ where
             updated_at: now,
         };
         insert_environment(&mut tx, org, ws.id, &env).await?;
+        if let Some(creator) = creator {
+            insert_admin_membership::<DB>(
+                &mut tx,
+                org,
+                ws.id,
+                creator,
+                env.name.as_str(),
+                env.created_at,
+            )
+            .await?;
+        }
         bump_revision(&mut tx, ws.id).await?;
         let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
         tx.commit().await.map_err(internal)?;
@@ -1041,6 +1083,20 @@ where
         if DB::rows_affected(&updated) == 0 {
             return Err(contended(format!("environment '{name}'")));
         }
+        if new_name != env.name {
+            // Roles and policies follow the environment to its new name.
+            for table in ["memberships", "env_policies"] {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET environment = $1 WHERE workspace_id = $2 AND environment = $3"
+                ))
+                .bind(new_name.to_string())
+                .bind(ws.id)
+                .bind(env.name.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+            }
+        }
         if ws.active_environment == env.name && new_name != env.name {
             sqlx::query("UPDATE workspaces SET active_env = $1 WHERE id = $2")
                 .bind(new_name.to_string())
@@ -1090,6 +1146,18 @@ where
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
+        // Roles and policies name environments; a later environment of the
+        // same name starts with none.
+        for table in ["memberships", "env_policies"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE workspace_id = $1 AND environment = $2"
+            ))
+            .bind(ws.id)
+            .bind(env.name.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        }
         if env.position > 0 {
             sqlx::query(
                 "UPDATE environments SET position = position - 1 WHERE workspace_id = $1 AND position > $2",
@@ -2228,7 +2296,7 @@ fn find_environment<'a>(
 }
 
 /// A workspace with its environments.
-async fn load_workspace<DB>(
+pub(super) async fn load_workspace<DB>(
     conn: &mut DB::Connection,
     org: Uuid,
     key: &WorkspaceRef,
@@ -2677,34 +2745,6 @@ where
     Ok(id)
 }
 
-async fn insert_token<DB>(
-    conn: &mut DB::Connection,
-    org_id: Uuid,
-    name: &str,
-    token_hash: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<Uuid>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-{
-    let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO api_tokens (id, org_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(org_id)
-        .bind(name.to_owned())
-        .bind(token_hash.to_owned())
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| db_error(e, || StoreError::AlreadyExists("that token already exists".into())))?;
-    Ok(id)
-}
-
 /// Refuses a change that leaves a workspace over its limits; the caller's
 /// transaction then rolls back.
 async fn check_workspace_limits<DB>(
@@ -2765,4 +2805,36 @@ where
         .await
         .map_err(internal)?;
     Ok(to_u64(revision))
+}
+
+async fn insert_admin_membership<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    workspace: Uuid,
+    principal: Uuid,
+    environment: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO memberships (workspace_id, org_id, principal_id, environment, role, created_at) \
+         VALUES ($1, $2, $3, $4, 'admin', $5) \
+         ON CONFLICT (workspace_id, principal_id, environment) DO UPDATE SET role = 'admin'",
+    )
+    .bind(workspace)
+    .bind(org)
+    .bind(principal)
+    .bind(environment.to_owned())
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(internal)?;
+    Ok(())
 }

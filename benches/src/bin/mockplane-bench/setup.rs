@@ -101,7 +101,17 @@ async fn fresh_store(
     let store = store::open(&url).await?;
     let token = token::generate();
     let org = store
-        .bootstrap("bench", &token::hash(&token))
+        .bootstrap(
+            "bench",
+            &store::NewPrincipal {
+                kind: store::PrincipalKind::User,
+                email: Some("bench@localhost".into()),
+                name: "bench".into(),
+                org_role: mockplane_shared::access::OrgRole::Owner,
+                password_hash: None,
+            },
+            &token::hash(&token),
+        )
         .await?
         .context("the new database was already bootstrapped")?
         .org_id;
@@ -127,7 +137,7 @@ pub async fn config_db(work: &Path, workspaces: usize) -> anyhow::Result<ConfigD
     let (store, token, org) = fresh_store(&dir).await?;
     for index in 0..workspaces {
         let workspace = store
-            .create_workspace(org, NewWorkspace::parse(&slug(index), "", "")?)
+            .create_workspace(org, NewWorkspace::parse(&slug(index), "", "")?, None)
             .await?;
         store
             .create_routes(org, &WorkspaceRef::Id(workspace.id), route_specs(index))
@@ -154,7 +164,7 @@ pub async fn realism_db(work: &Path) -> anyhow::Result<ConfigDb> {
     }
     let (store, token, org) = fresh_store(&dir).await?;
     let workspace = store
-        .create_workspace(org, NewWorkspace::parse(&slug(0), "", "")?)
+        .create_workspace(org, NewWorkspace::parse(&slug(0), "", "")?, None)
         .await?;
     let mut routes = route_specs(0);
     let realism = |json: &str| -> anyhow::Result<mockplane_shared::realism::Realism> {

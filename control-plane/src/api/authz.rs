@@ -1,0 +1,576 @@
+//! The one authorization point. Every RPC declares what it needs in
+//! [`METHODS`]; the auth layer refuses a method that declares nothing,
+//! authenticates the caller and hands the declaration to the handler, which
+//! names only *where* it acts ([`Target`]) when it calls
+//! [`ApiState::authorize`]. The decision itself is
+//! [`mockplane_shared::access::decide`].
+//!
+//! Callers of another org, and callers with no role at all in a workspace,
+//! get `NotFound`: they learn nothing of what exists.
+
+use mockplane_shared::access::{self, Permission, Question, Reach, WorkspaceFacts};
+use tonic::{Request, Status};
+use uuid::Uuid;
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::store::{AccessFacts, Principal, StoreError, WorkspaceRecord, WorkspaceRef};
+
+use Permission::*;
+
+/// What a method needs before its handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Answers without credentials (signing in).
+    Public,
+    /// Any authenticated caller; the handler acts on the caller only.
+    Authenticated,
+    /// These permissions, checked where the handler says it acts. A
+    /// handler may check a subset when the request needs less (an
+    /// environment update that changes only chaos needs only
+    /// `environment.chaos`).
+    Check(&'static [Permission]),
+}
+
+/// Every method of the API and what it needs. A method missing here is
+/// refused by the auth layer; a test checks this table against the
+/// services' descriptors.
+pub const METHODS: &[(&str, Rule)] = &[
+    // Workspaces.
+    (
+        "WorkspaceService/CreateWorkspace",
+        Rule::Check(&[WorkspaceCreate]),
+    ),
+    (
+        "WorkspaceService/GetWorkspace",
+        Rule::Check(&[WorkspaceRead]),
+    ),
+    ("WorkspaceService/ListWorkspaces", Rule::Authenticated),
+    (
+        "WorkspaceService/UpdateWorkspace",
+        Rule::Check(&[
+            WorkspaceUpdate,
+            RealityConfig,
+            ChaosConfig,
+            DriftBudgetConfig,
+            EnvironmentManage,
+        ]),
+    ),
+    (
+        "WorkspaceService/DeleteWorkspace",
+        Rule::Check(&[WorkspaceDelete]),
+    ),
+    ("WorkspaceService/ResetState", Rule::Check(&[StateReset])),
+    // Environments.
+    (
+        "EnvironmentService/ListEnvironments",
+        Rule::Check(&[WorkspaceRead]),
+    ),
+    (
+        "EnvironmentService/GetEnvironment",
+        Rule::Check(&[EnvironmentRead]),
+    ),
+    // Adding an environment reshapes the workspace: admin-level everywhere,
+    // but it changes nothing an existing environment serves.
+    (
+        "EnvironmentService/CreateEnvironment",
+        Rule::Check(&[WorkspaceUpdate]),
+    ),
+    (
+        "EnvironmentService/UpdateEnvironment",
+        Rule::Check(&[
+            EnvironmentManage,
+            RealityConfig,
+            ChaosConfig,
+            DriftBudgetConfig,
+        ]),
+    ),
+    (
+        "EnvironmentService/DeleteEnvironment",
+        Rule::Check(&[EnvironmentManage]),
+    ),
+    // Routes: the working copy, served by the chain's first environment.
+    ("RouteService/CreateRoutes", Rule::Check(&[ScenarioWrite])),
+    ("RouteService/GetRoute", Rule::Check(&[ScenarioRead])),
+    ("RouteService/ListRoutes", Rule::Check(&[ScenarioRead])),
+    ("RouteService/UpdateRoute", Rule::Check(&[ScenarioWrite])),
+    ("RouteService/DeleteRoutes", Rule::Check(&[ScenarioWrite])),
+    // Scenarios.
+    (
+        "ScenarioService/CreateScenario",
+        Rule::Check(&[ScenarioWrite]),
+    ),
+    ("ScenarioService/GetScenario", Rule::Check(&[ScenarioRead])),
+    (
+        "ScenarioService/ListScenarios",
+        Rule::Check(&[ScenarioRead]),
+    ),
+    (
+        "ScenarioService/UpdateScenario",
+        Rule::Check(&[ScenarioWrite]),
+    ),
+    (
+        "ScenarioService/DeleteScenario",
+        Rule::Check(&[ScenarioWrite]),
+    ),
+    (
+        "ScenarioService/CreateVersion",
+        Rule::Check(&[ScenarioWrite]),
+    ),
+    ("ScenarioService/ListVersions", Rule::Check(&[ScenarioRead])),
+    ("ScenarioService/GetVersion", Rule::Check(&[ScenarioRead])),
+    (
+        "ScenarioService/ImportOpenApi",
+        Rule::Check(&[ScenarioWrite]),
+    ),
+    (
+        "ScenarioService/ImportScenario",
+        Rule::Check(&[ScenarioWrite]),
+    ),
+    (
+        "ScenarioService/AdminDeployVersion",
+        Rule::Check(&[ScenarioDeploy]),
+    ),
+    // Personas: served by every environment.
+    ("PersonaService/CreatePersona", Rule::Check(&[PersonaWrite])),
+    ("PersonaService/GetPersona", Rule::Check(&[PersonaRead])),
+    ("PersonaService/ListPersonas", Rule::Check(&[PersonaRead])),
+    ("PersonaService/UpdatePersona", Rule::Check(&[PersonaWrite])),
+    ("PersonaService/DeletePersona", Rule::Check(&[PersonaWrite])),
+    // The journal: filtered to the environments the caller may read.
+    ("JournalService/ListRequests", Rule::Check(&[JournalRead])),
+    // Signing in.
+    ("AuthService/Login", Rule::Public),
+    ("AuthService/Refresh", Rule::Public),
+    ("AuthService/WhoAmI", Rule::Authenticated),
+    ("AuthService/ChangePassword", Rule::Authenticated),
+    (
+        "AuthService/IssueEnvironmentToken",
+        Rule::Check(&[EnvironmentRead]),
+    ),
+    (
+        "AuthService/ListEnvironmentAccess",
+        Rule::Check(&[MemberRead]),
+    ),
+    // The org's people and automation.
+    ("UserService/CreateUser", Rule::Check(&[UserManage])),
+    (
+        "UserService/CreateServiceAccount",
+        Rule::Check(&[UserManage]),
+    ),
+    ("UserService/GetPrincipal", Rule::Authenticated),
+    ("UserService/ListPrincipals", Rule::Authenticated),
+    ("UserService/UpdatePrincipal", Rule::Check(&[UserManage])),
+    ("UserService/DeletePrincipal", Rule::Check(&[UserManage])),
+    // Your own tokens need only authentication; another's, user.manage.
+    ("UserService/CreateApiToken", Rule::Check(&[UserManage])),
+    ("UserService/ListApiTokens", Rule::Check(&[UserManage])),
+    ("UserService/RevokeApiToken", Rule::Check(&[UserManage])),
+    // Roles.
+    ("RoleService/CreateRole", Rule::Check(&[RoleManage])),
+    ("RoleService/ListRoles", Rule::Authenticated),
+    ("RoleService/UpdateRole", Rule::Check(&[RoleManage])),
+    ("RoleService/DeleteRole", Rule::Check(&[RoleManage])),
+    ("RoleService/ListPermissions", Rule::Authenticated),
+    // Members and policies.
+    ("MemberService/SetMember", Rule::Check(&[MemberManage])),
+    ("MemberService/RemoveMember", Rule::Check(&[MemberManage])),
+    ("MemberService/ListMembers", Rule::Check(&[MemberRead])),
+    ("MemberService/SetPolicy", Rule::Check(&[PolicyManage])),
+    ("MemberService/DeletePolicy", Rule::Check(&[PolicyManage])),
+    ("MemberService/ListPolicies", Rule::Check(&[MemberRead])),
+];
+
+pub const PACKAGE_PREFIX: &str = "/mockplane.v1.";
+
+/// The rule of a gRPC path (`/mockplane.v1.Service/Method`).
+pub fn rule_for(path: &str) -> Option<Rule> {
+    let method = path.strip_prefix(PACKAGE_PREFIX)?;
+    METHODS
+        .iter()
+        .find(|(name, _)| *name == method)
+        .map(|(_, rule)| *rule)
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    AccessToken,
+    ApiToken,
+    /// Valid for one environment of one workspace only.
+    EnvironmentToken {
+        workspace: Uuid,
+        environment: String,
+    },
+    External {
+        issuer: String,
+    },
+}
+
+impl Credential {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Credential::AccessToken => "access_token",
+            Credential::ApiToken => "api_token",
+            Credential::EnvironmentToken { .. } => "environment_token",
+            Credential::External { .. } => "external",
+        }
+    }
+}
+
+/// The authenticated caller, as the auth layer put it in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Principal,
+    pub credential: Credential,
+    /// A reason stated with the request (`x-mockplane-reason` metadata).
+    pub reason: Option<String>,
+}
+
+impl Caller {
+    pub fn org_id(&self) -> Uuid {
+        self.principal.org_id
+    }
+}
+
+/// Where a handler acts.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// The org as a whole.
+    Org,
+    /// A workspace as a whole. Environment permissions are checked in
+    /// every environment for changes, and in some environment for reads
+    /// ([`Grant::environments`] says which).
+    Workspace(&'a WorkspaceRef),
+    /// One environment of a workspace.
+    Environment(&'a WorkspaceRef, &'a str),
+    /// The first environment of the workspace's chain, which serves the
+    /// working copy that route and scenario edits change.
+    Origin(&'a WorkspaceRef),
+}
+
+/// What an authorized handler learns.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub caller: Caller,
+    pub workspace: Option<WorkspaceRecord>,
+    /// For a [`Target::Workspace`] read of an environment permission: the
+    /// environments where the caller holds it.
+    pub environments: Vec<String>,
+}
+
+impl Grant {
+    pub fn org_id(&self) -> Uuid {
+        self.caller.org_id()
+    }
+}
+
+/// The declared rule, put in the request by the auth layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Declared(pub Rule);
+
+/// The caller of a request that passed the auth layer.
+pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing credentials"))
+}
+
+fn denied(message: impl Into<String>) -> Status {
+    Status::permission_denied(message.into())
+}
+
+impl ApiState {
+    /// Checks every permission the method declares, at `target`.
+    pub async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        target: Target<'_>,
+    ) -> Result<Grant, Status> {
+        self.authorize_for(request, target, None).await
+    }
+
+    /// Checks `needed`, which must be among what the method declares.
+    pub async fn authorize_only<T>(
+        &self,
+        request: &Request<T>,
+        target: Target<'_>,
+        needed: &[Permission],
+    ) -> Result<Grant, Status> {
+        self.authorize_for(request, target, Some(needed)).await
+    }
+
+    async fn authorize_for<T>(
+        &self,
+        request: &Request<T>,
+        target: Target<'_>,
+        needed: Option<&[Permission]>,
+    ) -> Result<Grant, Status> {
+        let caller = caller(request)?;
+        let declared = match request.extensions().get::<Declared>() {
+            Some(Declared(Rule::Check(permissions))) => *permissions,
+            Some(Declared(Rule::Authenticated)) => &[],
+            _ => {
+                tracing::error!("a handler asked for authorization without a declared rule");
+                return Err(Status::internal(
+                    "internal error: the method declares no permission",
+                ));
+            }
+        };
+        let permissions = match needed {
+            Some(needed) => {
+                if let Some(p) = needed.iter().find(|p| !declared.contains(p)) {
+                    tracing::error!(permission = %p, "a handler checked a permission its method does not declare");
+                    return Err(Status::internal("internal error: undeclared permission"));
+                }
+                needed
+            }
+            None => declared,
+        };
+        match target {
+            Target::Org => {
+                if let Credential::EnvironmentToken { .. } = caller.credential {
+                    return Err(env_token_elsewhere(&caller));
+                }
+                for &permission in permissions {
+                    access::decide(&Question {
+                        org_role: caller.principal.org_role,
+                        permission,
+                        workspace: None,
+                        environment: None,
+                    })
+                    .map_err(|d| denied(d.0))?;
+                }
+                Ok(Grant {
+                    caller,
+                    workspace: None,
+                    environments: Vec::new(),
+                })
+            }
+            Target::Workspace(key) | Target::Environment(key, _) | Target::Origin(key) => {
+                let facts = self
+                    .store
+                    .access_facts(caller.org_id(), key, caller.principal.id)
+                    .await
+                    .map_err(ApiError::from)?;
+                if !caller.principal.org_role.is_admin() && facts.standing.roles.is_empty() {
+                    // Nothing to see here, as for another org.
+                    return Err(ApiError::from(StoreError::NotFound(key.to_string())).into());
+                }
+                let env = match target {
+                    Target::Environment(_, env) => Some(env.to_owned()),
+                    Target::Origin(_) => Some(
+                        facts
+                            .workspace
+                            .chain()
+                            .first()
+                            .map(str::to_owned)
+                            .ok_or_else(|| {
+                                Status::failed_precondition(
+                                    "the workspace has no environment on its chain",
+                                )
+                            })?,
+                    ),
+                    _ => None,
+                };
+                if let Some(env) = &env
+                    && facts.workspace.environment(env).is_none()
+                {
+                    return Err(ApiError::from(StoreError::NotFound(format!(
+                        "environment '{env}' of workspace '{}'",
+                        facts.workspace.slug
+                    )))
+                    .into());
+                }
+                let environments = check_workspace(&caller, &facts, env.as_deref(), permissions)?;
+                Ok(Grant {
+                    caller,
+                    workspace: Some(facts.workspace),
+                    environments,
+                })
+            }
+        }
+    }
+}
+
+fn env_token_elsewhere(caller: &Caller) -> Status {
+    match &caller.credential {
+        Credential::EnvironmentToken { environment, .. } => denied(format!(
+            "this token is scoped to the `{environment}` environment of one workspace and is refused for anything else; use your own credentials"
+        )),
+        _ => denied("refused"),
+    }
+}
+
+fn requires_reason(workspace: &WorkspaceRecord, env: &str) -> bool {
+    workspace.environment(env).is_some_and(|e| {
+        e.settings
+            .over(&workspace.environment_defaults)
+            .effective()
+            .reason_required
+    })
+}
+
+/// Decides each permission in the workspace; returns, for environment
+/// reads at workspace level, where they hold.
+fn check_workspace(
+    caller: &Caller,
+    facts: &AccessFacts,
+    env: Option<&str>,
+    permissions: &[Permission],
+) -> Result<Vec<String>, Status> {
+    let ws = &facts.workspace;
+    let names: Vec<String> = ws.environments.iter().map(|e| e.name.to_string()).collect();
+    let workspace_facts = WorkspaceFacts {
+        environments: &names,
+        standing: &facts.standing,
+        policies: &facts.policies,
+        catalog: &facts.catalog,
+    };
+    let ask = |permission: Permission, environment: Option<&str>| {
+        access::decide(&Question {
+            org_role: caller.principal.org_role,
+            permission,
+            workspace: Some(workspace_facts),
+            environment,
+        })
+    };
+    // An environment token acts only in its own environment (and may read
+    // the workspace it belongs to).
+    if let Credential::EnvironmentToken {
+        workspace,
+        environment,
+    } = &caller.credential
+    {
+        let own_workspace = *workspace == ws.id;
+        let fits = own_workspace
+            && match env {
+                Some(env) => env == environment,
+                None => permissions
+                    .iter()
+                    .all(|p| p.reach() == Reach::Workspace && p.is_read()),
+            };
+        if !fits {
+            return Err(env_token_elsewhere(caller));
+        }
+    }
+    let mut readable = Vec::new();
+    for &permission in permissions {
+        match (permission.reach(), env) {
+            (Reach::Org, _) => {
+                access::decide(&Question {
+                    org_role: caller.principal.org_role,
+                    permission,
+                    workspace: None,
+                    environment: None,
+                })
+                .map_err(|d| denied(d.0))?;
+            }
+            (Reach::Environment, Some(env)) => {
+                ask(permission, Some(env)).map_err(|d| denied(d.0))?;
+                if !permission.is_read() && requires_reason(ws, env) {
+                    let scoped = matches!(
+                        &caller.credential,
+                        Credential::EnvironmentToken { workspace, environment }
+                            if *workspace == ws.id && environment == env
+                    );
+                    if !scoped {
+                        return Err(denied(format!(
+                            "changes to `{env}` of workspace '{}' need an environment token obtained with a reason: run `mockplane env-token {} {env} --reason \"…\"` and use that token for this call",
+                            ws.slug, ws.slug
+                        )));
+                    }
+                }
+            }
+            (Reach::Environment, None) if permission.is_read() => {
+                readable = names
+                    .iter()
+                    .filter(|e| ask(permission, Some(e)).is_ok())
+                    .cloned()
+                    .collect();
+                if readable.is_empty() {
+                    return Err(denied(format!(
+                        "`{permission}` is not granted to you in any environment of this workspace"
+                    )));
+                }
+            }
+            (Reach::Environment, None) | (Reach::AllEnvironments, _) => {
+                // A change to every environment at once.
+                for name in &names {
+                    ask(permission, Some(name)).map_err(|d| {
+                        denied(format!(
+                            "this changes every environment, so `{permission}` is needed in each: {d}"
+                        ))
+                    })?;
+                }
+                // Renaming a workspace changes nothing any environment
+                // serves; every other change here does.
+                let serving = permission != Permission::WorkspaceUpdate;
+                let gated: Vec<&String> = names.iter().filter(|e| requires_reason(ws, e)).collect();
+                if serving && !gated.is_empty() && caller.reason.is_none() {
+                    return Err(denied(format!(
+                        "this changes what every environment serves, and {} {} a reason: state one in the `x-mockplane-reason` metadata (the CLI's --reason)",
+                        gated
+                            .iter()
+                            .map(|e| format!("`{e}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if gated.len() == 1 {
+                            "requires"
+                        } else {
+                            "require"
+                        }
+                    )));
+                }
+            }
+            (Reach::Workspace, _) => {
+                ask(permission, None).map_err(|d| denied(d.0))?;
+            }
+        }
+    }
+    Ok(readable)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use prost::Message as _;
+    use prost_types::FileDescriptorSet;
+
+    use super::*;
+
+    /// Every method of every Mockplane service declares what it needs, and
+    /// the table names no method that does not exist.
+    #[test]
+    fn every_method_declares_its_rule() {
+        let set = FileDescriptorSet::decode(mockplane_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mut methods = BTreeSet::new();
+        for file in &set.file {
+            if file.package() != "mockplane.v1" {
+                continue;
+            }
+            for service in &file.service {
+                if service.name() == "ConfigDiscovery" {
+                    continue;
+                }
+                for method in &service.method {
+                    methods.insert(format!("{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+        let declared: BTreeSet<String> = METHODS.iter().map(|(m, _)| m.to_string()).collect();
+        let missing: Vec<_> = methods.difference(&declared).collect();
+        let unknown: Vec<_> = declared.difference(&methods).collect();
+        assert!(missing.is_empty(), "methods without a rule: {missing:?}");
+        assert!(unknown.is_empty(), "rules for no method: {unknown:?}");
+        assert_eq!(declared.len(), METHODS.len(), "a method is listed twice");
+        assert_eq!(
+            rule_for("/mockplane.v1.WorkspaceService/DeleteWorkspace"),
+            Some(Rule::Check(&[WorkspaceDelete]))
+        );
+        assert_eq!(rule_for("/mockplane.v1.WorkspaceService/Nope"), None);
+    }
+}

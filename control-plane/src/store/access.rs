@@ -1,0 +1,1398 @@
+//! Identity and access in the store: principals (users and service
+//! accounts), API and refresh tokens, custom roles, roles per environment,
+//! environment policies and the environment access log.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mockplane_shared::FieldError;
+use mockplane_shared::access::{OrgRole, Permission, Policies, RoleCatalog, Standing};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
+use uuid::Uuid;
+
+use super::sql::{check_version, db_error, internal, load_workspace, now, page_limit};
+use super::{Dialect, Page, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrincipalKind {
+    User,
+    Service,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Service => "service",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "user" => Some(PrincipalKind::User),
+            "service" => Some(PrincipalKind::Service),
+            _ => None,
+        }
+    }
+}
+
+/// The authenticated caller of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub org_id: Uuid,
+    pub id: Uuid,
+    pub kind: PrincipalKind,
+    pub org_role: OrgRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub kind: PrincipalKind,
+    pub email: Option<String>,
+    pub name: String,
+    pub org_role: OrgRole,
+    pub disabled: bool,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PrincipalRecord {
+    pub fn principal(&self) -> Principal {
+        Principal {
+            org_id: self.org_id,
+            id: self.id,
+            kind: self.kind,
+            org_role: self.org_role,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPrincipal {
+    pub kind: PrincipalKind,
+    /// Lowercased; users only.
+    pub email: Option<String>,
+    pub name: String,
+    pub org_role: OrgRole,
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrincipalPatch {
+    pub name: Option<String>,
+    pub org_role: Option<OrgRole>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: Uuid,
+    pub principal_id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRecord {
+    pub name: String,
+    pub description: String,
+    pub permissions: BTreeSet<Permission>,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipRecord {
+    pub principal_id: Uuid,
+    pub principal_name: String,
+    pub environment: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub environment: String,
+    pub permission: Permission,
+    pub roles: BTreeSet<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessGrant {
+    pub principal_id: Uuid,
+    pub environment: String,
+    pub reason: String,
+    pub token_id: String,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Everything an authorization decision about one workspace reads, from
+/// one snapshot.
+#[derive(Debug, Clone)]
+pub struct AccessFacts {
+    pub workspace: WorkspaceRecord,
+    pub standing: Standing,
+    pub policies: Policies,
+    pub catalog: RoleCatalog,
+}
+
+/// Why a refresh token was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The token was valid and is now used up.
+    Used {
+        principal: Principal,
+        family: Uuid,
+    },
+    Unknown,
+    Expired,
+    /// Used before: the whole family is revoked now.
+    Reused,
+}
+
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// The principal an API token belongs to, when the token is neither
+    /// expired nor its principal disabled. Notes the token's last use.
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>>;
+    /// The principal as it is now (role changes and disabling apply at
+    /// once, even to access tokens issued before).
+    async fn find_principal(&self, org: Uuid, id: Uuid) -> StoreResult<Option<Principal>>;
+    /// A user by e-mail, with the password hash to check.
+    async fn find_login(&self, email: &str) -> StoreResult<Option<(Principal, Option<String>)>>;
+
+    async fn create_principal(&self, org: Uuid, new: NewPrincipal) -> StoreResult<PrincipalRecord>;
+    async fn get_principal(&self, org: Uuid, id: Uuid) -> StoreResult<PrincipalRecord>;
+    async fn list_principals(
+        &self,
+        org: Uuid,
+        kind: Option<PrincipalKind>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<PrincipalRecord, Uuid>>;
+    async fn update_principal(
+        &self,
+        org: Uuid,
+        id: Uuid,
+        patch: &PrincipalPatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<PrincipalRecord>;
+    async fn set_password(&self, org: Uuid, id: Uuid, password_hash: &str) -> StoreResult<()>;
+    async fn delete_principal(&self, org: Uuid, id: Uuid) -> StoreResult<()>;
+
+    async fn create_api_token(
+        &self,
+        org: Uuid,
+        principal: Uuid,
+        name: &str,
+        token_hash: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<TokenRecord>;
+    async fn list_api_tokens(&self, org: Uuid, principal: Uuid) -> StoreResult<Vec<TokenRecord>>;
+    async fn get_api_token(&self, org: Uuid, id: Uuid) -> StoreResult<TokenRecord>;
+    async fn revoke_api_token(&self, org: Uuid, id: Uuid) -> StoreResult<()>;
+
+    async fn create_refresh_token(
+        &self,
+        principal: &Principal,
+        family: Uuid,
+        token_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn use_refresh_token(&self, token_hash: &str) -> StoreResult<RefreshOutcome>;
+
+    async fn create_role(&self, org: Uuid, role: &RoleRecord) -> StoreResult<RoleRecord>;
+    async fn list_roles(&self, org: Uuid) -> StoreResult<Vec<RoleRecord>>;
+    async fn update_role(
+        &self,
+        org: Uuid,
+        name: &str,
+        description: Option<&str>,
+        permissions: &BTreeSet<Permission>,
+        expected_version: Option<i64>,
+    ) -> StoreResult<RoleRecord>;
+    async fn delete_role(&self, org: Uuid, name: &str) -> StoreResult<()>;
+
+    async fn set_membership(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        principal: Uuid,
+        environment: &str,
+        role: &str,
+    ) -> StoreResult<MembershipRecord>;
+    async fn remove_membership(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        principal: Uuid,
+        environment: &str,
+    ) -> StoreResult<()>;
+    async fn list_memberships(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+    ) -> StoreResult<Vec<MembershipRecord>>;
+
+    async fn set_policy(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        environment: &str,
+        permission: Permission,
+        roles: &BTreeSet<String>,
+    ) -> StoreResult<PolicyRecord>;
+    async fn delete_policy(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        environment: &str,
+        permission: Permission,
+    ) -> StoreResult<()>;
+    async fn list_policies(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+    ) -> StoreResult<Vec<PolicyRecord>>;
+
+    /// The workspace and what the principal holds in it.
+    async fn access_facts(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        principal: Uuid,
+    ) -> StoreResult<AccessFacts>;
+
+    async fn record_access(
+        &self,
+        org: Uuid,
+        workspace: Uuid,
+        grant: &AccessGrant,
+    ) -> StoreResult<()>;
+    async fn list_access(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        limit: u32,
+    ) -> StoreResult<Vec<AccessGrant>>;
+}
+
+#[derive(FromRow)]
+struct PrincipalRow {
+    id: Uuid,
+    org_id: Uuid,
+    kind: String,
+    email: Option<String>,
+    name: String,
+    org_role: String,
+    disabled: i32,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+const SELECT_PRINCIPAL: &str = "SELECT id, org_id, kind, email, name, org_role, disabled, version, created_at, updated_at FROM principals ";
+
+impl PrincipalRow {
+    fn into_record(self) -> StoreResult<PrincipalRecord> {
+        let corrupt = |what: &str| {
+            StoreError::Internal(format!("principal {} has an unreadable {what}", self.id))
+        };
+        Ok(PrincipalRecord {
+            kind: PrincipalKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?,
+            org_role: OrgRole::parse(&self.org_role).map_err(|_| corrupt("org role"))?,
+            id: self.id,
+            org_id: self.org_id,
+            email: self.email,
+            name: self.name,
+            disabled: self.disabled != 0,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct TokenRow {
+    id: Uuid,
+    principal_id: Uuid,
+    name: String,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<TokenRow> for TokenRecord {
+    fn from(row: TokenRow) -> Self {
+        TokenRecord {
+            id: row.id,
+            principal_id: row.principal_id,
+            name: row.name,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            last_used_at: row.last_used_at,
+        }
+    }
+}
+
+const SELECT_TOKEN: &str =
+    "SELECT id, principal_id, name, created_at, expires_at, last_used_at FROM api_tokens ";
+
+fn parse_permissions(raw: &str, role: &str) -> StoreResult<BTreeSet<Permission>> {
+    let names: Vec<String> = serde_json::from_str(raw).map_err(|e| {
+        StoreError::Internal(format!("role '{role}' has unreadable permissions: {e}"))
+    })?;
+    // A permission this build does not know (written by a newer one) is
+    // ignored rather than failing every check.
+    Ok(names
+        .iter()
+        .filter_map(|n| Permission::parse(n).ok())
+        .collect())
+}
+
+fn permissions_json(permissions: &BTreeSet<Permission>) -> String {
+    serde_json::to_string(&permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>())
+        .unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_roles(raw: &str) -> StoreResult<BTreeSet<String>> {
+    serde_json::from_str(raw)
+        .map_err(|e| StoreError::Internal(format!("a policy has unreadable roles: {e}")))
+}
+
+fn roles_json(roles: &BTreeSet<String>) -> String {
+    serde_json::to_string(roles).unwrap_or_else(|_| "[]".into())
+}
+
+fn environment_of<'a>(workspace: &'a WorkspaceRecord, name: &str) -> StoreResult<&'a str> {
+    workspace
+        .environment(name)
+        .map(|e| e.name.as_str())
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "environment '{name}' of workspace '{}'",
+                workspace.slug
+            ))
+        })
+}
+
+#[async_trait]
+impl<DB> AccessStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
+        let now = now();
+        let row: Option<(Uuid, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Uuid)> =
+            sqlx::query_as(
+                "SELECT id, expires_at, last_used_at, principal_id FROM api_tokens WHERE token_hash = $1",
+            )
+            .bind(token_hash.to_owned())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(internal)?;
+        let Some((id, expires_at, last_used_at, principal_id)) = row else {
+            return Ok(None);
+        };
+        if expires_at.is_some_and(|at| at <= now) {
+            return Ok(None);
+        }
+        let record =
+            sqlx::query_as::<DB, PrincipalRow>(&format!("{SELECT_PRINCIPAL}WHERE id = $1"))
+                .bind(principal_id)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(internal)?
+                .map(PrincipalRow::into_record)
+                .transpose()?;
+        let Some(record) = record.filter(|r| !r.disabled) else {
+            return Ok(None);
+        };
+        // Last use is kept to the minute: one write a minute per token, not
+        // one per request.
+        if last_used_at.is_none_or(|at| now - at > chrono::Duration::minutes(1)) {
+            sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(self.pool())
+                .await
+                .map_err(internal)?;
+        }
+        Ok(Some(record.principal()))
+    }
+
+    async fn find_principal(&self, org: Uuid, id: Uuid) -> StoreResult<Option<Principal>> {
+        let record = sqlx::query_as::<DB, PrincipalRow>(&format!(
+            "{SELECT_PRINCIPAL}WHERE org_id = $1 AND id = $2"
+        ))
+        .bind(org)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(internal)?
+        .map(PrincipalRow::into_record)
+        .transpose()?;
+        Ok(record.filter(|r| !r.disabled).map(|r| r.principal()))
+    }
+
+    async fn find_login(&self, email: &str) -> StoreResult<Option<(Principal, Option<String>)>> {
+        let row: Option<(Uuid, Option<String>)> = sqlx::query_as(
+            "SELECT id, password_hash FROM principals WHERE email = $1 AND kind = 'user' AND disabled = 0",
+        )
+        .bind(email.to_lowercase())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(internal)?;
+        let Some((id, hash)) = row else {
+            return Ok(None);
+        };
+        let record =
+            sqlx::query_as::<DB, PrincipalRow>(&format!("{SELECT_PRINCIPAL}WHERE id = $1"))
+                .bind(id)
+                .fetch_one(self.pool())
+                .await
+                .map_err(internal)?
+                .into_record()?;
+        Ok(Some((record.principal(), hash)))
+    }
+
+    async fn create_principal(&self, org: Uuid, new: NewPrincipal) -> StoreResult<PrincipalRecord> {
+        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        insert_principal::<DB>(&mut conn, org, &new, now()).await
+    }
+
+    async fn get_principal(&self, org: Uuid, id: Uuid) -> StoreResult<PrincipalRecord> {
+        sqlx::query_as::<DB, PrincipalRow>(&format!(
+            "{SELECT_PRINCIPAL}WHERE org_id = $1 AND id = $2"
+        ))
+        .bind(org)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| StoreError::NotFound(format!("principal {id}")))?
+        .into_record()
+    }
+
+    async fn list_principals(
+        &self,
+        org: Uuid,
+        kind: Option<PrincipalKind>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<PrincipalRecord, Uuid>> {
+        let rows: Vec<PrincipalRow> = sqlx::query_as(&format!(
+            "{SELECT_PRINCIPAL}WHERE org_id = $1 AND ($2 = '' OR kind = $2) AND id > $3 ORDER BY id LIMIT $4"
+        ))
+        .bind(org)
+        .bind(kind.map(|k| k.as_str()).unwrap_or("").to_owned())
+        .bind(after.unwrap_or(Uuid::nil()))
+        .bind(page_limit(limit) + 1)
+        .fetch_all(self.pool())
+        .await
+        .map_err(internal)?;
+        let mut items = rows
+            .into_iter()
+            .map(PrincipalRow::into_record)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = if items.len() > limit.max(1) as usize {
+            items.truncate(limit.max(1) as usize);
+            items.last().map(|p| p.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn update_principal(
+        &self,
+        org: Uuid,
+        id: Uuid,
+        patch: &PrincipalPatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<PrincipalRecord> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let current = sqlx::query_as::<DB, PrincipalRow>(&format!(
+            "{SELECT_PRINCIPAL}WHERE org_id = $1 AND id = $2"
+        ))
+        .bind(org)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| StoreError::NotFound(format!("principal {id}")))?
+        .into_record()?;
+        check_version(format!("principal {id}"), current.version, expected_version)?;
+        let org_role = patch.org_role.unwrap_or(current.org_role);
+        let disabled = patch.disabled.unwrap_or(current.disabled);
+        let losing_owner = current.org_role == OrgRole::Owner
+            && !current.disabled
+            && (org_role != OrgRole::Owner || disabled);
+        if losing_owner {
+            let owners: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM principals WHERE org_id = $1 AND org_role = 'owner' AND disabled = 0",
+            )
+            .bind(org)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(internal)?;
+            if owners <= 1 {
+                return Err(StoreError::FailedPrecondition(
+                    "this is the org's last active owner; make another principal owner first"
+                        .into(),
+                ));
+            }
+        }
+        let name = patch.name.clone().unwrap_or(current.name.clone());
+        let updated = now();
+        sqlx::query(
+            "UPDATE principals SET name = $1, org_role = $2, disabled = $3, version = version + 1, updated_at = $4 \
+             WHERE id = $5",
+        )
+        .bind(name.clone())
+        .bind(org_role.as_str().to_owned())
+        .bind(i32::from(disabled))
+        .bind(updated)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            db_error(e, || {
+                StoreError::AlreadyExists(format!("a {} named '{name}' already exists", current.kind.as_str()))
+            })
+        })?;
+        tx.commit().await.map_err(internal)?;
+        Ok(PrincipalRecord {
+            name,
+            org_role,
+            disabled,
+            version: current.version + 1,
+            updated_at: updated,
+            ..current
+        })
+    }
+
+    async fn set_password(&self, org: Uuid, id: Uuid, password_hash: &str) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE principals SET password_hash = $1, updated_at = $2 WHERE org_id = $3 AND id = $4 AND kind = 'user'",
+        )
+        .bind(password_hash.to_owned())
+        .bind(now())
+        .bind(org)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(internal)?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound(format!("user {id}")));
+        }
+        Ok(())
+    }
+
+    async fn delete_principal(&self, org: Uuid, id: Uuid) -> StoreResult<()> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT org_role FROM principals WHERE org_id = $1 AND id = $2")
+                .bind(org)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
+        let role = role.ok_or_else(|| StoreError::NotFound(format!("principal {id}")))?;
+        if role == "owner" {
+            let owners: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM principals WHERE org_id = $1 AND org_role = 'owner' AND disabled = 0",
+            )
+            .bind(org)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(internal)?;
+            if owners <= 1 {
+                return Err(StoreError::FailedPrecondition(
+                    "this is the org's last active owner; make another principal owner first"
+                        .into(),
+                ));
+            }
+        }
+        sqlx::query("DELETE FROM principals WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(())
+    }
+
+    async fn create_api_token(
+        &self,
+        org: Uuid,
+        principal: Uuid,
+        name: &str,
+        token_hash: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<TokenRecord> {
+        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let exists: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM principals WHERE org_id = $1 AND id = $2")
+                .bind(org)
+                .bind(principal)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(internal)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("principal {principal}")));
+        }
+        let id = insert_token::<DB>(
+            &mut conn,
+            org,
+            principal,
+            name,
+            token_hash,
+            now(),
+            expires_at,
+        )
+        .await?;
+        sqlx::query_as::<DB, TokenRow>(&format!("{SELECT_TOKEN}WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await
+            .map(TokenRecord::from)
+            .map_err(internal)
+    }
+
+    async fn list_api_tokens(&self, org: Uuid, principal: Uuid) -> StoreResult<Vec<TokenRecord>> {
+        let rows: Vec<TokenRow> = sqlx::query_as(&format!(
+            "{SELECT_TOKEN}WHERE org_id = $1 AND principal_id = $2 ORDER BY id"
+        ))
+        .bind(org)
+        .bind(principal)
+        .fetch_all(self.pool())
+        .await
+        .map_err(internal)?;
+        Ok(rows.into_iter().map(TokenRecord::from).collect())
+    }
+
+    async fn get_api_token(&self, org: Uuid, id: Uuid) -> StoreResult<TokenRecord> {
+        sqlx::query_as::<DB, TokenRow>(&format!("{SELECT_TOKEN}WHERE org_id = $1 AND id = $2"))
+            .bind(org)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(internal)?
+            .map(TokenRecord::from)
+            .ok_or_else(|| StoreError::NotFound(format!("API token {id}")))
+    }
+
+    async fn revoke_api_token(&self, org: Uuid, id: Uuid) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM api_tokens WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(internal)?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound(format!("API token {id}")));
+        }
+        Ok(())
+    }
+
+    async fn create_refresh_token(
+        &self,
+        principal: &Principal,
+        family: Uuid,
+        token_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, org_id, principal_id, family, token_hash, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(principal.org_id)
+        .bind(principal.id)
+        .bind(family)
+        .bind(token_hash.to_owned())
+        .bind(expires_at)
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .map_err(internal)?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, token_hash: &str) -> StoreResult<RefreshOutcome> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        type Row = (
+            Uuid,
+            Uuid,
+            Uuid,
+            Uuid,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT id, org_id, principal_id, family, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash.to_owned())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?;
+        let Some((id, org, principal_id, family, expires_at, used_at, revoked_at)) = row else {
+            return Ok(RefreshOutcome::Unknown);
+        };
+        let now = now();
+        if used_at.is_some() || revoked_at.is_some() {
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(family)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+            tx.commit().await.map_err(internal)?;
+            return Ok(RefreshOutcome::Reused);
+        }
+        if expires_at <= now {
+            return Ok(RefreshOutcome::Expired);
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        let record = sqlx::query_as::<DB, PrincipalRow>(&format!(
+            "{SELECT_PRINCIPAL}WHERE org_id = $1 AND id = $2"
+        ))
+        .bind(org)
+        .bind(principal_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?
+        .map(PrincipalRow::into_record)
+        .transpose()?;
+        tx.commit().await.map_err(internal)?;
+        match record.filter(|r| !r.disabled) {
+            Some(record) => Ok(RefreshOutcome::Used {
+                principal: record.principal(),
+                family,
+            }),
+            None => Ok(RefreshOutcome::Unknown),
+        }
+    }
+
+    async fn create_role(&self, org: Uuid, role: &RoleRecord) -> StoreResult<RoleRecord> {
+        let now = now();
+        sqlx::query(
+            "INSERT INTO roles (org_id, name, description, permissions, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 1, $5, $5)",
+        )
+        .bind(org)
+        .bind(role.name.clone())
+        .bind(role.description.clone())
+        .bind(permissions_json(&role.permissions))
+        .bind(now)
+        .execute(self.pool())
+        .await
+        .map_err(|e| {
+            db_error(e, || {
+                StoreError::AlreadyExists(format!("a role named '{}' already exists", role.name))
+            })
+        })?;
+        Ok(RoleRecord {
+            version: 1,
+            ..role.clone()
+        })
+    }
+
+    async fn list_roles(&self, org: Uuid) -> StoreResult<Vec<RoleRecord>> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT name, description, permissions, version FROM roles WHERE org_id = $1 ORDER BY name",
+        )
+        .bind(org)
+        .fetch_all(self.pool())
+        .await
+        .map_err(internal)?;
+        rows.into_iter()
+            .map(|(name, description, permissions, version)| {
+                Ok(RoleRecord {
+                    permissions: parse_permissions(&permissions, &name)?,
+                    name,
+                    description,
+                    version,
+                })
+            })
+            .collect()
+    }
+
+    async fn update_role(
+        &self,
+        org: Uuid,
+        name: &str,
+        description: Option<&str>,
+        permissions: &BTreeSet<Permission>,
+        expected_version: Option<i64>,
+    ) -> StoreResult<RoleRecord> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT description, version FROM roles WHERE org_id = $1 AND name = $2",
+        )
+        .bind(org)
+        .bind(name.to_owned())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?;
+        let (current_description, version) =
+            row.ok_or_else(|| StoreError::NotFound(format!("role '{name}'")))?;
+        check_version(format!("role '{name}'"), version, expected_version)?;
+        let description = description
+            .map(str::to_owned)
+            .unwrap_or(current_description);
+        sqlx::query(
+            "UPDATE roles SET description = $1, permissions = $2, version = version + 1, updated_at = $3 \
+             WHERE org_id = $4 AND name = $5",
+        )
+        .bind(description.clone())
+        .bind(permissions_json(permissions))
+        .bind(now())
+        .bind(org)
+        .bind(name.to_owned())
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(RoleRecord {
+            name: name.to_owned(),
+            description,
+            permissions: permissions.clone(),
+            version: version + 1,
+        })
+    }
+
+    async fn delete_role(&self, org: Uuid, name: &str) -> StoreResult<()> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let members: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = $2")
+                .bind(org)
+                .bind(name.to_owned())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(internal)?;
+        let policies: Vec<String> =
+            sqlx::query_scalar("SELECT roles FROM env_policies WHERE org_id = $1")
+                .bind(org)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(internal)?;
+        let in_policies = policies
+            .iter()
+            .filter(|raw| parse_roles(raw).is_ok_and(|roles| roles.contains(name)))
+            .count();
+        if members > 0 || in_policies > 0 {
+            return Err(StoreError::FailedPrecondition(format!(
+                "role '{name}' is in use by {members} memberships and {in_policies} policies; change those first"
+            )));
+        }
+        let done = sqlx::query("DELETE FROM roles WHERE org_id = $1 AND name = $2")
+            .bind(org)
+            .bind(name.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound(format!("role '{name}'")));
+        }
+        tx.commit().await.map_err(internal)?;
+        Ok(())
+    }
+
+    async fn set_membership(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        principal: Uuid,
+        environment: &str,
+        role: &str,
+    ) -> StoreResult<MembershipRecord> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let environment = environment_of(&ws, environment)?.to_owned();
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT name FROM principals WHERE org_id = $1 AND id = $2")
+                .bind(org)
+                .bind(principal)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
+        let principal_name =
+            name.ok_or_else(|| StoreError::NotFound(format!("principal {principal}")))?;
+        check_role_exists::<DB>(&mut tx, org, role).await?;
+        let created_at = now();
+        sqlx::query(
+            "INSERT INTO memberships (workspace_id, org_id, principal_id, environment, role, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (workspace_id, principal_id, environment) DO UPDATE SET role = excluded.role",
+        )
+        .bind(ws.id)
+        .bind(org)
+        .bind(principal)
+        .bind(environment.clone())
+        .bind(role.to_owned())
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(MembershipRecord {
+            principal_id: principal,
+            principal_name,
+            environment,
+            role: role.to_owned(),
+            created_at,
+        })
+    }
+
+    async fn remove_membership(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        principal: Uuid,
+        environment: &str,
+    ) -> StoreResult<()> {
+        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        let done = sqlx::query(
+            "DELETE FROM memberships WHERE workspace_id = $1 AND principal_id = $2 AND environment = $3",
+        )
+        .bind(ws.id)
+        .bind(principal)
+        .bind(environment.to_owned())
+        .execute(&mut *conn)
+        .await
+        .map_err(internal)?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound(format!(
+                "a role of principal {principal} in '{environment}' of {workspace}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn list_memberships(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+    ) -> StoreResult<Vec<MembershipRecord>> {
+        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        let rows: Vec<(Uuid, String, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT m.principal_id, p.name, m.environment, m.role, m.created_at FROM memberships m \
+             JOIN principals p ON p.id = m.principal_id WHERE m.workspace_id = $1 \
+             ORDER BY p.name, m.principal_id, m.environment",
+        )
+        .bind(ws.id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(internal)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(principal_id, principal_name, environment, role, created_at)| MembershipRecord {
+                    principal_id,
+                    principal_name,
+                    environment,
+                    role,
+                    created_at,
+                },
+            )
+            .collect())
+    }
+
+    async fn set_policy(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        environment: &str,
+        permission: Permission,
+        roles: &BTreeSet<String>,
+    ) -> StoreResult<PolicyRecord> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let environment = environment_of(&ws, environment)?.to_owned();
+        for role in roles {
+            check_role_exists::<DB>(&mut tx, org, role).await?;
+        }
+        let created_at = now();
+        sqlx::query(
+            "INSERT INTO env_policies (workspace_id, org_id, environment, permission, roles, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (workspace_id, environment, permission) DO UPDATE SET roles = excluded.roles",
+        )
+        .bind(ws.id)
+        .bind(org)
+        .bind(environment.clone())
+        .bind(permission.as_str().to_owned())
+        .bind(roles_json(roles))
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok(PolicyRecord {
+            environment,
+            permission,
+            roles: roles.clone(),
+            created_at,
+        })
+    }
+
+    async fn delete_policy(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        environment: &str,
+        permission: Permission,
+    ) -> StoreResult<()> {
+        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        let done = sqlx::query(
+            "DELETE FROM env_policies WHERE workspace_id = $1 AND environment = $2 AND permission = $3",
+        )
+        .bind(ws.id)
+        .bind(environment.to_owned())
+        .bind(permission.as_str().to_owned())
+        .execute(&mut *conn)
+        .await
+        .map_err(internal)?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound(format!(
+                "a policy for `{permission}` in '{environment}' of {workspace}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn list_policies(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+    ) -> StoreResult<Vec<PolicyRecord>> {
+        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        fetch_policies::<DB>(&mut conn, ws.id).await
+    }
+
+    async fn access_facts(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        principal: Uuid,
+    ) -> StoreResult<AccessFacts> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_SNAPSHOT)
+            .await
+            .map_err(internal)?;
+        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let roles: Vec<(String, String)> = sqlx::query_as(
+            "SELECT environment, role FROM memberships WHERE workspace_id = $1 AND principal_id = $2",
+        )
+        .bind(ws.id)
+        .bind(principal)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(internal)?;
+        let policies = fetch_policies::<DB>(&mut tx, ws.id).await?;
+        let custom: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, permissions FROM roles WHERE org_id = $1")
+                .bind(org)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        let catalog = RoleCatalog::new(
+            custom
+                .into_iter()
+                .map(|(name, raw)| parse_permissions(&raw, &name).map(|set| (name, set)))
+                .collect::<StoreResult<Vec<_>>>()?,
+        );
+        Ok(AccessFacts {
+            workspace: ws,
+            standing: Standing {
+                roles: roles.into_iter().collect::<BTreeMap<_, _>>(),
+            },
+            policies: Policies::new(
+                policies
+                    .into_iter()
+                    .map(|p| ((p.environment, p.permission), p.roles)),
+            ),
+            catalog,
+        })
+    }
+
+    async fn record_access(
+        &self,
+        org: Uuid,
+        workspace: Uuid,
+        grant: &AccessGrant,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO environment_access (id, org_id, workspace_id, environment, principal_id, reason, token_id, granted_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(org)
+        .bind(workspace)
+        .bind(grant.environment.clone())
+        .bind(grant.principal_id)
+        .bind(grant.reason.clone())
+        .bind(grant.token_id.clone())
+        .bind(grant.granted_at)
+        .bind(grant.expires_at)
+        .execute(self.pool())
+        .await
+        .map_err(internal)?;
+        Ok(())
+    }
+
+    async fn list_access(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        limit: u32,
+    ) -> StoreResult<Vec<AccessGrant>> {
+        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        type Row = (Uuid, String, String, String, DateTime<Utc>, DateTime<Utc>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT principal_id, environment, reason, token_id, granted_at, expires_at FROM environment_access \
+             WHERE workspace_id = $1 ORDER BY granted_at DESC, id DESC LIMIT $2",
+        )
+        .bind(ws.id)
+        .bind(page_limit(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(internal)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(principal_id, environment, reason, token_id, granted_at, expires_at)| {
+                    AccessGrant {
+                        principal_id,
+                        environment,
+                        reason,
+                        token_id,
+                        granted_at,
+                        expires_at,
+                    }
+                },
+            )
+            .collect())
+    }
+}
+
+async fn fetch_policies<DB>(
+    conn: &mut DB::Connection,
+    workspace: Uuid,
+) -> StoreResult<Vec<PolicyRecord>>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT environment, permission, roles, created_at FROM env_policies WHERE workspace_id = $1 \
+         ORDER BY environment, permission",
+    )
+    .bind(workspace)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(internal)?;
+    rows.into_iter()
+        // A permission this build does not know is skipped, not an error.
+        .filter_map(|(environment, permission, roles, created_at)| {
+            let permission = Permission::parse(&permission).ok()?;
+            Some(parse_roles(&roles).map(|roles| PolicyRecord {
+                environment,
+                permission,
+                roles,
+                created_at,
+            }))
+        })
+        .collect()
+}
+
+async fn check_role_exists<DB>(conn: &mut DB::Connection, org: Uuid, role: &str) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    if mockplane_shared::access::BUILTIN_ROLES.contains(&role) {
+        return Ok(());
+    }
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT name FROM roles WHERE org_id = $1 AND name = $2")
+            .bind(org)
+            .bind(role.to_owned())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(internal)?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(FieldError::new(
+            "role",
+            format!("`{role}` is not a role of this org (built-in: admin, editor, viewer)"),
+        )
+        .into()),
+    }
+}
+
+pub(super) async fn insert_principal<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    new: &NewPrincipal,
+    now: DateTime<Utc>,
+) -> StoreResult<PrincipalRecord>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB>,
+{
+    let id = Uuid::now_v7();
+    let email = new.email.as_ref().map(|e| e.to_lowercase());
+    sqlx::query(
+        "INSERT INTO principals (id, org_id, kind, email, name, org_role, password_hash, disabled, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 1, $8, $8)",
+    )
+    .bind(id)
+    .bind(org)
+    .bind(new.kind.as_str().to_owned())
+    .bind(email.clone())
+    .bind(new.name.clone())
+    .bind(new.org_role.as_str().to_owned())
+    .bind(new.password_hash.clone())
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        db_error(e, || match &email {
+            Some(email) => StoreError::AlreadyExists(format!("a user with e-mail '{email}' already exists")),
+            None => StoreError::AlreadyExists(format!(
+                "a service account named '{}' already exists",
+                new.name
+            )),
+        })
+    })?;
+    Ok(PrincipalRecord {
+        id,
+        org_id: org,
+        kind: new.kind,
+        email,
+        name: new.name.clone(),
+        org_role: new.org_role,
+        disabled: false,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+pub(super) async fn insert_token<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    principal: Uuid,
+    name: &str,
+    token_hash: &str,
+    now: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+) -> StoreResult<Uuid>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB>,
+{
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO api_tokens (id, org_id, principal_id, name, token_hash, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(org)
+    .bind(principal)
+    .bind(name.to_owned())
+    .bind(token_hash.to_owned())
+    .bind(now)
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| db_error(e, || StoreError::AlreadyExists("that token already exists".into())))?;
+    Ok(id)
+}
