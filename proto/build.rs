@@ -15,6 +15,9 @@ const PROTOS: &[&str] = &[
     "mockplane/v1/persona.proto",
     "mockplane/v1/journal.proto",
     "mockplane/v1/access.proto",
+    "mockplane/v1/audit.proto",
+    "mockplane/v1/keys.proto",
+    "mockplane/v1/usage.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,12 +2,15 @@
 //! route match and response selection (`proxy::answer`), for 1, 1 000 and
 //! 10 000 workspaces of 20 routes each, plain and "rich" (four routes with
 //! header or query matchers, half the requests to them carrying what the
-//! matchers need); and the cost of compiling a table.
+//! matchers need); the cost of API keys (none, a valid one among 1 000, an
+//! unknown one); and the cost of compiling a table.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mockplane_benches::{full_update, request_paths, rich_requests, rich_table, slug, table};
+use mockplane_benches::{
+    full_update, request_paths, rich_requests, rich_table, slug, table, workspace,
+};
 use mockplane_data_plane::proxy::answer;
 use mockplane_data_plane::table::RoutingTable;
 use mockplane_shared::path::split_workspace_path;
@@ -110,6 +113,61 @@ fn request_path(c: &mut Criterion) {
     group.finish();
 }
 
+/// A request to a workspace with 1 000 keys per environment: without a key
+/// (keys not required), with a valid one (a SHA-256 and a hash lookup),
+/// and with an unknown one (refused with a 401).
+fn api_keys(c: &mut Criterion) {
+    use mockplane_shared::keys::{ApiKeyConfig, KEY_HEADER, MAX_KEYS_PER_ENVIRONMENT, digest};
+    let mut group = c.benchmark_group("api_keys");
+    group.throughput(Throughput::Elements(1));
+    let mut config = workspace(0);
+    let secrets: Vec<String> = (0..MAX_KEYS_PER_ENVIRONMENT)
+        .map(|i| format!("mpk_bench-key-{i:04}-xxxxxxxxxxxxxxxxxxxxxxxxxxx"))
+        .collect();
+    config.environments[0].keys = secrets
+        .iter()
+        .map(|secret| ApiKeyConfig {
+            id: uuid::Uuid::new_v4(),
+            sha256: digest(secret.as_bytes()),
+            test: false,
+            expires_at_unix: 0,
+        })
+        .collect();
+    let update = mockplane_data_plane::table::Update {
+        revision: 1,
+        full: true,
+        upserts: vec![mockplane_proto::resource::encode(&config, 1)],
+        ..Default::default()
+    };
+    let (table, errors) = RoutingTable::default().apply(&update);
+    assert!(errors.is_empty(), "{errors:?}");
+    let path = format!("/w/{}/users/me", slug(0));
+    let header = |value: &str| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(KEY_HEADER, http::HeaderValue::from_str(value).unwrap());
+        headers
+    };
+    let cases = [
+        ("no_key", http::HeaderMap::new()),
+        ("valid_key", header(&secrets[MAX_KEYS_PER_ENVIRONMENT / 2])),
+        ("unknown_key", header("mpk_not-one-of-them")),
+    ];
+    for (name, headers) in cases {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let parts = RequestParts::new(None, &headers, b"");
+                answer(
+                    black_box(&table),
+                    &http::Method::GET,
+                    black_box(&path),
+                    &parts,
+                )
+            });
+        });
+    }
+    group.finish();
+}
+
 fn compile_table(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile");
     group.sample_size(10);
@@ -123,5 +181,5 @@ fn compile_table(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, request_path, compile_table);
+criterion_group!(benches, request_path, api_keys, compile_table);
 criterion_main!(benches);

@@ -65,6 +65,10 @@ pub struct Claims {
 pub struct EnvScope {
     pub workspace: Uuid,
     pub environment: String,
+    /// The reason stated when the token was issued; the audit trail
+    /// records it with every change made with the token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// Why a token was refused. The messages are meant for the person holding
@@ -441,6 +445,7 @@ mod tests {
         let scope = EnvScope {
             workspace: Uuid::new_v4(),
             environment: "staging".into(),
+            reason: "checking staging".into(),
         };
         let (token, claims) = signer.issue(
             format!("service:{}", Uuid::new_v4()),

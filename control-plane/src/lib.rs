@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod jwt;
+pub mod keys;
 pub mod nodes;
 pub mod oidc;
 pub mod password;
@@ -11,3 +12,4 @@ pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod token;
+pub mod usage;

@@ -87,6 +87,19 @@ struct ServeArgs {
     /// whose JWTs are accepted.
     #[arg(long, env = "MOCKPLANE_OIDC_ISSUERS")]
     oidc_issuers: Option<PathBuf>,
+    /// Days to keep audit events per environment, e.g. `dev=90,test=180`;
+    /// older events are pruned hourly (their content emptied, the hash chain
+    /// kept). Environments not named, and those that require a reason
+    /// (prod by default), are never pruned.
+    #[arg(
+        long,
+        env = "MOCKPLANE_AUDIT_RETENTION",
+        default_value = "dev=90,test=180"
+    )]
+    audit_retention: String,
+    /// Only log what the retention job would prune.
+    #[arg(long, env = "MOCKPLANE_AUDIT_RETENTION_DRY_RUN")]
+    audit_retention_dry_run: bool,
     /// Also write the first run's admin token to this file (mode 0600).
     #[arg(long, env = "MOCKPLANE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
@@ -173,9 +186,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.store.data_dir.join("jwt.key"));
     let signer = mockplane_control_plane::jwt::Signer::load_or_create(&key_file)?;
+    let retention = mockplane_control_plane::api::audit::parse_retention(&args.audit_retention)
+        .map_err(|e| anyhow::anyhow!("--audit-retention: {e}"))?;
     let mut control_plane = server::ControlPlane::start(store, poll, shutdown)
         .await?
-        .with_signer(signer);
+        .with_signer(signer)
+        .with_audit_retention(retention, args.audit_retention_dry_run);
     if let Some(path) = &args.oidc_issuers {
         let issuers = mockplane_control_plane::oidc::load_issuers(path)?;
         control_plane = control_plane.with_oidc(mockplane_control_plane::oidc::OidcVerifier::new(

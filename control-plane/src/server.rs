@@ -6,27 +6,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use mockplane_proto::v1::api_key_service_server::ApiKeyServiceServer;
 use mockplane_proto::v1::config_discovery_server::ConfigDiscoveryServer;
 use mockplane_proto::v1::environment_service_server::EnvironmentServiceServer;
 use mockplane_proto::v1::journal_service_server::JournalServiceServer;
 use mockplane_proto::v1::persona_service_server::PersonaServiceServer;
 use mockplane_proto::v1::route_service_server::RouteServiceServer;
 use mockplane_proto::v1::scenario_service_server::ScenarioServiceServer;
+use mockplane_proto::v1::usage_service_server::UsageServiceServer;
 use mockplane_proto::v1::workspace_service_server::WorkspaceServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiState;
+use crate::api::audit::Audit;
 use crate::api::auth::AuthLayer;
 use crate::api::auth::Authenticator;
 use crate::api::discovery::Discovery;
 use crate::api::environments::Environments;
 use crate::api::identity::{Auth, Members, Roles, Users};
 use crate::api::journal::Journal;
+use crate::api::keys::ApiKeys;
 use crate::api::personas::Personas;
 use crate::api::routes::Routes;
 use crate::api::scenarios::Scenarios;
+use crate::api::usage::Usage;
 use crate::api::workspaces::Workspaces;
 use crate::jwt::Signer;
 use crate::nodes::Nodes;
@@ -34,6 +39,7 @@ use crate::oidc::OidcVerifier;
 use crate::snapshot::ConfigCache;
 use crate::store::{Bootstrapped, NewPrincipal, PrincipalKind, Store};
 use crate::{password, token};
+use mockplane_proto::v1::audit_service_server::AuditServiceServer;
 use mockplane_proto::v1::auth_service_server::AuthServiceServer;
 use mockplane_proto::v1::member_service_server::MemberServiceServer;
 use mockplane_proto::v1::role_service_server::RoleServiceServer;
@@ -115,6 +121,8 @@ pub struct ControlPlane {
     store: Arc<dyn Store>,
     signer: Arc<Signer>,
     oidc: Option<Arc<OidcVerifier>>,
+    audit_retention: Arc<Vec<(String, u32)>>,
+    audit_prune_dry_run: bool,
     cache: Arc<ConfigCache>,
     refresher: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -151,6 +159,8 @@ impl ControlPlane {
             // gives a key that outlives restarts.
             signer: Arc::new(Signer::new(&rand_key()).context("making a signing key")?),
             oidc: None,
+            audit_retention: Arc::new(Vec::new()),
+            audit_prune_dry_run: false,
             cache,
             refresher,
             shutdown,
@@ -161,6 +171,16 @@ impl ControlPlane {
     #[must_use]
     pub fn with_signer(mut self, signer: Signer) -> Self {
         self.signer = Arc::new(signer);
+        self
+    }
+
+    /// Keeps audit events of each named environment this many days; a job
+    /// prunes older ones every hour (or only reports them, when `dry_run`).
+    /// Environments that require a reason are never pruned.
+    #[must_use]
+    pub fn with_audit_retention(mut self, retention: Vec<(String, u32)>, dry_run: bool) -> Self {
+        self.audit_retention = Arc::new(retention);
+        self.audit_prune_dry_run = dry_run;
         self
     }
 
@@ -179,6 +199,8 @@ impl ControlPlane {
             store,
             signer,
             oidc,
+            audit_retention,
+            audit_prune_dry_run,
             cache,
             refresher,
             shutdown,
@@ -189,7 +211,19 @@ impl ControlPlane {
             cache: cache.clone(),
             nodes: nodes.clone(),
             signer: signer.clone(),
+            audit_retention: audit_retention.clone(),
         };
+        let key_sweeper = tokio::spawn(crate::keys::sweep_expired(
+            store.clone(),
+            cache.clone(),
+            shutdown.clone(),
+        ));
+        let pruner = tokio::spawn(prune_audit_periodically(
+            store.clone(),
+            audit_retention,
+            audit_prune_dry_run,
+            shutdown.clone(),
+        ));
         let authenticator = Arc::new(Authenticator {
             store: store.clone(),
             signer,
@@ -233,15 +267,16 @@ impl ControlPlane {
                     .max_decoding_message_size(MAX_ROUTE_REQUEST_BYTES),
             )
             .add_service(AuthServiceServer::new(Auth(state.clone())))
+            .add_service(AuditServiceServer::new(Audit(state.clone())))
             .add_service(UserServiceServer::new(Users(state.clone())))
             .add_service(RoleServiceServer::new(Roles(state.clone())))
             .add_service(MemberServiceServer::new(Members(state.clone())))
+            .add_service(ApiKeyServiceServer::new(ApiKeys(state.clone())))
+            .add_service(UsageServiceServer::new(Usage(state.clone())))
             .add_service(JournalServiceServer::new(Journal(state)))
-            .add_service(ConfigDiscoveryServer::new(Discovery::new(
-                cache,
-                nodes,
-                shutdown.clone(),
-            )))
+            .add_service(ConfigDiscoveryServer::new(
+                Discovery::new(cache, nodes, shutdown.clone()).with_usage(store.clone()),
+            ))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 shutdown.clone().cancelled_owned(),
@@ -250,6 +285,8 @@ impl ControlPlane {
             .context("serving gRPC");
         shutdown.cancel();
         let _ = refresher.await;
+        let _ = pruner.await;
+        let _ = key_sweeper.await;
         store.close().await;
         result
     }
@@ -260,4 +297,54 @@ fn rand_key() -> [u8; 64] {
     let mut key = [0u8; 64];
     rand::rng().fill_bytes(&mut key);
     key
+}
+
+/// Every hour, prunes each org's audit events past their environment's
+/// retention (or, dry, logs what it would prune). Protected environments
+/// (those requiring a reason) are never pruned.
+async fn prune_audit_periodically(
+    store: Arc<dyn Store>,
+    retention: Arc<Vec<(String, u32)>>,
+    dry_run: bool,
+    shutdown: CancellationToken,
+) {
+    if retention.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let orgs = match store.org_ids().await {
+            Ok(orgs) => orgs,
+            Err(error) => {
+                tracing::warn!(%error, "audit retention: could not list orgs");
+                continue;
+            }
+        };
+        for org in orgs {
+            let protected = match crate::api::audit::protected_environments(&*store, org).await {
+                Ok(protected) => protected,
+                Err(error) => {
+                    tracing::warn!(%error, %org, "audit retention: could not read environments");
+                    continue;
+                }
+            };
+            match store
+                .prune_audit(org, &retention, &protected, dry_run)
+                .await
+            {
+                Ok(outcome) => {
+                    for (environment, events) in
+                        outcome.by_environment.iter().filter(|(_, n)| *n > 0)
+                    {
+                        tracing::info!(%org, %environment, events, dry_run, "audit retention pruned events");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, %org, "audit retention failed"),
+            }
+        }
+    }
 }

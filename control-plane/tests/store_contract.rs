@@ -1543,9 +1543,10 @@ mod identity {
             store.use_refresh_token("r1").await.unwrap(),
             RefreshOutcome::Reused
         );
+        // The reuse revoked the rest of the family.
         assert_eq!(
             store.use_refresh_token("r2").await.unwrap(),
-            RefreshOutcome::Reused
+            RefreshOutcome::Revoked
         );
         assert_eq!(
             store.use_refresh_token("nope").await.unwrap(),
@@ -1727,6 +1728,114 @@ mod identity {
     }
 }
 
+mod audit {
+    use mockplane_control_plane::store::audit::{AUDIT_CONTEXT, AuditContext, AuditFilter};
+
+    use super::*;
+
+    pub async fn audit_trail_chains_every_write(store: Arc<dyn Store>) {
+        let org = store.create_org("acme").await.unwrap();
+        let context = AuditContext {
+            actor_id: "user:1".into(),
+            actor: "ada@acme.io".into(),
+            credential: "api_token".into(),
+            reason: "testing the trail".into(),
+            request_id: "req-1".into(),
+        };
+        AUDIT_CONTEXT
+            .scope(context, async {
+                store
+                    .create_workspace(org, NewWorkspace::parse("shop", "", "").unwrap(), None)
+                    .await
+                    .unwrap();
+            })
+            .await;
+        let ws = WorkspaceRef::Slug(Slug::parse("shop").unwrap());
+        // Outside a request, writes are the system's.
+        store
+            .update_environment(
+                org,
+                &ws,
+                &Slug::parse("dev").unwrap(),
+                &EnvironmentPatch {
+                    name: None,
+                    settings: Some(SettingsPatch {
+                        values: EnvSettings {
+                            reality: Some(2),
+                            ..Default::default()
+                        },
+                        keys: vec![SettingKey::Reality],
+                    }),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        // A write that fails records nothing.
+        assert!(
+            store
+                .create_workspace(org, NewWorkspace::parse("shop", "", "").unwrap(), None)
+                .await
+                .is_err()
+        );
+        let events = store
+            .list_audit(org, &AuditFilter::default(), None, 10)
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(events.len(), 2);
+        let (newest, oldest) = (&events[0], &events[1]);
+        assert_eq!(oldest.seq, 1);
+        assert_eq!(oldest.action, "workspace.create");
+        assert_eq!(oldest.actor, "ada@acme.io");
+        assert_eq!(oldest.reason, "testing the trail");
+        assert_eq!(oldest.request_id, "req-1");
+        assert_eq!(newest.action, "environment.update");
+        assert_eq!(newest.environment, "dev");
+        assert_eq!(newest.actor_id, "system");
+        assert_eq!(newest.prev_hash, oldest.hash);
+        let filtered = store
+            .list_audit(
+                org,
+                &AuditFilter {
+                    action_prefix: "environment.".into(),
+                    ..Default::default()
+                },
+                None,
+                10,
+            )
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(filtered.len(), 1);
+        let verified = store.verify_audit(org).await.unwrap();
+        assert_eq!(verified.broken, None);
+        assert_eq!(verified.events, 2);
+        assert_eq!(verified.head_seq, 2);
+        // Another org's chain is its own.
+        let other = store.create_org("globex").await.unwrap();
+        assert!(
+            store
+                .list_audit(other, &AuditFilter::default(), None, 10)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+
+        // Retention: a dry run changes nothing; protected environments keep
+        // everything; pruning keeps the chain verifiable.
+        let retention = [("dev".to_owned(), 1), ("prod".to_owned(), 1)];
+        let future = store
+            .prune_audit(org, &retention, &["prod".to_owned()], true)
+            .await
+            .unwrap();
+        assert_eq!(future.by_environment, [("dev".to_owned(), 0)]);
+        assert_eq!(future.protected, ["prod".to_owned()]);
+        assert_eq!(store.verify_audit(org).await.unwrap().broken, None);
+    }
+}
+
 macro_rules! contract_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1746,6 +1855,59 @@ macro_rules! contract_suite {
 
             use mockplane_control_plane::store::SqlStore;
 
+            /// The audit table refuses edits and deletions; an edit made
+            /// anyway (by someone who can disable the guard) is detected.
+            #[sqlx::test(migrations = false)]
+            async fn audit_events_are_append_only_and_tampering_shows(pool: sqlx::PgPool) {
+                let store = SqlStore::new(pool.clone());
+                store.migrate().await.unwrap();
+                let store: Arc<dyn mockplane_control_plane::store::Store> = Arc::new(store);
+                let org = store.create_org("acme").await.unwrap();
+                for slug in ["one", "two", "three"] {
+                    store
+                        .create_workspace(org, mockplane_shared::NewWorkspace::parse(slug, "", "").unwrap(), None)
+                        .await
+                        .unwrap();
+                }
+                let error = sqlx::query("UPDATE audit_events SET summary = '{}' WHERE seq = 2")
+                    .execute(&pool)
+                    .await
+                    .unwrap_err();
+                assert!(error.to_string().contains("append-only"), "{error}");
+                let error = sqlx::query("DELETE FROM audit_events WHERE seq = 3")
+                    .execute(&pool)
+                    .await
+                    .unwrap_err();
+                assert!(error.to_string().contains("append-only"), "{error}");
+                assert_eq!(store.verify_audit(org).await.unwrap().broken, None);
+
+                sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                sqlx::query("UPDATE audit_events SET actor = 'someone else' WHERE seq = 2")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                let verified = store.verify_audit(org).await.unwrap();
+                let (seq, problem) = verified.broken.unwrap();
+                assert_eq!(seq, 2);
+                assert!(problem.contains("changed"), "{problem}");
+
+                sqlx::query("UPDATE audit_events SET actor = 'system' WHERE seq = 2")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                assert_eq!(store.verify_audit(org).await.unwrap().broken, None);
+                sqlx::query("DELETE FROM audit_events WHERE seq = 3")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                let (seq, problem) = store.verify_audit(org).await.unwrap().broken.unwrap();
+                assert_eq!(seq, 3);
+                assert!(problem.contains("removed"), "{problem}");
+            }
+
             $(
                 #[sqlx::test(migrations = false)]
                 async fn $name(pool: sqlx::PgPool) {
@@ -1758,10 +1920,18 @@ macro_rules! contract_suite {
     };
 }
 
+#[path = "contract/keys.rs"]
+mod keys;
+
+use audit::*;
 use contract::*;
 use identity::*;
+use keys::*;
 
 contract_suite!(
+    api_keys_open_one_environment_and_expire,
+    usage_adds_up_per_workspace_and_minute,
+    audit_trail_chains_every_write,
     principals_tokens_roles_and_memberships,
     bootstrap_happens_once,
     workspace_lifecycle,

@@ -21,6 +21,11 @@ use tonic::transport::Endpoint;
 
 use crate::state::NodeState;
 use crate::table::Update;
+use crate::usage::{Usage, unix_now};
+
+/// After shutdown starts, usage is reported this often while requests in
+/// flight finish.
+const SHUTDOWN_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Largest config message the node accepts. The control plane cuts updates
 /// into chunks of about 1 MiB, and one workspace's config is at most about
@@ -35,6 +40,8 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Where the control plane reaches the ops listener.
     pub ops_url: String,
+    /// How often usage is reported on the stream; `None`: never.
+    pub usage_interval: Option<Duration>,
 }
 
 /// Reconnect delays: exponential from `min` to `max`, each drawn at random
@@ -82,8 +89,16 @@ impl ConfigClient {
     }
 
     /// One stream, from connect to its end. `Ok` when the control plane
-    /// ended it; the caller reconnects either way.
-    async fn session(&self, backoff: &mut Backoff, full_sync: &mut bool) -> anyhow::Result<()> {
+    /// ended it, or shutdown came before it opened; the caller reconnects
+    /// unless shutting down. Once shutdown starts, the stream stays open
+    /// (the node still answers requests in flight) and reports usage at
+    /// once, then every second, until the process ends.
+    async fn session(
+        &self,
+        backoff: &mut Backoff,
+        full_sync: &mut bool,
+        shutdown: &mut ShutdownWatch,
+    ) -> anyhow::Result<()> {
         let endpoint = Endpoint::from_shared(self.config.control_plane.clone())
             .context("invalid control plane address")?
             .connect_timeout(Duration::from_secs(5))
@@ -91,10 +106,10 @@ impl ConfigClient {
             .http2_keep_alive_interval(Duration::from_secs(15))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .context("connecting to the control plane")?;
+        let channel = tokio::select! {
+            channel = endpoint.connect() => channel.context("connecting to the control plane")?,
+            _ = shutdown.changed() => return Ok(()),
+        };
         let mut client =
             ConfigDiscoveryClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -115,76 +130,144 @@ impl ConfigClient {
             })))
             .await
             .context("queueing hello")?;
-        let mut inbound = client
-            .stream(ReceiverStream::new(rx))
-            .await
-            .context("opening the config stream")?
-            .into_inner();
+        let mut inbound = tokio::select! {
+            opened = client.stream(ReceiverStream::new(rx)) => {
+                opened.context("opening the config stream")?.into_inner()
+            }
+            _ = shutdown.changed() => return Ok(()),
+        };
         self.state.set_connected(true);
         tracing::info!(control_plane = %self.config.control_plane, applied, "config stream open");
 
+        let usage = self.state.table.load().usage().clone();
+        let mut reports = self.config.usage_interval.map(every);
+        let mut stopping = false;
         let mut chunks = Chunks::default();
-        while let Some(part) = inbound
-            .message()
-            .await
-            .context("reading the config stream")?
-        {
-            let Some(update) = chunks.push(part)? else {
-                continue;
-            };
-            let current = self.state.table.load_full();
-            if !update.full && update.base_revision != current.revision {
-                // Should not happen; a fresh full snapshot is the safe way out.
-                *full_sync = true;
-                bail!(
-                    "delta on top of revision {} but this node serves {}; resyncing",
-                    update.base_revision,
-                    current.revision
-                );
-            }
-            let (table, errors) = current.apply(&update);
-            let workspaces = table.len();
-            self.state.publish(table);
-            *full_sync = false;
-            backoff.reset();
-            self.state.metrics.config_applied.inc();
-            let reply = if errors.is_empty() {
-                tracing::info!(
-                    revision = update.revision,
-                    workspaces,
-                    full = update.full,
-                    "config applied"
-                );
-                v1::node_message::Kind::Ack(v1::Ack {
-                    revision: update.revision,
-                    nonce: update.nonce,
-                })
-            } else {
-                for error in &errors {
-                    tracing::warn!(workspace = %error.workspace_id, error = %error.message, "workspace config rejected");
+        loop {
+            tokio::select! {
+                part = inbound.message() => {
+                    let Some(part) = part.context("reading the config stream")? else {
+                        break;
+                    };
+                    let Some(update) = chunks.push(part)? else {
+                        continue;
+                    };
+                    let reply = self.apply(update, backoff, full_sync)?;
+                    outbound
+                        .send(message(reply))
+                        .await
+                        .context("the config stream closed")?;
                 }
-                self.state
-                    .metrics
-                    .config_rejected_workspaces
-                    .inc_by(u64::try_from(errors.len()).unwrap_or(u64::MAX));
-                v1::node_message::Kind::Nack(v1::Nack {
-                    revision: update.revision,
-                    nonce: update.nonce,
-                    errors: errors
-                        .into_iter()
-                        .map(|e| v1::WorkspaceError {
-                            workspace_id: e.workspace_id,
-                            message: e.message,
-                        })
-                        .collect(),
-                })
-            };
-            outbound
-                .send(message(reply))
-                .await
-                .context("the config stream closed")?;
+                () = tick(&mut reports) => report(&usage, &outbound)?,
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                    if reports.is_some() {
+                        report(&usage, &outbound)?;
+                        reports = Some(every(SHUTDOWN_REPORT_INTERVAL));
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Applies a whole update; returns the ACK or NACK to send.
+    fn apply(
+        &self,
+        update: Update,
+        backoff: &mut Backoff,
+        full_sync: &mut bool,
+    ) -> anyhow::Result<v1::node_message::Kind> {
+        let current = self.state.table.load_full();
+        if !update.full && update.base_revision != current.revision {
+            // Should not happen; a fresh full snapshot is the safe way out.
+            *full_sync = true;
+            bail!(
+                "delta on top of revision {} but this node serves {}; resyncing",
+                update.base_revision,
+                current.revision
+            );
+        }
+        let (table, errors) = current.apply(&update);
+        let workspaces = table.len();
+        self.state.publish(table);
+        *full_sync = false;
+        backoff.reset();
+        self.state.metrics.config_applied.inc();
+        Ok(if errors.is_empty() {
+            tracing::info!(
+                revision = update.revision,
+                workspaces,
+                full = update.full,
+                "config applied"
+            );
+            v1::node_message::Kind::Ack(v1::Ack {
+                revision: update.revision,
+                nonce: update.nonce,
+            })
+        } else {
+            for error in &errors {
+                tracing::warn!(workspace = %error.workspace_id, error = %error.message, "workspace config rejected");
+            }
+            self.state
+                .metrics
+                .config_rejected_workspaces
+                .inc_by(u64::try_from(errors.len()).unwrap_or(u64::MAX));
+            v1::node_message::Kind::Nack(v1::Nack {
+                revision: update.revision,
+                nonce: update.nonce,
+                errors: errors
+                    .into_iter()
+                    .map(|e| v1::WorkspaceError {
+                        workspace_id: e.workspace_id,
+                        message: e.message,
+                    })
+                    .collect(),
+            })
+        })
+    }
+}
+
+/// Shutdown started (or its sender is gone, which ends the server too).
+fn shutting_down(shutdown: &ShutdownWatch) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err()
+}
+
+/// A report timer whose first tick is one period from now.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+/// The next tick of `reports`; never, when reporting is off.
+async fn tick(reports: &mut Option<tokio::time::Interval>) {
+    match reports {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands what was counted since the last report to the stream; the counts
+/// are cleared only once it took them. A full queue (the control plane is
+/// not reading) keeps them for the next report.
+fn report(usage: &Usage, outbound: &mpsc::Sender<v1::NodeMessage>) -> anyhow::Result<()> {
+    let Some(mut pending) = usage.report(unix_now()) else {
+        return Ok(());
+    };
+    let report = std::mem::take(&mut pending.report);
+    match outbound.try_send(message(v1::node_message::Kind::Usage(report))) {
+        Ok(()) => {
+            usage.sent(pending);
+            Ok(())
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::debug!("the config stream is busy; usage goes with the next report");
+            Ok(())
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => bail!("the config stream closed"),
     }
 }
 
@@ -198,11 +281,16 @@ impl BackgroundService for ConfigClient {
         let mut backoff = self.config.backoff;
         let mut full_sync = false;
         loop {
-            let outcome = tokio::select! {
-                outcome = self.session(&mut backoff, &mut full_sync) => outcome,
-                _ = shutdown.changed() => return,
-            };
+            if shutting_down(&shutdown) {
+                return;
+            }
+            let outcome = self
+                .session(&mut backoff, &mut full_sync, &mut shutdown)
+                .await;
             self.state.set_connected(false);
+            if shutting_down(&shutdown) {
+                return;
+            }
             match outcome {
                 Ok(()) => tracing::info!("the control plane ended the config stream"),
                 Err(error) => tracing::warn!(error = format!("{error:#}"), "config stream failed"),

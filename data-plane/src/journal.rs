@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use mockplane_shared::keys::KEY_HEADER;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -49,6 +50,11 @@ pub struct Entry {
     /// near misses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub miss: Option<serde_json::Value>,
+    /// The request presented a temporary test key: not usage.
+    pub test_key: bool,
+    /// The API key the request presented, when it was valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Uuid>,
     #[serde(skip)]
     miss_raw: Option<Bytes>,
 }
@@ -74,7 +80,13 @@ impl Entry {
             }
             lines.push_str(name.as_str());
             lines.push_str(": ");
-            lines.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            if name.as_str() == KEY_HEADER {
+                // A key is a secret: whoever reads the journal must not
+                // learn it. `api_key` names it instead.
+                lines.push_str("(redacted)");
+            } else {
+                lines.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            }
             lines.push('\n');
         }
         let (route, route_name) = match route {
@@ -98,8 +110,21 @@ impl Entry {
             route,
             route_name,
             miss: None,
+            test_key: false,
+            api_key: None,
             miss_raw: miss,
         }
+    }
+
+    /// The API key the request presented (its id, and whether it is a
+    /// test key).
+    #[must_use]
+    pub fn with_key(mut self, key: Option<(Uuid, bool)>) -> Self {
+        if let Some((id, test)) = key {
+            self.api_key = Some(id);
+            self.test_key = test;
+        }
+        self
     }
 
     fn size(&self) -> usize {
@@ -346,6 +371,35 @@ mod tests {
         assert_eq!(journal.query(b, &all).len(), 1, "workspaces apart");
         journal.forget(|id| *id != a);
         assert!(journal.query(a, &all).is_empty());
+    }
+
+    #[test]
+    fn keys_are_flagged_by_id_and_never_kept() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(KEY_HEADER, http::HeaderValue::from_static("mpk_secret"));
+        headers.insert("accept", http::HeaderValue::from_static("*/*"));
+        let key = Uuid::new_v4();
+        let entry = Entry::new(
+            Arc::from("prod"),
+            "GET",
+            "/w/shop/a",
+            None,
+            &headers,
+            None,
+            200,
+            "matched",
+            None,
+            None,
+        )
+        .with_key(Some((key, true)));
+        assert!(!entry.headers.contains("mpk_secret"), "{}", entry.headers);
+        assert!(entry.headers.contains("x-mockplane-key: (redacted)"));
+        assert!(entry.headers.contains("accept: */*"));
+        let shown = serde_json::to_value(&entry).unwrap();
+        assert_eq!(shown["test_key"], true);
+        assert_eq!(shown["api_key"], key.to_string());
+        let plain = entry.clone().with_key(None);
+        assert!(plain.test_key, "with_key(None) changes nothing");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod proxy;
 pub mod state;
 pub mod table;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,6 +45,9 @@ pub struct NodeConfig {
     pub ops_advertise: Option<String>,
     /// MiB of recent requests the journal keeps; 0 turns it off.
     pub journal_mib: usize,
+    /// How often the node reports usage to the control plane; `None`:
+    /// never. Reports are also sent when the node shuts down.
+    pub usage_interval: Option<Duration>,
     /// `http://host:port` of the control plane.
     pub control_plane: String,
     pub node_id: String,
@@ -129,6 +133,7 @@ pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
                 .ops_advertise
                 .clone()
                 .unwrap_or_else(|| format!("http://{ops_address}")),
+            usage_interval: config.usage_interval,
         },
         state.clone(),
     );

@@ -37,6 +37,16 @@ struct Cli {
     /// MiB of recent requests the request journal keeps; 0 turns it off.
     #[arg(long, env = "MOCKPLANE_NODE_JOURNAL_MIB", default_value = "64")]
     journal_mib: usize,
+    /// Seconds between usage reports to the control plane (requests per
+    /// workspace and environment, key last-use times); 0 turns reporting
+    /// off. A last report goes when the node shuts down.
+    #[arg(
+        long,
+        env = "MOCKPLANE_NODE_USAGE_INTERVAL_SECS",
+        default_value = "10",
+        value_name = "SECONDS"
+    )]
+    usage_interval_secs: u64,
     /// The control plane's gRPC address.
     #[arg(
         long,
@@ -126,6 +136,8 @@ fn main() -> anyhow::Result<()> {
         ops_listen: cli.ops_listen,
         ops_advertise: cli.ops_advertise,
         journal_mib: cli.journal_mib,
+        usage_interval: (cli.usage_interval_secs > 0)
+            .then(|| Duration::from_secs(cli.usage_interval_secs)),
         control_plane: cli.control_plane,
         node_id: cli.node_id.unwrap_or_else(default_node_id),
         labels: cli.labels.into_iter().collect::<HashMap<_, _>>(),

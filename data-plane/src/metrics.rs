@@ -15,6 +15,9 @@ pub enum Outcome {
     MethodNotAllowed,
     /// A route matched and chaos answered instead (an error status or a fault).
     Chaos,
+    /// The request's API key was missing (where the workspace requires
+    /// one), unknown, of another environment, or expired.
+    Unauthorized,
 }
 
 impl Outcome {
@@ -28,6 +31,7 @@ impl Outcome {
             Outcome::NoRoute => "no_route",
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::Chaos => "chaos",
+            Outcome::Unauthorized => "unauthorized",
         }
     }
 }
@@ -41,6 +45,7 @@ pub struct Metrics {
     no_route: IntCounter,
     method_not_allowed: IntCounter,
     chaos: IntCounter,
+    unauthorized: IntCounter,
     pub request_seconds: Histogram,
     pub config_revision: IntGauge,
     pub config_workspaces: IntGauge,
@@ -85,6 +90,7 @@ impl Metrics {
             no_route: requests.with_label_values(&["no_route"]),
             method_not_allowed: requests.with_label_values(&["method_not_allowed"]),
             chaos: requests.with_label_values(&["chaos"]),
+            unauthorized: requests.with_label_values(&["unauthorized"]),
             request_seconds,
             config_revision: gauge("config_revision", "Config revision the node serves")?,
             config_workspaces: gauge("config_workspaces", "Workspaces the node serves")?,
@@ -107,6 +113,7 @@ impl Metrics {
             Outcome::NoRoute => &self.no_route,
             Outcome::MethodNotAllowed => &self.method_not_allowed,
             Outcome::Chaos => &self.chaos,
+            Outcome::Unauthorized => &self.unauthorized,
         }
         .inc();
     }

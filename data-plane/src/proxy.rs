@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use mockplane_shared::keys::{KEY_HEADER, digest};
 use mockplane_shared::path::split_workspace_path;
 use mockplane_shared::realism::{Fault, Outcome as ChaosOutcome};
 use mockplane_shared::template::{Escape, RenderContext};
@@ -25,7 +26,11 @@ use crate::journal::Entry;
 use crate::machines::Machines;
 use crate::metrics::Outcome;
 use crate::state::NodeState;
-use crate::table::{CompiledRoute, CompiledTemplate, RoutingTable, response_header};
+use crate::table::{
+    CompiledEnvironment, CompiledKey, CompiledRoute, CompiledTemplate, CompiledWorkspace,
+    RoutingTable, response_header,
+};
+use crate::usage::unix_now;
 
 /// The request header that picks an environment of the workspace.
 pub const ENV_HEADER: &str = "x-mockplane-env";
@@ -114,6 +119,8 @@ pub struct Answer {
     pub place: Option<(uuid::Uuid, std::sync::Arc<str>)>,
     /// The route that answered.
     pub route: Option<(uuid::Uuid, std::sync::Arc<str>)>,
+    /// The API key the request presented (id, test key), when valid.
+    pub key: Option<(uuid::Uuid, bool)>,
 }
 
 /// Matches a request against the table. Pure, so the whole routing
@@ -190,6 +197,16 @@ pub fn answer_with(
             Some(hint),
         );
     };
+    let key = match check_key(workspace, env, slug, request) {
+        Ok(key) => key,
+        Err(refused) => {
+            return (*refused).map(|mut answer| {
+                answer.place = Some((workspace.id, env.name.clone()));
+                answer
+            });
+        }
+    };
+    env.usage.count(key.is_some_and(|k| k.test));
     let router = &env.router;
     let env_name = &*env.name;
     let route_method = Method::of_request(method);
@@ -247,6 +264,7 @@ pub fn answer_with(
                     fault: None,
                     place: None,
                     route: None,
+                    key: None,
                 },
                 (_, Some(template)) => match workspace
                     .persona(requested_persona(request))
@@ -366,8 +384,96 @@ pub fn answer_with(
     };
     answered.map(|mut answer| {
         answer.place = Some((workspace.id, env.name.clone()));
+        answer.key = key.map(|k| (k.id, k.test));
         answer
     })
+}
+
+/// How long ago, for people.
+fn ago(seconds: u64) -> String {
+    match seconds {
+        0..120 => format!("{seconds} seconds"),
+        120..7_200 => format!("{} minutes", seconds / 60),
+        7_200..172_800 => format!("{} hours", seconds / 3_600),
+        _ => format!("{} days", seconds / 86_400),
+    }
+}
+
+/// A 401 for a key problem, saying where keys go.
+fn refused(code: &str, message: String, hint: String) -> Result<Answer, String> {
+    let mut answer = problem(Outcome::Unauthorized, 401, code, message, Some(hint))?;
+    answer
+        .header
+        .insert_header(
+            http::header::WWW_AUTHENTICATE,
+            format!("ApiKey header=\"{KEY_HEADER}\""),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(answer)
+}
+
+/// The API key a request presents, checked against the environment that
+/// answers it: `Ok(None)` when it presents none and the workspace does not
+/// require one; `Err` with the 401 to send when the key is missing,
+/// unknown, of another environment, or expired (boxed: refusals are the
+/// cold path). One SHA-256 and one hash
+/// lookup when a key is presented; nothing at all when none is.
+fn check_key<'t>(
+    workspace: &'t CompiledWorkspace,
+    env: &'t CompiledEnvironment,
+    slug: &str,
+    request: &RequestParts<'_>,
+) -> Result<Option<&'t CompiledKey>, Box<Result<Answer, String>>> {
+    let env_name = &*env.name;
+    let Some(presented) = request.headers().get(KEY_HEADER) else {
+        if !workspace.require_keys {
+            return Ok(None);
+        }
+        return Err(Box::new(refused(
+            "api_key_required",
+            format!(
+                "workspace '{slug}' requires an API key: send a key of its environment '{env_name}' in the {KEY_HEADER} header"
+            ),
+            "keys are made with ApiKeyService.CreateApiKey (the secret, mpk_…, is shown once) and open one environment each".into(),
+        )));
+    };
+    let sha256 = digest(presented.as_bytes());
+    let Some(key) = env.key(&sha256) else {
+        let elsewhere = workspace
+            .environments
+            .iter()
+            .find(|other| other.key(&sha256).is_some())
+            .map(|other| &*other.name);
+        let hint = match elsewhere {
+            Some(other) => format!(
+                "it is a key of environment '{other}': a key opens only the environment it was made for; use a key of '{env_name}' or send {}: {other}",
+                crate::proxy::ENV_HEADER
+            ),
+            None => "check the key: it may be mistyped, revoked, or of another workspace; ListApiKeys shows the workspace's keys".into(),
+        };
+        return Err(Box::new(refused(
+            "api_key_invalid",
+            format!(
+                "the {KEY_HEADER} header holds no key of environment '{env_name}' of workspace '{slug}'"
+            ),
+            hint,
+        )));
+    };
+    let now = unix_now();
+    if key.is_expired(now) {
+        return Err(Box::new(refused(
+            "api_key_expired",
+            format!(
+                "API key {} of environment '{env_name}' of workspace '{slug}' expired {} ago",
+                key.id,
+                ago(now.saturating_sub(key.expires_at_unix))
+            ),
+            "make a new key (ApiKeyService.CreateApiKey): a key is refused from its expiry on"
+                .into(),
+        )));
+    }
+    key.used.used(now);
+    Ok(Some(key))
 }
 
 /// Renders a templated route for one request.
@@ -415,6 +521,7 @@ fn render(
         fault: None,
         place: None,
         route: None,
+        key: None,
     })
 }
 
@@ -454,6 +561,7 @@ fn json_answer(outcome: Outcome, status: u16, body: &serde_json::Value) -> Resul
         fault: None,
         place: None,
         route: None,
+        key: None,
     })
 }
 
@@ -621,7 +729,8 @@ impl MockProxy {
                 answer.outcome.as_str(),
                 answer.route.clone(),
                 missed.then(|| answer.body.clone()),
-            ),
+            )
+            .with_key(answer.key),
         );
     }
 
@@ -965,7 +1074,186 @@ mod tests {
             ],
             personas: Vec::new(),
             state_epoch: 0,
+            require_api_keys: false,
         }
+    }
+
+    fn ask_with_key(
+        table: &RoutingTable,
+        path: &str,
+        env: Option<&str>,
+        key: Option<&str>,
+    ) -> Answer {
+        let mut headers = http::HeaderMap::new();
+        if let Some(env) = env {
+            headers.insert(ENV_HEADER, http::HeaderValue::from_str(env).unwrap());
+        }
+        if let Some(key) = key {
+            headers.insert(KEY_HEADER, http::HeaderValue::from_str(key).unwrap());
+        }
+        answer(
+            table,
+            &http::Method::GET,
+            path,
+            &RequestParts::new(None, &headers, b""),
+        )
+        .unwrap()
+    }
+
+    /// `shop` with dev, test (active) and prod; a key in dev, a test key in
+    /// prod, an expired key in prod.
+    fn keyed(require: bool) -> (WorkspaceConfig, [Uuid; 3]) {
+        use mockplane_shared::keys::ApiKeyConfig;
+        let mut config = three_environments();
+        config.require_api_keys = require;
+        let ids = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+        let key = |id, secret: &str, test, expires_at_unix| ApiKeyConfig {
+            id,
+            sha256: digest(secret.as_bytes()),
+            test,
+            expires_at_unix,
+        };
+        config.environments[0]
+            .keys
+            .push(key(ids[0], "mpk_dev", false, 0));
+        config.environments[2].keys.extend([
+            key(ids[1], "mpk_test_key", true, unix_now() + 3600),
+            key(ids[2], "mpk_old", false, unix_now() - 90),
+        ]);
+        config.environments[2]
+            .routes
+            .push(plain("/a", "prod".into()));
+        (config, ids)
+    }
+
+    #[test]
+    fn keys_open_their_own_environment_only() {
+        let (config, [dev, test_key, old]) = keyed(true);
+        let table = table_of(&[config]);
+        let refused = |answer: &Answer, code: &str| {
+            assert_eq!(answer.header.status, 401, "{code}");
+            assert_eq!(answer.outcome, Outcome::Unauthorized);
+            assert_eq!(error_code(answer), code);
+            assert_eq!(
+                answer.header.headers["www-authenticate"],
+                "ApiKey header=\"x-mockplane-key\""
+            );
+            assert!(answer.place.is_some(), "refusals go to the journal");
+            assert!(answer.key.is_none());
+            let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+            body["error"].clone()
+        };
+        let missing = ask_with_key(&table, "/w/shop/a", Some("dev"), None);
+        let error = refused(&missing, "api_key_required");
+        assert!(error["message"].as_str().unwrap().contains("'dev'"));
+
+        let opened = ask_with_key(&table, "/w/shop/a", Some("dev"), Some("mpk_dev"));
+        assert_eq!(opened.header.status, 200);
+        assert_eq!(&opened.body[..], b"dev");
+        assert_eq!(opened.key, Some((dev, false)));
+
+        // A dev key is not a prod key, and says where it belongs.
+        let elsewhere = ask_with_key(&table, "/w/shop/a", Some("prod"), Some("mpk_dev"));
+        let error = refused(&elsewhere, "api_key_invalid");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("no key of environment 'prod'"),
+            "{error}"
+        );
+        assert!(
+            error["hint"]
+                .as_str()
+                .unwrap()
+                .contains("key of environment 'dev'"),
+            "{error}"
+        );
+        // Without the env header the active environment (test) answers,
+        // and the dev key does not open it either.
+        refused(
+            &ask_with_key(&table, "/w/shop/a", None, Some("mpk_dev")),
+            "api_key_invalid",
+        );
+        let unknown = ask_with_key(&table, "/w/shop/a", Some("dev"), Some("mpk_nope"));
+        let error = refused(&unknown, "api_key_invalid");
+        assert!(error["hint"].as_str().unwrap().contains("revoked"));
+
+        let expired = ask_with_key(&table, "/w/shop/a", Some("prod"), Some("mpk_old"));
+        let error = refused(&expired, "api_key_expired");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains(&old.to_string()),
+            "{error}"
+        );
+
+        let tested = ask_with_key(&table, "/w/shop/a", Some("prod"), Some("mpk_test_key"));
+        assert_eq!(tested.header.status, 200);
+        assert_eq!(tested.key, Some((test_key, true)));
+
+        // An unknown environment is still a 404, key or not.
+        let nowhere = ask_with_key(&table, "/w/shop/a", Some("qa"), Some("mpk_dev"));
+        assert_eq!(error_code(&nowhere), "environment_not_found");
+    }
+
+    #[test]
+    fn keys_are_optional_unless_required_but_a_bad_one_is_refused() {
+        let (config, _) = keyed(false);
+        let table = table_of(&[config]);
+        let open = ask_with_key(&table, "/w/shop/a", Some("dev"), None);
+        assert_eq!(open.header.status, 200);
+        assert_eq!(open.key, None);
+        let bad = ask_with_key(&table, "/w/shop/a", Some("dev"), Some("mpk_nope"));
+        assert_eq!(bad.header.status, 401);
+        assert_eq!(error_code(&bad), "api_key_invalid");
+        let good = ask_with_key(&table, "/w/shop/a", Some("dev"), Some("mpk_dev"));
+        assert_eq!(good.header.status, 200);
+    }
+
+    #[test]
+    fn usage_counts_test_keys_apart_and_refusals_not_at_all() {
+        let (config, [dev, _, _]) = keyed(false);
+        let id = config.id;
+        let table = table_of(&[config]);
+        for _ in 0..3 {
+            ask_with_key(&table, "/w/shop/a", Some("prod"), None);
+        }
+        ask_with_key(&table, "/w/shop/missing", Some("prod"), None);
+        for _ in 0..2 {
+            ask_with_key(&table, "/w/shop/a", Some("prod"), Some("mpk_test_key"));
+        }
+        ask_with_key(&table, "/w/shop/a", Some("prod"), Some("mpk_old"));
+        ask_with_key(&table, "/w/shop/a", Some("prod"), Some("mpk_nope"));
+        ask_with_key(&table, "/w/shop/a", Some("dev"), Some("mpk_dev"));
+        let pending = table.usage().report(unix_now()).unwrap();
+        let count = |env: &str| {
+            pending
+                .report
+                .counts
+                .iter()
+                .find(|c| c.environment == env && c.workspace_id == id.to_string())
+                .map(|c| (c.requests, c.test_requests))
+        };
+        assert_eq!(count("prod"), Some((4, 2)), "404s count, refusals do not");
+        assert_eq!(count("dev"), Some((1, 0)));
+        assert_eq!(count("test"), None);
+        assert!(
+            pending
+                .report
+                .key_uses
+                .iter()
+                .any(|u| u.key_id == dev.to_string() && u.last_used_unix > 0)
+        );
+        // Counters survive a config change: the next table shares them.
+        let (next, _) = table.apply(&Update {
+            revision: 2,
+            full: true,
+            upserts: vec![mockplane_proto::resource::encode(&keyed(false).0, 2)],
+            ..Default::default()
+        });
+        assert!(Arc::ptr_eq(next.usage(), table.usage()));
     }
 
     #[test]
@@ -1245,6 +1533,7 @@ mod tests {
                             .collect(),
                         personas: Vec::new(),
                         state_epoch: 0,
+                        require_api_keys: false,
                     })
                     .collect();
                 let table = table_of(&configs);

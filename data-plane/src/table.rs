@@ -17,6 +17,8 @@ use mockplane_shared::{EnvironmentConfig, RequestMatch, RequestParts, RouteDef, 
 use pingora_http::ResponseHeader;
 use uuid::Uuid;
 
+use crate::usage::{EnvUsage, KeyUse, Usage};
+
 /// The headers of a response, parsed once, with room for the content
 /// length; routes with the same headers share one map.
 pub type HeaderList = Arc<HeaderMap>;
@@ -140,6 +142,24 @@ impl CompiledRoute {
     }
 }
 
+/// An API key of an environment, as a node checks it.
+#[derive(Debug)]
+pub struct CompiledKey {
+    pub id: Uuid,
+    /// A temporary test key: its requests are not usage.
+    pub test: bool,
+    /// Unix seconds from which the key is refused; 0: never.
+    pub expires_at_unix: u64,
+    /// When the key was last presented, for the usage report.
+    pub used: Arc<KeyUse>,
+}
+
+impl CompiledKey {
+    pub fn is_expired(&self, now_unix: u64) -> bool {
+        self.expires_at_unix != 0 && now_unix >= self.expires_at_unix
+    }
+}
+
 /// One environment of a workspace, ready to serve.
 #[derive(Debug)]
 pub struct CompiledEnvironment {
@@ -147,6 +167,18 @@ pub struct CompiledEnvironment {
     pub router: Router<CompiledRoute>,
     /// Some route matches on the body: read it before matching.
     pub needs_body: bool,
+    /// The environment's API keys by the SHA-256 of their secret. Digests
+    /// are uniform, so a fast hasher is safe here.
+    pub keys: FastMap<[u8; 32], CompiledKey>,
+    /// What the environment answered, for the usage report.
+    pub usage: Arc<EnvUsage>,
+}
+
+impl CompiledEnvironment {
+    /// The key whose secret has this SHA-256.
+    pub fn key(&self, sha256: &[u8; 32]) -> Option<&CompiledKey> {
+        self.keys.get(sha256)
+    }
 }
 
 #[derive(Debug)]
@@ -162,6 +194,8 @@ pub struct CompiledWorkspace {
     pub personas: Box<[(Box<str>, serde_json::Value)]>,
     /// Changes when the workspace's state machines are reset.
     pub state_epoch: u64,
+    /// Every request must present a key of the environment it reaches.
+    pub require_keys: bool,
 }
 
 impl CompiledWorkspace {
@@ -249,6 +283,7 @@ impl Interned {
 pub fn compile(
     resource: &v1::WorkspaceResource,
     interned: &mut Interned,
+    usage: &Usage,
 ) -> Result<CompiledWorkspace, String> {
     let config = mockplane_proto::resource::decode(resource)?;
     let active = config
@@ -267,7 +302,8 @@ pub fn compile(
         .into_iter()
         .map(|env| {
             let name = env.name.to_string();
-            compile_environment(env, interned).map_err(|e| format!("environment {name}: {e}"))
+            compile_environment(env, interned, config.id, usage)
+                .map_err(|e| format!("environment {name}: {e}"))
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(CompiledWorkspace {
@@ -278,6 +314,7 @@ pub fn compile(
         active,
         personas: personas.into(),
         state_epoch: config.state_epoch,
+        require_keys: config.require_api_keys,
     })
 }
 
@@ -293,7 +330,22 @@ fn route_realism(route: &Realism, environment: &Realism) -> Realism {
 fn compile_environment(
     env: EnvironmentConfig,
     interned: &mut Interned,
+    workspace: Uuid,
+    usage: &Usage,
 ) -> Result<CompiledEnvironment, String> {
+    let mut keys: FastMap<[u8; 32], CompiledKey> =
+        FastMap::with_capacity_and_hasher(env.keys.len(), Default::default());
+    for key in &env.keys {
+        let compiled = CompiledKey {
+            id: key.id,
+            test: key.test,
+            expires_at_unix: key.expires_at_unix,
+            used: usage.key(key.id),
+        };
+        if keys.insert(key.sha256, compiled).is_some() {
+            return Err(format!("API key {} has the same hash as another", key.id));
+        }
+    }
     let mut needs_body = false;
     let routes = env
         .routes
@@ -377,10 +429,13 @@ fn compile_environment(
         })
         .collect::<Result<Vec<_>, String>>()?;
     let router = Router::build(routes).map_err(|e| e.to_string())?;
+    let name: Arc<str> = env.name.as_str().into();
     Ok(CompiledEnvironment {
-        name: env.name.as_str().into(),
+        usage: usage.environment(workspace, &name),
+        name,
         router,
         needs_body,
+        keys,
     })
 }
 
@@ -477,9 +532,16 @@ pub struct RoutingTable {
     by_slug: FastMap<Box<str>, Arc<CompiledWorkspace>>,
     by_id: FastMap<Uuid, Arc<CompiledWorkspace>>,
     interned: Interned,
+    /// Usage counters, shared by every table built from this one.
+    usage: Arc<Usage>,
 }
 
 impl RoutingTable {
+    /// The node's usage counters.
+    pub fn usage(&self) -> &Arc<Usage> {
+        &self.usage
+    }
+
     pub fn workspace(&self, slug: &str) -> Option<&CompiledWorkspace> {
         self.by_slug.get(slug).map(Arc::as_ref)
     }
@@ -531,7 +593,7 @@ impl RoutingTable {
                 ));
                 continue;
             };
-            match compile(resource, &mut interned) {
+            match compile(resource, &mut interned, &self.usage) {
                 Ok(compiled) => {
                     by_id.insert(id, Arc::new(compiled));
                 }
@@ -570,6 +632,7 @@ impl RoutingTable {
                 by_slug,
                 by_id,
                 interned,
+                usage: self.usage.clone(),
             },
             errors,
         )

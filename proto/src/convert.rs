@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use mockplane_shared::environment::Effective;
+use mockplane_shared::keys::{ApiKeyConfig, parse_sha256_hex};
 use mockplane_shared::matcher::{BodyMatch, FieldMatch, RawTextTest, RequestMatch, StringMatch};
 use mockplane_shared::persona::{PersonaConfig, parse_persona_data, parse_persona_name};
 use mockplane_shared::realism::{
@@ -474,9 +475,20 @@ impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
                     latency: env.realism.latency.as_ref().map(latency),
                     chaos: env.realism.chaos.as_ref().map(chaos),
                     routes: env.routes.iter().map(v1::RouteConfig::from).collect(),
+                    api_keys: env
+                        .keys
+                        .iter()
+                        .map(|key| v1::ApiKeyConfig {
+                            id: key.id.to_string(),
+                            sha256: hex::encode(key.sha256),
+                            test: key.test,
+                            expires_at_unix: key.expires_at_unix,
+                        })
+                        .collect(),
                 })
                 .collect(),
             state_epoch: config.state_epoch,
+            require_api_keys: config.require_api_keys,
             personas: config
                 .personas
                 .iter()
@@ -527,6 +539,7 @@ impl TryFrom<v1::WorkspaceConfig> for WorkspaceConfig {
             environments,
             personas,
             state_epoch: config.state_epoch,
+            require_api_keys: config.require_api_keys,
         };
         config.validate()?;
         Ok(config)
@@ -550,6 +563,23 @@ fn parse_environment_config(env: v1::EnvironmentConfig) -> Result<EnvironmentCon
         name,
         realism: parse_realism(env.latency.as_ref(), env.chaos.as_ref())?,
         routes: parse_config_routes(env.routes)?,
+        keys: env
+            .api_keys
+            .into_iter()
+            .enumerate()
+            .map(|(index, key)| {
+                parse_api_key_config(key).map_err(|e| e.within(&format!("api_keys[{index}]")))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    })
+}
+
+fn parse_api_key_config(key: v1::ApiKeyConfig) -> Result<ApiKeyConfig, FieldError> {
+    Ok(ApiKeyConfig {
+        id: parse_uuid("id", &key.id)?,
+        sha256: parse_sha256_hex(&key.sha256)?,
+        test: key.test,
+        expires_at_unix: key.expires_at_unix,
     })
 }
 
@@ -599,6 +629,36 @@ mod tests {
         config.environments.push(prod);
         let wire = v1::WorkspaceConfig::from(&config);
         assert_eq!(WorkspaceConfig::try_from(wire).unwrap(), config);
+    }
+
+    #[test]
+    fn api_keys_travel_as_hashes() {
+        let mut config = sample();
+        config.require_api_keys = true;
+        config.environments[0].keys.push(ApiKeyConfig {
+            id: Uuid::new_v4(),
+            sha256: mockplane_shared::keys::digest(b"mpk_secret"),
+            test: true,
+            expires_at_unix: 1_900_000_000,
+        });
+        let wire = v1::WorkspaceConfig::from(&config);
+        let sent = &wire.environments[0].api_keys[0];
+        assert_eq!(sent.sha256, mockplane_shared::keys::hash_hex("mpk_secret"));
+        assert!(wire.require_api_keys);
+        assert_eq!(WorkspaceConfig::try_from(wire.clone()).unwrap(), config);
+
+        let mut bad = wire.clone();
+        bad.environments[0].api_keys[0].sha256 = "nope".into();
+        let err = WorkspaceConfig::try_from(bad).unwrap_err();
+        assert_eq!(err.field, "environments[0].api_keys[0].sha256");
+        let mut twice = wire;
+        let key = twice.environments[0].api_keys[0].clone();
+        twice.environments[0].api_keys.push(v1::ApiKeyConfig {
+            id: Uuid::new_v4().to_string(),
+            ..key
+        });
+        let err = WorkspaceConfig::try_from(twice).unwrap_err();
+        assert_eq!(err.field, "environments[0].keys[1]");
     }
 
     #[test]

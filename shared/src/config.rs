@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::environment::MAX_ENVIRONMENTS;
 use crate::error::FieldError;
+use crate::keys::{ApiKeyConfig, MAX_KEYS_PER_ENVIRONMENT};
 use crate::persona::{MAX_PERSONAS, PersonaConfig};
 use crate::realism::Realism;
 use crate::route::RouteSpec;
@@ -34,6 +35,8 @@ pub struct EnvironmentConfig {
     /// The latency and chaos of every route that sets none of its own.
     pub realism: Realism,
     pub routes: Vec<ConfigRoute>,
+    /// The data-plane API keys that open this environment (hashes only).
+    pub keys: Vec<ApiKeyConfig>,
 }
 
 impl EnvironmentConfig {
@@ -43,6 +46,7 @@ impl EnvironmentConfig {
             name,
             realism: Realism::default(),
             routes,
+            keys: Vec::new(),
         }
     }
 
@@ -59,6 +63,24 @@ impl EnvironmentConfig {
             ));
         }
         self.realism.check()?;
+        if self.keys.len() > MAX_KEYS_PER_ENVIRONMENT {
+            return Err(FieldError::new(
+                "keys",
+                format!(
+                    "at most {MAX_KEYS_PER_ENVIRONMENT} API keys per environment, got {}",
+                    self.keys.len()
+                ),
+            ));
+        }
+        let mut hashes = HashSet::with_capacity(self.keys.len());
+        for (index, key) in self.keys.iter().enumerate() {
+            if !hashes.insert(key.sha256) {
+                return Err(FieldError::new(
+                    format!("keys[{index}]"),
+                    format!("key {} has the same hash as another key", key.id),
+                ));
+            }
+        }
         let mut seen: HashMap<String, Uuid> = HashMap::with_capacity(self.routes.len());
         for (index, route) in self.routes.iter().enumerate() {
             if let Some(other) = seen.insert(route.spec.match_key(), route.id) {
@@ -88,6 +110,8 @@ pub struct WorkspaceConfig {
     pub personas: Vec<PersonaConfig>,
     /// Changes when the workspace's state machines are reset.
     pub state_epoch: u64,
+    /// Requests must present an API key of the environment they reach.
+    pub require_api_keys: bool,
 }
 
 impl WorkspaceConfig {
@@ -102,6 +126,7 @@ impl WorkspaceConfig {
             environments: vec![EnvironmentConfig::plain(dev, routes)],
             personas: Vec::new(),
             state_epoch: 0,
+            require_api_keys: false,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod access;
 pub mod config;
 pub mod environment;
 pub mod error;
+pub mod keys;
 pub mod matcher;
 pub mod openapi;
 pub mod path;

@@ -46,6 +46,8 @@ pub struct WorkspacePatch {
     pub allow_promotion_skips: Option<bool>,
     /// Changes to the settings every environment inherits.
     pub environment_defaults: Option<SettingsPatch>,
+    /// Whether every request must present an API key of its environment.
+    pub require_api_keys: Option<bool>,
 }
 
 impl WorkspacePatch {
@@ -58,6 +60,7 @@ impl WorkspacePatch {
         self.active_environment.is_some()
             || self.promotion_chain.is_some()
             || self.environment_defaults.is_some()
+            || self.require_api_keys.is_some()
     }
 }
 

@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use mockplane_proto::v1::audit_service_client::AuditServiceClient;
 use mockplane_proto::v1::auth_service_client::AuthServiceClient;
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::journal_service_client::JournalServiceClient;
@@ -251,6 +252,7 @@ impl ControlPlane {
         );
         Api {
             auth: AuthServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            audit: AuditServiceClient::with_interceptor(channel.clone(), auth.clone()),
             users: UserServiceClient::with_interceptor(channel.clone(), auth.clone()),
             roles: RoleServiceClient::with_interceptor(channel.clone(), auth.clone()),
             members: MemberServiceClient::with_interceptor(channel.clone(), auth.clone()),
@@ -297,6 +299,7 @@ impl Interceptor for Bearer {
 
 pub struct Api {
     pub auth: AuthServiceClient<InterceptedService<Channel, Bearer>>,
+    pub audit: AuditServiceClient<InterceptedService<Channel, Bearer>>,
     pub users: UserServiceClient<InterceptedService<Channel, Bearer>>,
     pub roles: RoleServiceClient<InterceptedService<Channel, Bearer>>,
     pub members: MemberServiceClient<InterceptedService<Channel, Bearer>>,
@@ -349,7 +352,27 @@ impl Node {
 
     /// Starts a node and waits only until it listens.
     pub async fn spawn(dir: &Path, control_plane: &str) -> anyhow::Result<Self> {
-        let args = [
+        Self::spawn_with(dir, control_plane, &[]).await
+    }
+
+    /// Starts a node with `extra` flags and waits until it is ready.
+    pub async fn start_with(
+        dir: &Path,
+        control_plane: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let node = Self::spawn_with(dir, control_plane, extra).await?;
+        node.wait_ready().await;
+        Ok(node)
+    }
+
+    /// Starts a node with `extra` flags and waits only until it listens.
+    pub async fn spawn_with(
+        dir: &Path,
+        control_plane: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut args: Vec<String> = [
             "--listen",
             "127.0.0.1:0",
             "--ops-listen",
@@ -363,7 +386,9 @@ impl Node {
             "--reconnect-max-ms",
             "300",
         ]
-        .map(str::to_owned);
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let log = unique_log(dir, "node");
         let process =
             Process::start("node", &bin("mockplane-node"), &args, log, "listening").await?;
@@ -478,6 +503,76 @@ impl Cli<'_> {
             command.env("MOCKPLANE_TOKEN", token);
         }
         command.output().await.expect("run mockplane")
+    }
+
+    /// Runs a command with extra environment variables and, when `stdin`
+    /// is given, that text on its standard input (otherwise it has none,
+    /// as with [`Cli::run`]).
+    pub async fn run_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> std::process::Output {
+        use tokio::io::AsyncWriteExt as _;
+        let mut command = tokio::process::Command::new(bin("mockplane"));
+        command
+            .args(args)
+            .env("MOCKPLANE_SERVER", &self.server)
+            .env_remove("MOCKPLANE_TOKEN")
+            .env_remove("MOCKPLANE_REASON");
+        if let Some(token) = self.token {
+            command.env("MOCKPLANE_TOKEN", token);
+        }
+        command.envs(env.iter().copied());
+        command
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("run mockplane");
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            // The command may exit without reading: ignore a closed pipe.
+            let _ = pipe.write_all(text.as_bytes()).await;
+            drop(pipe);
+        }
+        child.wait_with_output().await.expect("run mockplane")
+    }
+
+    /// [`Cli::ok`] with extra environment variables and standard input.
+    pub async fn ok_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> String {
+        let output = self.run_with(args, env, stdin).await;
+        assert!(
+            output.status.success(),
+            "mockplane {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// [`Cli::fails`] with extra environment variables and standard input.
+    pub async fn fails_with(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> String {
+        let output = self.run_with(args, env, stdin).await;
+        assert!(
+            !output.status.success(),
+            "mockplane {args:?} should have failed"
+        );
+        assert_eq!(output.status.code(), Some(1));
+        String::from_utf8(output.stderr).unwrap()
     }
 
     /// Creates workspace `slug` and adds the routes of the mock file text

@@ -1042,6 +1042,29 @@ async fn users_log_in_refresh_once_and_lose_access_when_disabled() {
         .await
         .unwrap();
 
+    // The new password ended the session opened with the old one.
+    let status = anonymous
+        .auth
+        .refresh(v1::RefreshRequest {
+            refresh_token: session.refresh_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("session was ended"),
+        "{}",
+        status.message()
+    );
+    let session = anonymous
+        .auth
+        .login(v1::LoginRequest {
+            email: "ada@acme.io".into(),
+            password: "a much longer passphrase".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
     // A refresh token works once; its reuse revokes the session.
     let renewed = anonymous
         .auth

@@ -19,6 +19,7 @@ use tower::{Layer, Service};
 use super::authz::{Caller, Credential, Declared, Rule, rule_for};
 use crate::jwt::{self, Signer};
 use crate::oidc::{OidcError, OidcVerifier};
+use crate::store::audit::{AUDIT_CONTEXT, AuditContext};
 use crate::store::{PrincipalKind, Store};
 use crate::token;
 
@@ -34,6 +35,40 @@ const INFRASTRUCTURE_PREFIXES: [&str; 4] = [
 
 /// Metadata a caller states a reason in.
 pub const REASON_HEADER: &str = "x-mockplane-reason";
+/// Metadata naming the request; made up when the caller sends none, and
+/// returned in the response. Audit events carry it.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+fn audit_context(caller: &Caller, request_id: &str) -> AuditContext {
+    let reason = caller
+        .reason
+        .clone()
+        .unwrap_or_else(|| match &caller.credential {
+            Credential::EnvironmentToken { reason, .. } => reason.clone(),
+            _ => String::new(),
+        });
+    let actor_id = format!("{}:{}", caller.principal.kind.as_str(), caller.principal.id);
+    AuditContext {
+        actor: actor_id.clone(),
+        actor_id,
+        credential: match &caller.credential {
+            Credential::External { issuer } => format!("external ({issuer})"),
+            other => other.as_str().to_owned(),
+        },
+        reason,
+        request_id: request_id.to_owned(),
+    }
+}
 
 /// What authentication needs.
 pub struct Authenticator {
@@ -112,10 +147,17 @@ where
             if rule == Rule::Public {
                 return inner.call(request).await;
             }
+            let request_id = request_id(request.headers());
             match auth.authenticate(request.headers()).await {
                 Ok(caller) => {
+                    let context = audit_context(&caller, &request_id);
                     request.extensions_mut().insert(caller);
-                    inner.call(request).await
+                    // The store's writes in this request record this caller.
+                    let mut response = AUDIT_CONTEXT.scope(context, inner.call(request)).await?;
+                    if let Ok(value) = request_id.parse() {
+                        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                    }
+                    Ok(response)
                 }
                 Err(status) => Ok(status.into_http()),
             }
@@ -206,6 +248,7 @@ impl Authenticator {
                 Some(scope) => Credential::EnvironmentToken {
                     workspace: scope.workspace,
                     environment: scope.environment,
+                    reason: scope.reason,
                 },
                 None => Credential::AccessToken,
             };

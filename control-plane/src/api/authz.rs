@@ -54,6 +54,8 @@ pub const METHODS: &[(&str, Rule)] = &[
             ChaosConfig,
             DriftBudgetConfig,
             EnvironmentManage,
+            // `require_api_keys`: who may call every environment's mocks.
+            ApiKeyManage,
         ]),
     ),
     (
@@ -139,6 +141,19 @@ pub const METHODS: &[(&str, Rule)] = &[
     ("PersonaService/DeletePersona", Rule::Check(&[PersonaWrite])),
     // The journal: filtered to the environments the caller may read.
     ("JournalService/ListRequests", Rule::Check(&[JournalRead])),
+    // Data-plane API keys, in the environment they open; a test key needs
+    // `test_key.create` there instead of `api_key.manage`.
+    (
+        "ApiKeyService/CreateApiKey",
+        Rule::Check(&[ApiKeyManage, TestKeyCreate]),
+    ),
+    ("ApiKeyService/ListApiKeys", Rule::Check(&[ApiKeyRead])),
+    (
+        "ApiKeyService/RevokeApiKey",
+        Rule::Check(&[ApiKeyManage, TestKeyCreate]),
+    ),
+    // Usage statistics: what the nodes answered, per environment.
+    ("UsageService/GetUsage", Rule::Check(&[WorkspaceRead])),
     // Signing in.
     ("AuthService/Login", Rule::Public),
     ("AuthService/Refresh", Rule::Public),
@@ -172,6 +187,10 @@ pub const METHODS: &[(&str, Rule)] = &[
     ("RoleService/UpdateRole", Rule::Check(&[RoleManage])),
     ("RoleService/DeleteRole", Rule::Check(&[RoleManage])),
     ("RoleService/ListPermissions", Rule::Authenticated),
+    // The audit trail.
+    ("AuditService/ListAuditEvents", Rule::Check(&[AuditRead])),
+    ("AuditService/VerifyAuditChain", Rule::Check(&[AuditRead])),
+    ("AuditService/PruneAuditEvents", Rule::Check(&[AuditRead])),
     // Members and policies.
     ("MemberService/SetMember", Rule::Check(&[MemberManage])),
     ("MemberService/RemoveMember", Rule::Check(&[MemberManage])),
@@ -201,6 +220,8 @@ pub enum Credential {
     EnvironmentToken {
         workspace: Uuid,
         environment: String,
+        /// Stated when the token was issued.
+        reason: String,
     },
     External {
         issuer: String,
@@ -442,6 +463,7 @@ fn check_workspace(
     if let Credential::EnvironmentToken {
         workspace,
         environment,
+        ..
     } = &caller.credential
     {
         let own_workspace = *workspace == ws.id;
@@ -473,7 +495,7 @@ fn check_workspace(
                 if !permission.is_read() && requires_reason(ws, env) {
                     let scoped = matches!(
                         &caller.credential,
-                        Credential::EnvironmentToken { workspace, environment }
+                        Credential::EnvironmentToken { workspace, environment, .. }
                             if *workspace == ws.id && environment == env
                     );
                     if !scoped {

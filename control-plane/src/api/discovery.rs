@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::nodes::Nodes;
 use crate::snapshot::ConfigCache;
+use crate::store::Store;
 
 /// How long a node has to say Hello after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +36,8 @@ pub struct Discovery {
     nodes: Arc<Nodes>,
     full_syncs: Arc<Semaphore>,
     shutdown: CancellationToken,
+    /// Where nodes' usage reports go; `None`: they are dropped.
+    usage: Option<Arc<dyn Store>>,
 }
 
 impl Discovery {
@@ -44,7 +47,15 @@ impl Discovery {
             nodes,
             full_syncs: Arc::new(Semaphore::new(CONCURRENT_FULL_SYNCS)),
             shutdown,
+            usage: None,
         }
+    }
+
+    /// Stores the usage reports nodes send in `store`.
+    #[must_use]
+    pub fn with_usage(mut self, store: Arc<dyn Store>) -> Self {
+        self.usage = Some(store);
+        self
     }
 }
 
@@ -93,6 +104,7 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
             full_syncs: self.full_syncs.clone(),
             nodes: self.nodes.clone(),
             stream,
+            usage: self.usage.clone(),
         };
         tokio::spawn(session.run(inbound, tx, self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -125,6 +137,7 @@ struct Session {
     nodes: Arc<Nodes>,
     /// This stream's number in the registry of connected nodes.
     stream: u64,
+    usage: Option<Arc<dyn Store>>,
 }
 
 impl Session {
@@ -166,7 +179,7 @@ impl Session {
             tokio::select! {
                 changed = snapshots.changed() => if changed.is_err() { return self.closed("cache closed") },
                 message = inbound.message() => match message {
-                    Ok(Some(message)) => self.on_message(message),
+                    Ok(Some(message)) => self.on_message(message).await,
                     Ok(None) => return self.closed("node closed the stream"),
                     Err(status) => return self.closed(status.message()),
                 },
@@ -175,7 +188,7 @@ impl Session {
         }
     }
 
-    fn on_message(&self, message: v1::NodeMessage) {
+    async fn on_message(&self, message: v1::NodeMessage) {
         match message.kind {
             Some(v1::node_message::Kind::Ack(ack)) => {
                 tracing::debug!(node = %self.node, revision = ack.revision, nonce = %ack.nonce, "node applied config");
@@ -189,6 +202,13 @@ impl Session {
                         error = %error.message,
                         "node rejected a workspace config"
                     );
+                }
+            }
+            Some(v1::node_message::Kind::Usage(report)) => {
+                // Stored before the next message is read: a slow database
+                // delays this node's stream only.
+                if let Some(store) = &self.usage {
+                    crate::usage::record(&**store, &self.node, &report).await;
                 }
             }
             Some(v1::node_message::Kind::Hello(_)) | None => {

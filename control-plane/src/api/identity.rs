@@ -153,6 +153,9 @@ impl AuthService for Auth {
             RefreshOutcome::Expired => Err(Status::unauthenticated(
                 "the refresh token has expired; log in again",
             )),
+            RefreshOutcome::Revoked => Err(Status::unauthenticated(
+                "this session was ended (a password change, or a reused refresh token); log in again",
+            )),
             RefreshOutcome::Reused => Err(Status::unauthenticated(
                 "this refresh token was already used, so every token of its session is now revoked; log in again",
             )),
@@ -174,6 +177,7 @@ impl AuthService for Auth {
             Credential::EnvironmentToken {
                 workspace,
                 environment,
+                ..
             } => (workspace.to_string(), environment.clone()),
             _ => (String::new(), String::new()),
         };
@@ -281,6 +285,7 @@ impl AuthService for Auth {
             Some(EnvScope {
                 workspace: workspace.id,
                 environment: request.environment.clone(),
+                reason: reason.clone(),
             }),
             ttl,
         );
@@ -646,12 +651,15 @@ impl UserService for Users {
     ) -> Result<Response<()>, Status> {
         let caller = caller(&request)?;
         let id = parse_uuid("id", &request.get_ref().id).map_err(ApiError::from)?;
-        let record = self
-            .0
-            .store
-            .get_api_token(caller.org_id(), id)
-            .await
-            .map_err(store)?;
+        let record = match self.0.store.get_api_token(caller.org_id(), id).await {
+            Ok(record) => record,
+            // Whether another's token exists is for those who may manage it.
+            Err(StoreError::NotFound(what)) => {
+                self.0.authorize(&request, Target::Org).await?;
+                return Err(store(StoreError::NotFound(what)));
+            }
+            Err(other) => return Err(store(other)),
+        };
         let (org, _) = self
             .token_owner(&request, &record.principal_id.to_string())
             .await?;

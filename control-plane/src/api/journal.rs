@@ -45,6 +45,12 @@ struct NodeEntry {
     route_name: Option<String>,
     #[serde(default)]
     miss: Option<serde_json::Value>,
+    /// The request presented a test key.
+    #[serde(default)]
+    test_key: bool,
+    /// The id of the API key the request presented.
+    #[serde(default)]
+    api_key: Option<String>,
 }
 
 impl NodeEntry {
@@ -69,6 +75,8 @@ impl NodeEntry {
                 route_id: self.route.unwrap_or_default(),
                 route_name: self.route_name.unwrap_or_default(),
                 miss: self.miss.map(|m| m.to_string()).unwrap_or_default(),
+                test_key: self.test_key,
+                api_key_id: self.api_key.unwrap_or_default(),
             },
         )
     }

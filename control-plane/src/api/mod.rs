@@ -3,6 +3,7 @@
 //! validate at the edge, call the store, and map errors in one place
 //! ([`error`]).
 
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod discovery;
@@ -10,9 +11,11 @@ pub mod environments;
 pub mod error;
 pub mod identity;
 pub mod journal;
+pub mod keys;
 pub mod personas;
 pub mod routes;
 pub mod scenarios;
+pub mod usage;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -35,6 +38,8 @@ pub struct ApiState {
     pub nodes: Arc<Nodes>,
     /// Signs access and environment tokens.
     pub signer: Arc<crate::jwt::Signer>,
+    /// Environment → days audit events are kept (`--audit-retention`).
+    pub audit_retention: Arc<Vec<(String, u32)>>,
 }
 
 impl ApiState {

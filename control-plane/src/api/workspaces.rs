@@ -43,6 +43,7 @@ pub fn to_proto(record: &WorkspaceRecord) -> v1::Workspace {
             .iter()
             .map(|e| e.name.to_string())
             .collect(),
+        require_api_keys: record.require_api_keys,
     }
 }
 
@@ -130,6 +131,10 @@ impl WorkspaceService for Workspaces {
         {
             needed.push(Permission::EnvironmentManage);
         }
+        // Who may call every environment's mocks.
+        if patch.require_api_keys.is_some() {
+            needed.push(Permission::ApiKeyManage);
+        }
         needed.sort();
         needed.dedup();
         let grant = self
@@ -188,6 +193,7 @@ fn parse_patch(request: &v1::UpdateWorkspaceRequest) -> Result<WorkspacePatch, F
         "active_environment",
         "promotion_chain",
         "allow_promotion_skips",
+        "require_api_keys",
     ]
     .map(str::to_owned)
     .to_vec();
@@ -243,6 +249,7 @@ fn parse_patch(request: &v1::UpdateWorkspaceRequest) -> Result<WorkspacePatch, F
             "allow_promotion_skips" => {
                 patch.allow_promotion_skips = Some(values.allow_promotion_skips);
             }
+            "require_api_keys" => patch.require_api_keys = Some(values.require_api_keys),
             // mask_paths admits only the fields above and the settings,
             // parsed before the loop.
             _ => {}

@@ -11,8 +11,10 @@ use mockplane_shared::access::{OrgRole, Permission, Policies, RoleCatalog, Stand
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
+use super::audit::{Change, append};
 use super::sql::{check_version, db_error, internal, load_workspace, now, page_limit};
 use super::{Dialect, Page, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
+use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PrincipalKind {
@@ -155,6 +157,8 @@ pub enum RefreshOutcome {
     Expired,
     /// Used before: the whole family is revoked now.
     Reused,
+    /// Revoked (its session was ended) without being used.
+    Revoked,
 }
 
 #[async_trait]
@@ -477,8 +481,27 @@ where
     }
 
     async fn create_principal(&self, org: Uuid, new: NewPrincipal) -> StoreResult<PrincipalRecord> {
-        let mut conn = self.pool().acquire().await.map_err(internal)?;
-        insert_principal::<DB>(&mut conn, org, &new, now()).await
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
+        let record = insert_principal::<DB>(&mut tx, org, &new, now()).await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                match new.kind {
+                    PrincipalKind::User => "user.create",
+                    PrincipalKind::Service => "service_account.create",
+                },
+                format!("principal/{}", record.id),
+            )
+            .summary(json!({"after": {"email": record.email, "name": record.name, "org_role": record.org_role.as_str()}})),
+        )
+        .await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(record)
     }
 
     async fn get_principal(&self, org: Uuid, id: Uuid) -> StoreResult<PrincipalRecord> {
@@ -585,6 +608,14 @@ where
                 StoreError::AlreadyExists(format!("a {} named '{name}' already exists", current.kind.as_str()))
             })
         })?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "principal.update", format!("principal/{id}")).summary(json!({
+                "before": {"name": current.name, "org_role": current.org_role.as_str(), "disabled": current.disabled},
+                "after": {"name": name, "org_role": org_role.as_str(), "disabled": disabled},
+            })),
+        )
+        .await?;
         tx.commit().await.map_err(internal)?;
         Ok(PrincipalRecord {
             name,
@@ -597,6 +628,11 @@ where
     }
 
     async fn set_password(&self, org: Uuid, id: Uuid, password_hash: &str) -> StoreResult<()> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
         let done = sqlx::query(
             "UPDATE principals SET password_hash = $1, updated_at = $2 WHERE org_id = $3 AND id = $4 AND kind = 'user'",
         )
@@ -604,12 +640,27 @@ where
         .bind(now())
         .bind(org)
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await
         .map_err(internal)?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!("user {id}")));
         }
+        // A new password ends every session opened with the old one.
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE principal_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "user.password", format!("principal/{id}")),
+        )
+        .await?;
+        tx.commit().await.map_err(internal)?;
         Ok(())
     }
 
@@ -647,6 +698,12 @@ where
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "principal.delete", format!("principal/{id}"))
+                .summary(json!({"before": {"org_role": role}})),
+        )
+        .await?;
         tx.commit().await.map_err(internal)?;
         Ok(())
     }
@@ -659,7 +716,11 @@ where
         token_hash: &str,
         expires_at: Option<DateTime<Utc>>,
     ) -> StoreResult<TokenRecord> {
-        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let mut conn = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
         let exists: Option<Uuid> =
             sqlx::query_scalar("SELECT id FROM principals WHERE org_id = $1 AND id = $2")
                 .bind(org)
@@ -680,12 +741,21 @@ where
             expires_at,
         )
         .await?;
-        sqlx::query_as::<DB, TokenRow>(&format!("{SELECT_TOKEN}WHERE id = $1"))
+        let record = sqlx::query_as::<DB, TokenRow>(&format!("{SELECT_TOKEN}WHERE id = $1"))
             .bind(id)
             .fetch_one(&mut *conn)
             .await
             .map(TokenRecord::from)
-            .map_err(internal)
+            .map_err(internal)?;
+        append::<DB>(
+            &mut conn,
+            Change::new(org, "api_token.create", format!("api_token/{id}")).summary(json!({
+                "after": {"principal": principal.to_string(), "name": name, "expires_at": expires_at.map(|t| t.to_rfc3339())}
+            })),
+        )
+        .await?;
+        conn.commit().await.map_err(internal)?;
+        Ok(record)
     }
 
     async fn list_api_tokens(&self, org: Uuid, principal: Uuid) -> StoreResult<Vec<TokenRecord>> {
@@ -712,15 +782,26 @@ where
     }
 
     async fn revoke_api_token(&self, org: Uuid, id: Uuid) -> StoreResult<()> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
         let done = sqlx::query("DELETE FROM api_tokens WHERE org_id = $1 AND id = $2")
             .bind(org)
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await
             .map_err(internal)?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!("API token {id}")));
         }
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "api_token.revoke", format!("api_token/{id}")),
+        )
+        .await?;
+        tx.commit().await.map_err(internal)?;
         Ok(())
     }
 
@@ -774,7 +855,10 @@ where
             return Ok(RefreshOutcome::Unknown);
         };
         let now = now();
-        if used_at.is_some() || revoked_at.is_some() {
+        if used_at.is_none() && revoked_at.is_some() {
+            return Ok(RefreshOutcome::Revoked);
+        }
+        if used_at.is_some() {
             sqlx::query(
                 "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
             )
@@ -817,6 +901,11 @@ where
 
     async fn create_role(&self, org: Uuid, role: &RoleRecord) -> StoreResult<RoleRecord> {
         let now = now();
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
         sqlx::query(
             "INSERT INTO roles (org_id, name, description, permissions, version, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, 1, $5, $5)",
@@ -826,13 +915,20 @@ where
         .bind(role.description.clone())
         .bind(permissions_json(&role.permissions))
         .bind(now)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             db_error(e, || {
                 StoreError::AlreadyExists(format!("a role named '{}' already exists", role.name))
             })
         })?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "role.create", format!("role/{}", role.name))
+                .summary(json!({"after": {"permissions": permissions_json(&role.permissions)}})),
+        )
+        .await?;
+        tx.commit().await.map_err(internal)?;
         Ok(RoleRecord {
             version: 1,
             ..role.clone()
@@ -898,6 +994,12 @@ where
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "role.update", format!("role/{name}"))
+                .summary(json!({"after": {"permissions": permissions_json(permissions)}})),
+        )
+        .await?;
         tx.commit().await.map_err(internal)?;
         Ok(RoleRecord {
             name: name.to_owned(),
@@ -944,6 +1046,11 @@ where
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!("role '{name}'")));
         }
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "role.delete", format!("role/{name}")),
+        )
+        .await?;
         tx.commit().await.map_err(internal)?;
         Ok(())
     }
@@ -988,6 +1095,18 @@ where
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "member.set",
+                format!("workspace/{}/member/{principal}", ws.slug),
+            )
+            .workspace(ws.id)
+            .environment(environment.clone())
+            .summary(json!({"after": {"role": role}})),
+        )
+        .await?;
         tx.commit().await.map_err(internal)?;
         Ok(MembershipRecord {
             principal_id: principal,
@@ -1005,7 +1124,11 @@ where
         principal: Uuid,
         environment: &str,
     ) -> StoreResult<()> {
-        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let mut conn = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
         let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
         let done = sqlx::query(
             "DELETE FROM memberships WHERE workspace_id = $1 AND principal_id = $2 AND environment = $3",
@@ -1021,6 +1144,18 @@ where
                 "a role of principal {principal} in '{environment}' of {workspace}"
             )));
         }
+        append::<DB>(
+            &mut conn,
+            Change::new(
+                org,
+                "member.remove",
+                format!("workspace/{}/member/{principal}", ws.slug),
+            )
+            .workspace(ws.id)
+            .environment(environment),
+        )
+        .await?;
+        conn.commit().await.map_err(internal)?;
         Ok(())
     }
 
@@ -1087,6 +1222,18 @@ where
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "policy.set",
+                format!("workspace/{}/policy/{permission}", ws.slug),
+            )
+            .workspace(ws.id)
+            .environment(environment.clone())
+            .summary(json!({"after": {"roles": roles}})),
+        )
+        .await?;
         tx.commit().await.map_err(internal)?;
         Ok(PolicyRecord {
             environment,
@@ -1103,7 +1250,11 @@ where
         environment: &str,
         permission: Permission,
     ) -> StoreResult<()> {
-        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let mut conn = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
         let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
         let done = sqlx::query(
             "DELETE FROM env_policies WHERE workspace_id = $1 AND environment = $2 AND permission = $3",
@@ -1119,6 +1270,18 @@ where
                 "a policy for `{permission}` in '{environment}' of {workspace}"
             )));
         }
+        append::<DB>(
+            &mut conn,
+            Change::new(
+                org,
+                "policy.delete",
+                format!("workspace/{}/policy/{permission}", ws.slug),
+            )
+            .workspace(ws.id)
+            .environment(environment),
+        )
+        .await?;
+        conn.commit().await.map_err(internal)?;
         Ok(())
     }
 
@@ -1186,6 +1349,11 @@ where
         workspace: Uuid,
         grant: &AccessGrant,
     ) -> StoreResult<()> {
+        let mut tx = self
+            .pool()
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(internal)?;
         sqlx::query(
             "INSERT INTO environment_access (id, org_id, workspace_id, environment, principal_id, reason, token_id, granted_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1199,9 +1367,18 @@ where
         .bind(grant.token_id.clone())
         .bind(grant.granted_at)
         .bind(grant.expires_at)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await
         .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "environment.access", format!("environment_token/{}", grant.token_id))
+                .workspace(workspace)
+                .environment(grant.environment.clone())
+                .summary(json!({"after": {"expires_at": grant.expires_at.to_rfc3339(), "reason": grant.reason}})),
+        )
+        .await?;
+        tx.commit().await.map_err(internal)?;
         Ok(())
     }
 

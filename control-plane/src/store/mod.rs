@@ -8,7 +8,9 @@
 //! data-plane nodes serve bumps the config revision in its own transaction.
 
 mod access;
+pub mod audit;
 mod dialect;
+mod keys;
 mod sql;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use uuid::Uuid;
 
 pub use access::*;
 pub use dialect::Dialect;
+pub use keys::*;
 pub use sql::SqlStore;
 
 /// What a first run created.
@@ -88,6 +91,8 @@ pub struct WorkspaceRecord {
     /// What every environment inherits.
     pub environment_defaults: EnvSettings,
     pub allow_promotion_skips: bool,
+    /// Requests to the workspace's mocks must present an API key.
+    pub require_api_keys: bool,
     /// The promotion chain in order, then the environments off it by name.
     pub environments: Vec<EnvironmentRecord>,
 }
@@ -271,7 +276,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The control plane's persistence interface. Implementations must be safe to
 /// share between tasks and replicas.
 #[async_trait]
-pub trait Store: AccessStore + Send + Sync + 'static {
+pub trait Store: AccessStore + audit::AuditStore + KeyStore + Send + Sync + 'static {
     /// Which backend this is, for logs: "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
 

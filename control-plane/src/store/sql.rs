@@ -31,12 +31,15 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArgumen
 use uuid::Uuid;
 
 use super::access::{insert_principal, insert_token};
+use super::audit::{Change, append};
+use super::keys::{ServingKeyRow, serving_keys};
 use super::{
     Bootstrapped, ChangeHistory, ConfigChanges, DeploymentRecord, Dialect, EnvironmentPatch,
     EnvironmentRecord, FullConfig, NewEnvironment, NewPrincipal, Page, PersonaRecord,
     PrincipalKind, RouteRecord, ScenarioRecord, Store, StoreError, StoreResult, VersionRecord,
     WorkspaceRecord, WorkspaceRef,
 };
+use serde_json::json;
 
 pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
@@ -67,7 +70,7 @@ impl<DB: Dialect> SqlStore<DB> {
 macro_rules! select_workspace {
     () => {
         "SELECT w.id, w.org_id, w.slug, w.name, w.description, w.version, w.created_at, w.updated_at, \
-         w.active_env, w.env_defaults, w.allow_skips, \
+         w.active_env, w.env_defaults, w.allow_skips, w.require_keys, \
          (SELECT COUNT(*) FROM routes r WHERE r.workspace_id = w.id) AS route_count \
          FROM workspaces w "
     };
@@ -149,6 +152,7 @@ struct WorkspaceRow {
     active_env: String,
     env_defaults: String,
     allow_skips: i32,
+    require_keys: i32,
 }
 
 impl WorkspaceRow {
@@ -163,6 +167,7 @@ impl WorkspaceRow {
             environment_defaults: parse_settings(&self.env_defaults)
                 .map_err(|e| bad("env_defaults", e))?,
             allow_promotion_skips: self.allow_skips != 0,
+            require_api_keys: self.require_keys != 0,
             environments,
             id: self.id,
             org_id: self.org_id,
@@ -382,6 +387,7 @@ struct ServingWorkspaceRow {
     active_env: String,
     env_defaults: String,
     state_epoch: i64,
+    require_keys: i32,
 }
 
 /// What serving needs of a route: the columns the config is built from.
@@ -619,6 +625,12 @@ where
         };
         let owner = insert_principal::<DB>(&mut tx, org_id, admin, now).await?;
         insert_token::<DB>(&mut tx, org_id, owner.id, "admin", token_hash, now, None).await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org_id, "org.bootstrap", format!("org/{org_name}"))
+                .summary(json!({"owner": owner.id.to_string()})),
+        )
+        .await?;
         tx.commit().await.map_err(internal)?;
         Ok(Some(Bootstrapped {
             org_id,
@@ -665,6 +677,16 @@ where
         .await?;
         let id = insert_token::<DB>(&mut tx, org_id, owner.id, token_name, token_hash, now, None)
             .await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org_id,
+                "service_account.create",
+                format!("principal/{}", owner.id),
+            )
+            .summary(json!({"name": token_name, "org_role": "owner", "token": id.to_string()})),
+        )
+        .await?;
         tx.commit().await.map_err(internal)?;
         Ok(id)
     }
@@ -736,6 +758,15 @@ where
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "workspace.create", format!("workspace/{}", new.slug))
+                .workspace(id)
+                .summary(
+                    json!({"after": {"slug": new.slug.to_string(), "name": new.name.clone()}}),
+                ),
+        )
+        .await?;
         bump_revision(&mut tx, id).await?;
         tx.commit().await.map_err(internal)?;
         Ok(WorkspaceRecord {
@@ -751,6 +782,7 @@ where
             active_environment: active,
             environment_defaults: EnvSettings::default(),
             allow_promotion_skips: false,
+            require_api_keys: false,
             environments,
         })
     }
@@ -866,10 +898,11 @@ where
             let skips = patch
                 .allow_promotion_skips
                 .unwrap_or(current.allow_promotion_skips);
+            let require_keys = patch.require_api_keys.unwrap_or(current.require_api_keys);
             let now = now();
             let updated = sqlx::query(
                 "UPDATE workspaces SET slug = $1, name = $2, description = $3, version = version + 1, \
-                 updated_at = $4, active_env = $7, env_defaults = $8, allow_skips = $9 \
+                 updated_at = $4, active_env = $7, env_defaults = $8, allow_skips = $9, require_keys = $10 \
                  WHERE id = $5 AND version = $6",
             )
             .bind(slug.to_string())
@@ -881,6 +914,7 @@ where
             .bind(active.to_string())
             .bind(settings_json(&defaults))
             .bind(i32::from(skips))
+            .bind(i32::from(require_keys))
             .execute(&mut *tx)
             .await
             .map_err(|e| {
@@ -916,6 +950,11 @@ where
                         .map_err(internal)?;
                 }
             }
+            append::<DB>(
+                &mut tx,
+                Change::new(org, "workspace.update", format!("workspace/{}", current.slug)).workspace(current.id).summary(json!({"before": {"slug": current.slug.to_string(), "name": current.name.clone(), "active_environment": current.active_environment.to_string()}, "patch": format!("{patch:?}")})),
+            )
+            .await?;
             bump_revision(&mut tx, current.id).await?;
             let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(current.id)).await?;
             tx.commit().await.map_err(internal)?;
@@ -947,6 +986,11 @@ where
             if DB::rows_affected(&deleted) == 0 {
                 continue;
             }
+            append::<DB>(
+                &mut tx,
+                Change::new(org, "workspace.delete", format!("workspace/{}", current.slug)).workspace(current.id).summary(json!({"before": {"slug": current.slug.to_string(), "name": current.name.clone(), "routes": current.route_count}})),
+            )
+            .await?;
             bump_revision(&mut tx, current.id).await?;
             return tx.commit().await.map_err(internal);
         }
@@ -1022,6 +1066,11 @@ where
             )
             .await?;
         }
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "environment.create", format!("workspace/{}/environment/{}", ws.slug, env.name)).workspace(ws.id).environment(env.name.to_string()).summary(json!({"after": {"position": env.position, "settings": format!("{:?}", env.settings)}})),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
         tx.commit().await.map_err(internal)?;
@@ -1105,6 +1154,20 @@ where
                 .await
                 .map_err(internal)?;
         }
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "environment.update",
+                format!("workspace/{}/environment/{}", ws.slug, env.name),
+            )
+            .workspace(ws.id)
+            .environment(env.name.to_string())
+            .summary(
+                json!({"before": format!("{:?}", env.settings), "patch": format!("{patch:?}")}),
+            ),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
         tx.commit().await.map_err(internal)?;
@@ -1168,6 +1231,11 @@ where
             .await
             .map_err(internal)?;
         }
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "environment.delete", format!("workspace/{}/environment/{}", ws.slug, env.name)).workspace(ws.id).environment(env.name.to_string()).summary(json!({"before": {"position": env.position, "settings": format!("{:?}", env.settings)}})),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
         tx.commit().await.map_err(internal)?;
@@ -1198,6 +1266,17 @@ where
             )));
         }
         insert_scenario(&mut tx, org, ws.id, &new, now()).await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "scenario.create",
+                format!("workspace/{}/scenario/{}", ws.slug, new.name),
+            )
+            .workspace(ws.id)
+            .summary(json!({"after": {"description": new.description.clone()}})),
+        )
+        .await?;
         let record = load_scenario(&mut tx, ws.id, &new.name, workspace).await?;
         tx.commit().await.map_err(internal)?;
         Ok(record)
@@ -1289,6 +1368,11 @@ where
         if DB::rows_affected(&updated) == 0 {
             return Err(contended(format!("scenario '{name}'")));
         }
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "scenario.update", format!("workspace/{}/scenario/{}", ws.slug, current.name)).workspace(ws.id).summary(json!({"before": {"name": current.name.to_string(), "description": current.description.clone()}, "patch": format!("{patch:?}")})),
+        )
+        .await?;
         let record = load_scenario(&mut tx, ws.id, &new_name, workspace).await?;
         tx.commit().await.map_err(internal)?;
         Ok(record)
@@ -1334,6 +1418,16 @@ where
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "scenario.delete",
+                format!("workspace/{}/scenario/{}", ws.slug, current.name),
+            )
+            .workspace(ws.id),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         tx.commit().await.map_err(internal)
     }
@@ -1404,6 +1498,11 @@ where
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(e, || contended(format!("scenario '{scenario}'"))))?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "scenario.version", format!("workspace/{}/scenario/{}/version/{number}", ws.slug, scenario)).workspace(ws.id).summary(json!({"after": {"version": number, "hash": hash.clone(), "routes": routes.len(), "note": note}})),
+        )
+        .await?;
         tx.commit().await.map_err(internal)?;
         Ok(VersionRecord {
             id,
@@ -1517,6 +1616,18 @@ where
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "scenario.deploy",
+                format!("workspace/{}/scenario/{}", ws.slug, scenario),
+            )
+            .workspace(ws.id)
+            .environment(env.name.to_string())
+            .summary(json!({"after": {"version": number}})),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         tx.commit().await.map_err(internal)?;
         Ok(DeploymentRecord {
@@ -1572,6 +1683,17 @@ where
             })
         })?;
         insert_persona_version(&mut tx, id, 1, &text, now).await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "persona.create",
+                format!("workspace/{}/persona/{name}", ws.slug),
+            )
+            .workspace(ws.id)
+            .summary(json!({"after": {"version": 1}})),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         tx.commit().await.map_err(internal)?;
         Ok(PersonaRecord {
@@ -1673,6 +1795,11 @@ where
             return Err(contended(format!("persona '{name}'")));
         }
         insert_persona_version(&mut tx, current.id, current.version + 1, &text, now).await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "persona.update", format!("workspace/{}/persona/{name}", ws.slug)).workspace(ws.id).summary(json!({"before": {"version": current.version}, "after": {"version": current.version + 1}})),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         tx.commit().await.map_err(internal)?;
         Ok(PersonaRecord {
@@ -1707,6 +1834,17 @@ where
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "persona.delete",
+                format!("workspace/{}/persona/{name}", ws.slug),
+            )
+            .workspace(ws.id)
+            .summary(json!({"before": {"version": current.version}})),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         tx.commit().await.map_err(internal)
     }
@@ -1738,6 +1876,17 @@ where
         let scenario_id = insert_scenario(&mut tx, org, ws.id, &new, now()).await?;
         let records = insert_routes(&mut tx, org, ws.id, scenario_id, &new.name, routes).await?;
         check_workspace_limits(&mut tx, ws.id).await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "scenario.import",
+                format!("workspace/{}/scenario/{}", ws.slug, new.name),
+            )
+            .workspace(ws.id)
+            .summary(json!({"after": {"routes": records.len()}})),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         let scenario = load_scenario(&mut tx, ws.id, &new.name, workspace).await?;
         tx.commit().await.map_err(internal)?;
@@ -1758,6 +1907,17 @@ where
         .fetch_one(&mut *tx)
         .await
         .map_err(internal)?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "workspace.reset_state",
+                format!("workspace/{}", ws.slug),
+            )
+            .workspace(ws.id)
+            .summary(json!({"after": {"state_epoch": epoch}})),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         tx.commit().await.map_err(internal)?;
         Ok(to_u64(epoch))
@@ -1783,6 +1943,11 @@ where
         let scenario_id = scenario_id(&mut tx, ws.id, &scenario, workspace).await?;
         let records = insert_routes(&mut tx, org, ws.id, scenario_id, &scenario, routes).await?;
         check_workspace_limits(&mut tx, ws.id).await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "route.create", format!("workspace/{}/scenario/{scenario}", ws.slug)).workspace(ws.id).summary(json!({"after": records.iter().map(|r| format!("{} {} {}", r.spec.method, r.spec.path, r.id)).collect::<Vec<_>>()})),
+        )
+        .await?;
         bump_revision(&mut tx, ws.id).await?;
         tx.commit().await.map_err(internal)?;
         Ok(records)
@@ -1894,6 +2059,11 @@ where
                 continue;
             }
             check_workspace_limits(&mut tx, ws.id).await?;
+            append::<DB>(
+                &mut tx,
+                Change::new(org, "route.update", format!("workspace/{}/route/{id}", ws.slug)).workspace(ws.id).summary(json!({"before": format!("{} {} -> {}", current.spec.method, current.spec.path, current.spec.response.status), "after": format!("{} {} -> {}", spec.method, spec.path, spec.response.status)})),
+            )
+            .await?;
             bump_revision(&mut tx, ws.id).await?;
             tx.commit().await.map_err(internal)?;
             return Ok(RouteRecord {
@@ -1936,6 +2106,15 @@ where
             deleted += DB::rows_affected(&done);
         }
         if deleted > 0 {
+            append::<DB>(
+                &mut tx,
+                Change::new(org, "route.delete", format!("workspace/{}", ws.slug))
+                    .workspace(ws.id)
+                    .summary(
+                        json!({"before": ids.iter().map(Uuid::to_string).collect::<Vec<_>>()}),
+                    ),
+            )
+            .await?;
             bump_revision(&mut tx, ws.id).await?;
         }
         tx.commit().await.map_err(internal)?;
@@ -1961,7 +2140,7 @@ where
             .await
             .map_err(internal)?;
         let workspaces: Vec<ServingWorkspaceRow> = sqlx::query_as(
-            "SELECT id, slug, active_env, env_defaults, state_epoch FROM workspaces ORDER BY id",
+            "SELECT id, slug, active_env, env_defaults, state_epoch, require_keys FROM workspaces ORDER BY id",
         )
         .fetch_all(&mut *tx)
         .await
@@ -1984,6 +2163,7 @@ where
         .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
+        let mut keys_by_workspace = serving_keys::<DB>(&mut tx, None).await?;
         let routes: Vec<ServingRouteRow> = sqlx::query_as(concat!(
             select_serving_route!(),
             "ORDER BY workspace_id, id"
@@ -2033,8 +2213,9 @@ where
             let envs = envs_by_workspace.remove(&ws.id).unwrap_or_default();
             let deployed = deployed_by_workspace.remove(&ws.id).unwrap_or_default();
             let personas = personas_by_workspace.remove(&ws.id).unwrap_or_default();
+            let keys = keys_by_workspace.remove(&ws.id).unwrap_or_default();
             let id = ws.id;
-            match workspace_config(ws, envs, routes, deployed, personas) {
+            match workspace_config(ws, envs, routes, deployed, personas, keys) {
                 Ok(built) => config.workspaces.push(built),
                 Err(error) => config.invalid.push((id, error)),
             }
@@ -2064,7 +2245,7 @@ where
         let mut changed = Vec::with_capacity(ids.len());
         for id in ids {
             let ws: Option<ServingWorkspaceRow> = sqlx::query_as(
-                "SELECT id, slug, active_env, env_defaults, state_epoch FROM workspaces WHERE id = $1",
+                "SELECT id, slug, active_env, env_defaults, state_epoch, require_keys FROM workspaces WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -2103,7 +2284,11 @@ where
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(internal)?;
-                    Some(workspace_config(ws, envs, routes, deployed, personas))
+                    let keys = serving_keys::<DB>(&mut tx, Some(id))
+                        .await?
+                        .remove(&id)
+                        .unwrap_or_default();
+                    Some(workspace_config(ws, envs, routes, deployed, personas, keys))
                 }
             };
             changed.push((id, config));
@@ -2161,7 +2346,16 @@ fn workspace_config(
     rows: Vec<ServingRouteRow>,
     deployed: Vec<ServingDeploymentRow>,
     personas: Vec<ServingPersonaRow>,
+    keys: Vec<ServingKeyRow>,
 ) -> Result<WorkspaceConfig, FieldError> {
+    let mut keys_by_env: HashMap<String, Vec<mockplane_shared::keys::ApiKeyConfig>> =
+        HashMap::new();
+    for key in keys {
+        let config = key
+            .config()
+            .map_err(|e| e.within(&format!("environments.{}", key.environment)))?;
+        keys_by_env.entry(key.environment).or_default().push(config);
+    }
     let personas = personas
         .into_iter()
         .map(|row| {
@@ -2222,6 +2416,7 @@ fn workspace_config(
                 name,
                 realism: settings.over(&defaults).effective().realism,
                 routes: served,
+                keys: keys_by_env.remove(env.name.as_str()).unwrap_or_default(),
             })
         })
         .collect::<Result<Vec<_>, FieldError>>()?;
@@ -2232,6 +2427,7 @@ fn workspace_config(
         environments,
         personas,
         state_epoch: to_u64(ws.state_epoch),
+        require_api_keys: ws.require_keys != 0,
     };
     config.validate()?;
     Ok(config)
@@ -2781,7 +2977,10 @@ where
 
 /// Records that a workspace's serving config changed, under a new revision.
 /// Called last in a transaction: the revision row stays locked until commit.
-async fn bump_revision<DB>(conn: &mut DB::Connection, workspace_id: Uuid) -> StoreResult<u64>
+pub(super) async fn bump_revision<DB>(
+    conn: &mut DB::Connection,
+    workspace_id: Uuid,
+) -> StoreResult<u64>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
