@@ -2,12 +2,25 @@
 //! `mockplane up` also runs a whole local Mockplane.
 #![forbid(unsafe_code)]
 
+/// `print!` to standard output, ending quietly when the reader has gone.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_out(format_args!($($arg)*)) };
+}
+
+/// `println!` to standard output, ending quietly when the reader has gone.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+mod access;
 mod client;
 mod envfile;
 mod mockfile;
 mod output;
 mod personafile;
+mod prompt;
 mod scenariofile;
+mod session;
 mod up;
 
 use std::path::PathBuf;
@@ -29,15 +42,13 @@ use crate::output::{
 #[derive(Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
-    /// The control plane's gRPC address.
-    #[arg(
-        long,
-        global = true,
-        env = "MOCKPLANE_SERVER",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    server: String,
-    /// API token; the control plane prints one on its first run.
+    /// The control plane's gRPC address. Default: the one `mockplane
+    /// login` logged in to, else http://127.0.0.1:7070.
+    #[arg(long, global = true, env = "MOCKPLANE_SERVER")]
+    server: Option<String>,
+    /// The token to authenticate with: an API token (the control plane
+    /// prints one on its first run) or an environment token (`mockplane
+    /// env-token`). Without one, the session of `mockplane login` is used.
     #[arg(long, global = true, env = "MOCKPLANE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// How to print results.
@@ -47,6 +58,7 @@ struct Cli {
     /// every environment of a workspace (deleting it, its defaults,
     /// personas, state resets) need one when an environment requires a
     /// reason, as prod does by default. It goes to the audit trail.
+    /// `env-token` needs one: it goes to the workspace's access log.
     #[arg(long, global = true, env = "MOCKPLANE_REASON")]
     reason: Option<String>,
     #[command(subcommand)]
@@ -78,6 +90,39 @@ enum Command {
     Journal(JournalArgs),
     /// Run a local Mockplane: a control plane on SQLite and one data-plane node.
     Up(up::UpArgs),
+    /// Log in with your e-mail and password; the session is saved and
+    /// used by every command that gets no --token.
+    Login(access::LoginArgs),
+    /// Forget the saved session.
+    Logout,
+    /// Show who you are: principal, org, and how you authenticated.
+    Whoami,
+    /// Invite, list, inspect, change and delete the org's users; change
+    /// your password.
+    #[command(subcommand, visible_alias = "users")]
+    User(access::UserCommand),
+    /// Create service accounts: principals for automation.
+    #[command(subcommand, visible_alias = "service-accounts")]
+    ServiceAccount(access::ServiceAccountCommand),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand, visible_alias = "api-tokens")]
+    ApiToken(access::ApiTokenCommand),
+    /// List, define, change and delete roles; list the permissions.
+    #[command(subcommand, visible_alias = "roles")]
+    Role(access::RoleCommand),
+    /// Who has which role in which environment of a workspace.
+    #[command(subcommand, visible_alias = "members")]
+    Member(access::MemberCommand),
+    /// Environment policies: which roles may use a permission in an
+    /// environment.
+    #[command(subcommand, visible_alias = "policies")]
+    Policy(access::PolicyCommand),
+    /// Get a short-lived token for changes to one environment (prod needs
+    /// one), for a reason given with --reason.
+    EnvToken(access::EnvTokenArgs),
+    /// Show a workspace's environment access log: who got an environment
+    /// token, for which environment, why and until when. Newest first.
+    AccessLog(access::AccessLogArgs),
 }
 
 #[derive(Subcommand)]
@@ -512,23 +557,42 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
-    if let Some(reason) = &cli.reason {
+    // A blank reason (`MOCKPLANE_REASON=`) states none. env-token sends
+    // its reason in the request, not as call metadata.
+    let reason = cli.reason.as_deref().filter(|r| !r.trim().is_empty());
+    if let Some(reason) = reason
+        && !matches!(cli.command, Command::EnvToken(_))
+    {
         client::set_reason(reason)?;
     }
     match cli.command {
-        Command::Up(args) => up::run(args, format).await,
-        Command::Workspace(command) => {
-            workspace(&cli.server, cli.token.as_deref(), command, format).await
+        Command::Up(args) => return up::run(args, format).await,
+        Command::Login(args) => return access::login(cli.server.as_deref(), args, format).await,
+        Command::Logout => return access::logout(format),
+        _ => {}
+    }
+    let credentials = session::credentials(cli.server.as_deref(), cli.token.as_deref()).await?;
+    client::set_source(credentials.source);
+    let (server, token) = (credentials.server.as_str(), credentials.token.as_deref());
+    match cli.command {
+        Command::Up(_) | Command::Login(_) | Command::Logout => Ok(()),
+        Command::Workspace(command) => workspace(server, token, command, format).await,
+        Command::Route(command) => route(server, token, command, format).await,
+        Command::Env(command) => env(server, token, command, format).await,
+        Command::Scenario(command) => scenario(server, token, command, format).await,
+        Command::Persona(command) => persona(server, token, command, format).await,
+        Command::Journal(args) => journal(server, token, args, format).await,
+        Command::Whoami => access::whoami(server, token, format).await,
+        Command::User(command) => access::user(server, token, command, format).await,
+        Command::ServiceAccount(command) => {
+            access::service_account(server, token, command, format).await
         }
-        Command::Route(command) => route(&cli.server, cli.token.as_deref(), command, format).await,
-        Command::Env(command) => env(&cli.server, cli.token.as_deref(), command, format).await,
-        Command::Scenario(command) => {
-            scenario(&cli.server, cli.token.as_deref(), command, format).await
-        }
-        Command::Persona(command) => {
-            persona(&cli.server, cli.token.as_deref(), command, format).await
-        }
-        Command::Journal(args) => journal(&cli.server, cli.token.as_deref(), args, format).await,
+        Command::ApiToken(command) => access::api_token(server, token, command, format).await,
+        Command::Role(command) => access::role(server, token, command, format).await,
+        Command::Member(command) => access::member(server, token, command, format).await,
+        Command::Policy(command) => access::policy(server, token, command, format).await,
+        Command::EnvToken(args) => access::env_token(server, token, args, reason, format).await,
+        Command::AccessLog(args) => access::access_log(server, token, args, format).await,
     }
 }
 
@@ -1184,7 +1248,7 @@ async fn scenario(
                 .with_context(|| format!("cannot export scenario {}", found.name))?;
             match format {
                 Format::Json => output::json(&file),
-                Format::Table => print!("{}", serde_yaml::to_string(&file)?),
+                Format::Table => out!("{}", serde_yaml::to_string(&file)?),
             }
         }
         ScenarioCommand::Import {
@@ -1233,7 +1297,7 @@ fn print_import(format: Format, imported: &v1::ImportOpenApiResponse) {
             "routes": routes,
         })),
         Format::Table => {
-            println!("scenario {}: {} routes", scenario.name, routes.len());
+            outln!("scenario {}: {} routes", scenario.name, routes.len());
             output::list(format, &routes, &ROUTE_COLUMNS);
         }
     }
@@ -1525,7 +1589,7 @@ fn done(format: Format, summary: serde_json::Value) {
                         )
                     })
                     .collect();
-                println!("{}", parts.join(", "));
+                outln!("{}", parts.join(", "));
             }
         }
     }

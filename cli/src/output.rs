@@ -7,6 +7,20 @@ use mockplane_shared::{EnvSettings, ValidationMode};
 use serde::Serialize;
 use serde_json::Value;
 
+/// Writes to standard output. When the reader has gone (`mockplane … |
+/// head`), the program ends quietly instead of panicking as `print!` does.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {error}");
+        std::process::exit(1);
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
@@ -364,6 +378,250 @@ impl From<&v1::Environment> for EnvironmentView {
     }
 }
 
+/// A user or service account.
+#[derive(Serialize)]
+pub struct PrincipalView {
+    pub id: String,
+    /// `user` or `service`.
+    pub kind: String,
+    /// Users only.
+    pub email: String,
+    pub name: String,
+    /// `owner`, `admin` or `member`.
+    pub org_role: String,
+    pub disabled: bool,
+    pub etag: String,
+    pub created: String,
+    pub updated: String,
+}
+
+impl From<&v1::Principal> for PrincipalView {
+    fn from(p: &v1::Principal) -> Self {
+        Self {
+            id: p.id.clone(),
+            kind: p.kind.clone(),
+            email: p.email.clone(),
+            name: p.name.clone(),
+            org_role: p.org_role.clone(),
+            disabled: p.disabled,
+            etag: p.etag.clone(),
+            created: time(p.create_time.as_ref()),
+            updated: time(p.update_time.as_ref()),
+        }
+    }
+}
+
+/// A new user, with the one-time password when the control plane made one
+/// (shown only this once).
+#[derive(Serialize)]
+pub struct NewUserView {
+    #[serde(flatten)]
+    pub user: PrincipalView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_time_password: Option<String>,
+}
+
+/// Who the caller is, and how they authenticated.
+#[derive(Serialize)]
+pub struct WhoAmIView {
+    pub id: String,
+    pub kind: String,
+    pub email: String,
+    pub name: String,
+    pub org_role: String,
+    pub org: String,
+    /// `access_token`, `api_token`, `environment_token` or `external`.
+    pub credential: String,
+    /// For an environment token: the workspace (its id) and environment it
+    /// is limited to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+impl From<&v1::WhoAmIResponse> for WhoAmIView {
+    fn from(w: &v1::WhoAmIResponse) -> Self {
+        let p = w.principal.clone().unwrap_or_default();
+        let set = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Self {
+            id: p.id,
+            kind: p.kind,
+            email: p.email,
+            name: p.name,
+            org_role: p.org_role,
+            org: w.org_id.clone(),
+            credential: w.credential.clone(),
+            workspace: set(&w.workspace),
+            environment: set(&w.environment),
+        }
+    }
+}
+
+/// A saved login session (never its tokens).
+#[derive(Serialize)]
+pub struct SessionView {
+    pub server: String,
+    pub email: String,
+    /// The file the session is saved in.
+    pub session_file: String,
+    /// When the access token expires; the CLI renews it by itself.
+    pub access_token_expires: String,
+    /// When the session ends unless used: log in again after it.
+    pub refresh_token_expires: String,
+}
+
+/// An API token (never its secret, but for `secret` right after creation).
+#[derive(Serialize)]
+pub struct ApiTokenView {
+    pub id: String,
+    pub name: String,
+    pub principal_id: String,
+    pub created: String,
+    /// Null (`-`) when it never expires.
+    pub expires: Option<String>,
+    /// To the minute; null (`-`) when never used.
+    pub last_used: Option<String>,
+    /// Only in the answer to `api-token create`: shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl From<&v1::ApiToken> for ApiTokenView {
+    fn from(t: &v1::ApiToken) -> Self {
+        let when = |t: Option<&prost_types::Timestamp>| Some(time(t)).filter(|s| !s.is_empty());
+        Self {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            principal_id: t.principal_id.clone(),
+            created: time(t.create_time.as_ref()),
+            expires: when(t.expire_time.as_ref()),
+            last_used: when(t.last_use_time.as_ref()),
+            secret: None,
+        }
+    }
+}
+
+/// A role: built-in or the org's own.
+#[derive(Serialize)]
+pub struct RoleView {
+    pub name: String,
+    pub builtin: bool,
+    pub permissions: Vec<String>,
+    pub description: String,
+    /// Empty for built-in roles, which cannot change.
+    pub etag: String,
+}
+
+impl From<&v1::Role> for RoleView {
+    fn from(r: &v1::Role) -> Self {
+        Self {
+            name: r.name.clone(),
+            builtin: r.builtin,
+            permissions: r.permissions.clone(),
+            description: r.description.clone(),
+            etag: r.etag.clone(),
+        }
+    }
+}
+
+/// A permission and what it allows.
+#[derive(Serialize)]
+pub struct PermissionView {
+    pub name: String,
+    /// `org`, `workspace`, `all_environments` or `environment`.
+    pub reach: String,
+    pub description: String,
+}
+
+impl From<&v1::PermissionInfo> for PermissionView {
+    fn from(p: &v1::PermissionInfo) -> Self {
+        Self {
+            name: p.name.clone(),
+            reach: p.reach.clone(),
+            description: p.description.clone(),
+        }
+    }
+}
+
+/// A principal's role in one environment of a workspace.
+#[derive(Serialize)]
+pub struct MemberView {
+    pub environment: String,
+    /// The principal's name.
+    pub principal: String,
+    pub principal_id: String,
+    pub role: String,
+    pub created: String,
+}
+
+impl From<&v1::Member> for MemberView {
+    fn from(m: &v1::Member) -> Self {
+        Self {
+            environment: m.environment.clone(),
+            principal: m.principal_name.clone(),
+            principal_id: m.principal_id.clone(),
+            role: m.role.clone(),
+            created: time(m.create_time.as_ref()),
+        }
+    }
+}
+
+/// An environment policy: who may use one permission in one environment.
+#[derive(Serialize)]
+pub struct PolicyView {
+    pub environment: String,
+    pub permission: String,
+    /// The roles allowed.
+    pub roles: Vec<String>,
+    pub created: String,
+}
+
+impl From<&v1::Policy> for PolicyView {
+    fn from(p: &v1::Policy) -> Self {
+        Self {
+            environment: p.environment.clone(),
+            permission: p.permission.clone(),
+            roles: p.roles.clone(),
+            created: time(p.create_time.as_ref()),
+        }
+    }
+}
+
+/// A token for one environment of one workspace.
+#[derive(Serialize)]
+pub struct EnvTokenView {
+    pub workspace: String,
+    pub environment: String,
+    pub token: String,
+    pub expires: String,
+}
+
+/// A grant of the environment access log.
+#[derive(Serialize)]
+pub struct AccessView {
+    pub granted: String,
+    pub expires: String,
+    pub environment: String,
+    /// Who asked: their e-mail or name where it is known, else their id.
+    pub principal: String,
+    pub principal_id: String,
+    pub reason: String,
+}
+
+impl From<&v1::EnvironmentAccess> for AccessView {
+    fn from(a: &v1::EnvironmentAccess) -> Self {
+        Self {
+            granted: time(a.grant_time.as_ref()),
+            expires: time(a.expire_time.as_ref()),
+            environment: a.environment.clone(),
+            principal: a.principal_id.clone(),
+            principal_id: a.principal_id.clone(),
+            reason: a.reason.clone(),
+        }
+    }
+}
+
 /// Settings from the wire in file form; what cannot be read is left out.
 fn settings(wire: Option<&v1::EnvironmentSettings>) -> EnvSettings {
     mockplane_proto::convert::parse_env_settings(wire).unwrap_or_default()
@@ -402,7 +660,7 @@ pub fn chaos_summary(chaos: &Chaos) -> String {
     format!("{}% {}", number(chaos.rate * 100.0), outcomes.join(","))
 }
 
-fn time(timestamp: Option<&prost_types::Timestamp>) -> String {
+pub fn time(timestamp: Option<&prost_types::Timestamp>) -> String {
     timestamp
         .and_then(|t| {
             chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
@@ -421,7 +679,7 @@ pub fn list<T: Serialize>(format: Format, rows: &[T], columns: &[&str]) {
                 .iter()
                 .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
                 .collect();
-            print!("{}", table(&values, columns));
+            out!("{}", table(&values, columns));
         }
     }
 }
@@ -439,7 +697,7 @@ pub fn one<T: Serialize>(format: Format, item: &T) {
                         Value::Bool(false) => "no".to_owned(),
                         value => cell(&value),
                     };
-                    println!("{key:width$}  {text}");
+                    outln!("{key:width$}  {text}");
                 }
             }
         }
@@ -448,7 +706,7 @@ pub fn one<T: Serialize>(format: Format, item: &T) {
 
 pub fn json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => outln!("{text}"),
         Err(error) => eprintln!("error: cannot print JSON: {error}"),
     }
 }

@@ -953,3 +953,541 @@ async fn personas_state_and_the_journal() {
         "{error}"
     );
 }
+
+/// `mockplane` with its own config directory, where `login` keeps the
+/// session.
+struct WithSession<'a> {
+    cli: Cli<'a>,
+    config: String,
+}
+
+impl WithSession<'_> {
+    fn env(&self) -> [(&'static str, &str); 1] {
+        [("MOCKPLANE_CONFIG_DIR", self.config.as_str())]
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        self.cli.ok_with(args, &self.env(), None).await
+    }
+
+    async fn fails(&self, args: &[&str]) -> String {
+        self.cli.fails_with(args, &self.env(), None).await
+    }
+
+    async fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
+        self.cli.ok_with(args, &self.env(), Some(stdin)).await
+    }
+
+    async fn fails_stdin(&self, args: &[&str], stdin: &str) -> String {
+        self.cli.fails_with(args, &self.env(), Some(stdin)).await
+    }
+
+    /// stdout and stderr of a command that must succeed.
+    async fn both(&self, args: &[&str]) -> (String, String) {
+        let output = self.cli.run_with(args, &self.env(), None).await;
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            output.status.success(),
+            "mockplane {args:?} failed:\n{stderr}"
+        );
+        (String::from_utf8(output.stdout).unwrap(), stderr)
+    }
+
+    fn session_file(&self) -> std::path::PathBuf {
+        Path::new(&self.config).join("session.json")
+    }
+}
+
+/// A table line with exactly these cells (separated by whitespace).
+fn has_row(table: &str, cells: &[&str]) -> bool {
+    table
+        .lines()
+        .any(|line| line.split_whitespace().eq(cells.iter().copied()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_in_and_manages_users_roles_members_policies_and_tokens() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let email = plane.process.event("bootstrap", "admin_email").unwrap();
+    let password = plane.process.event("bootstrap", "admin_password").unwrap();
+    let me = WithSession {
+        cli: Cli {
+            server: plane.url(),
+            token: None,
+        },
+        config: dir.path().join("owner-config").display().to_string(),
+    };
+
+    // Without a token or a session, the hint says how to get one.
+    let error = me.fails(&["whoami"]).await;
+    assert!(
+        error.contains("Unauthenticated") && error.contains("mockplane login"),
+        "{error}"
+    );
+    let error = me
+        .fails_stdin(
+            &["login", "--email", &email, "--password-stdin"],
+            "not the password\n",
+        )
+        .await;
+    assert!(error.contains("wrong e-mail or password"), "{error}");
+    assert!(!me.session_file().exists());
+    let error = me
+        .fails_stdin(&["login", "--password-stdin"], &format!("{password}\n"))
+        .await;
+    assert!(error.contains("needs --email"), "{error}");
+
+    // Log in: the session is saved privately, for this server.
+    let out = me
+        .ok_stdin(
+            &["login", "--email", &email, "--password-stdin"],
+            &format!("{password}\n"),
+        )
+        .await;
+    assert!(
+        out.contains(&format!("logged in to {} as {email}", plane.url())),
+        "{out}"
+    );
+    let mode = std::fs::metadata(me.session_file())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let saved = json(&std::fs::read_to_string(me.session_file()).unwrap());
+    assert_eq!(saved["server"], plane.url());
+    assert!(!saved["refresh_token"].as_str().unwrap().is_empty());
+
+    let who = me.ok(&["whoami"]).await;
+    assert!(has_row(&who, &["credential", "access_token"]), "{who}");
+    assert!(has_row(&who, &["org_role", "owner"]), "{who}");
+    let who = json(&me.ok(&["-o", "json", "whoami"]).await);
+    assert_eq!(who["email"], email.as_str());
+    assert!(who.get("environment").is_none(), "{who}");
+    // The session is for this server only: not even sent to the same
+    // server under another name.
+    let other_name = plane.url().replace("127.0.0.1", "localhost");
+    let error = me.fails(&["--server", &other_name, "whoami"]).await;
+    let for_session = format!("the session of `mockplane login` is for {}", plane.url());
+    assert!(
+        error.contains("Unauthenticated") && error.contains(&for_session),
+        "{error}"
+    );
+
+    me.ok(&["workspace", "create", "shop"]).await;
+
+    // Users: a generated one-time password is shown once.
+    let dev = json(
+        &me.ok(&[
+            "-o",
+            "json",
+            "user",
+            "create",
+            "dev@example.com",
+            "--name",
+            "Dev",
+        ])
+        .await,
+    );
+    let dev_id = dev["id"].as_str().unwrap().to_owned();
+    let one_time = dev["one_time_password"].as_str().unwrap().to_owned();
+    assert_eq!(dev["org_role"], "member");
+    let (out, note) = me.both(&["user", "create", "ops@example.com"]).await;
+    assert!(out.contains("one_time_password"), "{out}");
+    assert!(note.contains("shown only now"), "{note}");
+    let error = me.fails(&["user", "create", "not-an-address"]).await;
+    assert!(
+        error.contains("\"not-an-address\" is not an e-mail address"),
+        "{error}"
+    );
+    let users = me.ok(&["user", "list", "--kind", "user"]).await;
+    for email in [email.as_str(), "dev@example.com", "ops@example.com"] {
+        assert!(users.contains(email), "{users}");
+    }
+    let disabled = json(
+        &me.ok(&["-o", "json", "user", "update", &dev_id, "--disable"])
+            .await,
+    );
+    assert_eq!(disabled["disabled"], true);
+    let enabled = json(
+        &me.ok(&["-o", "json", "user", "update", &dev_id, "--enable"])
+            .await,
+    );
+    assert_eq!(enabled["disabled"], false);
+    let error = me.fails(&["user", "update", &dev_id]).await;
+    assert!(error.contains("nothing to change"), "{error}");
+    let got = json(&me.ok(&["-o", "json", "user", "get", &dev_id]).await);
+    assert_eq!(got["name"], "Dev");
+
+    // The new user logs in with the one-time password and changes it.
+    let dev = WithSession {
+        cli: Cli {
+            server: plane.url(),
+            token: None,
+        },
+        config: dir.path().join("dev-config").display().to_string(),
+    };
+    let login = ["login", "--email", "dev@example.com", "--password-stdin"];
+    dev.ok_stdin(&login, &format!("{one_time}\n")).await;
+    let error = dev
+        .fails_stdin(
+            &["user", "passwd", "--password-stdin"],
+            "not my password\nmy new password, long\n",
+        )
+        .await;
+    assert!(error.contains("current password is wrong"), "{error}");
+    let error = dev
+        .fails_stdin(
+            &["user", "passwd", "--password-stdin"],
+            &format!("{one_time}\n"),
+        )
+        .await;
+    assert!(
+        error.contains("line 2") && error.contains("missing"),
+        "{error}"
+    );
+    dev.ok_stdin(
+        &["user", "passwd", "--password-stdin"],
+        &format!("{one_time}\nmy new password, long\n"),
+    )
+    .await;
+    let error = dev.fails_stdin(&login, &format!("{one_time}\n")).await;
+    assert!(error.contains("wrong e-mail or password"), "{error}");
+    dev.ok_stdin(&login, "my new password, long\n").await;
+
+    // Roles: the server's own words for what is wrong.
+    let error = me
+        .fails(&[
+            "role",
+            "create",
+            "platform",
+            "--permission",
+            "environment.read,environment.nope",
+        ])
+        .await;
+    assert!(
+        error.contains("`environment.nope` is not a permission")
+            && error.contains("InvalidArgument"),
+        "{error}"
+    );
+    let error = me
+        .fails(&[
+            "role",
+            "create",
+            "editor",
+            "--permission",
+            "environment.read",
+        ])
+        .await;
+    assert!(error.contains("`editor` is a built-in role"), "{error}");
+    let role = json(
+        &me.ok(&[
+            "-o",
+            "json",
+            "role",
+            "create",
+            "platform",
+            "--permission",
+            "environment.read",
+            "--permission",
+            "environment.reality",
+            "--description",
+            "The platform team",
+        ])
+        .await,
+    );
+    assert_eq!(
+        role["permissions"],
+        serde_json::json!(["environment.read", "environment.reality"])
+    );
+    let etag = role["etag"].as_str().unwrap().to_owned();
+    me.ok(&[
+        "role",
+        "update",
+        "platform",
+        "--permission",
+        "environment.read,environment.reality,environment.chaos",
+        "--etag",
+        &etag,
+    ])
+    .await;
+    let error = me
+        .fails(&[
+            "role",
+            "update",
+            "platform",
+            "--permission",
+            "environment.read",
+            "--etag",
+            &etag,
+        ])
+        .await;
+    assert!(error.contains("Aborted"), "{error}");
+    let roles = me.ok(&["role", "list"]).await;
+    assert!(
+        roles
+            .lines()
+            .any(|l| l.starts_with("platform") && l.contains("environment.chaos")),
+        "{roles}"
+    );
+    assert!(roles.lines().any(|l| l.starts_with("viewer")), "{roles}");
+    let permissions = me.ok(&["role", "permissions"]).await;
+    assert!(
+        permissions.starts_with("NAME") && permissions.lines().next().unwrap().contains("REACH"),
+        "{permissions}"
+    );
+    assert!(
+        permissions
+            .lines()
+            .any(|l| l.starts_with("environment.reality")
+                && l.contains(" environment ")
+                && l.contains("reality level")),
+        "{permissions}"
+    );
+
+    // Prod asks for an environment token, given for a reason.
+    let error = me
+        .fails(&["member", "set", "shop", "prod", &dev_id, "platform"])
+        .await;
+    assert!(
+        error.contains("mockplane env-token shop prod") && error.contains("PermissionDenied"),
+        "{error}"
+    );
+    let error = me.fails(&["env-token", "shop", "prod"]).await;
+    assert!(error.contains("needs --reason"), "{error}");
+    let error = me
+        .fails(&["env-token", "shop", "prod", "--reason", "short"])
+        .await;
+    assert!(error.contains("8 to 500"), "{error}");
+    let (out, hint) = me
+        .both(&[
+            "env-token",
+            "shop",
+            "prod",
+            "--reason",
+            "looking at prod access",
+        ])
+        .await;
+    assert!(
+        out.starts_with("token ") && out.contains("\nexpires "),
+        "{out}"
+    );
+    assert!(
+        hint.contains("MOCKPLANE_TOKEN=") && hint.contains("mockplane env update shop prod"),
+        "{hint}"
+    );
+    let issued = json(
+        &me.ok(&[
+            "-o",
+            "json",
+            "env-token",
+            "shop",
+            "prod",
+            "--reason",
+            "granting platform in prod",
+        ])
+        .await,
+    );
+    let prod_token = issued["token"].as_str().unwrap().to_owned();
+    assert!(!issued["expires"].as_str().unwrap().is_empty());
+    // --token wins over the session, and is used as is.
+    let prod = WithSession {
+        cli: Cli {
+            server: plane.url(),
+            token: Some(&prod_token),
+        },
+        config: me.config.clone(),
+    };
+    let who = json(&prod.ok(&["-o", "json", "whoami"]).await);
+    assert_eq!(
+        (&who["credential"], &who["environment"]),
+        (&Value::from("environment_token"), &Value::from("prod"))
+    );
+    let set = prod
+        .ok(&["member", "set", "shop", "prod", &dev_id, "platform"])
+        .await;
+    assert!(has_row(&set, &["role", "platform"]), "{set}");
+    prod.ok(&[
+        "policy",
+        "set",
+        "shop",
+        "prod",
+        "environment.reality",
+        "platform",
+    ])
+    .await;
+    let error = prod
+        .fails(&["member", "set", "shop", "dev", &dev_id, "viewer"])
+        .await;
+    assert!(
+        error.contains("scoped to the `prod` environment"),
+        "{error}"
+    );
+    me.ok(&["member", "set", "shop", "dev", &dev_id, "editor"])
+        .await;
+    let error = me
+        .fails(&["member", "set", "shop", "dev", &dev_id, "nobody"])
+        .await;
+    assert!(error.contains("nobody"), "{error}");
+
+    let members = me.ok(&["member", "list", "shop"]).await;
+    assert!(
+        has_row(&members, &["prod", "Dev", "platform", &dev_id]),
+        "{members}"
+    );
+    assert!(
+        has_row(&members, &["dev", "Dev", "editor", &dev_id]),
+        "{members}"
+    );
+    let policies = me.ok(&["policy", "list", "shop"]).await;
+    assert!(
+        has_row(&policies, &["prod", "environment.reality", "platform"]),
+        "{policies}"
+    );
+    let policies = json(&me.ok(&["-o", "json", "policy", "list", "shop"]).await);
+    assert_eq!(policies[0]["roles"], serde_json::json!(["platform"]));
+
+    // The policy decides in prod: the platform member may change reality
+    // there, the owner may not.
+    let dev_token = json(
+        &dev.ok(&[
+            "-o",
+            "json",
+            "env-token",
+            "shop",
+            "prod",
+            "--reason",
+            "raising prod reality",
+        ])
+        .await,
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let as_dev = Cli {
+        server: plane.url(),
+        token: Some(&dev_token),
+    };
+    as_dev
+        .ok(&["env", "update", "shop", "prod", "--reality", "4"])
+        .await;
+    let error = prod
+        .fails(&["env", "update", "shop", "prod", "--reality", "3"])
+        .await;
+    assert!(error.contains("PermissionDenied"), "{error}");
+    let log = me.ok(&["access-log", "shop"]).await;
+    assert!(
+        log.contains("granting platform in prod") && log.contains("raising prod reality"),
+        "{log}"
+    );
+    assert!(log.contains("dev@example.com"), "{log}");
+
+    prod.ok(&["policy", "delete", "shop", "prod", "environment.reality"])
+        .await;
+    prod.ok(&["member", "remove", "shop", "prod", &dev_id])
+        .await;
+    let members = me.ok(&["-o", "json", "member", "list", "shop"]).await;
+    assert!(!members.contains("platform"), "{members}");
+    let error = me.fails(&["role", "delete", "editor"]).await;
+    assert!(error.contains("built-in"), "{error}");
+
+    // API tokens: the secret once, then it works until revoked.
+    let (out, note) = me
+        .both(&["api-token", "create", "--name", "ci", "--ttl-days", "30"])
+        .await;
+    assert!(note.contains("not shown again"), "{note}");
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(secret.starts_with("mpt_"), "{out}");
+    let token_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let ci = Cli {
+        server: plane.url(),
+        token: Some(&secret),
+    };
+    let who = ci.ok(&["whoami"]).await;
+    assert!(has_row(&who, &["credential", "api_token"]), "{who}");
+    let tokens = json(&me.ok(&["-o", "json", "api-token", "list"]).await);
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == token_id.as_str() && t["name"] == "ci" && t["secret"].is_null()),
+        "{tokens}"
+    );
+    let robot = json(
+        &me.ok(&["-o", "json", "service-account", "create", "deployer"])
+            .await,
+    );
+    let robot_id = robot["id"].as_str().unwrap();
+    assert_eq!(robot["kind"], "service");
+    me.ok(&[
+        "api-token",
+        "create",
+        "--for",
+        robot_id,
+        "--name",
+        "deploys",
+    ])
+    .await;
+    let robot_tokens = me.ok(&["api-token", "list", "--for", robot_id]).await;
+    assert!(robot_tokens.contains("deploys"), "{robot_tokens}");
+    let services = me.ok(&["user", "list", "--kind", "service"]).await;
+    assert!(
+        services.contains("deployer") && !services.contains("dev@example.com"),
+        "{services}"
+    );
+    me.ok(&["api-token", "revoke", &token_id]).await;
+    let error = ci.fails(&["whoami"]).await;
+    assert!(
+        error.contains("the API token is not valid")
+            && error.contains(&format!("the API token {}…", &secret[..8]))
+            && error.contains("MOCKPLANE_TOKEN"),
+        "{error}"
+    );
+
+    // An access token about to expire is renewed, and the new pair saved.
+    let before = std::fs::read_to_string(me.session_file()).unwrap();
+    let mut expiring = json(&before);
+    expiring["access_token_expire_time"] = Value::from("2000-01-01T00:00:00Z");
+    std::fs::write(me.session_file(), expiring.to_string()).unwrap();
+    me.ok(&["whoami"]).await;
+    let renewed = json(&std::fs::read_to_string(me.session_file()).unwrap());
+    assert_ne!(renewed["access_token"], expiring["access_token"]);
+    assert_ne!(renewed["refresh_token"], expiring["refresh_token"]);
+    assert_ne!(
+        renewed["access_token_expire_time"],
+        expiring["access_token_expire_time"]
+    );
+    let mode = std::fs::metadata(me.session_file())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A refresh token works once: using the old one again ends the session.
+    std::fs::write(me.session_file(), expiring.to_string()).unwrap();
+    let error = me.fails(&["whoami"]).await;
+    assert!(
+        error.contains("already used") && error.contains("log in again"),
+        "{error}"
+    );
+
+    let out = me.ok(&["logout"]).await;
+    assert!(out.contains("logged_out: true"), "{out}");
+    assert!(!me.session_file().exists());
+    let error = me.fails(&["whoami"]).await;
+    assert!(error.contains("mockplane login"), "{error}");
+}
