@@ -209,6 +209,13 @@ pub async fn run(args: UpArgs, format: Format) -> anyhow::Result<()> {
     let grpc = event_field(&events, "listening", "grpc")
         .ok_or_else(|| anyhow!("the control plane did not say where it listens"))?;
     let first_run = event_field(&events, "bootstrap", "admin_token").is_some();
+    // The first owner's login, shown this once (the control plane keeps
+    // only a hash of the password).
+    let owner = event_field(&events, "bootstrap", "admin_email").zip(event_field(
+        &events,
+        "bootstrap",
+        "admin_password",
+    ));
 
     let mut node = Process::spawn(
         "the data-plane node",
@@ -245,6 +252,8 @@ pub async fn run(args: UpArgs, format: Format) -> anyhow::Result<()> {
                 "ops": format!("http://{ops}"),
                 "admin_token_file": token_note,
                 "first_run": first_run,
+                "admin_email": owner.as_ref().map(|(email, _)| email),
+                "admin_password": owner.as_ref().map(|(_, password)| password),
                 "database": database.display().to_string(),
                 "logs": logs.display().to_string(),
             })
@@ -254,6 +263,7 @@ pub async fn run(args: UpArgs, format: Format) -> anyhow::Result<()> {
             &http,
             &ops,
             first_run,
+            owner.as_ref(),
             token_note.as_deref(),
             &args.data_dir,
         ),
@@ -292,6 +302,7 @@ fn print_tour(
     http: &str,
     ops: &str,
     first_run: bool,
+    owner: Option<&(String, String)>,
     token_file: Option<&str>,
     data_dir: &Path,
 ) {
@@ -304,7 +315,14 @@ fn print_tour(
     println!("  data and logs          {}", data_dir.display());
     println!();
     if first_run {
-        println!("First run: created org \"default\" and its admin token.");
+        println!("First run: created org \"default\", its first owner and an admin token.");
+    }
+    if let Some((email, password)) = owner {
+        println!("  owner login            {email}");
+        println!(
+            "  one-time password      {password}   (shown only now: `mockplane login --email {email}`)"
+        );
+        println!();
     }
     println!("Use the CLI in another terminal:");
     println!("  alias mockplane={cli}");

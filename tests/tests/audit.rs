@@ -255,6 +255,12 @@ async fn every_change_leaves_one_chained_event_and_tampering_shows() {
     let prod_change = all.iter().find(|e| e.request_id == "m10").unwrap();
     assert_eq!(prod_change.environment, "prod");
     assert_eq!(prod_change.credential, "environment_token");
+    assert_eq!(prod_change.actor, "admin@localhost");
+    assert!(
+        prod_change.actor_id.starts_with("user:"),
+        "{}",
+        prod_change.actor_id
+    );
     assert_eq!(prod_change.reason, "raise prod latency for INC-7");
     assert!(
         prod_change.summary.contains("before"),

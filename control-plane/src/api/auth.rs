@@ -59,7 +59,7 @@ fn audit_context(caller: &Caller, request_id: &str) -> AuditContext {
         });
     let actor_id = format!("{}:{}", caller.principal.kind.as_str(), caller.principal.id);
     AuditContext {
-        actor: actor_id.clone(),
+        actor: caller.principal.display.clone(),
         actor_id,
         credential: match &caller.credential {
             Credential::External { issuer } => format!("external ({issuer})"),

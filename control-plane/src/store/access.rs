@@ -40,12 +40,15 @@ impl PrincipalKind {
 }
 
 /// The authenticated caller of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub org_id: Uuid,
     pub id: Uuid,
     pub kind: PrincipalKind,
     pub org_role: OrgRole,
+    /// The e-mail of a user, the name of a service account: how audit
+    /// events name the actor.
+    pub display: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +72,7 @@ impl PrincipalRecord {
             id: self.id,
             kind: self.kind,
             org_role: self.org_role,
+            display: self.email.clone().unwrap_or_else(|| self.name.clone()),
         }
     }
 }
