@@ -1808,10 +1808,32 @@ mod audit {
             .unwrap()
             .items;
         assert_eq!(filtered.len(), 1);
+        // `_` in a prefix is literal, not a wildcard.
+        store.reset_state(org, &ws).await.unwrap();
+        for (prefix, found) in [
+            ("workspace.reset_", 1),
+            ("workspace.reset_x", 0),
+            ("workspace_", 0),
+        ] {
+            let listed = store
+                .list_audit(
+                    org,
+                    &AuditFilter {
+                        action_prefix: prefix.into(),
+                        ..Default::default()
+                    },
+                    None,
+                    10,
+                )
+                .await
+                .unwrap()
+                .items;
+            assert_eq!(listed.len(), found, "{prefix}");
+        }
         let verified = store.verify_audit(org).await.unwrap();
         assert_eq!(verified.broken, None);
-        assert_eq!(verified.events, 2);
-        assert_eq!(verified.head_seq, 2);
+        assert_eq!(verified.events, 3);
+        assert_eq!(verified.head_seq, 3);
         // Another org's chain is its own.
         let other = store.create_org("globex").await.unwrap();
         assert!(

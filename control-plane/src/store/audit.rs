@@ -349,7 +349,7 @@ where
         let mut items: Vec<AuditRecord> = sqlx::query_as(&format!(
             "{SELECT_EVENT}WHERE org_id = $1 AND seq < $2 \
              AND ($3 = '' OR workspace_id = $3) AND ($4 = '' OR environment = $4) \
-             AND ($5 = '' OR actor_id = $5) AND ($6 = '' OR action LIKE $7) \
+             AND ($5 = '' OR actor_id = $5) AND ($6 = '' OR action LIKE $7 ESCAPE '!') \
              AND at >= $8 AND at <= $9 ORDER BY seq DESC LIMIT $10"
         ))
         .bind(org)
@@ -358,7 +358,15 @@ where
         .bind(filter.environment.clone())
         .bind(filter.actor_id.clone())
         .bind(filter.action_prefix.clone())
-        .bind(format!("{}%", filter.action_prefix.replace(['%', '_'], "")))
+        // `_` and `%` in the prefix are literal (action names have `_`).
+        .bind(format!(
+            "{}%",
+            filter
+                .action_prefix
+                .replace('!', "!!")
+                .replace('%', "!%")
+                .replace('_', "!_")
+        ))
         .bind(filter.since.unwrap_or(far_past))
         .bind(filter.until.unwrap_or(far_future))
         .bind(page_limit(limit) + 1)
@@ -449,10 +457,14 @@ where
             .begin_with(DB::BEGIN_WRITE)
             .await
             .map_err(internal)?;
-        let mut outcome = PruneOutcome::default();
+        // Every protected environment is reported, named in the retention
+        // or not, so a caller sees what is never pruned.
+        let mut outcome = PruneOutcome {
+            protected: protected.to_vec(),
+            ..Default::default()
+        };
         for (environment, days) in retention {
             if protected.contains(environment) {
-                outcome.protected.push(environment.clone());
                 continue;
             }
             let cutoff = now() - chrono::Duration::days(i64::from(*days));
