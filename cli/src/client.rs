@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
+use mockplane_proto::v1::api_key_service_client::ApiKeyServiceClient;
+use mockplane_proto::v1::audit_service_client::AuditServiceClient;
 use mockplane_proto::v1::auth_service_client::AuthServiceClient;
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::journal_service_client::JournalServiceClient;
@@ -12,6 +14,7 @@ use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
 use mockplane_proto::v1::role_service_client::RoleServiceClient;
 use mockplane_proto::v1::route_service_client::RouteServiceClient;
 use mockplane_proto::v1::scenario_service_client::ScenarioServiceClient;
+use mockplane_proto::v1::usage_service_client::UsageServiceClient;
 use mockplane_proto::v1::user_service_client::UserServiceClient;
 use mockplane_proto::v1::workspace_service_client::WorkspaceServiceClient;
 use tonic::metadata::AsciiMetadataValue;
@@ -138,6 +141,9 @@ pub struct Api {
     pub users: UserServiceClient<Authed>,
     pub roles: RoleServiceClient<Authed>,
     pub members: MemberServiceClient<Authed>,
+    pub audit: AuditServiceClient<Authed>,
+    pub api_keys: ApiKeyServiceClient<Authed>,
+    pub usage: UsageServiceClient<Authed>,
 }
 
 impl Api {
@@ -194,7 +200,12 @@ impl Api {
             auth: AuthServiceClient::with_interceptor(channel.clone(), credentials.clone()),
             users: UserServiceClient::with_interceptor(channel.clone(), credentials.clone()),
             roles: RoleServiceClient::with_interceptor(channel.clone(), credentials.clone()),
-            members: MemberServiceClient::with_interceptor(channel, credentials),
+            members: MemberServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            // A page of audit events carries up to 1000 summaries.
+            audit: AuditServiceClient::with_interceptor(channel.clone(), credentials.clone())
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            api_keys: ApiKeyServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            usage: UsageServiceClient::with_interceptor(channel, credentials),
         })
     }
 }

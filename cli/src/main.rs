@@ -13,8 +13,10 @@ macro_rules! outln {
 }
 
 mod access;
+mod audit;
 mod client;
 mod envfile;
+mod keys;
 mod mockfile;
 mod output;
 mod personafile;
@@ -59,6 +61,7 @@ struct Cli {
     /// personas, state resets) need one when an environment requires a
     /// reason, as prod does by default. It goes to the audit trail.
     /// `env-token` needs one: it goes to the workspace's access log.
+    /// `api-key create --test` needs one: it is the test key's reason.
     #[arg(long, global = true, env = "MOCKPLANE_REASON")]
     reason: Option<String>,
     #[command(subcommand)]
@@ -123,6 +126,17 @@ enum Command {
     /// Show a workspace's environment access log: who got an environment
     /// token, for which environment, why and until when. Newest first.
     AccessLog(access::AccessLogArgs),
+    /// Data-plane API keys: make, list and revoke the keys requests to a
+    /// workspace's mocks present in the x-mockplane-key header.
+    #[command(subcommand, visible_alias = "api-keys")]
+    ApiKey(keys::ApiKeyCommand),
+    /// The audit trail (org owners and admins): list its events, verify
+    /// its hash chain, prune old content.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Show the requests the nodes answered for a workspace, per
+    /// environment; requests made with test keys apart.
+    Usage(keys::UsageArgs),
 }
 
 #[derive(Subcommand)]
@@ -160,6 +174,11 @@ enum WorkspaceCommand {
         /// Whether a promotion may skip steps of the chain (dev → prod).
         #[arg(long, value_name = "true|false")]
         allow_skips: Option<bool>,
+        /// Whether every request to the workspace's mocks must present an
+        /// API key of the environment it reaches (x-mockplane-key; see
+        /// `mockplane api-key`). It reaches prod: it needs --reason.
+        #[arg(long, value_name = "true|false")]
+        require_api_keys: Option<bool>,
         /// A settings file (YAML or JSON, `-` for standard input) that
         /// replaces the defaults every environment inherits.
         #[arg(long, value_name = "FILE")]
@@ -593,6 +612,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(command) => access::policy(server, token, command, format).await,
         Command::EnvToken(args) => access::env_token(server, token, args, reason, format).await,
         Command::AccessLog(args) => access::access_log(server, token, args, format).await,
+        Command::ApiKey(command) => keys::api_key(server, token, command, reason, format).await,
+        Command::Audit(command) => audit::audit(server, token, command, format).await,
+        Command::Usage(args) => keys::usage(server, token, args, format).await,
     }
 }
 
@@ -687,6 +709,7 @@ async fn workspace(
             active_env,
             chain,
             allow_skips,
+            require_api_keys,
             defaults_file,
             etag,
         } => {
@@ -717,13 +740,17 @@ async fn workspace(
                 paths.push("allow_promotion_skips".to_owned());
                 patch.allow_promotion_skips = allow_skips;
             }
+            if let Some(require_api_keys) = require_api_keys {
+                paths.push("require_api_keys".to_owned());
+                patch.require_api_keys = require_api_keys;
+            }
             if let Some(defaults) = defaults {
                 paths.push("environment_defaults".to_owned());
                 patch.environment_defaults = Some(defaults);
             }
             if paths.is_empty() {
                 return Err(anyhow!(
-                    "nothing to change: give --slug, --name, --description, --active-env, --chain, --allow-skips or --defaults-file"
+                    "nothing to change: give --slug, --name, --description, --active-env, --chain, --allow-skips, --require-api-keys or --defaults-file"
                 ));
             }
             let updated = connect()
@@ -739,6 +766,13 @@ async fn workspace(
                 .map_err(status_error)?
                 .into_inner();
             output::one(format, &WorkspaceView::from(&updated));
+            if require_api_keys == Some(true) && format == Format::Table {
+                eprintln!(
+                    "note: requests to {}'s mocks now need an API key of the environment they reach, in the x-mockplane-key header; \
+                     `mockplane api-key create {} <env>` makes one",
+                    updated.slug, updated.slug
+                );
+            }
         }
         WorkspaceCommand::Delete { workspace, etag } => {
             connect()
@@ -1661,5 +1695,79 @@ mod tests {
         };
         assert!(args.unmatched);
         assert_eq!((args.status, args.limit), (Some(404), 100));
+    }
+
+    #[test]
+    fn key_audit_and_usage_options_parse() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("mockplane").chain(args.iter().copied()))
+        };
+        let cli = parse(&[
+            "--reason",
+            "trying the new checkout",
+            "api-key",
+            "create",
+            "shop",
+            "prod",
+            "--test",
+            "--ttl-secs",
+            "3600",
+        ])
+        .unwrap();
+        assert_eq!(cli.reason.as_deref(), Some("trying the new checkout"));
+        assert!(matches!(
+            cli.command,
+            Command::ApiKey(keys::ApiKeyCommand::Create {
+                test: true,
+                ttl_secs: Some(3600),
+                name: None,
+                ..
+            })
+        ));
+        for bad in [
+            &["api-key", "create", "shop", "dev", "--ttl-secs", "0"][..],
+            &["api-key", "create", "shop"],
+            &["audit", "list", "--limit", "0"],
+            &["audit", "list", "--since", "yesterday"],
+            &["audit", "prune", "--retention", "dev=0"],
+            &["usage", "shop", "--until", "soon"],
+            &["workspace", "update", "shop", "--require-api-keys", "maybe"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should not parse");
+        }
+        let cli = parse(&[
+            "audit",
+            "list",
+            "--action",
+            "api_key.",
+            "--since",
+            "2024-05-01",
+            "--limit",
+            "5",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Audit(audit::AuditCommand::List(_))
+        ));
+        let cli = parse(&["workspace", "update", "shop", "--require-api-keys", "true"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Workspace(WorkspaceCommand::Update {
+                require_api_keys: Some(true),
+                ..
+            })
+        ));
+        assert!(
+            parse(&[
+                "usage",
+                "shop",
+                "--env",
+                "dev",
+                "--since",
+                "2024-05-01T00:00:00Z"
+            ])
+            .is_ok()
+        );
     }
 }

@@ -43,6 +43,9 @@ pub struct WorkspaceView {
     pub allow_skips: bool,
     /// The settings every environment inherits, in settings-file form.
     pub env_defaults: EnvSettings,
+    /// Whether every request to the workspace's mocks must present an API
+    /// key of the environment it reaches (`x-mockplane-key`).
+    pub require_api_keys: bool,
     pub etag: String,
     pub created: String,
     pub updated: String,
@@ -60,6 +63,7 @@ impl From<&v1::Workspace> for WorkspaceView {
             chain: w.promotion_chain.join(" → "),
             allow_skips: w.allow_promotion_skips,
             env_defaults: settings(w.environment_defaults.as_ref()),
+            require_api_keys: w.require_api_keys,
             etag: w.etag.clone(),
             created: time(w.create_time.as_ref()),
             updated: time(w.update_time.as_ref()),
@@ -618,6 +622,215 @@ impl From<&v1::EnvironmentAccess> for AccessView {
             principal: a.principal_id.clone(),
             principal_id: a.principal_id.clone(),
             reason: a.reason.clone(),
+        }
+    }
+}
+
+/// An event of the audit trail, every field of it.
+#[derive(Serialize)]
+pub struct AuditEventView {
+    /// 1, 2, 3… per org, in commit order.
+    pub seq: i64,
+    pub id: String,
+    pub time: String,
+    /// `user:<id>`, `service:<id>` or `system`.
+    pub actor_id: String,
+    /// The actor's e-mail or service name.
+    pub actor: String,
+    /// How the actor authenticated.
+    pub credential: String,
+    /// `<resource kind>.<verb>`: `workspace.update`, `api_key.create`, …
+    pub action: String,
+    pub resource: String,
+    pub workspace_id: String,
+    pub environment: String,
+    pub reason: String,
+    /// Before and after of what changed, as JSON (as text when it is not
+    /// JSON); null when pruned.
+    pub summary: Value,
+    pub request_id: String,
+    /// Its content was emptied by retention; its hashes remain.
+    pub pruned: bool,
+    pub hash: String,
+    pub prev_hash: String,
+}
+
+impl From<&v1::AuditEvent> for AuditEventView {
+    fn from(e: &v1::AuditEvent) -> Self {
+        let summary = if e.summary.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&e.summary).unwrap_or_else(|_| Value::String(e.summary.clone()))
+        };
+        Self {
+            seq: e.seq,
+            id: e.id.clone(),
+            time: time(e.time.as_ref()),
+            actor_id: e.actor_id.clone(),
+            actor: e.actor.clone(),
+            credential: e.credential.clone(),
+            action: e.action.clone(),
+            resource: e.resource.clone(),
+            workspace_id: e.workspace_id.clone(),
+            environment: e.environment.clone(),
+            reason: e.reason.clone(),
+            summary,
+            request_id: e.request_id.clone(),
+            pruned: e.pruned,
+            hash: e.hash.clone(),
+            prev_hash: e.prev_hash.clone(),
+        }
+    }
+}
+
+/// What verifying the audit chain found.
+#[derive(Serialize)]
+pub struct AuditVerifyView {
+    pub ok: bool,
+    /// How many events were checked.
+    pub events: u64,
+    /// The newest event: keep its seq and hash elsewhere to compare later.
+    pub head_seq: i64,
+    pub head_hash: String,
+    /// When not ok: the first event that does not verify, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken_seq: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl From<&v1::VerifyAuditChainResponse> for AuditVerifyView {
+    fn from(v: &v1::VerifyAuditChainResponse) -> Self {
+        Self {
+            ok: v.ok,
+            events: v.events,
+            head_seq: v.head_seq,
+            head_hash: v.head_hash.clone(),
+            broken_seq: (!v.ok).then_some(v.broken_seq),
+            problem: (!v.ok).then(|| v.problem.clone()),
+        }
+    }
+}
+
+/// How many events of one environment a prune emptied (or would empty).
+#[derive(Serialize)]
+pub struct PrunedView {
+    pub environment: String,
+    pub events: u64,
+}
+
+/// What a prune did, or would do with `--dry-run`.
+#[derive(Serialize)]
+pub struct AuditPruneView {
+    pub dry_run: bool,
+    pub pruned: Vec<PrunedView>,
+    /// Environments never pruned, whatever their retention says.
+    pub protected: Vec<String>,
+}
+
+impl From<&v1::PruneAuditEventsResponse> for AuditPruneView {
+    fn from(p: &v1::PruneAuditEventsResponse) -> Self {
+        Self {
+            dry_run: p.dry_run,
+            pruned: p
+                .pruned
+                .iter()
+                .map(|e| PrunedView {
+                    environment: e.environment.clone(),
+                    events: e.events,
+                })
+                .collect(),
+            protected: p.protected.clone(),
+        }
+    }
+}
+
+/// A data-plane API key (never its secret, but for `secret` right after
+/// creation).
+#[derive(Serialize)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub workspace_id: String,
+    /// The one environment the key opens.
+    pub environment: String,
+    pub name: String,
+    /// The start of the secret, to recognize it by.
+    pub hint: String,
+    /// A temporary test key: its requests are not usage.
+    pub test: bool,
+    /// Why the test key was made; empty for normal keys.
+    pub reason: String,
+    /// The principal who made it.
+    pub created_by: String,
+    pub created: String,
+    /// Null (`-`) when it never expires.
+    pub expires: Option<String>,
+    /// Nodes refuse it from its expiry on.
+    pub expired: bool,
+    /// When a node last saw it used (to about the usage report interval);
+    /// null (`-`) when never.
+    pub last_used: Option<String>,
+    /// Only in the answer to `api-key create`: shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl From<&v1::ApiKey> for ApiKeyView {
+    fn from(k: &v1::ApiKey) -> Self {
+        let when = |t: Option<&prost_types::Timestamp>| Some(time(t)).filter(|s| !s.is_empty());
+        Self {
+            id: k.id.clone(),
+            workspace_id: k.workspace_id.clone(),
+            environment: k.environment.clone(),
+            name: k.name.clone(),
+            hint: k.hint.clone(),
+            test: k.test,
+            reason: k.reason.clone(),
+            created_by: k.created_by.clone(),
+            created: time(k.create_time.as_ref()),
+            expires: when(k.expire_time.as_ref()),
+            expired: k.expired,
+            last_used: when(k.last_used_time.as_ref()),
+            secret: None,
+        }
+    }
+}
+
+/// The requests one environment answered in a window.
+#[derive(Serialize)]
+pub struct EnvironmentUsageView {
+    pub environment: String,
+    /// Requests made with test keys left out.
+    pub requests: u64,
+    /// Requests made with test keys.
+    pub test_requests: u64,
+}
+
+/// A workspace's usage over a window of whole minutes.
+#[derive(Serialize)]
+pub struct UsageView {
+    pub workspace: String,
+    /// The window the totals cover: from `since`, up to `until` excluded.
+    pub since: String,
+    pub until: String,
+    pub environments: Vec<EnvironmentUsageView>,
+}
+
+impl UsageView {
+    pub fn new(workspace: &str, usage: &v1::GetUsageResponse) -> Self {
+        Self {
+            workspace: workspace.to_owned(),
+            since: time(usage.since.as_ref()),
+            until: time(usage.until.as_ref()),
+            environments: usage
+                .environments
+                .iter()
+                .map(|e| EnvironmentUsageView {
+                    environment: e.environment.clone(),
+                    requests: e.requests,
+                    test_requests: e.test_requests,
+                })
+                .collect(),
         }
     }
 }

@@ -1491,3 +1491,491 @@ async fn logs_in_and_manages_users_roles_members_policies_and_tokens() {
     let error = me.fails(&["whoami"]).await;
     assert!(error.contains("mockplane login"), "{error}");
 }
+
+/// The value of `field` in the `field  value` lines of a one-item table.
+fn field(table: &str, name: &str) -> String {
+    table
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no field {name}:\n{table}"))
+}
+
+/// stdout and stderr of a command that must succeed.
+async fn both(cli: &Cli<'_>, args: &[&str]) -> (String, String) {
+    let output = cli.run(args).await;
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        output.status.success(),
+        "mockplane {args:?} failed:\n{stderr}"
+    );
+    (String::from_utf8(output.stdout).unwrap(), stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_close_the_mocks_and_show_in_the_audit_trail_and_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let cli = Cli {
+        server: plane.url(),
+        token: plane.token.as_deref(),
+    };
+    cli.workspace_with_mocks(dir.path(), "gate", MOCKS).await;
+    let node = Node::start_with(dir.path(), &plane.url(), &["--usage-interval-secs", "1"])
+        .await
+        .unwrap();
+    node.wait_for("/w/gate/hello", 200, |b| b.contains("hello"))
+        .await;
+
+    // A dev key: its secret once, with how to send it.
+    let (out, note) = both(
+        &cli,
+        &[
+            "api-key",
+            "create",
+            "gate",
+            "dev",
+            "--name",
+            "checkout-service",
+        ],
+    )
+    .await;
+    assert!(
+        note.contains("not shown again") && note.contains("x-mockplane-key"),
+        "{note}"
+    );
+    let secret = field(&out, "secret");
+    let key_id = field(&out, "id");
+    assert!(secret.starts_with("mpk_"), "{out}");
+    assert_eq!(field(&out, "environment"), "dev");
+    assert_eq!(field(&out, "name"), "checkout-service");
+    assert_eq!(field(&out, "hint"), secret[..10]);
+    assert_eq!(field(&out, "expires"), "-");
+
+    // The server's words for what is wrong, and the option that fixes it.
+    let error = cli
+        .fails(&[
+            "api-key",
+            "create",
+            "gate",
+            "test",
+            "--test",
+            "--ttl-secs",
+            "3600",
+        ])
+        .await;
+    assert!(
+        error.contains("a test key needs a reason")
+            && error.contains("InvalidArgument")
+            && error.contains("--reason"),
+        "{error}"
+    );
+    let error = cli.fails(&["api-key", "create", "gate", "nope"]).await;
+    assert!(
+        error.contains("nope") && error.contains("NotFound"),
+        "{error}"
+    );
+    let error = cli
+        .fails(&[
+            "--reason",
+            "trying dev with a test key",
+            "api-key",
+            "create",
+            "gate",
+            "dev",
+            "--test",
+            "--ttl-secs",
+            "3600",
+        ])
+        .await;
+    assert!(
+        error.contains("make a normal key for it") && error.contains("FailedPrecondition"),
+        "{error}"
+    );
+    let error = cli
+        .fails(&[
+            "--reason",
+            "a key for prod traffic",
+            "api-key",
+            "create",
+            "gate",
+            "prod",
+        ])
+        .await;
+    assert!(
+        error.contains("mockplane env-token gate prod") && error.contains("PermissionDenied"),
+        "{error}"
+    );
+    let test_key = json(
+        &cli.ok(&[
+            "-o",
+            "json",
+            "--reason",
+            "trying the test environment",
+            "api-key",
+            "create",
+            "gate",
+            "test",
+            "--test",
+            "--ttl-secs",
+            "3600",
+        ])
+        .await,
+    );
+    assert_eq!(
+        (&test_key["test"], &test_key["reason"], &test_key["name"]),
+        (
+            &Value::from(true),
+            &Value::from("trying the test environment"),
+            &Value::from("test test key")
+        )
+    );
+    assert!(test_key["secret"].as_str().unwrap().starts_with("mpk_"));
+    assert!(test_key["expires"].is_string(), "{test_key}");
+
+    // Requiring keys reaches prod: it needs a reason.
+    let error = cli
+        .fails(&["workspace", "update", "gate", "--require-api-keys", "true"])
+        .await;
+    assert!(error.contains("`prod` requires a reason"), "{error}");
+    let updated = cli
+        .ok(&[
+            "--reason",
+            "closing the mocks to strangers",
+            "workspace",
+            "update",
+            "gate",
+            "--require-api-keys",
+            "true",
+        ])
+        .await;
+    assert!(has_row(&updated, &["require_api_keys", "yes"]), "{updated}");
+    let refused = eventually("the node to require a key", || async {
+        let reply = node.send_with("GET", "/w/gate/hello", &[], "").await.ok()?;
+        (reply.status == 401).then_some(reply)
+    })
+    .await;
+    assert_eq!(refused.error_code(), "api_key_required");
+    let with_key = [("x-mockplane-key", secret.as_str())];
+    let reply = node
+        .send_with("GET", "/w/gate/hello", &with_key, "")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // Listing shows the keys, never their secrets.
+    let table = cli.ok(&["api-key", "list", "gate"]).await;
+    assert_eq!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [
+            "ID",
+            "ENVIRONMENT",
+            "NAME",
+            "HINT",
+            "TEST",
+            "EXPIRES",
+            "EXPIRED",
+            "LAST_USED"
+        ]
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&key_id) && l.contains("checkout-service")),
+        "{table}"
+    );
+    assert!(!table.contains(&secret), "{table}");
+    let keys = json(
+        &cli.ok(&["-o", "json", "api-key", "list", "gate", "--env", "dev"])
+            .await,
+    );
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    assert_eq!(keys[0]["id"], key_id.as_str());
+    assert_eq!(keys[0]["hint"], &secret[..10]);
+    assert!(keys[0].get("secret").is_none(), "{keys}");
+    // A node reports the key's use with its usage.
+    eventually("the key's last use to be reported", || async {
+        let keys = json(
+            &cli.ok(&["-o", "json", "api-key", "list", "gate", "--env", "dev"])
+                .await,
+        );
+        keys[0]["last_used"].is_string().then_some(())
+    })
+    .await;
+
+    // Usage counts what dev served: the requests before keys were
+    // required and the one with the key; refusals are not usage.
+    let usage = eventually("usage to count the served requests", || async {
+        let usage = json(&cli.ok(&["-o", "json", "usage", "gate"]).await);
+        let dev = usage["environments"]
+            .as_array()?
+            .iter()
+            .find(|e| e["environment"] == "dev")?
+            .clone();
+        (dev["requests"].as_u64()? >= 2).then_some(usage)
+    })
+    .await;
+    assert_eq!(usage["workspace"], "gate");
+    let table = cli.ok(&["usage", "gate"]).await;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["ENVIRONMENT", "REQUESTS", "TEST_REQUESTS"]);
+    assert_eq!(
+        rows[1..4].iter().map(|r| r[0]).collect::<Vec<_>>(),
+        ["dev", "test", "prod"],
+        "{table}"
+    );
+    assert!(rows[1][1].parse::<u64>().unwrap() >= 2, "{table}");
+    assert_eq!(rows[3][1..], ["0", "0"], "{table}");
+    assert!(
+        table
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("window: from the beginning"),
+        "{table}"
+    );
+    let only_prod = json(
+        &cli.ok(&[
+            "-o",
+            "json",
+            "usage",
+            "gate",
+            "--env",
+            "prod",
+            "--since",
+            "2020-01-01",
+        ])
+        .await,
+    );
+    assert_eq!(only_prod["environments"].as_array().unwrap().len(), 1);
+    assert_eq!(only_prod["since"], "2020-01-01 00:00:00Z");
+    let error = cli
+        .fails(&[
+            "usage",
+            "gate",
+            "--since",
+            "2024-05-02",
+            "--until",
+            "2024-05-01",
+        ])
+        .await;
+    assert!(error.contains("is before --since"), "{error}");
+    let error = cli.fails(&["usage", "nowhere"]).await;
+    assert!(
+        error.contains("nowhere") && error.contains("NotFound"),
+        "{error}"
+    );
+
+    // Revoked: nodes refuse the key, and it is gone.
+    let out = cli.ok(&["api-key", "revoke", "gate", &key_id]).await;
+    assert!(out.contains(&format!("revoked: {key_id}")), "{out}");
+    let refused = eventually("the node to refuse the revoked key", || async {
+        let reply = node
+            .send_with("GET", "/w/gate/hello", &with_key, "")
+            .await
+            .ok()?;
+        (reply.status == 401).then_some(reply)
+    })
+    .await;
+    assert_eq!(refused.error_code(), "api_key_invalid");
+    let error = cli.fails(&["api-key", "revoke", "gate", &key_id]).await;
+    assert!(error.contains("NotFound"), "{error}");
+    let error = cli.fails(&["api-key", "revoke", "gate", "not-an-id"]).await;
+    assert!(error.contains("is not a key id"), "{error}");
+
+    // The audit trail has the keys' creation and revocation.
+    let table = cli.ok(&["audit", "list", "--action", "api_key."]).await;
+    assert_eq!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [
+            "SEQ",
+            "TIME",
+            "ACTOR",
+            "ACTION",
+            "RESOURCE",
+            "ENVIRONMENT",
+            "REASON"
+        ]
+    );
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.contains(" api_key.create "))
+            .count(),
+        2,
+        "{table}"
+    );
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.contains(" api_key.revoke "))
+            .count(),
+        1,
+        "{table}"
+    );
+    assert!(!table.contains("workspace.update"), "{table}");
+    let events = json(
+        &cli.ok(&[
+            "-o",
+            "json",
+            "audit",
+            "list",
+            "--action",
+            "api_key.",
+            "--workspace",
+            "gate",
+        ])
+        .await,
+    );
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 3, "{events:?}");
+    let revoked = &events[0];
+    assert_eq!(revoked["action"], "api_key.revoke");
+    assert_eq!(revoked["environment"], "dev");
+    assert!(
+        revoked["resource"].as_str().unwrap().ends_with(&key_id),
+        "{revoked}"
+    );
+    assert_eq!(revoked["summary"]["before"]["name"], "checkout-service");
+    assert_eq!(revoked["hash"].as_str().unwrap().len(), 64, "{revoked}");
+    assert_eq!(revoked["pruned"], false);
+    assert!(revoked["seq"].as_i64().unwrap() > events[1]["seq"].as_i64().unwrap());
+    for name in [
+        "id",
+        "time",
+        "actor_id",
+        "actor",
+        "credential",
+        "workspace_id",
+        "reason",
+        "request_id",
+        "prev_hash",
+    ] {
+        assert!(revoked[name].is_string(), "{name} missing: {revoked}");
+    }
+    assert_eq!(events[1]["reason"], "trying the test environment");
+    let newest = json(
+        &cli.ok(&["-o", "json", "audit", "list", "--limit", "1"])
+            .await,
+    );
+    assert_eq!(newest.as_array().unwrap().len(), 1);
+    let in_test = json(
+        &cli.ok(&[
+            "-o", "json", "audit", "list", "--env", "test", "--action", "api_key.",
+        ])
+        .await,
+    );
+    assert_eq!(in_test.as_array().unwrap().len(), 1, "{in_test}");
+    let none = json(
+        &cli.ok(&[
+            "-o",
+            "json",
+            "audit",
+            "list",
+            "--since",
+            "2999-01-01T00:00:00Z",
+        ])
+        .await,
+    );
+    assert_eq!(none, Value::Array(Vec::new()));
+    let bad = cli.run(&["audit", "list", "--since", "yesterday"]).await;
+    let error = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && error.contains("is not a time"),
+        "{error}"
+    );
+
+    // The chain verifies; prune reports prod as protected.
+    let out = cli.ok(&["audit", "verify"]).await;
+    assert!(out.starts_with("ok: ") && out.contains("head seq"), "{out}");
+    let verified = json(&cli.ok(&["-o", "json", "audit", "verify"]).await);
+    assert_eq!(verified["ok"], true);
+    assert!(verified["events"].as_u64().unwrap() >= 3, "{verified}");
+    let head_seq = verified["head_seq"].as_i64().unwrap();
+    assert!(verified.get("broken_seq").is_none(), "{verified}");
+    // Nothing is old enough to prune; prod, which requires a reason, never is.
+    let out = cli.ok(&["audit", "prune", "--dry-run"]).await;
+    assert!(out.contains("nothing would be pruned"), "{out}");
+    let out = cli
+        .ok(&["audit", "prune", "--retention", "dev=1,prod=1", "--dry-run"])
+        .await;
+    assert!(
+        out.contains("nothing would be pruned") && out.contains("protected (never pruned): prod"),
+        "{out}"
+    );
+    let pruned = json(
+        &cli.ok(&[
+            "-o",
+            "json",
+            "audit",
+            "prune",
+            "--retention",
+            "dev=30,prod=90",
+            "--dry-run",
+        ])
+        .await,
+    );
+    assert_eq!(pruned["dry_run"], true);
+    assert_eq!(pruned["protected"], serde_json::json!(["prod"]));
+    assert_eq!(
+        pruned["pruned"],
+        serde_json::json!([{"environment": "dev", "events": 0}])
+    );
+    let bad = cli.run(&["audit", "prune", "--retention", "dev=0"]).await;
+    let error = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && error.contains("at least 1"),
+        "{error}"
+    );
+    let verified = json(&cli.ok(&["-o", "json", "audit", "verify"]).await);
+    assert_eq!(
+        verified["head_seq"].as_i64().unwrap(),
+        head_seq,
+        "a dry run changes nothing"
+    );
+
+    // Someone edits an event by hand: verify names it and fails.
+    let url = format!("sqlite://{}", dir.path().join("control-plane.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("DROP TRIGGER audit_events_prune_only")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let target = revoked["seq"].as_i64().unwrap();
+    sqlx::query("UPDATE audit_events SET summary = '{\"before\":\"nothing\"}' WHERE seq = ?")
+        .bind(target)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let error = cli.fails(&["audit", "verify"]).await;
+    assert!(
+        error.contains(&format!("broken at seq {target}")) && error.contains("changed"),
+        "{error}"
+    );
+    let broken = cli.run(&["-o", "json", "audit", "verify"]).await;
+    assert_eq!(broken.status.code(), Some(1));
+    let broken = json(&String::from_utf8(broken.stdout).unwrap());
+    assert_eq!(
+        (&broken["ok"], &broken["broken_seq"]),
+        (&Value::from(false), &Value::from(target))
+    );
+    assert!(head_seq >= target);
+}
