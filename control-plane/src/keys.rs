@@ -6,10 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mockplane_shared::keys::KEY_PREFIX;
-use rand::RngCore as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::snapshot::ConfigCache;
@@ -25,9 +22,7 @@ pub const HINT_CHARS: usize = KEY_PREFIX.len() + 6;
 
 /// A new key: the prefix and 256 random bits.
 pub fn generate() -> String {
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret))
+    crate::token::generate_with(KEY_PREFIX)
 }
 
 /// The start of a secret, shown in lists.

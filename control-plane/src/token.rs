@@ -3,22 +3,28 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
-use sha2::{Digest as _, Sha256};
 
 /// Every token starts with this, so leaked tokens are easy to scan for.
 pub const TOKEN_PREFIX: &str = "mpt_";
 
 /// A new token: the prefix and 256 random bits.
 pub fn generate() -> String {
+    generate_with(TOKEN_PREFIX)
+}
+
+/// A new secret: `prefix` and 256 random bits, base64url. API tokens and
+/// data-plane keys are made this way, with their own prefixes.
+pub fn generate_with(prefix: &str) -> String {
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
-    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret))
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(secret))
 }
 
 /// What the store keeps of a token. A fast hash is right here: the secret
-/// has 256 bits of entropy, so there is nothing to brute-force.
+/// has 256 bits of entropy, so there is nothing to brute-force. The same
+/// hash as data-plane keys (`mockplane_shared::keys::hash_hex`).
 pub fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    mockplane_shared::keys::hash_hex(token)
 }
 
 #[cfg(test)]

@@ -1481,6 +1481,20 @@ mod identity {
             store.delete_principal(org, owner.id).await,
             Err(StoreError::FailedPrecondition(_))
         ));
+        // A disabled owner is not the last one: it may go.
+        let former = store
+            .create_principal(org, user("former@acme.io", OrgRole::Owner))
+            .await
+            .unwrap();
+        let off = PrincipalPatch {
+            disabled: Some(true),
+            ..Default::default()
+        };
+        store
+            .update_principal(org, former.id, &off, None)
+            .await
+            .unwrap();
+        store.delete_principal(org, former.id).await.unwrap();
 
         // API tokens: expiry, disabling and revocation all refuse.
         store

@@ -19,8 +19,8 @@ use tower::{Layer, Service};
 use super::authz::{Caller, Credential, Declared, Rule, rule_for};
 use crate::jwt::{self, Signer};
 use crate::oidc::{OidcError, OidcVerifier};
+use crate::store::Store;
 use crate::store::audit::{AUDIT_CONTEXT, AuditContext};
-use crate::store::{PrincipalKind, Store};
 use crate::token;
 
 /// Services outside the API's rules: health checks and reflection, for
@@ -254,10 +254,6 @@ impl Authenticator {
             };
             (principal, credential)
         };
-        debug_assert!(matches!(
-            principal.kind,
-            PrincipalKind::User | PrincipalKind::Service
-        ));
         Ok(Caller {
             principal,
             credential,

@@ -19,7 +19,7 @@ use super::{
     ApiState, decode_page_token, encode_page_token, etag, mask_paths, page_size, parse_etag,
     timestamp,
 };
-use crate::store::{RouteRecord, StoreError, WorkspaceRef};
+use crate::store::{RouteRecord, StoreError, WorkspaceRecord, WorkspaceRef};
 
 const PAGE_KIND: &str = "routes";
 /// Most routes one CreateRoutes or DeleteRoutes call takes.
@@ -66,18 +66,16 @@ fn scenario(raw: &str) -> Result<Option<Slug>, ApiError> {
 
 /// Refuses a write aimed at an environment that does not serve working
 /// copies, naming the way a change gets there.
-async fn check_editable(
-    state: &ApiState,
-    org: Uuid,
-    key: &WorkspaceRef,
-    environment: &str,
-) -> Result<(), ApiError> {
+/// `workspace` is the one authorization already loaded.
+fn check_editable(workspace: Option<&WorkspaceRecord>, environment: &str) -> Result<(), ApiError> {
     if environment.is_empty() {
         return Ok(());
     }
     let name =
         parse_env_name(environment).map_err(|e| FieldError::new("environment", e.message))?;
-    let workspace = state.store.get_workspace(org, key).await?;
+    let workspace = workspace.ok_or_else(|| {
+        StoreError::Internal("authorization returned no workspace for a workspace call".into())
+    })?;
     let chain = workspace.chain();
     if workspace.environment(name.as_str()).is_none() {
         return Err(StoreError::NotFound(format!(
@@ -131,7 +129,7 @@ impl RouteService for Routes {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ApiError::from)?;
         let scenario = scenario(&request.scenario)?;
-        check_editable(&self.0, grant.org_id(), &key, &request.environment).await?;
+        check_editable(grant.workspace.as_ref(), &request.environment)?;
         let records = self
             .0
             .store
@@ -203,7 +201,7 @@ impl RouteService for Routes {
         let id = route_id(&request.route_id)?;
         let patch = parse_patch(&request).map_err(ApiError::from)?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
-        check_editable(&self.0, grant.org_id(), &key, &request.environment).await?;
+        check_editable(grant.workspace.as_ref(), &request.environment)?;
         let record = self
             .0
             .store
@@ -238,7 +236,7 @@ impl RouteService for Routes {
             .map(|(index, raw)| parse_uuid(&format!("route_ids[{index}]"), raw))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ApiError::from)?;
-        check_editable(&self.0, grant.org_id(), &key, &request.environment).await?;
+        check_editable(grant.workspace.as_ref(), &request.environment)?;
         let deleted = self
             .0
             .store

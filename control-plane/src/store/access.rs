@@ -580,19 +580,7 @@ where
             && !current.disabled
             && (org_role != OrgRole::Owner || disabled);
         if losing_owner {
-            let owners: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM principals WHERE org_id = $1 AND org_role = 'owner' AND disabled = 0",
-            )
-            .bind(org)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(internal)?;
-            if owners <= 1 {
-                return Err(StoreError::FailedPrecondition(
-                    "this is the org's last active owner; make another principal owner first"
-                        .into(),
-                ));
-            }
+            ensure_another_active_owner::<DB>(&mut tx, org).await?;
         }
         let name = patch.name.clone().unwrap_or(current.name.clone());
         let updated = now();
@@ -674,28 +662,19 @@ where
             .begin_with(DB::BEGIN_WRITE)
             .await
             .map_err(internal)?;
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT org_role FROM principals WHERE org_id = $1 AND id = $2")
-                .bind(org)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(internal)?;
-        let role = role.ok_or_else(|| StoreError::NotFound(format!("principal {id}")))?;
-        if role == "owner" {
-            let owners: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM principals WHERE org_id = $1 AND org_role = 'owner' AND disabled = 0",
-            )
-            .bind(org)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(internal)?;
-            if owners <= 1 {
-                return Err(StoreError::FailedPrecondition(
-                    "this is the org's last active owner; make another principal owner first"
-                        .into(),
-                ));
-            }
+        let found: Option<(String, i32)> = sqlx::query_as(
+            "SELECT org_role, disabled FROM principals WHERE org_id = $1 AND id = $2",
+        )
+        .bind(org)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?;
+        let (role, disabled) =
+            found.ok_or_else(|| StoreError::NotFound(format!("principal {id}")))?;
+        // A disabled owner is not one of the owners the org relies on.
+        if role == "owner" && disabled == 0 {
+            ensure_another_active_owner::<DB>(&mut tx, org).await?;
         }
         sqlx::query("DELETE FROM principals WHERE id = $1")
             .bind(id)
@@ -1455,6 +1434,32 @@ where
             }))
         })
         .collect()
+}
+
+/// Refuses a change that would leave the org without an active owner
+/// (the caller's principal is the one about to stop being one).
+async fn ensure_another_active_owner<DB>(conn: &mut DB::Connection, org: Uuid) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let owners: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM principals WHERE org_id = $1 AND org_role = 'owner' AND disabled = 0",
+    )
+    .bind(org)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(internal)?;
+    if owners <= 1 {
+        return Err(StoreError::FailedPrecondition(
+            "this is the org's last active owner; make another principal owner first".into(),
+        ));
+    }
+    Ok(())
 }
 
 async fn check_role_exists<DB>(conn: &mut DB::Connection, org: Uuid, role: &str) -> StoreResult<()>
