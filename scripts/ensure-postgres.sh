@@ -59,6 +59,12 @@ if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$ROLE'")" != "1" 
     log "creating role $ROLE"
     psql_admin -c "CREATE ROLE $ROLE LOGIN CREATEDB PASSWORD '$PASSWORD'"
 fi
+# A role row-level security does not hold for: the test that the control
+# plane refuses to run as one connects with it.
+if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '${ROLE}_bypass'")" != "1" ]; then
+    log "creating role ${ROLE}_bypass"
+    psql_admin -c "CREATE ROLE ${ROLE}_bypass LOGIN BYPASSRLS PASSWORD '$PASSWORD'"
+fi
 if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'")" != "1" ]; then
     log "creating database $DATABASE"
     psql_admin -c "CREATE DATABASE $DATABASE OWNER $ROLE"

@@ -1905,24 +1905,30 @@ macro_rules! contract_suite {
                         .await
                         .unwrap();
                 }
+                // Someone at the database, past row-level security.
+                let mut admin = pool.acquire().await.unwrap();
+                sqlx::query("SELECT set_config('mockplane.system', 'on', false)")
+                    .execute(&mut *admin)
+                    .await
+                    .unwrap();
                 let error = sqlx::query("UPDATE audit_events SET summary = '{}' WHERE seq = 2")
-                    .execute(&pool)
+                    .execute(&mut *admin)
                     .await
                     .unwrap_err();
                 assert!(error.to_string().contains("append-only"), "{error}");
                 let error = sqlx::query("DELETE FROM audit_events WHERE seq = 3")
-                    .execute(&pool)
+                    .execute(&mut *admin)
                     .await
                     .unwrap_err();
                 assert!(error.to_string().contains("append-only"), "{error}");
                 assert_eq!(store.verify_audit(org).await.unwrap().broken, None);
 
                 sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
-                    .execute(&pool)
+                    .execute(&mut *admin)
                     .await
                     .unwrap();
                 sqlx::query("UPDATE audit_events SET actor = 'someone else' WHERE seq = 2")
-                    .execute(&pool)
+                    .execute(&mut *admin)
                     .await
                     .unwrap();
                 let verified = store.verify_audit(org).await.unwrap();
@@ -1931,12 +1937,12 @@ macro_rules! contract_suite {
                 assert!(problem.contains("changed"), "{problem}");
 
                 sqlx::query("UPDATE audit_events SET actor = 'system' WHERE seq = 2")
-                    .execute(&pool)
+                    .execute(&mut *admin)
                     .await
                     .unwrap();
                 assert_eq!(store.verify_audit(org).await.unwrap().broken, None);
                 sqlx::query("DELETE FROM audit_events WHERE seq = 3")
-                    .execute(&pool)
+                    .execute(&mut *admin)
                     .await
                     .unwrap();
                 let (seq, problem) = store.verify_audit(org).await.unwrap().broken.unwrap();

@@ -183,6 +183,55 @@ pub struct ControlPlane {
     pub token: Option<String>,
 }
 
+/// With `MOCKPLANE_E2E_BACKEND=postgres`, control planes started without a
+/// database URL get a PostgreSQL database of their own (on the server
+/// `DATABASE_URL` names) instead of SQLite: one per data directory, so a
+/// test that restarts its control plane finds its data again. For running
+/// the whole end-to-end suite against PostgreSQL now and then; the default
+/// run keeps SQLite, which most users run.
+async fn postgres_for(dir: &Path) -> anyhow::Result<Option<String>> {
+    use sqlx::Connection as _;
+    if std::env::var("MOCKPLANE_E2E_BACKEND").as_deref() != Ok("postgres") {
+        return Ok(None);
+    }
+    let admin_url = std::env::var("DATABASE_URL")
+        .context("MOCKPLANE_E2E_BACKEND=postgres needs DATABASE_URL")?;
+    let name = format!(
+        "mockplane_e2e_{}",
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            dir.display().to_string().as_bytes()
+        )
+        .simple()
+    );
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut admin)
+        .await?;
+    if exists.is_none() {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
+    }
+    let (server, _) = admin_url
+        .rsplit_once('/')
+        .context("a database URL has a path")?;
+    Ok(Some(format!("{server}/{name}")))
+}
+
+/// The database a control plane started on `dir` without a URL uses, for
+/// tests that look into it through the store.
+pub async fn database_url(dir: &Path) -> String {
+    match postgres_for(dir)
+        .await
+        .expect("a PostgreSQL database for the test")
+    {
+        Some(url) => url,
+        None => format!("sqlite://{}", dir.join("control-plane.db").display()),
+    }
+}
+
 impl ControlPlane {
     /// Starts a control plane on `listen` with its data in `dir` (SQLite,
     /// unless `database_url` is given).
@@ -199,8 +248,12 @@ impl ControlPlane {
             "--poll-interval-ms".into(),
             "200".into(),
         ];
-        if let Some(url) = database_url {
-            args.extend(["--database-url".into(), url.into()]);
+        let shared_database = match database_url {
+            Some(url) => Some(url.to_owned()),
+            None => postgres_for(dir).await?,
+        };
+        if let Some(url) = shared_database {
+            args.extend(["--database-url".into(), url]);
         }
         let log = unique_log(dir, "control-plane");
         let process = Process::start(

@@ -129,12 +129,9 @@ async fn fingerprint(store: &dyn Store, org: Uuid) -> String {
 }
 
 async fn open_store(dir: &Path) -> Arc<dyn Store> {
-    store::open(&format!(
-        "sqlite://{}",
-        dir.join("control-plane.db").display()
-    ))
-    .await
-    .unwrap()
+    store::open(&mockplane_e2e::database_url(dir).await)
+        .await
+        .unwrap()
 }
 
 struct Setup {

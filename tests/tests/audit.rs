@@ -43,7 +43,9 @@ async fn events(api: &mut Api) -> Vec<v1::AuditEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_leaves_one_chained_event_and_tampering_shows() {
     let dir = tempfile::tempdir().unwrap();
-    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+    // It tampers with the SQLite file by hand below.
+    let sqlite = format!("sqlite://{}", dir.path().join("control-plane.db").display());
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&sqlite))
         .await
         .unwrap();
     let mut api = plane.api(plane.token.as_deref().unwrap()).await;

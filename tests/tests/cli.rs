@@ -1517,7 +1517,9 @@ async fn both(cli: &Cli<'_>, args: &[&str]) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_close_the_mocks_and_show_in_the_audit_trail_and_usage() {
     let dir = tempfile::tempdir().unwrap();
-    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+    // It tampers with the SQLite file by hand below.
+    let sqlite = format!("sqlite://{}", dir.path().join("control-plane.db").display());
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&sqlite))
         .await
         .unwrap();
     let cli = Cli {

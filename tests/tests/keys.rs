@@ -135,12 +135,9 @@ async fn shop(plane: &ControlPlane) -> Api {
 }
 
 async fn open_store(dir: &Path) -> Arc<dyn Store> {
-    store::open(&format!(
-        "sqlite://{}",
-        dir.join("control-plane.db").display()
-    ))
-    .await
-    .unwrap()
+    store::open(&mockplane_e2e::database_url(dir).await)
+        .await
+        .unwrap()
 }
 
 async fn get(node: &Node, headers: &[(&str, &str)]) -> Reply {

@@ -103,3 +103,45 @@ async fn two_replicas_on_postgres_feed_their_nodes_every_change() {
     drop((api_a, api_b, node_a, node_b, a, b));
     database.drop().await;
 }
+
+/// Row-level security does not hold for a role that bypasses it, so the
+/// control plane refuses to start as one, saying why — before it touches
+/// the database (no migration has run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_refuses_a_role_that_bypasses_row_level_security() {
+    let database = TempDatabase::create().await;
+    // `make test` creates the role (scripts/ensure-postgres.sh).
+    let (scheme_and_user, rest) = database
+        .url
+        .split_once(':')
+        .and_then(|(scheme, rest)| {
+            rest.split_once(':')
+                .map(|(user, rest)| (format!("{scheme}:{user}"), rest))
+        })
+        .expect("a postgres://user:password@host/db URL");
+    let bypass_url = format!("{scheme_and_user}_bypass:{rest}");
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(mockplane_e2e::bin("mockplane-control-plane"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--database-url", &bypass_url])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("superuser or has BYPASSRLS") && stderr.contains("mockplane_bypass"),
+        "{stderr}"
+    );
+    let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let tables: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(tables, 0, "nothing was migrated");
+    drop(conn);
+    database.drop().await;
+}

@@ -12,7 +12,9 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::sql::{check_version, db_error, internal, load_workspace, now, page_limit};
+use super::sql::{
+    Scope, check_version, db_error, enter, internal, load_workspace, now, page_limit,
+};
 use super::{Dialect, Page, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 use serde_json::json;
 
@@ -411,24 +413,27 @@ where
 {
     async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
         let now = now();
-        let row: Option<(Uuid, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Uuid)> =
+        // Only the look-up by secret spans orgs; the rest is the token's org.
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
+        let row: Option<(Uuid, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Uuid, Uuid)> =
             sqlx::query_as(
-                "SELECT id, expires_at, last_used_at, principal_id FROM api_tokens WHERE token_hash = $1",
+                "SELECT id, expires_at, last_used_at, principal_id, org_id FROM api_tokens WHERE token_hash = $1",
             )
             .bind(token_hash.to_owned())
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await
             .map_err(internal)?;
-        let Some((id, expires_at, last_used_at, principal_id)) = row else {
+        let Some((id, expires_at, last_used_at, principal_id, org)) = row else {
             return Ok(None);
         };
         if expires_at.is_some_and(|at| at <= now) {
             return Ok(None);
         }
+        enter::<DB>(&mut tx, Scope::Org(org)).await?;
         let record =
             sqlx::query_as::<DB, PrincipalRow>(&format!("{SELECT_PRINCIPAL}WHERE id = $1"))
                 .bind(principal_id)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(internal)?
                 .map(PrincipalRow::into_record)
@@ -442,20 +447,22 @@ where
             sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
                 .bind(now)
                 .bind(id)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await
                 .map_err(internal)?;
         }
+        tx.commit().await.map_err(internal)?;
         Ok(Some(record.principal()))
     }
 
     async fn find_principal(&self, org: Uuid, id: Uuid) -> StoreResult<Option<Principal>> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let record = sqlx::query_as::<DB, PrincipalRow>(&format!(
             "{SELECT_PRINCIPAL}WHERE org_id = $1 AND id = $2"
         ))
         .bind(org)
         .bind(id)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await
         .map_err(internal)?
         .map(PrincipalRow::into_record)
@@ -464,20 +471,24 @@ where
     }
 
     async fn find_login(&self, email: &str) -> StoreResult<Option<(Principal, Option<String>)>> {
-        let row: Option<(Uuid, Option<String>)> = sqlx::query_as(
-            "SELECT id, password_hash FROM principals WHERE email = $1 AND kind = 'user' AND disabled = 0",
+        // E-mail addresses are unique across orgs: the look-up by address
+        // spans them, the rest is the user's org.
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
+        let row: Option<(Uuid, Option<String>, Uuid)> = sqlx::query_as(
+            "SELECT id, password_hash, org_id FROM principals WHERE email = $1 AND kind = 'user' AND disabled = 0",
         )
         .bind(email.to_lowercase())
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await
         .map_err(internal)?;
-        let Some((id, hash)) = row else {
+        let Some((id, hash, org)) = row else {
             return Ok(None);
         };
+        enter::<DB>(&mut tx, Scope::Org(org)).await?;
         let record =
             sqlx::query_as::<DB, PrincipalRow>(&format!("{SELECT_PRINCIPAL}WHERE id = $1"))
                 .bind(id)
-                .fetch_one(self.pool())
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(internal)?
                 .into_record()?;
@@ -485,11 +496,7 @@ where
     }
 
     async fn create_principal(&self, org: Uuid, new: NewPrincipal) -> StoreResult<PrincipalRecord> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let record = insert_principal::<DB>(&mut tx, org, &new, now()).await?;
         append::<DB>(
             &mut tx,
@@ -509,12 +516,13 @@ where
     }
 
     async fn get_principal(&self, org: Uuid, id: Uuid) -> StoreResult<PrincipalRecord> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         sqlx::query_as::<DB, PrincipalRow>(&format!(
             "{SELECT_PRINCIPAL}WHERE org_id = $1 AND id = $2"
         ))
         .bind(org)
         .bind(id)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await
         .map_err(internal)?
         .ok_or_else(|| StoreError::NotFound(format!("principal {id}")))?
@@ -528,6 +536,7 @@ where
         after: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Page<PrincipalRecord, Uuid>> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let rows: Vec<PrincipalRow> = sqlx::query_as(&format!(
             "{SELECT_PRINCIPAL}WHERE org_id = $1 AND ($2 = '' OR kind = $2) AND id > $3 ORDER BY id LIMIT $4"
         ))
@@ -535,7 +544,7 @@ where
         .bind(kind.map(|k| k.as_str()).unwrap_or("").to_owned())
         .bind(after.unwrap_or(Uuid::nil()))
         .bind(page_limit(limit) + 1)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
         let mut items = rows
@@ -558,11 +567,7 @@ where
         patch: &PrincipalPatch,
         expected_version: Option<i64>,
     ) -> StoreResult<PrincipalRecord> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let current = sqlx::query_as::<DB, PrincipalRow>(&format!(
             "{SELECT_PRINCIPAL}WHERE org_id = $1 AND id = $2"
         ))
@@ -620,11 +625,7 @@ where
     }
 
     async fn set_password(&self, org: Uuid, id: Uuid, password_hash: &str) -> StoreResult<()> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let done = sqlx::query(
             "UPDATE principals SET password_hash = $1, updated_at = $2 WHERE org_id = $3 AND id = $4 AND kind = 'user'",
         )
@@ -657,11 +658,7 @@ where
     }
 
     async fn delete_principal(&self, org: Uuid, id: Uuid) -> StoreResult<()> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let found: Option<(String, i32)> = sqlx::query_as(
             "SELECT org_role, disabled FROM principals WHERE org_id = $1 AND id = $2",
         )
@@ -699,11 +696,7 @@ where
         token_hash: &str,
         expires_at: Option<DateTime<Utc>>,
     ) -> StoreResult<TokenRecord> {
-        let mut conn = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let exists: Option<Uuid> =
             sqlx::query_scalar("SELECT id FROM principals WHERE org_id = $1 AND id = $2")
                 .bind(org)
@@ -742,22 +735,24 @@ where
     }
 
     async fn list_api_tokens(&self, org: Uuid, principal: Uuid) -> StoreResult<Vec<TokenRecord>> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let rows: Vec<TokenRow> = sqlx::query_as(&format!(
             "{SELECT_TOKEN}WHERE org_id = $1 AND principal_id = $2 ORDER BY id"
         ))
         .bind(org)
         .bind(principal)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
         Ok(rows.into_iter().map(TokenRecord::from).collect())
     }
 
     async fn get_api_token(&self, org: Uuid, id: Uuid) -> StoreResult<TokenRecord> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         sqlx::query_as::<DB, TokenRow>(&format!("{SELECT_TOKEN}WHERE org_id = $1 AND id = $2"))
             .bind(org)
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await
             .map_err(internal)?
             .map(TokenRecord::from)
@@ -765,11 +760,7 @@ where
     }
 
     async fn revoke_api_token(&self, org: Uuid, id: Uuid) -> StoreResult<()> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let done = sqlx::query("DELETE FROM api_tokens WHERE org_id = $1 AND id = $2")
             .bind(org)
             .bind(id)
@@ -795,6 +786,9 @@ where
         token_hash: &str,
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()> {
+        let mut tx = self
+            .begin(DB::BEGIN_WRITE, Scope::Org(principal.org_id))
+            .await?;
         sqlx::query(
             "INSERT INTO refresh_tokens (id, org_id, principal_id, family, token_hash, expires_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -806,18 +800,16 @@ where
         .bind(token_hash.to_owned())
         .bind(expires_at)
         .bind(now())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await
         .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
         Ok(())
     }
 
     async fn use_refresh_token(&self, token_hash: &str) -> StoreResult<RefreshOutcome> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        // Only the look-up by secret spans orgs; the rest is the token's org.
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
         type Row = (
             Uuid,
             Uuid,
@@ -837,6 +829,7 @@ where
         let Some((id, org, principal_id, family, expires_at, used_at, revoked_at)) = row else {
             return Ok(RefreshOutcome::Unknown);
         };
+        enter::<DB>(&mut tx, Scope::Org(org)).await?;
         let now = now();
         if used_at.is_none() && revoked_at.is_some() {
             return Ok(RefreshOutcome::Revoked);
@@ -884,11 +877,7 @@ where
 
     async fn create_role(&self, org: Uuid, role: &RoleRecord) -> StoreResult<RoleRecord> {
         let now = now();
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         sqlx::query(
             "INSERT INTO roles (org_id, name, description, permissions, version, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, 1, $5, $5)",
@@ -919,11 +908,12 @@ where
     }
 
     async fn list_roles(&self, org: Uuid) -> StoreResult<Vec<RoleRecord>> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
             "SELECT name, description, permissions, version FROM roles WHERE org_id = $1 ORDER BY name",
         )
         .bind(org)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
         rows.into_iter()
@@ -946,11 +936,7 @@ where
         permissions: &BTreeSet<Permission>,
         expected_version: Option<i64>,
     ) -> StoreResult<RoleRecord> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let row: Option<(String, i64)> = sqlx::query_as(
             "SELECT description, version FROM roles WHERE org_id = $1 AND name = $2",
         )
@@ -993,11 +979,7 @@ where
     }
 
     async fn delete_role(&self, org: Uuid, name: &str) -> StoreResult<()> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let members: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND role = $2")
                 .bind(org)
@@ -1046,11 +1028,7 @@ where
         environment: &str,
         role: &str,
     ) -> StoreResult<MembershipRecord> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
         let environment = environment_of(&ws, environment)?.to_owned();
         let name: Option<String> =
@@ -1107,11 +1085,7 @@ where
         principal: Uuid,
         environment: &str,
     ) -> StoreResult<()> {
-        let mut conn = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
         let done = sqlx::query(
             "DELETE FROM memberships WHERE workspace_id = $1 AND principal_id = $2 AND environment = $3",
@@ -1147,7 +1121,7 @@ where
         org: Uuid,
         workspace: &WorkspaceRef,
     ) -> StoreResult<Vec<MembershipRecord>> {
-        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
         let rows: Vec<(Uuid, String, String, String, DateTime<Utc>)> = sqlx::query_as(
             "SELECT m.principal_id, p.name, m.environment, m.role, m.created_at FROM memberships m \
@@ -1180,11 +1154,7 @@ where
         permission: Permission,
         roles: &BTreeSet<String>,
     ) -> StoreResult<PolicyRecord> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
         let environment = environment_of(&ws, environment)?.to_owned();
         for role in roles {
@@ -1233,11 +1203,7 @@ where
         environment: &str,
         permission: Permission,
     ) -> StoreResult<()> {
-        let mut conn = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
         let done = sqlx::query(
             "DELETE FROM env_policies WHERE workspace_id = $1 AND environment = $2 AND permission = $3",
@@ -1273,7 +1239,7 @@ where
         org: Uuid,
         workspace: &WorkspaceRef,
     ) -> StoreResult<Vec<PolicyRecord>> {
-        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
         fetch_policies::<DB>(&mut conn, ws.id).await
     }
@@ -1284,11 +1250,7 @@ where
         workspace: &WorkspaceRef,
         principal: Uuid,
     ) -> StoreResult<AccessFacts> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_SNAPSHOT)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
         let roles: Vec<(String, String)> = sqlx::query_as(
             "SELECT environment, role FROM memberships WHERE workspace_id = $1 AND principal_id = $2",
@@ -1332,11 +1294,7 @@ where
         workspace: Uuid,
         grant: &AccessGrant,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         sqlx::query(
             "INSERT INTO environment_access (id, org_id, workspace_id, environment, principal_id, reason, token_id, granted_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1371,7 +1329,7 @@ where
         workspace: &WorkspaceRef,
         limit: u32,
     ) -> StoreResult<Vec<AccessGrant>> {
-        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
         type Row = (Uuid, String, String, String, DateTime<Utc>, DateTime<Utc>);
         let rows: Vec<Row> = sqlx::query_as(

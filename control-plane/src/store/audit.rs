@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::sql::{internal, now, page_limit};
+use super::sql::{Scope, internal, now, page_limit};
 use super::{Dialect, Page, SqlStore, StoreResult};
 
 /// The hash the first event of an org chains to.
@@ -341,6 +341,7 @@ where
         before_seq: Option<i64>,
         limit: u32,
     ) -> StoreResult<Page<AuditRecord, i64>> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         // Bounds both backends can store.
         let far_past = DateTime::<Utc>::UNIX_EPOCH;
         let far_future = DateTime::parse_from_rfc3339("9999-12-31T00:00:00Z")
@@ -370,7 +371,7 @@ where
         .bind(filter.since.unwrap_or(far_past))
         .bind(filter.until.unwrap_or(far_future))
         .bind(page_limit(limit) + 1)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
         let next = if items.len() > limit.max(1) as usize {
@@ -383,11 +384,7 @@ where
     }
 
     async fn verify_audit(&self, org: Uuid) -> StoreResult<Verification> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_SNAPSHOT)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let events: Vec<AuditRecord> =
             sqlx::query_as(&format!("{SELECT_EVENT}WHERE org_id = $1 ORDER BY seq"))
                 .bind(org)
@@ -452,11 +449,7 @@ where
         protected: &[String],
         dry_run: bool,
     ) -> StoreResult<PruneOutcome> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         // Every protected environment is reported, named in the retention
         // or not, so a caller sees what is never pruned.
         let mut outcome = PruneOutcome {
@@ -498,8 +491,10 @@ where
     }
 
     async fn org_ids(&self) -> StoreResult<Vec<Uuid>> {
+        // For the retention job, which then works org by org.
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
         sqlx::query_scalar("SELECT id FROM orgs ORDER BY id")
-            .fetch_all(self.pool())
+            .fetch_all(&mut *tx)
             .await
             .map_err(internal)
     }

@@ -30,6 +30,11 @@ pub trait Dialect: Database {
     /// Opens a read-only transaction that sees one consistent snapshot
     /// across all its statements.
     const BEGIN_SNAPSHOT: &'static str;
+    /// Names whose rows the transaction may touch (`$1` org, `$2` 'on' for
+    /// the whole fleet), for row-level security. `None`: the backend has none.
+    const ENTER: Option<&'static str>;
+    /// Narrows the transaction to one workspace (`$1`).
+    const CONFINE: Option<&'static str>;
 
     fn migrator() -> &'static Migrator;
 
@@ -40,6 +45,12 @@ impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
     const BEGIN_WRITE: &'static str = "BEGIN";
     const BEGIN_SNAPSHOT: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+    const ENTER: Option<&'static str> = Some(
+        "SELECT set_config('mockplane.org', $1, true), set_config('mockplane.system', $2, true), \
+         set_config('mockplane.workspace', '', true)",
+    );
+    const CONFINE: Option<&'static str> =
+        Some("SELECT set_config('mockplane.workspace', $1, true)");
 
     fn migrator() -> &'static Migrator {
         &POSTGRES_MIGRATIONS
@@ -55,6 +66,10 @@ impl Dialect for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     // In WAL mode a read transaction reads one snapshot from its first read.
     const BEGIN_SNAPSHOT: &'static str = "BEGIN";
+    // One machine, one tenant's process: the queries' own org filters are
+    // the only wall.
+    const ENTER: Option<&'static str> = None;
+    const CONFINE: Option<&'static str> = None;
 
     fn migrator() -> &'static Migrator {
         &SQLITE_MIGRATIONS
@@ -65,6 +80,27 @@ impl Dialect for Sqlite {
     }
 }
 
+/// Row-level security is the second wall between tenants (migration 0012);
+/// it does not hold for a superuser or a BYPASSRLS role, so the service
+/// refuses to run as one.
+async fn refuse_bypassing_role(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let (role, bypasses): (String, bool) = sqlx::query_as(
+        "SELECT rolname::text, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(pool)
+    .await
+    .context("reading the PostgreSQL role's attributes")?;
+    if bypasses {
+        anyhow::bail!(
+            "PostgreSQL role {role:?} is a superuser or has BYPASSRLS, so row-level security \
+             between tenants would not hold for it; connect as an ordinary role that owns the \
+             database, e.g. CREATE ROLE mockplane LOGIN PASSWORD '...'; \
+             CREATE DATABASE mockplane OWNER mockplane;"
+        );
+    }
+    Ok(())
+}
+
 pub(super) async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let pool = PgPoolOptions::new()
@@ -73,6 +109,7 @@ pub(super) async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .connect(url)
             .await
             .context("connecting to PostgreSQL")?;
+        refuse_bypassing_role(&pool).await?;
         let store = SqlStore::<Postgres>::new(pool);
         store.migrate().await?;
         Ok(Arc::new(store))

@@ -16,7 +16,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::sql::{bump_revision, db_error, internal, load_workspace, now};
+use super::sql::{Scope, bump_revision, db_error, internal, load_workspace, now};
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 
 /// A key as the API shows it: never the secret.
@@ -288,11 +288,7 @@ where
         workspace: &WorkspaceRef,
         new: NewApiKey,
     ) -> StoreResult<ApiKeyRecord> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
         let env = ws.environment(&new.environment).ok_or_else(|| {
             StoreError::NotFound(format!(
@@ -441,7 +437,7 @@ where
         workspace: &WorkspaceRef,
         environment: Option<&str>,
     ) -> StoreResult<Vec<ApiKeyRecord>> {
-        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
         if let Some(name) = environment
             && ws.environment(name).is_none()
@@ -469,7 +465,7 @@ where
         workspace: &WorkspaceRef,
         id: Uuid,
     ) -> StoreResult<ApiKeyRecord> {
-        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
         sqlx::query_as::<DB, ApiKeyRow>(&format!(
             "{SELECT_KEY}WHERE k.workspace_id = $1 AND k.id = $2"
@@ -489,11 +485,7 @@ where
         workspace: &WorkspaceRef,
         id: Uuid,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
         let found = sqlx::query_as::<DB, ApiKeyRow>(&format!(
             "{SELECT_KEY}WHERE k.workspace_id = $1 AND k.id = $2"
@@ -533,11 +525,7 @@ where
     }
 
     async fn delete_expired_api_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
         // Compared here rather than in SQL: the two backends store times
         // differently (TIMESTAMPTZ, RFC 3339 text).
         let expiring: Vec<(Uuid, Uuid, Uuid, String, DateTime<Utc>)> = sqlx::query_as(
@@ -587,11 +575,7 @@ where
         if report.counts.is_empty() && report.key_uses.is_empty() {
             return Ok(());
         }
-        let mut tx = self
-            .pool()
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
         for count in &report.counts {
             // The org comes from the workspace itself; a workspace deleted
             // since the node counted selects nothing.
@@ -642,7 +626,7 @@ where
         since: i64,
         until: i64,
     ) -> StoreResult<Vec<UsageTotal>> {
-        let mut conn = self.pool().acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT environment, CAST(SUM(requests) AS BIGINT), CAST(SUM(test_requests) AS BIGINT) \

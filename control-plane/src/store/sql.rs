@@ -67,6 +67,85 @@ impl<DB: Dialect> SqlStore<DB> {
     }
 }
 
+/// Whose rows a transaction may touch. On PostgreSQL row-level security
+/// holds every transaction to it (migration 0012), so a query that forgets
+/// its org filter still cannot reach another tenant; on SQLite the queries'
+/// own filters are the wall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// One org's rows (narrowed to one workspace by [`confine`]).
+    Org(Uuid),
+    /// Every org's rows: only for look-ups that serve the whole fleet or find
+    /// the caller before its org is known.
+    System,
+}
+
+/// Opens the transaction's scope; the first statement of every transaction.
+pub(super) async fn enter<DB>(conn: &mut DB::Connection, scope: Scope) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let Some(sql) = DB::ENTER else {
+        return Ok(());
+    };
+    let (org, system) = match scope {
+        Scope::Org(org) => (org.to_string(), "off"),
+        Scope::System => (String::new(), "on"),
+    };
+    sqlx::query::<DB>(sql)
+        .bind(org)
+        .bind(system.to_owned())
+        .execute(&mut *conn)
+        .await
+        .map_err(internal)?;
+    Ok(())
+}
+
+/// Narrows the transaction to the one workspace it has found: the org's
+/// other workspaces' rows are out of its reach from here on.
+pub(super) async fn confine<DB>(conn: &mut DB::Connection, workspace: Uuid) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let Some(sql) = DB::CONFINE else {
+        return Ok(());
+    };
+    sqlx::query::<DB>(sql)
+        .bind(workspace.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(internal)?;
+    Ok(())
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    /// A transaction (`mode`: [`Dialect::BEGIN_WRITE`] or
+    /// [`Dialect::BEGIN_SNAPSHOT`]) held to `scope`. Every query of the store
+    /// runs in one: a bare pooled connection has no scope and, on
+    /// PostgreSQL, sees no tenant row.
+    pub(super) async fn begin(
+        &self,
+        mode: &'static str,
+        scope: Scope,
+    ) -> StoreResult<sqlx::Transaction<'static, DB>> {
+        let mut tx = self.pool.begin_with(mode).await.map_err(internal)?;
+        enter::<DB>(&mut tx, scope).await?;
+        Ok(tx)
+    }
+}
+
 macro_rules! select_workspace {
     () => {
         "SELECT w.id, w.org_id, w.slug, w.name, w.description, w.version, w.created_at, w.updated_at, \
@@ -604,11 +683,7 @@ where
         admin: &NewPrincipal,
         token_hash: &str,
     ) -> StoreResult<Option<Bootstrapped>> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
         let orgs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orgs")
             .fetch_one(&mut *tx)
             .await
@@ -640,8 +715,10 @@ where
     }
 
     async fn create_org(&self, name: &str) -> StoreResult<Uuid> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
-        insert_org(&mut conn, name, now()).await
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
+        let id = insert_org(&mut tx, name, now()).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(id)
     }
 
     async fn add_token(
@@ -650,11 +727,7 @@ where
         token_name: &str,
         token_hash: &str,
     ) -> StoreResult<Uuid> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
         let org_id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1")
             .bind(org_name.to_owned())
             .fetch_optional(&mut *tx)
@@ -697,11 +770,7 @@ where
         new: NewWorkspace,
         creator: Option<Uuid>,
     ) -> StoreResult<WorkspaceRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let id = Uuid::now_v7();
         let now = now();
         sqlx::query(
@@ -788,7 +857,7 @@ where
     }
 
     async fn get_workspace(&self, org: Uuid, key: &WorkspaceRef) -> StoreResult<WorkspaceRecord> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         load_workspace(&mut conn, org, key).await
     }
 
@@ -799,6 +868,7 @@ where
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page<WorkspaceRecord, String>> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let rows: Vec<WorkspaceRow> = sqlx::query_as(concat!(
             select_workspace!(),
             "WHERE w.org_id = $1 AND w.slug > $2 AND ($4 = $5 OR EXISTS \
@@ -810,7 +880,7 @@ where
         .bind(page_limit(limit) + 1)
         .bind(visible_to.unwrap_or(Uuid::nil()))
         .bind(Uuid::nil())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
         let envs: Vec<EnvironmentRow> = sqlx::query_as(concat!(
@@ -825,7 +895,7 @@ where
         .bind(page_limit(limit) + 1)
         .bind(visible_to.unwrap_or(Uuid::nil()))
         .bind(Uuid::nil())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
         let mut by_workspace: HashMap<Uuid, Vec<EnvironmentRecord>> = HashMap::new();
@@ -859,11 +929,7 @@ where
         patch: &WorkspacePatch,
         expected_version: Option<i64>,
     ) -> StoreResult<WorkspaceRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         for _ in 0..CONFLICT_RETRIES {
             let current = load_workspace(&mut tx, org, key).await?;
             check_version(key.to_string(), current.version, expected_version)?;
@@ -969,11 +1035,7 @@ where
         key: &WorkspaceRef,
         expected_version: Option<i64>,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         for _ in 0..CONFLICT_RETRIES {
             let current = fetch_workspace(&mut tx, org, key).await?;
             check_version(key.to_string(), current.version, expected_version)?;
@@ -1005,11 +1067,7 @@ where
         creator: Option<Uuid>,
     ) -> StoreResult<WorkspaceRecord> {
         new.settings.check().map_err(|e| e.within("settings"))?;
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace(&mut tx, org, workspace).await?;
         if ws.environment(new.name.as_str()).is_some() {
             return Err(StoreError::AlreadyExists(format!(
@@ -1085,11 +1143,7 @@ where
         patch: &EnvironmentPatch,
         expected_version: Option<i64>,
     ) -> StoreResult<WorkspaceRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace(&mut tx, org, workspace).await?;
         let env = find_environment(&ws, name, workspace)?;
         check_version(
@@ -1181,11 +1235,7 @@ where
         name: &Slug,
         expected_version: Option<i64>,
     ) -> StoreResult<WorkspaceRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace(&mut tx, org, workspace).await?;
         let env = find_environment(&ws, name, workspace)?;
         check_version(
@@ -1248,11 +1298,7 @@ where
         workspace: &WorkspaceRef,
         new: NewScenario,
     ) -> StoreResult<ScenarioRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM scenarios WHERE workspace_id = $1")
@@ -1288,7 +1334,7 @@ where
         workspace: &WorkspaceRef,
         name: &Slug,
     ) -> StoreResult<ScenarioRecord> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut conn, org, workspace).await?;
         load_scenario(&mut conn, ws.id, name, workspace).await
     }
@@ -1298,7 +1344,7 @@ where
         org: Uuid,
         workspace: &WorkspaceRef,
     ) -> StoreResult<Vec<ScenarioRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut conn, org, workspace).await?;
         let rows: Vec<ScenarioRow> = sqlx::query_as(concat!(
             select_scenario!(),
@@ -1325,11 +1371,7 @@ where
         patch: &ScenarioPatch,
         expected_version: Option<i64>,
     ) -> StoreResult<ScenarioRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let current = load_scenario(&mut tx, ws.id, name, workspace).await?;
         check_version(
@@ -1385,11 +1427,7 @@ where
         name: &Slug,
         expected_version: Option<i64>,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let current = load_scenario(&mut tx, ws.id, name, workspace).await?;
         check_version(
@@ -1439,11 +1477,7 @@ where
         scenario: &Slug,
         note: &str,
     ) -> StoreResult<VersionRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let record = load_scenario(&mut tx, ws.id, scenario, workspace).await?;
         let rows: Vec<ServingRouteRow> = sqlx::query_as(concat!(
@@ -1522,7 +1556,7 @@ where
         workspace: &WorkspaceRef,
         scenario: &Slug,
     ) -> StoreResult<Vec<VersionRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut conn, org, workspace).await?;
         let id = scenario_id(&mut conn, ws.id, scenario, workspace).await?;
         let rows: Vec<VersionRow> = sqlx::query_as(concat!(
@@ -1545,7 +1579,7 @@ where
         scenario: &Slug,
         number: Option<u32>,
     ) -> StoreResult<VersionRecord> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut conn, org, workspace).await?;
         let id = scenario_id(&mut conn, ws.id, scenario, workspace).await?;
         let (row, content) = fetch_version(&mut conn, id, scenario, number).await?;
@@ -1561,11 +1595,7 @@ where
         number: Option<u32>,
         environment: &Slug,
     ) -> StoreResult<DeploymentRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace(&mut tx, org, workspace).await?;
         let env = find_environment(&ws, environment, workspace)?;
         let chain = ws.chain();
@@ -1645,11 +1675,7 @@ where
         name: &Slug,
         data: &serde_json::Value,
     ) -> StoreResult<PersonaRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM personas WHERE workspace_id = $1")
@@ -1713,7 +1739,7 @@ where
         name: &Slug,
         number: Option<u32>,
     ) -> StoreResult<PersonaRecord> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut conn, org, workspace).await?;
         let mut record = fetch_persona(&mut conn, ws.id, name, workspace).await?;
         if let Some(number) = number
@@ -1746,7 +1772,7 @@ where
         org: Uuid,
         workspace: &WorkspaceRef,
     ) -> StoreResult<Vec<PersonaRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut conn, org, workspace).await?;
         let rows: Vec<PersonaRow> = sqlx::query_as(concat!(
             select_persona!(),
@@ -1767,11 +1793,7 @@ where
         data: &serde_json::Value,
         expected_version: Option<i64>,
     ) -> StoreResult<PersonaRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let current = fetch_persona(&mut tx, ws.id, name, workspace).await?;
         check_version(
@@ -1817,11 +1839,7 @@ where
         name: &Slug,
         expected_version: Option<i64>,
     ) -> StoreResult<()> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let current = fetch_persona(&mut tx, ws.id, name, workspace).await?;
         check_version(
@@ -1856,11 +1874,7 @@ where
         new: NewScenario,
         routes: Vec<RouteSpec>,
     ) -> StoreResult<(ScenarioRecord, Vec<RouteRecord>)> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM scenarios WHERE workspace_id = $1")
@@ -1894,11 +1908,7 @@ where
     }
 
     async fn reset_state(&self, org: Uuid, workspace: &WorkspaceRef) -> StoreResult<u64> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let epoch: i64 = sqlx::query_scalar(
             "UPDATE workspaces SET state_epoch = state_epoch + 1 WHERE id = $1 RETURNING state_epoch",
@@ -1930,11 +1940,7 @@ where
         scenario: Option<&Slug>,
         routes: Vec<RouteSpec>,
     ) -> StoreResult<Vec<RouteRecord>> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let scenario = match scenario {
             Some(name) => name.clone(),
@@ -1959,7 +1965,7 @@ where
         workspace: &WorkspaceRef,
         id: Uuid,
     ) -> StoreResult<RouteRecord> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut conn, org, workspace).await?;
         fetch_route(&mut conn, ws.id, id).await?.into_record()
     }
@@ -1972,7 +1978,7 @@ where
         after: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Page<RouteRecord, Uuid>> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut conn, org, workspace).await?;
         let rows: Vec<RouteRow> = match scenario {
             None => sqlx::query_as(concat!(
@@ -2021,11 +2027,7 @@ where
         patch: &RoutePatch,
         expected_version: Option<i64>,
     ) -> StoreResult<RouteRecord> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         for _ in 0..CONFLICT_RETRIES {
             let current = fetch_route(&mut tx, ws.id, id).await?.into_record()?;
@@ -2082,11 +2084,7 @@ where
         workspace: &WorkspaceRef,
         ids: &[Uuid],
     ) -> StoreResult<u64> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_WRITE)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut tx, org, workspace).await?;
         let mut deleted = 0;
         for id in ids {
@@ -2130,11 +2128,7 @@ where
     }
 
     async fn load_config(&self) -> StoreResult<FullConfig> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_SNAPSHOT)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
         let revision: i64 = sqlx::query_scalar("SELECT revision FROM config_revision WHERE id = 1")
             .fetch_one(&mut *tx)
             .await
@@ -2224,11 +2218,7 @@ where
     }
 
     async fn config_changes_since(&self, revision: u64) -> StoreResult<ConfigChanges> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_SNAPSHOT)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
         let current: i64 = sqlx::query_scalar("SELECT revision FROM config_revision WHERE id = 1")
             .fetch_one(&mut *tx)
             .await
@@ -2301,11 +2291,7 @@ where
     }
 
     async fn change_history(&self, after: u64) -> StoreResult<ChangeHistory> {
-        let mut tx = self
-            .pool
-            .begin_with(DB::BEGIN_SNAPSHOT)
-            .await
-            .map_err(internal)?;
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
         let pruned: i64 =
             sqlx::query_scalar("SELECT pruned_through FROM config_revision WHERE id = 1")
                 .fetch_one(&mut *tx)
@@ -2463,11 +2449,14 @@ where
         .bind(org)
         .bind(slug.to_string()),
     };
-    query
+    let row = query
         .fetch_optional(&mut *conn)
         .await
         .map_err(internal)?
-        .ok_or_else(|| StoreError::NotFound(key.to_string()))
+        .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+    // From here on the transaction acts on this workspace alone.
+    confine::<DB>(&mut *conn, row.id).await?;
+    Ok(row)
 }
 
 fn names(environments: &[EnvironmentRecord]) -> String {
