@@ -296,6 +296,23 @@ pub async fn login(server: Option<&str>, args: LoginArgs, format: Format) -> any
         .into_inner();
     let saved = session::Session::new(&server, &email, answer)?;
     session::save(&path, &saved)?;
+    let must_change_password = Api::connect(&server, Some(&saved.access_token))
+        .await?
+        .auth
+        .who_am_i(v1::WhoAmIRequest {})
+        .await
+        .map(|me| {
+            me.into_inner()
+                .principal
+                .is_some_and(|p| p.must_change_password)
+        })
+        .unwrap_or(false);
+    if must_change_password {
+        eprintln!(
+            "note: you signed in with a one-time password; change it with `mockplane user passwd` \
+             before anything else (until then every other command is refused)"
+        );
+    }
     let when = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%SZ").to_string();
     let view = SessionView {
         server: saved.server.clone(),
@@ -317,9 +334,57 @@ pub async fn login(server: Option<&str>, args: LoginArgs, format: Format) -> any
     Ok(())
 }
 
-/// Deletes the saved session.
-pub fn logout(format: Format) -> anyhow::Result<()> {
+/// Logs the saved session's user in again (after a password change ended
+/// the session). `false` when there is no saved session for `server`.
+async fn renew_session(server: &str, password: &str) -> anyhow::Result<bool> {
     let path = session::path()?;
+    let Some(saved) = session::load(&path)? else {
+        return Ok(false);
+    };
+    if saved.server != session::normalize(server) {
+        return Ok(false);
+    }
+    let answer = Api::connect(server, None)
+        .await?
+        .auth
+        .login(v1::LoginRequest {
+            email: saved.email.clone(),
+            password: password.to_owned(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    session::save(
+        &path,
+        &session::Session::new(&saved.server, &saved.email, answer)?,
+    )?;
+    Ok(true)
+}
+
+/// Ends the saved session on its control plane (its refresh tokens stop
+/// working), then deletes it. A control plane that cannot be reached does
+/// not keep the session file: it is deleted all the same, with a note.
+pub async fn logout(format: Format) -> anyhow::Result<()> {
+    let path = session::path()?;
+    if let Some(saved) = session::load(&path)? {
+        let ended = match Api::connect(&saved.server, None).await {
+            Ok(mut api) => api
+                .auth
+                .logout(v1::LogoutRequest {
+                    refresh_token: saved.refresh_token.clone(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|status| status.message().to_owned()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(why) = ended {
+            eprintln!(
+                "note: the session could not be ended on {} ({why}); its tokens stay valid until they expire",
+                saved.server
+            );
+        }
+    }
     let removed = session::remove(&path)?;
     if !removed {
         eprintln!("note: there was no session to remove ({})", path.display());
@@ -465,11 +530,21 @@ pub async fn user(
                 .auth
                 .change_password(v1::ChangePasswordRequest {
                     current_password,
-                    new_password,
+                    new_password: new_password.clone(),
                 })
                 .await
                 .map_err(status_error)?;
-            done(format, serde_json::json!({ "password": "changed" }));
+            // A password change ends every session, the saved one too: log
+            // it in again with the new password.
+            let renewed = if crate::client::uses_session() {
+                renew_session(server, &new_password).await?
+            } else {
+                false
+            };
+            done(
+                format,
+                serde_json::json!({ "password": "changed", "session_renewed": renewed }),
+            );
         }
     }
     Ok(())

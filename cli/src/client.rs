@@ -68,6 +68,11 @@ pub fn set_source(source: TokenSource) {
     let _ = SOURCE.set(source);
 }
 
+/// Whether this process's calls carry the saved session's token.
+pub fn uses_session() -> bool {
+    matches!(SOURCE.get(), Some(TokenSource::Session(_)))
+}
+
 /// A token in words, without revealing it: API tokens by their first
 /// characters, JWTs by what they are for and, once expired, since when.
 pub fn describe_token(token: &str) -> String {

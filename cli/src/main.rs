@@ -96,7 +96,7 @@ enum Command {
     /// Log in with your e-mail and password; the session is saved and
     /// used by every command that gets no --token.
     Login(access::LoginArgs),
-    /// Forget the saved session.
+    /// End the saved session on the control plane and forget it.
     Logout,
     /// Show who you are: principal, org, and how you authenticated.
     Whoami,
@@ -587,7 +587,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => return up::run(args, format).await,
         Command::Login(args) => return access::login(cli.server.as_deref(), args, format).await,
-        Command::Logout => return access::logout(format),
+        Command::Logout => return access::logout(format).await,
         _ => {}
     }
     let credentials = session::credentials(cli.server.as_deref(), cli.token.as_deref()).await?;

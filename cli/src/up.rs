@@ -320,8 +320,9 @@ fn print_tour(
     if let Some((email, password)) = owner {
         println!("  owner login            {email}");
         println!(
-            "  one-time password      {password}   (shown only now: `mockplane login --email {email}`)"
+            "  one-time password      {password}   (shown only now: `mockplane login --email {email}`,"
         );
+        println!("                         then `mockplane user passwd` to replace it)");
         println!();
     }
     println!("Use the CLI in another terminal:");

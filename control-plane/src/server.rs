@@ -78,6 +78,7 @@ pub async fn bootstrap(
         name: "admin".to_owned(),
         org_role: OrgRole::Owner,
         password_hash: Some(hash),
+        must_change_password: true,
     };
     let Some(org) = store
         .bootstrap(org_name, &admin, &token::hash(&admin_token))

@@ -151,6 +151,7 @@ async fn another_tenants_context_sees_nothing(pool: PgPool) {
                 name: "dev".into(),
                 org_role: OrgRole::Member,
                 password_hash: Some("phc".into()),
+                must_change_password: false,
             },
         )
         .await
@@ -212,12 +213,7 @@ async fn another_tenants_context_sees_nothing(pool: PgPool) {
         .unwrap();
     let principal = store.find_token("token-hash").await.unwrap().unwrap();
     store
-        .create_refresh_token(
-            &principal,
-            Uuid::new_v4(),
-            "refresh-hash",
-            Utc::now() + Duration::hours(1),
-        )
+        .start_session(&principal, "refresh-hash", Utc::now() + Duration::hours(1))
         .await
         .unwrap();
     store

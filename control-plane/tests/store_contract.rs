@@ -59,6 +59,7 @@ mod contract {
             name: "admin".into(),
             org_role: OrgRole::Owner,
             password_hash: Some("phc".into()),
+            must_change_password: false,
         }
     }
 
@@ -1442,6 +1443,7 @@ mod identity {
             name: email.to_owned(),
             org_role: role,
             password_hash: Some("phc".into()),
+            must_change_password: false,
         }
     }
 
@@ -1537,34 +1539,74 @@ mod identity {
         store.revoke_api_token(org, live.id).await.unwrap();
         assert!(store.find_token("live").await.unwrap().is_none());
 
-        // Refresh tokens work once; a second use revokes the family.
+        // Refresh tokens work once, each use storing the next; a second
+        // use revokes the family, as does ending the session.
         let principal = store.find_principal(org, dev.id).await.unwrap().unwrap();
-        let family = Uuid::now_v7();
         let later = chrono::Utc::now() + chrono::Duration::days(1);
-        store
-            .create_refresh_token(&principal, family, "r1", later)
-            .await
-            .unwrap();
-        store
-            .create_refresh_token(&principal, family, "r2", later)
-            .await
-            .unwrap();
+        let family = store.start_session(&principal, "r1", later).await.unwrap();
         assert!(matches!(
-            store.use_refresh_token("r1").await.unwrap(),
+            store.use_refresh_token("r1", ("r2", later)).await.unwrap(),
             RefreshOutcome::Used { family: f, .. } if f == family
         ));
         assert_eq!(
-            store.use_refresh_token("r1").await.unwrap(),
+            store.use_refresh_token("r1", ("r3", later)).await.unwrap(),
             RefreshOutcome::Reused
         );
-        // The reuse revoked the rest of the family.
+        // The reuse revoked the rest of the family, and stored no r3.
         assert_eq!(
-            store.use_refresh_token("r2").await.unwrap(),
+            store.use_refresh_token("r2", ("r4", later)).await.unwrap(),
             RefreshOutcome::Revoked
         );
         assert_eq!(
-            store.use_refresh_token("nope").await.unwrap(),
+            store.use_refresh_token("r3", ("r5", later)).await.unwrap(),
             RefreshOutcome::Unknown
+        );
+        assert_eq!(
+            store
+                .use_refresh_token("nope", ("r6", later))
+                .await
+                .unwrap(),
+            RefreshOutcome::Unknown
+        );
+        let earlier = chrono::Utc::now() - chrono::Duration::seconds(1);
+        store
+            .start_session(&principal, "old", earlier)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.use_refresh_token("old", ("r7", later)).await.unwrap(),
+            RefreshOutcome::Expired
+        );
+        store.start_session(&principal, "s1", later).await.unwrap();
+        assert!(store.end_session("s1").await.unwrap());
+        assert!(!store.end_session("unknown").await.unwrap());
+        assert_eq!(
+            store.use_refresh_token("s1", ("s2", later)).await.unwrap(),
+            RefreshOutcome::Revoked
+        );
+        let actions: Vec<String> = store
+            .list_audit(org, &Default::default(), None, 100)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.action.starts_with("session."))
+            .map(|e| {
+                assert_eq!(e.actor, "dev@acme.io");
+                e.action
+            })
+            .rev()
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "session.start",
+                "session.refresh",
+                "session.revoke",
+                "session.start",
+                "session.start",
+                "session.end"
+            ]
         );
 
         // Roles, memberships and policies make up the access facts.

@@ -270,6 +270,7 @@ async fn every_method_refuses_missing_and_bad_credentials() {
     let public: BTreeSet<&str> = [
         "/mockplane.v1.AuthService/Login",
         "/mockplane.v1.AuthService/Refresh",
+        "/mockplane.v1.AuthService/Logout",
     ]
     .into();
     let cases: [(&str, Option<&str>, &str); 7] = [
@@ -1021,7 +1022,33 @@ async fn users_log_in_refresh_once_and_lose_access_when_disabled() {
         .unwrap()
         .into_inner();
     assert_eq!(me.credential, "access_token");
-    assert_eq!(me.principal.unwrap().email, "ada@acme.io");
+    let principal = me.principal.unwrap();
+    assert_eq!(principal.email, "ada@acme.io");
+    assert!(principal.must_change_password);
+    // A session opened with a one-time password does nothing else until
+    // the password is changed (WhoAmI above still answers).
+    let status = ada
+        .workspaces
+        .list_workspaces(v1::ListWorkspacesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("one-time password"),
+        "{}",
+        status.message()
+    );
+    let status = ada
+        .auth
+        .issue_environment_token(v1::IssueEnvironmentTokenRequest {
+            workspace: "shop".into(),
+            environment: "prod".into(),
+            reason: "trying".into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
     let status = ada
         .auth
         .change_password(v1::ChangePasswordRequest {
@@ -1061,6 +1088,96 @@ async fn users_log_in_refresh_once_and_lose_access_when_disabled() {
         .await
         .unwrap()
         .into_inner();
+    let mut ada = plane.api(&session.access_token).await;
+    ada.workspaces
+        .list_workspaces(v1::ListWorkspacesRequest::default())
+        .await
+        .unwrap();
+
+    // Logging out ends the session: its refresh token is refused after,
+    // and a second logout is told there is no session.
+    let other = anonymous
+        .auth
+        .login(v1::LoginRequest {
+            email: "ada@acme.io".into(),
+            password: "a much longer passphrase".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let renewed_other = anonymous
+        .auth
+        .refresh(v1::RefreshRequest {
+            refresh_token: other.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Any token of the session ends all of it, the used one included.
+    anonymous
+        .auth
+        .logout(v1::LogoutRequest {
+            refresh_token: other.refresh_token.clone(),
+        })
+        .await
+        .unwrap();
+    let status = anonymous
+        .auth
+        .refresh(v1::RefreshRequest {
+            refresh_token: renewed_other.refresh_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("session was ended"),
+        "{}",
+        status.message()
+    );
+    let status = anonymous
+        .auth
+        .logout(v1::LogoutRequest {
+            refresh_token: "mpt_not-a-session".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = anonymous
+        .auth
+        .logout(v1::LogoutRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // Sign-ins, refreshes and logouts are on the record as Ada.
+    let sessions: Vec<(String, String)> = admin
+        .audit
+        .list_audit_events(v1::ListAuditEventsRequest {
+            action: "session.".into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .into_iter()
+        .filter(|e| e.actor == "ada@acme.io")
+        .map(|e| (e.action, e.credential))
+        .rev()
+        .collect();
+    let sessions: Vec<(&str, &str)> = sessions
+        .iter()
+        .map(|(a, c)| (a.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        sessions,
+        [
+            ("session.start", "password"),
+            ("session.start", "password"),
+            ("session.start", "password"),
+            ("session.refresh", "refresh_token"),
+            ("session.end", "refresh_token"),
+        ]
+    );
 
     // A refresh token works once; its reuse revokes the session.
     let renewed = anonymous

@@ -1062,6 +1062,25 @@ async fn logs_in_and_manages_users_roles_members_policies_and_tokens() {
     assert_eq!(saved["server"], plane.url());
     assert!(!saved["refresh_token"].as_str().unwrap().is_empty());
 
+    // The first run's password is a one-time one: the session may only
+    // change it. The change ends the session, and the CLI logs in again.
+    let error = me.fails(&["workspace", "list"]).await;
+    assert!(
+        error.contains("one-time password") && error.contains("FailedPrecondition"),
+        "{error}"
+    );
+    let changed = json(
+        &me.ok_stdin(
+            &["-o", "json", "user", "passwd", "--password-stdin"],
+            &format!("{password}\ncorrect horse battery staple\n"),
+        )
+        .await,
+    );
+    assert_eq!(changed["session_renewed"], true, "{changed}");
+    let renewed = json(&std::fs::read_to_string(me.session_file()).unwrap());
+    assert_ne!(renewed["refresh_token"], saved["refresh_token"]);
+    me.ok(&["workspace", "list"]).await;
+
     let who = me.ok(&["whoami"]).await;
     assert!(has_row(&who, &["credential", "access_token"]), "{who}");
     assert!(has_row(&who, &["org_role", "owner"]), "{who}");
@@ -1485,8 +1504,19 @@ async fn logs_in_and_manages_users_roles_members_policies_and_tokens() {
         "{error}"
     );
 
-    let out = me.ok(&["logout"]).await;
+    // Logging out ends the session on the control plane too (ending the
+    // one above, already ended, succeeds).
+    let (out, notes) = me.both(&["logout"]).await;
     assert!(out.contains("logged_out: true"), "{out}");
+    assert!(notes.is_empty(), "{notes}");
+    me.ok_stdin(
+        &["login", "--email", &email, "--password-stdin"],
+        "correct horse battery staple\n",
+    )
+    .await;
+    let (out, notes) = me.both(&["logout"]).await;
+    assert!(out.contains("logged_out: true"), "{out}");
+    assert!(notes.is_empty(), "{notes}");
     assert!(!me.session_file().exists());
     let error = me.fails(&["whoami"]).await;
     assert!(error.contains("mockplane login"), "{error}");

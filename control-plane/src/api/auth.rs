@@ -144,11 +144,31 @@ where
                 .into_http());
             };
             request.extensions_mut().insert(Declared(rule));
-            if rule == Rule::Public {
-                return inner.call(request).await;
-            }
             let request_id = request_id(request.headers());
+            if rule == Rule::Public {
+                // No caller yet: what such a request writes (a login, a
+                // logout) names its actor itself.
+                let context = AuditContext {
+                    actor_id: "anonymous".into(),
+                    actor: "anonymous".into(),
+                    credential: "none".into(),
+                    reason: String::new(),
+                    request_id: request_id.clone(),
+                };
+                let mut response = AUDIT_CONTEXT.scope(context, inner.call(request)).await?;
+                if let Ok(value) = request_id.parse() {
+                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                }
+                return Ok(response);
+            }
             match auth.authenticate(request.headers()).await {
+                Ok(caller) if awaits_new_password(&caller, request.uri().path()) => {
+                    Ok(Status::failed_precondition(
+                        "you signed in with a one-time password: change it first \
+                         (`mockplane user passwd`, or AuthService/ChangePassword), then log in again",
+                    )
+                    .into_http())
+                }
                 Ok(caller) => {
                     let context = audit_context(&caller, &request_id);
                     request.extensions_mut().insert(caller);
@@ -163,6 +183,22 @@ where
             }
         })
     }
+}
+
+/// What a session opened with a one-time password may still do.
+const WHILE_PASSWORD_EXPIRED: [&str; 3] = [
+    "/mockplane.v1.AuthService/ChangePassword",
+    "/mockplane.v1.AuthService/WhoAmI",
+    "/mockplane.v1.AuthService/Logout",
+];
+
+/// A password session (not an API token, nor an identity provider's token)
+/// of someone whose password is a one-time one, calling anything else than
+/// changing it. Such a session cannot get an environment token either.
+fn awaits_new_password(caller: &Caller, path: &str) -> bool {
+    caller.principal.must_change_password
+        && matches!(caller.credential, Credential::AccessToken)
+        && !WHILE_PASSWORD_EXPIRED.contains(&path)
 }
 
 impl Authenticator {

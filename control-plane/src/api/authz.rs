@@ -157,6 +157,7 @@ pub const METHODS: &[(&str, Rule)] = &[
     // Signing in.
     ("AuthService/Login", Rule::Public),
     ("AuthService/Refresh", Rule::Public),
+    ("AuthService/Logout", Rule::Public),
     ("AuthService/WhoAmI", Rule::Authenticated),
     ("AuthService/ChangePassword", Rule::Authenticated),
     (

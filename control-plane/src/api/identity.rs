@@ -58,31 +58,24 @@ fn subject(kind: PrincipalKind, id: Uuid) -> String {
 }
 
 impl ApiState {
-    /// A fresh access token and refresh token for `principal`, the refresh
-    /// token in `family` (a new session when `None`).
-    async fn session(
-        &self,
-        principal: &crate::store::Principal,
-        family: Option<Uuid>,
-    ) -> Result<v1::Session, Status> {
+    /// A session for `principal`: a fresh access token, and the refresh
+    /// token that `store_refresh` keeps (a new session on login, the next
+    /// token of the same session on refresh).
+    async fn session<F, Fut>(&self, store_refresh: F) -> Result<v1::Session, Status>
+    where
+        F: FnOnce(String, chrono::DateTime<Utc>) -> Fut,
+        Fut: std::future::Future<Output = Result<crate::store::Principal, Status>>,
+    {
+        let refresh_token = token::generate();
+        let refresh_expires = Utc::now()
+            + chrono::Duration::from_std(REFRESH_TOKEN_TTL).unwrap_or(chrono::Duration::days(30));
+        let principal = store_refresh(token::hash(&refresh_token), refresh_expires).await?;
         let (access_token, claims) = self.signer.issue(
             subject(principal.kind, principal.id),
             principal.org_id,
             None,
             ACCESS_TOKEN_TTL,
         );
-        let refresh_token = token::generate();
-        let refresh_expires = Utc::now()
-            + chrono::Duration::from_std(REFRESH_TOKEN_TTL).unwrap_or(chrono::Duration::days(30));
-        self.store
-            .create_refresh_token(
-                principal,
-                family.unwrap_or_else(Uuid::now_v7),
-                &token::hash(&refresh_token),
-                refresh_expires,
-            )
-            .await
-            .map_err(store)?;
         Ok(v1::Session {
             access_token,
             access_token_expire_time: Some(prost_types::Timestamp {
@@ -126,7 +119,18 @@ impl AuthService for Auth {
         if !ok {
             return Err(refused());
         }
-        Ok(Response::new(self.0.session(&principal, None).await?))
+        let session = self
+            .0
+            .session(|hash, expires| async move {
+                self.0
+                    .store
+                    .start_session(&principal, &hash, expires)
+                    .await
+                    .map_err(store)?;
+                Ok(principal)
+            })
+            .await?;
+        Ok(Response::new(session))
     }
 
     async fn refresh(
@@ -137,28 +141,52 @@ impl AuthService for Auth {
         if raw.is_empty() {
             return Err(invalid("refresh_token", "is required"));
         }
-        match self
+        let session = self
+            .0
+            .session(|hash, expires| async move {
+                match self
+                    .0
+                    .store
+                    .use_refresh_token(&token::hash(&raw), (&hash, expires))
+                    .await
+                    .map_err(store)?
+                {
+                    RefreshOutcome::Used { principal, .. } => Ok(principal),
+                    RefreshOutcome::Unknown => Err(Status::unauthenticated(
+                        "the refresh token is not valid; log in again",
+                    )),
+                    RefreshOutcome::Expired => Err(Status::unauthenticated(
+                        "the refresh token has expired; log in again",
+                    )),
+                    RefreshOutcome::Revoked => Err(Status::unauthenticated(
+                        "this session was ended (a logout, a password change, or a reused refresh token); log in again",
+                    )),
+                    RefreshOutcome::Reused => Err(Status::unauthenticated(
+                        "this refresh token was already used, so every token of its session is now revoked; log in again",
+                    )),
+                }
+            })
+            .await?;
+        Ok(Response::new(session))
+    }
+
+    async fn logout(&self, request: Request<v1::LogoutRequest>) -> Result<Response<()>, Status> {
+        let raw = request.into_inner().refresh_token;
+        if raw.is_empty() {
+            return Err(invalid("refresh_token", "is required"));
+        }
+        if self
             .0
             .store
-            .use_refresh_token(&token::hash(&raw))
+            .end_session(&token::hash(&raw))
             .await
             .map_err(store)?
         {
-            RefreshOutcome::Used { principal, family } => Ok(Response::new(
-                self.0.session(&principal, Some(family)).await?,
-            )),
-            RefreshOutcome::Unknown => Err(Status::unauthenticated(
-                "the refresh token is not valid; log in again",
-            )),
-            RefreshOutcome::Expired => Err(Status::unauthenticated(
-                "the refresh token has expired; log in again",
-            )),
-            RefreshOutcome::Revoked => Err(Status::unauthenticated(
-                "this session was ended (a password change, or a reused refresh token); log in again",
-            )),
-            RefreshOutcome::Reused => Err(Status::unauthenticated(
-                "this refresh token was already used, so every token of its session is now revoked; log in again",
-            )),
+            Ok(Response::new(()))
+        } else {
+            Err(Status::unauthenticated(
+                "the refresh token is not valid, so there is no session to end",
+            ))
         }
     }
 
@@ -350,6 +378,7 @@ pub fn principal_proto(record: &PrincipalRecord) -> v1::Principal {
         etag: etag(record.version),
         create_time: Some(timestamp(record.created_at)),
         update_time: Some(timestamp(record.updated_at)),
+        must_change_password: record.must_change_password,
     }
 }
 
@@ -436,6 +465,7 @@ impl UserService for Users {
                     name,
                     org_role: role,
                     password_hash: Some(hash),
+                    must_change_password: !one_time.is_empty(),
                 },
             )
             .await
@@ -471,6 +501,7 @@ impl UserService for Users {
                     name: request.name,
                     org_role: role,
                     password_hash: None,
+                    must_change_password: false,
                 },
             )
             .await

@@ -51,6 +51,8 @@ pub struct Principal {
     /// The e-mail of a user, the name of a service account: how audit
     /// events name the actor.
     pub display: String,
+    /// Signed in with a one-time password not yet replaced.
+    pub must_change_password: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +64,8 @@ pub struct PrincipalRecord {
     pub name: String,
     pub org_role: OrgRole,
     pub disabled: bool,
+    /// Has a one-time password not yet replaced.
+    pub must_change_password: bool,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -75,6 +79,7 @@ impl PrincipalRecord {
             kind: self.kind,
             org_role: self.org_role,
             display: self.email.clone().unwrap_or_else(|| self.name.clone()),
+            must_change_password: self.must_change_password,
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct NewPrincipal {
     pub name: String,
     pub org_role: OrgRole,
     pub password_hash: Option<String>,
+    /// A one-time password: its sessions may only change it.
+    pub must_change_password: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -209,14 +216,25 @@ pub trait AccessStore: Send + Sync {
     async fn get_api_token(&self, org: Uuid, id: Uuid) -> StoreResult<TokenRecord>;
     async fn revoke_api_token(&self, org: Uuid, id: Uuid) -> StoreResult<()>;
 
-    async fn create_refresh_token(
+    /// A login: the session's first refresh token (a new family), and its
+    /// audit event. Returns the family.
+    async fn start_session(
         &self,
         principal: &Principal,
-        family: Uuid,
         token_hash: &str,
         expires_at: DateTime<Utc>,
-    ) -> StoreResult<()>;
-    async fn use_refresh_token(&self, token_hash: &str) -> StoreResult<RefreshOutcome>;
+    ) -> StoreResult<Uuid>;
+    /// Uses a refresh token up and, when it was valid, stores the session's
+    /// next one (`next`: hash and expiry) in the same transaction. A token
+    /// used twice revokes its whole session.
+    async fn use_refresh_token(
+        &self,
+        token_hash: &str,
+        next: (&str, DateTime<Utc>),
+    ) -> StoreResult<RefreshOutcome>;
+    /// A logout: revokes every refresh token of the session `token_hash`
+    /// belongs to. `false` when the token is unknown.
+    async fn end_session(&self, token_hash: &str) -> StoreResult<bool>;
 
     async fn create_role(&self, org: Uuid, role: &RoleRecord) -> StoreResult<RoleRecord>;
     async fn list_roles(&self, org: Uuid) -> StoreResult<Vec<RoleRecord>>;
@@ -303,12 +321,13 @@ struct PrincipalRow {
     name: String,
     org_role: String,
     disabled: i32,
+    must_change_password: i32,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
-const SELECT_PRINCIPAL: &str = "SELECT id, org_id, kind, email, name, org_role, disabled, version, created_at, updated_at FROM principals ";
+const SELECT_PRINCIPAL: &str = "SELECT id, org_id, kind, email, name, org_role, disabled, must_change_password, version, created_at, updated_at FROM principals ";
 
 impl PrincipalRow {
     fn into_record(self) -> StoreResult<PrincipalRecord> {
@@ -323,6 +342,7 @@ impl PrincipalRow {
             email: self.email,
             name: self.name,
             disabled: self.disabled != 0,
+            must_change_password: self.must_change_password != 0,
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -627,7 +647,7 @@ where
     async fn set_password(&self, org: Uuid, id: Uuid, password_hash: &str) -> StoreResult<()> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let done = sqlx::query(
-            "UPDATE principals SET password_hash = $1, updated_at = $2 WHERE org_id = $3 AND id = $4 AND kind = 'user'",
+            "UPDATE principals SET password_hash = $1, must_change_password = 0, updated_at = $2 WHERE org_id = $3 AND id = $4 AND kind = 'user'",
         )
         .bind(password_hash.to_owned())
         .bind(now())
@@ -779,100 +799,126 @@ where
         Ok(())
     }
 
-    async fn create_refresh_token(
+    async fn start_session(
         &self,
         principal: &Principal,
-        family: Uuid,
         token_hash: &str,
         expires_at: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Uuid> {
         let mut tx = self
             .begin(DB::BEGIN_WRITE, Scope::Org(principal.org_id))
             .await?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (id, org_id, principal_id, family, token_hash, expires_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        let family = Uuid::now_v7();
+        insert_refresh_token::<DB>(&mut tx, principal, family, token_hash, expires_at).await?;
+        append::<DB>(
+            &mut tx,
+            session_change(principal, "session.start", "password", family),
         )
-        .bind(Uuid::now_v7())
-        .bind(principal.org_id)
-        .bind(principal.id)
-        .bind(family)
-        .bind(token_hash.to_owned())
-        .bind(expires_at)
-        .bind(now())
-        .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         tx.commit().await.map_err(internal)?;
-        Ok(())
+        Ok(family)
     }
 
-    async fn use_refresh_token(&self, token_hash: &str) -> StoreResult<RefreshOutcome> {
+    async fn use_refresh_token(
+        &self,
+        token_hash: &str,
+        next: (&str, DateTime<Utc>),
+    ) -> StoreResult<RefreshOutcome> {
         // Only the look-up by secret spans orgs; the rest is the token's org.
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
-        type Row = (
-            Uuid,
-            Uuid,
-            Uuid,
-            Uuid,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        );
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT id, org_id, principal_id, family, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
-        )
-        .bind(token_hash.to_owned())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
-        let Some((id, org, principal_id, family, expires_at, used_at, revoked_at)) = row else {
+        let Some(token) = find_refresh_token::<DB>(&mut tx, token_hash).await? else {
             return Ok(RefreshOutcome::Unknown);
         };
-        enter::<DB>(&mut tx, Scope::Org(org)).await?;
+        enter::<DB>(&mut tx, Scope::Org(token.org)).await?;
         let now = now();
-        if used_at.is_none() && revoked_at.is_some() {
+        if token.used_at.is_none() && token.revoked_at.is_some() {
             return Ok(RefreshOutcome::Revoked);
         }
-        if used_at.is_some() {
-            sqlx::query(
-                "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(family)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
-            tx.commit().await.map_err(internal)?;
-            return Ok(RefreshOutcome::Reused);
-        }
-        if expires_at <= now {
-            return Ok(RefreshOutcome::Expired);
-        }
-        sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
         let record = sqlx::query_as::<DB, PrincipalRow>(&format!(
             "{SELECT_PRINCIPAL}WHERE org_id = $1 AND id = $2"
         ))
-        .bind(org)
-        .bind(principal_id)
+        .bind(token.org)
+        .bind(token.principal_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(internal)?
         .map(PrincipalRow::into_record)
         .transpose()?;
-        tx.commit().await.map_err(internal)?;
-        match record.filter(|r| !r.disabled) {
-            Some(record) => Ok(RefreshOutcome::Used {
-                principal: record.principal(),
-                family,
-            }),
-            None => Ok(RefreshOutcome::Unknown),
+        if token.used_at.is_some() {
+            revoke_family::<DB>(&mut tx, token.family, now).await?;
+            if let Some(record) = &record {
+                append::<DB>(
+                    &mut tx,
+                    session_change(
+                        &record.principal(),
+                        "session.revoke",
+                        "refresh_token",
+                        token.family,
+                    )
+                    .summary(json!({"why": "a refresh token of the session was used twice"})),
+                )
+                .await?;
+            }
+            tx.commit().await.map_err(internal)?;
+            return Ok(RefreshOutcome::Reused);
         }
+        if token.expires_at <= now {
+            return Ok(RefreshOutcome::Expired);
+        }
+        let Some(principal) = record.filter(|r| !r.disabled).map(|r| r.principal()) else {
+            return Ok(RefreshOutcome::Unknown);
+        };
+        sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(token.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        insert_refresh_token::<DB>(&mut tx, &principal, token.family, next.0, next.1).await?;
+        append::<DB>(
+            &mut tx,
+            session_change(&principal, "session.refresh", "refresh_token", token.family),
+        )
+        .await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(RefreshOutcome::Used {
+            principal,
+            family: token.family,
+        })
+    }
+
+    async fn end_session(&self, token_hash: &str) -> StoreResult<bool> {
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
+        let Some(token) = find_refresh_token::<DB>(&mut tx, token_hash).await? else {
+            return Ok(false);
+        };
+        enter::<DB>(&mut tx, Scope::Org(token.org)).await?;
+        let revoked = revoke_family::<DB>(&mut tx, token.family, now()).await?;
+        let record = sqlx::query_as::<DB, PrincipalRow>(&format!(
+            "{SELECT_PRINCIPAL}WHERE org_id = $1 AND id = $2"
+        ))
+        .bind(token.org)
+        .bind(token.principal_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?
+        .map(PrincipalRow::into_record)
+        .transpose()?;
+        // Ending a session that had already ended changes nothing.
+        if let Some(record) = record.filter(|_| revoked > 0) {
+            append::<DB>(
+                &mut tx,
+                session_change(
+                    &record.principal(),
+                    "session.end",
+                    "refresh_token",
+                    token.family,
+                ),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(internal)?;
+        Ok(true)
     }
 
     async fn create_role(&self, org: Uuid, role: &RoleRecord) -> StoreResult<RoleRecord> {
@@ -1461,6 +1507,7 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> Uuid: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB>,
     for<'q> Option<DateTime<Utc>>: Encode<'q, DB>,
@@ -1468,8 +1515,8 @@ where
     let id = Uuid::now_v7();
     let email = new.email.as_ref().map(|e| e.to_lowercase());
     sqlx::query(
-        "INSERT INTO principals (id, org_id, kind, email, name, org_role, password_hash, disabled, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 1, $8, $8)",
+        "INSERT INTO principals (id, org_id, kind, email, name, org_role, password_hash, disabled, must_change_password, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $9, 1, $8, $8)",
     )
     .bind(id)
     .bind(org)
@@ -1479,6 +1526,7 @@ where
     .bind(new.org_role.as_str().to_owned())
     .bind(new.password_hash.clone())
     .bind(now)
+    .bind(i32::from(new.must_change_password))
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -1498,6 +1546,7 @@ where
         name: new.name.clone(),
         org_role: new.org_role,
         disabled: false,
+        must_change_password: new.must_change_password,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -1539,4 +1588,129 @@ where
     .await
     .map_err(|e| db_error(e, || StoreError::AlreadyExists("that token already exists".into())))?;
     Ok(id)
+}
+
+/// A refresh token row, found by its hash.
+struct RefreshRow {
+    id: Uuid,
+    org: Uuid,
+    principal_id: Uuid,
+    family: Uuid,
+    expires_at: DateTime<Utc>,
+    used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+async fn find_refresh_token<DB>(
+    conn: &mut DB::Connection,
+    token_hash: &str,
+) -> StoreResult<Option<RefreshRow>>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<DateTime<Utc>>: Decode<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    type Row = (
+        Uuid,
+        Uuid,
+        Uuid,
+        Uuid,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, org_id, principal_id, family, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+    )
+    .bind(token_hash.to_owned())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(internal)?;
+    Ok(row.map(
+        |(id, org, principal_id, family, expires_at, used_at, revoked_at)| RefreshRow {
+            id,
+            org,
+            principal_id,
+            family,
+            expires_at,
+            used_at,
+            revoked_at,
+        },
+    ))
+}
+
+async fn insert_refresh_token<DB>(
+    conn: &mut DB::Connection,
+    principal: &Principal,
+    family: Uuid,
+    token_hash: &str,
+    expires_at: DateTime<Utc>,
+) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, org_id, principal_id, family, token_hash, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(principal.org_id)
+    .bind(principal.id)
+    .bind(family)
+    .bind(token_hash.to_owned())
+    .bind(expires_at)
+    .bind(now())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| db_error(e, || StoreError::Conflict("refresh token collision; try again".into())))?;
+    Ok(())
+}
+
+/// Revokes what is left of a session; how many tokens that was.
+async fn revoke_family<DB>(
+    conn: &mut DB::Connection,
+    family: Uuid,
+    at: DateTime<Utc>,
+) -> StoreResult<u64>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    let done = sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL AND used_at IS NULL",
+    )
+    .bind(at)
+    .bind(family)
+    .execute(&mut *conn)
+    .await
+    .map_err(internal)?;
+    Ok(DB::rows_affected(&done))
+}
+
+/// A session event, on the record as the person whose session it is (the
+/// requests that start, refresh and end sessions carry no other caller).
+fn session_change(
+    principal: &Principal,
+    action: &'static str,
+    credential: &'static str,
+    family: Uuid,
+) -> Change {
+    Change::new(principal.org_id, action, format!("session/{family}")).by(
+        format!("{}:{}", principal.kind.as_str(), principal.id),
+        principal.display.clone(),
+        credential,
+    )
 }

@@ -72,6 +72,9 @@ pub struct Change {
     pub environment: String,
     /// A short before/after summary (JSON).
     pub summary: serde_json::Value,
+    /// Who acted, when the request's caller does not say (actor id,
+    /// readable name, credential): sessions started by e-mail and password.
+    pub actor: Option<(String, String, &'static str)>,
 }
 
 impl Change {
@@ -83,7 +86,14 @@ impl Change {
             workspace: None,
             environment: String::new(),
             summary: serde_json::Value::Null,
+            actor: None,
         }
+    }
+
+    #[must_use]
+    pub fn by(mut self, actor_id: String, actor: String, credential: &'static str) -> Self {
+        self.actor = Some((actor_id, actor, credential));
+        self
     }
 
     #[must_use]
@@ -241,7 +251,12 @@ where
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    let context = current_context();
+    let mut context = current_context();
+    if let Some((actor_id, actor, credential)) = change.actor {
+        context.actor_id = actor_id;
+        context.actor = actor;
+        context.credential = credential.to_owned();
+    }
     sqlx::query(
         "INSERT INTO audit_heads (org_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (org_id) DO NOTHING",
     )

@@ -744,6 +744,7 @@ where
                 name: token_name.to_owned(),
                 org_role: OrgRole::Owner,
                 password_hash: None,
+                must_change_password: false,
             },
             now,
         )

@@ -66,6 +66,7 @@ pub async fn api_keys_open_one_environment_and_expire(store: Arc<dyn Store>) {
                 name: "ada".into(),
                 org_role: OrgRole::Member,
                 password_hash: None,
+                must_change_password: false,
             },
         )
         .await

@@ -109,6 +109,7 @@ async fn fresh_store(
                 name: "bench".into(),
                 org_role: mockplane_shared::access::OrgRole::Owner,
                 password_hash: None,
+                must_change_password: false,
             },
             &token::hash(&token),
         )
