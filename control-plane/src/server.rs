@@ -333,6 +333,18 @@ async fn prune_audit_periodically(
                     continue;
                 }
             };
+            // A real prune is itself on the record; look first, so an hour
+            // with nothing to prune leaves no event.
+            let due = match store.prune_audit(org, &retention, &protected, true).await {
+                Ok(outcome) => outcome.by_environment.iter().any(|(_, n)| *n > 0),
+                Err(error) => {
+                    tracing::warn!(%error, %org, "audit retention failed");
+                    continue;
+                }
+            };
+            if !due {
+                continue;
+            }
             match store
                 .prune_audit(org, &retention, &protected, dry_run)
                 .await

@@ -183,6 +183,32 @@ pub struct ControlPlane {
     pub token: Option<String>,
 }
 
+/// Every method of the API (`/package.Service/Method`), from its
+/// descriptors; the nodes' config stream is not part of it.
+pub fn api_methods() -> Vec<String> {
+    use prost::Message as _;
+    let set = prost_types::FileDescriptorSet::decode(mockplane_proto::FILE_DESCRIPTOR_SET)
+        .expect("the API's descriptors");
+    let mut methods = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            if service.name() == "ConfigDiscovery" {
+                continue;
+            }
+            for method in &service.method {
+                methods.push(format!(
+                    "/{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    assert!(methods.len() > 50, "{methods:?}");
+    methods
+}
+
 /// With `MOCKPLANE_E2E_BACKEND=postgres`, control planes started without a
 /// database URL get a PostgreSQL database of their own (on the server
 /// `DATABASE_URL` names) instead of SQLite: one per data directory, so a

@@ -21,29 +21,6 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::AsciiMetadataValue;
 use uuid::Uuid;
 
-/// Every method of the API, from its descriptors.
-fn all_methods() -> Vec<String> {
-    let set = prost_types::FileDescriptorSet::decode(mockplane_proto::FILE_DESCRIPTOR_SET).unwrap();
-    let mut methods = Vec::new();
-    for file in &set.file {
-        for service in &file.service {
-            if service.name() == "ConfigDiscovery" {
-                continue;
-            }
-            for method in &service.method {
-                methods.push(format!(
-                    "/{}.{}/{}",
-                    file.package(),
-                    service.name(),
-                    method.name()
-                ));
-            }
-        }
-    }
-    assert!(methods.len() > 50, "{methods:?}");
-    methods
-}
-
 /// Calls `path` with an empty message (every field at its default) and
 /// `authorization` set to `bearer` when given.
 async fn raw_call(
@@ -290,7 +267,7 @@ async fn every_method_refuses_missing_and_bad_credentials() {
             "no longer exists",
         ),
     ];
-    let methods = all_methods();
+    let methods = mockplane_e2e::api_methods();
     for method in &methods {
         if public.contains(method.as_str()) {
             continue;

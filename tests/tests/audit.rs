@@ -1,6 +1,7 @@
 //! The audit trail through the real server: every mutating call leaves
-//! exactly one event naming its request, refused and read-only calls leave
-//! none, and editing an event in the database is detected.
+//! exactly one event naming its request (every mutating method of the API,
+//! found in its descriptors), refused and read-only calls leave none, and
+//! editing an event in the database is detected.
 
 use std::collections::BTreeMap;
 
@@ -358,4 +359,556 @@ async fn every_change_leaves_one_chained_event_and_tampering_shows() {
     assert!(!verified.ok);
     assert_eq!(verified.broken_seq, target);
     assert!(verified.problem.contains("changed"), "{}", verified.problem);
+}
+
+/// A request with `token` as its bearer.
+fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// The newest event's sequence number.
+async fn head(api: &mut Api) -> i64 {
+    api.audit
+        .list_audit_events(v1::ListAuditEventsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .first()
+        .map_or(0, |e| e.seq)
+}
+
+/// Runs one call of `method` and checks that it left exactly one event;
+/// records the method as covered.
+macro_rules! one_event {
+    ($covered:ident, $auditor:ident, $method:literal, $call:expr) => {{
+        let before = head(&mut $auditor).await;
+        let answer = $call
+            .await
+            .unwrap_or_else(|status| panic!("{}: {status:?}", $method))
+            .into_inner();
+        let after = head(&mut $auditor).await;
+        assert_eq!(
+            after - before,
+            1,
+            "{} left {} events",
+            $method,
+            after - before
+        );
+        assert!($covered.insert($method), "{} twice", $method);
+        answer
+    }};
+}
+
+/// Every mutating method of the API (all but reads), called once each in
+/// a realistic order, leaves exactly one event; the list of methods comes
+/// from the API's descriptors, so a new mutating method must be added here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mutating_method_leaves_exactly_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let token = plane.token.as_deref().unwrap();
+    let mut api = plane.api(token).await;
+    let mut auditor = plane.api(token).await;
+    let mut anonymous = plane.api_with("unused", None).await;
+    let mut covered = std::collections::BTreeSet::new();
+    let ws = || "shop".to_owned();
+
+    one_event!(
+        covered,
+        auditor,
+        "WorkspaceService/CreateWorkspace",
+        api.workspaces.create_workspace(new_workspace("shop"))
+    );
+    one_event!(
+        covered,
+        auditor,
+        "WorkspaceService/UpdateWorkspace",
+        api.workspaces.update_workspace(v1::UpdateWorkspaceRequest {
+            workspace: ws(),
+            patch: Some(v1::Workspace {
+                description: "the shop".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["description".into()],
+            }),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "EnvironmentService/CreateEnvironment",
+        api.environments
+            .create_environment(v1::CreateEnvironmentRequest {
+                workspace: ws(),
+                environment: Some(v1::Environment {
+                    name: "sandbox".into(),
+                    ..Default::default()
+                }),
+            })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "EnvironmentService/UpdateEnvironment",
+        api.environments
+            .update_environment(v1::UpdateEnvironmentRequest {
+                workspace: ws(),
+                environment: "sandbox".into(),
+                patch: Some(v1::Environment {
+                    settings: Some(v1::EnvironmentSettings {
+                        reality_level: Some(2),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["settings.reality_level".into()],
+                }),
+                ..Default::default()
+            })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "EnvironmentService/DeleteEnvironment",
+        api.environments
+            .delete_environment(v1::DeleteEnvironmentRequest {
+                workspace: ws(),
+                environment: "sandbox".into(),
+                ..Default::default()
+            })
+    );
+    let routes = one_event!(
+        covered,
+        auditor,
+        "RouteService/CreateRoutes",
+        api.routes.create_routes(v1::CreateRoutesRequest {
+            workspace: ws(),
+            routes: vec![
+                route("GET", "/orders", 200, "[]"),
+                route("GET", "/carts", 200, "[]")
+            ],
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "RouteService/UpdateRoute",
+        api.routes.update_route(v1::UpdateRouteRequest {
+            workspace: ws(),
+            route_id: routes.routes[0].id.clone(),
+            patch: Some(route("GET", "/orders", 201, "[]")),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["response.status".into()],
+            }),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "RouteService/DeleteRoutes",
+        api.routes.delete_routes(v1::DeleteRoutesRequest {
+            workspace: ws(),
+            route_ids: vec![routes.routes[1].id.clone()],
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "ScenarioService/CreateScenario",
+        api.scenarios.create_scenario(v1::CreateScenarioRequest {
+            workspace: ws(),
+            scenario: Some(v1::Scenario {
+                name: "checkout".into(),
+                ..Default::default()
+            }),
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "ScenarioService/UpdateScenario",
+        api.scenarios.update_scenario(v1::UpdateScenarioRequest {
+            workspace: ws(),
+            scenario: "checkout".into(),
+            patch: Some(v1::Scenario {
+                description: "paying".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["description".into()],
+            }),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "ScenarioService/ImportScenario",
+        api.scenarios.import_scenario(v1::ImportScenarioRequest {
+            workspace: ws(),
+            scenario: Some(v1::Scenario {
+                name: "imported".into(),
+                ..Default::default()
+            }),
+            routes: vec![route("GET", "/imported", 200, "{}")],
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "ScenarioService/ImportOpenApi",
+        api.scenarios.import_open_api(v1::ImportOpenApiRequest {
+            workspace: ws(),
+            scenario: Some(v1::Scenario {
+                name: "petstore".into(),
+                ..Default::default()
+            }),
+            document: r#"{"openapi":"3.0.0","info":{"title":"pets","version":"1"},
+                "paths":{"/pets":{"get":{"responses":{"200":{"description":"ok"}}}}}}"#
+                .into(),
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "ScenarioService/CreateVersion",
+        api.scenarios.create_version(v1::CreateVersionRequest {
+            workspace: ws(),
+            scenario: "default".into(),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "ScenarioService/AdminDeployVersion",
+        api.scenarios
+            .admin_deploy_version(v1::AdminDeployVersionRequest {
+                workspace: ws(),
+                scenario: "default".into(),
+                version: 1,
+                environment: "test".into(),
+            })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "ScenarioService/DeleteScenario",
+        api.scenarios.delete_scenario(v1::DeleteScenarioRequest {
+            workspace: ws(),
+            scenario: "checkout".into(),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "PersonaService/CreatePersona",
+        api.personas.create_persona(v1::CreatePersonaRequest {
+            workspace: ws(),
+            persona: Some(v1::Persona {
+                name: "ada".into(),
+                data: r#"{"name":"Ada"}"#.into(),
+                ..Default::default()
+            }),
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "PersonaService/UpdatePersona",
+        api.personas.update_persona(v1::UpdatePersonaRequest {
+            workspace: ws(),
+            persona: "ada".into(),
+            data: r#"{"name":"Ada L."}"#.into(),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "PersonaService/DeletePersona",
+        api.personas.delete_persona(v1::DeletePersonaRequest {
+            workspace: ws(),
+            persona: "ada".into(),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "WorkspaceService/ResetState",
+        api.workspaces
+            .reset_state(v1::ResetStateRequest { workspace: ws() })
+    );
+
+    let mut keys = mockplane_proto::v1::api_key_service_client::ApiKeyServiceClient::new(
+        plane.channel().await,
+    );
+    let key = one_event!(
+        covered,
+        auditor,
+        "ApiKeyService/CreateApiKey",
+        keys.create_api_key(authorized(
+            token,
+            v1::CreateApiKeyRequest {
+                workspace: ws(),
+                environment: "dev".into(),
+                name: "app".into(),
+                ..Default::default()
+            }
+        ))
+    );
+    one_event!(
+        covered,
+        auditor,
+        "ApiKeyService/RevokeApiKey",
+        keys.revoke_api_key(authorized(
+            token,
+            v1::RevokeApiKeyRequest {
+                workspace: ws(),
+                id: key.key.unwrap().id,
+            }
+        ))
+    );
+
+    one_event!(
+        covered,
+        auditor,
+        "RoleService/CreateRole",
+        api.roles.create_role(v1::CreateRoleRequest {
+            role: Some(v1::Role {
+                name: "qa".into(),
+                permissions: vec!["environment.chaos".into()],
+                ..Default::default()
+            }),
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "RoleService/UpdateRole",
+        api.roles.update_role(v1::UpdateRoleRequest {
+            name: "qa".into(),
+            permissions: vec!["environment.chaos".into(), "scenario.read".into()],
+            ..Default::default()
+        })
+    );
+    let user = one_event!(
+        covered,
+        auditor,
+        "UserService/CreateUser",
+        api.users.create_user(v1::CreateUserRequest {
+            email: "qa@acme.io".into(),
+            ..Default::default()
+        })
+    );
+    let user_id = user.user.as_ref().unwrap().id.clone();
+    one_event!(
+        covered,
+        auditor,
+        "UserService/UpdatePrincipal",
+        api.users.update_principal(v1::UpdatePrincipalRequest {
+            id: user_id.clone(),
+            name: "Quinn".into(),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "MemberService/SetMember",
+        api.members.set_member(v1::SetMemberRequest {
+            workspace: ws(),
+            environment: "test".into(),
+            principal_id: user_id.clone(),
+            role: "qa".into(),
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "MemberService/RemoveMember",
+        api.members.remove_member(v1::RemoveMemberRequest {
+            workspace: ws(),
+            environment: "test".into(),
+            principal_id: user_id.clone(),
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "MemberService/SetPolicy",
+        api.members.set_policy(v1::SetPolicyRequest {
+            workspace: ws(),
+            policy: Some(v1::Policy {
+                environment: "test".into(),
+                permission: "environment.chaos".into(),
+                roles: vec!["qa".into()],
+                ..Default::default()
+            }),
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "MemberService/DeletePolicy",
+        api.members.delete_policy(v1::DeletePolicyRequest {
+            workspace: ws(),
+            environment: "test".into(),
+            permission: "environment.chaos".into(),
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "RoleService/DeleteRole",
+        api.roles
+            .delete_role(v1::DeleteRoleRequest { name: "qa".into() })
+    );
+    let bot = one_event!(
+        covered,
+        auditor,
+        "UserService/CreateServiceAccount",
+        api.users
+            .create_service_account(v1::CreateServiceAccountRequest {
+                name: "bot".into(),
+                ..Default::default()
+            })
+    );
+    let bot_token = one_event!(
+        covered,
+        auditor,
+        "UserService/CreateApiToken",
+        api.users.create_api_token(v1::CreateApiTokenRequest {
+            principal_id: bot.id.clone(),
+            name: "ci".into(),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "UserService/RevokeApiToken",
+        api.users.revoke_api_token(v1::RevokeApiTokenRequest {
+            id: bot_token.token.unwrap().id,
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "UserService/DeletePrincipal",
+        api.users
+            .delete_principal(v1::DeletePrincipalRequest { id: bot.id })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "AuthService/IssueEnvironmentToken",
+        api.auth
+            .issue_environment_token(v1::IssueEnvironmentTokenRequest {
+                workspace: ws(),
+                environment: "prod".into(),
+                reason: "look at prod for INC-9".into(),
+                ttl_seconds: 0,
+            })
+    );
+
+    // The new user signs in, replaces the one-time password, signs in
+    // again, refreshes and logs out.
+    let first = one_event!(
+        covered,
+        auditor,
+        "AuthService/Login",
+        anonymous.auth.login(v1::LoginRequest {
+            email: "qa@acme.io".into(),
+            password: user.one_time_password.clone(),
+        })
+    );
+    let mut quinn = plane.api_with(&first.access_token, None).await;
+    one_event!(
+        covered,
+        auditor,
+        "AuthService/ChangePassword",
+        quinn.auth.change_password(v1::ChangePasswordRequest {
+            current_password: user.one_time_password.clone(),
+            new_password: "a long enough passphrase".into(),
+        })
+    );
+    let second = anonymous
+        .auth
+        .login(v1::LoginRequest {
+            email: "qa@acme.io".into(),
+            password: "a long enough passphrase".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let renewed = one_event!(
+        covered,
+        auditor,
+        "AuthService/Refresh",
+        anonymous.auth.refresh(v1::RefreshRequest {
+            refresh_token: second.refresh_token,
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "AuthService/Logout",
+        anonymous.auth.logout(v1::LogoutRequest {
+            refresh_token: renewed.refresh_token,
+        })
+    );
+
+    one_event!(
+        covered,
+        auditor,
+        "AuditService/PruneAuditEvents",
+        api.audit.prune_audit_events(v1::PruneAuditEventsRequest {
+            retention_days: [("dev".to_owned(), 30)].into(),
+            dry_run: false,
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "WorkspaceService/DeleteWorkspace",
+        api.workspaces.delete_workspace(v1::DeleteWorkspaceRequest {
+            workspace: ws(),
+            ..Default::default()
+        })
+    );
+
+    let reads = ["Get", "List", "Verify", "WhoAmI", "Export"];
+    let mutating: std::collections::BTreeSet<String> = mockplane_e2e::api_methods()
+        .into_iter()
+        .map(|path| path.trim_start_matches("/mockplane.v1.").to_owned())
+        .filter(|m| {
+            let name = m.split_once('/').unwrap().1;
+            !reads.iter().any(|read| name.starts_with(read))
+        })
+        .collect();
+    let covered: std::collections::BTreeSet<String> =
+        covered.into_iter().map(str::to_owned).collect();
+    assert_eq!(
+        covered, mutating,
+        "every mutating method (from the descriptors) is covered"
+    );
 }

@@ -501,6 +501,26 @@ where
                 .by_environment
                 .push((environment.clone(), u64::try_from(count).unwrap_or(0)));
         }
+        if !dry_run {
+            // Pruning is on the record too, with what it pruned.
+            let pruned: serde_json::Map<String, serde_json::Value> = outcome
+                .by_environment
+                .iter()
+                .map(|(environment, events)| (environment.clone(), (*events).into()))
+                .collect();
+            let days: serde_json::Map<String, serde_json::Value> = retention
+                .iter()
+                .map(|(environment, days)| (environment.clone(), (*days).into()))
+                .collect();
+            append::<DB>(
+                &mut tx,
+                Change::new(org, "audit.prune", "audit").summary(serde_json::json!({
+                    "retention_days": days,
+                    "pruned": pruned,
+                })),
+            )
+            .await?;
+        }
         tx.commit().await.map_err(internal)?;
         Ok(outcome)
     }
