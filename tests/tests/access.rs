@@ -15,7 +15,6 @@ use mockplane_control_plane::token;
 use mockplane_e2e::fixtures::{new_workspace, route};
 use mockplane_e2e::{Api, ControlPlane};
 use mockplane_proto::v1;
-use prost::Message as _;
 use tonic::Code;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::AsciiMetadataValue;
