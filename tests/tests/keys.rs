@@ -131,6 +131,27 @@ async fn shop(plane: &ControlPlane) -> Api {
         })
         .await
         .unwrap();
+    // Prod's default reality (4) injects errors into 2% of requests; these
+    // tests count requests and expect each to be answered.
+    in_prod
+        .environments
+        .update_environment(v1::UpdateEnvironmentRequest {
+            workspace: "shop".into(),
+            environment: "prod".into(),
+            patch: Some(v1::Environment {
+                settings: Some(v1::EnvironmentSettings {
+                    reality_level: Some(1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["settings.reality_level".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     admin
 }
 
