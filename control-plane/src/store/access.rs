@@ -567,17 +567,11 @@ where
         .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(PrincipalRow::into_record)
             .collect::<StoreResult<Vec<_>>>()?;
-        let next = if items.len() > limit.max(1) as usize {
-            items.truncate(limit.max(1) as usize);
-            items.last().map(|p| p.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(Page::from_overfetch(items, limit, |p| p.id))
     }
 
     async fn update_principal(

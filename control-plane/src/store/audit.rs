@@ -362,7 +362,7 @@ where
         let far_future = DateTime::parse_from_rfc3339("9999-12-31T00:00:00Z")
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or_else(|_| Utc::now());
-        let mut items: Vec<AuditRecord> = sqlx::query_as(&format!(
+        let items: Vec<AuditRecord> = sqlx::query_as(&format!(
             "{SELECT_EVENT}WHERE org_id = $1 AND seq < $2 \
              AND ($3 = '' OR workspace_id = $3) AND ($4 = '' OR environment = $4) \
              AND ($5 = '' OR actor_id = $5) AND ($6 = '' OR action LIKE $7 ESCAPE '!') \
@@ -389,13 +389,7 @@ where
         .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
-        let next = if items.len() > limit.max(1) as usize {
-            items.truncate(limit.max(1) as usize);
-            items.last().map(|e| e.seq)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(Page::from_overfetch(items, limit, |e| e.seq))
     }
 
     async fn verify_audit(&self, org: Uuid) -> StoreResult<Verification> {

@@ -652,6 +652,22 @@ pub(super) fn page_limit(limit: u32) -> i64 {
     i64::from(limit.max(1))
 }
 
+impl<T, K> Page<T, K> {
+    /// A page from a query that fetched `page_limit(limit) + 1` rows: the
+    /// extra row, when there is one, says another page follows, and `key`
+    /// of the page's last item is where it starts.
+    pub(super) fn from_overfetch(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> K) -> Self {
+        let size = limit.max(1) as usize;
+        let next = if items.len() > size {
+            items.truncate(size);
+            items.last().map(key)
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}
+
 #[async_trait]
 impl<DB> Store for SqlStore<DB>
 where
@@ -907,20 +923,14 @@ where
                 .or_default()
                 .push(env.into_record()?);
         }
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(|row| {
                 let envs = by_workspace.remove(&row.id).unwrap_or_default();
                 row.into_record(envs)
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        let next = if items.len() > limit.max(1) as usize {
-            items.truncate(limit.max(1) as usize);
-            items.last().map(|w| w.slug.to_string())
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(Page::from_overfetch(items, limit, |w| w.slug.to_string()))
     }
 
     async fn update_workspace(
@@ -2007,17 +2017,11 @@ where
                 .map_err(internal)?
             }
         };
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(RouteRow::into_record)
             .collect::<StoreResult<Vec<_>>>()?;
-        let next = if items.len() > limit.max(1) as usize {
-            items.truncate(limit.max(1) as usize);
-            items.last().map(|r| r.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(Page::from_overfetch(items, limit, |r| r.id))
     }
 
     async fn update_route(
