@@ -294,19 +294,9 @@ pub async fn login(server: Option<&str>, args: LoginArgs, format: Format) -> any
             _ => status_error(status),
         })?
         .into_inner();
+    let must_change_password = answer.must_change_password;
     let saved = session::Session::new(&server, &email, answer)?;
     session::save(&path, &saved)?;
-    let must_change_password = Api::connect(&server, Some(&saved.access_token))
-        .await?
-        .auth
-        .who_am_i(v1::WhoAmIRequest {})
-        .await
-        .map(|me| {
-            me.into_inner()
-                .principal
-                .is_some_and(|p| p.must_change_password)
-        })
-        .unwrap_or(false);
     if must_change_password {
         eprintln!(
             "note: you signed in with a one-time password; change it with `mockplane user passwd` \
@@ -366,7 +356,12 @@ async fn renew_session(server: &str, password: &str) -> anyhow::Result<bool> {
 /// not keep the session file: it is deleted all the same, with a note.
 pub async fn logout(format: Format) -> anyhow::Result<()> {
     let path = session::path()?;
-    if let Some(saved) = session::load(&path)? {
+    // A session file that cannot be read is removed all the same.
+    let saved = session::load(&path).unwrap_or_else(|error| {
+        eprintln!("note: {error:#}; removing it without ending the session on the control plane");
+        None
+    });
+    if let Some(saved) = saved {
         let ended = match Api::connect(&saved.server, None).await {
             Ok(mut api) => api
                 .auth

@@ -715,6 +715,29 @@ pub mod fixtures {
         }
     }
 
+    /// Sets an environment's reality level (and nothing else).
+    pub fn set_reality(
+        workspace: &str,
+        environment: &str,
+        level: u32,
+    ) -> v1::UpdateEnvironmentRequest {
+        v1::UpdateEnvironmentRequest {
+            workspace: workspace.into(),
+            environment: environment.into(),
+            patch: Some(v1::Environment {
+                settings: Some(v1::EnvironmentSettings {
+                    reality_level: Some(level),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["settings.reality_level".into()],
+            }),
+            ..Default::default()
+        }
+    }
+
     pub fn new_workspace(slug: &str) -> v1::CreateWorkspaceRequest {
         v1::CreateWorkspaceRequest {
             workspace: Some(v1::Workspace {

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mockplane_control_plane::jwt::{AUDIENCE, Claims, ISSUER, Signer};
 use mockplane_control_plane::store::{self, Store, WorkspaceRef};
 use mockplane_control_plane::token;
-use mockplane_e2e::fixtures::{new_workspace, route};
+use mockplane_e2e::fixtures::{new_workspace, route, set_reality};
 use mockplane_e2e::{Api, ControlPlane};
 use mockplane_proto::v1;
 use tonic::Code;
@@ -420,21 +420,7 @@ async fn another_org_sees_nothing_and_viewers_change_nothing() {
     attempt!(
         "UpdateEnvironment",
         v.environments
-            .update_environment(v1::UpdateEnvironmentRequest {
-                workspace: ws(),
-                environment: "dev".into(),
-                patch: Some(v1::Environment {
-                    settings: Some(v1::EnvironmentSettings {
-                        reality_level: Some(5),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["settings.reality_level".into()]
-                }),
-                ..Default::default()
-            })
+            .update_environment(set_reality(&ws(), "dev", 5))
     );
     attempt!(
         "DeleteEnvironment",
@@ -708,23 +694,6 @@ async fn environment_tokens_and_policies_decide_per_environment() {
     )
     .await;
 
-    fn reality(env: &str, level: u32) -> v1::UpdateEnvironmentRequest {
-        v1::UpdateEnvironmentRequest {
-            workspace: "shop".into(),
-            environment: env.into(),
-            patch: Some(v1::Environment {
-                settings: Some(v1::EnvironmentSettings {
-                    reality_level: Some(level),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["settings.reality_level".into()],
-            }),
-            ..Default::default()
-        }
-    }
     fn chaos(env: &str) -> v1::UpdateEnvironmentRequest {
         v1::UpdateEnvironmentRequest {
             workspace: "shop".into(),
@@ -741,12 +710,12 @@ async fn environment_tokens_and_policies_decide_per_environment() {
     // An editor changes reality in dev; in prod, even the platform role
     // needs a token obtained with a reason.
     dev.environments
-        .update_environment(reality("dev", 2))
+        .update_environment(set_reality("shop", "dev", 2))
         .await
         .unwrap();
     let status = dev
         .environments
-        .update_environment(reality("prod", 3))
+        .update_environment(set_reality("shop", "prod", 3))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -781,13 +750,13 @@ async fn environment_tokens_and_policies_decide_per_environment() {
         .token;
     let mut prod = plane.api_with(&prod_token, None).await;
     prod.environments
-        .update_environment(reality("prod", 3))
+        .update_environment(set_reality("shop", "prod", 3))
         .await
         .unwrap();
     // The prod token opens nothing else: not dev, not the org.
     let status = prod
         .environments
-        .update_environment(reality("dev", 3))
+        .update_environment(set_reality("shop", "dev", 3))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -818,13 +787,13 @@ async fn environment_tokens_and_policies_decide_per_environment() {
     let mut dev_scoped = plane.api_with(&dev_env_token, None).await;
     let status = dev_scoped
         .environments
-        .update_environment(reality("prod", 4))
+        .update_environment(set_reality("shop", "prod", 4))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     dev_scoped
         .environments
-        .update_environment(reality("dev", 1))
+        .update_environment(set_reality("shop", "dev", 1))
         .await
         .unwrap();
     // Each grant is on the access log with its reason.
@@ -866,7 +835,7 @@ async fn environment_tokens_and_policies_decide_per_environment() {
     let mut owner_prod = plane.api_with(&owner_prod, None).await;
     let status = owner_prod
         .environments
-        .update_environment(reality("prod", 5))
+        .update_environment(set_reality("shop", "prod", 5))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -991,6 +960,7 @@ async fn users_log_in_refresh_once_and_lose_access_when_disabled() {
         .unwrap()
         .into_inner();
     let mut ada = plane.api(&session.access_token).await;
+    assert!(session.must_change_password);
     let me = ada
         .auth
         .who_am_i(v1::WhoAmIRequest {})
@@ -1064,6 +1034,7 @@ async fn users_log_in_refresh_once_and_lose_access_when_disabled() {
         .await
         .unwrap()
         .into_inner();
+    assert!(!session.must_change_password);
     let mut ada = plane.api(&session.access_token).await;
     ada.workspaces
         .list_workspaces(v1::ListWorkspacesRequest::default())

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use mockplane_e2e::fixtures::{new_workspace, route};
+use mockplane_e2e::fixtures::{new_workspace, route, set_reality};
 use mockplane_e2e::{Api, ControlPlane};
 use mockplane_proto::v1;
 use tonic::Code;
@@ -177,24 +177,7 @@ async fn every_change_leaves_one_chained_event_and_tampering_shows() {
     let mut prod_api = plane.api_with(&prod, None).await;
     prod_api
         .environments
-        .update_environment(tagged(
-            "m10",
-            v1::UpdateEnvironmentRequest {
-                workspace: "shop".into(),
-                environment: "prod".into(),
-                patch: Some(v1::Environment {
-                    settings: Some(v1::EnvironmentSettings {
-                        reality_level: Some(5),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["settings.reality_level".into()],
-                }),
-                ..Default::default()
-            },
-        ))
+        .update_environment(tagged("m10", set_reality("shop", "prod", 5)))
         .await
         .unwrap();
     expected.insert("m10", "environment.update");
@@ -463,21 +446,7 @@ async fn every_mutating_method_leaves_exactly_one_event() {
         auditor,
         "EnvironmentService/UpdateEnvironment",
         api.environments
-            .update_environment(v1::UpdateEnvironmentRequest {
-                workspace: ws(),
-                environment: "sandbox".into(),
-                patch: Some(v1::Environment {
-                    settings: Some(v1::EnvironmentSettings {
-                        reality_level: Some(2),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["settings.reality_level".into()],
-                }),
-                ..Default::default()
-            })
+            .update_environment(set_reality(&ws(), "sandbox", 2))
     );
     one_event!(
         covered,

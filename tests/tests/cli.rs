@@ -1517,6 +1517,12 @@ async fn logs_in_and_manages_users_roles_members_policies_and_tokens() {
     let (out, notes) = me.both(&["logout"]).await;
     assert!(out.contains("logged_out: true"), "{out}");
     assert!(notes.is_empty(), "{notes}");
+    // A session file that cannot be read is still removed.
+    std::fs::write(me.session_file(), "not a session").unwrap();
+    let (out, notes) = me.both(&["logout"]).await;
+    assert!(out.contains("logged_out: true"), "{out}");
+    assert!(notes.contains("removing it without ending"), "{notes}");
+    assert!(!me.session_file().exists());
     assert!(!me.session_file().exists());
     let error = me.fails(&["whoami"]).await;
     assert!(error.contains("mockplane login"), "{error}");

@@ -3,7 +3,7 @@
 //! `x-mockplane-env`, and what later environments serve cannot be edited
 //! directly.
 
-use mockplane_e2e::fixtures::{new_workspace, route};
+use mockplane_e2e::fixtures::{new_workspace, route, set_reality};
 use mockplane_e2e::{ControlPlane, Node, eventually};
 use mockplane_proto::v1;
 use tonic::Code;
@@ -366,19 +366,7 @@ async fn versions_freeze_the_working_copy_and_serve_where_deployed() {
     // Test's reality level 3 injects errors into 1% of requests; level 1
     // makes the answers below certain.
     api.environments
-        .update_environment(v1::UpdateEnvironmentRequest {
-            workspace: "pay".into(),
-            environment: "test".into(),
-            patch: Some(v1::Environment {
-                settings: Some(v1::EnvironmentSettings {
-                    reality_level: Some(1),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            update_mask: mask(&["settings.reality_level"]),
-            etag: String::new(),
-        })
+        .update_environment(set_reality("pay", "test", 1))
         .await
         .unwrap();
 

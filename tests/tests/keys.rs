@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mockplane_control_plane::store::{self, NewApiKey, Store, WorkspaceRef};
-use mockplane_e2e::fixtures::{new_workspace, route};
+use mockplane_e2e::fixtures::{new_workspace, route, set_reality};
 use mockplane_e2e::{Api, ControlPlane, Node, Reply, eventually};
 use mockplane_proto::v1;
 use mockplane_proto::v1::api_key_service_client::ApiKeyServiceClient;
@@ -135,21 +135,7 @@ async fn shop(plane: &ControlPlane) -> Api {
     // tests count requests and expect each to be answered.
     in_prod
         .environments
-        .update_environment(v1::UpdateEnvironmentRequest {
-            workspace: "shop".into(),
-            environment: "prod".into(),
-            patch: Some(v1::Environment {
-                settings: Some(v1::EnvironmentSettings {
-                    reality_level: Some(1),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["settings.reality_level".into()],
-            }),
-            ..Default::default()
-        })
+        .update_environment(set_reality("shop", "prod", 1))
         .await
         .unwrap();
     admin

@@ -57,26 +57,32 @@ fn subject(kind: PrincipalKind, id: Uuid) -> String {
     format!("{}:{id}", kind.as_str())
 }
 
+/// A new refresh token: the secret for the caller, its hash for the store,
+/// and when it expires.
+fn new_refresh_token() -> (String, String, chrono::DateTime<Utc>) {
+    let secret = token::generate();
+    let hash = token::hash(&secret);
+    let expires = Utc::now()
+        + chrono::Duration::from_std(REFRESH_TOKEN_TTL).unwrap_or(chrono::Duration::days(30));
+    (secret, hash, expires)
+}
+
 impl ApiState {
-    /// A session for `principal`: a fresh access token, and the refresh
-    /// token that `store_refresh` keeps (a new session on login, the next
-    /// token of the same session on refresh).
-    async fn session<F, Fut>(&self, store_refresh: F) -> Result<v1::Session, Status>
-    where
-        F: FnOnce(String, chrono::DateTime<Utc>) -> Fut,
-        Fut: std::future::Future<Output = Result<crate::store::Principal, Status>>,
-    {
-        let refresh_token = token::generate();
-        let refresh_expires = Utc::now()
-            + chrono::Duration::from_std(REFRESH_TOKEN_TTL).unwrap_or(chrono::Duration::days(30));
-        let principal = store_refresh(token::hash(&refresh_token), refresh_expires).await?;
+    /// The answer to a login or refresh: a fresh access token for
+    /// `principal`, with the refresh token the store now keeps.
+    fn session(
+        &self,
+        principal: &crate::store::Principal,
+        refresh_token: String,
+        refresh_expires: chrono::DateTime<Utc>,
+    ) -> v1::Session {
         let (access_token, claims) = self.signer.issue(
             subject(principal.kind, principal.id),
             principal.org_id,
             None,
             ACCESS_TOKEN_TTL,
         );
-        Ok(v1::Session {
+        v1::Session {
             access_token,
             access_token_expire_time: Some(prost_types::Timestamp {
                 seconds: claims.exp,
@@ -84,7 +90,8 @@ impl ApiState {
             }),
             refresh_token,
             refresh_token_expire_time: Some(timestamp(refresh_expires)),
-        })
+            must_change_password: principal.must_change_password,
+        }
     }
 }
 
@@ -119,18 +126,13 @@ impl AuthService for Auth {
         if !ok {
             return Err(refused());
         }
-        let session = self
-            .0
-            .session(|hash, expires| async move {
-                self.0
-                    .store
-                    .start_session(&principal, &hash, expires)
-                    .await
-                    .map_err(store)?;
-                Ok(principal)
-            })
-            .await?;
-        Ok(Response::new(session))
+        let (secret, hash, expires) = new_refresh_token();
+        self.0
+            .store
+            .start_session(&principal, &hash, expires)
+            .await
+            .map_err(store)?;
+        Ok(Response::new(self.0.session(&principal, secret, expires)))
     }
 
     async fn refresh(
@@ -141,33 +143,37 @@ impl AuthService for Auth {
         if raw.is_empty() {
             return Err(invalid("refresh_token", "is required"));
         }
-        let session = self
+        let (secret, hash, expires) = new_refresh_token();
+        let principal = match self
             .0
-            .session(|hash, expires| async move {
-                match self
-                    .0
-                    .store
-                    .use_refresh_token(&token::hash(&raw), (&hash, expires))
-                    .await
-                    .map_err(store)?
-                {
-                    RefreshOutcome::Used { principal, .. } => Ok(principal),
-                    RefreshOutcome::Unknown => Err(Status::unauthenticated(
-                        "the refresh token is not valid; log in again",
-                    )),
-                    RefreshOutcome::Expired => Err(Status::unauthenticated(
-                        "the refresh token has expired; log in again",
-                    )),
-                    RefreshOutcome::Revoked => Err(Status::unauthenticated(
-                        "this session was ended (a logout, a password change, or a reused refresh token); log in again",
-                    )),
-                    RefreshOutcome::Reused => Err(Status::unauthenticated(
-                        "this refresh token was already used, so every token of its session is now revoked; log in again",
-                    )),
-                }
-            })
-            .await?;
-        Ok(Response::new(session))
+            .store
+            .use_refresh_token(&token::hash(&raw), (&hash, expires))
+            .await
+            .map_err(store)?
+        {
+            RefreshOutcome::Used { principal, .. } => principal,
+            RefreshOutcome::Unknown => {
+                return Err(Status::unauthenticated(
+                    "the refresh token is not valid; log in again",
+                ));
+            }
+            RefreshOutcome::Expired => {
+                return Err(Status::unauthenticated(
+                    "the refresh token has expired; log in again",
+                ));
+            }
+            RefreshOutcome::Revoked => {
+                return Err(Status::unauthenticated(
+                    "this session was ended (a logout, a password change, or a reused refresh token); log in again",
+                ));
+            }
+            RefreshOutcome::Reused => {
+                return Err(Status::unauthenticated(
+                    "this refresh token was already used, so every token of its session is now revoked; log in again",
+                ));
+            }
+        };
+        Ok(Response::new(self.0.session(&principal, secret, expires)))
     }
 
     async fn logout(&self, request: Request<v1::LogoutRequest>) -> Result<Response<()>, Status> {
