@@ -18,6 +18,7 @@ const PROTOS: &[&str] = &[
     "mockplane/v1/audit.proto",
     "mockplane/v1/keys.proto",
     "mockplane/v1/usage.proto",
+    "mockplane/v1/promotion.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -100,6 +100,9 @@ struct ServeArgs {
     /// Only log what the retention job would prune.
     #[arg(long, env = "MOCKPLANE_AUDIT_RETENTION_DRY_RUN")]
     audit_retention_dry_run: bool,
+    /// How often pending promotions are checked for expiry, in seconds.
+    #[arg(long, env = "MOCKPLANE_PROMOTION_SWEEP_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    promotion_sweep_secs: u64,
     /// Also write the first run's admin token to this file (mode 0600).
     #[arg(long, env = "MOCKPLANE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
@@ -191,7 +194,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut control_plane = server::ControlPlane::start(store, poll, shutdown)
         .await?
         .with_signer(signer)
-        .with_audit_retention(retention, args.audit_retention_dry_run);
+        .with_audit_retention(retention, args.audit_retention_dry_run)
+        .with_promotion_sweep(Duration::from_secs(args.promotion_sweep_secs));
     if let Some(path) = &args.oidc_issuers {
         let issuers = mockplane_control_plane::oidc::load_issuers(path)?;
         control_plane = control_plane.with_oidc(mockplane_control_plane::oidc::OidcVerifier::new(

@@ -11,6 +11,7 @@ use mockplane_proto::v1::config_discovery_server::ConfigDiscoveryServer;
 use mockplane_proto::v1::environment_service_server::EnvironmentServiceServer;
 use mockplane_proto::v1::journal_service_server::JournalServiceServer;
 use mockplane_proto::v1::persona_service_server::PersonaServiceServer;
+use mockplane_proto::v1::promotion_service_server::PromotionServiceServer;
 use mockplane_proto::v1::route_service_server::RouteServiceServer;
 use mockplane_proto::v1::scenario_service_server::ScenarioServiceServer;
 use mockplane_proto::v1::usage_service_server::UsageServiceServer;
@@ -29,6 +30,7 @@ use crate::api::identity::{Auth, Members, Roles, Users};
 use crate::api::journal::Journal;
 use crate::api::keys::ApiKeys;
 use crate::api::personas::Personas;
+use crate::api::promotions::Promotions;
 use crate::api::routes::Routes;
 use crate::api::scenarios::Scenarios;
 use crate::api::usage::Usage;
@@ -124,6 +126,7 @@ pub struct ControlPlane {
     oidc: Option<Arc<OidcVerifier>>,
     audit_retention: Arc<Vec<(String, u32)>>,
     audit_prune_dry_run: bool,
+    promotion_sweep: Duration,
     cache: Arc<ConfigCache>,
     refresher: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -162,6 +165,7 @@ impl ControlPlane {
             oidc: None,
             audit_retention: Arc::new(Vec::new()),
             audit_prune_dry_run: false,
+            promotion_sweep: crate::api::promotions::SWEEP_INTERVAL,
             cache,
             refresher,
             shutdown,
@@ -185,6 +189,13 @@ impl ControlPlane {
         self
     }
 
+    /// Looks for expired promotions (and ones to remind of) this often.
+    #[must_use]
+    pub fn with_promotion_sweep(mut self, every: Duration) -> Self {
+        self.promotion_sweep = every;
+        self
+    }
+
     /// Accepts JWTs from these identity providers.
     #[must_use]
     pub fn with_oidc(mut self, oidc: OidcVerifier) -> Self {
@@ -202,6 +213,7 @@ impl ControlPlane {
             oidc,
             audit_retention,
             audit_prune_dry_run,
+            promotion_sweep,
             cache,
             refresher,
             shutdown,
@@ -225,6 +237,11 @@ impl ControlPlane {
             audit_prune_dry_run,
             shutdown.clone(),
         ));
+        let promotion_sweeper = tokio::spawn(crate::api::promotions::sweep(
+            store.clone(),
+            promotion_sweep,
+            shutdown.clone(),
+        ));
         let authenticator = Arc::new(Authenticator {
             store: store.clone(),
             signer,
@@ -242,6 +259,9 @@ impl ControlPlane {
             .set_serving::<ScenarioServiceServer<Scenarios>>()
             .await;
         health.set_serving::<PersonaServiceServer<Personas>>().await;
+        health
+            .set_serving::<PromotionServiceServer<Promotions>>()
+            .await;
         health.set_serving::<AuthServiceServer<Auth>>().await;
         health
             .set_serving::<ConfigDiscoveryServer<Discovery>>()
@@ -274,6 +294,7 @@ impl ControlPlane {
             .add_service(MemberServiceServer::new(Members(state.clone())))
             .add_service(ApiKeyServiceServer::new(ApiKeys(state.clone())))
             .add_service(UsageServiceServer::new(Usage(state.clone())))
+            .add_service(PromotionServiceServer::new(Promotions(state.clone())))
             .add_service(JournalServiceServer::new(Journal(state)))
             .add_service(ConfigDiscoveryServer::new(
                 Discovery::new(cache, nodes, shutdown.clone()).with_usage(store.clone()),
@@ -288,6 +309,7 @@ impl ControlPlane {
         let _ = refresher.await;
         let _ = pruner.await;
         let _ = key_sweeper.await;
+        let _ = promotion_sweeper.await;
         store.close().await;
         result
     }

@@ -2,7 +2,7 @@
 //! can be wrong becomes a [`FieldError`] naming the field, never a panic.
 
 use bytes::Bytes;
-use mockplane_shared::environment::Effective;
+use mockplane_shared::environment::{Approvals, DataPolicy, Effective};
 use mockplane_shared::keys::{ApiKeyConfig, parse_sha256_hex};
 use mockplane_shared::matcher::{BodyMatch, FieldMatch, RawTextTest, RequestMatch, StringMatch};
 use mockplane_shared::persona::{PersonaConfig, parse_persona_data, parse_persona_name};
@@ -368,6 +368,29 @@ pub fn env_settings(settings: &EnvSettings) -> v1::EnvironmentSettings {
         drift_budget: settings.drift_budget,
         validation: validation_mode(settings.validation) as i32,
         reason_required: settings.reason_required,
+        approvals: settings.approvals.as_ref().map(approvals),
+        data_policy: settings.data_policy.map(data_policy),
+        required_checks: settings
+            .required_checks
+            .as_ref()
+            .map(|names| v1::RequiredChecks {
+                names: names.clone(),
+            }),
+    }
+}
+
+fn approvals(a: &Approvals) -> v1::Approvals {
+    v1::Approvals {
+        required: a.required,
+        roles: a.roles.clone(),
+        expire_after_secs: a.expire_after_secs.unwrap_or(0),
+    }
+}
+
+fn data_policy(p: DataPolicy) -> v1::DataPolicy {
+    v1::DataPolicy {
+        forbid_pii: p.forbid_pii,
+        forbid_test_data: p.forbid_test_data,
     }
 }
 
@@ -380,6 +403,15 @@ pub fn effective_settings(effective: &Effective) -> v1::EnvironmentSettings {
         drift_budget: effective.drift_budget,
         validation: validation_mode(Some(effective.validation)) as i32,
         reason_required: Some(effective.reason_required),
+        approvals: Some(v1::Approvals {
+            required: effective.approvals.required,
+            roles: effective.approvals.roles.clone(),
+            expire_after_secs: effective.approvals.expire_after_secs(),
+        }),
+        data_policy: Some(data_policy(effective.data_policy)),
+        required_checks: Some(v1::RequiredChecks {
+            names: effective.required_checks.clone(),
+        }),
     }
 }
 
@@ -425,6 +457,16 @@ pub fn parse_env_settings(
         drift_budget: wire.drift_budget,
         validation,
         reason_required: wire.reason_required,
+        approvals: wire.approvals.as_ref().map(|a| Approvals {
+            required: a.required,
+            roles: a.roles.clone(),
+            expire_after_secs: (a.expire_after_secs > 0).then_some(a.expire_after_secs),
+        }),
+        data_policy: wire.data_policy.as_ref().map(|p| DataPolicy {
+            forbid_pii: p.forbid_pii,
+            forbid_test_data: p.forbid_test_data,
+        }),
+        required_checks: wire.required_checks.as_ref().map(|c| c.names.clone()),
     };
     settings.check().map_err(|e| {
         if e.field == "reality" {
@@ -596,6 +638,99 @@ fn parse_config_route(route: v1::RouteConfig) -> Result<ConfigRoute, FieldError>
     .with_realism(parse_realism(route.latency.as_ref(), route.chaos.as_ref())?)?
     .with_state(raw_state(route.state.as_ref()).as_ref())?;
     Ok(ConfigRoute { id, spec })
+}
+
+/// A contract check as the API shows it.
+pub fn contract_check(check: &mockplane_shared::contract::ContractCheck) -> v1::ContractCheck {
+    v1::ContractCheck {
+        name: check.name.clone(),
+        request: Some(v1::CheckRequest {
+            method: check.request.method.clone(),
+            path: check.request.path.clone(),
+            headers: check.request.headers.iter().cloned().collect(),
+            body: check.request.body.clone(),
+        }),
+        expect: Some(v1::CheckExpectation {
+            status: u32::from(check.expect.status),
+            headers: check.expect.headers.iter().cloned().collect(),
+            body_json: check
+                .expect
+                .body
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            body_contains: check.expect.body_contains.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+/// Parses contract checks from the wire, naming the field that is wrong.
+pub fn parse_contract_checks(
+    wire: &[v1::ContractCheck],
+) -> Result<Vec<mockplane_shared::contract::ContractCheck>, FieldError> {
+    use mockplane_shared::contract::{CheckRequest, ContractCheck, Expectation, check_all};
+    let mut checks = Vec::with_capacity(wire.len());
+    for (index, check) in wire.iter().enumerate() {
+        let field = format!("checks[{index}]");
+        let request = check
+            .request
+            .as_ref()
+            .ok_or_else(|| FieldError::new(format!("{field}.request"), "is required"))?;
+        let expect = check
+            .expect
+            .as_ref()
+            .ok_or_else(|| FieldError::new(format!("{field}.expect"), "is required"))?;
+        let body = if expect.body_json.trim().is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(&expect.body_json).map_err(|e| {
+                FieldError::new(
+                    format!("{field}.expect.body_json"),
+                    format!("is not JSON: {e}"),
+                )
+            })?)
+        };
+        let status = u16::try_from(expect.status).map_err(|_| {
+            FieldError::new(
+                format!("{field}.expect.status"),
+                format!("must be an HTTP status, got {}", expect.status),
+            )
+        })?;
+        let mut headers: Vec<(String, String)> = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        headers.sort();
+        let mut expected_headers: Vec<(String, String)> = expect
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        expected_headers.sort();
+        checks.push(ContractCheck {
+            name: check.name.clone(),
+            request: CheckRequest {
+                method: if request.method.is_empty() {
+                    "GET".into()
+                } else {
+                    request.method.to_ascii_uppercase()
+                },
+                path: request.path.clone(),
+                headers,
+                body: request.body.clone(),
+            },
+            expect: Expectation {
+                status,
+                headers: expected_headers,
+                body,
+                body_contains: (!expect.body_contains.is_empty())
+                    .then(|| expect.body_contains.clone()),
+            },
+        });
+    }
+    check_all(&checks)?;
+    Ok(checks)
 }
 
 #[cfg(test)]

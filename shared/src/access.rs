@@ -90,6 +90,9 @@ permissions! {
     JournalRead = "journal.read", Environment, "Read the request journal.";
     PromotionRequest = "promotion.request", Environment, "Request a promotion into an environment.";
     PromotionApprove = "promotion.approve", Environment, "Approve or reject promotions into an environment.";
+    PromotionExecute = "promotion.execute", Environment, "Carry out an approved promotion into an environment.";
+    PromotionRollback = "promotion.rollback", Environment, "Roll back a completed promotion into an environment.";
+    PromotionCheck = "promotion.check", Environment, "Report the result of an external check (a CI job) on promotions into an environment.";
     MemberRead = "member.read", Workspace, "See who has which role in a workspace.";
     MemberManage = "member.manage", Environment, "Set or remove roles in an environment.";
     PolicyManage = "policy.manage", Environment, "Set an environment's permission policies.";
@@ -161,7 +164,11 @@ pub fn setting_permission(key: crate::environment::SettingKey) -> Permission {
         SettingKey::Reality | SettingKey::Latency => Permission::RealityConfig,
         SettingKey::Chaos => Permission::ChaosConfig,
         SettingKey::DriftBudget => Permission::DriftBudgetConfig,
-        SettingKey::Validation | SettingKey::ReasonRequired => Permission::EnvironmentManage,
+        SettingKey::Validation
+        | SettingKey::ReasonRequired
+        | SettingKey::Approvals
+        | SettingKey::DataPolicy
+        | SettingKey::RequiredChecks => Permission::EnvironmentManage,
     }
 }
 
@@ -247,6 +254,8 @@ pub fn builtin_permissions(role: &str) -> Option<BTreeSet<Permission>> {
         PersonaWrite,
         StateReset,
         PromotionRequest,
+        PromotionExecute,
+        PromotionCheck,
         RealityConfig,
         ChaosConfig,
         TestKeyCreate,

@@ -17,6 +17,9 @@
 //! drift_budget: 0                 # breaking changes a promotion into it may carry
 //! validation: enforce             # off | warn | enforce
 //! reason_required: true           # acting on it needs a stated reason
+//! approvals: { required: 1, roles: [admin], expire_after_secs: 259200 }
+//! data_policy: { forbid_pii: true, forbid_test_data: false }
+//! required_checks: [ci]           # external checks a promotion into it needs green
 //! ```
 
 use std::collections::BTreeMap;
@@ -33,6 +36,49 @@ pub const MAX_ENVIRONMENTS: usize = 16;
 pub const DEFAULT_REALITY: u8 = 1;
 /// Largest drift budget that can be set; larger is "unlimited" (unset).
 pub const MAX_DRIFT_BUDGET: u32 = 100_000;
+/// Most approvals an environment may require of one promotion.
+pub const MAX_REQUIRED_APPROVALS: u32 = 10;
+/// How long a promotion waits for its approvals unless the environment says.
+pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u32 = 72 * 3600;
+/// Longest approval timeout: 90 days.
+pub const MAX_APPROVAL_TIMEOUT_SECS: u32 = 90 * 24 * 3600;
+/// Most external checks an environment may require.
+pub const MAX_REQUIRED_CHECKS: usize = 16;
+
+/// Who must approve a promotion into an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approvals {
+    /// Distinct approvers needed; 0: none unless a rule asks for one.
+    #[serde(default)]
+    pub required: u32,
+    /// Roles (in the environment) an approver must hold one of; empty: any
+    /// role with `promotion.approve` there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// How long a promotion waits for its approvals before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_after_secs: Option<u32>,
+}
+
+impl Approvals {
+    pub fn expire_after_secs(&self) -> u32 {
+        self.expire_after_secs
+            .unwrap_or(DEFAULT_APPROVAL_TIMEOUT_SECS)
+    }
+}
+
+/// What data an environment refuses in the responses promoted into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataPolicy {
+    /// E-mail addresses, card numbers, national IDs.
+    #[serde(default)]
+    pub forbid_pii: bool,
+    /// Test cards, example.com addresses, placeholder text.
+    #[serde(default)]
+    pub forbid_test_data: bool,
+}
 
 /// How strictly requests and promoted content are checked against the
 /// scenario's contract.
@@ -81,6 +127,12 @@ pub struct EnvSettings {
     pub validation: Option<ValidationMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason_required: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Approvals>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_policy: Option<DataPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_checks: Option<Vec<String>>,
 }
 
 // f64 fields inside latency and chaos are checked finite.
@@ -109,6 +161,48 @@ impl EnvSettings {
                 format!("must be at most {MAX_DRIFT_BUDGET} (leave it unset for no limit)"),
             ));
         }
+        if let Some(approvals) = &self.approvals {
+            if approvals.required > MAX_REQUIRED_APPROVALS {
+                return Err(FieldError::new(
+                    "approvals.required",
+                    format!(
+                        "at most {MAX_REQUIRED_APPROVALS} approvals, got {}",
+                        approvals.required
+                    ),
+                ));
+            }
+            if let Some(secs) = approvals.expire_after_secs
+                && !(1..=MAX_APPROVAL_TIMEOUT_SECS).contains(&secs)
+            {
+                return Err(FieldError::new(
+                    "approvals.expire_after_secs",
+                    format!("must be 1 to {MAX_APPROVAL_TIMEOUT_SECS} seconds, got {secs}"),
+                ));
+            }
+            if approvals.roles.len() > 16 {
+                return Err(FieldError::new("approvals.roles", "at most 16 roles"));
+            }
+            for (i, role) in approvals.roles.iter().enumerate() {
+                if Slug::parse(role).is_err() {
+                    return Err(FieldError::new(
+                        format!("approvals.roles[{i}]"),
+                        format!("{role:?} is not a role name (lower-case letters, digits and -)"),
+                    ));
+                }
+            }
+        }
+        if let Some(checks) = &self.required_checks {
+            if checks.len() > MAX_REQUIRED_CHECKS {
+                return Err(FieldError::new(
+                    "required_checks",
+                    format!("at most {MAX_REQUIRED_CHECKS} checks, got {}", checks.len()),
+                ));
+            }
+            for (i, name) in checks.iter().enumerate() {
+                crate::promotion::check_name(name)
+                    .map_err(|m| FieldError::new(format!("required_checks[{i}]"), m))?;
+            }
+        }
         Realism {
             latency: self.latency,
             chaos: self.chaos.clone(),
@@ -127,6 +221,12 @@ impl EnvSettings {
             drift_budget: self.drift_budget.or(base.drift_budget),
             validation: self.validation.or(base.validation),
             reason_required: self.reason_required.or(base.reason_required),
+            approvals: self.approvals.clone().or_else(|| base.approvals.clone()),
+            data_policy: self.data_policy.or(base.data_policy),
+            required_checks: self
+                .required_checks
+                .clone()
+                .or_else(|| base.required_checks.clone()),
         }
     }
 
@@ -143,6 +243,9 @@ impl EnvSettings {
             drift_budget: self.drift_budget,
             validation: self.validation.unwrap_or(ValidationMode::Warn),
             reason_required: self.reason_required.unwrap_or(false),
+            approvals: self.approvals.clone().unwrap_or_default(),
+            data_policy: self.data_policy.unwrap_or_default(),
+            required_checks: self.required_checks.clone().unwrap_or_default(),
         }
     }
 }
@@ -156,16 +259,22 @@ pub enum SettingKey {
     DriftBudget,
     Validation,
     ReasonRequired,
+    Approvals,
+    DataPolicy,
+    RequiredChecks,
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 6] = [
+    pub const ALL: [SettingKey; 9] = [
         SettingKey::Reality,
         SettingKey::Latency,
         SettingKey::Chaos,
         SettingKey::DriftBudget,
         SettingKey::Validation,
         SettingKey::ReasonRequired,
+        SettingKey::Approvals,
+        SettingKey::DataPolicy,
+        SettingKey::RequiredChecks,
     ];
 
     /// The name in update masks (`settings.<name>`) and files.
@@ -177,6 +286,9 @@ impl SettingKey {
             SettingKey::DriftBudget => "drift_budget",
             SettingKey::Validation => "validation",
             SettingKey::ReasonRequired => "reason_required",
+            SettingKey::Approvals => "approvals",
+            SettingKey::DataPolicy => "data_policy",
+            SettingKey::RequiredChecks => "required_checks",
         }
     }
 
@@ -214,6 +326,11 @@ impl SettingsPatch {
                 SettingKey::DriftBudget => next.drift_budget = from.drift_budget,
                 SettingKey::Validation => next.validation = from.validation,
                 SettingKey::ReasonRequired => next.reason_required = from.reason_required,
+                SettingKey::Approvals => next.approvals = from.approvals.clone(),
+                SettingKey::DataPolicy => next.data_policy = from.data_policy,
+                SettingKey::RequiredChecks => {
+                    next.required_checks = from.required_checks.clone();
+                }
             }
         }
         next
@@ -231,6 +348,10 @@ pub struct Effective {
     pub drift_budget: Option<u32>,
     pub validation: ValidationMode,
     pub reason_required: bool,
+    pub approvals: Approvals,
+    pub data_policy: DataPolicy,
+    /// External checks a promotion into the environment needs green.
+    pub required_checks: Vec<String>,
 }
 
 /// The latency and chaos a reality level stands for.
@@ -331,6 +452,14 @@ pub fn default_environments() -> Vec<(Slug, EnvSettings)> {
                 drift_budget: Some(0),
                 validation: Some(ValidationMode::Enforce),
                 reason_required: Some(true),
+                approvals: Some(Approvals {
+                    required: 1,
+                    ..Default::default()
+                }),
+                data_policy: Some(DataPolicy {
+                    forbid_pii: true,
+                    forbid_test_data: false,
+                }),
                 ..Default::default()
             },
         ),

@@ -6,6 +6,9 @@
 
 pub mod access;
 pub mod config;
+pub mod contract;
+pub mod datapolicy;
+pub mod drift;
 pub mod environment;
 pub mod error;
 pub mod keys;
@@ -13,6 +16,7 @@ pub mod matcher;
 pub mod openapi;
 pub mod path;
 pub mod persona;
+pub mod promotion;
 pub mod realism;
 pub mod route;
 pub mod router;

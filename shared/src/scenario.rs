@@ -194,6 +194,8 @@ pub struct ScenarioPatch {
     pub name: Option<Slug>,
     pub description: Option<String>,
     pub tags: Option<Vec<Tag>>,
+    /// The contract checks, replaced whole.
+    pub checks: Option<Vec<crate::contract::ContractCheck>>,
 }
 
 /// The content hash of a set of routes: sha256 over each route's
@@ -208,6 +210,20 @@ pub fn content_hash(routes: &[ConfigRoute], encode: impl Fn(&ConfigRoute) -> Vec
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part);
     }
+    hex::encode(hasher.finalize())
+}
+
+/// A version's hash: its routes' content hash, and its contract checks'
+/// (canonical JSON) when it has any, so versions without checks keep the
+/// hash they always had.
+pub fn version_hash(routes_hash: &str, checks_json: &str) -> String {
+    if checks_json == "[]" || checks_json.is_empty() {
+        return routes_hash.to_owned();
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(routes_hash.as_bytes());
+    hasher.update(b"\nchecks\n");
+    hasher.update(checks_json.as_bytes());
     hex::encode(hasher.finalize())
 }
 

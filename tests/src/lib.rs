@@ -20,6 +20,7 @@ use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::journal_service_client::JournalServiceClient;
 use mockplane_proto::v1::member_service_client::MemberServiceClient;
 use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
+use mockplane_proto::v1::promotion_service_client::PromotionServiceClient;
 use mockplane_proto::v1::role_service_client::RoleServiceClient;
 use mockplane_proto::v1::route_service_client::RouteServiceClient;
 use mockplane_proto::v1::scenario_service_client::ScenarioServiceClient;
@@ -340,6 +341,7 @@ impl ControlPlane {
             environments: EnvironmentServiceClient::with_interceptor(channel.clone(), auth.clone()),
             scenarios: ScenarioServiceClient::with_interceptor(channel.clone(), auth.clone()),
             personas: PersonaServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            promotions: PromotionServiceClient::with_interceptor(channel.clone(), auth.clone()),
             journal: JournalServiceClient::with_interceptor(channel, auth),
         }
     }
@@ -388,6 +390,7 @@ pub struct Api {
     pub scenarios: ScenarioServiceClient<InterceptedService<Channel, Bearer>>,
     pub personas: PersonaServiceClient<InterceptedService<Channel, Bearer>>,
     pub journal: JournalServiceClient<InterceptedService<Channel, Bearer>>,
+    pub promotions: PromotionServiceClient<InterceptedService<Channel, Bearer>>,
 }
 
 /// A data-plane node process.

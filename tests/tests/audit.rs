@@ -771,12 +771,141 @@ async fn every_mutating_method_leaves_exactly_one_event() {
             ..Default::default()
         })
     );
+    // Promotions: the bot requests, the admin decides, executes and rolls
+    // back. A pillar rule makes dev → test need an approval.
+    let bot_id = bot.id.clone();
+    for env in ["dev", "test"] {
+        api.members
+            .set_member(v1::SetMemberRequest {
+                workspace: ws(),
+                environment: env.into(),
+                principal_id: bot_id.clone(),
+                role: "editor".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut bot_api = plane.api(bot_token.secret.as_str()).await;
+    api.scenarios
+        .create_scenario(v1::CreateScenarioRequest {
+            workspace: ws(),
+            scenario: Some(v1::Scenario {
+                name: "flows".into(),
+                tags: vec!["[Contracts]".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    api.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: ws(),
+            routes: vec![route("GET", "/flows", 200, "[]")],
+            scenario: "flows".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    api.scenarios
+        .create_version(v1::CreateVersionRequest {
+            workspace: ws(),
+            scenario: "flows".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    one_event!(
+        covered,
+        auditor,
+        "PromotionService/SetApprovalRules",
+        api.promotions
+            .set_approval_rules(v1::SetApprovalRulesRequest {
+                workspace: ws(),
+                rules: Some(v1::ApprovalRules {
+                    pillars: vec!["Contracts".into()],
+                    ..Default::default()
+                }),
+                clear: false,
+            })
+    );
+    let promote = || v1::CreatePromotionRequest {
+        workspace: ws(),
+        scenario: "flows".into(),
+        from_environment: "dev".into(),
+        to_environment: "test".into(),
+        comment: "ready".into(),
+        ..Default::default()
+    };
+    let refused = one_event!(
+        covered,
+        auditor,
+        "PromotionService/CreatePromotion",
+        bot_api.promotions.create_promotion(promote())
+    );
+    assert_eq!(refused.status, v1::PromotionStatus::Pending as i32);
+    one_event!(
+        covered,
+        auditor,
+        "PromotionService/RejectPromotion",
+        api.promotions.reject_promotion(v1::DecidePromotionRequest {
+            id: refused.id,
+            comment: "not yet".into(),
+        })
+    );
+    let promotion = bot_api
+        .promotions
+        .create_promotion(promote())
+        .await
+        .unwrap()
+        .into_inner();
+    one_event!(
+        covered,
+        auditor,
+        "PromotionService/ReportCheck",
+        api.promotions.report_check(v1::ReportCheckRequest {
+            id: promotion.id.clone(),
+            name: "ci".into(),
+            status: "passed".into(),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "PromotionService/ApprovePromotion",
+        api.promotions
+            .approve_promotion(v1::DecidePromotionRequest {
+                id: promotion.id.clone(),
+                comment: String::new(),
+            })
+    );
+    let executed = one_event!(
+        covered,
+        auditor,
+        "PromotionService/ExecutePromotion",
+        api.promotions
+            .execute_promotion(v1::ExecutePromotionRequest {
+                id: promotion.id.clone(),
+            })
+    );
+    assert_eq!(executed.status, v1::PromotionStatus::Completed as i32);
+    one_event!(
+        covered,
+        auditor,
+        "PromotionService/RollbackPromotion",
+        api.promotions
+            .rollback_promotion(v1::RollbackPromotionRequest {
+                id: promotion.id,
+                reason: "wrong version".into(),
+            })
+    );
+
     one_event!(
         covered,
         auditor,
         "UserService/RevokeApiToken",
         api.users.revoke_api_token(v1::RevokeApiTokenRequest {
-            id: bot_token.token.unwrap().id,
+            id: bot_token.token.clone().unwrap().id,
         })
     );
     one_event!(
@@ -865,7 +994,7 @@ async fn every_mutating_method_leaves_exactly_one_event() {
         })
     );
 
-    let reads = ["Get", "List", "Verify", "WhoAmI", "Export"];
+    let reads = ["Get", "List", "Verify", "WhoAmI", "Export", "Preview"];
     let mutating: std::collections::BTreeSet<String> = mockplane_e2e::api_methods()
         .into_iter()
         .map(|path| path.trim_start_matches("/mockplane.v1.").to_owned())

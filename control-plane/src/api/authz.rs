@@ -199,6 +199,56 @@ pub const METHODS: &[(&str, Rule)] = &[
     ("MemberService/SetPolicy", Rule::Check(&[PolicyManage])),
     ("MemberService/DeletePolicy", Rule::Check(&[PolicyManage])),
     ("MemberService/ListPolicies", Rule::Check(&[MemberRead])),
+    // Promotions, checked in their target environment.
+    (
+        "PromotionService/CreatePromotion",
+        Rule::Check(&[PromotionRequest]),
+    ),
+    (
+        "PromotionService/PreviewPromotion",
+        Rule::Check(&[PromotionRequest]),
+    ),
+    (
+        "PromotionService/GetPromotion",
+        Rule::Check(&[ScenarioRead]),
+    ),
+    // A workspace's list needs it read; the approver's queue is filtered
+    // to what the caller may approve.
+    (
+        "PromotionService/ListPromotions",
+        Rule::Check(&[WorkspaceRead, PromotionApprove]),
+    ),
+    (
+        "PromotionService/ApprovePromotion",
+        Rule::Check(&[PromotionApprove]),
+    ),
+    (
+        "PromotionService/RejectPromotion",
+        Rule::Check(&[PromotionApprove]),
+    ),
+    (
+        "PromotionService/ExecutePromotion",
+        Rule::Check(&[PromotionExecute]),
+    ),
+    (
+        "PromotionService/RollbackPromotion",
+        Rule::Check(&[PromotionRollback]),
+    ),
+    (
+        "PromotionService/ReportCheck",
+        Rule::Check(&[PromotionCheck]),
+    ),
+    (
+        "PromotionService/ListReleases",
+        Rule::Check(&[ScenarioRead]),
+    ),
+    ("PromotionService/GetApprovalRules", Rule::Authenticated),
+    // A workspace's rules change every environment's approvals; the org's
+    // are part of its security baseline.
+    (
+        "PromotionService/SetApprovalRules",
+        Rule::Check(&[WorkspaceUpdate, TemplateManage]),
+    ),
 ];
 
 pub const PACKAGE_PREFIX: &str = "/mockplane.v1.";
@@ -279,6 +329,9 @@ pub struct Grant {
     /// For a [`Target::Workspace`] read of an environment permission: the
     /// environments where the caller holds it.
     pub environments: Vec<String>,
+    /// For an environment target: the caller's role there (`admin` for
+    /// org admins).
+    pub role: Option<String>,
 }
 
 impl Grant {
@@ -369,6 +422,7 @@ impl ApiState {
                     caller,
                     workspace: None,
                     environments: Vec::new(),
+                    role: None,
                 })
             }
             Target::Workspace(key) | Target::Environment(key, _) | Target::Origin(key) => {
@@ -407,10 +461,18 @@ impl ApiState {
                     .into());
                 }
                 let environments = check_workspace(&caller, &facts, env.as_deref(), permissions)?;
+                let role = env.as_deref().and_then(|env| {
+                    if caller.principal.org_role.is_admin() {
+                        Some(access::ADMIN.to_owned())
+                    } else {
+                        facts.standing.roles.get(env).cloned()
+                    }
+                });
                 Ok(Grant {
                     caller,
                     workspace: Some(facts.workspace),
                     environments,
+                    role,
                 })
             }
         }

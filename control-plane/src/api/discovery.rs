@@ -96,7 +96,9 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
         );
 
         let (tx, rx) = mpsc::channel(4);
-        let stream = self.nodes.connected(&hello.node_id, &hello.ops_url);
+        let stream = self
+            .nodes
+            .connected(&hello.node_id, &hello.ops_url, hello.applied_revision);
         let session = Session {
             node: hello.node_id,
             applied: hello.applied_revision,
@@ -192,6 +194,7 @@ impl Session {
         match message.kind {
             Some(v1::node_message::Kind::Ack(ack)) => {
                 tracing::debug!(node = %self.node, revision = ack.revision, nonce = %ack.nonce, "node applied config");
+                self.nodes.applied(&self.node, self.stream, ack.revision);
             }
             Some(v1::node_message::Kind::Nack(nack)) => {
                 for error in &nack.errors {

@@ -38,6 +38,7 @@ fn store_status(error: StoreError) -> Status {
         StoreError::AlreadyExists(_) => Code::AlreadyExists,
         StoreError::EtagMismatch { .. } | StoreError::Conflict(_) => Code::Aborted,
         StoreError::LimitExceeded(_) => Code::ResourceExhausted,
+        StoreError::Refused(_) => Code::PermissionDenied,
         StoreError::FailedPrecondition(_) => Code::FailedPrecondition,
         StoreError::Invalid(_) => Code::InvalidArgument,
         StoreError::Unavailable(detail) => {
@@ -67,6 +68,7 @@ mod tests {
     fn maps_every_store_error_to_its_code() {
         let cases = [
             (StoreError::NotFound("workspace 'x'".into()), Code::NotFound),
+            (StoreError::Refused("own".into()), Code::PermissionDenied),
             (
                 StoreError::AlreadyExists("taken".into()),
                 Code::AlreadyExists,

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod journal;
 pub mod keys;
 pub mod personas;
+pub mod promotions;
 pub mod routes;
 pub mod scenarios;
 pub mod usage;

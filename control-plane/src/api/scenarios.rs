@@ -35,6 +35,11 @@ pub fn to_proto(record: &ScenarioRecord) -> v1::Scenario {
         etag: etag(record.version),
         create_time: Some(timestamp(record.created_at)),
         update_time: Some(timestamp(record.updated_at)),
+        checks: record
+            .checks
+            .iter()
+            .map(mockplane_proto::convert::contract_check)
+            .collect(),
     }
 }
 
@@ -150,7 +155,7 @@ impl ScenarioService for Scenarios {
         let current = name(&request.scenario, "scenario")?;
         let paths = mask_paths(
             request.update_mask.as_ref(),
-            &["name", "description", "tags"],
+            &["name", "description", "tags", "checks"],
         )
         .map_err(ApiError::from)?;
         let values = request.patch.as_ref().ok_or_else(|| missing("patch"))?;
@@ -167,6 +172,13 @@ impl ScenarioService for Scenarios {
                 "tags" => {
                     patch.tags = Some(
                         parse_tags(&values.tags)
+                            .map_err(|e| e.within("patch"))
+                            .map_err(ApiError::from)?,
+                    );
+                }
+                "checks" => {
+                    patch.checks = Some(
+                        mockplane_proto::convert::parse_contract_checks(&values.checks)
                             .map_err(|e| e.within("patch"))
                             .map_err(ApiError::from)?,
                     );

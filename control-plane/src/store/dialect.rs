@@ -36,6 +36,11 @@ pub trait Dialect: Database {
     /// Narrows the transaction to one workspace (`$1`).
     const CONFINE: Option<&'static str>;
 
+    /// Appended to a SELECT that reads a row the transaction will change
+    /// on what it read: PostgreSQL locks it (`FOR UPDATE`); SQLite's write
+    /// transactions hold the database's write lock from the start.
+    const FOR_UPDATE: &'static str;
+
     fn migrator() -> &'static Migrator;
 
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -51,6 +56,7 @@ impl Dialect for Postgres {
     );
     const CONFINE: Option<&'static str> =
         Some("SELECT set_config('mockplane.workspace', $1, true)");
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
 
     fn migrator() -> &'static Migrator {
         &POSTGRES_MIGRATIONS
@@ -70,6 +76,7 @@ impl Dialect for Sqlite {
     // the only wall.
     const ENTER: Option<&'static str> = None;
     const CONFINE: Option<&'static str> = None;
+    const FOR_UPDATE: &'static str = "";
 
     fn migrator() -> &'static Migrator {
         &SQLITE_MIGRATIONS

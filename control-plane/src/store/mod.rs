@@ -11,6 +11,7 @@ mod access;
 pub mod audit;
 mod dialect;
 mod keys;
+mod promotions;
 mod sql;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 pub use access::*;
 pub use dialect::Dialect;
 pub use keys::*;
+pub use promotions::*;
 pub use sql::SqlStore;
 
 /// What a first run created.
@@ -164,6 +166,9 @@ pub struct ScenarioRecord {
     pub name: Slug,
     pub description: String,
     pub tags: Vec<Tag>,
+    /// Example requests and the answers they must get; frozen into each
+    /// version and run by promotions.
+    pub checks: Vec<mockplane_shared::contract::ContractCheck>,
     /// Routes in the working copy.
     pub route_count: i64,
     /// The newest version's number; 0 when there is none.
@@ -263,6 +268,10 @@ pub enum StoreError {
     FailedPrecondition(String),
     #[error("{0}")]
     LimitExceeded(String),
+    /// The caller may not do this here, whatever their permissions (an
+    /// approval of one's own promotion).
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Invalid(#[from] FieldError),
     #[error("the database is unavailable: {0}")]
@@ -276,7 +285,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The control plane's persistence interface. Implementations must be safe to
 /// share between tasks and replicas.
 #[async_trait]
-pub trait Store: AccessStore + audit::AuditStore + KeyStore + Send + Sync + 'static {
+pub trait Store:
+    AccessStore + audit::AuditStore + KeyStore + PromotionStore + Send + Sync + 'static
+{
     /// Which backend this is, for logs: "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
 

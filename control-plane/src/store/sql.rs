@@ -14,11 +14,12 @@ use mockplane_proto::convert::parse_config_routes;
 use mockplane_proto::v1;
 use mockplane_shared::access::OrgRole;
 use mockplane_shared::config::{MAX_ROUTES_PER_WORKSPACE, MAX_WORKSPACE_BODY_BYTES};
+use mockplane_shared::contract::ContractCheck;
 use mockplane_shared::environment::{MAX_ENVIRONMENTS, default_environments};
 use mockplane_shared::persona::{MAX_PERSONAS, PersonaConfig, parse_persona_data};
 use mockplane_shared::realism::Realism;
 use mockplane_shared::scenario::{
-    DEFAULT_SCENARIO, NewScenario, ScenarioPatch, Tag, content_hash, parse_tags,
+    DEFAULT_SCENARIO, NewScenario, ScenarioPatch, Tag, content_hash, parse_tags, version_hash,
 };
 use mockplane_shared::state::RawStateRule;
 use mockplane_shared::{
@@ -171,7 +172,7 @@ macro_rules! environment_order {
 
 macro_rules! select_scenario {
     () => {
-        "SELECT sc.id, sc.workspace_id, sc.name, sc.description, sc.tags, sc.version, sc.created_at, sc.updated_at, \
+        "SELECT sc.id, sc.workspace_id, sc.name, sc.description, sc.tags, sc.checks, sc.version, sc.created_at, sc.updated_at, \
          (SELECT COUNT(*) FROM routes r WHERE r.scenario_id = sc.id) AS route_count, \
          COALESCE((SELECT MAX(v.number) FROM scenario_versions v WHERE v.scenario_id = sc.id), 0) AS latest_version \
          FROM scenarios sc "
@@ -313,6 +314,10 @@ fn default_scenario() -> Slug {
     Slug::parse(DEFAULT_SCENARIO).expect("the default scenario's name is a valid slug")
 }
 
+pub(super) fn checks_json(checks: &[ContractCheck]) -> String {
+    serde_json::to_string(checks).unwrap_or_else(|_| "[]".to_owned())
+}
+
 fn tags_json(tags: &[Tag]) -> String {
     let raw: Vec<String> = tags.iter().map(Tag::to_string).collect();
     serde_json::to_string(&raw).unwrap_or_else(|_| "[]".into())
@@ -325,6 +330,7 @@ struct ScenarioRow {
     name: String,
     description: String,
     tags: String,
+    checks: String,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -345,6 +351,7 @@ impl ScenarioRow {
             name: Slug::parse(&self.name).map_err(|e| bad("name", e.to_string()))?,
             description: self.description,
             tags: parse_tags(&raw).map_err(|e| bad("tags", e.to_string()))?,
+            checks: serde_json::from_str(&self.checks).map_err(|e| bad("checks", e.to_string()))?,
             route_count: self.route_count,
             latest_version: u32::try_from(self.latest_version).unwrap_or(0),
             deployments,
@@ -356,9 +363,9 @@ impl ScenarioRow {
 }
 
 #[derive(FromRow)]
-struct VersionRow {
-    id: Uuid,
-    number: i32,
+pub(super) struct VersionRow {
+    pub(super) id: Uuid,
+    pub(super) number: i32,
     content_hash: String,
     route_count: i32,
     note: String,
@@ -402,7 +409,7 @@ fn version_content(routes: &[ConfigRoute]) -> (Vec<u8>, String) {
     (content, hash)
 }
 
-fn decode_content(bytes: &[u8]) -> Result<Vec<ConfigRoute>, FieldError> {
+pub(super) fn decode_content(bytes: &[u8]) -> Result<Vec<ConfigRoute>, FieldError> {
     let content = v1::ScenarioContent::decode(bytes)
         .map_err(|e| FieldError::new("content", format!("undecodable: {e}")))?;
     parse_config_routes(content.routes)
@@ -568,7 +575,7 @@ impl RouteRow {
     }
 }
 
-fn corrupt(what: &str, id: Uuid, error: &FieldError) -> StoreError {
+pub(super) fn corrupt(what: &str, id: Uuid, error: &FieldError) -> StoreError {
     StoreError::Internal(format!("stored {what} {id} is invalid ({error})"))
 }
 
@@ -682,6 +689,9 @@ where
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -1401,8 +1411,9 @@ where
             .clone()
             .unwrap_or(current.description.clone());
         let tags = patch.tags.clone().unwrap_or(current.tags.clone());
+        let checks = patch.checks.as_ref().unwrap_or(&current.checks);
         let updated = sqlx::query(
-            "UPDATE scenarios SET name = $1, description = $2, tags = $3, version = version + 1, updated_at = $4 \
+            "UPDATE scenarios SET name = $1, description = $2, tags = $3, checks = $7, version = version + 1, updated_at = $4 \
              WHERE id = $5 AND version = $6",
         )
         .bind(new_name.to_string())
@@ -1411,6 +1422,7 @@ where
         .bind(now())
         .bind(current.id)
         .bind(current.version)
+        .bind(checks_json(checks))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -1509,6 +1521,8 @@ where
             })
             .collect::<StoreResult<Vec<_>>>()?;
         let (content, hash) = version_content(&routes);
+        let checks = checks_json(&record.checks);
+        let hash = version_hash(&hash, &checks);
         let latest: Option<VersionRow> = sqlx::query_as(concat!(
             select_version!(),
             "WHERE v.scenario_id = $1 ORDER BY v.number DESC LIMIT 1"
@@ -1528,8 +1542,8 @@ where
         let id = Uuid::now_v7();
         let route_count = u32::try_from(routes.len()).unwrap_or(u32::MAX);
         sqlx::query(
-            "INSERT INTO scenario_versions (id, scenario_id, workspace_id, number, content_hash, content, route_count, note, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO scenario_versions (id, scenario_id, workspace_id, number, content_hash, content, route_count, note, created_at, checks) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(id)
         .bind(record.id)
@@ -1540,6 +1554,7 @@ where
         .bind(i32::try_from(route_count).unwrap_or(i32::MAX))
         .bind(note.to_owned())
         .bind(now)
+        .bind(checks)
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(e, || contended(format!("scenario '{scenario}'"))))?;
@@ -2472,7 +2487,7 @@ fn names(environments: &[EnvironmentRecord]) -> String {
         .join(", ")
 }
 
-fn find_environment<'a>(
+pub(super) fn find_environment<'a>(
     ws: &'a WorkspaceRecord,
     name: &Slug,
     key: &WorkspaceRef,
@@ -2555,7 +2570,7 @@ where
     Ok(())
 }
 
-async fn scenario_id<DB>(
+pub(super) async fn scenario_id<DB>(
     conn: &mut DB::Connection,
     workspace_id: Uuid,
     name: &Slug,
@@ -2705,7 +2720,7 @@ where
 }
 
 /// A version by number (`None`: the newest) and its stored content.
-async fn fetch_version<DB>(
+pub(super) async fn fetch_version<DB>(
     conn: &mut DB::Connection,
     scenario_id: Uuid,
     scenario: &Slug,

@@ -1,0 +1,456 @@
+//! A scenario's contract checks: example requests with the responses they
+//! must get. They travel with the scenario's versions, and a promotion runs
+//! them against the version it promotes, compiled the way a node compiles
+//! it (same router, matchers and templates), before the target serves it.
+//!
+//! File form (in a scenario file, under `checks:`):
+//!
+//! ```yaml
+//! - name: get-user
+//!   request: { method: GET, path: /users/7?full=1, headers: { accept: application/json } }
+//!   expect:
+//!     status: 200
+//!     headers: { content-type: application/json }   # values must be contained
+//!     body: { id: 7 }                               # JSON the body must contain
+//!     body_contains: "\"name\""
+//! ```
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::FieldError;
+use crate::matcher::{RequestParts, json_matches};
+use crate::route::{Method, RouteSpec, Segment};
+use crate::router::{Lookup, RouteDef, Router};
+use crate::state::INITIAL_STATE;
+use crate::template::{Escape, RenderContext};
+
+/// Most checks one scenario may carry.
+pub const MAX_CHECKS: usize = 100;
+/// Largest request body of a check.
+pub const MAX_CHECK_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractCheck {
+    pub name: String,
+    pub request: CheckRequest,
+    pub expect: Expectation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    #[serde(default = "get")]
+    pub method: String,
+    /// The path inside the workspace, with its query: `/users/7?full=1`.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "pairs")]
+    pub headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub body: String,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    pub status: u16,
+    /// Each value must be contained in the response's header of that name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "pairs")]
+    pub headers: Vec<(String, String)>,
+    /// JSON the body must contain (objects may have more fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+}
+
+// Headers as a map in files, kept in order.
+mod pairs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
+
+impl ContractCheck {
+    /// Checks the fields; the error names the one that is wrong.
+    pub fn check(&self) -> Result<(), FieldError> {
+        crate::route::parse_name(&self.name).map_err(|m| FieldError::new("name", m))?;
+        self.request
+            .method
+            .parse::<Method>()
+            .map_err(|m| FieldError::new("request.method", m))?;
+        if !self.request.path.starts_with('/') {
+            return Err(FieldError::new(
+                "request.path",
+                format!("{:?} must start with '/'", self.request.path),
+            ));
+        }
+        for (i, (name, value)) in self.request.headers.iter().enumerate() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(FieldError::new(
+                    format!("request.headers[{i}]"),
+                    format!("{name:?} is not a valid header name"),
+                ));
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                return Err(FieldError::new(
+                    format!("request.headers[{i}]"),
+                    "header values must be visible ASCII or spaces",
+                ));
+            }
+        }
+        if self.request.body.len() > MAX_CHECK_BODY {
+            return Err(FieldError::new(
+                "request.body",
+                format!("at most {MAX_CHECK_BODY} bytes"),
+            ));
+        }
+        if !(100..=599).contains(&self.expect.status) {
+            return Err(FieldError::new(
+                "expect.status",
+                format!("must be an HTTP status, got {}", self.expect.status),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a scenario's checks: each valid, names unique.
+pub fn check_all(checks: &[ContractCheck]) -> Result<(), FieldError> {
+    if checks.len() > MAX_CHECKS {
+        return Err(FieldError::new(
+            "checks",
+            format!("at most {MAX_CHECKS} checks, got {}", checks.len()),
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, check) in checks.iter().enumerate() {
+        check
+            .check()
+            .map_err(|e| e.within(&format!("checks[{i}]")))?;
+        if !names.insert(check.name.as_str()) {
+            return Err(FieldError::new(
+                format!("checks[{i}].name"),
+                format!("two checks are named {:?}", check.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What one check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub name: String,
+    pub passed: bool,
+    /// Why it failed; empty when it passed.
+    pub detail: String,
+}
+
+/// A response as the contract run sees it.
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// Runs every check against `routes`, served as a node would serve them
+/// (no latency, no chaos, state machines in their first state).
+pub fn run(checks: &[ContractCheck], routes: &[RouteSpec]) -> Vec<CheckOutcome> {
+    if checks.is_empty() {
+        return Vec::new();
+    }
+    let router = Router::build(routes.iter().map(|spec| RouteDef {
+        method: spec.method,
+        template: spec.path.clone(),
+        priority: spec.priority,
+        conditions: u16::try_from(spec.matcher.len()).unwrap_or(u16::MAX),
+        key: spec.match_key(),
+        value: spec,
+    }));
+    checks
+        .iter()
+        .map(|check| {
+            let result = match &router {
+                Ok(router) => respond(router, check).and_then(|r| compare(check, &r)),
+                Err(e) => Err(format!("the routes do not compile: {e}")),
+            };
+            CheckOutcome {
+                name: check.name.clone(),
+                passed: result.is_ok(),
+                detail: result.err().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+fn respond(router: &Router<&RouteSpec>, check: &ContractCheck) -> Result<Response, String> {
+    let (path, query) = match check.request.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (check.request.path.as_str(), None),
+    };
+    let method: Method = check.request.method.parse()?;
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &check.request.headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+        let value = http::HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+        headers.append(name, value);
+    }
+    let parts = RequestParts::new(query, &headers, check.request.body.as_bytes());
+    let in_first_state = |spec: &RouteSpec| {
+        spec.state
+            .as_ref()
+            .and_then(|s| s.when.as_deref())
+            .is_none_or(|when| when == INITIAL_STATE)
+    };
+    let spec = match router.lookup_where(Some(method), path, |spec| {
+        spec.matcher.matches(&parts) && in_first_state(spec)
+    }) {
+        Lookup::Found(spec) => *spec,
+        Lookup::MethodNotAllowed => {
+            return Ok(Response {
+                status: 405,
+                headers: Vec::new(),
+                body: String::new(),
+            });
+        }
+        Lookup::NotFound | Lookup::Rejected => {
+            return Ok(Response {
+                status: 404,
+                headers: Vec::new(),
+                body: String::new(),
+            });
+        }
+    };
+    let Some((body, header_templates)) = spec.templates().map_err(|e| e.to_string())? else {
+        return Ok(Response {
+            status: spec.response.status,
+            headers: spec.response.headers.clone(),
+            body: String::from_utf8_lossy(&spec.response.body).into_owned(),
+        });
+    };
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let params: Vec<(&str, &str)> = spec
+        .path
+        .segments()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, segment)| match segment {
+            Segment::Param { name, .. } => segments.get(i).map(|v| (name.as_str(), *v)),
+            Segment::Literal(_) => None,
+        })
+        .collect();
+    let context = RenderContext {
+        method: method.as_str(),
+        path,
+        params: &params,
+        request: &parts,
+        now: SystemTime::now(),
+        entropy: 0,
+        persona: None,
+    };
+    let json = spec
+        .response
+        .headers
+        .iter()
+        .any(|(n, v)| n == "content-type" && v.contains("json"));
+    let rendered = body.render(&context, if json { Escape::Json } else { Escape::None })?;
+    let mut headers = Vec::new();
+    for ((name, _), template) in spec.response.headers.iter().zip(header_templates) {
+        headers.push((name.clone(), template.render(&context, Escape::None)?));
+    }
+    Ok(Response {
+        status: spec.response.status,
+        headers,
+        body: rendered,
+    })
+}
+
+fn compare(check: &ContractCheck, got: &Response) -> Result<(), String> {
+    let expect = &check.expect;
+    if got.status != expect.status {
+        return Err(format!(
+            "{} {} answered {}, expected {}{}",
+            check.request.method,
+            check.request.path,
+            got.status,
+            expect.status,
+            if got.status == 404 {
+                " (no route of the version matches the request)"
+            } else {
+                ""
+            }
+        ));
+    }
+    for (name, value) in &expect.headers {
+        let lower = name.to_ascii_lowercase();
+        match got.headers.iter().find(|(n, _)| *n == lower) {
+            Some((_, actual)) if actual.contains(value.as_str()) => {}
+            Some((_, actual)) => {
+                return Err(format!(
+                    "header {lower} is {actual:?}, expected it to contain {value:?}"
+                ));
+            }
+            None => return Err(format!("header {lower} is missing")),
+        }
+    }
+    if let Some(expected) = &expect.body {
+        let actual: Value = serde_json::from_str(&got.body).map_err(|_| {
+            "the body is not JSON, expected JSON containing the given fields".to_owned()
+        })?;
+        if !json_matches(expected, &actual, true, false) {
+            return Err(format!(
+                "the body {} does not contain {}",
+                truncate(&got.body),
+                expected
+            ));
+        }
+    }
+    if let Some(needle) = &expect.body_contains
+        && !got.body.contains(needle.as_str())
+    {
+        return Err(format!(
+            "the body {} does not contain {needle:?}",
+            truncate(&got.body)
+        ));
+    }
+    Ok(())
+}
+
+fn truncate(text: &str) -> String {
+    if text.chars().count() <= 200 {
+        format!("{text:?}")
+    } else {
+        format!("{:?}…", text.chars().take(200).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::ResponseSpec;
+    use bytes::Bytes;
+
+    fn route(method: &str, path: &str, status: u32, body: &str, template: bool) -> RouteSpec {
+        RouteSpec::parse("r", method, path, || {
+            ResponseSpec::parse(
+                status,
+                vec![("content-type".into(), "application/json".into())],
+                Bytes::from(body.to_owned()),
+            )
+        })
+        .unwrap()
+        .templated(template)
+        .unwrap()
+    }
+
+    fn checks(yaml: &str) -> Vec<ContractCheck> {
+        let checks: Vec<ContractCheck> = serde_yaml::from_str(yaml).unwrap();
+        check_all(&checks).unwrap();
+        checks
+    }
+
+    #[test]
+    fn checks_run_against_the_compiled_routes() {
+        let routes = vec![
+            route(
+                "GET",
+                "/users/{id:int}",
+                200,
+                r#"{"id":{{request.params.id}},"name":"Ann"}"#,
+                true,
+            ),
+            route("POST", "/users", 201, r#"{"created":true}"#, false),
+        ];
+        let outcomes = run(
+            &checks(
+                r#"
+- name: get-user
+  request: { path: /users/7 }
+  expect: { status: 200, headers: { content-type: json }, body: { id: 7 } }
+- name: create
+  request: { method: POST, path: /users, body: '{}' }
+  expect: { status: 201, body_contains: created }
+- name: wrong-status
+  request: { path: /users/7 }
+  expect: { status: 404 }
+- name: missing
+  request: { path: /nothing }
+  expect: { status: 200 }
+- name: wrong-body
+  request: { path: /users/8 }
+  expect: { status: 200, body: { id: 7 } }
+"#,
+            ),
+            &routes,
+        );
+        let passed: Vec<(&str, bool)> = outcomes
+            .iter()
+            .map(|o| (o.name.as_str(), o.passed))
+            .collect();
+        assert_eq!(
+            passed,
+            vec![
+                ("get-user", true),
+                ("create", true),
+                ("wrong-status", false),
+                ("missing", false),
+                ("wrong-body", false)
+            ]
+        );
+        assert_eq!(
+            outcomes[2].detail,
+            "GET /users/7 answered 200, expected 404"
+        );
+        assert!(
+            outcomes[3]
+                .detail
+                .contains("no route of the version matches")
+        );
+        assert!(
+            outcomes[4].detail.contains("does not contain {\"id\":7}"),
+            "{}",
+            outcomes[4].detail
+        );
+    }
+
+    #[test]
+    fn bad_checks_are_refused_with_the_field_named() {
+        let bad: Vec<ContractCheck> =
+            serde_yaml::from_str("- { name: a, request: { path: x }, expect: { status: 200 } }")
+                .unwrap();
+        assert_eq!(check_all(&bad).unwrap_err().field, "checks[0].request.path");
+        let twice: Vec<ContractCheck> = serde_yaml::from_str(
+            "- { name: a, request: { path: /x }, expect: { status: 200 } }\n- { name: a, request: { path: /y }, expect: { status: 200 } }",
+        )
+        .unwrap();
+        assert!(
+            check_all(&twice)
+                .unwrap_err()
+                .message
+                .contains("two checks")
+        );
+        assert!(
+            serde_yaml::from_str::<Vec<ContractCheck>>(
+                "- { name: a, request: { path: /x }, expect: { status: 200, bodyy: 1 } }"
+            )
+            .is_err()
+        );
+    }
+}
