@@ -694,6 +694,85 @@ impl Cli<'_> {
 pub mod fixtures {
     use mockplane_proto::v1;
 
+    use crate::{Api, ControlPlane};
+
+    /// Clients acting with an environment token of `api`'s caller for
+    /// `environment` of `workspace`.
+    pub async fn in_env(
+        plane: &ControlPlane,
+        api: &mut Api,
+        workspace: &str,
+        environment: &str,
+    ) -> Api {
+        let token = api
+            .auth
+            .issue_environment_token(v1::IssueEnvironmentTokenRequest {
+                workspace: workspace.into(),
+                environment: environment.into(),
+                reason: format!("test set-up in {environment}"),
+                ttl_seconds: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        plane.api_with(&token, None).await
+    }
+
+    /// A user with `roles` (environment → role) in `workspace`, and an API
+    /// token of theirs: `(id, token)`. Roles in an environment that
+    /// requires a reason are granted with an environment token.
+    pub async fn member(
+        plane: &ControlPlane,
+        admin: &mut Api,
+        workspace: &str,
+        email: &str,
+        roles: &[(&str, &str)],
+    ) -> (String, String) {
+        let user = admin
+            .users
+            .create_user(v1::CreateUserRequest {
+                email: email.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        for (environment, role) in roles {
+            let mut scoped = if *environment == "prod" {
+                Some(in_env(plane, admin, workspace, "prod").await)
+            } else {
+                None
+            };
+            scoped
+                .as_mut()
+                .unwrap_or(admin)
+                .members
+                .set_member(v1::SetMemberRequest {
+                    workspace: workspace.into(),
+                    environment: (*environment).into(),
+                    principal_id: user.id.clone(),
+                    role: (*role).into(),
+                })
+                .await
+                .unwrap();
+        }
+        let token = admin
+            .users
+            .create_api_token(v1::CreateApiTokenRequest {
+                principal_id: user.id.clone(),
+                name: "test".into(),
+                ttl_days: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .secret;
+        (user.id, token)
+    }
+
     /// A route answering `status` with `body` (JSON content type when the
     /// body looks like JSON).
     pub fn route(method: &str, path: &str, status: u32, body: &str) -> v1::Route {

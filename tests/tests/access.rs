@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mockplane_control_plane::jwt::{AUDIENCE, Claims, ISSUER, Signer};
 use mockplane_control_plane::store::{self, Store, WorkspaceRef};
 use mockplane_control_plane::token;
-use mockplane_e2e::fixtures::{new_workspace, route, set_reality};
+use mockplane_e2e::fixtures::{self, new_workspace, route, set_reality};
 use mockplane_e2e::{Api, ControlPlane};
 use mockplane_proto::v1;
 use tonic::Code;
@@ -150,74 +150,17 @@ async fn setup(dir: &Path) -> Setup {
     }
 }
 
-/// Clients acting with an environment token of `api`'s caller for
-/// `environment` of workspace `shop`.
 async fn in_env(plane: &ControlPlane, api: &mut Api, environment: &str) -> Api {
-    let token = api
-        .auth
-        .issue_environment_token(v1::IssueEnvironmentTokenRequest {
-            workspace: "shop".into(),
-            environment: environment.into(),
-            reason: format!("test set-up in {environment}"),
-            ttl_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
-    plane.api_with(&token, None).await
+    fixtures::in_env(plane, api, "shop", environment).await
 }
 
-/// A user with `roles` (environment → role) in workspace `shop`, and an
-/// API token of theirs. Roles in prod are granted with a prod token.
 async fn member(
     plane: &ControlPlane,
     admin: &mut Api,
     email: &str,
     roles: &[(&str, &str)],
 ) -> (String, String) {
-    let user = admin
-        .users
-        .create_user(v1::CreateUserRequest {
-            email: email.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    for (environment, role) in roles {
-        let mut scoped = if *environment == "prod" {
-            Some(in_env(plane, admin, "prod").await)
-        } else {
-            None
-        };
-        scoped
-            .as_mut()
-            .unwrap_or(admin)
-            .members
-            .set_member(v1::SetMemberRequest {
-                workspace: "shop".into(),
-                environment: (*environment).into(),
-                principal_id: user.id.clone(),
-                role: (*role).into(),
-            })
-            .await
-            .unwrap();
-    }
-    let token = admin
-        .users
-        .create_api_token(v1::CreateApiTokenRequest {
-            principal_id: user.id.clone(),
-            name: "test".into(),
-            ttl_days: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
-    (user.id, token)
+    fixtures::member(plane, admin, "shop", email, roles).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

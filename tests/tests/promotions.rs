@@ -1,0 +1,701 @@
+//! Promotions end to end: real control plane, real data-plane nodes,
+//! people with different roles per environment.
+
+use std::time::Instant;
+
+use mockplane_e2e::fixtures::{in_env, member, new_workspace, route, set_reality};
+use mockplane_e2e::{Api, ControlPlane, Node, eventually};
+use mockplane_proto::v1;
+use tonic::Code;
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    })
+}
+
+fn approvals(
+    ws: &str,
+    env: &str,
+    required: u32,
+    roles: &[&str],
+    expire: u32,
+) -> v1::UpdateEnvironmentRequest {
+    v1::UpdateEnvironmentRequest {
+        workspace: ws.into(),
+        environment: env.into(),
+        patch: Some(v1::Environment {
+            settings: Some(v1::EnvironmentSettings {
+                approvals: Some(v1::Approvals {
+                    required,
+                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                    expire_after_secs: expire,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        update_mask: mask(&["settings.approvals"]),
+        ..Default::default()
+    }
+}
+
+fn promote(scenario: &str, from: &str, to: &str) -> v1::CreatePromotionRequest {
+    v1::CreatePromotionRequest {
+        workspace: "shop".into(),
+        scenario: scenario.into(),
+        from_environment: from.into(),
+        to_environment: to.into(),
+        comment: format!("{scenario} to {to}"),
+        ..Default::default()
+    }
+}
+
+fn decide(id: &str) -> v1::DecidePromotionRequest {
+    v1::DecidePromotionRequest {
+        id: id.into(),
+        comment: "looks right".into(),
+    }
+}
+
+fn execute(id: &str) -> v1::ExecutePromotionRequest {
+    v1::ExecutePromotionRequest { id: id.into() }
+}
+
+fn status(p: &v1::Promotion) -> v1::PromotionStatus {
+    v1::PromotionStatus::try_from(p.status).unwrap()
+}
+
+fn gate<'a>(p: &'a v1::Promotion, name: &str) -> &'a v1::Gate {
+    p.gates.iter().find(|g| g.name == name).unwrap()
+}
+
+/// Edits the working copy of `scenario` (one route, replaced) and cuts a
+/// version of it.
+async fn cut(api: &mut Api, scenario: &str, routes: Vec<v1::Route>) -> u32 {
+    let existing = api
+        .routes
+        .list_routes(v1::ListRoutesRequest {
+            workspace: "shop".into(),
+            scenario: scenario.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .routes;
+    if !existing.is_empty() {
+        api.routes
+            .delete_routes(v1::DeleteRoutesRequest {
+                workspace: "shop".into(),
+                route_ids: existing.into_iter().map(|r| r.id).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    api.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "shop".into(),
+            routes,
+            scenario: scenario.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    api.scenarios
+        .create_version(v1::CreateVersionRequest {
+            workspace: "shop".into(),
+            scenario: scenario.into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .number
+}
+
+async fn body_in(node: &Node, env: &str, path: &str) -> (u16, String) {
+    let reply = node
+        .send_with("GET", path, &[("x-mockplane-env", env)], "")
+        .await
+        .unwrap();
+    (reply.status, reply.body)
+}
+
+/// Waits until every node answers `path` in `env` with `body`.
+async fn all_serve(nodes: &[Node], env: &str, path: &str, body: &str) {
+    for node in nodes {
+        eventually(&format!("{env} {path} to answer {body}"), || async {
+            let (status, got) = body_in(node, env, path).await;
+            (status == 200 && got == body).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_moves_dev_test_prod_through_gates_approvals_and_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    for name in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(name)).unwrap();
+    }
+    let nodes = vec![
+        Node::start(&dir.path().join("a"), &plane.url())
+            .await
+            .unwrap(),
+        Node::start(&dir.path().join("b"), &plane.url())
+            .await
+            .unwrap(),
+    ];
+    let mut admin = plane.api(plane.token.as_deref().unwrap()).await;
+    admin
+        .workspaces
+        .create_workspace(new_workspace("shop"))
+        .await
+        .unwrap();
+    let mut admin_prod = in_env(&plane, &mut admin, "shop", "prod").await;
+    // No injected errors: every answer below is certain.
+    admin
+        .environments
+        .update_environment(set_reality("shop", "test", 1))
+        .await
+        .unwrap();
+    admin_prod
+        .environments
+        .update_environment(set_reality("shop", "prod", 1))
+        .await
+        .unwrap();
+    // Test: one approval by QA. Prod: two by admins.
+    admin
+        .environments
+        .update_environment(approvals("shop", "test", 1, &["qa"], 0))
+        .await
+        .unwrap();
+    admin_prod
+        .environments
+        .update_environment(approvals("shop", "prod", 2, &["admin"], 0))
+        .await
+        .unwrap();
+    admin
+        .roles
+        .create_role(v1::CreateRoleRequest {
+            role: Some(v1::Role {
+                name: "qa".into(),
+                permissions: [
+                    "workspace.read",
+                    "environment.read",
+                    "scenario.read",
+                    "promotion.request",
+                    "promotion.approve",
+                    "promotion.execute",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let (_, dana) = member(
+        &plane,
+        &mut admin,
+        "shop",
+        "dana@acme.io",
+        &[("dev", "editor"), ("test", "editor")],
+    )
+    .await;
+    let (_, quinn) = member(
+        &plane,
+        &mut admin,
+        "shop",
+        "quinn@acme.io",
+        &[("test", "qa")],
+    )
+    .await;
+    let (_, paula) = member(
+        &plane,
+        &mut admin,
+        "shop",
+        "paula@acme.io",
+        &[("test", "viewer"), ("prod", "admin")],
+    )
+    .await;
+    let (_, alex) = member(
+        &plane,
+        &mut admin,
+        "shop",
+        "alex@acme.io",
+        &[("prod", "admin")],
+    )
+    .await;
+    let mut dana = plane.api(&dana).await;
+    let mut quinn = plane.api(&quinn).await;
+    let mut paula = plane.api(&paula).await;
+    let mut paula_prod = in_env(&plane, &mut paula, "shop", "prod").await;
+    let mut alex = plane.api(&alex).await;
+    let mut alex_prod = in_env(&plane, &mut alex, "shop", "prod").await;
+
+    dana.scenarios
+        .create_scenario(v1::CreateScenarioRequest {
+            workspace: "shop".into(),
+            scenario: Some(v1::Scenario {
+                name: "checkout".into(),
+                tags: vec!["payments".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let v1_body = r#"{"items":[],"total":0}"#;
+    assert_eq!(
+        cut(
+            &mut dana,
+            "checkout",
+            vec![route("GET", "/cart", 200, v1_body)]
+        )
+        .await,
+        1
+    );
+
+    // dev → test: QA approves; an admin is the wrong role; the requester
+    // cannot approve (dana has no approve permission in test at all).
+    let first = dana
+        .promotions
+        .create_promotion(promote("checkout", "dev", "test"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&first), v1::PromotionStatus::Pending);
+    assert_eq!(first.version, 1);
+    assert_eq!(
+        first.requirement.as_ref().unwrap().reasons,
+        vec!["test requires 1 approval by qa"]
+    );
+    assert_eq!(first.diff.as_ref().unwrap().added, vec!["GET /cart"]);
+    let queue = quinn
+        .promotions
+        .list_promotions(v1::ListPromotionsRequest {
+            pending_for_me: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .promotions;
+    assert_eq!(
+        queue.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        vec![first.id.as_str()]
+    );
+    let early = dana
+        .promotions
+        .execute_promotion(execute(&first.id))
+        .await
+        .unwrap_err();
+    assert_eq!(early.code(), Code::FailedPrecondition);
+    assert!(
+        early.message().contains("0 of 1 approval"),
+        "{}",
+        early.message()
+    );
+    let wrong = admin
+        .promotions
+        .approve_promotion(decide(&first.id))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::PermissionDenied);
+    assert!(
+        wrong
+            .message()
+            .contains("decided by qa; your role there is admin"),
+        "{}",
+        wrong.message()
+    );
+    let approved = quinn
+        .promotions
+        .approve_promotion(decide(&first.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&approved), v1::PromotionStatus::Approved);
+    let done = dana
+        .promotions
+        .execute_promotion(execute(&first.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status(&done),
+        v1::PromotionStatus::Completed,
+        "{}",
+        done.status_reason
+    );
+    assert!(done.revision > 0);
+    all_serve(&nodes, "test", "/w/shop/cart", v1_body).await;
+
+    // The working copy moves on; dev serves it, test keeps version 1.
+    let dev_body = r#"{"items":[],"total":0,"currency":"EUR"}"#;
+    assert_eq!(
+        cut(
+            &mut dana,
+            "checkout",
+            vec![route("GET", "/cart", 200, dev_body)]
+        )
+        .await,
+        2
+    );
+    all_serve(&nodes, "dev", "/w/shop/cart", dev_body).await;
+    assert_eq!(
+        body_in(&nodes[0], "test", "/w/shop/cart").await,
+        (200, v1_body.to_owned())
+    );
+
+    // test → prod: two admins; no self-approval, one decision each.
+    let to_prod = paula_prod
+        .promotions
+        .create_promotion(promote("checkout", "test", "prod"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&to_prod), v1::PromotionStatus::Pending);
+    assert_eq!(to_prod.version, 1, "test → prod moves what test serves");
+    let own = paula_prod
+        .promotions
+        .approve_promotion(decide(&to_prod.id))
+        .await
+        .unwrap_err();
+    assert_eq!(own.code(), Code::PermissionDenied);
+    assert!(own.message().contains("you requested"), "{}", own.message());
+    let half = admin_prod
+        .promotions
+        .approve_promotion(decide(&to_prod.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&half), v1::PromotionStatus::Pending);
+    assert_eq!(half.requirement.as_ref().unwrap().given, 1);
+    let twice = admin_prod
+        .promotions
+        .approve_promotion(decide(&to_prod.id))
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), Code::AlreadyExists);
+    alex_prod
+        .promotions
+        .approve_promotion(decide(&to_prod.id))
+        .await
+        .unwrap();
+    // Prod changes need an environment token, promotions included.
+    let unscoped = paula
+        .promotions
+        .execute_promotion(execute(&to_prod.id))
+        .await
+        .unwrap_err();
+    assert_eq!(unscoped.code(), Code::PermissionDenied);
+    let started = Instant::now();
+    let live = paula_prod
+        .promotions
+        .execute_promotion(execute(&to_prod.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&live), v1::PromotionStatus::Completed);
+    all_serve(&nodes, "prod", "/w/shop/cart", v1_body).await;
+    eprintln!(
+        "promotion → all {} nodes serving: {:?}",
+        nodes.len(),
+        started.elapsed()
+    );
+    let propagated = eventually("the promotion to report every node serving it", || {
+        let mut client = paula_prod.promotions.clone();
+        let id = to_prod.id.clone();
+        async move {
+            let p = client
+                .get_promotion(v1::GetPromotionRequest { id })
+                .await
+                .ok()?
+                .into_inner();
+            let prop = p.propagation?;
+            (prop.nodes_serving == 2 && prop.nodes_total == 2).then_some(p)
+        }
+    })
+    .await;
+    let transitions: Vec<(String, String, String)> = propagated
+        .transitions
+        .iter()
+        .map(|t| (t.from.clone(), t.to.clone(), t.actor.clone()))
+        .collect();
+    assert_eq!(
+        transitions,
+        vec![
+            (String::new(), "pending".into(), "paula@acme.io".into()),
+            ("pending".into(), "approved".into(), "alex@acme.io".into()),
+            (
+                "approved".into(),
+                "completed".into(),
+                "paula@acme.io".into()
+            ),
+        ]
+    );
+    // An approval of a completed promotion is refused as a transition.
+    let late = alex_prod
+        .promotions
+        .reject_promotion(decide(&to_prod.id))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition);
+
+    // A breaking change (a removed field) goes into test (budget 5, but it
+    // needs an approval for it) and is stopped before prod (budget 0).
+    let breaking = r#"{"items":[]}"#;
+    assert_eq!(
+        cut(
+            &mut dana,
+            "checkout",
+            vec![route("GET", "/cart", 200, breaking)]
+        )
+        .await,
+        3
+    );
+    let preview = dana
+        .promotions
+        .preview_promotion(promote("checkout", "dev", "test"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.current_version, 1);
+    assert_eq!(preview.diff.as_ref().unwrap().breaking_count, 1);
+    assert!(!preview.blocked);
+    let to_test = dana
+        .promotions
+        .create_promotion(promote("checkout", "dev", "test"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        to_test
+            .requirement
+            .as_ref()
+            .unwrap()
+            .reasons
+            .iter()
+            .any(|r| r.contains("1 breaking change")),
+        "{:?}",
+        to_test.requirement
+    );
+    quinn
+        .promotions
+        .approve_promotion(decide(&to_test.id))
+        .await
+        .unwrap();
+    dana.promotions
+        .execute_promotion(execute(&to_test.id))
+        .await
+        .unwrap();
+    all_serve(&nodes, "test", "/w/shop/cart", breaking).await;
+    let stopped = paula_prod
+        .promotions
+        .create_promotion(promote("checkout", "test", "prod"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&stopped), v1::PromotionStatus::Failed);
+    let drift = gate(&stopped, "drift");
+    assert_eq!(drift.status, "failed");
+    assert!(
+        drift.detail.contains("field $.total was removed"),
+        "{}",
+        drift.detail
+    );
+    assert!(
+        stopped.status_reason.contains("drift budget of prod (0)"),
+        "{}",
+        stopped.status_reason
+    );
+    assert_eq!(
+        body_in(&nodes[1], "prod", "/w/shop/cart").await,
+        (200, v1_body.to_owned())
+    );
+
+    // Rollback: test serves version 1 again, on every node.
+    let rolled = dana
+        .promotions
+        .rollback_promotion(v1::RollbackPromotionRequest {
+            id: to_test.id.clone(),
+            reason: "the field is still used".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rolled.code(),
+        Code::PermissionDenied,
+        "editors do not roll back"
+    );
+    let rolled = admin
+        .promotions
+        .rollback_promotion(v1::RollbackPromotionRequest {
+            id: to_test.id.clone(),
+            reason: "the field is still used".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&rolled), v1::PromotionStatus::RolledBack);
+    all_serve(&nodes, "test", "/w/shop/cart", v1_body).await;
+    let releases = admin
+        .promotions
+        .list_releases(v1::ListReleasesRequest {
+            workspace: "shop".into(),
+            environment: "test".into(),
+            page_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .releases;
+    let history: Vec<(&str, u32, u32)> = releases
+        .iter()
+        .map(|r| (r.kind.as_str(), r.version, r.previous_version))
+        .collect();
+    assert_eq!(
+        history,
+        vec![("rollback", 1, 3), ("promotion", 3, 1), ("promotion", 1, 0)]
+    );
+
+    // PII into prod (which forbids it) is stopped, naming route and field.
+    dana.scenarios
+        .create_scenario(v1::CreateScenarioRequest {
+            workspace: "shop".into(),
+            scenario: Some(v1::Scenario {
+                name: "owners".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    cut(
+        &mut dana,
+        "owners",
+        vec![route(
+            "GET",
+            "/owner",
+            200,
+            r#"{"owner":{"email":"jane.roe@corp.io"}}"#,
+        )],
+    )
+    .await;
+    let owners = dana
+        .promotions
+        .create_promotion(promote("owners", "dev", "test"))
+        .await
+        .unwrap()
+        .into_inner();
+    quinn
+        .promotions
+        .approve_promotion(decide(&owners.id))
+        .await
+        .unwrap();
+    dana.promotions
+        .execute_promotion(execute(&owners.id))
+        .await
+        .unwrap();
+    let pii = paula_prod
+        .promotions
+        .create_promotion(promote("owners", "test", "prod"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&pii), v1::PromotionStatus::Failed);
+    let data = gate(&pii, "data_policy");
+    assert_eq!(data.status, "failed");
+    assert!(
+        data.detail
+            .contains("GET /owner response.body $.owner.email: an e-mail address (PII)"),
+        "{}",
+        data.detail
+    );
+    assert!(
+        !data.detail.contains("jane.roe"),
+        "the value is masked: {}",
+        data.detail
+    );
+
+    // A promotion that nobody approves in time expires; approving it then
+    // is refused. A rejected one cannot be approved.
+    admin
+        .environments
+        .update_environment(approvals("shop", "test", 1, &["qa"], 1))
+        .await
+        .unwrap();
+    cut(
+        &mut dana,
+        "owners",
+        vec![route("GET", "/owner", 200, r#"{"owner":{"name":"Ann"}}"#)],
+    )
+    .await;
+    let slow = dana
+        .promotions
+        .create_promotion(promote("owners", "dev", "test"))
+        .await
+        .unwrap()
+        .into_inner();
+    let expires = slow.expire_time.as_ref().unwrap().seconds;
+    eventually("the approval time to run out", || async {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        (now > expires).then_some(())
+    })
+    .await;
+    let expired = quinn
+        .promotions
+        .approve_promotion(decide(&slow.id))
+        .await
+        .unwrap_err();
+    assert_eq!(expired.code(), Code::FailedPrecondition);
+    assert!(
+        expired.message().contains("expired"),
+        "{}",
+        expired.message()
+    );
+    let slow = quinn
+        .promotions
+        .get_promotion(v1::GetPromotionRequest {
+            id: slow.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&slow), v1::PromotionStatus::Expired);
+    admin
+        .environments
+        .update_environment(approvals("shop", "test", 1, &["qa"], 0))
+        .await
+        .unwrap();
+    let again = dana
+        .promotions
+        .create_promotion(promote("owners", "dev", "test"))
+        .await
+        .unwrap()
+        .into_inner();
+    quinn
+        .promotions
+        .reject_promotion(decide(&again.id))
+        .await
+        .unwrap();
+    let after_reject = quinn
+        .promotions
+        .approve_promotion(decide(&again.id))
+        .await
+        .unwrap_err();
+    assert_eq!(after_reject.code(), Code::FailedPrecondition);
+    assert!(
+        after_reject.message().contains("rejected is final"),
+        "{}",
+        after_reject.message()
+    );
+}
