@@ -1,7 +1,7 @@
 //! The control plane on PostgreSQL, as in production: two replicas on one
 //! database, each with a node connected, both serving every change.
 
-use mockplane_e2e::fixtures::{new_workspace, route};
+use mockplane_e2e::fixtures::{self, new_workspace, route};
 use mockplane_e2e::{ControlPlane, Node};
 use mockplane_proto::v1;
 use sqlx::Connection as _;
@@ -143,5 +143,334 @@ async fn the_control_plane_refuses_a_role_that_bypasses_row_level_security() {
             .unwrap();
     assert_eq!(tables, 0, "nothing was migrated");
     drop(conn);
+    database.drop().await;
+}
+
+/// Cuts the next version of scenario "default" of `shop` (one route
+/// answering `body`) and requests its promotion dev → test.
+async fn next_promotion(api: &mut mockplane_e2e::Api, body: &str) -> v1::Promotion {
+    let existing = api
+        .routes
+        .list_routes(v1::ListRoutesRequest {
+            workspace: "shop".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .routes;
+    if !existing.is_empty() {
+        api.routes
+            .delete_routes(v1::DeleteRoutesRequest {
+                workspace: "shop".into(),
+                route_ids: existing.into_iter().map(|r| r.id).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    api.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "shop".into(),
+            routes: vec![route("GET", "/cart", 200, body)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    api.scenarios
+        .create_version(v1::CreateVersionRequest {
+            workspace: "shop".into(),
+            scenario: "default".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    api.promotions
+        .create_promotion(v1::CreatePromotionRequest {
+            workspace: "shop".into(),
+            scenario: "default".into(),
+            from_environment: "dev".into(),
+            to_environment: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn completed(result: &Result<tonic::Response<v1::Promotion>, tonic::Status>) -> bool {
+    result
+        .as_ref()
+        .is_ok_and(|p| p.get_ref().status == v1::PromotionStatus::Completed as i32)
+}
+
+/// Two approvers on two replicas race to approve and execute the same
+/// promotion, round after round: every round ends with exactly one
+/// completion, one release and one `promotion.execute` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_approvers_complete_a_promotion_exactly_once() {
+    let database = TempDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url))
+        .await
+        .unwrap();
+    let b = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url))
+        .await
+        .unwrap();
+    let mut admin = a.api(a.token.as_deref().unwrap()).await;
+    admin
+        .workspaces
+        .create_workspace(new_workspace("shop"))
+        .await
+        .unwrap();
+    // Test needs one approval by an admin there; the two racers are.
+    admin
+        .environments
+        .update_environment(v1::UpdateEnvironmentRequest {
+            workspace: "shop".into(),
+            environment: "test".into(),
+            patch: Some(v1::Environment {
+                settings: Some(v1::EnvironmentSettings {
+                    approvals: Some(v1::Approvals {
+                        required: 1,
+                        roles: vec!["admin".into()],
+                        expire_after_secs: 0,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["settings.approvals".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, one) =
+        fixtures::member(&a, &mut admin, "shop", "one@acme.io", &[("test", "admin")]).await;
+    let (_, two) =
+        fixtures::member(&a, &mut admin, "shop", "two@acme.io", &[("test", "admin")]).await;
+    let mut one = a.api(&one).await;
+    let mut two = b.api(&two).await;
+    let rounds = 8;
+    for round in 1..=rounds {
+        let promotion = next_promotion(&mut admin, &format!("v{round}")).await;
+        assert_eq!(promotion.status, v1::PromotionStatus::Pending as i32);
+        let race = |api: &mut mockplane_e2e::Api| {
+            let mut client = api.promotions.clone();
+            let id = promotion.id.clone();
+            async move {
+                let approved = client
+                    .approve_promotion(v1::DecidePromotionRequest {
+                        id: id.clone(),
+                        comment: String::new(),
+                    })
+                    .await;
+                let executed = client
+                    .execute_promotion(v1::ExecutePromotionRequest { id })
+                    .await;
+                (approved, executed)
+            }
+        };
+        let ((approved_one, executed_one), (approved_two, executed_two)) =
+            tokio::join!(race(&mut one), race(&mut two));
+        // One approval moved it to approved; the other found it approved
+        // already (or, if it came first, was the one).
+        let approvals = [&approved_one, &approved_two]
+            .iter()
+            .filter(|r| r.is_ok())
+            .count();
+        assert!(
+            approvals >= 1,
+            "round {round}: {approved_one:?} {approved_two:?}"
+        );
+        for refused in [&approved_one, &approved_two]
+            .into_iter()
+            .filter_map(|r| r.as_ref().err())
+        {
+            assert_eq!(
+                refused.code(),
+                tonic::Code::FailedPrecondition,
+                "{refused:?}"
+            );
+        }
+        let completions = [&executed_one, &executed_two]
+            .into_iter()
+            .filter(|r| completed(r))
+            .count();
+        assert_eq!(
+            completions, 1,
+            "round {round}: {executed_one:?} {executed_two:?}"
+        );
+        for refused in [&executed_one, &executed_two]
+            .into_iter()
+            .filter_map(|r| r.as_ref().err())
+        {
+            assert_eq!(
+                refused.code(),
+                tonic::Code::FailedPrecondition,
+                "{refused:?}"
+            );
+        }
+        let releases = admin
+            .promotions
+            .list_releases(v1::ListReleasesRequest {
+                workspace: "shop".into(),
+                environment: "test".into(),
+                page_size: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .releases;
+        assert_eq!(releases.len(), round, "one release per round");
+    }
+    let executions = admin
+        .audit
+        .list_audit_events(v1::ListAuditEventsRequest {
+            action: "promotion.execute".into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(executions.len(), rounds);
+    drop((admin, one, two, a, b));
+    database.drop().await;
+}
+
+/// The control plane is killed (SIGKILL) while it executes a promotion, at
+/// a different moment each round. After a restart the promotion is either
+/// completed with everything that goes with it (the target serves it, its
+/// release, its audit event) or still approved with none of it, and the
+/// audit chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_killed_mid_execution_leaves_all_or_nothing() {
+    use nix::sys::signal::Signal;
+    let database = TempDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut plane = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url))
+        .await
+        .unwrap();
+    let token = plane.token.clone().unwrap();
+    let mut api = plane.api(&token).await;
+    api.workspaces
+        .create_workspace(new_workspace("shop"))
+        .await
+        .unwrap();
+    let (mut all, mut nothing) = (0, 0);
+    // Kill delays from before the request arrives to after it commits.
+    for (round, delay_ms) in [0u64, 2, 5, 10, 20, 40, 80].into_iter().enumerate() {
+        // Test needs no approval by default: the request is approved.
+        let promotion = next_promotion(&mut api, &format!("v{round}")).await;
+        assert_eq!(promotion.status, v1::PromotionStatus::Approved as i32);
+        let mut client = api.promotions.clone();
+        let id = promotion.id.clone();
+        let call = tokio::spawn(async move {
+            client
+                .execute_promotion(v1::ExecutePromotionRequest { id })
+                .await
+        });
+        // Not a wait for anything: the kill lands at a different point of
+        // the execution each round (before, during or after its commit).
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        plane.process.stop(Signal::SIGKILL).await.unwrap();
+        let _ = call.await;
+        plane = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url))
+            .await
+            .unwrap();
+        api = plane.api(&token).await;
+        let after = api
+            .promotions
+            .get_promotion(v1::GetPromotionRequest {
+                id: promotion.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let served = api
+            .scenarios
+            .get_scenario(v1::GetScenarioRequest {
+                workspace: "shop".into(),
+                scenario: "default".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .deployments
+            .iter()
+            .find(|d| d.environment == "test")
+            .map(|d| d.version);
+        let released = api
+            .promotions
+            .list_releases(v1::ListReleasesRequest {
+                workspace: "shop".into(),
+                environment: "test".into(),
+                page_size: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .releases
+            .iter()
+            .any(|r| r.promotion == promotion.id);
+        let audited = api
+            .audit
+            .list_audit_events(v1::ListAuditEventsRequest {
+                action: "promotion.execute".into(),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+            .iter()
+            .any(|e| e.resource == format!("workspace/shop/promotion/{}", promotion.number));
+        if after.status == v1::PromotionStatus::Completed as i32 {
+            all += 1;
+            assert_eq!(served, Some(promotion.version), "round {round}");
+            assert!(
+                released && audited,
+                "round {round}: released {released}, audited {audited}"
+            );
+            assert!(after.revision > 0);
+        } else {
+            nothing += 1;
+            assert_eq!(
+                after.status,
+                v1::PromotionStatus::Approved as i32,
+                "round {round}: {}",
+                after.status_reason
+            );
+            assert_ne!(served, Some(promotion.version), "round {round}");
+            assert!(
+                !released && !audited,
+                "round {round}: released {released}, audited {audited}"
+            );
+            // Nothing was lost: it can be executed now.
+            let done = api
+                .promotions
+                .execute_promotion(v1::ExecutePromotionRequest {
+                    id: promotion.id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(done.status, v1::PromotionStatus::Completed as i32);
+        }
+        let chain = api
+            .audit
+            .verify_audit_chain(v1::VerifyAuditChainRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(chain.ok, "{}", chain.problem);
+    }
+    eprintln!("killed mid-execution: {all} completed whole, {nothing} left untouched");
+    drop((api, plane));
     database.drop().await;
 }
