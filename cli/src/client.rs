@@ -11,6 +11,7 @@ use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::journal_service_client::JournalServiceClient;
 use mockplane_proto::v1::member_service_client::MemberServiceClient;
 use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
+use mockplane_proto::v1::promotion_service_client::PromotionServiceClient;
 use mockplane_proto::v1::role_service_client::RoleServiceClient;
 use mockplane_proto::v1::route_service_client::RouteServiceClient;
 use mockplane_proto::v1::scenario_service_client::ScenarioServiceClient;
@@ -149,6 +150,7 @@ pub struct Api {
     pub audit: AuditServiceClient<Authed>,
     pub api_keys: ApiKeyServiceClient<Authed>,
     pub usage: UsageServiceClient<Authed>,
+    pub promotions: PromotionServiceClient<Authed>,
 }
 
 impl Api {
@@ -210,6 +212,10 @@ impl Api {
             audit: AuditServiceClient::with_interceptor(channel.clone(), credentials.clone())
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
             api_keys: ApiKeyServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            promotions: PromotionServiceClient::with_interceptor(
+                channel.clone(),
+                credentials.clone(),
+            ),
             usage: UsageServiceClient::with_interceptor(channel, credentials),
         })
     }

@@ -20,6 +20,7 @@ mod keys;
 mod mockfile;
 mod output;
 mod personafile;
+mod promotions;
 mod prompt;
 mod scenariofile;
 mod session;
@@ -137,6 +138,20 @@ enum Command {
     /// Show the requests the nodes answered for a workspace, per
     /// environment; requests made with test keys apart.
     Usage(keys::UsageArgs),
+    /// Promote a scenario version to a later environment of the chain:
+    /// gated, approved when it must be, executed when it may be.
+    #[command(disable_version_flag = true)]
+    Promote(promotions::PromoteArgs),
+    /// List, inspect, approve, reject, execute and roll back promotions;
+    /// report external checks; release history; approval rules.
+    #[command(subcommand, visible_alias = "promotion")]
+    Promotions(promotions::PromotionCommand),
+    /// Approve a promotion (same as `promotions approve`).
+    Approve(promotions::DecideArgs),
+    /// Reject a promotion (same as `promotions reject`).
+    Reject(promotions::DecideArgs),
+    /// Roll back a completed promotion (same as `promotions rollback`).
+    Rollback(promotions::RollbackArgs),
 }
 
 #[derive(Subcommand)]
@@ -310,6 +325,11 @@ enum ScenarioCommand {
         /// The new tags, comma separated; an empty value removes them all.
         #[arg(long, value_name = "TAGS", value_delimiter = ',')]
         tags: Option<Vec<String>>,
+        /// A file (YAML or JSON) of contract checks that replace the
+        /// scenario's: example requests and the answers they must get.
+        /// Versions freeze them; promotions run them.
+        #[arg(long, value_name = "FILE")]
+        checks: Option<PathBuf>,
         /// Only update if the scenario still has this etag.
         #[arg(long, default_value = "")]
         etag: String,
@@ -615,6 +635,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ApiKey(command) => keys::api_key(server, token, command, reason, format).await,
         Command::Audit(command) => audit::audit(server, token, command, format).await,
         Command::Usage(args) => keys::usage(server, token, args, format).await,
+        Command::Promote(args) => promotions::promote(server, token, args, format).await,
+        Command::Promotions(command) => {
+            promotions::promotions(server, token, command, format).await
+        }
+        Command::Approve(args) => promotions::decide(server, token, args, true, format).await,
+        Command::Reject(args) => promotions::decide(server, token, args, false, format).await,
+        Command::Rollback(args) => promotions::rollback(server, token, args, format).await,
     }
 }
 
@@ -1115,10 +1142,15 @@ async fn scenario(
             rename,
             description,
             tags,
+            checks,
             etag,
         } => {
             let mut paths = Vec::new();
             let mut patch = v1::Scenario::default();
+            if let Some(file) = &checks {
+                paths.push("checks".to_owned());
+                patch.checks = load_checks(file)?;
+            }
             if let Some(rename) = rename {
                 paths.push("name".to_owned());
                 patch.name = rename;
@@ -1137,7 +1169,7 @@ async fn scenario(
             }
             if paths.is_empty() {
                 return Err(anyhow!(
-                    "nothing to change: give --rename, --description or --tags"
+                    "nothing to change: give --rename, --description, --tags or --checks"
                 ));
             }
             let updated = connect()
@@ -1607,6 +1639,20 @@ async fn ids_matching(
                 })
         })
         .collect()
+}
+
+/// Reads a contract checks file: a list of checks (YAML or JSON), each
+/// checked with the field that is wrong named.
+fn load_checks(path: &std::path::Path) -> anyhow::Result<Vec<v1::ContractCheck>> {
+    let (text, _) = mockfile::read(path, "checks")?;
+    let checks: Vec<mockplane_shared::contract::ContractCheck> = serde_yaml::from_str(&text)
+        .map_err(|e| anyhow!("{} is not a valid checks file: {e}", path.display()))?;
+    mockplane_shared::contract::check_all(&checks)
+        .map_err(|e| anyhow!("{} is not a valid checks file: {e}", path.display()))?;
+    Ok(checks
+        .iter()
+        .map(mockplane_proto::convert::contract_check)
+        .collect())
 }
 
 fn done(format: Format, summary: serde_json::Value) {

@@ -699,3 +699,186 @@ async fn a_scenario_moves_dev_test_prod_through_gates_approvals_and_rollback() {
         after_reject.message()
     );
 }
+
+/// The CLI: contract checks from a file, an external check reported by
+/// "CI", `promote`, `promotions check|execute|list|releases`, a contract
+/// failure, `rollback`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_promotes_with_contract_and_external_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let node = Node::start(dir.path(), &plane.url()).await.unwrap();
+    let cli = mockplane_e2e::Cli {
+        server: plane.url(),
+        token: plane.token.as_deref(),
+    };
+    cli.workspace_with_mocks(
+        dir.path(),
+        "shop",
+        "routes:\n  - path: /cart/{id:int}\n    response:\n      status: 200\n      headers: { content-type: application/json }\n      template: true\n      body: '{\"id\": {{request.params.id}}, \"items\": []}'\n",
+    )
+    .await;
+    let checks = dir.path().join("checks.yaml");
+    std::fs::write(
+        &checks,
+        "- name: cart-by-id\n  request: { path: /cart/7 }\n  expect: { status: 200, body: { id: 7 } }\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad-checks.yaml");
+    std::fs::write(
+        &bad,
+        "- name: x\n  request: { path: cart }\n  expect: { status: 200 }\n",
+    )
+    .unwrap();
+    let refused = cli
+        .fails(&[
+            "scenario",
+            "update",
+            "shop",
+            "default",
+            "--checks",
+            &bad.display().to_string(),
+        ])
+        .await;
+    assert!(refused.contains("checks[0].request.path"), "{refused}");
+    cli.ok(&[
+        "scenario",
+        "update",
+        "shop",
+        "default",
+        "--checks",
+        &checks.display().to_string(),
+    ])
+    .await;
+    cli.ok(&["scenario", "version", "shop", "default"]).await;
+    let settings = dir.path().join("test.yaml");
+    std::fs::write(&settings, "reality: 1\nrequired_checks: [ci]\n").unwrap();
+    cli.ok(&[
+        "env",
+        "update",
+        "shop",
+        "test",
+        "--file",
+        &settings.display().to_string(),
+    ])
+    .await;
+
+    // Approved (test needs no approval), but CI has not reported yet.
+    let promoted: serde_json::Value = serde_json::from_str(
+        &cli.ok(&[
+            "promote",
+            "shop",
+            "default",
+            "--to",
+            "test",
+            "-c",
+            "first cut",
+            "-o",
+            "json",
+        ])
+        .await,
+    )
+    .unwrap();
+    assert_eq!(promoted["status"], "approved");
+    let id = promoted["id"].as_str().unwrap().to_owned();
+    let gates = promoted["gates"].to_string();
+    assert!(gates.contains("contracts: passed"), "{gates}");
+    assert!(
+        gates.contains("external_checks: pending — waiting for ci"),
+        "{gates}"
+    );
+    let early = cli.fails(&["promotions", "execute", &id]).await;
+    assert!(early.contains("waits for external checks"), "{early}");
+    cli.ok(&[
+        "promotions",
+        "check",
+        &id,
+        "ci",
+        "passed",
+        "--url",
+        "http://ci.local/build/1",
+    ])
+    .await;
+    let executed = cli.ok(&["promotions", "execute", &id, "-o", "json"]).await;
+    assert!(executed.contains("\"status\": \"completed\""), "{executed}");
+    node.wait_for("/w/shop/cart/7", 200, |_| true).await;
+    let test = node
+        .send_with("GET", "/w/shop/cart/9", &[("x-mockplane-env", "test")], "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (test.status, test.body.as_str()),
+        (200, r#"{"id": 9, "items": []}"#)
+    );
+
+    // A version whose answer breaks the contract check is stopped.
+    let mocks = dir.path().join("v2.yaml");
+    std::fs::write(
+        &mocks,
+        "routes:\n  - path: /cart/{id:int}\n    response: { status: 200, json: { id: 0, items: [] } }\n",
+    )
+    .unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["route", "list", "shop", "-o", "json"]).await).unwrap();
+    let route_id = listed[0]["id"].as_str().unwrap().to_owned();
+    cli.ok(&["route", "remove", "shop", &route_id]).await;
+    cli.ok(&[
+        "route",
+        "add",
+        "shop",
+        "--file",
+        &mocks.display().to_string(),
+    ])
+    .await;
+    cli.ok(&["scenario", "version", "shop", "default"]).await;
+    let preview = cli
+        .ok(&[
+            "promote",
+            "shop",
+            "default",
+            "--to",
+            "test",
+            "--dry-run",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert!(preview.contains("\"blocked\": true"), "{preview}");
+    let stopped = cli
+        .fails(&["promote", "shop", "default", "--to", "test"])
+        .await;
+    assert!(
+        stopped.contains("gate contracts failed") && stopped.contains("cart-by-id"),
+        "{stopped}"
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["promotions", "list", "shop", "-o", "json"]).await).unwrap();
+    let statuses: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["failed", "completed"]);
+
+    // Rolled back: test serves nothing of the scenario again.
+    cli.ok(&["rollback", &id, "-c", "not needed after all"])
+        .await;
+    eventually("test to stop serving the cart", || async {
+        let reply = node
+            .send_with("GET", "/w/shop/cart/9", &[("x-mockplane-env", "test")], "")
+            .await
+            .ok()?;
+        (reply.status == 404).then_some(())
+    })
+    .await;
+    let releases = cli
+        .ok(&["promotions", "releases", "shop", "--env", "test"])
+        .await;
+    assert!(
+        releases.contains("rollback") && releases.contains("promotion"),
+        "{releases}"
+    );
+}
