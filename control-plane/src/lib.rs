@@ -6,6 +6,7 @@ pub mod api;
 pub mod jwt;
 pub mod keys;
 pub mod nodes;
+pub mod notify;
 pub mod oidc;
 pub mod password;
 pub mod server;

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API (what runs when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create an API token for an org, straight in the database (for example
     /// to replace a lost admin token), and print it once.
     CreateToken(CreateTokenArgs),
@@ -103,6 +103,24 @@ struct ServeArgs {
     /// How often pending promotions are checked for expiry, in seconds.
     #[arg(long, env = "MOCKPLANE_PROMOTION_SWEEP_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     promotion_sweep_secs: u64,
+    /// The SMTP relay notification e-mail goes through: smtp://host:port
+    /// (plain SMTP to a local relay, which does TLS and authentication).
+    #[arg(long, env = "MOCKPLANE_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// The sender of notification e-mail.
+    #[arg(
+        long,
+        env = "MOCKPLANE_SMTP_FROM",
+        default_value = "mockplane@localhost"
+    )]
+    smtp_from: String,
+    /// How often the notification outbox is looked at, in milliseconds.
+    #[arg(long, env = "MOCKPLANE_NOTIFY_POLL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    notify_poll_ms: u64,
+    /// The wait before a failed delivery's first retry, in milliseconds;
+    /// doubled after each further failure (at most an hour).
+    #[arg(long, env = "MOCKPLANE_NOTIFY_RETRY_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    notify_retry_ms: u64,
     /// Also write the first run's admin token to this file (mode 0600).
     #[arg(long, env = "MOCKPLANE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
@@ -135,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CreateToken(args)) => create_token(args).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         None => serve(cli.serve).await,
     }
 }
@@ -195,7 +213,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?
         .with_signer(signer)
         .with_audit_retention(retention, args.audit_retention_dry_run)
-        .with_promotion_sweep(Duration::from_secs(args.promotion_sweep_secs));
+        .with_promotion_sweep(Duration::from_secs(args.promotion_sweep_secs))
+        .with_notifications(mockplane_control_plane::notify::Settings {
+            poll: Duration::from_millis(args.notify_poll_ms),
+            retry_base: Duration::from_millis(args.notify_retry_ms),
+            smtp: args
+                .smtp_url
+                .as_deref()
+                .map(|url| mockplane_control_plane::notify::Smtp::parse(url, &args.smtp_from))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--smtp-url/--smtp-from: {e}"))?,
+            work_dir: args.store.data_dir.join("gitops"),
+            ..Default::default()
+        });
     if let Some(path) = &args.oidc_issuers {
         let issuers = mockplane_control_plane::oidc::load_issuers(path)?;
         control_plane = control_plane.with_oidc(mockplane_control_plane::oidc::OidcVerifier::new(

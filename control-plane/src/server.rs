@@ -10,6 +10,7 @@ use mockplane_proto::v1::api_key_service_server::ApiKeyServiceServer;
 use mockplane_proto::v1::config_discovery_server::ConfigDiscoveryServer;
 use mockplane_proto::v1::environment_service_server::EnvironmentServiceServer;
 use mockplane_proto::v1::journal_service_server::JournalServiceServer;
+use mockplane_proto::v1::notification_service_server::NotificationServiceServer;
 use mockplane_proto::v1::persona_service_server::PersonaServiceServer;
 use mockplane_proto::v1::promotion_service_server::PromotionServiceServer;
 use mockplane_proto::v1::route_service_server::RouteServiceServer;
@@ -29,6 +30,7 @@ use crate::api::environments::Environments;
 use crate::api::identity::{Auth, Members, Roles, Users};
 use crate::api::journal::Journal;
 use crate::api::keys::ApiKeys;
+use crate::api::notifications::Notifications;
 use crate::api::personas::Personas;
 use crate::api::promotions::Promotions;
 use crate::api::routes::Routes;
@@ -127,6 +129,7 @@ pub struct ControlPlane {
     audit_retention: Arc<Vec<(String, u32)>>,
     audit_prune_dry_run: bool,
     promotion_sweep: Duration,
+    notify: crate::notify::Settings,
     cache: Arc<ConfigCache>,
     refresher: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -166,6 +169,7 @@ impl ControlPlane {
             audit_retention: Arc::new(Vec::new()),
             audit_prune_dry_run: false,
             promotion_sweep: crate::api::promotions::SWEEP_INTERVAL,
+            notify: crate::notify::Settings::default(),
             cache,
             refresher,
             shutdown,
@@ -196,6 +200,13 @@ impl ControlPlane {
         self
     }
 
+    /// How notifications are delivered (SMTP relay, retries, polling).
+    #[must_use]
+    pub fn with_notifications(mut self, settings: crate::notify::Settings) -> Self {
+        self.notify = settings;
+        self
+    }
+
     /// Accepts JWTs from these identity providers.
     #[must_use]
     pub fn with_oidc(mut self, oidc: OidcVerifier) -> Self {
@@ -214,6 +225,7 @@ impl ControlPlane {
             audit_retention,
             audit_prune_dry_run,
             promotion_sweep,
+            notify,
             cache,
             refresher,
             shutdown,
@@ -242,6 +254,7 @@ impl ControlPlane {
             promotion_sweep,
             shutdown.clone(),
         ));
+        let notifier = tokio::spawn(crate::notify::run(store.clone(), notify, shutdown.clone()));
         let authenticator = Arc::new(Authenticator {
             store: store.clone(),
             signer,
@@ -295,6 +308,7 @@ impl ControlPlane {
             .add_service(ApiKeyServiceServer::new(ApiKeys(state.clone())))
             .add_service(UsageServiceServer::new(Usage(state.clone())))
             .add_service(PromotionServiceServer::new(Promotions(state.clone())))
+            .add_service(NotificationServiceServer::new(Notifications(state.clone())))
             .add_service(JournalServiceServer::new(Journal(state)))
             .add_service(ConfigDiscoveryServer::new(
                 Discovery::new(cache, nodes, shutdown.clone()).with_usage(store.clone()),
@@ -310,6 +324,7 @@ impl ControlPlane {
         let _ = pruner.await;
         let _ = key_sweeper.await;
         let _ = promotion_sweeper.await;
+        let _ = notifier.await;
         store.close().await;
         result
     }

@@ -19,6 +19,7 @@ use mockplane_proto::v1::auth_service_client::AuthServiceClient;
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::journal_service_client::JournalServiceClient;
 use mockplane_proto::v1::member_service_client::MemberServiceClient;
+use mockplane_proto::v1::notification_service_client::NotificationServiceClient;
 use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
 use mockplane_proto::v1::promotion_service_client::PromotionServiceClient;
 use mockplane_proto::v1::role_service_client::RoleServiceClient;
@@ -267,6 +268,16 @@ impl ControlPlane {
         listen: &str,
         database_url: Option<&str>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(dir, listen, database_url, &[]).await
+    }
+
+    /// [`ControlPlane::start`] with more command-line arguments.
+    pub async fn start_with(
+        dir: &Path,
+        listen: &str,
+        database_url: Option<&str>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut args = vec![
             "--listen".into(),
             listen.into(),
@@ -282,6 +293,7 @@ impl ControlPlane {
         if let Some(url) = shared_database {
             args.extend(["--database-url".into(), url]);
         }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let log = unique_log(dir, "control-plane");
         let process = Process::start(
             "control plane",
@@ -342,6 +354,10 @@ impl ControlPlane {
             scenarios: ScenarioServiceClient::with_interceptor(channel.clone(), auth.clone()),
             personas: PersonaServiceClient::with_interceptor(channel.clone(), auth.clone()),
             promotions: PromotionServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            notifications: NotificationServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            ),
             journal: JournalServiceClient::with_interceptor(channel, auth),
         }
     }
@@ -391,6 +407,7 @@ pub struct Api {
     pub personas: PersonaServiceClient<InterceptedService<Channel, Bearer>>,
     pub journal: JournalServiceClient<InterceptedService<Channel, Bearer>>,
     pub promotions: PromotionServiceClient<InterceptedService<Channel, Bearer>>,
+    pub notifications: NotificationServiceClient<InterceptedService<Channel, Bearer>>,
 }
 
 /// A data-plane node process.
@@ -687,6 +704,219 @@ impl Cli<'_> {
         );
         assert_eq!(output.status.code(), Some(1));
         String::from_utf8(output.stderr).unwrap()
+    }
+}
+
+/// Stand-ins for what the control plane talks to: an HTTP server (a
+/// webhook receiver, a Git provider's API) and an SMTP sink. Both record
+/// what they receive.
+pub mod stand_in {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+    use tokio::net::TcpListener;
+
+    /// A request as the stand-in received it.
+    #[derive(Debug, Clone)]
+    pub struct Received {
+        pub method: String,
+        pub path: String,
+        /// Lower-case names.
+        pub headers: Vec<(String, String)>,
+        pub body: String,
+    }
+
+    impl Received {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    type Handler = dyn Fn(&Received, usize) -> (u16, String) + Send + Sync;
+
+    /// An HTTP/1.1 server on port 0; `answer` gets each request and how
+    /// many came before it.
+    pub struct Http {
+        pub addr: SocketAddr,
+        pub received: Arc<Mutex<Vec<Received>>>,
+    }
+
+    impl Http {
+        pub async fn start(
+            answer: impl Fn(&Received, usize) -> (u16, String) + Send + Sync + 'static,
+        ) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let received = Arc::new(Mutex::new(Vec::new()));
+            let answer: Arc<Handler> = Arc::new(answer);
+            let log = received.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (log, answer) = (log.clone(), answer.clone());
+                    tokio::spawn(async move {
+                        let (read, mut write) = stream.into_split();
+                        let mut read = BufReader::new(read);
+                        loop {
+                            let mut line = String::new();
+                            if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let mut parts = line.split_whitespace();
+                            let method = parts.next().unwrap_or_default().to_owned();
+                            let path = parts.next().unwrap_or_default().to_owned();
+                            let mut headers = Vec::new();
+                            loop {
+                                let mut header = String::new();
+                                if read.read_line(&mut header).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                let header = header.trim_end();
+                                if header.is_empty() {
+                                    break;
+                                }
+                                if let Some((name, value)) = header.split_once(':') {
+                                    headers.push((
+                                        name.trim().to_ascii_lowercase(),
+                                        value.trim().to_owned(),
+                                    ));
+                                }
+                            }
+                            let length: usize = headers
+                                .iter()
+                                .find(|(n, _)| n == "content-length")
+                                .and_then(|(_, v)| v.parse().ok())
+                                .unwrap_or(0);
+                            let mut body = vec![0; length];
+                            if read.read_exact(&mut body).await.is_err() {
+                                return;
+                            }
+                            let request = Received {
+                                method,
+                                path,
+                                headers,
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                            };
+                            let count = {
+                                let mut log = log.lock().unwrap();
+                                log.push(request.clone());
+                                log.len() - 1
+                            };
+                            let (status, text) = answer(&request, count);
+                            let response = format!(
+                                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+                                text.len()
+                            );
+                            if write.write_all(response.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            Self { addr, received }
+        }
+
+        pub fn url(&self, path: &str) -> String {
+            format!("http://{}{path}", self.addr)
+        }
+
+        pub fn received(&self) -> Vec<Received> {
+            self.received.lock().unwrap().clone()
+        }
+    }
+
+    /// A mail as the sink received it.
+    #[derive(Debug, Clone)]
+    pub struct Mail {
+        pub from: String,
+        pub to: Vec<String>,
+        pub data: String,
+    }
+
+    /// An SMTP server on port 0 that accepts every message.
+    pub struct Smtp {
+        pub addr: SocketAddr,
+        pub mails: Arc<Mutex<Vec<Mail>>>,
+    }
+
+    impl Smtp {
+        pub async fn start() -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mails = Arc::new(Mutex::new(Vec::new()));
+            let log = mails.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        let (read, mut write) = stream.into_split();
+                        let mut read = BufReader::new(read);
+                        let _ = write.write_all(b"220 sink ready\r\n").await;
+                        let mut mail = Mail {
+                            from: String::new(),
+                            to: Vec::new(),
+                            data: String::new(),
+                        };
+                        loop {
+                            let mut line = String::new();
+                            if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let command = line.trim_end().to_owned();
+                            let upper = command.to_ascii_uppercase();
+                            let reply: &[u8] =
+                                if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                                    b"250-sink\r\n250 8BITMIME\r\n"
+                                } else if let Some(from) = upper.strip_prefix("MAIL FROM:") {
+                                    let _ = from;
+                                    mail.from = command[10..]
+                                        .trim_matches(|c| c == '<' || c == '>')
+                                        .to_owned();
+                                    b"250 ok\r\n"
+                                } else if upper.starts_with("RCPT TO:") {
+                                    mail.to.push(
+                                        command[8..]
+                                            .trim_matches(|c| c == '<' || c == '>')
+                                            .to_owned(),
+                                    );
+                                    b"250 ok\r\n"
+                                } else if upper == "DATA" {
+                                    let _ = write.write_all(b"354 go ahead\r\n").await;
+                                    loop {
+                                        let mut data = String::new();
+                                        if read.read_line(&mut data).await.unwrap_or(0) == 0 {
+                                            return;
+                                        }
+                                        if data == ".\r\n" {
+                                            break;
+                                        }
+                                        mail.data.push_str(&data);
+                                    }
+                                    log.lock().unwrap().push(mail.clone());
+                                    b"250 queued\r\n"
+                                } else if upper == "QUIT" {
+                                    let _ = write.write_all(b"221 bye\r\n").await;
+                                    return;
+                                } else {
+                                    b"502 not implemented\r\n"
+                                };
+                            if write.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            Self { addr, mails }
+        }
+
+        pub fn mails(&self) -> Vec<Mail> {
+            self.mails.lock().unwrap().clone()
+        }
     }
 }
 

@@ -828,6 +828,30 @@ async fn every_mutating_method_leaves_exactly_one_event() {
                 clear: false,
             })
     );
+    let hook = one_event!(
+        covered,
+        auditor,
+        "NotificationService/CreateNotificationChannel",
+        api.notifications
+            .create_notification_channel(v1::CreateNotificationChannelRequest {
+                workspace: ws(),
+                channel: Some(v1::NotificationChannel {
+                    kind: "email".into(),
+                    target: "qa@acme.io".into(),
+                    ..Default::default()
+                }),
+            })
+    );
+    one_event!(
+        covered,
+        auditor,
+        "NotificationService/DeleteNotificationChannel",
+        api.notifications
+            .delete_notification_channel(v1::DeleteNotificationChannelRequest {
+                workspace: ws(),
+                id: hook.channel.unwrap().id,
+            })
+    );
     let promote = || v1::CreatePromotionRequest {
         workspace: ws(),
         scenario: "flows".into(),

@@ -249,6 +249,24 @@ pub const METHODS: &[(&str, Rule)] = &[
         "PromotionService/SetApprovalRules",
         Rule::Check(&[WorkspaceUpdate, TemplateManage]),
     ),
+    // Where promotion events go: set up like the workspace itself; the
+    // delivery log is read like it.
+    (
+        "NotificationService/CreateNotificationChannel",
+        Rule::Check(&[WorkspaceUpdate]),
+    ),
+    (
+        "NotificationService/ListNotificationChannels",
+        Rule::Check(&[WorkspaceRead]),
+    ),
+    (
+        "NotificationService/DeleteNotificationChannel",
+        Rule::Check(&[WorkspaceUpdate]),
+    ),
+    (
+        "NotificationService/ListDeliveries",
+        Rule::Check(&[WorkspaceRead]),
+    ),
 ];
 
 pub const PACKAGE_PREFIX: &str = "/mockplane.v1.";

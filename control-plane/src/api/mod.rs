@@ -12,6 +12,7 @@ pub mod error;
 pub mod identity;
 pub mod journal;
 pub mod keys;
+pub mod notifications;
 pub mod personas;
 pub mod promotions;
 pub mod routes;

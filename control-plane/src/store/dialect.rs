@@ -40,6 +40,9 @@ pub trait Dialect: Database {
     /// on what it read: PostgreSQL locks it (`FOR UPDATE`); SQLite's write
     /// transactions hold the database's write lock from the start.
     const FOR_UPDATE: &'static str;
+    /// Appended to a SELECT that claims rows for one replica: PostgreSQL
+    /// skips rows another transaction holds (`FOR UPDATE SKIP LOCKED`).
+    const SKIP_LOCKED: &'static str;
 
     fn migrator() -> &'static Migrator;
 
@@ -57,6 +60,7 @@ impl Dialect for Postgres {
     const CONFINE: Option<&'static str> =
         Some("SELECT set_config('mockplane.workspace', $1, true)");
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
 
     fn migrator() -> &'static Migrator {
         &POSTGRES_MIGRATIONS
@@ -77,6 +81,7 @@ impl Dialect for Sqlite {
     const ENTER: Option<&'static str> = None;
     const CONFINE: Option<&'static str> = None;
     const FOR_UPDATE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
 
     fn migrator() -> &'static Migrator {
         &SQLITE_MIGRATIONS

@@ -11,6 +11,7 @@ mod access;
 pub mod audit;
 mod dialect;
 mod keys;
+mod notifications;
 mod promotions;
 mod sql;
 
@@ -29,6 +30,7 @@ use uuid::Uuid;
 pub use access::*;
 pub use dialect::Dialect;
 pub use keys::*;
+pub use notifications::*;
 pub use promotions::*;
 pub use sql::SqlStore;
 
@@ -286,7 +288,14 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// share between tasks and replicas.
 #[async_trait]
 pub trait Store:
-    AccessStore + audit::AuditStore + KeyStore + PromotionStore + Send + Sync + 'static
+    AccessStore
+    + audit::AuditStore
+    + KeyStore
+    + PromotionStore
+    + NotificationStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which backend this is, for logs: "postgres" or "sqlite".
     fn backend(&self) -> &'static str;

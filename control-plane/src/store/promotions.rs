@@ -25,6 +25,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
+use super::notifications::enqueue;
 use super::sql::{
     Scope, bump_revision, corrupt, decode_content, fetch_version, internal, load_workspace, now,
     scenario_id,
@@ -418,6 +419,48 @@ impl PromotionRow {
             decisions,
             checks,
         })
+    }
+}
+
+/// What a notification says of a promotion.
+fn event_payload(
+    row: &PromotionRow,
+    event: &str,
+    status: Status,
+    actor: &str,
+    reason: &str,
+) -> serde_json::Value {
+    json!({
+        "event": event,
+        "promotion": {
+            "id": row.id.to_string(),
+            "number": row.number,
+            "workspace": row.workspace,
+            "scenario": row.scenario,
+            "version": row.version,
+            "from": row.from_environment,
+            "to": row.to_environment,
+            "status": status.as_str(),
+            "reason": reason,
+            "requested_by": row.requested_by_name,
+            "comment": row.comment,
+            "approvals_required": row.approvals_required,
+            "approval_reasons": serde_json::from_str::<serde_json::Value>(&row.approval_reasons).unwrap_or_default(),
+        },
+        "actor": actor,
+        "time": now().to_rfc3339(),
+    })
+}
+
+fn event_of(status: Status) -> Option<&'static str> {
+    match status {
+        Status::Pending => None,
+        Status::Approved => Some("approved"),
+        Status::Rejected => Some("rejected"),
+        Status::Completed => Some("completed"),
+        Status::Failed => Some("failed"),
+        Status::Expired => Some("expired"),
+        Status::RolledBack => Some("rolled_back"),
     }
 }
 
@@ -822,6 +865,10 @@ backend! {
                 row.number, row.workspace
             )));
         }
+        if let Some(event) = event_of(to) {
+            let payload = event_payload(row, event, to, actor.1, reason);
+            enqueue::<DB>(&mut *conn, org, row.workspace_id, Some(row.id), event, &payload).await?;
+        }
         Ok(())
     }
 
@@ -1054,6 +1101,8 @@ where
             &new.comment,
         )
         .await?;
+        let requested = event_payload(&row, "requested", Status::Pending, actor.1, &new.comment);
+        enqueue::<DB>(&mut tx, org, ws.id, Some(id), "requested", &requested).await?;
         let outcome = if let Some(gate) = evaluation.blocked() {
             let reason = format!("gate {} failed: {}", gate.name, gate.detail);
             Self::transition(
@@ -1080,6 +1129,9 @@ where
             .await?;
             "approved"
         } else {
+            let reason = evaluation.requirement.reasons.join("; ");
+            let needed = event_payload(&row, "approval_needed", Status::Pending, actor.1, &reason);
+            enqueue::<DB>(&mut tx, org, ws.id, Some(id), "approval_needed", &needed).await?;
             "pending"
         };
         append::<DB>(
@@ -1688,6 +1740,17 @@ where
                 .await
                 .map_err(internal)?;
             let row = Self::promotion_row(&mut tx, org, id, false).await?;
+            let reason = format!("expires at {}", row.expires_at.to_rfc3339());
+            let payload = event_payload(&row, "expiring", Status::Pending, "system", &reason);
+            enqueue::<DB>(
+                &mut tx,
+                org,
+                row.workspace_id,
+                Some(id),
+                "expiring",
+                &payload,
+            )
+            .await?;
             reminded.push(Self::full_record(&mut tx, row).await?);
         }
         tx.commit().await.map_err(internal)?;

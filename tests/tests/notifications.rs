@@ -1,0 +1,443 @@
+//! Promotion notifications end to end: a webhook receiver (which fails
+//! once), an SMTP sink, and GitOps against a real local git repository and
+//! a stand-in for the provider's pull-request API.
+
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use mockplane_e2e::fixtures::{member, new_workspace, route};
+use mockplane_e2e::stand_in::{Http, Smtp};
+use mockplane_e2e::{ControlPlane, eventually};
+use mockplane_proto::v1;
+use sha2::Sha256;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@localhost"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A bare repository with one commit on `main`.
+fn remote(dir: &Path) -> String {
+    let bare = dir.join("mocks.git");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "--bare", "-b", "main"]);
+    let seed = dir.join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    git(&seed, &["init", "-b", "main"]);
+    std::fs::write(seed.join("README.md"), "mocks\n").unwrap();
+    git(&seed, &["add", "README.md"]);
+    git(&seed, &["commit", "-m", "start"]);
+    git(&seed, &["push", bare.to_str().unwrap(), "main"]);
+    bare.display().to_string()
+}
+
+fn verify(secret: &str, timestamp: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_mail_and_pull_requests_follow_a_promotion() {
+    let dir = tempfile::tempdir().unwrap();
+    // The receiver fails its first delivery: it must be retried.
+    let hooks = Http::start(|_, n| {
+        if n == 0 {
+            (500, "{}".into())
+        } else {
+            (200, "{}".into())
+        }
+    })
+    .await;
+    let provider = Http::start(|request, _| {
+        if request.path == "/repos/acme/mocks/pulls" {
+            (
+                201,
+                r#"{"html_url":"https://git.example/acme/mocks/pull/7"}"#.into(),
+            )
+        } else {
+            (422, r#"{"message":"Validation Failed"}"#.into())
+        }
+    })
+    .await;
+    let smtp = Smtp::start().await;
+    let repository = remote(dir.path());
+    let smtp_url = format!("smtp://{}", smtp.addr);
+    let plane = ControlPlane::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        None,
+        &[
+            "--smtp-url",
+            &smtp_url,
+            "--smtp-from",
+            "mockplane@acme.io",
+            "--notify-poll-ms",
+            "50",
+            "--notify-retry-ms",
+            "100",
+        ],
+    )
+    .await
+    .unwrap();
+    let mut admin = plane.api(plane.token.as_deref().unwrap()).await;
+    admin
+        .workspaces
+        .create_workspace(new_workspace("shop"))
+        .await
+        .unwrap();
+    admin
+        .environments
+        .update_environment(v1::UpdateEnvironmentRequest {
+            workspace: "shop".into(),
+            environment: "test".into(),
+            patch: Some(v1::Environment {
+                settings: Some(v1::EnvironmentSettings {
+                    approvals: Some(v1::Approvals {
+                        required: 1,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["settings.approvals".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let channel =
+        |kind: &str, target: &str, events: &[&str], gitops: Option<v1::GitOpsSettings>| {
+            v1::CreateNotificationChannelRequest {
+                workspace: "shop".into(),
+                channel: Some(v1::NotificationChannel {
+                    kind: kind.into(),
+                    target: target.into(),
+                    events: events.iter().map(|e| (*e).to_owned()).collect(),
+                    gitops,
+                    ..Default::default()
+                }),
+            }
+        };
+    let hook = admin
+        .notifications
+        .create_notification_channel(channel("webhook", &hooks.url("/hooks"), &[], None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(hook.secret.starts_with("whsec_"));
+    admin
+        .notifications
+        .create_notification_channel(channel(
+            "email",
+            "qa@acme.io",
+            &["approval_needed", "approved", "completed"],
+            None,
+        ))
+        .await
+        .unwrap();
+    let github = |repository: &str| v1::GitOpsSettings {
+        provider: "github".into(),
+        api_url: provider.url(""),
+        repository: repository.into(),
+        token: "ghp_test".into(),
+        ..Default::default()
+    };
+    let pulls = admin
+        .notifications
+        .create_notification_channel(channel(
+            "gitops",
+            &repository,
+            &[],
+            Some(github("acme/mocks")),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pulls.secret, "", "a provider token is never shown");
+    assert_eq!(pulls.channel.as_ref().unwrap().events, vec!["completed"]);
+    // Bad channels are refused, naming the field.
+    let bad = admin
+        .notifications
+        .create_notification_channel(channel("webhook", "ftp://x", &[], None))
+        .await
+        .unwrap_err();
+    assert!(
+        bad.message().contains("channel.target"),
+        "{}",
+        bad.message()
+    );
+    let bad = admin
+        .notifications
+        .create_notification_channel(channel("email", "qa@acme.io", &["done"], None))
+        .await
+        .unwrap_err();
+    assert!(
+        bad.message().contains("channel.events[0]"),
+        "{}",
+        bad.message()
+    );
+
+    let (_, dana) = member(
+        &plane,
+        &mut admin,
+        "shop",
+        "dana@acme.io",
+        &[("dev", "editor"), ("test", "editor")],
+    )
+    .await;
+    let mut dana = plane.api(&dana).await;
+    dana.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "shop".into(),
+            routes: vec![route("GET", "/cart", 200, r#"{"items":[]}"#)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    dana.scenarios
+        .create_version(v1::CreateVersionRequest {
+            workspace: "shop".into(),
+            scenario: "default".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    let promotion = dana
+        .promotions
+        .create_promotion(v1::CreatePromotionRequest {
+            workspace: "shop".into(),
+            scenario: "default".into(),
+            from_environment: "dev".into(),
+            to_environment: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    admin
+        .promotions
+        .approve_promotion(v1::DecidePromotionRequest {
+            id: promotion.id.clone(),
+            comment: "fine".into(),
+        })
+        .await
+        .unwrap();
+    dana.promotions
+        .execute_promotion(v1::ExecutePromotionRequest {
+            id: promotion.id.clone(),
+        })
+        .await
+        .unwrap();
+
+    // Every event reached the webhook, signed; the first was retried.
+    let delivered = eventually("the webhook to get four events", || async {
+        let got: Vec<_> = hooks
+            .received()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect();
+        let mut events: Vec<String> = got
+            .iter()
+            .map(|r| r.header("x-mockplane-event").unwrap_or_default().to_owned())
+            .collect();
+        events.sort();
+        events.dedup();
+        (events == ["approval_needed", "approved", "completed", "requested"]).then_some(got)
+    })
+    .await;
+    for request in &delivered {
+        let timestamp = request.header("x-mockplane-timestamp").unwrap();
+        assert_eq!(
+            request.header("x-mockplane-signature").unwrap(),
+            verify(&hook.secret, timestamp, &request.body),
+            "signed with the channel's secret"
+        );
+        let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+        assert_eq!(body["event"], request.header("x-mockplane-event").unwrap());
+        assert_eq!(body["promotion"]["id"], promotion.id.as_str());
+    }
+    let log = eventually("the delivery log to show the retry", || async {
+        let deliveries = admin
+            .notifications
+            .clone()
+            .list_deliveries(v1::ListDeliveriesRequest {
+                workspace: "shop".into(),
+                promotion: promotion.id.clone(),
+                page_size: 0,
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .deliveries;
+        let retried = deliveries
+            .iter()
+            .find(|d| d.kind == "webhook" && d.attempts.len() == 2 && d.status == "delivered")?;
+        Some(
+            retried
+                .attempts
+                .iter()
+                .map(|a| a.outcome.clone())
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await;
+    assert_eq!(log, vec!["retry", "delivered"]);
+
+    // Three mails to QA.
+    let mails = eventually("three mails", || async {
+        let mails = smtp.mails();
+        (mails.len() == 3).then_some(mails)
+    })
+    .await;
+    assert!(
+        mails
+            .iter()
+            .all(|m| m.to == ["qa@acme.io"] && m.from == "mockplane@acme.io")
+    );
+    assert!(
+        mails.iter().any(|m| m
+            .data
+            .contains("Subject: [Mockplane] promotion #1 of shop needs your approval")),
+        "{mails:?}"
+    );
+
+    // The pull request: a branch in the real repository, the provider
+    // called with it, its URL on the promotion.
+    let done = eventually("the pull request URL on the promotion", || async {
+        let p = admin
+            .promotions
+            .clone()
+            .get_promotion(v1::GetPromotionRequest {
+                id: promotion.id.clone(),
+            })
+            .await
+            .ok()?
+            .into_inner();
+        (!p.pr_url.is_empty()).then_some(p)
+    })
+    .await;
+    assert_eq!(done.pr_url, "https://git.example/acme/mocks/pull/7");
+    let branch = "mockplane/shop/test/promotion-1-completed";
+    let file = git(
+        Path::new(&repository),
+        &["show", &format!("{branch}:mockplane/shop/test.yaml")],
+    );
+    assert!(
+        file.contains("environment: test") && file.contains("path: /cart"),
+        "{file}"
+    );
+    let call = provider.received().into_iter().next().unwrap();
+    assert_eq!(call.header("authorization"), Some("Bearer ghp_test"));
+    let body: serde_json::Value = serde_json::from_str(&call.body).unwrap();
+    assert_eq!(
+        (body["head"].as_str(), body["base"].as_str()),
+        (Some(branch), Some("main"))
+    );
+
+    // A provider error is recorded on the promotion, which stays completed.
+    admin
+        .notifications
+        .delete_notification_channel(v1::DeleteNotificationChannelRequest {
+            workspace: "shop".into(),
+            id: pulls.channel.unwrap().id,
+        })
+        .await
+        .unwrap();
+    admin
+        .notifications
+        .create_notification_channel(channel(
+            "gitops",
+            &repository,
+            &[],
+            Some(github("acme/broken")),
+        ))
+        .await
+        .unwrap();
+    let rolled = admin
+        .promotions
+        .rollback_promotion(v1::RollbackPromotionRequest {
+            id: promotion.id.clone(),
+            reason: "again".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rolled.status, v1::PromotionStatus::RolledBack as i32);
+    dana.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "shop".into(),
+            routes: vec![route("GET", "/orders", 200, "[]")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    dana.scenarios
+        .create_version(v1::CreateVersionRequest {
+            workspace: "shop".into(),
+            scenario: "default".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap();
+    let second = dana
+        .promotions
+        .create_promotion(v1::CreatePromotionRequest {
+            workspace: "shop".into(),
+            scenario: "default".into(),
+            from_environment: "dev".into(),
+            to_environment: "test".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    admin
+        .promotions
+        .approve_promotion(v1::DecidePromotionRequest {
+            id: second.id.clone(),
+            comment: String::new(),
+        })
+        .await
+        .unwrap();
+    dana.promotions
+        .execute_promotion(v1::ExecutePromotionRequest {
+            id: second.id.clone(),
+        })
+        .await
+        .unwrap();
+    let failed = eventually("the provider's error on the promotion", || async {
+        let p = admin
+            .promotions
+            .clone()
+            .get_promotion(v1::GetPromotionRequest {
+                id: second.id.clone(),
+            })
+            .await
+            .ok()?
+            .into_inner();
+        (!p.gitops_error.is_empty()).then_some(p)
+    })
+    .await;
+    assert_eq!(failed.status, v1::PromotionStatus::Completed as i32);
+    assert!(
+        failed.gitops_error.contains("HTTP 422: Validation Failed"),
+        "{}",
+        failed.gitops_error
+    );
+    assert_eq!(failed.pr_url, "");
+}
