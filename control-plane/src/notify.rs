@@ -404,8 +404,18 @@ async fn gitops(
     let workspace = text(field(p, "workspace"));
     let environment = text(field(p, "to"));
     let number = text(field(p, "number"));
+    // On request the pull request proposes the change; afterwards it
+    // records what the environment serves.
+    let scenario = text(field(p, "scenario"));
+    let version = field(p, "version")
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok());
+    let proposed = match (claimed.event.as_str(), version) {
+        ("requested" | "approval_needed" | "approved", Some(v)) => Some((scenario.as_str(), v)),
+        _ => None,
+    };
     let document = store
-        .environment_document(claimed.org_id, claimed.workspace_id, &environment)
+        .environment_document(claimed.org_id, claimed.workspace_id, &environment, proposed)
         .await
         .map_err(|e| anyhow!("reading what {environment} serves: {e}"))?;
     let base = if config.base_branch.is_empty() {

@@ -168,6 +168,19 @@ async fn webhooks_mail_and_pull_requests_follow_a_promotion() {
         .await
         .unwrap()
         .into_inner();
+    // Another opens a pull request as soon as a promotion is requested,
+    // proposing what the target would serve.
+    let on_request = admin
+        .notifications
+        .create_notification_channel(channel(
+            "gitops",
+            &repository,
+            &["requested"],
+            Some(github("acme/mocks")),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(pulls.secret, "", "a provider token is never shown");
     assert_eq!(pulls.channel.as_ref().unwrap().events, vec!["completed"]);
     // Bad channels are refused, naming the field.
@@ -318,6 +331,13 @@ async fn webhooks_mail_and_pull_requests_follow_a_promotion() {
 
     // The pull request: a branch in the real repository, the provider
     // called with it, its URL on the promotion.
+    eventually("both pull requests to reach the provider", || async {
+        let bodies: Vec<String> = provider.received().into_iter().map(|r| r.body).collect();
+        (bodies.iter().any(|b| b.contains("promotion-1-requested"))
+            && bodies.iter().any(|b| b.contains("promotion-1-completed")))
+        .then_some(())
+    })
+    .await;
     let done = eventually("the pull request URL on the promotion", || async {
         let p = admin
             .promotions
@@ -332,6 +352,14 @@ async fn webhooks_mail_and_pull_requests_follow_a_promotion() {
     })
     .await;
     assert_eq!(done.pr_url, "https://git.example/acme/mocks/pull/7");
+    let proposed = git(
+        Path::new(&repository),
+        &[
+            "show",
+            "mockplane/shop/test/promotion-1-requested:mockplane/shop/test.yaml",
+        ],
+    );
+    assert!(proposed.contains("path: /cart"), "{proposed}");
     let branch = "mockplane/shop/test/promotion-1-completed";
     let file = git(
         Path::new(&repository),
@@ -341,7 +369,11 @@ async fn webhooks_mail_and_pull_requests_follow_a_promotion() {
         file.contains("environment: test") && file.contains("path: /cart"),
         "{file}"
     );
-    let call = provider.received().into_iter().next().unwrap();
+    let call = provider
+        .received()
+        .into_iter()
+        .find(|r| r.body.contains("promotion-1-completed"))
+        .unwrap();
     assert_eq!(call.header("authorization"), Some("Bearer ghp_test"));
     let body: serde_json::Value = serde_json::from_str(&call.body).unwrap();
     assert_eq!(
@@ -355,6 +387,14 @@ async fn webhooks_mail_and_pull_requests_follow_a_promotion() {
         .delete_notification_channel(v1::DeleteNotificationChannelRequest {
             workspace: "shop".into(),
             id: pulls.channel.unwrap().id,
+        })
+        .await
+        .unwrap();
+    admin
+        .notifications
+        .delete_notification_channel(v1::DeleteNotificationChannelRequest {
+            workspace: "shop".into(),
+            id: on_request.channel.unwrap().id,
         })
         .await
         .unwrap();

@@ -204,12 +204,15 @@ pub trait NotificationStore: Send + Sync {
         outcome: Outcome,
         pull_request: Option<PullRequest>,
     ) -> StoreResult<()>;
-    /// What an environment serves, as the YAML document GitOps commits.
+    /// What an environment serves, as the YAML document GitOps commits;
+    /// with `proposed` (scenario, version), what it would serve with that
+    /// version in place (a pull request opened on request).
     async fn environment_document(
         &self,
         org: Uuid,
         workspace: Uuid,
         environment: &str,
+        proposed: Option<(&str, u32)>,
     ) -> StoreResult<String>;
 }
 
@@ -655,6 +658,7 @@ where
         org: Uuid,
         workspace: Uuid,
         environment: &str,
+        proposed: Option<(&str, u32)>,
     ) -> StoreResult<String> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut tx, org, &WorkspaceRef::Id(workspace)).await?;
@@ -673,6 +677,26 @@ where
         .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
+        let mut rows = rows;
+        if let Some((scenario, number)) = proposed {
+            let version: Option<(Uuid, i32, String, Vec<u8>)> = sqlx::query_as(
+                "SELECT v.id, v.number, v.content_hash, v.content FROM scenario_versions v \
+                 JOIN scenarios sc ON sc.id = v.scenario_id \
+                 WHERE sc.workspace_id = $1 AND sc.name = $2 AND v.number = $3",
+            )
+            .bind(ws.id)
+            .bind(scenario.to_owned())
+            .bind(i32::try_from(number).unwrap_or(i32::MAX))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(internal)?;
+            let (id, number, hash, content) = version.ok_or_else(|| {
+                StoreError::NotFound(format!("version {number} of scenario '{scenario}'"))
+            })?;
+            rows.retain(|(name, ..)| name != scenario);
+            rows.push((scenario.to_owned(), id, number, hash, content));
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         tx.commit().await.map_err(internal)?;
         let mut scenarios = Vec::with_capacity(rows.len());
         for (name, version_id, number, content_hash, content) in rows {
