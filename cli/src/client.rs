@@ -10,6 +10,7 @@ use mockplane_proto::v1::auth_service_client::AuthServiceClient;
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::journal_service_client::JournalServiceClient;
 use mockplane_proto::v1::member_service_client::MemberServiceClient;
+use mockplane_proto::v1::notification_service_client::NotificationServiceClient;
 use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
 use mockplane_proto::v1::promotion_service_client::PromotionServiceClient;
 use mockplane_proto::v1::role_service_client::RoleServiceClient;
@@ -151,6 +152,7 @@ pub struct Api {
     pub api_keys: ApiKeyServiceClient<Authed>,
     pub usage: UsageServiceClient<Authed>,
     pub promotions: PromotionServiceClient<Authed>,
+    pub notifications: NotificationServiceClient<Authed>,
 }
 
 impl Api {
@@ -212,6 +214,10 @@ impl Api {
             audit: AuditServiceClient::with_interceptor(channel.clone(), credentials.clone())
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
             api_keys: ApiKeyServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            notifications: NotificationServiceClient::with_interceptor(
+                channel.clone(),
+                credentials.clone(),
+            ),
             promotions: PromotionServiceClient::with_interceptor(
                 channel.clone(),
                 credentials.clone(),

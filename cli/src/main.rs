@@ -152,6 +152,10 @@ enum Command {
     Reject(promotions::DecideArgs),
     /// Roll back a completed promotion (same as `promotions rollback`).
     Rollback(promotions::RollbackArgs),
+    /// Where a workspace's promotion events go (webhooks, e-mail, GitOps
+    /// pull requests), and the delivery log.
+    #[command(subcommand, visible_alias = "notification")]
+    Notifications(promotions::NotificationCommand),
 }
 
 #[derive(Subcommand)]
@@ -642,6 +646,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve(args) => promotions::decide(server, token, args, true, format).await,
         Command::Reject(args) => promotions::decide(server, token, args, false, format).await,
         Command::Rollback(args) => promotions::rollback(server, token, args, format).await,
+        Command::Notifications(command) => {
+            promotions::notifications(server, token, command, format).await
+        }
     }
 }
 

@@ -581,3 +581,238 @@ fn load_rules(path: &std::path::Path) -> anyhow::Result<v1::ApprovalRules> {
         source: String::new(),
     })
 }
+
+#[derive(Subcommand)]
+pub enum NotificationCommand {
+    /// Send a workspace's promotion events somewhere: a webhook, an e-mail
+    /// address, or a git repository (GitOps pull requests).
+    Add {
+        workspace: String,
+        /// POST events to this URL, signed (the secret is printed once).
+        #[arg(long, group = "kind")]
+        webhook: Option<String>,
+        /// Mail events to this address (the control plane needs --smtp-url).
+        #[arg(long, group = "kind")]
+        email: Option<String>,
+        /// Commit the target environment's config to this repository (URL
+        /// or path) and open a pull request.
+        #[arg(long, group = "kind", requires_all = ["provider", "api_url", "repository"])]
+        gitops: Option<String>,
+        /// GitOps: github or gitlab.
+        #[arg(long)]
+        provider: Option<String>,
+        /// GitOps: the provider's API root (https://api.github.com).
+        #[arg(long)]
+        api_url: Option<String>,
+        /// GitOps: owner/name (GitHub) or the project (GitLab).
+        #[arg(long)]
+        repository: Option<String>,
+        /// GitOps: the branch pull requests go into (default main).
+        #[arg(long, default_value = "")]
+        base_branch: String,
+        /// GitOps: the file's path ({workspace}, {environment} replaced).
+        #[arg(long, default_value = "")]
+        path: String,
+        /// GitOps: the provider API token (or MOCKPLANE_GITOPS_TOKEN).
+        #[arg(
+            long,
+            env = "MOCKPLANE_GITOPS_TOKEN",
+            hide_env_values = true,
+            default_value = ""
+        )]
+        provider_token: String,
+        /// Only these events (repeatable): requested, approval_needed,
+        /// approved, rejected, completed, failed, expiring, expired,
+        /// rolled_back. Default: all (GitOps: completed).
+        #[arg(long = "event", value_name = "EVENT")]
+        events: Vec<String>,
+    },
+    /// A workspace's channels.
+    List { workspace: String },
+    /// Stop sending to a channel, by id.
+    Remove { workspace: String, id: String },
+    /// The delivery log: each delivery and its attempts, newest first.
+    Deliveries {
+        workspace: String,
+        /// Only this promotion's.
+        #[arg(long, default_value = "")]
+        promotion: String,
+    },
+}
+
+#[derive(Serialize)]
+struct ChannelView {
+    id: String,
+    kind: String,
+    target: String,
+    events: Vec<String>,
+    created_by: String,
+    created: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+fn channel_view(c: &v1::NotificationChannel, secret: Option<String>) -> ChannelView {
+    ChannelView {
+        id: c.id.clone(),
+        kind: c.kind.clone(),
+        target: c.target.clone(),
+        events: c.events.clone(),
+        created_by: c.created_by.clone(),
+        created: time(c.create_time.as_ref()),
+        secret,
+    }
+}
+
+#[derive(Serialize)]
+struct DeliveryView {
+    created: String,
+    event: String,
+    kind: String,
+    target: String,
+    status: String,
+    attempts: usize,
+    last_error: String,
+    promotion: String,
+}
+
+pub async fn notifications(
+    server: &str,
+    token: Option<&str>,
+    command: NotificationCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut api = Api::connect(server, token).await?;
+    match command {
+        NotificationCommand::Add {
+            workspace,
+            webhook,
+            email,
+            gitops,
+            provider,
+            api_url,
+            repository,
+            base_branch,
+            path,
+            provider_token,
+            events,
+        } => {
+            let (kind, target, settings) = match (webhook, email, gitops) {
+                (Some(url), None, None) => ("webhook", url, None),
+                (None, Some(address), None) => ("email", address, None),
+                (None, None, Some(repo)) => (
+                    "gitops",
+                    repo,
+                    Some(v1::GitOpsSettings {
+                        provider: provider.unwrap_or_default(),
+                        api_url: api_url.unwrap_or_default(),
+                        repository: repository.unwrap_or_default(),
+                        base_branch,
+                        path,
+                        token: provider_token,
+                    }),
+                ),
+                _ => return Err(anyhow!("give one of --webhook, --email or --gitops")),
+            };
+            let created = api
+                .notifications
+                .create_notification_channel(v1::CreateNotificationChannelRequest {
+                    workspace,
+                    channel: Some(v1::NotificationChannel {
+                        kind: kind.into(),
+                        target,
+                        events,
+                        gitops: settings,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let secret = (!created.secret.is_empty()).then(|| created.secret.clone());
+            output::one(
+                format,
+                &channel_view(&created.channel.unwrap_or_default(), secret.clone()),
+            );
+            if secret.is_some() && format == Format::Table {
+                eprintln!(
+                    "note: the signing secret is not shown again. Each delivery carries x-mockplane-signature: sha256=HMAC-SHA256(secret, \"<x-mockplane-timestamp>.<body>\")"
+                );
+            }
+        }
+        NotificationCommand::List { workspace } => {
+            let listed = api
+                .notifications
+                .list_notification_channels(v1::ListNotificationChannelsRequest { workspace })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let views: Vec<ChannelView> = listed
+                .channels
+                .iter()
+                .map(|c| channel_view(c, None))
+                .collect();
+            output::list(
+                format,
+                &views,
+                &["id", "kind", "target", "events", "created_by"],
+            );
+        }
+        NotificationCommand::Remove { workspace, id } => {
+            api.notifications
+                .delete_notification_channel(v1::DeleteNotificationChannelRequest {
+                    workspace: workspace.clone(),
+                    id: id.trim().to_owned(),
+                })
+                .await
+                .map_err(status_error)?;
+            output::one(
+                format,
+                &serde_json::json!({"workspace": workspace, "removed": id.trim()}),
+            );
+        }
+        NotificationCommand::Deliveries {
+            workspace,
+            promotion,
+        } => {
+            let listed = api
+                .notifications
+                .list_deliveries(v1::ListDeliveriesRequest {
+                    workspace,
+                    promotion,
+                    page_size: 0,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let views: Vec<DeliveryView> = listed
+                .deliveries
+                .iter()
+                .map(|d| DeliveryView {
+                    created: time(d.create_time.as_ref()),
+                    event: d.event.clone(),
+                    kind: d.kind.clone(),
+                    target: d.target.clone(),
+                    status: d.status.clone(),
+                    attempts: d.attempts.len(),
+                    last_error: d.last_error.clone(),
+                    promotion: d.promotion.clone(),
+                })
+                .collect();
+            output::list(
+                format,
+                &views,
+                &[
+                    "created",
+                    "event",
+                    "kind",
+                    "target",
+                    "status",
+                    "attempts",
+                    "last_error",
+                ],
+            );
+        }
+    }
+    Ok(())
+}

@@ -720,6 +720,36 @@ async fn the_cli_promotes_with_contract_and_external_checks() {
         "routes:\n  - path: /cart/{id:int}\n    response:\n      status: 200\n      headers: { content-type: application/json }\n      template: true\n      body: '{\"id\": {{request.params.id}}, \"items\": []}'\n",
     )
     .await;
+    let hooks = mockplane_e2e::stand_in::Http::start(|_, _| (204, String::new())).await;
+    let added = cli
+        .ok(&[
+            "notifications",
+            "add",
+            "shop",
+            "--webhook",
+            &hooks.url("/in"),
+            "--event",
+            "completed",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert!(
+        added.contains("whsec_"),
+        "the secret is shown once: {added}"
+    );
+    let refused = cli
+        .fails(&[
+            "notifications",
+            "add",
+            "shop",
+            "--email",
+            "nobody",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert!(refused.contains("not an e-mail address"), "{refused}");
     let checks = dir.path().join("checks.yaml");
     std::fs::write(
         &checks,
@@ -874,6 +904,15 @@ async fn the_cli_promotes_with_contract_and_external_checks() {
         (reply.status == 404).then_some(())
     })
     .await;
+    eventually("the webhook delivery in the log", || async {
+        let log = cli
+            .ok(&["notifications", "deliveries", "shop", "-o", "json"])
+            .await;
+        (log.contains("\"status\": \"delivered\"") && log.contains("\"event\": \"completed\""))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(hooks.received().len(), 1, "one completion, one delivery");
     let releases = cli
         .ok(&["promotions", "releases", "shop", "--env", "test"])
         .await;
