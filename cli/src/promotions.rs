@@ -586,47 +586,7 @@ fn load_rules(path: &std::path::Path) -> anyhow::Result<v1::ApprovalRules> {
 pub enum NotificationCommand {
     /// Send a workspace's promotion events somewhere: a webhook, an e-mail
     /// address, or a git repository (GitOps pull requests).
-    Add {
-        workspace: String,
-        /// POST events to this URL, signed (the secret is printed once).
-        #[arg(long, group = "kind")]
-        webhook: Option<String>,
-        /// Mail events to this address (the control plane needs --smtp-url).
-        #[arg(long, group = "kind")]
-        email: Option<String>,
-        /// Commit the target environment's config to this repository (URL
-        /// or path) and open a pull request.
-        #[arg(long, group = "kind", requires_all = ["provider", "api_url", "repository"])]
-        gitops: Option<String>,
-        /// GitOps: github or gitlab.
-        #[arg(long)]
-        provider: Option<String>,
-        /// GitOps: the provider's API root (https://api.github.com).
-        #[arg(long)]
-        api_url: Option<String>,
-        /// GitOps: owner/name (GitHub) or the project (GitLab).
-        #[arg(long)]
-        repository: Option<String>,
-        /// GitOps: the branch pull requests go into (default main).
-        #[arg(long, default_value = "")]
-        base_branch: String,
-        /// GitOps: the file's path ({workspace}, {environment} replaced).
-        #[arg(long, default_value = "")]
-        path: String,
-        /// GitOps: the provider API token (or MOCKPLANE_GITOPS_TOKEN).
-        #[arg(
-            long,
-            env = "MOCKPLANE_GITOPS_TOKEN",
-            hide_env_values = true,
-            default_value = ""
-        )]
-        provider_token: String,
-        /// Only these events (repeatable): requested, approval_needed,
-        /// approved, rejected, completed, failed, expiring, expired,
-        /// rolled_back. Default: all (GitOps: completed).
-        #[arg(long = "event", value_name = "EVENT")]
-        events: Vec<String>,
-    },
+    Add(Box<AddChannel>),
     /// A workspace's channels.
     List { workspace: String },
     /// Stop sending to a channel, by id.
@@ -638,6 +598,49 @@ pub enum NotificationCommand {
         #[arg(long, default_value = "")]
         promotion: String,
     },
+}
+
+#[derive(Args)]
+pub struct AddChannel {
+    workspace: String,
+    /// POST events to this URL, signed (the secret is printed once).
+    #[arg(long, group = "kind")]
+    webhook: Option<String>,
+    /// Mail events to this address (the control plane needs --smtp-url).
+    #[arg(long, group = "kind")]
+    email: Option<String>,
+    /// Commit the target environment's config to this repository (URL
+    /// or path) and open a pull request.
+    #[arg(long, group = "kind", requires_all = ["provider", "api_url", "repository"])]
+    gitops: Option<String>,
+    /// GitOps: github or gitlab.
+    #[arg(long)]
+    provider: Option<String>,
+    /// GitOps: the provider's API root (https://api.github.com).
+    #[arg(long)]
+    api_url: Option<String>,
+    /// GitOps: owner/name (GitHub) or the project (GitLab).
+    #[arg(long)]
+    repository: Option<String>,
+    /// GitOps: the branch pull requests go into (default main).
+    #[arg(long, default_value = "")]
+    base_branch: String,
+    /// GitOps: the file's path ({workspace}, {environment} replaced).
+    #[arg(long, default_value = "")]
+    path: String,
+    /// GitOps: the provider API token (or MOCKPLANE_GITOPS_TOKEN).
+    #[arg(
+        long,
+        env = "MOCKPLANE_GITOPS_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    provider_token: String,
+    /// Only these events (repeatable): requested, approval_needed,
+    /// approved, rejected, completed, failed, expiring, expired,
+    /// rolled_back. Default: all (GitOps: completed).
+    #[arg(long = "event", value_name = "EVENT")]
+    events: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -684,19 +687,20 @@ pub async fn notifications(
 ) -> anyhow::Result<()> {
     let mut api = Api::connect(server, token).await?;
     match command {
-        NotificationCommand::Add {
-            workspace,
-            webhook,
-            email,
-            gitops,
-            provider,
-            api_url,
-            repository,
-            base_branch,
-            path,
-            provider_token,
-            events,
-        } => {
+        NotificationCommand::Add(add) => {
+            let AddChannel {
+                workspace,
+                webhook,
+                email,
+                gitops,
+                provider,
+                api_url,
+                repository,
+                base_branch,
+                path,
+                provider_token,
+                events,
+            } = *add;
             let (kind, target, settings) = match (webhook, email, gitops) {
                 (Some(url), None, None) => ("webhook", url, None),
                 (None, Some(address), None) => ("email", address, None),
