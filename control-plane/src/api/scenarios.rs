@@ -1,5 +1,5 @@
-//! `mockplane.v1.ScenarioService`: scenarios, their versions, and the
-//! admin-only deploy that stands in for promotions until they exist.
+//! `mockplane.v1.ScenarioService`: scenarios, their versions and contract
+//! checks, and the admin-only direct deploy (promotions are the way).
 
 use mockplane_proto::v1;
 use mockplane_proto::v1::scenario_service_server::ScenarioService;

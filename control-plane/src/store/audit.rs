@@ -53,7 +53,7 @@ tokio::task_local! {
     pub static AUDIT_CONTEXT: AuditContext;
 }
 
-fn current_context() -> AuditContext {
+pub(super) fn current_context() -> AuditContext {
     AUDIT_CONTEXT
         .try_with(Clone::clone)
         .unwrap_or_else(|_| AuditContext::system())

@@ -1659,6 +1659,33 @@ where
                 ))
             })?;
         let now = now();
+        let previous: Option<i32> = sqlx::query_scalar(
+            "SELECT v.number FROM deployments d JOIN scenario_versions v ON v.id = d.version_id \
+             WHERE d.environment_id = $1 AND d.scenario_id = $2",
+        )
+        .bind(env.id)
+        .bind(scenario_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?;
+        // The environment's release history shows direct deployments too.
+        sqlx::query(
+            "INSERT INTO releases (id, org_id, workspace_id, environment_id, scenario_id, scenario, version, previous_version, kind, promotion_id, actor, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'deploy', NULL, $9, $10)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(org)
+        .bind(ws.id)
+        .bind(env.id)
+        .bind(scenario_id)
+        .bind(scenario.to_string())
+        .bind(row.number)
+        .bind(previous.unwrap_or(0))
+        .bind(super::audit::current_context().actor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
         sqlx::query(
             "INSERT INTO deployments (environment_id, scenario_id, version_id, workspace_id, deployed_at) \
              VALUES ($1, $2, $3, $4, $5) \
