@@ -2007,10 +2007,14 @@ macro_rules! contract_suite {
 #[path = "contract/keys.rs"]
 mod keys;
 
+#[path = "contract/promotions.rs"]
+mod promotions;
+
 use audit::*;
 use contract::*;
 use identity::*;
 use keys::*;
+use promotions::*;
 
 contract_suite!(
     api_keys_open_one_environment_and_expire,
@@ -2032,4 +2036,6 @@ contract_suite!(
     environments_follow_the_chain,
     scenarios_version_and_deploy,
     personas_keep_every_version,
+    a_promotion_runs_its_lifecycle,
+    pending_promotions_are_reminded_then_expire,
 );

@@ -826,6 +826,89 @@ mod tests {
         assert!(r.reasons[1].contains("3 breaking changes"));
     }
 
+    fn routes(items: &[(&str, u32, &str)]) -> Vec<ConfigRoute> {
+        items
+            .iter()
+            .map(|(path, status, body)| ConfigRoute {
+                id: uuid::Uuid::new_v4(),
+                spec: crate::route::RouteSpec::parse("r", "GET", path, || {
+                    crate::route::ResponseSpec::parse(
+                        *status,
+                        vec![],
+                        bytes::Bytes::from(body.to_string()),
+                    )
+                })
+                .unwrap(),
+            })
+            .collect()
+    }
+
+    fn status_of(e: &Evaluation, gate: &str) -> GateStatus {
+        e.gates.iter().find(|g| g.name == gate).unwrap().status
+    }
+
+    #[test]
+    fn evaluate_runs_every_gate_and_says_which_blocks() {
+        let mut settings = crate::environment::EnvSettings::default().effective();
+        settings.drift_budget = Some(0);
+        settings.data_policy.forbid_pii = true;
+        settings.required_checks = vec!["ci".into()];
+        let rules = PillarRules::default();
+        let served = routes(&[("/a", 200, r#"{"id":1}"#)]);
+        let clean = routes(&[("/a", 200, r#"{"id":2,"name":"x"}"#)]);
+        let checks: Vec<ContractCheck> = serde_yaml::from_str(
+            "- { name: a, request: { path: /a }, expect: { status: 200, body: { name: x } } }",
+        )
+        .unwrap();
+        let run = |promoted: &[ConfigRoute],
+                   others: &[ConfigRoute],
+                   reported: &[(String, CheckState)]| {
+            evaluate(&Inputs {
+                target: "prod",
+                settings: &settings,
+                rules: &rules,
+                tags: &[],
+                promoted,
+                served: &served,
+                others,
+                checks: &checks,
+                reported,
+            })
+        };
+        let green = [("ci".to_owned(), CheckState::Passed)];
+        let red = [("ci".to_owned(), CheckState::Failed)];
+
+        let ok = run(&clean, &[], &[]);
+        assert_eq!(ok.blocked(), None);
+        assert_eq!(status_of(&ok, "contracts"), GateStatus::Passed);
+        assert_eq!(status_of(&ok, EXTERNAL_GATE), GateStatus::Pending);
+        assert!(ok.waiting().is_some());
+        assert_eq!(ok.requirement.approvals, 0);
+        assert!(run(&clean, &[], &green).waiting().is_none());
+
+        // A clash with another scenario's route stops it at compile.
+        let clash = run(&clean, &routes(&[("/a", 200, "{}")]), &[]);
+        assert_eq!(clash.blocked().unwrap().name, "compile");
+        // A removed field exceeds prod's budget of 0.
+        let drift = run(&routes(&[("/a", 200, r#"{"name":"x"}"#)]), &[], &[]);
+        assert_eq!(drift.blocked().unwrap().name, "drift");
+        assert_eq!(drift.diff.breaking_count, 1);
+        // PII.
+        let pii = run(
+            &routes(&[("/a", 200, r#"{"id":1,"name":"x","mail":"jo@corp.io"}"#)]),
+            &[],
+            &[],
+        );
+        assert_eq!(pii.blocked().unwrap().name, "data_policy");
+        // A failing contract check.
+        let contract = run(&routes(&[("/a", 200, r#"{"id":1,"name":"y"}"#)]), &[], &[]);
+        assert_eq!(contract.blocked().unwrap().name, "contracts");
+        // A failed external check waits (it may be re-run); it does not block.
+        let failed = run(&clean, &[], &red);
+        assert_eq!(failed.blocked(), None);
+        assert_eq!(status_of(&failed, EXTERNAL_GATE), GateStatus::Failed);
+    }
+
     #[test]
     fn check_names_are_checked() {
         assert!(check_name("ci/build-1").is_ok());
