@@ -37,8 +37,6 @@ pub struct Promotions(pub ApiState);
 
 /// How often expiries and reminders are looked for.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
-/// A pending promotion is reminded of when this share of its time is left.
-const REMIND_AT_FRACTION: f64 = 0.25;
 
 fn status_proto(status: Status) -> v1::PromotionStatus {
     match status {
@@ -750,12 +748,8 @@ pub async fn sweep(store: Arc<dyn Store>, interval: Duration, shutdown: Cancella
             }
             Err(error) => tracing::warn!(%error, "could not expire promotions; will retry"),
         }
-        // Reminded once, when a quarter of the default wait is left.
-        let window = chrono::Duration::seconds(
-            (f64::from(mockplane_shared::environment::DEFAULT_APPROVAL_TIMEOUT_SECS)
-                * REMIND_AT_FRACTION) as i64,
-        );
-        match store.remind_promotions(now + window).await {
+        // Reminded once, when a quarter of its own wait is left.
+        match store.remind_promotions(now).await {
             Ok(reminded) => {
                 for p in reminded {
                     tracing::info!(promotion = %p.id, workspace = %p.workspace, number = p.number, expires = %p.expires_at, "promotion expires soon");

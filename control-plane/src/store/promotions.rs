@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, TimeDelta, Utc};
 use mockplane_shared::contract::ContractCheck;
 use mockplane_shared::drift::Diff;
 use mockplane_shared::promotion::{
@@ -276,9 +276,10 @@ pub trait PromotionStore: Send + Sync {
     /// Marks every pending promotion (of every org) whose time ran out
     /// expired; returns them.
     async fn expire_promotions(&self, at: DateTime<Utc>) -> StoreResult<Vec<PromotionRecord>>;
-    /// Pending promotions (of every org) expiring before `before` that were
-    /// not reminded of yet; marks them reminded and returns them.
-    async fn remind_promotions(&self, before: DateTime<Utc>) -> StoreResult<Vec<PromotionRecord>>;
+    /// Pending promotions (of every org) not reminded of yet with at most a
+    /// quarter of their own wait left at `at`; marks them reminded, queues
+    /// the `expiring` event and returns them.
+    async fn remind_promotions(&self, at: DateTime<Utc>) -> StoreResult<Vec<PromotionRecord>>;
     /// What environments served when, newest first.
     #[allow(clippy::type_complexity)]
     async fn list_releases(
@@ -1720,16 +1721,28 @@ where
         Ok(expired)
     }
 
-    async fn remind_promotions(&self, before: DateTime<Utc>) -> StoreResult<Vec<PromotionRecord>> {
+    async fn remind_promotions(&self, at: DateTime<Utc>) -> StoreResult<Vec<PromotionRecord>> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
-        let due: Vec<(Uuid, Uuid)> = sqlx::query_as(
-            "SELECT org_id, id FROM promotions WHERE status = 'pending' AND reminded_at IS NULL \
-             AND expires_at <= $1 ORDER BY expires_at LIMIT 500",
+        // The longest wait is 90 days; a quarter of any wait is left from
+        // `expires_at - wait / 4` on, worked out here rather than in SQL
+        // (the backends' time arithmetic differs).
+        let horizon = at
+            + TimeDelta::seconds(i64::from(
+                mockplane_shared::environment::MAX_APPROVAL_TIMEOUT_SECS,
+            ));
+        let candidates: Vec<(Uuid, Uuid, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT org_id, id, created_at, expires_at FROM promotions WHERE status = 'pending' \
+             AND reminded_at IS NULL AND expires_at <= $1 ORDER BY expires_at LIMIT 2000",
         )
-        .bind(before)
+        .bind(horizon)
         .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
+        let due = candidates
+            .into_iter()
+            .filter(|(_, _, created, expires)| at >= *expires - (*expires - *created) / 4)
+            .map(|(org, id, _, _)| (org, id))
+            .take(500);
         let at = now();
         let mut reminded = Vec::new();
         for (org, id) in due {

@@ -247,8 +247,16 @@ pub async fn pending_promotions_are_reminded_then_expire(store: Arc<dyn Store>) 
     // Nothing is due yet.
     assert!(store.expire_promotions(now).await.unwrap().is_empty());
     assert!(store.remind_promotions(now).await.unwrap().is_empty());
+    // The wait is an hour: reminded once a quarter of it is left.
+    assert!(
+        store
+            .remind_promotions(now + TimeDelta::minutes(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let reminded = store
-        .remind_promotions(now + TimeDelta::hours(2))
+        .remind_promotions(now + TimeDelta::minutes(50))
         .await
         .unwrap();
     assert_eq!(
