@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::error::FieldError;
 use crate::matcher::{RequestParts, json_matches};
 use crate::route::{Method, RouteSpec, Segment};
-use crate::router::{Lookup, RouteDef, Router};
+use crate::router::{BuildError, Lookup, RouteDef, Router};
 use crate::state::INITIAL_STATE;
 use crate::template::{Escape, RenderContext};
 
@@ -163,6 +163,22 @@ pub struct CheckOutcome {
     pub detail: String,
 }
 
+/// Compiles routes the way a node ranks them: priority, then path, then
+/// how many conditions (matchers and a state) a route has.
+pub fn compile(routes: &[RouteSpec]) -> Result<Router<&RouteSpec>, BuildError> {
+    Router::build(routes.iter().map(|spec| {
+        RouteDef {
+            method: spec.method,
+            template: spec.path.clone(),
+            priority: spec.priority,
+            conditions: u16::try_from(spec.matcher.len() + usize::from(spec.state.is_some()))
+                .unwrap_or(u16::MAX),
+            key: spec.match_key(),
+            value: spec,
+        }
+    }))
+}
+
 /// A response as the contract run sees it.
 struct Response {
     status: u16,
@@ -176,14 +192,7 @@ pub fn run(checks: &[ContractCheck], routes: &[RouteSpec]) -> Vec<CheckOutcome> 
     if checks.is_empty() {
         return Vec::new();
     }
-    let router = Router::build(routes.iter().map(|spec| RouteDef {
-        method: spec.method,
-        template: spec.path.clone(),
-        priority: spec.priority,
-        conditions: u16::try_from(spec.matcher.len()).unwrap_or(u16::MAX),
-        key: spec.match_key(),
-        value: spec,
-    }));
+    let router = compile(routes);
     checks
         .iter()
         .map(|check| {

@@ -15,7 +15,6 @@ use crate::datapolicy;
 use crate::drift::{self, Diff};
 use crate::environment::{Approvals, Effective};
 use crate::error::FieldError;
-use crate::router::{RouteDef, Router};
 use crate::scenario::{Pillar, Tag, pillars};
 use crate::slug::Slug;
 
@@ -509,16 +508,9 @@ pub fn evaluate(input: &Inputs<'_>) -> Evaluation {
     .validate()
     .map_err(|e| e.to_string())
     .and_then(|()| {
-        Router::build(promoted.iter().map(|spec| RouteDef {
-            method: spec.method,
-            template: spec.path.clone(),
-            priority: spec.priority,
-            conditions: u16::try_from(spec.matcher.len()).unwrap_or(u16::MAX),
-            key: spec.match_key(),
-            value: (),
-        }))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        contract::compile(&promoted)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     });
     gates.push(match compiled {
         Ok(()) => Gate {

@@ -108,7 +108,7 @@ fn new_channel(wire: &v1::NotificationChannel, created_by: &str) -> Result<NewCh
         ChannelKind::Email => {
             let valid = target.len() <= 254
                 && target.split_once('@').is_some_and(|(user, host)| {
-                    !user.is_empty() && host.contains('.') || host == "localhost"
+                    !user.is_empty() && (host.contains('.') || host == "localhost")
                 })
                 && !target.contains(|c: char| c.is_whitespace() || c == '<' || c == '>');
             if !valid {
@@ -260,5 +260,42 @@ impl NotificationService for Notifications {
         Ok(Response::new(v1::ListDeliveriesResponse {
             deliveries: deliveries.iter().map(delivery_proto).collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(kind: &str, target: &str) -> v1::NotificationChannel {
+        v1::NotificationChannel {
+            kind: kind.into(),
+            target: target.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn channels_are_checked_per_kind() {
+        for good in ["qa@acme.io", "ops@localhost"] {
+            assert!(new_channel(&channel("email", good), "a").is_ok(), "{good}");
+        }
+        for bad in [
+            "@localhost",
+            "@acme.io",
+            "qa@acme",
+            "qa acme@x.io",
+            "<qa@x.io>",
+        ] {
+            let error = new_channel(&channel("email", bad), "a").unwrap_err();
+            assert_eq!(error.field, "channel.target", "{bad}");
+        }
+        let hook = new_channel(&channel("webhook", "https://hooks.acme.io/in"), "a").unwrap();
+        assert!(hook.secret.starts_with(WEBHOOK_SECRET_PREFIX));
+        assert!(new_channel(&channel("webhook", "ftp://x"), "a").is_err());
+        let error = new_channel(&channel("gitops", "/repo.git"), "a").unwrap_err();
+        assert_eq!(error.field, "channel.gitops");
+        let error = new_channel(&channel("pager", "x"), "a").unwrap_err();
+        assert_eq!(error.field, "channel.kind");
     }
 }

@@ -936,6 +936,38 @@ backend! {
         Ok(())
     }
 
+    /// The promotion as this transaction leaves it; then commits.
+    async fn finish(
+        mut tx: sqlx::Transaction<'static, DB>,
+        org: Uuid,
+        id: Uuid,
+    ) -> StoreResult<PromotionRecord> {
+        let row = Self::promotion_row(&mut tx, org, id, false).await?;
+        let record = Self::full_record(&mut tx, row).await?;
+        tx.commit().await.map_err(internal)?;
+        Ok(record)
+    }
+
+    /// Ends an execution as failed: the transition, then its audit event.
+    async fn fail(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        row: &PromotionRow,
+        from: Status,
+        actor: (Option<Uuid>, &str),
+        reason: &str,
+    ) -> StoreResult<()> {
+        Self::transition(&mut *conn, org, row, Some(from), Status::Failed, actor, reason).await?;
+        append::<DB>(
+            &mut *conn,
+            Change::new(org, "promotion.fail", format!("workspace/{}/promotion/{}", row.workspace, row.number))
+                .workspace(row.workspace_id)
+                .environment(row.to_environment.clone())
+                .summary(json!({"after": {"status": "failed", "reason": reason}})),
+        )
+        .await
+    }
+
     async fn expire_one(&self, org: Uuid, id: Uuid, at: DateTime<Utc>) -> StoreResult<Option<PromotionRecord>> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let row = Self::promotion_row(&mut tx, org, id, true).await?;
@@ -952,10 +984,7 @@ backend! {
                 .summary(json!({"before": {"status": "pending"}, "after": {"status": "expired"}})),
         )
         .await?;
-        let row = Self::promotion_row(&mut tx, org, id, false).await?;
-        let record = Self::full_record(&mut tx, row).await?;
-        tx.commit().await.map_err(internal)?;
-        Ok(Some(record))
+        Self::finish(tx, org, id).await.map(Some)
     }
 }
 
@@ -1155,18 +1184,12 @@ where
             }})),
         )
         .await?;
-        let row = Self::promotion_row(&mut tx, org, id, false).await?;
-        let record = Self::full_record(&mut tx, row).await?;
-        tx.commit().await.map_err(internal)?;
-        Ok(record)
+        Self::finish(tx, org, id).await
     }
 
     async fn get_promotion(&self, org: Uuid, id: Uuid) -> StoreResult<PromotionRecord> {
-        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let row = Self::promotion_row(&mut tx, org, id, false).await?;
-        let record = Self::full_record(&mut tx, row).await?;
-        tx.commit().await.map_err(internal)?;
-        Ok(record)
+        let tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
+        Self::finish(tx, org, id).await
     }
 
     async fn list_promotions(
@@ -1318,10 +1341,7 @@ where
             .summary(json!({"after": {"approvals": approvals, "required": needed, "role": decision.role, "comment": decision.comment}})),
         )
         .await?;
-        let row = Self::promotion_row(&mut tx, org, id, false).await?;
-        let record = Self::full_record(&mut tx, row).await?;
-        tx.commit().await.map_err(internal)?;
-        Ok(record)
+        Self::finish(tx, org, id).await
     }
 
     async fn execute_promotion(
@@ -1365,32 +1385,16 @@ where
                 .and_then(|id| ws.environments.iter().find(|e| e.id == id)),
         ) else {
             let reason = "its scenario or target environment was deleted".to_owned();
-            Self::transition(
+            Self::fail(
                 &mut tx,
                 org,
                 &row,
-                Some(status),
-                Status::Failed,
+                status,
                 (Some(actor.id), &actor.name),
                 &reason,
             )
             .await?;
-            append::<DB>(
-                &mut tx,
-                Change::new(
-                    org,
-                    "promotion.fail",
-                    format!("workspace/{}/promotion/{}", row.workspace, row.number),
-                )
-                .workspace(row.workspace_id)
-                .environment(row.to_environment.clone())
-                .summary(json!({"after": {"status": "failed", "reason": reason}})),
-            )
-            .await?;
-            let row = Self::promotion_row(&mut tx, org, id, false).await?;
-            let record = Self::full_record(&mut tx, row).await?;
-            tx.commit().await.map_err(internal)?;
-            return Ok(record);
+            return Self::finish(tx, org, id).await;
         };
         let to_name = to_env.name.clone();
         let to_env_id = to_env.id;
@@ -1421,32 +1425,8 @@ where
                 .execute(&mut *tx)
                 .await
                 .map_err(internal)?;
-            Self::transition(
-                &mut tx,
-                org,
-                &row,
-                Some(status),
-                Status::Failed,
-                actor_ref,
-                &reason,
-            )
-            .await?;
-            append::<DB>(
-                &mut tx,
-                Change::new(
-                    org,
-                    "promotion.fail",
-                    format!("workspace/{}/promotion/{}", row.workspace, row.number),
-                )
-                .workspace(row.workspace_id)
-                .environment(row.to_environment.clone())
-                .summary(json!({"after": {"status": "failed", "reason": reason}})),
-            )
-            .await?;
-            let row = Self::promotion_row(&mut tx, org, id, false).await?;
-            let record = Self::full_record(&mut tx, row).await?;
-            tx.commit().await.map_err(internal)?;
-            return Ok(record);
+            Self::fail(&mut tx, org, &row, status, actor_ref, &reason).await?;
+            return Self::finish(tx, org, id).await;
         }
         if let Some(gate) = evaluation.waiting() {
             return Err(StoreError::FailedPrecondition(format!(
@@ -1518,10 +1498,7 @@ where
             .execute(&mut *tx)
             .await
             .map_err(internal)?;
-        let row = Self::promotion_row(&mut tx, org, id, false).await?;
-        let record = Self::full_record(&mut tx, row).await?;
-        tx.commit().await.map_err(internal)?;
-        Ok(record)
+        Self::finish(tx, org, id).await
     }
 
     async fn rollback_promotion(
@@ -1551,15 +1528,7 @@ where
                 "cannot roll back {label}: its scenario or target environment was deleted"
             )));
         };
-        let serves: Option<(Uuid, i32)> = sqlx::query_as(
-            "SELECT v.id, v.number FROM deployments d JOIN scenario_versions v ON v.id = d.version_id \
-             WHERE d.environment_id = $1 AND d.scenario_id = $2",
-        )
-        .bind(env.id)
-        .bind(scenario_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
+        let serves = Self::served_version(&mut tx, env.id, scenario_id).await?;
         if serves.map(|(v, _)| v) != row.version_id {
             return Err(StoreError::FailedPrecondition(format!(
                 "cannot roll back {label}: {} serves {} of scenario '{}' now, not the version {} it promoted; roll back the later change first",
@@ -1650,10 +1619,7 @@ where
         )
         .await?;
         bump_revision::<DB>(&mut tx, ws.id).await?;
-        let row = Self::promotion_row(&mut tx, org, id, false).await?;
-        let record = Self::full_record(&mut tx, row).await?;
-        tx.commit().await.map_err(internal)?;
-        Ok(record)
+        Self::finish(tx, org, id).await
     }
 
     async fn report_check(
@@ -1696,10 +1662,7 @@ where
                 .summary(json!({"after": {"check": report.name, "status": report.state.as_str(), "url": report.url}})),
         )
         .await?;
-        let row = Self::promotion_row(&mut tx, org, id, false).await?;
-        let record = Self::full_record(&mut tx, row).await?;
-        tx.commit().await.map_err(internal)?;
-        Ok(record)
+        Self::finish(tx, org, id).await
     }
 
     async fn expire_promotions(&self, at: DateTime<Utc>) -> StoreResult<Vec<PromotionRecord>> {
