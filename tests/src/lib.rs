@@ -1050,6 +1050,85 @@ pub mod fixtures {
         }
     }
 
+    /// Sets who must approve promotions into `env`.
+    pub fn approvals(
+        ws: &str,
+        env: &str,
+        required: u32,
+        roles: &[&str],
+        expire: u32,
+    ) -> v1::UpdateEnvironmentRequest {
+        v1::UpdateEnvironmentRequest {
+            workspace: ws.into(),
+            environment: env.into(),
+            patch: Some(v1::Environment {
+                settings: Some(v1::EnvironmentSettings {
+                    approvals: Some(v1::Approvals {
+                        required,
+                        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                        expire_after_secs: expire,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["settings.approvals".into()],
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Replaces the working copy of `scenario` with `routes` and cuts a
+    /// version of it; returns its number.
+    pub async fn cut(
+        api: &mut Api,
+        workspace: &str,
+        scenario: &str,
+        routes: Vec<v1::Route>,
+    ) -> u32 {
+        let existing = api
+            .routes
+            .list_routes(v1::ListRoutesRequest {
+                workspace: workspace.into(),
+                scenario: scenario.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .routes;
+        if !existing.is_empty() {
+            api.routes
+                .delete_routes(v1::DeleteRoutesRequest {
+                    workspace: workspace.into(),
+                    route_ids: existing.into_iter().map(|r| r.id).collect(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        api.routes
+            .create_routes(v1::CreateRoutesRequest {
+                workspace: workspace.into(),
+                routes,
+                scenario: scenario.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        api.scenarios
+            .create_version(v1::CreateVersionRequest {
+                workspace: workspace.into(),
+                scenario: scenario.into(),
+                note: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .number
+    }
+
     pub fn new_workspace(slug: &str) -> v1::CreateWorkspaceRequest {
         v1::CreateWorkspaceRequest {
             workspace: Some(v1::Workspace {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use hmac::{Hmac, Mac};
-use mockplane_e2e::fixtures::{member, new_workspace, route};
+use mockplane_e2e::fixtures::{approvals, member, new_workspace, route};
 use mockplane_e2e::stand_in::{Http, Smtp};
 use mockplane_e2e::{ControlPlane, eventually};
 use mockplane_proto::v1;
@@ -100,24 +100,7 @@ async fn webhooks_mail_and_pull_requests_follow_a_promotion() {
         .unwrap();
     admin
         .environments
-        .update_environment(v1::UpdateEnvironmentRequest {
-            workspace: "shop".into(),
-            environment: "test".into(),
-            patch: Some(v1::Environment {
-                settings: Some(v1::EnvironmentSettings {
-                    approvals: Some(v1::Approvals {
-                        required: 1,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["settings.approvals".into()],
-            }),
-            ..Default::default()
-        })
+        .update_environment(approvals("shop", "test", 1, &[], 0))
         .await
         .unwrap();
     let channel =

@@ -2,7 +2,7 @@
 //! database, each with a node connected, both serving every change.
 
 use mockplane_e2e::fixtures::{self, new_workspace, route};
-use mockplane_e2e::{ControlPlane, Node};
+use mockplane_e2e::{ControlPlane, Node, eventually};
 use mockplane_proto::v1;
 use sqlx::Connection as _;
 
@@ -149,42 +149,13 @@ async fn the_control_plane_refuses_a_role_that_bypasses_row_level_security() {
 /// Cuts the next version of scenario "default" of `shop` (one route
 /// answering `body`) and requests its promotion dev → test.
 async fn next_promotion(api: &mut mockplane_e2e::Api, body: &str) -> v1::Promotion {
-    let existing = api
-        .routes
-        .list_routes(v1::ListRoutesRequest {
-            workspace: "shop".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .routes;
-    if !existing.is_empty() {
-        api.routes
-            .delete_routes(v1::DeleteRoutesRequest {
-                workspace: "shop".into(),
-                route_ids: existing.into_iter().map(|r| r.id).collect(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-    api.routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "shop".into(),
-            routes: vec![route("GET", "/cart", 200, body)],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    api.scenarios
-        .create_version(v1::CreateVersionRequest {
-            workspace: "shop".into(),
-            scenario: "default".into(),
-            note: String::new(),
-        })
-        .await
-        .unwrap();
+    fixtures::cut(
+        api,
+        "shop",
+        "default",
+        vec![route("GET", "/cart", 200, body)],
+    )
+    .await;
     api.promotions
         .create_promotion(v1::CreatePromotionRequest {
             workspace: "shop".into(),
@@ -226,25 +197,7 @@ async fn racing_approvers_complete_a_promotion_exactly_once() {
     // Test needs one approval by an admin there; the two racers are.
     admin
         .environments
-        .update_environment(v1::UpdateEnvironmentRequest {
-            workspace: "shop".into(),
-            environment: "test".into(),
-            patch: Some(v1::Environment {
-                settings: Some(v1::EnvironmentSettings {
-                    approvals: Some(v1::Approvals {
-                        required: 1,
-                        roles: vec!["admin".into()],
-                        expire_after_secs: 0,
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["settings.approvals".into()],
-            }),
-            ..Default::default()
-        })
+        .update_environment(fixtures::approvals("shop", "test", 1, &["admin"], 0))
         .await
         .unwrap();
     let (_, one) =
@@ -342,11 +295,25 @@ async fn racing_approvers_complete_a_promotion_exactly_once() {
     database.drop().await;
 }
 
-/// The control plane is killed (SIGKILL) while it executes a promotion, at
-/// a different moment each round. After a restart the promotion is either
-/// completed with everything that goes with it (the target serves it, its
-/// release, its audit event) or still approved with none of it, and the
-/// audit chain verifies.
+/// Where a round stops the execution before the control plane is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// Waiting for the promotion's row: before any write.
+    AtTheRow,
+    /// Waiting for the revision row, the transaction's last write: after
+    /// the deployment, the release, the status and the audit event.
+    AtTheRevision,
+    /// Not stopped: killed after it committed.
+    Never,
+}
+
+/// The control plane is killed (SIGKILL) while it executes a promotion:
+/// held at its first statement, held at its last write (a test connection
+/// holds the row it waits for, and the kill comes once PostgreSQL shows it
+/// waiting), and after it committed. After a restart the promotion is
+/// either completed with everything that goes with it (the target serves
+/// it, its release, its audit event) or still approved with none of it and
+/// executable, and the audit chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_plane_killed_mid_execution_leaves_all_or_nothing() {
     use nix::sys::signal::Signal;
@@ -361,12 +328,37 @@ async fn a_control_plane_killed_mid_execution_leaves_all_or_nothing() {
         .create_workspace(new_workspace("shop"))
         .await
         .unwrap();
-    let (mut all, mut nothing) = (0, 0);
-    // Kill delays from before the request arrives to after it commits.
-    for (round, delay_ms) in [0u64, 2, 5, 10, 20, 40, 80].into_iter().enumerate() {
+    let watcher = sqlx::PgPool::connect(&database.url).await.unwrap();
+    for (round, stall) in [Stall::AtTheRow, Stall::AtTheRevision, Stall::Never]
+        .into_iter()
+        .enumerate()
+    {
         // Test needs no approval by default: the request is approved.
         let promotion = next_promotion(&mut api, &format!("v{round}")).await;
         assert_eq!(promotion.status, v1::PromotionStatus::Approved as i32);
+        let mut holder = sqlx::PgConnection::connect(&database.url).await.unwrap();
+        let mut held = holder.begin().await.unwrap();
+        // Past row-level security: this connection names no org.
+        sqlx::query("SELECT set_config('mockplane.system', 'on', true)")
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        match stall {
+            Stall::AtTheRow => {
+                sqlx::query("SELECT 1 FROM promotions WHERE id = $1 FOR UPDATE")
+                    .bind(uuid::Uuid::parse_str(&promotion.id).unwrap())
+                    .execute(&mut *held)
+                    .await
+                    .unwrap();
+            }
+            Stall::AtTheRevision => {
+                sqlx::query("SELECT revision FROM config_revision WHERE id = 1 FOR UPDATE")
+                    .execute(&mut *held)
+                    .await
+                    .unwrap();
+            }
+            Stall::Never => {}
+        }
         let mut client = api.promotions.clone();
         let id = promotion.id.clone();
         let call = tokio::spawn(async move {
@@ -374,11 +366,34 @@ async fn a_control_plane_killed_mid_execution_leaves_all_or_nothing() {
                 .execute_promotion(v1::ExecutePromotionRequest { id })
                 .await
         });
-        // Not a wait for anything: the kill lands at a different point of
-        // the execution each round (before, during or after its commit).
-        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-        plane.process.stop(Signal::SIGKILL).await.unwrap();
-        let _ = call.await;
+        if stall == Stall::Never {
+            let done = call.await.unwrap().unwrap().into_inner();
+            assert_eq!(done.status, v1::PromotionStatus::Completed as i32);
+        } else {
+            eventually("the execution to wait for the held row", || {
+                let watcher = watcher.clone();
+                async move {
+                    let waiting: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    )
+                    .fetch_one(&watcher)
+                    .await
+                    .ok()?;
+                    (waiting > 0).then_some(())
+                }
+            })
+            .await;
+            plane.process.stop(Signal::SIGKILL).await.unwrap();
+            assert!(
+                call.await.unwrap().is_err(),
+                "the call dies with the server"
+            );
+        }
+        if stall == Stall::Never {
+            plane.process.stop(Signal::SIGKILL).await.unwrap();
+        }
+        held.rollback().await.unwrap();
         plane = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url))
             .await
             .unwrap();
@@ -430,8 +445,7 @@ async fn a_control_plane_killed_mid_execution_leaves_all_or_nothing() {
             .events
             .iter()
             .any(|e| e.resource == format!("workspace/shop/promotion/{}", promotion.number));
-        if after.status == v1::PromotionStatus::Completed as i32 {
-            all += 1;
+        if stall == Stall::Never {
             assert_eq!(served, Some(promotion.version), "round {round}");
             assert!(
                 released && audited,
@@ -439,7 +453,6 @@ async fn a_control_plane_killed_mid_execution_leaves_all_or_nothing() {
             );
             assert!(after.revision > 0);
         } else {
-            nothing += 1;
             assert_eq!(
                 after.status,
                 v1::PromotionStatus::Approved as i32,
@@ -470,7 +483,7 @@ async fn a_control_plane_killed_mid_execution_leaves_all_or_nothing() {
             .into_inner();
         assert!(chain.ok, "{}", chain.problem);
     }
-    eprintln!("killed mid-execution: {all} completed whole, {nothing} left untouched");
+    watcher.close().await;
     drop((api, plane));
     database.drop().await;
 }

@@ -3,42 +3,10 @@
 
 use std::time::Instant;
 
-use mockplane_e2e::fixtures::{in_env, member, new_workspace, route, set_reality};
-use mockplane_e2e::{Api, ControlPlane, Node, eventually};
+use mockplane_e2e::fixtures::{approvals, cut, in_env, member, new_workspace, route, set_reality};
+use mockplane_e2e::{ControlPlane, Node, eventually};
 use mockplane_proto::v1;
 use tonic::Code;
-
-fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
-    Some(prost_types::FieldMask {
-        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-    })
-}
-
-fn approvals(
-    ws: &str,
-    env: &str,
-    required: u32,
-    roles: &[&str],
-    expire: u32,
-) -> v1::UpdateEnvironmentRequest {
-    v1::UpdateEnvironmentRequest {
-        workspace: ws.into(),
-        environment: env.into(),
-        patch: Some(v1::Environment {
-            settings: Some(v1::EnvironmentSettings {
-                approvals: Some(v1::Approvals {
-                    required,
-                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-                    expire_after_secs: expire,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        update_mask: mask(&["settings.approvals"]),
-        ..Default::default()
-    }
-}
 
 fn promote(scenario: &str, from: &str, to: &str) -> v1::CreatePromotionRequest {
     v1::CreatePromotionRequest {
@@ -68,51 +36,6 @@ fn status(p: &v1::Promotion) -> v1::PromotionStatus {
 
 fn gate<'a>(p: &'a v1::Promotion, name: &str) -> &'a v1::Gate {
     p.gates.iter().find(|g| g.name == name).unwrap()
-}
-
-/// Edits the working copy of `scenario` (one route, replaced) and cuts a
-/// version of it.
-async fn cut(api: &mut Api, scenario: &str, routes: Vec<v1::Route>) -> u32 {
-    let existing = api
-        .routes
-        .list_routes(v1::ListRoutesRequest {
-            workspace: "shop".into(),
-            scenario: scenario.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .routes;
-    if !existing.is_empty() {
-        api.routes
-            .delete_routes(v1::DeleteRoutesRequest {
-                workspace: "shop".into(),
-                route_ids: existing.into_iter().map(|r| r.id).collect(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-    api.routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "shop".into(),
-            routes,
-            scenario: scenario.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    api.scenarios
-        .create_version(v1::CreateVersionRequest {
-            workspace: "shop".into(),
-            scenario: scenario.into(),
-            note: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .number
 }
 
 async fn body_in(node: &Node, env: &str, path: &str) -> (u16, String) {
@@ -254,6 +177,7 @@ async fn a_scenario_moves_dev_test_prod_through_gates_approvals_and_rollback() {
     assert_eq!(
         cut(
             &mut dana,
+            "shop",
             "checkout",
             vec![route("GET", "/cart", 200, v1_body)]
         )
@@ -341,6 +265,7 @@ async fn a_scenario_moves_dev_test_prod_through_gates_approvals_and_rollback() {
     assert_eq!(
         cut(
             &mut dana,
+            "shop",
             "checkout",
             vec![route("GET", "/cart", 200, dev_body)]
         )
@@ -454,6 +379,7 @@ async fn a_scenario_moves_dev_test_prod_through_gates_approvals_and_rollback() {
     assert_eq!(
         cut(
             &mut dana,
+            "shop",
             "checkout",
             vec![route("GET", "/cart", 200, breaking)]
         )
@@ -578,6 +504,7 @@ async fn a_scenario_moves_dev_test_prod_through_gates_approvals_and_rollback() {
         .unwrap();
     cut(
         &mut dana,
+        "shop",
         "owners",
         vec![route(
             "GET",
@@ -632,6 +559,7 @@ async fn a_scenario_moves_dev_test_prod_through_gates_approvals_and_rollback() {
         .unwrap();
     cut(
         &mut dana,
+        "shop",
         "owners",
         vec![route("GET", "/owner", 200, r#"{"owner":{"name":"Ann"}}"#)],
     )
