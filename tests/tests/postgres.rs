@@ -35,15 +35,29 @@ impl TempDatabase {
         }
     }
 
+    /// Drops the database. `WITH (FORCE)` ends our own connections to it,
+    /// but a non-superuser may not end an autovacuum worker that happens to
+    /// be in it (SQLSTATE 42501): that one finishes on its own, so the drop
+    /// is tried again until it goes through.
     async fn drop(self) {
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        let admin = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.admin_url)
+            .await
+            .unwrap();
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        eventually(&format!("dropping database {}", self.name), || {
+            let (statement, admin) = (statement.clone(), admin.clone());
+            async move {
+                match sqlx::query(&statement).execute(&admin).await {
+                    Ok(_) => Some(()),
+                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => None,
+                    Err(e) => panic!("dropping the test database: {e}"),
+                }
+            }
+        })
+        .await;
+        admin.close().await;
     }
 }
 
