@@ -13,9 +13,19 @@ use crate::client::{Api, status_error};
 use crate::output::{self, Format, time};
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["scenario", "persona", "settings"])))]
 pub struct PromoteArgs {
     pub workspace: String,
-    pub scenario: String,
+    /// The scenario to promote (or give --persona, or --settings).
+    pub scenario: Option<String>,
+    /// Promote a persona instead of a scenario.
+    #[arg(long)]
+    pub persona: Option<String>,
+    /// Promote the --from environment's served settings (reality level,
+    /// latency, chaos, validation; never approvals, data policy, drift
+    /// budget or required checks) instead of a scenario.
+    #[arg(long)]
+    pub settings: bool,
     /// The environment it comes from (default: the first of the chain).
     #[arg(long, default_value = "dev")]
     pub from: String,
@@ -23,7 +33,8 @@ pub struct PromoteArgs {
     #[arg(long)]
     pub to: String,
     /// The version; default: what --from serves (the newest version when
-    /// --from is the first environment of the chain).
+    /// --from is the first environment of the chain). With --settings: the
+    /// settings version of --from, which must be its current one.
     #[arg(long)]
     pub version: Option<u32>,
     /// Why, for the approvers and the record.
@@ -128,8 +139,13 @@ pub struct PromotionView {
     pub id: String,
     pub number: u64,
     pub workspace: String,
-    pub scenario: String,
+    /// scenario, persona or environment.
+    pub entity: String,
+    pub name: String,
     pub version: u32,
+    /// Environment settings: what is promoted, as JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
     pub from: String,
     pub to: String,
     pub status: String,
@@ -150,6 +166,14 @@ pub struct PromotionView {
     pub transitions: Vec<String>,
 }
 
+/// Environment settings as they read in a settings file (unset fields
+/// left out).
+fn settings_json(settings: &v1::EnvironmentSettings) -> serde_json::Value {
+    mockplane_proto::convert::parse_env_settings(Some(settings))
+        .map(|s| serde_json::to_value(s).unwrap_or_default())
+        .unwrap_or_else(|e| serde_json::json!({ "unreadable": e.to_string() }))
+}
+
 fn status_name(status: i32) -> String {
     v1::PromotionStatus::try_from(status)
         .map(|s| {
@@ -167,7 +191,9 @@ impl From<&v1::Promotion> for PromotionView {
             id: p.id.clone(),
             number: p.number,
             workspace: p.workspace.clone(),
-            scenario: p.scenario.clone(),
+            entity: p.entity_kind.clone(),
+            name: p.name.clone(),
+            settings: p.settings.as_ref().map(settings_json),
             version: p.version,
             from: p.from_environment.clone(),
             to: p.to_environment.clone(),
@@ -217,10 +243,11 @@ impl From<&v1::Promotion> for PromotionView {
     }
 }
 
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 10] = [
     "number",
     "workspace",
-    "scenario",
+    "entity",
+    "name",
     "version",
     "from",
     "to",
@@ -233,7 +260,8 @@ const COLUMNS: [&str; 9] = [
 struct ReleaseView {
     time: String,
     environment: String,
-    scenario: String,
+    entity: String,
+    name: String,
     version: u32,
     previous: u32,
     kind: String,
@@ -262,15 +290,23 @@ pub async fn promote(
     format: Format,
 ) -> anyhow::Result<()> {
     let mut api = Api::connect(server, token).await?;
+    let kind = if args.settings {
+        "environment"
+    } else if args.persona.is_some() {
+        "persona"
+    } else {
+        "scenario"
+    };
     let request = v1::CreatePromotionRequest {
         workspace: args.workspace,
-        scenario: args.scenario,
+        scenario: args.scenario.unwrap_or_default(),
+        persona: args.persona.unwrap_or_default(),
         version: args.version.unwrap_or(0),
         from_environment: args.from,
         to_environment: args.to,
         comment: args.comment,
         metadata: args.metadata.into_iter().collect(),
-        entity_kind: "scenario".into(),
+        entity_kind: kind.into(),
     };
     if args.dry_run {
         let preview = api
@@ -284,7 +320,8 @@ pub async fn promote(
         output::one(
             format,
             &serde_json::json!({
-                "scenario": preview.scenario,
+                "entity": preview.entity_kind,
+                "name": preview.name,
                 "version": preview.version,
                 "from": preview.from_environment,
                 "to": preview.to_environment,
@@ -489,7 +526,8 @@ pub async fn promotions(
                 .map(|r| ReleaseView {
                     time: time(r.time.as_ref()),
                     environment: r.environment.clone(),
-                    scenario: r.scenario.clone(),
+                    entity: r.entity_kind.clone(),
+                    name: r.name.clone(),
                     version: r.version,
                     previous: r.previous_version,
                     kind: r.kind.clone(),
@@ -503,7 +541,8 @@ pub async fn promotions(
                 &[
                     "time",
                     "environment",
-                    "scenario",
+                    "entity",
+                    "name",
                     "version",
                     "previous",
                     "kind",

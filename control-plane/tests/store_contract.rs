@@ -1360,8 +1360,12 @@ mod contract {
             .iter()
             .find(|w| w.slug.as_str() == "people")
             .unwrap();
-        assert_eq!(served.personas.len(), 1);
-        assert_eq!(served.personas[0].data, grace);
+        // The first environment serves the working copy; the others
+        // serve only what was promoted into them.
+        let dev = served.environment("dev").unwrap();
+        assert_eq!(dev.personas.len(), 1);
+        assert_eq!(dev.personas[0].data, grace);
+        assert!(served.environment("prod").unwrap().personas.is_empty());
         assert_eq!(store.list_personas(org, &ws).await.unwrap().len(), 1);
         store
             .delete_persona(org, &ws, &env("ada"), None)
@@ -2038,4 +2042,5 @@ contract_suite!(
     personas_keep_every_version,
     a_promotion_runs_its_lifecycle,
     pending_promotions_are_reminded_then_expire,
+    personas_and_settings_are_promoted_and_rolled_back,
 );

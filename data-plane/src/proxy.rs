@@ -61,21 +61,24 @@ enum Rendered {
 }
 
 fn unknown_persona(
-    workspace: &crate::table::CompiledWorkspace,
+    env: &crate::table::CompiledEnvironment,
     slug: &str,
     request: &RequestParts<'_>,
 ) -> Rendered {
     let asked = requested_persona(request).unwrap_or_default();
-    let names: Vec<&str> = workspace.personas.iter().map(|(n, _)| &**n).collect();
+    let names: Vec<&str> = env.personas.iter().map(|(n, _)| &**n).collect();
+    let env_name = &*env.name;
     Rendered::UnknownPersona(Box::new(problem(
         Outcome::NoRoute,
         404,
         "persona_not_found",
-        format!("workspace '{slug}' has no persona '{asked}'"),
+        format!("workspace '{slug}' has no persona '{asked}' in {env_name}"),
         Some(if names.is_empty() {
-            format!("workspace '{slug}' has no personas yet: `mockplane persona create` makes one")
+            format!(
+                "{env_name} serves no personas: `mockplane persona create` makes one in the first environment, `mockplane promote --persona` moves it on"
+            )
         } else {
-            format!("its personas: {}", names.join(", "))
+            format!("its personas in {env_name}: {}", names.join(", "))
         }),
     )))
 }
@@ -266,9 +269,9 @@ pub fn answer_with(
                     route: None,
                     key: None,
                 },
-                (_, Some(template)) => match workspace
+                (_, Some(template)) => match env
                     .persona(requested_persona(request))
-                    .map_err(|_| unknown_persona(workspace, slug, request))
+                    .map_err(|_| unknown_persona(env, slug, request))
                     .and_then(|persona| {
                         render(route, template, method, rest, request, persona)
                             .map_err(Rendered::Failed)
@@ -1072,7 +1075,6 @@ mod tests {
                 env("test", vec![plain("/a", "test".into())]),
                 env("prod", vec![]),
             ],
-            personas: Vec::new(),
             state_epoch: 0,
             require_api_keys: false,
         }
@@ -1356,7 +1358,7 @@ mod tests {
                 plain("/plain", "plain".into()),
             ],
         );
-        config.personas = ["default", "ada"]
+        config.environments[0].personas = ["default", "ada"]
             .map(|name| PersonaConfig {
                 name: Slug::parse(name).unwrap(),
                 data: serde_json::json!({ "user": { "name": format!("{name} user") } }),
@@ -1531,7 +1533,6 @@ mod tests {
                                     .collect(),
                             ))
                             .collect(),
-                        personas: Vec::new(),
                         state_epoch: 0,
                         require_api_keys: false,
                     })

@@ -172,9 +172,29 @@ pub struct CompiledEnvironment {
     pub keys: FastMap<[u8; 32], CompiledKey>,
     /// What the environment answered, for the usage report.
     pub usage: Arc<EnvUsage>,
+    /// Personas by name, sorted; templates read them.
+    pub personas: Box<[(Box<str>, serde_json::Value)]>,
 }
 
 impl CompiledEnvironment {
+    /// The persona a request names, or "default" when it names none (and
+    /// the environment has one). `Err` when it names one that does not
+    /// exist here.
+    pub fn persona(
+        &self,
+        requested: Option<&str>,
+    ) -> Result<Option<&serde_json::Value>, UnknownPersona> {
+        let wanted = requested.unwrap_or(mockplane_shared::persona::DEFAULT_PERSONA);
+        match self
+            .personas
+            .binary_search_by(|(name, _)| (**name).cmp(wanted))
+        {
+            Ok(index) => Ok(Some(&self.personas[index].1)),
+            Err(_) if requested.is_none() => Ok(None),
+            Err(_) => Err(UnknownPersona),
+        }
+    }
+
     /// The key whose secret has this SHA-256.
     pub fn key(&self, sha256: &[u8; 32]) -> Option<&CompiledKey> {
         self.keys.get(sha256)
@@ -190,8 +210,6 @@ pub struct CompiledWorkspace {
     pub environments: Box<[CompiledEnvironment]>,
     /// Index of the environment that answers requests naming none.
     pub active: usize,
-    /// Personas by name, sorted; templates read them.
-    pub personas: Box<[(Box<str>, serde_json::Value)]>,
     /// Changes when the workspace's state machines are reset.
     pub state_epoch: u64,
     /// Every request must present a key of the environment it reaches.
@@ -211,26 +229,9 @@ impl CompiledWorkspace {
     pub fn active(&self) -> &str {
         self.environments.get(self.active).map_or("", |e| &e.name)
     }
-
-    /// The persona a request names, or "default" when it names none (and
-    /// the workspace has one). `Err` when it names one that does not exist.
-    pub fn persona(
-        &self,
-        requested: Option<&str>,
-    ) -> Result<Option<&serde_json::Value>, UnknownPersona> {
-        let wanted = requested.unwrap_or(mockplane_shared::persona::DEFAULT_PERSONA);
-        match self
-            .personas
-            .binary_search_by(|(name, _)| (**name).cmp(wanted))
-        {
-            Ok(index) => Ok(Some(&self.personas[index].1)),
-            Err(_) if requested.is_none() => Ok(None),
-            Err(_) => Err(UnknownPersona),
-        }
-    }
 }
 
-/// A request named a persona its workspace does not have.
+/// A request named a persona its environment does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnknownPersona;
 
@@ -291,12 +292,6 @@ pub fn compile(
         .iter()
         .position(|e| e.name == config.active)
         .ok_or_else(|| format!("active environment '{}' is missing", config.active))?;
-    let mut personas: Vec<(Box<str>, serde_json::Value)> = config
-        .personas
-        .into_iter()
-        .map(|p| (Box::from(p.name.as_str()), p.data))
-        .collect();
-    personas.sort_by(|a, b| a.0.cmp(&b.0));
     let environments = config
         .environments
         .into_iter()
@@ -312,7 +307,6 @@ pub fn compile(
         hash: resource.hash.clone(),
         environments: environments.into(),
         active,
-        personas: personas.into(),
         state_epoch: config.state_epoch,
         require_keys: config.require_api_keys,
     })
@@ -430,12 +424,19 @@ fn compile_environment(
         .collect::<Result<Vec<_>, String>>()?;
     let router = Router::build(routes).map_err(|e| e.to_string())?;
     let name: Arc<str> = env.name.as_str().into();
+    let mut personas: Vec<(Box<str>, serde_json::Value)> = env
+        .personas
+        .into_iter()
+        .map(|p| (Box::from(p.name.as_str()), p.data))
+        .collect();
+    personas.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(CompiledEnvironment {
         usage: usage.environment(workspace, &name),
         name,
         router,
         needs_body,
         keys,
+        personas: personas.into(),
     })
 }
 

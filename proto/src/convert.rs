@@ -527,18 +527,18 @@ impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
                             expires_at_unix: key.expires_at_unix,
                         })
                         .collect(),
+                    personas: env
+                        .personas
+                        .iter()
+                        .map(|persona| v1::PersonaConfig {
+                            name: persona.name.to_string(),
+                            data: persona.data.to_string(),
+                        })
+                        .collect(),
                 })
                 .collect(),
             state_epoch: config.state_epoch,
             require_api_keys: config.require_api_keys,
-            personas: config
-                .personas
-                .iter()
-                .map(|persona| v1::PersonaConfig {
-                    name: persona.name.to_string(),
-                    data: persona.data.to_string(),
-                })
-                .collect(),
         }
     }
 }
@@ -562,24 +562,11 @@ impl TryFrom<v1::WorkspaceConfig> for WorkspaceConfig {
                     .map_err(|e| e.within(&format!("environments[{index}]")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let personas = config
-            .personas
-            .into_iter()
-            .enumerate()
-            .map(|(index, persona)| {
-                let field = format!("personas[{index}]");
-                Ok(PersonaConfig {
-                    name: parse_persona_name(&persona.name).map_err(|e| e.within(&field))?,
-                    data: parse_persona_data(&persona.data).map_err(|e| e.within(&field))?,
-                })
-            })
-            .collect::<Result<Vec<_>, FieldError>>()?;
         let config = WorkspaceConfig {
             id,
             slug,
             active,
             environments,
-            personas,
             state_epoch: config.state_epoch,
             require_api_keys: config.require_api_keys,
         };
@@ -613,6 +600,18 @@ fn parse_environment_config(env: v1::EnvironmentConfig) -> Result<EnvironmentCon
                 parse_api_key_config(key).map_err(|e| e.within(&format!("api_keys[{index}]")))
             })
             .collect::<Result<Vec<_>, _>>()?,
+        personas: env
+            .personas
+            .into_iter()
+            .enumerate()
+            .map(|(index, persona)| {
+                let field = format!("personas[{index}]");
+                Ok(PersonaConfig {
+                    name: parse_persona_name(&persona.name).map_err(|e| e.within(&field))?,
+                    data: parse_persona_data(&persona.data).map_err(|e| e.within(&field))?,
+                })
+            })
+            .collect::<Result<Vec<_>, FieldError>>()?,
     })
 }
 

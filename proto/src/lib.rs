@@ -20,4 +20,4 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mockplane_descriptor.bin"));
 
 /// The config-stream protocol version this build speaks (see `config.proto`).
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;

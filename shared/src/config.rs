@@ -37,6 +37,10 @@ pub struct EnvironmentConfig {
     pub routes: Vec<ConfigRoute>,
     /// The data-plane API keys that open this environment (hashes only).
     pub keys: Vec<ApiKeyConfig>,
+    /// The personas templates read here, by name: the working copies in
+    /// the first environment of the chain, the promoted versions in the
+    /// others.
+    pub personas: Vec<PersonaConfig>,
 }
 
 impl EnvironmentConfig {
@@ -47,6 +51,7 @@ impl EnvironmentConfig {
             realism: Realism::default(),
             routes,
             keys: Vec::new(),
+            personas: Vec::new(),
         }
     }
 
@@ -81,6 +86,30 @@ impl EnvironmentConfig {
                 ));
             }
         }
+        if self.personas.len() > MAX_PERSONAS {
+            return Err(FieldError::new(
+                "personas",
+                format!(
+                    "at most {MAX_PERSONAS} personas, got {}",
+                    self.personas.len()
+                ),
+            ));
+        }
+        let mut personas = HashSet::with_capacity(self.personas.len());
+        for (index, persona) in self.personas.iter().enumerate() {
+            if !personas.insert(persona.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("personas[{index}].name"),
+                    format!("persona '{}' appears twice", persona.name),
+                ));
+            }
+            if !persona.data.is_object() {
+                return Err(FieldError::new(
+                    format!("personas[{index}].data"),
+                    "must be a JSON object",
+                ));
+            }
+        }
         let mut seen: HashMap<String, Uuid> = HashMap::with_capacity(self.routes.len());
         for (index, route) in self.routes.iter().enumerate() {
             if let Some(other) = seen.insert(route.spec.match_key(), route.id) {
@@ -106,8 +135,6 @@ pub struct WorkspaceConfig {
     pub slug: Slug,
     pub active: Slug,
     pub environments: Vec<EnvironmentConfig>,
-    /// The personas templates can read, by name.
-    pub personas: Vec<PersonaConfig>,
     /// Changes when the workspace's state machines are reset.
     pub state_epoch: u64,
     /// Requests must present an API key of the environment they reach.
@@ -124,7 +151,6 @@ impl WorkspaceConfig {
             slug,
             active: dev.clone(),
             environments: vec![EnvironmentConfig::plain(dev, routes)],
-            personas: Vec::new(),
             state_epoch: 0,
             require_api_keys: false,
         }
@@ -162,30 +188,6 @@ impl WorkspaceConfig {
                 ));
             }
             env.validate().map_err(|e| e.within(&field))?;
-        }
-        if self.personas.len() > MAX_PERSONAS {
-            return Err(FieldError::new(
-                "personas",
-                format!(
-                    "at most {MAX_PERSONAS} personas, got {}",
-                    self.personas.len()
-                ),
-            ));
-        }
-        let mut personas = HashSet::with_capacity(self.personas.len());
-        for (index, persona) in self.personas.iter().enumerate() {
-            if !personas.insert(persona.name.as_str()) {
-                return Err(FieldError::new(
-                    format!("personas[{index}].name"),
-                    format!("persona '{}' appears twice", persona.name),
-                ));
-            }
-            if !persona.data.is_object() {
-                return Err(FieldError::new(
-                    format!("personas[{index}].data"),
-                    "must be a JSON object",
-                ));
-            }
         }
         if !names.contains(self.active.as_str()) {
             return Err(FieldError::new(

@@ -247,6 +247,50 @@ fn walk(value: &Value, path: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// Records the forbidden findings among `texts`; true once the list is
+/// full.
+fn judge(
+    subject: &str,
+    texts: Vec<(String, String)>,
+    policy: DataPolicy,
+    out: &mut Vec<Violation>,
+) -> bool {
+    for (field, text) in texts {
+        for (finding, sample) in classify(&text) {
+            let forbidden = if finding.is_pii() {
+                policy.forbid_pii
+            } else {
+                policy.forbid_test_data
+            };
+            if forbidden {
+                out.push(Violation {
+                    route: subject.to_owned(),
+                    field: field.clone(),
+                    finding,
+                    sample,
+                });
+                if out.len() >= MAX_FINDINGS {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// The values of a JSON document (a persona) that the policy forbids;
+/// `subject` names it in the findings (`persona alice`).
+pub fn scan_document(subject: &str, document: &Value, policy: DataPolicy) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if !policy.forbid_pii && !policy.forbid_test_data {
+        return out;
+    }
+    let mut values = Vec::new();
+    walk(document, "$", &mut values);
+    judge(subject, values, policy, &mut out);
+    out
+}
+
 /// The values of a route's response that the policy forbids.
 pub fn scan(routes: &[RouteSpec], policy: DataPolicy) -> Vec<Violation> {
     let mut out = Vec::new();
@@ -277,25 +321,8 @@ pub fn scan(routes: &[RouteSpec], policy: DataPolicy) -> Vec<Violation> {
             }
             Err(_) => texts.push(("response.body".into(), body)),
         }
-        for (field, text) in texts {
-            for (finding, sample) in classify(&text) {
-                let forbidden = if finding.is_pii() {
-                    policy.forbid_pii
-                } else {
-                    policy.forbid_test_data
-                };
-                if forbidden {
-                    out.push(Violation {
-                        route: label.clone(),
-                        field: field.clone(),
-                        finding,
-                        sample,
-                    });
-                    if out.len() >= MAX_FINDINGS {
-                        return out;
-                    }
-                }
-            }
+        if judge(&label, texts, policy, &mut out) {
+            return out;
         }
     }
     out

@@ -81,6 +81,27 @@ pub fn diff(before: &[RouteSpec], after: &[RouteSpec]) -> Diff {
     out
 }
 
+/// The difference between a JSON document the target serves (`before`,
+/// `None`: nothing) and the one promoted, for documents that templates
+/// read (personas): a removed or retyped field breaks a template reading
+/// it. `subject` names the document in the findings (`persona alice`).
+pub fn document_diff(subject: &str, before: Option<&Value>, after: &Value) -> Diff {
+    let mut out = Diff::default();
+    match before {
+        None => out.added.push(subject.to_owned()),
+        Some(was) if was != after => {
+            out.changed.push(subject.to_owned());
+            let mut breaking = Vec::new();
+            compare("$", was, after, subject, &mut breaking);
+            out.breaking_count = breaking.len();
+            breaking.truncate(MAX_LISTED);
+            out.breaking = breaking;
+        }
+        Some(_) => {}
+    }
+    out
+}
+
 fn response_breaks(was: &RouteSpec, now: &RouteSpec, out: &mut Vec<Breaking>) {
     let route = label(now);
     if was.response.status != now.response.status {

@@ -210,6 +210,57 @@ impl EnvSettings {
         .check()
     }
 
+    /// The part of these settings an environment-config promotion moves:
+    /// what shapes the answers (reality level, latency, chaos, validation).
+    /// Governance (drift budget, reasons, approvals, data policy, required
+    /// checks) stays with each environment and never travels.
+    #[must_use]
+    pub fn served_part(&self) -> EnvSettings {
+        EnvSettings {
+            reality: self.reality,
+            latency: self.latency,
+            chaos: self.chaos.clone(),
+            validation: self.validation,
+            ..EnvSettings::default()
+        }
+    }
+
+    /// These settings with their served part replaced by `promoted`'s
+    /// (fields `promoted` leaves unset become unset here too, so the
+    /// environment inherits them as the source did); governance is kept.
+    #[must_use]
+    pub fn with_served_of(&self, promoted: &EnvSettings) -> EnvSettings {
+        EnvSettings {
+            reality: promoted.reality,
+            latency: promoted.latency,
+            chaos: promoted.chaos.clone(),
+            validation: promoted.validation,
+            ..self.clone()
+        }
+    }
+
+    /// What changes in the served part from `self` to `next`, one line per
+    /// field: `reality: 2 → 4`.
+    pub fn served_changes(&self, next: &EnvSettings) -> Vec<String> {
+        fn show<T: Serialize>(value: &Option<T>) -> String {
+            match value {
+                None => "inherited".to_owned(),
+                Some(v) => serde_json::to_string(v).unwrap_or_default(),
+            }
+        }
+        let mut out = Vec::new();
+        let mut field = |name: &str, was: String, now: String| {
+            if was != now {
+                out.push(format!("{name}: {was} → {now}"));
+            }
+        };
+        field("reality", show(&self.reality), show(&next.reality));
+        field("latency", show(&self.latency), show(&next.latency));
+        field("chaos", show(&self.chaos), show(&next.chaos));
+        field("validation", show(&self.validation), show(&next.validation));
+        out
+    }
+
     /// These settings over `base`: each field set here wins, each field
     /// left unset here takes `base`'s.
     #[must_use]

@@ -8,13 +8,15 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::config::{ConfigRoute, EnvironmentConfig};
 use crate::contract::{self, ContractCheck};
 use crate::datapolicy;
 use crate::drift::{self, Diff};
-use crate::environment::{Approvals, Effective};
+use crate::environment::{Approvals, Effective, EnvSettings};
 use crate::error::FieldError;
+use crate::persona::MAX_PERSONA_BYTES;
 use crate::scenario::{Pillar, Tag, pillars};
 use crate::slug::Slug;
 
@@ -133,23 +135,47 @@ impl fmt::Display for Status {
 pub enum EntityKind {
     /// One version of one scenario.
     Scenario,
+    /// One version of one persona.
+    Persona,
+    /// An environment's served settings (reality level, latency, chaos,
+    /// validation; never its governance: see
+    /// [`crate::environment::EnvSettings::served_part`]).
+    Environment,
 }
 
 impl EntityKind {
+    pub const ALL: [EntityKind; 3] = [
+        EntityKind::Scenario,
+        EntityKind::Persona,
+        EntityKind::Environment,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EntityKind::Scenario => "scenario",
+            EntityKind::Persona => "persona",
+            EntityKind::Environment => "environment",
         }
     }
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         match raw {
             "scenario" | "" => Ok(EntityKind::Scenario),
+            "persona" => Ok(EntityKind::Persona),
+            "environment" => Ok(EntityKind::Environment),
             other => Err(FieldError::new(
-                "entity.kind",
-                format!("`{other}` cannot be promoted; promotions move scenario versions"),
+                "entity_kind",
+                format!(
+                    "`{other}` cannot be promoted; promotions move a scenario, a persona or an environment's settings"
+                ),
             )),
         }
+    }
+}
+
+impl fmt::Display for EntityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -439,19 +465,43 @@ impl CheckState {
     }
 }
 
+/// What is promoted, and what the target serves of it now.
+pub enum Subject<'a> {
+    Scenario {
+        /// The version promoted.
+        promoted: &'a [ConfigRoute],
+        /// What the target serves of the scenario now (empty: nothing).
+        served: &'a [ConfigRoute],
+        /// What the target serves of its other scenarios.
+        others: &'a [ConfigRoute],
+        checks: &'a [ContractCheck],
+    },
+    Persona {
+        name: &'a str,
+        /// The version's document.
+        promoted: &'a Value,
+        /// What the target serves of the persona now.
+        served: Option<&'a Value>,
+    },
+    /// An environment's served settings (see
+    /// [`EnvSettings::served_part`]).
+    Environment {
+        /// The source's own served settings, as frozen at the request.
+        promoted: &'a EnvSettings,
+        /// The target's own settings now, and the workspace defaults they
+        /// inherit from.
+        served: &'a EnvSettings,
+        defaults: &'a EnvSettings,
+    },
+}
+
 /// Everything the gates read, gathered in the transaction that acts.
 pub struct Inputs<'a> {
     pub target: &'a str,
     pub settings: &'a Effective,
     pub rules: &'a PillarRules,
     pub tags: &'a [Tag],
-    /// The version promoted.
-    pub promoted: &'a [ConfigRoute],
-    /// What the target serves of the scenario now (empty: nothing).
-    pub served: &'a [ConfigRoute],
-    /// What the target serves of its other scenarios.
-    pub others: &'a [ConfigRoute],
-    pub checks: &'a [ContractCheck],
+    pub subject: Subject<'a>,
     /// External checks reported so far.
     pub reported: &'a [(String, CheckState)],
 }
@@ -493,46 +543,8 @@ fn listed(items: impl IntoIterator<Item = String>, total: usize) -> String {
     shown.join("; ")
 }
 
-/// Runs every gate and works out the approvals.
-pub fn evaluate(input: &Inputs<'_>) -> Evaluation {
-    let mut gates = Vec::new();
-    let specs = |routes: &[ConfigRoute]| routes.iter().map(|r| r.spec.clone()).collect::<Vec<_>>();
-    let promoted = specs(input.promoted);
-    // Compiles and validates next to what the target serves of the rest.
-    let mut all: Vec<ConfigRoute> = input.promoted.to_vec();
-    all.extend(input.others.iter().cloned());
-    let compiled = EnvironmentConfig::plain(
-        Slug::parse(input.target).unwrap_or_else(|_| Slug::parse("target").expect("valid")),
-        all,
-    )
-    .validate()
-    .map_err(|e| e.to_string())
-    .and_then(|()| {
-        contract::compile(&promoted)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
-    gates.push(match compiled {
-        Ok(()) => Gate {
-            name: "compile".into(),
-            status: GateStatus::Passed,
-            detail: format!(
-                "{} route{} compile next to the {} other route{} {} serves",
-                promoted.len(),
-                if promoted.len() == 1 { "" } else { "s" },
-                input.others.len(),
-                if input.others.len() == 1 { "" } else { "s" },
-                input.target
-            ),
-        },
-        Err(e) => Gate {
-            name: "compile".into(),
-            status: GateStatus::Failed,
-            detail: format!("the version cannot be served by {}: {e}", input.target),
-        },
-    });
-
-    let diff = drift::diff(&specs(input.served), &promoted);
+/// The drift gate: the breaking changes against the target's budget.
+fn drift_gate(input: &Inputs<'_>, diff: &Diff) -> Gate {
     let count = diff.breaking_count;
     let changes = || {
         listed(
@@ -542,7 +554,7 @@ pub fn evaluate(input: &Inputs<'_>) -> Evaluation {
             count,
         )
     };
-    gates.push(match input.settings.drift_budget {
+    match input.settings.drift_budget {
         Some(budget) if count > budget as usize => Gate {
             name: "drift".into(),
             status: GateStatus::Failed,
@@ -570,17 +582,23 @@ pub fn evaluate(input: &Inputs<'_>) -> Evaluation {
                 ),
             },
         },
-    });
+    }
+}
 
+/// The data-policy gate: `scan` finds what the target's policy forbids.
+fn policy_gate(
+    input: &Inputs<'_>,
+    scan: impl FnOnce(crate::environment::DataPolicy) -> Vec<datapolicy::Violation>,
+) -> Gate {
     let policy = input.settings.data_policy;
-    gates.push(if !policy.forbid_pii && !policy.forbid_test_data {
+    if !policy.forbid_pii && !policy.forbid_test_data {
         Gate {
             name: "data_policy".into(),
             status: GateStatus::Skipped,
             detail: format!("{} allows any data", input.target),
         }
     } else {
-        let found = datapolicy::scan(&promoted, policy);
+        let found = scan(policy);
         if found.is_empty() {
             Gate {
                 name: "data_policy".into(),
@@ -608,9 +626,62 @@ pub fn evaluate(input: &Inputs<'_>) -> Evaluation {
                 ),
             }
         }
+    }
+}
+
+/// The gates of a scenario version: compile, drift, data policy, contracts.
+fn scenario_gates(
+    input: &Inputs<'_>,
+    promoted_routes: &[ConfigRoute],
+    served: &[ConfigRoute],
+    others: &[ConfigRoute],
+    checks: &[ContractCheck],
+) -> (Diff, Vec<Gate>) {
+    let mut gates = Vec::new();
+    let specs = |routes: &[ConfigRoute]| routes.iter().map(|r| r.spec.clone()).collect::<Vec<_>>();
+    let promoted = specs(promoted_routes);
+    // Compiles and validates next to what the target serves of the rest.
+    let mut all: Vec<ConfigRoute> = promoted_routes.to_vec();
+    all.extend(others.iter().cloned());
+    let compiled = EnvironmentConfig::plain(
+        Slug::parse(input.target).unwrap_or_else(|_| Slug::parse("target").expect("valid")),
+        all,
+    )
+    .validate()
+    .map_err(|e| e.to_string())
+    .and_then(|()| {
+        contract::compile(&promoted)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    gates.push(match compiled {
+        Ok(()) => Gate {
+            name: "compile".into(),
+            status: GateStatus::Passed,
+            detail: format!(
+                "{} route{} compile next to the {} other route{} {} serves",
+                promoted.len(),
+                if promoted.len() == 1 { "" } else { "s" },
+                others.len(),
+                if others.len() == 1 { "" } else { "s" },
+                input.target
+            ),
+        },
+        Err(e) => Gate {
+            name: "compile".into(),
+            status: GateStatus::Failed,
+            detail: format!("the version cannot be served by {}: {e}", input.target),
+        },
     });
 
-    let outcomes = contract::run(input.checks, &promoted);
+    let diff = drift::diff(&specs(served), &promoted);
+    gates.push(drift_gate(input, &diff));
+
+    gates.push(policy_gate(input, |policy| {
+        datapolicy::scan(&promoted, policy)
+    }));
+
+    let outcomes = contract::run(checks, &promoted);
     let failed: Vec<&contract::CheckOutcome> = outcomes.iter().filter(|o| !o.passed).collect();
     gates.push(if outcomes.is_empty() {
         Gate {
@@ -640,6 +711,121 @@ pub fn evaluate(input: &Inputs<'_>) -> Evaluation {
         }
     });
 
+    (diff, gates)
+}
+
+/// The gates of a persona version: the document is one a node serves,
+/// removed or retyped fields against the drift budget (templates read
+/// them), the data policy over its values. Personas have no contract
+/// checks of their own.
+fn persona_gates(
+    input: &Inputs<'_>,
+    name: &str,
+    promoted: &Value,
+    served: Option<&Value>,
+) -> (Diff, Vec<Gate>) {
+    let subject = format!("persona {name}");
+    let mut gates = Vec::new();
+    let size = promoted.to_string().len();
+    let valid = match Slug::parse(name) {
+        Err(e) => Err(format!("name {name:?}: {e}")),
+        Ok(_) if !promoted.is_object() => Err("its document is not a JSON object".to_owned()),
+        Ok(_) if size > MAX_PERSONA_BYTES => Err(format!(
+            "its document is {size} bytes; at most {MAX_PERSONA_BYTES}"
+        )),
+        Ok(_) => Ok(()),
+    };
+    gates.push(match valid {
+        Ok(()) => Gate {
+            name: "compile".into(),
+            status: GateStatus::Passed,
+            detail: format!("{subject} is a JSON object of {size} bytes"),
+        },
+        Err(e) => Gate {
+            name: "compile".into(),
+            status: GateStatus::Failed,
+            detail: format!("{subject} cannot be served by {}: {e}", input.target),
+        },
+    });
+    let diff = drift::document_diff(&subject, served, promoted);
+    gates.push(drift_gate(input, &diff));
+    gates.push(policy_gate(input, |policy| {
+        datapolicy::scan_document(&subject, promoted, policy)
+    }));
+    gates.push(Gate {
+        name: "contracts".into(),
+        status: GateStatus::Skipped,
+        detail: "personas have no contract checks".into(),
+    });
+    (diff, gates)
+}
+
+/// The gates of an environment's settings: the target's settings with the
+/// promoted served part must be valid. Settings change no response body,
+/// so drift and the data policy have nothing to judge.
+fn environment_gates(
+    input: &Inputs<'_>,
+    promoted: &EnvSettings,
+    served: &EnvSettings,
+    defaults: &EnvSettings,
+) -> (Diff, Vec<Gate>) {
+    let next = served.with_served_of(promoted);
+    let changes = served.served_part().served_changes(&next.served_part());
+    let diff = Diff {
+        changed: changes.iter().map(|c| format!("settings.{c}")).collect(),
+        ..Diff::default()
+    };
+    let mut gates = vec![match next.check() {
+        Ok(()) => Gate {
+            name: "compile".into(),
+            status: GateStatus::Passed,
+            detail: format!(
+                "{} would serve reality level {} with these settings",
+                input.target,
+                next.over(defaults).effective().reality
+            ),
+        },
+        Err(e) => Gate {
+            name: "compile".into(),
+            status: GateStatus::Failed,
+            detail: format!("the settings are not valid for {}: {e}", input.target),
+        },
+    }];
+    for (name, detail) in [
+        ("drift", "settings change no response shapes"),
+        ("data_policy", "settings carry no response data"),
+        ("contracts", "settings have no contract checks"),
+    ] {
+        gates.push(Gate {
+            name: name.into(),
+            status: GateStatus::Skipped,
+            detail: detail.into(),
+        });
+    }
+    (diff, gates)
+}
+
+/// Runs every gate and works out the approvals.
+pub fn evaluate(input: &Inputs<'_>) -> Evaluation {
+    let (diff, mut gates) = match input.subject {
+        Subject::Scenario {
+            promoted,
+            served,
+            others,
+            checks,
+        } => scenario_gates(input, promoted, served, others, checks),
+        Subject::Persona {
+            name,
+            promoted,
+            served,
+        } => persona_gates(input, name, promoted, served),
+        Subject::Environment {
+            promoted,
+            served,
+            defaults,
+        } => environment_gates(input, promoted, served, defaults),
+    };
+    let count = diff.breaking_count;
     let required = &input.settings.required_checks;
     gates.push(if required.is_empty() {
         Gate {
@@ -860,10 +1046,12 @@ mod tests {
                 settings: &settings,
                 rules: &rules,
                 tags: &[],
-                promoted,
-                served: &served,
-                others,
-                checks: &checks,
+                subject: Subject::Scenario {
+                    promoted,
+                    served: &served,
+                    others,
+                    checks: &checks,
+                },
                 reported,
             })
         };
@@ -899,6 +1087,133 @@ mod tests {
         let failed = run(&clean, &[], &red);
         assert_eq!(failed.blocked(), None);
         assert_eq!(status_of(&failed, EXTERNAL_GATE), GateStatus::Failed);
+    }
+
+    #[test]
+    fn persona_gates_judge_the_document() {
+        let mut settings = crate::environment::EnvSettings::default().effective();
+        settings.drift_budget = Some(0);
+        settings.data_policy.forbid_pii = true;
+        let rules = PillarRules::default();
+        let run = |promoted: &Value, served: Option<&Value>| {
+            evaluate(&Inputs {
+                target: "prod",
+                settings: &settings,
+                rules: &rules,
+                tags: &[],
+                subject: Subject::Persona {
+                    name: "alice",
+                    promoted,
+                    served,
+                },
+                reported: &[],
+            })
+        };
+        let v1 = serde_json::json!({"user": {"name": "Alice", "id": 7}});
+        let ok = run(
+            &serde_json::json!({"user": {"name": "Alice", "id": 8}}),
+            Some(&v1),
+        );
+        assert_eq!(ok.blocked(), None, "{:?}", ok.gates);
+        assert_eq!(ok.diff.changed, vec!["persona alice"]);
+        assert_eq!(status_of(&ok, "contracts"), GateStatus::Skipped);
+        // A removed field breaks templates reading it.
+        let drift = run(&serde_json::json!({"user": {"name": "Alice"}}), Some(&v1));
+        let gate = drift.blocked().unwrap();
+        assert_eq!(gate.name, "drift");
+        assert!(
+            gate.detail
+                .contains("persona alice: field $.user.id was removed"),
+            "{}",
+            gate.detail
+        );
+        // PII named by field, masked.
+        let pii = run(
+            &serde_json::json!({"user": {"mail": "alice.smith@corp.io"}}),
+            None,
+        );
+        let gate = pii.blocked().unwrap();
+        assert_eq!(gate.name, "data_policy");
+        assert!(
+            gate.detail.contains("persona alice $.user.mail"),
+            "{}",
+            gate.detail
+        );
+        assert!(
+            !gate.detail.contains("alice.smith@corp.io"),
+            "{}",
+            gate.detail
+        );
+        assert_eq!(pii.diff.added, vec!["persona alice"]);
+        // Not an object.
+        assert_eq!(
+            run(&serde_json::json!([1]), None).blocked().unwrap().name,
+            "compile"
+        );
+    }
+
+    #[test]
+    fn environment_gates_move_only_the_served_part() {
+        use crate::environment::{Approvals, EnvSettings};
+        let settings = EnvSettings::default().effective();
+        let rules = PillarRules::default();
+        let source = EnvSettings {
+            reality: Some(4),
+            approvals: Some(Approvals {
+                required: 0,
+                roles: vec![],
+                expire_after_secs: None,
+            }),
+            ..EnvSettings::default()
+        };
+        let target = EnvSettings {
+            reality: Some(2),
+            drift_budget: Some(0),
+            approvals: Some(Approvals {
+                required: 2,
+                roles: vec![],
+                expire_after_secs: None,
+            }),
+            ..EnvSettings::default()
+        };
+        let e = evaluate(&Inputs {
+            target: "prod",
+            settings: &settings,
+            rules: &rules,
+            tags: &[],
+            subject: Subject::Environment {
+                promoted: &source.served_part(),
+                served: &target,
+                defaults: &EnvSettings::default(),
+            },
+            reported: &[],
+        });
+        assert_eq!(e.blocked(), None, "{:?}", e.gates);
+        assert_eq!(e.diff.changed, vec!["settings.reality: 2 → 4"]);
+        // Governance stays with the target.
+        let next = target.with_served_of(&source.served_part());
+        assert_eq!(next.reality, Some(4));
+        assert_eq!(next.drift_budget, Some(0));
+        assert_eq!(next.approvals.unwrap().required, 2);
+        // Invalid settings stop it at compile.
+        let bad = EnvSettings {
+            reality: Some(9),
+            ..EnvSettings::default()
+        };
+        let e = evaluate(&Inputs {
+            target: "prod",
+            settings: &settings,
+            rules: &rules,
+            tags: &[],
+            subject: Subject::Environment {
+                promoted: &bad,
+                served: &target,
+                defaults: &EnvSettings::default(),
+            },
+            reported: &[],
+        });
+        assert_eq!(e.blocked().unwrap().name, "compile");
+        assert!(e.blocked().unwrap().detail.contains("reality"));
     }
 
     #[test]

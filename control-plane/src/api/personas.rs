@@ -21,6 +21,14 @@ pub fn to_proto(record: &PersonaRecord) -> v1::Persona {
         etag: etag(record.version),
         create_time: Some(timestamp(record.created_at)),
         update_time: Some(timestamp(record.updated_at)),
+        deployments: record
+            .served
+            .iter()
+            .map(|(environment, version)| v1::PersonaDeployment {
+                environment: environment.clone(),
+                version: u32::try_from(*version).unwrap_or(u32::MAX),
+            })
+            .collect(),
     }
 }
 

@@ -10,11 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mockplane_proto::convert::env_settings;
 use mockplane_proto::v1;
 use mockplane_proto::v1::promotion_service_server::PromotionService;
 use mockplane_shared::access::Permission;
 use mockplane_shared::drift::Diff;
 use mockplane_shared::environment::parse_env_name;
+use mockplane_shared::persona::parse_persona_name;
 use mockplane_shared::promotion::{
     CheckState, EntityKind, Gate, PillarRules, Requirement, Status, check_name, parse_comment,
 };
@@ -101,7 +103,14 @@ pub fn to_proto(record: &PromotionRecord, nodes: &Nodes) -> v1::Promotion {
         workspace: record.workspace.clone(),
         number: u64::try_from(record.number).unwrap_or(0),
         entity_kind: record.kind.as_str().to_owned(),
-        scenario: record.scenario.clone(),
+        scenario: if record.kind == EntityKind::Scenario {
+            record.name.clone()
+        } else {
+            String::new()
+        },
+        name: record.name.clone(),
+        settings: record.settings.as_ref().map(env_settings),
+        previous_settings: record.previous_settings.as_ref().map(env_settings),
         version: record.version,
         from_environment: record.from_environment.clone(),
         to_environment: record.to_environment.clone(),
@@ -163,7 +172,13 @@ pub fn to_proto(record: &PromotionRecord, nodes: &Nodes) -> v1::Promotion {
 fn release_proto(record: &ReleaseRecord) -> v1::Release {
     v1::Release {
         environment: record.environment.clone(),
-        scenario: record.scenario.clone(),
+        scenario: if record.entity == EntityKind::Scenario {
+            record.name.clone()
+        } else {
+            String::new()
+        },
+        entity_kind: record.entity.as_str().to_owned(),
+        name: record.name.clone(),
         version: record.version,
         previous_version: record.previous_version,
         kind: record.kind.clone(),
@@ -228,12 +243,45 @@ fn actor(grant: &Grant) -> Actor {
 
 fn new_promotion(request: &v1::CreatePromotionRequest) -> Result<NewPromotion, ApiError> {
     let kind = EntityKind::parse(&request.entity_kind)?;
-    if request.scenario.is_empty() {
-        return Err(missing("scenario"));
-    }
-    let scenario = parse_scenario_name(&request.scenario)
-        .map_err(|e| FieldError::new("scenario", e.message))?;
     let from = env_name(&request.from_environment, "from_environment")?;
+    let unexpected = |field: &str| -> ApiError {
+        FieldError::new(
+            field,
+            format!("a {kind} promotion names no {field}; leave it empty"),
+        )
+        .into()
+    };
+    let name = match kind {
+        EntityKind::Scenario => {
+            if !request.persona.is_empty() {
+                return Err(unexpected("persona"));
+            }
+            if request.scenario.is_empty() {
+                return Err(missing("scenario"));
+            }
+            parse_scenario_name(&request.scenario)
+                .map_err(|e| FieldError::new("scenario", e.message))?
+        }
+        EntityKind::Persona => {
+            if !request.scenario.is_empty() {
+                return Err(unexpected("scenario"));
+            }
+            if request.persona.is_empty() {
+                return Err(missing("persona"));
+            }
+            parse_persona_name(&request.persona)
+                .map_err(|e| FieldError::new("persona", e.message))?
+        }
+        EntityKind::Environment => {
+            if !request.scenario.is_empty() {
+                return Err(unexpected("scenario"));
+            }
+            if !request.persona.is_empty() {
+                return Err(unexpected("persona"));
+            }
+            from.clone()
+        }
+    };
     let to = env_name(&request.to_environment, "to_environment")?;
     if request.metadata.len() > mockplane_shared::promotion::MAX_METADATA {
         return Err(FieldError::new(
@@ -256,7 +304,7 @@ fn new_promotion(request: &v1::CreatePromotionRequest) -> Result<NewPromotion, A
     }
     Ok(NewPromotion {
         kind,
-        scenario,
+        name,
         version: (request.version > 0).then_some(request.version),
         from,
         to,
@@ -375,7 +423,13 @@ impl PromotionService for Promotions {
             .map_err(ApiError::from)?;
         let evaluation = &preview.evaluation;
         Ok(Response::new(v1::PromotionPreview {
-            scenario: preview.scenario,
+            scenario: if preview.kind == EntityKind::Scenario {
+                preview.name.clone()
+            } else {
+                String::new()
+            },
+            entity_kind: preview.kind.as_str().to_owned(),
+            name: preview.name,
             version: preview.version,
             from_environment: preview.from_environment,
             to_environment: preview.to_environment,

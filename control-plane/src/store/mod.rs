@@ -215,6 +215,9 @@ pub struct PersonaRecord {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The environments after the first of the chain that serve a
+    /// promoted version of it: `(environment, version)`, in chain order.
+    pub served: Vec<(String, i64)>,
 }
 
 /// A page of results and where the next one starts.

@@ -15,8 +15,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, TimeDelta, Utc};
 use mockplane_shared::contract::ContractCheck;
 use mockplane_shared::drift::Diff;
+use mockplane_shared::environment::EnvSettings;
+use mockplane_shared::persona::parse_persona_data;
 use mockplane_shared::promotion::{
-    CheckState, EntityKind, Evaluation, Gate, Inputs, PillarRules, Requirement, Status, evaluate,
+    CheckState, EntityKind, Evaluation, Gate, Inputs, PillarRules, Requirement, Status, Subject,
+    evaluate,
 };
 use mockplane_shared::scenario::{Tag, parse_tags};
 use mockplane_shared::{ConfigRoute, FieldError, Slug};
@@ -43,9 +46,12 @@ pub struct Actor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPromotion {
     pub kind: EntityKind,
-    pub scenario: Slug,
+    /// The scenario's or persona's name; for environment settings, the
+    /// source environment's.
+    pub name: Slug,
     /// `None`: what `from` serves (the newest version when `from` is the
-    /// first environment of the chain).
+    /// first environment of the chain). Environment settings: the source's
+    /// settings version, which must be the current one.
     pub version: Option<u32>,
     pub from: Slug,
     pub to: Slug,
@@ -115,8 +121,16 @@ pub struct PromotionRecord {
     /// 1, 2, 3… per workspace.
     pub number: i64,
     pub kind: EntityKind,
-    pub scenario: String,
+    /// The scenario's or persona's name; for environment settings, the
+    /// source environment's.
+    pub name: String,
+    /// The scenario's or persona's version; for environment settings, the
+    /// source's settings version when requested.
     pub version: u32,
+    /// Environment settings: what is promoted (the source's served part,
+    /// frozen at the request) and, once executed, what the target had.
+    pub settings: Option<EnvSettings>,
+    pub previous_settings: Option<EnvSettings>,
     pub from_environment: String,
     pub to_environment: String,
     pub status: Status,
@@ -157,11 +171,13 @@ impl PromotionRecord {
 /// What a promotion would do, computed without changing anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preview {
-    pub scenario: String,
+    pub kind: EntityKind,
+    pub name: String,
     pub version: u32,
     pub from_environment: String,
     pub to_environment: String,
-    /// What the target serves of the scenario now.
+    /// What the target serves of it now (environment settings: the
+    /// target's settings version).
     pub current_version: Option<u32>,
     pub evaluation: Evaluation,
 }
@@ -170,8 +186,12 @@ pub struct Preview {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseRecord {
     pub environment: String,
-    pub scenario: String,
-    /// 0: the environment stopped serving the scenario.
+    pub entity: EntityKind,
+    /// The scenario's or persona's name (environment settings: the
+    /// environment's own).
+    pub name: String,
+    /// 0: the environment stopped serving the scenario or persona.
+    /// Environment settings: the target's settings version after.
     pub version: u32,
     pub previous_version: u32,
     /// `promotion`, `rollback` or `deploy`.
@@ -313,9 +333,13 @@ struct PromotionRow {
     number: i64,
     entity_kind: String,
     scenario_id: Option<Uuid>,
+    persona_id: Option<Uuid>,
+    /// The name of what is promoted (see the migration).
     scenario: String,
     version_id: Option<Uuid>,
     version: i32,
+    settings: Option<String>,
+    previous_settings: Option<String>,
     to_environment_id: Option<Uuid>,
     from_environment: String,
     to_environment: String,
@@ -344,7 +368,7 @@ struct PromotionRow {
 }
 
 const SELECT_PROMOTION: &str = "SELECT p.id, p.workspace_id, w.slug AS workspace, p.number, p.entity_kind, \
-     p.scenario_id, p.scenario, p.version_id, p.version, p.to_environment_id, p.from_environment, \
+     p.scenario_id, p.persona_id, p.scenario, p.version_id, p.version, p.settings, p.previous_settings, p.to_environment_id, p.from_environment, \
      p.to_environment, p.status, p.status_reason, p.requested_by, p.requested_by_name, p.comment, \
      p.metadata, p.tags, p.approvals_required, p.approver_roles, p.approval_reasons, p.diff, p.gates, \
      p.previous_version_id, p.previous_version, p.revision, p.pr_url, p.gitops_error, p.expires_at, \
@@ -354,6 +378,26 @@ const SELECT_PROMOTION: &str = "SELECT p.id, p.workspace_id, w.slug AS workspace
 impl PromotionRow {
     fn status(&self) -> StoreResult<Status> {
         Status::parse(&self.status).map_err(|e| corrupt("promotion", self.id, &e))
+    }
+
+    fn kind(&self) -> StoreResult<EntityKind> {
+        EntityKind::parse(&self.entity_kind).map_err(|e| corrupt("promotion", self.id, &e))
+    }
+
+    /// The settings an environment promotion froze at its request.
+    fn frozen_settings(&self) -> StoreResult<Option<EnvSettings>> {
+        self.settings
+            .as_deref()
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| {
+                    corrupt(
+                        "promotion",
+                        self.id,
+                        &FieldError::new("settings", e.to_string()),
+                    )
+                })
+            })
+            .transpose()
     }
 
     fn into_record(
@@ -375,14 +419,21 @@ impl PromotionRow {
             serde_json::from_value(value)
                 .map_err(|e| corrupt("promotion", id, &FieldError::new(field, e.to_string())))
         }
+        let settings = |field: &str, text: &Option<String>| -> StoreResult<Option<EnvSettings>> {
+            text.as_deref()
+                .map(|t| parse(field, json(field, t)?, id))
+                .transpose()
+        };
         Ok(PromotionRecord {
             id,
             workspace_id: self.workspace_id,
             workspace: self.workspace.clone(),
             number: self.number,
-            kind: EntityKind::parse(&self.entity_kind).map_err(|e| corrupt("promotion", id, &e))?,
-            scenario: self.scenario.clone(),
+            kind: self.kind()?,
+            name: self.scenario.clone(),
             version: u32::try_from(self.version).unwrap_or(0),
+            settings: settings("settings", &self.settings)?,
+            previous_settings: settings("previous_settings", &self.previous_settings)?,
             from_environment: self.from_environment.clone(),
             to_environment: self.to_environment.clone(),
             status: self.status()?,
@@ -437,7 +488,9 @@ fn event_payload(
             "id": row.id.to_string(),
             "number": row.number,
             "workspace": row.workspace,
-            "scenario": row.scenario,
+            "entity_kind": row.entity_kind,
+            "name": row.scenario,
+            "scenario": (row.entity_kind == "scenario").then_some(&row.scenario),
             "version": row.version,
             "from": row.from_environment,
             "to": row.to_environment,
@@ -465,6 +518,27 @@ fn event_of(status: Status) -> Option<&'static str> {
     }
 }
 
+/// What an environment is to serve after an execution or a rollback.
+enum Served {
+    Scenario {
+        version: Option<(Uuid, u32)>,
+        previous: Option<u32>,
+    },
+    Persona {
+        version: Option<u32>,
+        previous: Option<u32>,
+    },
+    /// The served part of the settings to take.
+    Environment { settings: Box<EnvSettings> },
+}
+
+fn deleted(row: &PromotionRow) -> StoreError {
+    StoreError::FailedPrecondition(format!(
+        "promotion #{} of workspace '{}': its {} was deleted",
+        row.number, row.workspace, row.entity_kind
+    ))
+}
+
 fn promotion_not_found(id: Uuid) -> StoreError {
     StoreError::NotFound(format!("promotion {id}"))
 }
@@ -477,22 +551,81 @@ fn version_i32(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
+/// What is promoted and what the target serves of it, as one transaction
+/// read them.
+enum Entity {
+    Scenario {
+        scenario_id: Uuid,
+        version_id: Uuid,
+        checks: Vec<ContractCheck>,
+        promoted: Vec<ConfigRoute>,
+        /// `(version id, number)` the target serves now.
+        current: Option<(Uuid, u32)>,
+        served: Vec<ConfigRoute>,
+        others: Vec<ConfigRoute>,
+    },
+    Persona {
+        persona_id: Uuid,
+        promoted: serde_json::Value,
+        /// The version number and document the target serves now.
+        current: Option<(u32, serde_json::Value)>,
+    },
+    Environment {
+        /// The source's served settings.
+        promoted: Box<EnvSettings>,
+        /// The target's own settings and their version, and the workspace
+        /// defaults they inherit from.
+        target: Box<EnvSettings>,
+        target_version: i64,
+        defaults: Box<EnvSettings>,
+    },
+}
+
 /// What the gates of one promotion read, gathered in one transaction.
 struct Gathered {
-    scenario_id: Uuid,
-    version_id: Uuid,
+    name: String,
+    /// The version promoted (see [`PromotionRecord::version`]).
     version: u32,
     tags: Vec<Tag>,
-    checks: Vec<ContractCheck>,
-    promoted: Vec<ConfigRoute>,
-    /// `(version id, number)` the target serves of the scenario now.
-    current: Option<(Uuid, u32)>,
-    served: Vec<ConfigRoute>,
-    others: Vec<ConfigRoute>,
     rules: PillarRules,
+    entity: Entity,
 }
 
 impl Gathered {
+    /// What the target serves of it now, as a version number.
+    fn current(&self) -> Option<u32> {
+        match &self.entity {
+            Entity::Scenario { current, .. } => current.map(|(_, n)| n),
+            Entity::Persona { current, .. } => current.as_ref().map(|(n, _)| *n),
+            Entity::Environment { target_version, .. } => u32::try_from(*target_version).ok(),
+        }
+    }
+
+    /// Whether the target serves exactly what is promoted already.
+    fn served_already(&self) -> bool {
+        match &self.entity {
+            Entity::Scenario {
+                version_id,
+                current,
+                ..
+            } => current.map(|(id, _)| id) == Some(*version_id),
+            Entity::Persona { current, .. } => {
+                current.as_ref().map(|(n, _)| *n) == Some(self.version)
+            }
+            Entity::Environment {
+                promoted, target, ..
+            } => target.served_part() == promoted.served_part(),
+        }
+    }
+
+    /// "version 3 of scenario 'checkout'", "the settings of dev".
+    fn describe(&self, kind: EntityKind, name: &str) -> String {
+        match kind {
+            EntityKind::Environment => format!("the settings of {name}"),
+            _ => format!("version {} of {kind} '{name}'", self.version),
+        }
+    }
+
     fn evaluate(
         &self,
         ws: &WorkspaceRecord,
@@ -506,15 +639,43 @@ impl Gathered {
             ))
         })?;
         let settings = env.settings.over(&ws.environment_defaults).effective();
+        let subject = match &self.entity {
+            Entity::Scenario {
+                checks,
+                promoted,
+                served,
+                others,
+                ..
+            } => Subject::Scenario {
+                promoted,
+                served,
+                others,
+                checks,
+            },
+            Entity::Persona {
+                promoted, current, ..
+            } => Subject::Persona {
+                name: &self.name,
+                promoted,
+                served: current.as_ref().map(|(_, data)| data),
+            },
+            Entity::Environment {
+                promoted,
+                target,
+                defaults,
+                ..
+            } => Subject::Environment {
+                promoted,
+                served: target,
+                defaults,
+            },
+        };
         Ok(evaluate(&Inputs {
             target,
             settings: &settings,
             rules: &self.rules,
             tags: &self.tags,
-            promoted: &self.promoted,
-            served: &self.served,
-            others: &self.others,
-            checks: &self.checks,
+            subject,
             reported,
         }))
     }
@@ -567,7 +728,8 @@ backend! {
 
     /// Gathers what the gates read. `from_rules`: check the chain and that
     /// the version is what `from` serves (a new request); an execution
-    /// gathers for the version it was approved for.
+    /// gathers for the version it was approved for (environment settings:
+    /// the ones `frozen` at the request).
     async fn gather(
         conn: &mut DB::Connection,
         org: Uuid,
@@ -575,6 +737,7 @@ backend! {
         workspace: &WorkspaceRef,
         new: &NewPromotion,
         from_rules: bool,
+        frozen: Option<EnvSettings>,
     ) -> StoreResult<Gathered> {
         let chain = ws.chain();
         if from_rules {
@@ -588,29 +751,77 @@ backend! {
         let to = ws.environment(new.to.as_str()).ok_or_else(|| {
             StoreError::NotFound(format!("environment '{}' of {workspace}", new.to))
         })?;
-        let scenario_id = scenario_id::<DB>(&mut *conn, ws.id, &new.scenario, workspace).await?;
         // From an environment after the first, what it serves moves on.
-        let number = if !from_rules || chain.first() == Some(new.from.as_str()) {
-            new.version
-        } else {
-            let serves = Self::served_version(&mut *conn, from.id, scenario_id).await?;
-            match (serves, new.version) {
-                (None, _) => {
-                    return Err(StoreError::FailedPrecondition(format!(
-                        "{} serves no version of scenario '{}': promote one into it first",
-                        new.from, new.scenario
-                    )));
-                }
-                (Some((_, n)), Some(asked)) if n != asked => {
-                    return Err(StoreError::FailedPrecondition(format!(
-                        "{} serves version {n} of scenario '{}', not {asked}: promotions from {} move what it serves",
-                        new.from, new.scenario, new.from
-                    )));
-                }
-                (Some((_, n)), _) => Some(n),
+        let from_first = !from_rules || chain.first() == Some(new.from.as_str());
+        let rules = Self::rules_in(&mut *conn, org, Some(ws.id)).await?.0;
+        let (version, tags, entity) = match new.kind {
+            EntityKind::Scenario => {
+                let (version, tags, entity) =
+                    Self::gather_scenario(&mut *conn, ws, workspace, new, from_first, from.id, to.id)
+                        .await?;
+                (version, tags, entity)
+            }
+            EntityKind::Persona => {
+                let (version, entity) =
+                    Self::gather_persona(&mut *conn, ws, workspace, new, from_first, from.id, to.id)
+                        .await?;
+                (version, Vec::new(), entity)
+            }
+            EntityKind::Environment => {
+                let promoted = match frozen {
+                    Some(settings) => settings,
+                    None => {
+                        if let Some(asked) = new.version
+                            && i64::from(asked) != from.version
+                        {
+                            return Err(StoreError::FailedPrecondition(format!(
+                                "the settings of {} are at version {}, not {asked}: promote what it has now",
+                                new.from, from.version
+                            )));
+                        }
+                        from.settings.served_part()
+                    }
+                };
+                let version = match new.version {
+                    Some(v) if !from_rules => v,
+                    _ => u32::try_from(from.version).unwrap_or(0),
+                };
+                let entity = Entity::Environment {
+                    promoted: Box::new(promoted),
+                    target: Box::new(to.settings.clone()),
+                    target_version: to.version,
+                    defaults: Box::new(ws.environment_defaults.clone()),
+                };
+                (version, Vec::new(), entity)
             }
         };
-        let (row, content) = fetch_version::<DB>(&mut *conn, scenario_id, &new.scenario, number).await?;
+        Ok(Gathered {
+            name: new.name.to_string(),
+            version,
+            tags,
+            rules,
+            entity,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn gather_scenario(
+        conn: &mut DB::Connection,
+        ws: &WorkspaceRecord,
+        workspace: &WorkspaceRef,
+        new: &NewPromotion,
+        from_first: bool,
+        from: Uuid,
+        to: Uuid,
+    ) -> StoreResult<(u32, Vec<Tag>, Entity)> {
+        let scenario_id = scenario_id::<DB>(&mut *conn, ws.id, &new.name, workspace).await?;
+        let number = if from_first {
+            new.version
+        } else {
+            let serves = Self::served_version(&mut *conn, from, scenario_id).await?;
+            Some(Self::moves_on(serves.map(|(_, n)| n), new, "scenario")?)
+        };
+        let (row, content) = fetch_version::<DB>(&mut *conn, scenario_id, &new.name, number).await?;
         let promoted = decode_content(&content).map_err(|e| corrupt("version", row.id, &e))?;
         let checks_text: String =
             sqlx::query_scalar("SELECT checks FROM scenario_versions WHERE id = $1")
@@ -630,14 +841,14 @@ backend! {
             corrupt("scenario", scenario_id, &FieldError::new("tags", e.to_string()))
         })?;
         let tags = parse_tags(&raw).map_err(|e| corrupt("scenario", scenario_id, &e))?;
-        let current = Self::served_version(&mut *conn, to.id, scenario_id).await?;
+        let current = Self::served_version(&mut *conn, to, scenario_id).await?;
         let mut served = Vec::new();
         let mut others = Vec::new();
         let rows: Vec<(Uuid, Uuid, Vec<u8>)> = sqlx::query_as(
             "SELECT d.scenario_id, v.id, v.content FROM deployments d \
              JOIN scenario_versions v ON v.id = d.version_id WHERE d.environment_id = $1",
         )
-        .bind(to.id)
+        .bind(to)
         .fetch_all(&mut *conn)
         .await
         .map_err(internal)?;
@@ -649,19 +860,109 @@ backend! {
                 others.extend(routes);
             }
         }
-        let rules = Self::rules_in(&mut *conn, org, Some(ws.id)).await?.0;
-        Ok(Gathered {
+        let entity = Entity::Scenario {
             scenario_id,
             version_id: row.id,
-            version: u32::try_from(row.number).unwrap_or(0),
-            tags,
             checks,
             promoted,
             current,
             served,
             others,
-            rules,
+        };
+        Ok((u32::try_from(row.number).unwrap_or(0), tags, entity))
+    }
+
+    /// The version a promotion from an environment after the first moves
+    /// on: the one that environment serves (`serves`), which a version
+    /// asked for must be.
+    fn moves_on(serves: Option<u32>, new: &NewPromotion, kind: &str) -> StoreResult<u32> {
+        match (serves, new.version) {
+            (None, _) => Err(StoreError::FailedPrecondition(format!(
+                "{} serves no version of {kind} '{}': promote one into it first",
+                new.from, new.name
+            ))),
+            (Some(n), Some(asked)) if n != asked => Err(StoreError::FailedPrecondition(format!(
+                "{} serves version {n} of {kind} '{}', not {asked}: promotions from {} move what it serves",
+                new.from, new.name, new.from
+            ))),
+            (Some(n), _) => Ok(n),
+        }
+    }
+
+    /// The version number a persona is served at in an environment, with
+    /// its document.
+    async fn served_persona(
+        conn: &mut DB::Connection,
+        environment: Uuid,
+        persona: Uuid,
+    ) -> StoreResult<Option<(u32, serde_json::Value)>> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT d.number, v.data FROM persona_deployments d \
+             JOIN persona_versions v ON v.persona_id = d.persona_id AND v.number = d.number \
+             WHERE d.environment_id = $1 AND d.persona_id = $2",
+        )
+        .bind(environment)
+        .bind(persona)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(internal)?;
+        row.map(|(n, data)| {
+            let data = parse_persona_data(&data).map_err(|e| corrupt("persona", persona, &e))?;
+            Ok((u32::try_from(n).unwrap_or(0), data))
         })
+        .transpose()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn gather_persona(
+        conn: &mut DB::Connection,
+        ws: &WorkspaceRecord,
+        workspace: &WorkspaceRef,
+        new: &NewPromotion,
+        from_first: bool,
+        from: Uuid,
+        to: Uuid,
+    ) -> StoreResult<(u32, Entity)> {
+        let (persona_id, latest): (Uuid, i64) = sqlx::query_as(
+            "SELECT id, version FROM personas WHERE workspace_id = $1 AND name = $2",
+        )
+        .bind(ws.id)
+        .bind(new.name.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| StoreError::NotFound(format!("persona '{}' of {workspace}", new.name)))?;
+        let number = if from_first {
+            new.version
+                .unwrap_or_else(|| u32::try_from(latest).unwrap_or(0))
+        } else {
+            let serves = Self::served_persona(&mut *conn, from, persona_id).await?;
+            Self::moves_on(serves.map(|(n, _)| n), new, "persona")?
+        };
+        let data: String = sqlx::query_scalar(
+            "SELECT data FROM persona_versions WHERE persona_id = $1 AND number = $2",
+        )
+        .bind(persona_id)
+        .bind(i64::from(number))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "version {number} of persona '{}' (its versions are 1 to {latest})",
+                new.name
+            ))
+        })?;
+        let promoted = parse_persona_data(&data).map_err(|e| corrupt("persona", persona_id, &e))?;
+        let current = Self::served_persona(&mut *conn, to, persona_id).await?;
+        Ok((
+            number,
+            Entity::Persona {
+                persona_id,
+                promoted,
+                current,
+            },
+        ))
     }
 
     async fn rules_in(
@@ -873,67 +1174,150 @@ backend! {
         Ok(())
     }
 
-    /// Serves `version` (or nothing) of a scenario in an environment and
-    /// records the release.
+    /// Makes `environment` serve `version` of the promotion's entity (or,
+    /// with `None`, none of it: a rollback to nothing), and records the
+    /// release. Environment settings take `settings` (their served part).
     #[allow(clippy::too_many_arguments)]
-    async fn release(
+    async fn serve(
         conn: &mut DB::Connection,
         org: Uuid,
         ws: &WorkspaceRecord,
-        environment_id: Uuid,
-        scenario: (Uuid, &str),
-        version: Option<(Uuid, u32)>,
-        previous: Option<u32>,
+        environment: &super::EnvironmentRecord,
+        row: &PromotionRow,
+        target: Served,
         kind: &str,
-        promotion: Option<Uuid>,
         actor: &str,
     ) -> StoreResult<()> {
         let at = now();
-        match version {
-            Some((version_id, _)) => {
-                sqlx::query(
-                    "INSERT INTO deployments (environment_id, scenario_id, version_id, workspace_id, deployed_at) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (environment_id, scenario_id) DO UPDATE SET version_id = $3, deployed_at = $5",
+        let entity = row.kind()?;
+        let (version, previous) = match (&target, entity) {
+            (Served::Scenario { version, previous }, EntityKind::Scenario) => {
+                let scenario = row.scenario_id.ok_or_else(|| deleted(row))?;
+                match version {
+                    Some((version_id, _)) => {
+                        sqlx::query(
+                            "INSERT INTO deployments (environment_id, scenario_id, version_id, workspace_id, deployed_at) \
+                             VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (environment_id, scenario_id) DO UPDATE SET version_id = $3, deployed_at = $5",
+                        )
+                        .bind(environment.id)
+                        .bind(scenario)
+                        .bind(*version_id)
+                        .bind(ws.id)
+                        .bind(at)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(internal)?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM deployments WHERE environment_id = $1 AND scenario_id = $2")
+                            .bind(environment.id)
+                            .bind(scenario)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(internal)?;
+                    }
+                }
+                (version.map_or(0, |(_, n)| n), previous.unwrap_or(0))
+            }
+            (Served::Persona { version, previous }, EntityKind::Persona) => {
+                let persona = row.persona_id.ok_or_else(|| deleted(row))?;
+                match version {
+                    Some(number) => {
+                        sqlx::query(
+                            "INSERT INTO persona_deployments (environment_id, persona_id, number, org_id, workspace_id, deployed_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6) \
+                             ON CONFLICT (environment_id, persona_id) DO UPDATE SET number = $3, deployed_at = $6",
+                        )
+                        .bind(environment.id)
+                        .bind(persona)
+                        .bind(i64::from(*number))
+                        .bind(org)
+                        .bind(ws.id)
+                        .bind(at)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(internal)?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM persona_deployments WHERE environment_id = $1 AND persona_id = $2")
+                            .bind(environment.id)
+                            .bind(persona)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(internal)?;
+                    }
+                }
+                (version.unwrap_or(0), previous.unwrap_or(0))
+            }
+            (Served::Environment { settings }, EntityKind::Environment) => {
+                let next = environment.settings.with_served_of(settings);
+                let updated = sqlx::query(
+                    "UPDATE environments SET settings = $1, version = version + 1, updated_at = $2 \
+                     WHERE id = $3 AND version = $4",
                 )
-                .bind(environment_id)
-                .bind(scenario.0)
-                .bind(version_id)
-                .bind(ws.id)
+                .bind(to_json(&next))
                 .bind(at)
+                .bind(environment.id)
+                .bind(environment.version)
                 .execute(&mut *conn)
                 .await
                 .map_err(internal)?;
+                if DB::rows_affected(&updated) != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "the settings of {} changed while this request acted on them; try again",
+                        environment.name
+                    )));
+                }
+                let before = u32::try_from(environment.version).unwrap_or(0);
+                (before + 1, before)
             }
-            None => {
-                sqlx::query("DELETE FROM deployments WHERE environment_id = $1 AND scenario_id = $2")
-                    .bind(environment_id)
-                    .bind(scenario.0)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(internal)?;
+            _ => {
+                return Err(corrupt(
+                    "promotion",
+                    row.id,
+                    &FieldError::new("entity_kind", "does not match what it serves"),
+                ));
             }
-        }
+        };
         sqlx::query(
-            "INSERT INTO releases (id, org_id, workspace_id, environment_id, scenario_id, scenario, version, previous_version, kind, promotion_id, actor, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO releases (id, org_id, workspace_id, environment_id, entity_kind, scenario_id, persona_id, scenario, \
+             version, previous_version, kind, promotion_id, actor, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(Uuid::now_v7())
         .bind(org)
         .bind(ws.id)
-        .bind(environment_id)
-        .bind(scenario.0)
-        .bind(scenario.1.to_owned())
-        .bind(version_i32(version.map_or(0, |(_, n)| n)))
-        .bind(version_i32(previous.unwrap_or(0)))
+        .bind(environment.id)
+        .bind(entity.as_str().to_owned())
+        .bind(row.scenario_id.filter(|_| entity == EntityKind::Scenario))
+        .bind(row.persona_id.filter(|_| entity == EntityKind::Persona))
+        .bind(if entity == EntityKind::Environment {
+            environment.name.to_string()
+        } else {
+            row.scenario.clone()
+        })
+        .bind(version_i32(version))
+        .bind(version_i32(previous))
         .bind(kind.to_owned())
-        .bind(promotion)
+        .bind(Some(row.id))
         .bind(actor.to_owned())
         .bind(at)
         .execute(&mut *conn)
         .await
         .map_err(internal)?;
         Ok(())
+    }
+
+    /// A rollback refused because the target serves something else now.
+    fn replaced(label: &str, env: &str, serves: Option<u32>, row: &PromotionRow) -> StoreError {
+        StoreError::FailedPrecondition(format!(
+            "cannot roll back {label}: {env} serves {} of {} '{}' now, not the version {} it promoted; roll back the later change first",
+            serves.map_or("no version".to_owned(), |n| format!("version {n}")),
+            row.entity_kind,
+            row.scenario,
+            row.version
+        ))
     }
 
     /// The promotion as this transaction leaves it; then commits.
@@ -1016,15 +1400,16 @@ where
     ) -> StoreResult<Preview> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
-        let gathered = Self::gather(&mut tx, org, &ws, workspace, new, true).await?;
+        let gathered = Self::gather(&mut tx, org, &ws, workspace, new, true, None).await?;
         let evaluation = gathered.evaluate(&ws, new.to.as_str(), &[])?;
         tx.commit().await.map_err(internal)?;
         Ok(Preview {
-            scenario: new.scenario.to_string(),
+            kind: new.kind,
+            name: new.name.to_string(),
             version: gathered.version,
             from_environment: new.from.to_string(),
             to_environment: new.to.to_string(),
-            current_version: gathered.current.map(|(_, n)| n),
+            current_version: gathered.current(),
             evaluation,
         })
     }
@@ -1037,27 +1422,35 @@ where
     ) -> StoreResult<PromotionRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
-        let gathered = Self::gather(&mut tx, org, &ws, workspace, &new, true).await?;
-        if gathered.current.map(|(id, _)| id) == Some(gathered.version_id) {
+        let gathered = Self::gather(&mut tx, org, &ws, workspace, &new, true, None).await?;
+        let what = gathered.describe(new.kind, new.name.as_str());
+        if gathered.served_already() {
             return Err(StoreError::FailedPrecondition(format!(
-                "{} already serves version {} of scenario '{}'",
-                new.to, gathered.version, new.scenario
+                "{} already serves {what}",
+                new.to
             )));
         }
+        // One open promotion per thing and target (settings: per target).
         let open: Option<i64> = sqlx::query_scalar(
-            "SELECT number FROM promotions WHERE workspace_id = $1 AND scenario_id = $2 \
-             AND to_environment = $3 AND status IN ('pending', 'approved') ORDER BY number LIMIT 1",
+            "SELECT number FROM promotions WHERE workspace_id = $1 AND entity_kind = $2 \
+             AND ($2 = 'environment' OR scenario = $3) \
+             AND to_environment = $4 AND status IN ('pending', 'approved') ORDER BY number LIMIT 1",
         )
         .bind(ws.id)
-        .bind(gathered.scenario_id)
+        .bind(new.kind.as_str().to_owned())
+        .bind(new.name.to_string())
         .bind(new.to.to_string())
         .fetch_optional(&mut *tx)
         .await
         .map_err(internal)?;
         if let Some(number) = open {
+            let what = match new.kind {
+                EntityKind::Environment => "settings".to_owned(),
+                kind => format!("{kind} '{}'", new.name),
+            };
             return Err(StoreError::AlreadyExists(format!(
-                "promotion #{number} of scenario '{}' into {} is still open: decide, execute or let it expire first",
-                new.scenario, new.to
+                "promotion #{number} of {what} into {} is still open: decide, execute or let it expire first",
+                new.to
             )));
         }
         let evaluation = gathered.evaluate(&ws, new.to.as_str(), &[])?;
@@ -1084,18 +1477,24 @@ where
             "INSERT INTO promotions (id, org_id, workspace_id, number, entity_kind, scenario_id, scenario, version_id, version, \
              from_environment_id, to_environment_id, from_environment, to_environment, status, status_reason, requested_by, \
              requested_by_name, comment, metadata, tags, approvals_required, approver_roles, approval_reasons, diff, gates, \
-             previous_version_id, previous_version, expires_at, created_at, updated_at) \
+             previous_version_id, previous_version, expires_at, created_at, updated_at, persona_id, settings) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', $14, $15, $16, $17, $18, $19, $20, \
-             $21, $22, $23, $24, $25, $26, $27, $28, $28)",
+             $21, $22, $23, $24, $25, $26, $27, $28, $28, $29, $30)",
         )
         .bind(id)
         .bind(org)
         .bind(ws.id)
         .bind(number)
         .bind(new.kind.as_str().to_owned())
-        .bind(gathered.scenario_id)
-        .bind(new.scenario.to_string())
-        .bind(gathered.version_id)
+        .bind(match &gathered.entity {
+            Entity::Scenario { scenario_id, .. } => Some(*scenario_id),
+            _ => None,
+        })
+        .bind(new.name.to_string())
+        .bind(match &gathered.entity {
+            Entity::Scenario { version_id, .. } => Some(*version_id),
+            _ => None,
+        })
         .bind(version_i32(gathered.version))
         .bind(from_env)
         .bind(to_env)
@@ -1112,10 +1511,21 @@ where
         .bind(to_json(&evaluation.requirement.reasons))
         .bind(to_json(&evaluation.diff))
         .bind(to_json(&evaluation.gates))
-        .bind(gathered.current.map(|(v, _)| v))
-        .bind(gathered.current.map(|(_, n)| version_i32(n)))
+        .bind(match &gathered.entity {
+            Entity::Scenario { current, .. } => current.map(|(v, _)| v),
+            _ => None,
+        })
+        .bind(gathered.current().map(version_i32))
         .bind(at + Duration::seconds(i64::from(expire_after)))
         .bind(at)
+        .bind(match &gathered.entity {
+            Entity::Persona { persona_id, .. } => Some(*persona_id),
+            _ => None,
+        })
+        .bind(match &gathered.entity {
+            Entity::Environment { promoted, .. } => Some(to_json(promoted)),
+            _ => None,
+        })
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
@@ -1174,7 +1584,8 @@ where
             .workspace(ws.id)
             .environment(new.to.to_string())
             .summary(json!({"after": {
-                "scenario": new.scenario.to_string(),
+                "entity_kind": new.kind.as_str(),
+                "name": new.name.to_string(),
                 "version": gathered.version,
                 "from": new.from.to_string(),
                 "to": new.to.to_string(),
@@ -1377,14 +1788,19 @@ where
             }
         }
         let ws = load_workspace::<DB>(&mut tx, org, &WorkspaceRef::Id(row.workspace_id)).await?;
-        let (Some(scenario), Some(to_env)) = (
-            Slug::parse(&row.scenario)
-                .ok()
-                .filter(|_| row.scenario_id.is_some()),
+        let kind = row.kind()?;
+        let present = match kind {
+            EntityKind::Scenario => row.scenario_id.is_some(),
+            EntityKind::Persona => row.persona_id.is_some(),
+            EntityKind::Environment => true,
+        };
+        let (Some(name), Some(to_env), true) = (
+            Slug::parse(&row.scenario).ok(),
             row.to_environment_id
                 .and_then(|id| ws.environments.iter().find(|e| e.id == id)),
+            present,
         ) else {
-            let reason = "its scenario or target environment was deleted".to_owned();
+            let reason = format!("its {kind} or target environment was deleted");
             Self::fail(
                 &mut tx,
                 org,
@@ -1396,14 +1812,14 @@ where
             .await?;
             return Self::finish(tx, org, id).await;
         };
+        let to_env = to_env.clone();
         let to_name = to_env.name.clone();
-        let to_env_id = to_env.id;
         // The version this promotion was approved for, whatever `from`
         // serves by now (its own environment may be gone: the target is
         // what matters).
         let new = NewPromotion {
-            kind: EntityKind::Scenario,
-            scenario: scenario.clone(),
+            kind,
+            name: name.clone(),
             version: Some(u32::try_from(row.version).unwrap_or(0)),
             from: to_name.clone(),
             to: to_name.clone(),
@@ -1411,8 +1827,16 @@ where
             metadata: BTreeMap::new(),
             requested_by: actor.clone(),
         };
-        let gathered =
-            Self::gather(&mut tx, org, &ws, &WorkspaceRef::Id(ws.id), &new, false).await?;
+        let gathered = Self::gather(
+            &mut tx,
+            org,
+            &ws,
+            &WorkspaceRef::Id(ws.id),
+            &new,
+            false,
+            row.frozen_settings()?,
+        )
+        .await?;
         let reported = Self::reported(&mut tx, row.id).await?;
         let evaluation = gathered.evaluate(&ws, to_name.as_str(), &reported)?;
         let actor_ref = (Some(actor.id), actor.name.as_str());
@@ -1434,35 +1858,66 @@ where
                 gate.detail
             )));
         }
-        if gathered.current.map(|(v, _)| v) == Some(gathered.version_id) {
+        let what = gathered.describe(kind, name.as_str());
+        if gathered.served_already() {
             return Err(StoreError::FailedPrecondition(format!(
-                "{to_name} already serves version {} of scenario '{scenario}'",
-                gathered.version
+                "{to_name} already serves {what}"
             )));
         }
-        Self::release(
+        let current = gathered.current();
+        let (served, previous_id, previous_settings) = match &gathered.entity {
+            Entity::Scenario {
+                version_id,
+                current,
+                ..
+            } => (
+                Served::Scenario {
+                    version: Some((*version_id, gathered.version)),
+                    previous: current.map(|(_, n)| n),
+                },
+                current.map(|(v, _)| v),
+                None,
+            ),
+            Entity::Persona { current, .. } => (
+                Served::Persona {
+                    version: Some(gathered.version),
+                    previous: current.as_ref().map(|(n, _)| *n),
+                },
+                None,
+                None,
+            ),
+            Entity::Environment {
+                promoted, target, ..
+            } => (
+                Served::Environment {
+                    settings: promoted.clone(),
+                },
+                None,
+                Some(to_json(&target.served_part())),
+            ),
+        };
+        Self::serve(
             &mut tx,
             org,
             &ws,
-            to_env_id,
-            (gathered.scenario_id, scenario.as_str()),
-            Some((gathered.version_id, gathered.version)),
-            gathered.current.map(|(_, n)| n),
+            &to_env,
+            &row,
+            served,
             "promotion",
-            Some(row.id),
             &actor.name,
         )
         .await?;
         let at = now();
         sqlx::query(
-            "UPDATE promotions SET gates = $1, diff = $2, previous_version_id = $3, previous_version = $4, completed_at = $5 \
-             WHERE id = $6",
+            "UPDATE promotions SET gates = $1, diff = $2, previous_version_id = $3, previous_version = $4, completed_at = $5, \
+             previous_settings = $6 WHERE id = $7",
         )
         .bind(to_json(&evaluation.gates))
         .bind(to_json(&evaluation.diff))
-        .bind(gathered.current.map(|(v, _)| v))
-        .bind(gathered.current.map(|(_, n)| version_i32(n)))
+        .bind(previous_id)
+        .bind(current.map(version_i32))
         .bind(at)
+        .bind(previous_settings)
         .bind(row.id)
         .execute(&mut *tx)
         .await
@@ -1474,10 +1929,7 @@ where
             Some(Status::Approved),
             Status::Completed,
             actor_ref,
-            &format!(
-                "{to_name} serves version {} of '{scenario}'",
-                gathered.version
-            ),
+            &format!("{to_name} serves {what}"),
         )
         .await?;
         append::<DB>(
@@ -1486,8 +1938,8 @@ where
                 .workspace(row.workspace_id)
                 .environment(to_name.to_string())
                 .summary(json!({
-                    "before": {"version": gathered.current.map(|(_, n)| n)},
-                    "after": {"scenario": scenario.to_string(), "version": gathered.version, "status": "completed"},
+                    "before": {"version": current},
+                    "after": {"entity_kind": kind.as_str(), "name": name.to_string(), "version": gathered.version, "status": "completed"},
                 })),
         )
         .await?;
@@ -1519,81 +1971,150 @@ where
             )));
         }
         let ws = load_workspace::<DB>(&mut tx, org, &WorkspaceRef::Id(row.workspace_id)).await?;
-        let (Some(scenario_id), Some(env)) = (
-            row.scenario_id,
-            row.to_environment_id
-                .and_then(|id| ws.environments.iter().find(|e| e.id == id)),
-        ) else {
+        let kind = row.kind()?;
+        let Some(env) = row
+            .to_environment_id
+            .and_then(|id| ws.environments.iter().find(|e| e.id == id))
+            .cloned()
+        else {
             return Err(StoreError::FailedPrecondition(format!(
-                "cannot roll back {label}: its scenario or target environment was deleted"
+                "cannot roll back {label}: its target environment was deleted"
             )));
         };
-        let serves = Self::served_version(&mut tx, env.id, scenario_id).await?;
-        if serves.map(|(v, _)| v) != row.version_id {
-            return Err(StoreError::FailedPrecondition(format!(
-                "cannot roll back {label}: {} serves {} of scenario '{}' now, not the version {} it promoted; roll back the later change first",
-                env.name,
-                serves.map_or("no version".to_owned(), |(_, n)| format!("version {n}")),
-                row.scenario,
-                row.version
-            )));
-        }
-        let previous = match (row.previous_version_id, row.previous_version) {
-            (Some(v), Some(n)) => Some((v, u32::try_from(n).unwrap_or(0))),
-            (None, None) => None,
-            _ => {
-                return Err(StoreError::FailedPrecondition(format!(
-                    "cannot roll back {label}: the version {} served before was deleted",
-                    env.name
-                )));
+        let previous = row.previous_version.and_then(|n| u32::try_from(n).ok());
+        let (served, back_to) = match kind {
+            EntityKind::Scenario => {
+                let Some(scenario_id) = row.scenario_id else {
+                    return Err(StoreError::FailedPrecondition(format!(
+                        "cannot roll back {label}: its scenario was deleted"
+                    )));
+                };
+                let serves = Self::served_version(&mut tx, env.id, scenario_id).await?;
+                if serves.map(|(v, _)| v) != row.version_id {
+                    return Err(Self::replaced(
+                        &label,
+                        env.name.as_str(),
+                        serves.map(|(_, n)| n),
+                        &row,
+                    ));
+                }
+                let previous = match (row.previous_version_id, previous) {
+                    (Some(v), Some(n)) => Some((v, n)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(StoreError::FailedPrecondition(format!(
+                            "cannot roll back {label}: the version {} served before was deleted",
+                            env.name
+                        )));
+                    }
+                };
+                // What it goes back to must still be servable next to the rest.
+                if let Some((version_id, _)) = previous {
+                    let others: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+                        "SELECT v.id, v.content FROM deployments d JOIN scenario_versions v ON v.id = d.version_id \
+                         WHERE d.environment_id = $1 AND d.scenario_id <> $2 \
+                         UNION ALL SELECT id, content FROM scenario_versions WHERE id = $3",
+                    )
+                    .bind(env.id)
+                    .bind(scenario_id)
+                    .bind(version_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                    let mut routes = Vec::new();
+                    for (version, bytes) in &others {
+                        routes.extend(
+                            decode_content(bytes).map_err(|e| corrupt("version", *version, &e))?,
+                        );
+                    }
+                    mockplane_shared::EnvironmentConfig::plain(env.name.clone(), routes)
+                        .validate()
+                        .map_err(|e| {
+                            StoreError::FailedPrecondition(format!(
+                                "cannot roll back {label}: the version before no longer fits next to what {} serves: {e}",
+                                env.name
+                            ))
+                        })?;
+                }
+                (
+                    Served::Scenario {
+                        version: previous,
+                        previous: u32::try_from(row.version).ok(),
+                    },
+                    previous.map_or("no version".to_owned(), |(_, n)| format!("version {n}")),
+                )
+            }
+            EntityKind::Persona => {
+                let Some(persona_id) = row.persona_id else {
+                    return Err(StoreError::FailedPrecondition(format!(
+                        "cannot roll back {label}: its persona was deleted"
+                    )));
+                };
+                let serves = Self::served_persona(&mut tx, env.id, persona_id).await?;
+                let serves = serves.map(|(n, _)| n);
+                if serves != u32::try_from(row.version).ok() {
+                    return Err(Self::replaced(&label, env.name.as_str(), serves, &row));
+                }
+                (
+                    Served::Persona {
+                        version: previous,
+                        previous: serves,
+                    },
+                    previous.map_or("no version".to_owned(), |n| format!("version {n}")),
+                )
+            }
+            EntityKind::Environment => {
+                let (Some(promoted), Some(before)) = (
+                    row.frozen_settings()?,
+                    row.previous_settings
+                        .as_deref()
+                        .map(serde_json::from_str::<EnvSettings>)
+                        .transpose()
+                        .map_err(|e| {
+                            corrupt(
+                                "promotion",
+                                row.id,
+                                &FieldError::new("previous_settings", e.to_string()),
+                            )
+                        })?,
+                ) else {
+                    return Err(corrupt(
+                        "promotion",
+                        row.id,
+                        &FieldError::new(
+                            "settings",
+                            "an executed settings promotion keeps both settings",
+                        ),
+                    ));
+                };
+                if env.settings.served_part() != promoted.served_part() {
+                    return Err(StoreError::FailedPrecondition(format!(
+                        "cannot roll back {label}: the settings of {} changed after it (now at version {}); change them back or promote again",
+                        env.name, env.version
+                    )));
+                }
+                (
+                    Served::Environment {
+                        settings: Box::new(before),
+                    },
+                    "its settings from before".to_owned(),
+                )
             }
         };
-        // What it goes back to must still be servable next to the rest.
-        if let Some((version_id, _)) = previous {
-            let others: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
-                "SELECT v.id, v.content FROM deployments d JOIN scenario_versions v ON v.id = d.version_id \
-                 WHERE d.environment_id = $1 AND d.scenario_id <> $2 \
-                 UNION ALL SELECT id, content FROM scenario_versions WHERE id = $3",
-            )
-            .bind(env.id)
-            .bind(scenario_id)
-            .bind(version_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(internal)?;
-            let mut routes = Vec::new();
-            for (version, bytes) in &others {
-                routes.extend(decode_content(bytes).map_err(|e| corrupt("version", *version, &e))?);
-            }
-            mockplane_shared::EnvironmentConfig::plain(env.name.clone(), routes)
-                .validate()
-                .map_err(|e| {
-                    StoreError::FailedPrecondition(format!(
-                        "cannot roll back {label}: the version before no longer fits next to what {} serves: {e}",
-                        env.name
-                    ))
-                })?;
-        }
-        let env_id = env.id;
         let env_name = env.name.to_string();
-        Self::release(
+        Self::serve(
             &mut tx,
             org,
             &ws,
-            env_id,
-            (scenario_id, row.scenario.as_str()),
-            previous,
-            Some(u32::try_from(row.version).unwrap_or(0)),
+            &env,
+            &row,
+            served,
             "rollback",
-            Some(row.id),
             &actor.name,
         )
         .await?;
         let why = if reason.is_empty() {
-            format!(
-                "rolled back: {env_name} serves {} again",
-                previous.map_or("no version".to_owned(), |(_, n)| format!("version {n}"))
-            )
+            format!("rolled back: {env_name} serves {back_to} again")
         } else {
             reason.to_owned()
         };
@@ -1614,7 +2135,7 @@ where
                 .environment(env_name)
                 .summary(json!({
                     "before": {"version": row.version},
-                    "after": {"version": previous.map(|(_, n)| n), "status": "rolled_back", "reason": reason},
+                    "after": {"entity_kind": kind.as_str(), "version": previous, "status": "rolled_back", "reason": reason},
                 })),
         )
         .await?;
@@ -1753,9 +2274,9 @@ where
             ),
             None => None,
         };
-        let rows: Vec<(String, String, i32, i32, String, Option<Uuid>, String, DateTime<Utc>)> =
+        let rows: Vec<(String, String, String, i32, i32, String, Option<Uuid>, String, DateTime<Utc>)> =
             sqlx::query_as(
-                "SELECT e.name, r.scenario, r.version, r.previous_version, r.kind, r.promotion_id, r.actor, r.at \
+                "SELECT e.name, r.entity_kind, r.scenario, r.version, r.previous_version, r.kind, r.promotion_id, r.actor, r.at \
                  FROM releases r JOIN environments e ON e.id = r.environment_id \
                  WHERE r.workspace_id = $1 AND ($2 IS NULL OR r.environment_id = $2) \
                  ORDER BY r.at DESC, r.id DESC LIMIT $3",
@@ -1767,23 +2288,24 @@ where
             .await
             .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(
-                |(environment, scenario, version, previous, kind, promotion, actor, at)| {
-                    ReleaseRecord {
+                |(environment, entity, name, version, previous, kind, promotion, actor, at)| {
+                    Ok(ReleaseRecord {
                         environment,
-                        scenario,
+                        entity: EntityKind::parse(&entity)
+                            .map_err(|e| corrupt("release", ws.id, &e))?,
+                        name,
                         version: u32::try_from(version).unwrap_or(0),
                         previous_version: u32::try_from(previous).unwrap_or(0),
                         kind,
                         promotion,
                         actor,
                         at,
-                    }
+                    })
                 },
             )
-            .collect())
+            .collect()
     }
 
     async fn approval_rules(

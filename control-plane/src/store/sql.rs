@@ -436,16 +436,37 @@ impl PersonaRow {
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            served: Vec::new(),
         })
     }
 }
 
-/// What serving needs of a persona.
+/// What serving needs of a persona: a working copy (`environment: None`,
+/// served by the first environment of the chain) or a version promoted
+/// into an environment.
 #[derive(FromRow)]
 struct ServingPersonaRow {
     workspace_id: Uuid,
+    environment: Option<String>,
     name: String,
     data: String,
+}
+
+/// Serving personas: working copies, then deployed versions;
+/// `{ws}` is replaced by a filter on the workspace (or nothing).
+const SERVING_PERSONAS: &str = "SELECT workspace_id, CAST(NULL AS TEXT) AS environment, name, data FROM personas p {ws} \
+     UNION ALL SELECT d.workspace_id, e.name AS environment, p.name, v.data FROM persona_deployments d \
+     JOIN environments e ON e.id = d.environment_id JOIN personas p ON p.id = d.persona_id \
+     JOIN persona_versions v ON v.persona_id = d.persona_id AND v.number = d.number {dws}";
+
+fn serving_personas_sql(one_workspace: bool) -> String {
+    if one_workspace {
+        SERVING_PERSONAS
+            .replace("{ws}", "WHERE p.workspace_id = $1")
+            .replace("{dws}", "WHERE d.workspace_id = $1")
+    } else {
+        SERVING_PERSONAS.replace("{ws}", "").replace("{dws}", "")
+    }
 }
 
 /// What serving needs of a deployment: where, and the version's routes.
@@ -1782,6 +1803,7 @@ where
             version: 1,
             created_at: now,
             updated_at: now,
+            served: Vec::new(),
         })
     }
 
@@ -1835,7 +1857,15 @@ where
         .fetch_all(&mut *conn)
         .await
         .map_err(internal)?;
-        rows.into_iter().map(PersonaRow::into_record).collect()
+        let mut served = persona_deployments::<DB>(&mut conn, ws.id).await?;
+        rows.into_iter()
+            .map(|row| {
+                let id = row.id;
+                let mut record = row.into_record()?;
+                record.served = served.remove(&id).unwrap_or_default();
+                Ok(record)
+            })
+            .collect()
     }
 
     async fn update_persona(
@@ -1900,6 +1930,17 @@ where
             current.version,
             expected_version,
         )?;
+        if !current.served.is_empty() {
+            let serving: Vec<String> = current
+                .served
+                .iter()
+                .map(|(env, n)| format!("{env} (version {n})"))
+                .collect();
+            return Err(StoreError::FailedPrecondition(format!(
+                "persona '{name}' is served by {}; it can be deleted once no environment after the first serves it (roll back the promotions that put it there)",
+                serving.join(", ")
+            )));
+        }
         sqlx::query("DELETE FROM personas WHERE id = $1")
             .bind(current.id)
             .execute(&mut *tx)
@@ -2198,12 +2239,10 @@ where
         .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
-        let personas: Vec<ServingPersonaRow> = sqlx::query_as(
-            "SELECT workspace_id, name, data FROM personas ORDER BY workspace_id, name",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
+        let personas: Vec<ServingPersonaRow> = sqlx::query_as(&serving_personas_sql(false))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(internal)?;
         let mut keys_by_workspace = serving_keys::<DB>(&mut tx, None).await?;
         let routes: Vec<ServingRouteRow> = sqlx::query_as(concat!(
             select_serving_route!(),
@@ -2314,13 +2353,12 @@ where
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(internal)?;
-                    let personas: Vec<ServingPersonaRow> = sqlx::query_as(
-                        "SELECT workspace_id, name, data FROM personas WHERE workspace_id = $1 ORDER BY name",
-                    )
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(internal)?;
+                    let personas: Vec<ServingPersonaRow> =
+                        sqlx::query_as(&serving_personas_sql(true))
+                            .bind(id)
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(internal)?;
                     let keys = serving_keys::<DB>(&mut tx, Some(id))
                         .await?
                         .remove(&id)
@@ -2389,16 +2427,25 @@ fn workspace_config(
             .map_err(|e| e.within(&format!("environments.{}", key.environment)))?;
         keys_by_env.entry(key.environment).or_default().push(config);
     }
-    let personas = personas
-        .into_iter()
-        .map(|row| {
-            let field = format!("personas.{}", row.name);
-            Ok(PersonaConfig {
-                name: Slug::parse(&row.name).map_err(|e| FieldError::new(&field, e.to_string()))?,
-                data: parse_persona_data(&row.data).map_err(|e| e.within(&field))?,
-            })
-        })
-        .collect::<Result<Vec<_>, FieldError>>()?;
+    // Working copies under "", promoted versions under their environment.
+    let mut personas_by_env: HashMap<String, Vec<PersonaConfig>> = HashMap::new();
+    for row in personas {
+        let env = row.environment.unwrap_or_default();
+        let field = if env.is_empty() {
+            format!("personas.{}", row.name)
+        } else {
+            format!("environments.{env}.personas.{}", row.name)
+        };
+        let persona = PersonaConfig {
+            name: Slug::parse(&row.name).map_err(|e| FieldError::new(&field, e.to_string()))?,
+            data: parse_persona_data(&row.data).map_err(|e| e.within(&field))?,
+        };
+        personas_by_env.entry(env).or_default().push(persona);
+    }
+    for list in personas_by_env.values_mut() {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let mut working_personas = personas_by_env.remove("");
     let mut deployed_routes: HashMap<String, Vec<ConfigRoute>> = HashMap::new();
     for deployment in deployed {
         let routes = decode_content(&deployment.content).map_err(|e| {
@@ -2440,16 +2487,23 @@ fn workspace_config(
                 Slug::parse(&env.name).map_err(|e| FieldError::new(&field, e.to_string()))?;
             let settings = parse_settings(&env.settings)
                 .map_err(|e| FieldError::new(format!("{field}.settings"), e))?;
-            let served = if first.as_deref() == Some(name.as_str()) {
-                routes.take().unwrap_or_default()
+            let (served, personas) = if first.as_deref() == Some(name.as_str()) {
+                (
+                    routes.take().unwrap_or_default(),
+                    working_personas.take().unwrap_or_default(),
+                )
             } else {
-                deployed_routes.remove(name.as_str()).unwrap_or_default()
+                (
+                    deployed_routes.remove(name.as_str()).unwrap_or_default(),
+                    personas_by_env.remove(name.as_str()).unwrap_or_default(),
+                )
             };
             Ok(EnvironmentConfig {
                 name,
                 realism: settings.over(&defaults).effective().realism,
                 routes: served,
                 keys: keys_by_env.remove(env.name.as_str()).unwrap_or_default(),
+                personas,
             })
         })
         .collect::<Result<Vec<_>, FieldError>>()?;
@@ -2458,7 +2512,6 @@ fn workspace_config(
         slug,
         active,
         environments,
-        personas,
         state_epoch: to_u64(ws.state_epoch),
         require_api_keys: ws.require_keys != 0,
     };
@@ -2827,7 +2880,59 @@ where
     .await
     .map_err(internal)?
     .ok_or_else(|| StoreError::NotFound(format!("persona '{name}' of {key}")))?;
-    row.into_record()
+    let id = row.id;
+    let mut record = row.into_record()?;
+    record.served = persona_deployments::<DB>(&mut *conn, workspace_id)
+        .await?
+        .remove(&id)
+        .unwrap_or_default();
+    Ok(record)
+}
+
+/// What a persona of a workspace is served as after the first
+/// environment of the chain.
+#[derive(FromRow)]
+struct PersonaDeploymentRow {
+    persona_id: Uuid,
+    name: String,
+    number: i64,
+}
+
+/// What the environments after the first of the chain serve of a
+/// workspace's personas: `(environment, version)` per persona, in chain
+/// order.
+async fn persona_deployments<DB>(
+    conn: &mut DB::Connection,
+    workspace_id: Uuid,
+) -> StoreResult<HashMap<Uuid, Vec<(String, i64)>>>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+{
+    let rows: Vec<PersonaDeploymentRow> = sqlx::query_as(
+        "SELECT d.persona_id, e.name, d.number FROM persona_deployments d \
+         JOIN environments e ON e.id = d.environment_id \
+         WHERE d.workspace_id = $1 \
+         AND NOT (e.position > 0 AND e.position = (SELECT MIN(f.position) FROM environments f \
+                  WHERE f.workspace_id = e.workspace_id AND f.position > 0)) \
+         ORDER BY e.position = 0, e.position, e.name",
+    )
+    .bind(workspace_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(internal)?;
+    let mut out: HashMap<Uuid, Vec<(String, i64)>> = HashMap::new();
+    for row in rows {
+        out.entry(row.persona_id)
+            .or_default()
+            .push((row.name, row.number));
+    }
+    Ok(out)
 }
 
 async fn insert_persona_version<DB>(

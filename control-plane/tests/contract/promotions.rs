@@ -33,7 +33,7 @@ fn actor(name: &str) -> Actor {
 fn request(by: &str) -> NewPromotion {
     NewPromotion {
         kind: EntityKind::Scenario,
-        scenario: slug("default"),
+        name: slug("default"),
         version: None,
         from: slug("dev"),
         to: slug("test"),
@@ -311,4 +311,257 @@ pub async fn pending_promotions_are_reminded_then_expire(store: Arc<dyn Store>) 
             .unwrap()
             .is_empty()
     );
+}
+
+/// What the environment serves of personas, by name.
+async fn personas_in(store: &dyn Store, env: &str) -> Vec<(String, serde_json::Value)> {
+    let config = store.load_config().await.unwrap();
+    let ws = config
+        .workspaces
+        .iter()
+        .find(|w| w.slug.as_str() == "shop")
+        .unwrap();
+    ws.environment(env)
+        .unwrap()
+        .personas
+        .iter()
+        .map(|p| (p.name.to_string(), p.data.clone()))
+        .collect()
+}
+
+async fn test_settings(store: &dyn Store, org: Uuid) -> EnvSettings {
+    store
+        .get_workspace(org, &shop())
+        .await
+        .unwrap()
+        .environment("test")
+        .unwrap()
+        .settings
+        .clone()
+}
+
+pub async fn personas_and_settings_are_promoted_and_rolled_back(store: Arc<dyn Store>) {
+    let org = setup(&*store).await;
+    let alice = slug("alice");
+    let v1 = serde_json::json!({"user": {"name": "Alice", "id": 7}});
+    let v2 = serde_json::json!({"user": {"name": "Alice B.", "id": 7}});
+    store
+        .create_persona(org, &shop(), &alice, &v1)
+        .await
+        .unwrap();
+    store
+        .update_persona(org, &shop(), &alice, &v2, None)
+        .await
+        .unwrap();
+    // Only dev serves the working copy.
+    assert_eq!(
+        personas_in(&*store, "dev").await,
+        vec![("alice".into(), v2.clone())]
+    );
+    assert!(personas_in(&*store, "test").await.is_empty());
+
+    // Version 1, explicitly, into test (one approval needed there).
+    let persona = |version: Option<u32>| NewPromotion {
+        kind: EntityKind::Persona,
+        name: alice.clone(),
+        version,
+        ..request("dev-1")
+    };
+    let preview = store
+        .preview_promotion(org, &shop(), &persona(Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(preview.evaluation.diff.added, vec!["persona alice"]);
+    assert_eq!(preview.current_version, None);
+    let p = store
+        .create_promotion(org, &shop(), persona(Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.status, p.kind, p.name.as_str(), p.version),
+        (Status::Pending, EntityKind::Persona, "alice", 1)
+    );
+    let again = store.create_promotion(org, &shop(), persona(None)).await;
+    assert!(
+        matches!(&again, Err(StoreError::AlreadyExists(m)) if m.contains("persona 'alice'")),
+        "{again:?}"
+    );
+    store
+        .decide_promotion(org, p.id, decision("qa-1", true))
+        .await
+        .unwrap();
+    let done = store
+        .execute_promotion(org, p.id, actor("qa-1"))
+        .await
+        .unwrap();
+    assert_eq!(done.status, Status::Completed, "{}", done.status_reason);
+    assert_eq!(
+        personas_in(&*store, "test").await,
+        vec![("alice".into(), v1.clone())]
+    );
+    assert_eq!(
+        personas_in(&*store, "dev").await,
+        vec![("alice".into(), v2.clone())]
+    );
+    let record = store.get_persona(org, &shop(), &alice, None).await.unwrap();
+    assert_eq!(record.served, vec![("test".to_owned(), 1)]);
+    // A served persona cannot be deleted.
+    let delete = store.delete_persona(org, &shop(), &alice, None).await;
+    assert!(
+        matches!(&delete, Err(StoreError::FailedPrecondition(m)) if m.contains("test (version 1)")),
+        "{delete:?}"
+    );
+    // Test → prod moves what test serves; asking for another version is refused.
+    let wrong = store
+        .create_promotion(
+            org,
+            &shop(),
+            NewPromotion {
+                from: slug("test"),
+                to: slug("prod"),
+                ..persona(Some(2))
+            },
+        )
+        .await;
+    assert!(
+        matches!(&wrong, Err(StoreError::FailedPrecondition(m)) if m.contains("test serves version 1 of persona 'alice', not 2")),
+        "{wrong:?}"
+    );
+
+    // Roll back: test serves no alice again, recorded in the history.
+    let back = store
+        .rollback_promotion(org, p.id, actor("qa-1"), "")
+        .await
+        .unwrap();
+    assert_eq!(back.status, Status::RolledBack);
+    assert!(personas_in(&*store, "test").await.is_empty());
+    let releases = store
+        .list_releases(org, &shop(), Some("test"), 10)
+        .await
+        .unwrap();
+    let history: Vec<(EntityKind, &str, u32, u32, &str)> = releases
+        .iter()
+        .map(|r| {
+            (
+                r.entity,
+                r.name.as_str(),
+                r.version,
+                r.previous_version,
+                r.kind.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (EntityKind::Persona, "alice", 0, 1, "rollback"),
+            (EntityKind::Persona, "alice", 1, 0, "promotion"),
+        ]
+    );
+
+    // Settings: dev's reality level and latency go to test; test's
+    // approvals stay as they were.
+    store
+        .update_environment(
+            org,
+            &shop(),
+            &slug("dev"),
+            &EnvironmentPatch {
+                settings: Some(SettingsPatch {
+                    values: EnvSettings {
+                        reality: Some(4),
+                        drift_budget: Some(9),
+                        ..Default::default()
+                    },
+                    keys: vec![SettingKey::Reality, SettingKey::DriftBudget],
+                }),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let settings = NewPromotion {
+        kind: EntityKind::Environment,
+        name: slug("dev"),
+        ..request("dev-1")
+    };
+    let before = test_settings(&*store, org).await;
+    let s = store
+        .create_promotion(org, &shop(), settings.clone())
+        .await
+        .unwrap();
+    assert_eq!(s.settings.as_ref().unwrap().reality, Some(4));
+    assert_eq!(
+        s.settings.as_ref().unwrap().drift_budget,
+        None,
+        "governance does not travel"
+    );
+    assert!(
+        s.diff
+            .changed
+            .iter()
+            .any(|c| c.starts_with("settings.reality")),
+        "{:?}",
+        s.diff
+    );
+    // Dev changes after the request: the promotion moves what was asked for.
+    store
+        .update_environment(
+            org,
+            &shop(),
+            &slug("dev"),
+            &EnvironmentPatch {
+                settings: Some(SettingsPatch {
+                    values: EnvSettings {
+                        reality: Some(5),
+                        ..Default::default()
+                    },
+                    keys: vec![SettingKey::Reality],
+                }),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .decide_promotion(org, s.id, decision("qa-1", true))
+        .await
+        .unwrap();
+    let done = store
+        .execute_promotion(org, s.id, actor("qa-1"))
+        .await
+        .unwrap();
+    assert_eq!(done.status, Status::Completed, "{}", done.status_reason);
+    let test = test_settings(&*store, org).await;
+    assert_eq!(test.reality, Some(4));
+    assert_eq!(
+        test.drift_budget, before.drift_budget,
+        "dev's budget of 9 stays in dev"
+    );
+    assert_eq!(test.approvals.as_ref().unwrap().required, 1);
+    let again = store
+        .create_promotion(
+            org,
+            &shop(),
+            NewPromotion {
+                version: None,
+                ..settings.clone()
+            },
+        )
+        .await;
+    assert!(again.is_ok(), "dev moved on to 5: {again:?}");
+    store
+        .decide_promotion(org, again.unwrap().id, decision("qa-1", false))
+        .await
+        .unwrap();
+    let back = store
+        .rollback_promotion(org, s.id, actor("qa-1"), "too slow")
+        .await
+        .unwrap();
+    assert_eq!(back.status, Status::RolledBack);
+    let test = test_settings(&*store, org).await;
+    assert_eq!(test.reality, before.reality);
+    assert_eq!(test.approvals.as_ref().unwrap().required, 1);
 }
