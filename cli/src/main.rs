@@ -138,8 +138,10 @@ enum Command {
     /// Show the requests the nodes answered for a workspace, per
     /// environment; requests made with test keys apart.
     Usage(keys::UsageArgs),
-    /// Promote a scenario version to a later environment of the chain:
-    /// gated, approved when it must be, executed when it may be.
+    /// Promote a scenario version, a persona version (--persona) or an
+    /// environment's served settings (--settings) to a later environment
+    /// of the chain: gated, approved when it must be, executed when it may
+    /// be.
     #[command(disable_version_flag = true)]
     Promote(promotions::PromoteArgs),
     /// List, inspect, approve, reject, execute and roll back promotions;
@@ -656,7 +658,7 @@ const WORKSPACE_COLUMNS: [&str; 5] = ["slug", "name", "routes", "id", "active_en
 const ROUTE_COLUMNS: [&str; 5] = ["id", "method", "path", "status", "name"];
 const SCENARIO_COLUMNS: [&str; 5] = ["name", "routes", "version", "deployed", "tags"];
 const VERSION_COLUMNS: [&str; 5] = ["version", "created", "routes", "note", "hash"];
-const PERSONA_COLUMNS: [&str; 4] = ["name", "version", "updated", "data"];
+const PERSONA_COLUMNS: [&str; 5] = ["name", "version", "served", "updated", "data"];
 const JOURNAL_COLUMNS: [&str; 7] = [
     "time", "env", "method", "path", "status", "outcome", "route",
 ];

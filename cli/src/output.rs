@@ -230,6 +230,8 @@ impl From<&v1::ScenarioVersion> for VersionView {
 pub struct PersonaView {
     pub name: String,
     pub version: u32,
+    /// What the environments after the first serve: `test: v1`.
+    pub served: Vec<String>,
     pub data: Value,
     pub etag: String,
     pub created: String,
@@ -241,6 +243,11 @@ impl From<&v1::Persona> for PersonaView {
         Self {
             name: p.name.clone(),
             version: p.version,
+            served: p
+                .deployments
+                .iter()
+                .map(|d| format!("{}: v{}", d.environment, d.version))
+                .collect(),
             data: serde_json::from_str(&p.data).unwrap_or_else(|_| Value::from(p.data.clone())),
             etag: p.etag.clone(),
             created: time(p.create_time.as_ref()),

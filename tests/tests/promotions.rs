@@ -849,3 +849,245 @@ async fn the_cli_promotes_with_contract_and_external_checks() {
         "{releases}"
     );
 }
+
+/// Personas and environment settings move along the chain like scenarios:
+/// `promote --persona` and `promote --settings` through the CLI, each node
+/// serving the promoted persona and settings in test while dev keeps its
+/// working copy; a rollback restores what test served on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personas_and_settings_move_along_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    for name in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(name)).unwrap();
+    }
+    let nodes = vec![
+        Node::start(&dir.path().join("a"), &plane.url())
+            .await
+            .unwrap(),
+        Node::start(&dir.path().join("b"), &plane.url())
+            .await
+            .unwrap(),
+    ];
+    let cli = mockplane_e2e::Cli {
+        server: plane.url(),
+        token: plane.token.as_deref(),
+    };
+    cli.workspace_with_mocks(
+        dir.path(),
+        "shop",
+        "routes:\n  - path: /me\n    response:\n      status: 200\n      template: true\n      body: 'hi {{persona.user.name}}'\n",
+    )
+    .await;
+    let mut admin = plane.api(plane.token.as_deref().unwrap()).await;
+    for (env, level) in [("dev", 1), ("test", 1)] {
+        admin
+            .environments
+            .update_environment(set_reality("shop", env, level))
+            .await
+            .unwrap();
+    }
+    cli.ok(&["scenario", "version", "shop", "default"]).await;
+    cli.ok(&["promote", "shop", "default", "--to", "test", "-o", "json"])
+        .await;
+    let persona = dir.path().join("ada.json");
+    std::fs::write(&persona, r#"{"user": {"name": "Ada", "id": 1}}"#).unwrap();
+    cli.ok(&[
+        "persona",
+        "create",
+        "shop",
+        "default",
+        "-f",
+        &persona.display().to_string(),
+    ])
+    .await;
+    all_serve(&nodes, "dev", "/w/shop/me", "hi Ada").await;
+    // Test serves the scenario but no persona yet.
+    for node in &nodes {
+        eventually("test to serve the scenario", || async {
+            let (status, body) = body_in(node, "test", "/w/shop/me").await;
+            (status == 200 && body == "hi ").then_some(())
+        })
+        .await;
+    }
+
+    let promoted = cli
+        .ok(&[
+            "promote",
+            "shop",
+            "--persona",
+            "default",
+            "--to",
+            "test",
+            "-o",
+            "json",
+        ])
+        .await;
+    let promoted: serde_json::Value = serde_json::from_str(&promoted).unwrap();
+    assert_eq!(promoted["status"], "completed", "{promoted}");
+    assert_eq!(promoted["entity"], "persona");
+    assert_eq!(promoted["version"], 1);
+    let persona_promotion = promoted["id"].as_str().unwrap().to_owned();
+    all_serve(&nodes, "test", "/w/shop/me", "hi Ada").await;
+
+    // Dev moves on; test keeps version 1 until promoted.
+    std::fs::write(&persona, r#"{"user": {"name": "Grace"}}"#).unwrap();
+    cli.ok(&[
+        "persona",
+        "update",
+        "shop",
+        "default",
+        "-f",
+        &persona.display().to_string(),
+    ])
+    .await;
+    all_serve(&nodes, "dev", "/w/shop/me", "hi Grace").await;
+    all_serve(&nodes, "test", "/w/shop/me", "hi Ada").await;
+    let shown = cli
+        .ok(&["persona", "get", "shop", "default", "-o", "json"])
+        .await;
+    assert!(shown.contains("test: v1"), "{shown}");
+    // The dry run names what a template reading user.id would lose.
+    let preview = cli
+        .ok(&[
+            "promote",
+            "shop",
+            "--persona",
+            "default",
+            "--to",
+            "test",
+            "--dry-run",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert!(
+        preview.contains("persona default: field $.user.id was removed"),
+        "{preview}"
+    );
+    // A served persona cannot be deleted.
+    let refused = cli.fails(&["persona", "delete", "shop", "default"]).await;
+    assert!(refused.contains("served by test (version 1)"), "{refused}");
+
+    // Settings: every answer of dev is a 503; test takes dev's chaos, not
+    // its governance.
+    admin
+        .environments
+        .update_environment(v1::UpdateEnvironmentRequest {
+            workspace: "shop".into(),
+            environment: "dev".into(),
+            patch: Some(v1::Environment {
+                settings: Some(v1::EnvironmentSettings {
+                    chaos: Some(v1::Chaos {
+                        rate: 1.0,
+                        statuses: vec![v1::WeightedStatus {
+                            status: 503,
+                            weight: 1,
+                        }],
+                        ..Default::default()
+                    }),
+                    drift_budget: Some(42),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["settings.chaos".into(), "settings.drift_budget".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let settings = cli
+        .ok(&[
+            "promote",
+            "shop",
+            "--settings",
+            "--to",
+            "test",
+            "-o",
+            "json",
+        ])
+        .await;
+    let settings: serde_json::Value = serde_json::from_str(&settings).unwrap();
+    assert_eq!(settings["status"], "completed", "{settings}");
+    assert_eq!(settings["entity"], "environment");
+    assert!(settings["settings"]["chaos"].is_object(), "{settings}");
+    assert!(
+        settings["settings"].get("drift_budget").is_none(),
+        "{settings}"
+    );
+    for node in &nodes {
+        eventually("test to answer with dev's chaos", || async {
+            let (status, _) = body_in(node, "test", "/w/shop/me").await;
+            (status == 503).then_some(())
+        })
+        .await;
+    }
+    let env = admin
+        .environments
+        .get_environment(v1::GetEnvironmentRequest {
+            workspace: "shop".into(),
+            environment: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        env.settings.unwrap_or_default().drift_budget,
+        Some(42),
+        "governance stays with test"
+    );
+    cli.ok(&[
+        "rollback",
+        settings["id"].as_str().unwrap(),
+        "-c",
+        "too noisy",
+    ])
+    .await;
+    all_serve(&nodes, "test", "/w/shop/me", "hi Ada").await;
+
+    // Rolling the persona back leaves test with none; every node agrees.
+    cli.ok(&["rollback", &persona_promotion]).await;
+    for node in &nodes {
+        eventually("test to serve no persona again", || async {
+            let (status, body) = body_in(node, "test", "/w/shop/me").await;
+            (status == 200 && body == "hi ").then_some(())
+        })
+        .await;
+    }
+    let history = cli
+        .ok(&[
+            "promotions",
+            "releases",
+            "shop",
+            "--env",
+            "test",
+            "-o",
+            "json",
+        ])
+        .await;
+    let history: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    let kinds: Vec<(&str, &str, &str)> = history
+        .iter()
+        .map(|r| {
+            (
+                r["entity"].as_str().unwrap(),
+                r["name"].as_str().unwrap(),
+                r["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("persona", "default", "rollback"),
+            ("environment", "test", "rollback"),
+            ("environment", "test", "promotion"),
+            ("persona", "default", "promotion"),
+            ("scenario", "default", "promotion"),
+        ]
+    );
+}

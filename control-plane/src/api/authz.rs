@@ -133,7 +133,9 @@ pub const METHODS: &[(&str, Rule)] = &[
         "ScenarioService/AdminDeployVersion",
         Rule::Check(&[ScenarioDeploy]),
     ),
-    // Personas: served by every environment.
+    // Personas: the first environment of the chain serves the working
+    // copies that writes change (the handlers target it); the others
+    // serve what promotions put there.
     ("PersonaService/CreatePersona", Rule::Check(&[PersonaWrite])),
     ("PersonaService/GetPersona", Rule::Check(&[PersonaRead])),
     ("PersonaService/ListPersonas", Rule::Check(&[PersonaRead])),

@@ -53,7 +53,7 @@ impl PersonaService for Personas {
         request: Request<v1::CreatePersonaRequest>,
     ) -> Result<Response<v1::Persona>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
-        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
         let persona = request.persona.ok_or_else(|| missing("persona"))?;
         let name = name(&persona.name, "persona.name")?;
@@ -112,7 +112,7 @@ impl PersonaService for Personas {
         request: Request<v1::UpdatePersonaRequest>,
     ) -> Result<Response<v1::Persona>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
-        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
         let name = name(&request.persona, "persona")?;
         let data = data(&request.data, "data")?;
@@ -132,7 +132,7 @@ impl PersonaService for Personas {
         request: Request<v1::DeletePersonaRequest>,
     ) -> Result<Response<()>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
-        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
+        let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
         let request = request.into_inner();
         let name = name(&request.persona, "persona")?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
