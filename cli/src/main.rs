@@ -1304,10 +1304,14 @@ async fn scenario(
         } => {
             let mut api = connect().await?;
             let found = get_scenario(&mut api, &workspace, &name).await?;
-            let routes = match version {
-                None => all_routes(&mut api, &workspace, &found.name).await?,
+            let (routes, checks) = match version {
+                None => (
+                    all_routes(&mut api, &workspace, &found.name).await?,
+                    found.checks.clone(),
+                ),
                 Some(number) => {
-                    api.scenarios
+                    let version = api
+                        .scenarios
                         .get_version(v1::GetVersionRequest {
                             workspace,
                             scenario: name,
@@ -1315,11 +1319,11 @@ async fn scenario(
                         })
                         .await
                         .map_err(status_error)?
-                        .into_inner()
-                        .routes
+                        .into_inner();
+                    (version.routes, version.checks)
                 }
             };
-            let file = scenariofile::export(&found, &routes)
+            let file = scenariofile::export(&found, &routes, &checks)
                 .with_context(|| format!("cannot export scenario {}", found.name))?;
             match format {
                 Format::Json => output::json(&file),

@@ -8,6 +8,10 @@
 //!   name: checkout                 # a slug; `import --name` gives another
 //!   description: The checkout flow
 //!   tags: [payments, "[Reality]"]
+//!   checks:                        # contract checks (optional)
+//!     - name: empty cart
+//!       request: { path: /cart }
+//!       expect: { status: 200 }
 //! routes:                          # exactly the routes of a mock file
 //!   - name: cart
 //!     method: GET
@@ -19,6 +23,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 use mockplane_proto::v1;
+use mockplane_shared::contract::{ContractCheck, check_all};
 use mockplane_shared::scenario::{parse_scenario_name, parse_tags, parse_text};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +39,9 @@ pub struct ScenarioMeta {
     pub description: String,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Contract checks: example requests and the answers they must get.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<ContractCheck>,
 }
 
 /// A whole scenario file as export writes it.
@@ -94,12 +102,18 @@ pub fn parse(
     };
     parse_text("scenario.description", &meta.description)?;
     parse_tags(&meta.tags).map_err(|e| e.within("scenario"))?;
+    check_all(&meta.checks).map_err(|e| e.within("scenario"))?;
     let routes = mockfile::parse_routes(routes)?;
     Ok((
         v1::Scenario {
             name,
             description: meta.description,
             tags: meta.tags,
+            checks: meta
+                .checks
+                .iter()
+                .map(mockplane_proto::convert::contract_check)
+                .collect(),
             ..Default::default()
         },
         routes,
@@ -113,13 +127,20 @@ pub fn load(path: &Path, name: Option<&str>) -> anyhow::Result<(v1::Scenario, Ve
         .with_context(|| format!("{} is not a valid scenario file", path.display()))
 }
 
-/// The file form of a scenario and its routes (working copy or version).
-pub fn export(scenario: &v1::Scenario, routes: &[v1::Route]) -> anyhow::Result<ScenarioFile> {
+/// The file form of a scenario and its routes and contract checks
+/// (the working copy's, or a version's).
+pub fn export(
+    scenario: &v1::Scenario,
+    routes: &[v1::Route],
+    checks: &[v1::ContractCheck],
+) -> anyhow::Result<ScenarioFile> {
     Ok(ScenarioFile {
         scenario: ScenarioMeta {
             name: scenario.name.clone(),
             description: scenario.description.clone(),
             tags: scenario.tags.clone(),
+            checks: mockplane_proto::convert::parse_contract_checks(checks)
+                .map_err(|e| anyhow!("{}", e.within("scenario")))?,
         },
         routes: mockfile::to_file_form(routes)?,
     })
@@ -134,6 +155,10 @@ scenario:
   name: checkout
   description: The checkout flow
   tags: [payments, "[reality]"]
+  checks:
+    - name: cart is empty
+      request: { path: /cart }
+      expect: { status: 200, body: [] }
 routes:
   - name: empty cart
     path: /cart
@@ -187,13 +212,15 @@ routes:
     #[test]
     fn exports_read_back_as_the_same_routes() {
         let (scenario, routes) = parse(FILE, false, None).unwrap();
-        let file = export(&scenario, &routes).unwrap();
+        assert_eq!(scenario.checks.len(), 1);
+        let file = export(&scenario, &routes, &scenario.checks).unwrap();
         let yaml = serde_yaml::to_string(&file).unwrap();
         let (again, reread) = parse(&yaml, false, None).unwrap();
         assert_eq!(reread, routes, "{yaml}");
         assert_eq!(again.tags, scenario.tags);
+        assert_eq!(again.checks, scenario.checks, "{yaml}");
         assert_eq!(
-            serde_yaml::to_string(&export(&again, &reread).unwrap()).unwrap(),
+            serde_yaml::to_string(&export(&again, &reread, &again.checks).unwrap()).unwrap(),
             yaml
         );
         let json = serde_json::to_string_pretty(&file).unwrap();

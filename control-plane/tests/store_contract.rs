@@ -1047,6 +1047,7 @@ mod contract {
                     name: env("checkout"),
                     description: "the checkout flow".into(),
                     tags: tags.clone(),
+                    checks: Vec::new(),
                 },
             )
             .await
@@ -1061,6 +1062,7 @@ mod contract {
                     name: env("checkout"),
                     description: String::new(),
                     tags: Vec::new(),
+                    checks: Vec::new(),
                 },
             )
             .await;
@@ -1229,6 +1231,7 @@ mod contract {
                     name: env("rival"),
                     description: String::new(),
                     tags: Vec::new(),
+                    checks: Vec::new(),
                 },
             )
             .await

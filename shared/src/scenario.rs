@@ -186,6 +186,8 @@ pub struct NewScenario {
     pub name: Slug,
     pub description: String,
     pub tags: Vec<Tag>,
+    /// The working copy's contract checks (see [`crate::contract`]).
+    pub checks: Vec<crate::contract::ContractCheck>,
 }
 
 /// Changes to a scenario; `None` leaves a field as it is.

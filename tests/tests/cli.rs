@@ -587,6 +587,17 @@ async fn scenarios_are_versioned_deployed_exported_and_imported() {
     );
     assert_eq!(default.as_array().unwrap().len(), 0);
 
+    // Contract checks travel with the scenario: frozen into its version,
+    // exported and imported with it.
+    let checks = write(
+        dir.path(),
+        "checkout-checks.yaml",
+        "- name: total in euros\n  request: { path: \"/checkout/total?currency=EUR\" }\n  expect: { status: 200, body: { total: 42 } }\n",
+    );
+    cli.ok(&[
+        "scenario", "update", "shop", "checkout", "--checks", &checks,
+    ])
+    .await;
     // Freeze, and serve the version in test (without test's 1% errors).
     let version = json(
         &cli.ok(&[
@@ -659,6 +670,7 @@ async fn scenarios_are_versioned_deployed_exported_and_imported() {
             .await,
     );
     assert_eq!(first["scenario"]["description"], "The checkout flow");
+    assert_eq!(first["scenario"]["checks"][0]["name"], "total in euros");
     assert_eq!(first["routes"][0]["match"]["query"][0]["equals"], "EUR");
     assert_eq!(first["routes"][0]["response"]["json"]["total"], 42);
     assert_eq!(first["routes"][1]["state"]["set"], "paid");

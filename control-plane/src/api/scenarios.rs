@@ -60,6 +60,11 @@ fn version(record: &VersionRecord) -> v1::ScenarioVersion {
         route_count: record.route_count,
         note: record.note.clone(),
         create_time: Some(timestamp(record.created_at)),
+        checks: record
+            .checks
+            .iter()
+            .map(mockplane_proto::convert::contract_check)
+            .collect(),
         routes: record
             .routes
             .iter()
@@ -99,6 +104,9 @@ impl ScenarioService for Scenarios {
             description: parse_text("scenario.description", &scenario.description)
                 .map_err(ApiError::from)?,
             tags: parse_tags(&scenario.tags)
+                .map_err(|e| e.within("scenario"))
+                .map_err(ApiError::from)?,
+            checks: mockplane_proto::convert::parse_contract_checks(&scenario.checks)
                 .map_err(|e| e.within("scenario"))
                 .map_err(ApiError::from)?,
         };
@@ -294,6 +302,9 @@ impl ScenarioService for Scenarios {
             tags: parse_tags(&scenario.tags)
                 .map_err(|e| e.within("scenario"))
                 .map_err(ApiError::from)?,
+            checks: mockplane_proto::convert::parse_contract_checks(&scenario.checks)
+                .map_err(|e| e.within("scenario"))
+                .map_err(ApiError::from)?,
         };
         let (record, routes) = self
             .0
@@ -341,6 +352,9 @@ impl ScenarioService for Scenarios {
             description: parse_text("scenario.description", &scenario.description)
                 .map_err(ApiError::from)?,
             tags: parse_tags(&scenario.tags)
+                .map_err(|e| e.within("scenario"))
+                .map_err(ApiError::from)?,
+            checks: mockplane_proto::convert::parse_contract_checks(&scenario.checks)
                 .map_err(|e| e.within("scenario"))
                 .map_err(ApiError::from)?,
         };

@@ -203,6 +203,8 @@ pub struct VersionRecord {
     pub created_at: DateTime<Utc>,
     /// The routes, when asked for (`get_version`); empty otherwise.
     pub routes: Vec<ConfigRoute>,
+    /// The contract checks frozen into the version.
+    pub checks: Vec<mockplane_shared::contract::ContractCheck>,
 }
 
 /// A persona at one of its versions.

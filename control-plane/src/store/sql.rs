@@ -181,7 +181,7 @@ macro_rules! select_scenario {
 
 macro_rules! select_version {
     () => {
-        "SELECT v.id, v.number, v.content_hash, v.route_count, v.note, v.created_at, sc.name AS scenario \
+        "SELECT v.id, v.number, v.content_hash, v.route_count, v.note, v.created_at, sc.name AS scenario, v.checks \
          FROM scenario_versions v JOIN scenarios sc ON sc.id = v.scenario_id "
     };
 }
@@ -371,6 +371,7 @@ pub(super) struct VersionRow {
     note: String,
     created_at: DateTime<Utc>,
     scenario: String,
+    checks: String,
 }
 
 impl VersionRow {
@@ -390,6 +391,13 @@ impl VersionRow {
             note: self.note,
             created_at: self.created_at,
             routes,
+            checks: serde_json::from_str(&self.checks).map_err(|e| {
+                corrupt(
+                    "version",
+                    self.id,
+                    &FieldError::new("checks", e.to_string()),
+                )
+            })?,
         })
     }
 }
@@ -864,6 +872,7 @@ where
                 name: default_scenario(),
                 description: String::new(),
                 tags: Vec::new(),
+                checks: Vec::new(),
             },
             now,
         )
@@ -1594,6 +1603,7 @@ where
             note: note.to_owned(),
             created_at: now,
             routes: Vec::new(),
+            checks: record.checks.clone(),
         })
     }
 
@@ -2690,8 +2700,8 @@ where
 {
     let id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO scenarios (id, workspace_id, org_id, name, description, tags, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
+        "INSERT INTO scenarios (id, workspace_id, org_id, name, description, tags, version, created_at, updated_at, checks) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8)",
     )
     .bind(id)
     .bind(workspace_id)
@@ -2700,6 +2710,7 @@ where
     .bind(new.description.clone())
     .bind(tags_json(&new.tags))
     .bind(now)
+    .bind(serde_json::to_string(&new.checks).unwrap_or_else(|_| "[]".to_owned()))
     .execute(&mut *conn)
     .await
     .map_err(|e| {
