@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{ChannelKind, Claimed, GitOpsConfig, Outcome, PullRequest, Store};
+use crate::store::{ChannelKind, Claimed, GitOpsConfig, Outcome, Proposal, PullRequest, Store};
 
 /// Header of a webhook delivery's signature.
 pub const SIGNATURE_HEADER: &str = "x-mockplane-signature";
@@ -406,13 +406,28 @@ async fn gitops(
     let number = text(field(p, "number"));
     // On request the pull request proposes the change; afterwards it
     // records what the environment serves.
-    let scenario = text(field(p, "scenario"));
+    // Events written before personas and settings were promoted name
+    // only a scenario.
+    let name = match text(field(p, "name")) {
+        name if name.is_empty() => text(field(p, "scenario")),
+        name => name,
+    };
     let version = field(p, "version")
         .as_u64()
         .and_then(|v| u32::try_from(v).ok());
-    let proposed = match (claimed.event.as_str(), version) {
-        ("requested" | "approval_needed" | "approved", Some(v)) => Some((scenario.as_str(), v)),
-        _ => None,
+    let proposing = matches!(
+        claimed.event.as_str(),
+        "requested" | "approval_needed" | "approved"
+    );
+    let proposed = match (text(field(p, "entity_kind")).as_str(), version) {
+        _ if !proposing => None,
+        ("persona", Some(v)) => Some(Proposal::Persona(name.as_str(), v)),
+        ("environment", _) => Some(Proposal::Settings(Box::new(
+            serde_json::from_value(field(p, "settings").clone())
+                .map_err(|e| anyhow!("the event's settings: {e}"))?,
+        ))),
+        (_, Some(v)) => Some(Proposal::Scenario(name.as_str(), v)),
+        (_, None) => None,
     };
     let document = store
         .environment_document(claimed.org_id, claimed.workspace_id, &environment, proposed)

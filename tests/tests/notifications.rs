@@ -352,6 +352,11 @@ async fn webhooks_mail_and_pull_requests_follow_a_promotion() {
         file.contains("environment: test") && file.contains("path: /cart"),
         "{file}"
     );
+    // Test's own served settings and its (promoted) personas: none yet.
+    assert!(
+        file.contains("\nsettings:") && file.contains("\npersonas: []"),
+        "{file}"
+    );
     let call = provider
         .received()
         .into_iter()

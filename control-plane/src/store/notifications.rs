@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use mockplane_shared::EnvSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
@@ -204,15 +205,15 @@ pub trait NotificationStore: Send + Sync {
         outcome: Outcome,
         pull_request: Option<PullRequest>,
     ) -> StoreResult<()>;
-    /// What an environment serves, as the YAML document GitOps commits;
-    /// with `proposed` (scenario, version), what it would serve with that
-    /// version in place (a pull request opened on request).
+    /// What an environment serves (scenarios, personas, settings), as the
+    /// YAML document GitOps commits; with `proposed`, what it would serve
+    /// with that change in place (a pull request opened on request).
     async fn environment_document(
         &self,
         org: Uuid,
         workspace: Uuid,
         environment: &str,
-        proposed: Option<(&str, u32)>,
+        proposed: Option<Proposal<'_>>,
     ) -> StoreResult<String>;
 }
 
@@ -307,12 +308,33 @@ where
     Ok(())
 }
 
+/// A change a pull request proposes (see
+/// [`NotificationStore::environment_document`]).
+#[derive(Debug, Clone)]
+pub enum Proposal<'a> {
+    Scenario(&'a str, u32),
+    Persona(&'a str, u32),
+    /// The served part of the settings (see `EnvSettings::served_part`).
+    Settings(Box<EnvSettings>),
+}
+
 /// What an environment serves, in the document GitOps commits.
 #[derive(Serialize)]
 struct EnvironmentDocument {
     workspace: String,
     environment: String,
+    /// The environment's own served settings (reality level, latency,
+    /// chaos, validation); unset ones come from the workspace's defaults.
+    settings: EnvSettings,
     scenarios: Vec<ScenarioDocument>,
+    personas: Vec<PersonaDocument>,
+}
+
+#[derive(Serialize)]
+struct PersonaDocument {
+    name: String,
+    version: u32,
+    data: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -658,7 +680,7 @@ where
         org: Uuid,
         workspace: Uuid,
         environment: &str,
-        proposed: Option<(&str, u32)>,
+        proposed: Option<Proposal<'_>>,
     ) -> StoreResult<String> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = load_workspace::<DB>(&mut tx, org, &WorkspaceRef::Id(workspace)).await?;
@@ -678,7 +700,7 @@ where
         .await
         .map_err(internal)?;
         let mut rows = rows;
-        if let Some((scenario, number)) = proposed {
+        if let Some(Proposal::Scenario(scenario, number)) = proposed {
             let version: Option<(Uuid, i32, String, Vec<u8>)> = sqlx::query_as(
                 "SELECT v.id, v.number, v.content_hash, v.content FROM scenario_versions v \
                  JOIN scenarios sc ON sc.id = v.scenario_id \
@@ -697,6 +719,61 @@ where
             rows.push((scenario.to_owned(), id, number, hash, content));
             rows.sort_by(|a, b| a.0.cmp(&b.0));
         }
+        // The first environment of the chain serves the working copies of
+        // personas; the others what was promoted into them.
+        let personas: Vec<(String, i64, String)> = if ws.chain().first() == Some(environment) {
+            sqlx::query_as(
+                "SELECT name, version, data FROM personas WHERE workspace_id = $1 ORDER BY name",
+            )
+            .bind(ws.id)
+            .fetch_all(&mut *tx)
+            .await
+        } else {
+            sqlx::query_as(
+                "SELECT p.name, d.number, v.data FROM persona_deployments d \
+                 JOIN personas p ON p.id = d.persona_id \
+                 JOIN persona_versions v ON v.persona_id = d.persona_id AND v.number = d.number \
+                 WHERE d.environment_id = $1 ORDER BY p.name",
+            )
+            .bind(env.id)
+            .fetch_all(&mut *tx)
+            .await
+        }
+        .map_err(internal)?;
+        let mut personas: Vec<PersonaDocument> = personas
+            .into_iter()
+            .map(|(name, version, data)| PersonaDocument {
+                name,
+                version: u32::try_from(version).unwrap_or(0),
+                data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+            })
+            .collect();
+        if let Some(Proposal::Persona(name, number)) = proposed {
+            let data: Option<String> = sqlx::query_scalar(
+                "SELECT v.data FROM persona_versions v JOIN personas p ON p.id = v.persona_id \
+                 WHERE p.workspace_id = $1 AND p.name = $2 AND v.number = $3",
+            )
+            .bind(ws.id)
+            .bind(name.to_owned())
+            .bind(i64::from(number))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(internal)?;
+            let data = data.ok_or_else(|| {
+                StoreError::NotFound(format!("version {number} of persona '{name}'"))
+            })?;
+            personas.retain(|p| p.name != name);
+            personas.push(PersonaDocument {
+                name: name.to_owned(),
+                version: number,
+                data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+            });
+            personas.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        let settings = match &proposed {
+            Some(Proposal::Settings(promoted)) => promoted.served_part(),
+            _ => env.settings.served_part(),
+        };
         tx.commit().await.map_err(internal)?;
         let mut scenarios = Vec::with_capacity(rows.len());
         for (name, version_id, number, content_hash, content) in rows {
@@ -722,7 +799,9 @@ where
         serde_yaml::to_string(&EnvironmentDocument {
             workspace: ws.slug.to_string(),
             environment: environment.to_owned(),
+            settings,
             scenarios,
+            personas,
         })
         .map_err(|e| StoreError::Internal(format!("writing the environment document: {e}")))
     }

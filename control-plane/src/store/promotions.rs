@@ -492,6 +492,7 @@ fn event_payload(
             "name": row.scenario,
             "scenario": (row.entity_kind == "scenario").then_some(&row.scenario),
             "version": row.version,
+            "settings": row.settings.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()),
             "from": row.from_environment,
             "to": row.to_environment,
             "status": status.as_str(),
