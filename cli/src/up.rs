@@ -229,6 +229,8 @@ pub async fn run(args: UpArgs, format: Format) -> anyhow::Result<()> {
             format!("http://{grpc}"),
             "--node-id".into(),
             "local-node".into(),
+            "--state-dir".into(),
+            args.data_dir.join("node-state").display().to_string(),
         ],
         logs.join("node.log"),
     )?;

@@ -141,6 +141,9 @@ impl Snapshot {
                 removed: std::mem::take(&mut removed),
                 chunk_index: u32::try_from(index).unwrap_or(u32::MAX),
                 chunk_count: count,
+                // Nothing to serve after changes (every workspace deleted)
+                // is meant; an empty database that never had any is not.
+                empty_is_intended: self.workspaces.is_empty() && self.revision > 0,
             })
             .collect()
     }

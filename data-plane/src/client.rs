@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
+use crate::lkg::LastKnownGood;
 use crate::state::NodeState;
 use crate::table::Update;
 use crate::usage::{Usage, unix_now};
@@ -42,6 +43,8 @@ pub struct ClientConfig {
     pub ops_url: String,
     /// How often usage is reported on the stream; `None`: never.
     pub usage_interval: Option<Duration>,
+    /// Where each applied config is saved; `None`: nowhere.
+    pub lkg: Option<LastKnownGood>,
 }
 
 /// Reconnect delays: exponential from `min` to `max`, each drawn at random
@@ -152,7 +155,10 @@ impl ConfigClient {
                     let Some(update) = chunks.push(part)? else {
                         continue;
                     };
-                    let reply = self.apply(update, backoff, full_sync)?;
+                    let (reply, changed) = self.apply(update, backoff, full_sync)?;
+                    if changed {
+                        self.save().await;
+                    }
                     outbound
                         .send(message(reply))
                         .await
@@ -171,13 +177,34 @@ impl ConfigClient {
         Ok(())
     }
 
-    /// Applies a whole update; returns the ACK or NACK to send.
+    /// Saves what the node serves now as its last-known-good config (off
+    /// the async threads); a failure is logged, serving goes on.
+    async fn save(&self) {
+        let Some(lkg) = self.config.lkg.clone() else {
+            return;
+        };
+        let table = self.state.table.load_full();
+        match tokio::task::spawn_blocking(move || lkg.save(&table)).await {
+            Ok(Ok(revision)) => {
+                tracing::debug!(revision, "saved the last-known-good config");
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "could not save the last-known-good config");
+            }
+            Err(error) => {
+                tracing::error!(%error, "saving the last-known-good config failed");
+            }
+        }
+    }
+
+    /// Applies a whole update; returns the ACK or NACK to send and whether
+    /// the table changed.
     fn apply(
         &self,
         update: Update,
         backoff: &mut Backoff,
         full_sync: &mut bool,
-    ) -> anyhow::Result<v1::node_message::Kind> {
+    ) -> anyhow::Result<(v1::node_message::Kind, bool)> {
         let current = self.state.table.load_full();
         if !update.full && update.base_revision != current.revision {
             // Should not happen; a fresh full snapshot is the safe way out.
@@ -188,13 +215,36 @@ impl ConfigClient {
                 current.revision
             );
         }
+        if current.empties(&update) {
+            tracing::error!(
+                revision = update.revision,
+                serving = current.len(),
+                "refusing a config that would leave nothing to serve; keeping the last one"
+            );
+            self.state.metrics.config_refused_updates.inc();
+            return Ok((
+                v1::node_message::Kind::Nack(v1::Nack {
+                    revision: update.revision,
+                    nonce: update.nonce,
+                    errors: vec![v1::WorkspaceError {
+                        workspace_id: String::new(),
+                        message: format!(
+                            "refused: revision {} would leave nothing to serve on a node serving {} workspaces, and the control plane did not mark it intended (is it on the right database?)",
+                            update.revision,
+                            current.len()
+                        ),
+                    }],
+                }),
+                false,
+            ));
+        }
         let (table, errors) = current.apply(&update);
         let workspaces = table.len();
         self.state.publish(table);
         *full_sync = false;
         backoff.reset();
         self.state.metrics.config_applied.inc();
-        Ok(if errors.is_empty() {
+        let reply = if errors.is_empty() {
             tracing::info!(
                 revision = update.revision,
                 workspaces,
@@ -224,7 +274,8 @@ impl ConfigClient {
                     })
                     .collect(),
             })
-        })
+        };
+        Ok((reply, true))
     }
 }
 
@@ -328,6 +379,7 @@ impl Chunks {
                     base_revision: part.base_revision,
                     upserts: part.upserts,
                     removed: part.removed,
+                    empty_is_intended: part.empty_is_intended,
                 },
                 1,
                 count,

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod journal;
 pub mod listener;
+pub mod lkg;
 pub mod machines;
 pub mod metrics;
 pub mod ops;
@@ -28,6 +29,7 @@ use pingora_core::services::listening::Service as ListeningService;
 use crate::client::{Backoff, ClientConfig, ConfigClient};
 use crate::journal::Journal;
 use crate::listener::{BoundSocket, Prebound};
+use crate::lkg::LastKnownGood;
 use crate::metrics::Metrics;
 use crate::ops::OpsApp;
 use crate::proxy::MockProxy;
@@ -59,6 +61,10 @@ pub struct NodeConfig {
     /// then how long to let requests in flight finish. SIGINT stops at once.
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
+    /// Where the node keeps its last-known-good config (see `lkg.rs`), to
+    /// boot and serve from while the control plane is away; `None`: it
+    /// keeps none.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeConfig {
@@ -100,6 +106,16 @@ pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
         Metrics::new().context("registering metrics")?,
         Journal::with_budget(config.journal_mib.saturating_mul(1024 * 1024)),
     );
+    let lkg = match &config.state_dir {
+        None => None,
+        Some(dir) => Some(
+            LastKnownGood::in_dir(dir)
+                .with_context(|| format!("creating the state directory {}", dir.display()))?,
+        ),
+    };
+    if let Some(lkg) = &lkg {
+        boot_from(lkg, &state);
+    }
     let http_socket = BoundSocket::bind(config.listen)
         .with_context(|| format!("binding the mock listener {}", config.listen))?;
     let ops_socket = BoundSocket::bind(config.ops_listen)
@@ -134,6 +150,7 @@ pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
                 .clone()
                 .unwrap_or_else(|| format!("http://{ops_address}")),
             usage_interval: config.usage_interval,
+            lkg,
         },
         state.clone(),
     );
@@ -147,4 +164,30 @@ pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
         ops_address,
         state,
     })
+}
+
+/// Serves the last-known-good config, if there is a good one, until the
+/// control plane sends something newer: a node restarted while the control
+/// plane is away is ready at once. A damaged file is reported and ignored.
+fn boot_from(lkg: &LastKnownGood, state: &NodeState) {
+    match lkg.load() {
+        Ok(None) => {
+            tracing::info!(file = %lkg.path().display(), "no last-known-good config yet");
+        }
+        Err(error) => {
+            tracing::error!(%error, "ignoring the last-known-good config; waiting for the control plane");
+        }
+        Ok(Some(update)) => {
+            let (table, errors) = state.table.load().apply(&update);
+            for error in &errors {
+                tracing::warn!(workspace = %error.workspace_id, error = %error.message, "last-known-good workspace not served");
+            }
+            tracing::info!(
+                revision = table.revision,
+                workspaces = table.len(),
+                "serving the last-known-good config until the control plane answers"
+            );
+            state.publish(table);
+        }
+    }
 }

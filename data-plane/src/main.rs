@@ -70,6 +70,11 @@ struct Cli {
     /// Longest reconnect delay.
     #[arg(long, default_value = "10000", value_name = "MS")]
     reconnect_max_ms: u64,
+    /// Directory for the node's last-known-good config: written after
+    /// every applied update, read at start so the node serves while the
+    /// control plane is away. Unset: the node keeps none.
+    #[arg(long, env = "MOCKPLANE_NODE_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
     /// On SIGTERM, seconds to keep serving before closing the listeners.
     #[arg(long, default_value = "5", value_name = "SECONDS")]
     grace_period: u64,
@@ -148,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         ),
         grace_period: Duration::from_secs(cli.grace_period),
         shutdown_timeout: Duration::from_secs(cli.shutdown_timeout),
+        state_dir: cli.state_dir,
     })?;
     // Machine-readable events go to stdout, one JSON object per line.
     println!(

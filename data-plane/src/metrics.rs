@@ -52,6 +52,8 @@ pub struct Metrics {
     pub config_connected: IntGauge,
     pub config_applied: IntCounter,
     pub config_rejected_workspaces: IntCounter,
+    /// Whole updates refused because they would have emptied the table.
+    pub config_refused_updates: IntCounter,
 }
 
 impl Metrics {
@@ -99,6 +101,10 @@ impl Metrics {
             config_rejected_workspaces: counter(
                 "config_workspaces_rejected_total",
                 "Workspace configs the node could not apply",
+            )?,
+            config_refused_updates: counter(
+                "config_updates_refused_total",
+                "Updates refused whole because they would have left nothing to serve",
             )?,
             registry,
         })

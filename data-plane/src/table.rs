@@ -206,6 +206,9 @@ pub struct CompiledWorkspace {
     pub id: Uuid,
     pub slug: Box<str>,
     pub hash: String,
+    /// The resource it was compiled from, kept for the last-known-good
+    /// file (see `lkg.rs`).
+    pub resource: v1::WorkspaceResource,
     /// In the control plane's order: the chain, then the others.
     pub environments: Box<[CompiledEnvironment]>,
     /// Index of the environment that answers requests naming none.
@@ -305,6 +308,7 @@ pub fn compile(
         id: config.id,
         slug: config.slug.as_str().into(),
         hash: resource.hash.clone(),
+        resource: resource.clone(),
         environments: environments.into(),
         active,
         state_epoch: config.state_epoch,
@@ -521,6 +525,9 @@ pub struct Update {
     pub base_revision: u64,
     pub upserts: Vec<v1::WorkspaceResource>,
     pub removed: Vec<String>,
+    /// The control plane says an update that leaves nothing to serve is
+    /// meant (see [`RoutingTable::empties`]).
+    pub empty_is_intended: bool,
 }
 
 /// Seeded per process, so request-chosen slugs cannot be made to collide,
@@ -553,6 +560,28 @@ impl RoutingTable {
 
     pub fn contains(&self, id: &Uuid) -> bool {
         self.by_id.contains_key(id)
+    }
+
+    /// Whether `update` would leave this non-empty table with nothing to
+    /// serve without the control plane saying so: a control plane pointed
+    /// at an empty or wrong database must not take the fleet down.
+    pub fn empties(&self, update: &Update) -> bool {
+        if self.by_id.is_empty() || update.empty_is_intended || !update.upserts.is_empty() {
+            return false;
+        }
+        update.full
+            || self.by_id.keys().all(|id| {
+                update
+                    .removed
+                    .iter()
+                    .any(|r| Uuid::try_parse(r).ok() == Some(*id))
+            })
+    }
+
+    /// The resources of every workspace served, for the last-known-good
+    /// file.
+    pub fn resources(&self) -> impl Iterator<Item = &v1::WorkspaceResource> {
+        self.by_id.values().map(|w| &w.resource)
     }
 
     /// Every workspace's state epoch, for the node's state machines.
@@ -706,6 +735,34 @@ mod tests {
         let (table, _) = table.apply(&update(3, true, vec![resource(b, "b", &[])], vec![]));
         assert!(table.workspace("c").is_none());
         assert!(table.workspace("b").is_some());
+    }
+
+    #[test]
+    fn an_update_that_empties_the_table_needs_the_control_plane_to_mean_it() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let empty = RoutingTable::default();
+        assert!(
+            !empty.empties(&update(1, true, vec![], vec![])),
+            "nothing to lose"
+        );
+        let (table, _) = empty.apply(&update(
+            1,
+            true,
+            vec![resource(a, "a", &[]), resource(b, "b", &[])],
+            vec![],
+        ));
+        assert!(table.empties(&update(2, true, vec![], vec![])));
+        assert!(table.empties(&update(2, false, vec![], vec![a, b])));
+        assert!(
+            !table.empties(&update(2, false, vec![], vec![a])),
+            "b stays"
+        );
+        assert!(!table.empties(&update(2, true, vec![resource(a, "a", &[])], vec![])));
+        let meant = Update {
+            empty_is_intended: true,
+            ..update(2, true, vec![], vec![])
+        };
+        assert!(!table.empties(&meant));
     }
 
     #[test]

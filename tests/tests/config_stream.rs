@@ -422,3 +422,108 @@ async fn a_node_that_stops_reading_does_not_hold_up_the_others() {
             .await;
     }
 }
+
+/// A node restarted while every control plane is down serves its
+/// last-known-good file; one pointed at a control plane with an empty
+/// database refuses the empty snapshot and keeps serving; a damaged file
+/// is ignored, not trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_boots_from_its_last_known_good_file_and_refuses_an_empty_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("node-state");
+    let state_arg = state.display().to_string();
+    let mut plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let down = plane.url();
+    let mut api = plane.api(plane.token.as_deref().unwrap()).await;
+    api.workspaces
+        .create_workspace(workspace("kept"))
+        .await
+        .unwrap();
+    api.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "kept".into(),
+            routes: vec![route("GET", "/a", 200, r#"{"v":1}"#)],
+            environment: String::new(),
+            scenario: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut node = Node::start_with(dir.path(), &plane.url(), &["--state-dir", &state_arg])
+        .await
+        .unwrap();
+    node.wait_for("/w/kept/a", 200, |b| b.contains("\"v\":1"))
+        .await;
+    let served = node.status().await["revision"].as_u64().unwrap();
+    mockplane_e2e::eventually("the last-known-good file", || async {
+        std::fs::metadata(state.join("last-known-good.bin"))
+            .ok()
+            .filter(|m| m.len() > 0)
+    })
+    .await;
+
+    // Everything stops; the node restarts with no control plane to reach
+    // and is ready at once, serving what it served.
+    drop(api);
+    plane.process.stop(Signal::SIGTERM).await.unwrap();
+    node.process.stop(Signal::SIGINT).await.unwrap();
+    let mut node = Node::start_with(dir.path(), &down, &["--state-dir", &state_arg])
+        .await
+        .unwrap();
+    let reply = node.get("/w/kept/a").await.unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (200, r#"{"v":1}"#));
+    let status = node.status().await;
+    assert_eq!(status["revision"].as_u64(), Some(served), "{status}");
+    assert_eq!(status["connected"], false, "{status}");
+
+    // A control plane on a new, empty database: its snapshot would empty
+    // the node, which refuses it and keeps serving.
+    node.process.stop(Signal::SIGINT).await.unwrap();
+    let empty_dir = dir.path().join("empty");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    let empty = ControlPlane::start(&empty_dir, "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let node = Node::start_with(dir.path(), &empty.url(), &["--state-dir", &state_arg])
+        .await
+        .unwrap();
+    mockplane_e2e::eventually("the node to refuse the empty snapshot", || async {
+        let metrics = node.ops_get("/metrics").await.ok()?.body;
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mockplane_config_updates_refused_total") && !l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        node.process
+            .log_text()
+            .contains("refusing a config that would leave nothing to serve"),
+        "{}",
+        node.process.log_text()
+    );
+    let reply = node.get("/w/kept/a").await.unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (200, r#"{"v":1}"#));
+    assert_eq!(node.status().await["connected"], true);
+
+    // A damaged file is not trusted: the node waits for a control plane.
+    let mut node = node;
+    node.process.stop(Signal::SIGINT).await.unwrap();
+    let file = state.join("last-known-good.bin");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let node = Node::spawn_with(dir.path(), &down, &["--state-dir", &state_arg])
+        .await
+        .unwrap();
+    mockplane_e2e::eventually("the node to report the damaged file", || async {
+        node.process
+            .log_text()
+            .contains("checksum does not match")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(node.ops_get("/readyz").await.unwrap().status, 503);
+}
