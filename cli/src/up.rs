@@ -217,6 +217,24 @@ pub async fn run(args: UpArgs, format: Format) -> anyhow::Result<()> {
         "admin_password",
     ));
 
+    // The control plane writes the node's credential on its first run; a
+    // data folder from before node tokens gets one now.
+    let node_token = args.data_dir.join("node-token");
+    if !node_token.exists() {
+        let made = std::process::Command::new(&control_plane_bin)
+            .args(["create-node-token", "--name", "local-node", "--data-dir"])
+            .arg(&args.data_dir)
+            .arg("--file")
+            .arg(&node_token)
+            .output()
+            .context("creating a node token")?;
+        if !made.status.success() {
+            bail!(
+                "could not create a node token: {}",
+                String::from_utf8_lossy(&made.stderr).trim()
+            );
+        }
+    }
     let mut node = Process::spawn(
         "the data-plane node",
         &node_bin,
@@ -231,6 +249,8 @@ pub async fn run(args: UpArgs, format: Format) -> anyhow::Result<()> {
             "local-node".into(),
             "--state-dir".into(),
             args.data_dir.join("node-state").display().to_string(),
+            "--token-file".into(),
+            node_token.display().to_string(),
         ],
         logs.join("node.log"),
     )?;

@@ -32,6 +32,42 @@ enum Command {
     /// Create an API token for an org, straight in the database (for example
     /// to replace a lost admin token), and print it once.
     CreateToken(CreateTokenArgs),
+    /// Create a node token (the credential data-plane nodes present on the
+    /// config stream) and print it once. Several can be valid at once:
+    /// rotate by creating a new one, moving the nodes to it, and revoking
+    /// the old one.
+    CreateNodeToken(NodeTokenArgs),
+    /// Revoke a node token: new streams presenting it are refused.
+    RevokeNodeToken(RevokeNodeTokenArgs),
+    /// List node tokens (names, when created, last used, revoked).
+    ListNodeTokens(StoreOnlyArgs),
+}
+
+#[derive(Args)]
+struct NodeTokenArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The token's name: 1-63 letters, digits, '-', '_' or '.'.
+    #[arg(long)]
+    name: String,
+    /// Also write the new token to this file (mode 0600), for
+    /// `mockplane-node --token-file`.
+    #[arg(long)]
+    file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RevokeNodeTokenArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(long)]
+    name: String,
+}
+
+#[derive(Args)]
+struct StoreOnlyArgs {
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args)]
@@ -153,6 +189,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CreateToken(args)) => create_token(args).await,
+        Some(Command::CreateNodeToken(args)) => create_node_token(args).await,
+        Some(Command::RevokeNodeToken(args)) => revoke_node_token(args).await,
+        Some(Command::ListNodeTokens(args)) => list_node_tokens(args).await,
         Some(Command::Serve(args)) => serve(*args).await,
         None => serve(cli.serve).await,
     }
@@ -189,9 +228,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?
     {
+        // Nodes need a credential from the first run on: the token is
+        // written next to the database for local nodes (`mockplane up`).
+        let node_token_file = args.store.data_dir.join("node-token");
+        let node_token =
+            server::create_node_token(&*store, "default", Some(&node_token_file)).await?;
         event(json!({
             "event": "bootstrap",
             "org": first.org.org_name,
+            "node_token": node_token,
+            "node_token_file": node_token_file.display().to_string(),
             "admin_token": first.admin_token,
             "admin_email": first.admin_email,
             "admin_password": first.admin_password,
@@ -262,6 +308,46 @@ async fn create_token(args: CreateTokenArgs) -> anyhow::Result<()> {
         .add_token(&args.org, &args.name, &token::hash(&secret))
         .await?;
     event(json!({ "event": "token", "org": args.org, "name": args.name, "token": secret }));
+    Ok(())
+}
+
+async fn create_node_token(args: NodeTokenArgs) -> anyhow::Result<()> {
+    init_logs(LogFormat::Text);
+    let store = args.store.open().await?;
+    let secret = server::create_node_token(&*store, &args.name, args.file.as_deref()).await?;
+    event(json!({
+        "event": "node_token",
+        "name": args.name,
+        "token": secret,
+        "file": args.file.map(|f| f.display().to_string()),
+        "note": "shown only this once: give it to nodes with --token-file or MOCKPLANE_NODE_TOKEN",
+    }));
+    Ok(())
+}
+
+async fn revoke_node_token(args: RevokeNodeTokenArgs) -> anyhow::Result<()> {
+    init_logs(LogFormat::Text);
+    let store = args.store.open().await?;
+    let record = store.revoke_node_token(&args.name).await?;
+    event(json!({
+        "event": "node_token_revoked",
+        "name": record.name,
+        "revoked_at": record.revoked_at.map(|t| t.to_rfc3339()),
+    }));
+    Ok(())
+}
+
+async fn list_node_tokens(args: StoreOnlyArgs) -> anyhow::Result<()> {
+    init_logs(LogFormat::Text);
+    let store = args.store.open().await?;
+    for record in store.list_node_tokens().await? {
+        event(json!({
+            "name": record.name,
+            "created_at": record.created_at.to_rfc3339(),
+            "last_used_at": record.last_used_at.map(|t| t.to_rfc3339()),
+            "revoked_at": record.revoked_at.map(|t| t.to_rfc3339()),
+        }));
+    }
     Ok(())
 }
 

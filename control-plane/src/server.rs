@@ -102,6 +102,22 @@ pub async fn bootstrap(
     }))
 }
 
+/// Creates a node token named `name` and returns its secret (shown once);
+/// with `file`, also writes it there, readable by the owner only.
+pub async fn create_node_token(
+    store: &dyn Store,
+    name: &str,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    let secret = token::generate_with(token::NODE_TOKEN_PREFIX);
+    store.create_node_token(name, &token::hash(&secret)).await?;
+    if let Some(path) = file {
+        write_secret(path, &secret)
+            .with_context(|| format!("writing the node token to {}", path.display()))?;
+    }
+    Ok(secret)
+}
+
 fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     #[cfg(unix)]
@@ -311,7 +327,8 @@ impl ControlPlane {
             .add_service(NotificationServiceServer::new(Notifications(state.clone())))
             .add_service(JournalServiceServer::new(Journal(state)))
             .add_service(ConfigDiscoveryServer::new(
-                Discovery::new(cache, nodes, shutdown.clone()).with_usage(store.clone()),
+                Discovery::new(store.clone(), cache, nodes, shutdown.clone())
+                    .with_usage(store.clone()),
             ))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),

@@ -20,7 +20,12 @@ use uuid::Uuid;
 
 /// Tables that hold no tenant content: the fleet's revision counter, the
 /// log of which workspace ids changed at which revision, sqlx's own.
-const FLEET_TABLES: [&str; 3] = ["_sqlx_migrations", "config_revision", "change_log"];
+const FLEET_TABLES: [&str; 4] = [
+    "_sqlx_migrations",
+    "config_revision",
+    "change_log",
+    "node_tokens",
+];
 
 fn route(path: &str) -> RouteSpec {
     RouteSpec::parse("", "GET", path, || {

@@ -2046,4 +2046,5 @@ contract_suite!(
     a_promotion_runs_its_lifecycle,
     pending_promotions_are_reminded_then_expire,
     personas_and_settings_are_promoted_and_rolled_back,
+    node_tokens_are_checked_by_hash_and_revoked,
 );

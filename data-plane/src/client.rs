@@ -45,6 +45,8 @@ pub struct ClientConfig {
     pub usage_interval: Option<Duration>,
     /// Where each applied config is saved; `None`: nowhere.
     pub lkg: Option<LastKnownGood>,
+    /// The node token presented on the stream.
+    pub token: String,
 }
 
 /// Reconnect delays: exponential from `min` to `max`, each drawn at random
@@ -133,8 +135,15 @@ impl ConfigClient {
             })))
             .await
             .context("queueing hello")?;
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.config.token)
+                .parse()
+                .context("the node token is not a valid header value")?,
+        );
         let mut inbound = tokio::select! {
-            opened = client.stream(ReceiverStream::new(rx)) => {
+            opened = client.stream(request) => {
                 opened.context("opening the config stream")?.into_inner()
             }
             _ = shutdown.changed() => return Ok(()),

@@ -65,6 +65,8 @@ pub struct NodeConfig {
     /// boot and serve from while the control plane is away; `None`: it
     /// keeps none.
     pub state_dir: Option<std::path::PathBuf>,
+    /// The node token presented to the control plane (`mpn_…`).
+    pub token: String,
 }
 
 impl NodeConfig {
@@ -84,6 +86,16 @@ impl NodeConfig {
         }
         if self.threads == 0 {
             anyhow::bail!("--threads must be at least 1");
+        }
+        let token = &self.token;
+        if token.is_empty() {
+            anyhow::bail!(
+                "a node needs a node token: --token-file FILE or MOCKPLANE_NODE_TOKEN (`mockplane-control-plane create-node-token` makes one)"
+            );
+        }
+        if !token.starts_with("mpn_") || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            anyhow::bail!("the node token must be one mpn_… word (a node token, not an API token)");
         }
         Ok(())
     }
@@ -151,6 +163,7 @@ pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
                 .unwrap_or_else(|| format!("http://{ops_address}")),
             usage_interval: config.usage_interval,
             lkg,
+            token: config.token.clone(),
         },
         state.clone(),
     );

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use mockplane_data_plane::NodeConfig;
 use mockplane_data_plane::client::Backoff;
@@ -70,6 +71,19 @@ struct Cli {
     /// Longest reconnect delay.
     #[arg(long, default_value = "10000", value_name = "MS")]
     reconnect_max_ms: u64,
+    /// The node token to present to the control plane (`mpn_…`); prefer
+    /// --token-file, which keeps it out of the process list.
+    #[arg(long, env = "MOCKPLANE_NODE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the node token (what `mockplane-control-plane
+    /// create-node-token --file` writes).
+    #[arg(
+        long,
+        env = "MOCKPLANE_NODE_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    token_file: Option<std::path::PathBuf>,
     /// Directory for the node's last-known-good config: written after
     /// every applied update, read at start so the node serves while the
     /// control plane is away. Unset: the node keeps none.
@@ -133,6 +147,14 @@ fn main() -> anyhow::Result<()> {
     }
 
     raise_open_files_limit();
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(token), _) => token.trim().to_owned(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading the node token from {}", file.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => String::new(),
+    };
     let threads = cli
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
@@ -154,6 +176,7 @@ fn main() -> anyhow::Result<()> {
         grace_period: Duration::from_secs(cli.grace_period),
         shutdown_timeout: Duration::from_secs(cli.shutdown_timeout),
         state_dir: cli.state_dir,
+        token,
     })?;
     // Machine-readable events go to stdout, one JSON object per line.
     println!(

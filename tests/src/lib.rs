@@ -183,6 +183,25 @@ pub struct ControlPlane {
     pub process: Process,
     pub grpc: SocketAddr,
     pub token: Option<String>,
+    /// A node token valid on this control plane's database; nodes started
+    /// against its address present it.
+    pub node_token: String,
+}
+
+/// The node token for each control-plane address a test started, so a
+/// node started against that address (even before the control plane is
+/// back) presents it.
+static NODE_TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn node_token_for(url: &str) -> Option<String> {
+    let tokens = NODE_TOKENS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokens
+        .iter()
+        .rev()
+        .find(|(u, _)| u == url)
+        .map(|(_, t)| t.clone())
 }
 
 /// Every method of the API (`/package.Service/Method`), from its
@@ -308,10 +327,50 @@ impl ControlPlane {
             .context("listening event without address")?
             .parse()?;
         let token = process.event("bootstrap", "admin_token");
+        // The first run's node token, else the one it wrote in its data
+        // folder, else a new one in the same database.
+        let node_token = match process.event("bootstrap", "node_token") {
+            Some(token) => token,
+            None => match std::fs::read_to_string(dir.join("node-token")) {
+                Ok(text) => text.trim().to_owned(),
+                Err(_) => {
+                    let mut create = vec![
+                        "create-node-token".to_owned(),
+                        "--name".into(),
+                        format!("test-{}", uuid::Uuid::new_v4()),
+                        "--data-dir".into(),
+                        dir.display().to_string(),
+                    ];
+                    if let Some(at) = args.iter().position(|a| a == "--database-url") {
+                        create.extend(["--database-url".to_owned(), args[at + 1].clone()]);
+                    }
+                    let output = Command::new(bin("mockplane-control-plane"))
+                        .args(&create)
+                        .output()
+                        .await?;
+                    let stdout = String::from_utf8_lossy(&output.stdout);
+                    let event: Value = stdout
+                        .lines()
+                        .find_map(|l| serde_json::from_str(l).ok())
+                        .with_context(|| {
+                            format!(
+                                "create-node-token printed no event: {}",
+                                String::from_utf8_lossy(&output.stderr)
+                            )
+                        })?;
+                    event["token"].as_str().context("no token")?.to_owned()
+                }
+            },
+        };
+        NODE_TOKENS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((format!("http://{grpc}"), node_token.clone()));
         Ok(Self {
             process,
             grpc,
             token,
+            node_token,
         })
     }
 
@@ -487,6 +546,13 @@ impl Node {
         ]
         .map(str::to_owned)
         .to_vec();
+        // The token of the control plane started at that address, unless
+        // the test gives its own.
+        if !extra.iter().any(|a| a.starts_with("--token"))
+            && let Some(token) = node_token_for(control_plane)
+        {
+            args.extend(["--token".to_owned(), token]);
+        }
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let log = unique_log(dir, "node");
         let process =

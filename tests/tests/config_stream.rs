@@ -264,22 +264,34 @@ async fn a_node_without_a_control_plane_is_not_ready_until_it_gets_a_snapshot() 
 }
 
 /// A raw config stream, as a node would open it.
-async fn open_stream(
-    plane: &ControlPlane,
-    first: v1::node_message::Kind,
-) -> (
+type Opened = (
     tokio::sync::mpsc::Sender<v1::NodeMessage>,
     Result<tonic::Response<tonic::Streaming<v1::ConfigUpdate>>, tonic::Status>,
-) {
+);
+
+async fn open_stream(plane: &ControlPlane, first: v1::node_message::Kind) -> Opened {
+    open_stream_as(plane, Some(&plane.node_token), first).await
+}
+
+/// Opens a stream presenting `token` (none: no credential at all).
+async fn open_stream_as(
+    plane: &ControlPlane,
+    token: Option<&str>,
+    first: v1::node_message::Kind,
+) -> Opened {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tx.send(v1::NodeMessage { kind: Some(first) })
         .await
         .unwrap();
     let mut client = v1::config_discovery_client::ConfigDiscoveryClient::new(plane.channel().await)
         .max_decoding_message_size(64 * 1024 * 1024);
-    let response = client
-        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await;
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let response = client.stream(request).await;
     (tx, response)
 }
 
@@ -303,6 +315,20 @@ async fn the_stream_checks_the_hello_and_sends_a_snapshot_then_deltas() {
         .create_workspace(workspace("first"))
         .await
         .unwrap();
+
+    // No credential, a wrong one, an API token: refused before anything
+    // is read.
+    let current = mockplane_proto::PROTOCOL_VERSION;
+    for (token, says) in [
+        (None, "must present a node token"),
+        (Some("mpn_not-a-real-token"), "not valid"),
+        (plane.token.as_deref(), "not a node token"),
+    ] {
+        let (_tx, refused) = open_stream_as(&plane, token, hello("n0", current, 0)).await;
+        let status = refused.expect_err("an unauthenticated stream is refused");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains(says), "{}", status.message());
+    }
 
     let ack = v1::node_message::Kind::Ack(v1::Ack::default());
     let (_tx, refused) = open_stream(&plane, ack).await;

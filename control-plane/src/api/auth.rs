@@ -24,8 +24,8 @@ use crate::store::audit::{AUDIT_CONTEXT, AuditContext};
 use crate::token;
 
 /// Services outside the API's rules: health checks and reflection, for
-/// probes and tools, and the config stream, which nodes open (node
-/// credentials are not part of this protocol version).
+/// probes and tools, and the config stream, which nodes open with node
+/// tokens that the stream checks itself (`api/discovery.rs`).
 const INFRASTRUCTURE_PREFIXES: [&str; 4] = [
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",

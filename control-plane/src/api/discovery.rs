@@ -32,6 +32,8 @@ const MAX_NODE_ID: usize = 128;
 pub const CONCURRENT_FULL_SYNCS: usize = 16;
 
 pub struct Discovery {
+    /// Checks the node tokens streams present.
+    tokens: Arc<dyn Store>,
     cache: Arc<ConfigCache>,
     nodes: Arc<Nodes>,
     full_syncs: Arc<Semaphore>,
@@ -41,8 +43,14 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(cache: Arc<ConfigCache>, nodes: Arc<Nodes>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        tokens: Arc<dyn Store>,
+        cache: Arc<ConfigCache>,
+        nodes: Arc<Nodes>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
+            tokens,
             cache,
             nodes,
             full_syncs: Arc::new(Semaphore::new(CONCURRENT_FULL_SYNCS)),
@@ -69,6 +77,7 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
         &self,
         request: Request<Streaming<v1::NodeMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let credential = self.authenticate(request.metadata()).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Err(_) => {
@@ -92,6 +101,7 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
             node = %hello.node_id,
             applied = hello.applied_revision,
             version = %hello.binary_version,
+            token = %credential,
             "node connected"
         );
 
@@ -110,6 +120,44 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
         };
         tokio::spawn(session.run(inbound, tx, self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl Discovery {
+    /// The name of the valid node token the stream presents
+    /// (`authorization: Bearer mpn_…`); anything else is refused.
+    async fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<String, Status> {
+        let presented = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let Some(token) = presented else {
+            return Err(Status::unauthenticated(
+                "a node must present a node token (authorization: Bearer mpn_…): start it with --token-file or MOCKPLANE_NODE_TOKEN; `mockplane-control-plane create-node-token` makes one",
+            ));
+        };
+        if !token.starts_with(crate::token::NODE_TOKEN_PREFIX) {
+            return Err(Status::unauthenticated(
+                "that is not a node token (they start with mpn_); API tokens and access tokens do not open the config stream",
+            ));
+        }
+        match self.tokens.use_node_token(&crate::token::hash(token)).await {
+            Ok(Some(record)) => Ok(record.name),
+            Ok(None) => Err(Status::unauthenticated(
+                "the node token is not valid: unknown or revoked",
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "could not check a node token");
+                Err(Status::unavailable(
+                    "the node token cannot be checked right now; retry",
+                ))
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod access;
 pub mod audit;
 mod dialect;
 mod keys;
+mod node_tokens;
 mod notifications;
 mod promotions;
 mod sql;
@@ -30,6 +31,7 @@ use uuid::Uuid;
 pub use access::*;
 pub use dialect::Dialect;
 pub use keys::*;
+pub use node_tokens::*;
 pub use notifications::*;
 pub use promotions::*;
 pub use sql::SqlStore;
@@ -296,6 +298,7 @@ pub trait Store:
     AccessStore
     + audit::AuditStore
     + KeyStore
+    + NodeTokenStore
     + PromotionStore
     + NotificationStore
     + Send

@@ -424,3 +424,38 @@ pub async fn usage_adds_up_per_workspace_and_minute(store: Arc<dyn Store>) {
         Some(at(1_700_000_100))
     );
 }
+
+pub async fn node_tokens_are_checked_by_hash_and_revoked(store: Arc<dyn Store>) {
+    use mockplane_control_plane::store::StoreError;
+    let first = store.create_node_token("fleet-a", "hash-a").await.unwrap();
+    assert_eq!(first.name, "fleet-a");
+    let twice = store.create_node_token("fleet-a", "hash-b").await;
+    assert!(
+        matches!(&twice, Err(StoreError::AlreadyExists(m)) if m.contains("fleet-a")),
+        "{twice:?}"
+    );
+    let bad = store.create_node_token("has space", "hash-c").await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+    store.create_node_token("fleet-b", "hash-b").await.unwrap();
+
+    let used = store.use_node_token("hash-a").await.unwrap().unwrap();
+    assert_eq!(used.name, "fleet-a");
+    assert!(store.use_node_token("hash-x").await.unwrap().is_none());
+    let listed = store.list_node_tokens().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["fleet-a", "fleet-b"]
+    );
+    assert!(listed[0].last_used_at.is_some(), "{listed:?}");
+    assert!(listed[1].last_used_at.is_none(), "{listed:?}");
+
+    // Rotation: b stays valid while a is revoked.
+    let revoked = store.revoke_node_token("fleet-a").await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(store.use_node_token("hash-a").await.unwrap().is_none());
+    assert!(store.use_node_token("hash-b").await.unwrap().is_some());
+    assert!(matches!(
+        store.revoke_node_token("nobody").await,
+        Err(StoreError::NotFound(_))
+    ));
+}

@@ -138,6 +138,7 @@ async fn run_once(
 ) -> anyhow::Result<PropagationResult> {
     let run_dir = work.join(format!("run-propagation-{nodes}"));
     db.copy_to(&run_dir)?;
+    let token = node_token(tools, &run_dir)?;
     let (mut plane, address) =
         start_plane(tools, &run_dir, "127.0.0.1:0", "control-plane-1.log").await?;
     let control_plane_idle = plane.memory().ok();
@@ -146,7 +147,14 @@ async fn run_once(
     let url = format!("http://{address}");
     let started = Instant::now();
     let handles: Vec<_> = (0..nodes)
-        .map(|node| tokio::spawn(simulated_node(node, url.clone(), events.clone())))
+        .map(|node| {
+            tokio::spawn(simulated_node(
+                node,
+                url.clone(),
+                token.clone(),
+                events.clone(),
+            ))
+        })
         .collect();
     let mut revisions = vec![0u64; nodes];
     let mut initial_bytes = Vec::with_capacity(nodes);
@@ -308,12 +316,37 @@ async fn next(
 
 /// A node that keeps a stream open, ACKs every update and reports it;
 /// reconnects like a real node when the stream breaks.
-async fn simulated_node(node: usize, url: String, events: mpsc::UnboundedSender<Applied>) {
+/// A node token for the run's database, made with the operator command.
+fn node_token(tools: &Tools, run_dir: &Path) -> anyhow::Result<String> {
+    let output = std::process::Command::new(tools.binary("mockplane-control-plane"))
+        .args(["create-node-token", "--name", "bench", "--data-dir"])
+        .arg(run_dir)
+        .output()
+        .context("running create-node-token")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let event: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .with_context(|| {
+            format!(
+                "create-node-token failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    Ok(event["token"].as_str().context("no token")?.to_owned())
+}
+
+async fn simulated_node(
+    node: usize,
+    url: String,
+    token: String,
+    events: mpsc::UnboundedSender<Applied>,
+) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     let mut applied = 0u64;
     loop {
         // A broken stream is what the benchmark provokes on restart: reconnect.
-        let _ = stream_once(node, &url, &mut applied, &events, &mut backoff).await;
+        let _ = stream_once(node, &url, &token, &mut applied, &events, &mut backoff).await;
         if events.is_closed() {
             return;
         }
@@ -324,6 +357,7 @@ async fn simulated_node(node: usize, url: String, events: mpsc::UnboundedSender<
 async fn stream_once(
     node: usize,
     url: &str,
+    token: &str,
     applied: &mut u64,
     events: &mpsc::UnboundedSender<Applied>,
     backoff: &mut Backoff,
@@ -347,7 +381,11 @@ async fn stream_once(
             kind: Some(v1::node_message::Kind::Hello(hello)),
         })
         .await?;
-    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let mut inbound = client.stream(request).await?.into_inner();
     let mut bytes = 0u64;
     while let Some(update) = inbound.message().await? {
         // Each message is a length-prefixed frame of 5 bytes plus the message.
