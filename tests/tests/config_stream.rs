@@ -553,3 +553,25 @@ async fn a_node_boots_from_its_last_known_good_file_and_refuses_an_empty_snapsho
     .await;
     assert_eq!(node.ops_get("/readyz").await.unwrap().status, 503);
 }
+
+/// A node with a wrong node token is refused and says why; it never
+/// serves what the control plane has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_wrong_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let node = Node::spawn_with(dir.path(), &plane.url(), &["--token", "mpn_wrong"])
+        .await
+        .unwrap();
+    mockplane_e2e::eventually("the node to be refused", || async {
+        node.process
+            .log_text()
+            .contains("the node token is not valid")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(node.ops_get("/readyz").await.unwrap().status, 503);
+    assert_eq!(node.status().await["connected"], false);
+}
