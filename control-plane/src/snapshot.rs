@@ -277,6 +277,16 @@ impl ConfigCache {
         poll: Duration,
         shutdown: CancellationToken,
     ) {
+        // Changes committed by other replicas (PostgreSQL NOTIFY); the poll
+        // stays as the safety net for a lost signal.
+        let cache = self.clone();
+        let watcher = store.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            watcher
+                .watch_config_changes(Arc::new(move || cache.changed()), stop)
+                .await;
+        });
         let mut ticker = tokio::time::interval(poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -302,9 +302,10 @@ impl ControlPlane {
             listen.into(),
             "--data-dir".into(),
             dir.display().to_string(),
-            "--poll-interval-ms".into(),
-            "200".into(),
         ];
+        if !extra.contains(&"--poll-interval-ms") {
+            args.extend(["--poll-interval-ms".into(), "200".into()]);
+        }
         let shared_database = match database_url {
             Some(url) => Some(url.to_owned()),
             None => postgres_for(dir).await?,

@@ -65,9 +65,12 @@ impl TempDatabase {
 async fn two_replicas_on_postgres_feed_their_nodes_every_change() {
     let database = TempDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
+    // Their catch-up polls are an hour apart: a change reaches the other
+    // replica's nodes only through LISTEN/NOTIFY.
+    let slow_poll = ["--poll-interval-ms", "3600000"];
     let (a, b) = tokio::join!(
-        ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url)),
-        ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url)),
+        ControlPlane::start_with(dir.path(), "127.0.0.1:0", Some(&database.url), &slow_poll),
+        ControlPlane::start_with(dir.path(), "127.0.0.1:0", Some(&database.url), &slow_poll),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     // Started together, exactly one of them bootstrapped the org.

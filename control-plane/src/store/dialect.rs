@@ -10,7 +10,8 @@ use anyhow::Context as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Database, Postgres, Sqlite};
+use sqlx::{Database, Pool, Postgres, Sqlite};
+use tokio_util::sync::CancellationToken;
 
 use super::{SqlStore, Store};
 
@@ -44,10 +45,28 @@ pub trait Dialect: Database {
     /// skips rows another transaction holds (`FOR UPDATE SKIP LOCKED`).
     const SKIP_LOCKED: &'static str;
 
+    /// Run by the transaction that bumps the config revision (`$1`, the
+    /// new revision): tells every replica listening, at commit. `None`:
+    /// the backend has no such signal (one machine: the local wake-up and
+    /// the poll suffice).
+    const NOTIFY: Option<&'static str>;
+
     fn migrator() -> &'static Migrator;
 
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// Calls `wake` whenever another replica commits a config change, until
+    /// `shutdown`; reconnects after errors. Backends without a signal
+    /// return at once.
+    fn watch_changes(
+        pool: Pool<Self>,
+        wake: Arc<dyn Fn() + Send + Sync>,
+        shutdown: CancellationToken,
+    ) -> futures::future::BoxFuture<'static, ()>;
 }
+
+/// The channel config changes are announced on (PostgreSQL NOTIFY).
+pub const CONFIG_CHANNEL: &str = "mockplane_config";
 
 impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
@@ -61,6 +80,50 @@ impl Dialect for Postgres {
         Some("SELECT set_config('mockplane.workspace', $1, true)");
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const NOTIFY: Option<&'static str> =
+        Some("SELECT pg_notify('mockplane_config', CAST($1 AS TEXT))");
+
+    fn watch_changes(
+        pool: Pool<Self>,
+        wake: Arc<dyn Fn() + Send + Sync>,
+        shutdown: CancellationToken,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                let listening = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(CONFIG_CHANNEL).await?;
+                    tracing::info!("listening for config changes of other replicas");
+                    // Whatever was missed while not listening.
+                    wake();
+                    loop {
+                        let notification = listener.recv().await?;
+                        tracing::debug!(
+                            revision = notification.payload(),
+                            "config change announced"
+                        );
+                        wake();
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    result = listening => {
+                        if let Err(error) = result {
+                            tracing::warn!(%error, "lost the config change channel; the poll covers until it is back");
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        })
+    }
 
     fn migrator() -> &'static Migrator {
         &POSTGRES_MIGRATIONS
@@ -82,6 +145,15 @@ impl Dialect for Sqlite {
     const CONFINE: Option<&'static str> = None;
     const FOR_UPDATE: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
+    const NOTIFY: Option<&'static str> = None;
+
+    fn watch_changes(
+        _pool: Pool<Self>,
+        _wake: Arc<dyn Fn() + Send + Sync>,
+        _shutdown: CancellationToken,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 
     fn migrator() -> &'static Migrator {
         &SQLITE_MIGRATIONS

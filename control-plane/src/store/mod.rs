@@ -308,6 +308,15 @@ pub trait Store:
     /// Which backend this is, for logs: "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
 
+    /// Calls `wake` whenever a replica commits a config change (PostgreSQL
+    /// `LISTEN`), until `shutdown`. Returns at once on backends without
+    /// such a signal.
+    async fn watch_config_changes(
+        &self,
+        wake: std::sync::Arc<dyn Fn() + Send + Sync>,
+        shutdown: tokio_util::sync::CancellationToken,
+    );
+
     /// Closes every connection, waiting for them (and SQLite's checkpoint of
     /// its write-ahead log) to finish. Calls after this fail.
     async fn close(&self);

@@ -728,6 +728,14 @@ where
         DB::BACKEND
     }
 
+    async fn watch_config_changes(
+        &self,
+        wake: std::sync::Arc<dyn Fn() + Send + Sync>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        DB::watch_changes(self.pool.clone(), wake, shutdown).await;
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -3155,6 +3163,14 @@ where
         .execute(&mut *conn)
         .await
         .map_err(internal)?;
+    // Other replicas hear of it when this transaction commits.
+    if let Some(notify) = DB::NOTIFY {
+        sqlx::query(notify)
+            .bind(revision)
+            .execute(&mut *conn)
+            .await
+            .map_err(internal)?;
+    }
     Ok(to_u64(revision))
 }
 
