@@ -44,6 +44,9 @@ pub async fn sweep_expired(
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let Some(_lock) = crate::jobs::lead(&*store, "api_keys.sweep").await else {
+            continue;
+        };
         match store
             .delete_expired_api_keys(chrono::Utc::now() - KEEP_EXPIRED)
             .await

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod jobs;
 pub mod jwt;
 pub mod keys;
 pub mod nodes;

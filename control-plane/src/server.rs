@@ -372,6 +372,9 @@ async fn prune_audit_periodically(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let Some(_lock) = crate::jobs::lead(&*store, "audit.prune").await else {
+            continue;
+        };
         let orgs = match store.org_ids().await {
             Ok(orgs) => orgs,
             Err(error) => {

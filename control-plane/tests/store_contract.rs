@@ -2047,4 +2047,5 @@ contract_suite!(
     pending_promotions_are_reminded_then_expire,
     personas_and_settings_are_promoted_and_rolled_back,
     node_tokens_are_checked_by_hash_and_revoked,
+    periodic_jobs_run_on_one_replica_at_a_time,
 );

@@ -793,6 +793,9 @@ pub async fn sweep(store: Arc<dyn Store>, interval: Duration, shutdown: Cancella
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let Some(_lock) = crate::jobs::lead(&*store, "promotions.sweep").await else {
+            continue;
+        };
         let now = chrono::Utc::now();
         match store.expire_promotions(now).await {
             Ok(expired) => {

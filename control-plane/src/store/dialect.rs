@@ -63,6 +63,36 @@ pub trait Dialect: Database {
         wake: Arc<dyn Fn() + Send + Sync>,
         shutdown: CancellationToken,
     ) -> futures::future::BoxFuture<'static, ()>;
+
+    /// Takes the lock of periodic job `key` when no other replica holds
+    /// it; `None` when one does.
+    fn try_job_lock(
+        pool: Pool<Self>,
+        key: i64,
+    ) -> futures::future::BoxFuture<'static, Result<Option<JobLock>, sqlx::Error>>;
+}
+
+/// Held while a periodic job runs on this replica (see
+/// `Store::job_lock`); dropping it lets another replica run the job.
+pub struct JobLock {
+    _held: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl JobLock {
+    /// A lock that holds nothing: backends with one machine.
+    pub fn local() -> Self {
+        Self { _held: None }
+    }
+}
+
+/// A job name as an advisory-lock key (FNV-1a, stable across builds).
+pub fn job_key(job: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in job.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
 /// The channel config changes are announced on (PostgreSQL NOTIFY).
@@ -125,6 +155,25 @@ impl Dialect for Postgres {
         })
     }
 
+    fn try_job_lock(
+        pool: Pool<Self>,
+        key: i64,
+    ) -> futures::future::BoxFuture<'static, Result<Option<JobLock>, sqlx::Error>> {
+        Box::pin(async move {
+            // A transaction-level advisory lock: held until the transaction
+            // ends, which dropping the lock does (a rollback), as does a
+            // replica dying (its connection closes).
+            let mut tx = pool.begin().await?;
+            let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+            Ok(taken.then(|| JobLock {
+                _held: Some(Box::new(tx)),
+            }))
+        })
+    }
+
     fn migrator() -> &'static Migrator {
         &POSTGRES_MIGRATIONS
     }
@@ -153,6 +202,14 @@ impl Dialect for Sqlite {
         _shutdown: CancellationToken,
     ) -> futures::future::BoxFuture<'static, ()> {
         Box::pin(async {})
+    }
+
+    fn try_job_lock(
+        _pool: Pool<Self>,
+        _key: i64,
+    ) -> futures::future::BoxFuture<'static, Result<Option<JobLock>, sqlx::Error>> {
+        // One machine: its write transactions are serialized anyway.
+        Box::pin(async { Ok(Some(JobLock::local())) })
     }
 
     fn migrator() -> &'static Migrator {

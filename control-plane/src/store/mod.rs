@@ -29,7 +29,7 @@ use mockplane_shared::{
 use uuid::Uuid;
 
 pub use access::*;
-pub use dialect::Dialect;
+pub use dialect::{Dialect, JobLock};
 pub use keys::*;
 pub use node_tokens::*;
 pub use notifications::*;
@@ -316,6 +316,11 @@ pub trait Store:
         wake: std::sync::Arc<dyn Fn() + Send + Sync>,
         shutdown: tokio_util::sync::CancellationToken,
     );
+
+    /// The lock of periodic job `job` while no other replica holds it
+    /// (PostgreSQL advisory lock); `None` when another replica runs it now.
+    /// Held until dropped.
+    async fn job_lock(&self, job: &str) -> StoreResult<Option<JobLock>>;
 
     /// Closes every connection, waiting for them (and SQLite's checkpoint of
     /// its write-ahead log) to finish. Calls after this fail.

@@ -736,6 +736,12 @@ where
         DB::watch_changes(self.pool.clone(), wake, shutdown).await;
     }
 
+    async fn job_lock(&self, job: &str) -> StoreResult<Option<super::JobLock>> {
+        DB::try_job_lock(self.pool.clone(), super::dialect::job_key(job))
+            .await
+            .map_err(internal)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -459,3 +459,20 @@ pub async fn node_tokens_are_checked_by_hash_and_revoked(store: Arc<dyn Store>) 
         Err(StoreError::NotFound(_))
     ));
 }
+
+pub async fn periodic_jobs_run_on_one_replica_at_a_time(store: Arc<dyn Store>) {
+    let first = store.job_lock("sweep").await.unwrap();
+    assert!(first.is_some());
+    let other = store.job_lock("prune").await.unwrap();
+    assert!(other.is_some(), "another job has its own lock");
+    let second = store.job_lock("sweep").await.unwrap();
+    if store.backend() == "postgres" {
+        // What a second replica finds while the first runs the job.
+        assert!(second.is_none(), "the lock is held");
+    } else {
+        // One machine: nothing to share it with.
+        assert!(second.is_some());
+    }
+    drop((first, second));
+    assert!(store.job_lock("sweep").await.unwrap().is_some(), "released");
+}
