@@ -157,6 +157,15 @@ struct ServeArgs {
     /// doubled after each further failure (at most an hour).
     #[arg(long, env = "MOCKPLANE_NOTIFY_RETRY_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     notify_retry_ms: u64,
+    /// Seconds a config stream lives before the node is asked to reconnect
+    /// (plus up to half as long again, at random), so that nodes spread
+    /// over the replicas a balancer offers.
+    #[arg(long, env = "MOCKPLANE_STREAM_MAX_AGE_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    stream_max_age_secs: u64,
+    /// New config streams admitted per second; nodes beyond it retry with
+    /// their jittered backoff.
+    #[arg(long, env = "MOCKPLANE_STREAM_ADMISSIONS_PER_SEC", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    stream_admissions_per_sec: u32,
     /// Also write the first run's admin token to this file (mode 0600).
     #[arg(long, env = "MOCKPLANE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
@@ -260,6 +269,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_signer(signer)
         .with_audit_retention(retention, args.audit_retention_dry_run)
         .with_promotion_sweep(Duration::from_secs(args.promotion_sweep_secs))
+        .with_stream_limits(mockplane_control_plane::api::discovery::StreamLimits {
+            max_age: Duration::from_secs(args.stream_max_age_secs),
+            admissions_per_sec: args.stream_admissions_per_sec,
+        })
         .with_notifications(mockplane_control_plane::notify::Settings {
             poll: Duration::from_millis(args.notify_poll_ms),
             retry_base: Duration::from_millis(args.notify_retry_ms),

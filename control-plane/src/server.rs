@@ -146,6 +146,7 @@ pub struct ControlPlane {
     audit_prune_dry_run: bool,
     promotion_sweep: Duration,
     notify: crate::notify::Settings,
+    stream_limits: crate::api::discovery::StreamLimits,
     cache: Arc<ConfigCache>,
     refresher: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -186,6 +187,7 @@ impl ControlPlane {
             audit_prune_dry_run: false,
             promotion_sweep: crate::api::promotions::SWEEP_INTERVAL,
             notify: crate::notify::Settings::default(),
+            stream_limits: crate::api::discovery::StreamLimits::default(),
             cache,
             refresher,
             shutdown,
@@ -216,6 +218,13 @@ impl ControlPlane {
         self
     }
 
+    /// How config streams are paced (maximum age, admissions per second).
+    #[must_use]
+    pub fn with_stream_limits(mut self, limits: crate::api::discovery::StreamLimits) -> Self {
+        self.stream_limits = limits;
+        self
+    }
+
     /// How notifications are delivered (SMTP relay, retries, polling).
     #[must_use]
     pub fn with_notifications(mut self, settings: crate::notify::Settings) -> Self {
@@ -242,6 +251,7 @@ impl ControlPlane {
             audit_prune_dry_run,
             promotion_sweep,
             notify,
+            stream_limits,
             cache,
             refresher,
             shutdown,
@@ -328,6 +338,7 @@ impl ControlPlane {
             .add_service(JournalServiceServer::new(Journal(state)))
             .add_service(ConfigDiscoveryServer::new(
                 Discovery::new(store.clone(), cache, nodes, shutdown.clone())
+                    .with_limits(stream_limits)
                     .with_usage(store.clone()),
             ))
             .serve_with_incoming_shutdown(

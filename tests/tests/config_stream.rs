@@ -575,3 +575,44 @@ async fn a_node_with_a_wrong_token_is_refused() {
     assert_eq!(node.ops_get("/readyz").await.unwrap().status, 503);
     assert_eq!(node.status().await["connected"], false);
 }
+
+/// Streams end at their (randomized) maximum age and nodes reconnect, so a
+/// fleet spreads over the replicas; nothing is lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_at_their_maximum_age_and_nodes_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        None,
+        &["--stream-max-age-secs", "1"],
+    )
+    .await
+    .unwrap();
+    let node = Node::start(dir.path(), &plane.url()).await.unwrap();
+    mockplane_e2e::eventually("the stream to be renewed twice", || async {
+        let log = plane.process.log_text();
+        (log.matches("maximum age").count() >= 2).then_some(())
+    })
+    .await;
+    let mut api = plane.api(plane.token.as_deref().unwrap()).await;
+    api.workspaces
+        .create_workspace(workspace("aging"))
+        .await
+        .unwrap();
+    api.routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "aging".into(),
+            routes: vec![route("GET", "/still", 200, "here")],
+            environment: String::new(),
+            scenario: String::new(),
+        })
+        .await
+        .unwrap();
+    node.wait_for("/w/aging/still", 200, |b| b == "here").await;
+    assert!(
+        plane.process.log_text().matches("node connected").count() >= 3,
+        "{}",
+        plane.process.log_text()
+    );
+}

@@ -31,9 +31,64 @@ const MAX_NODE_ID: usize = 128;
 /// Deltas are small and never wait.
 pub const CONCURRENT_FULL_SYNCS: usize = 16;
 
+/// How streams are paced: how long one lives before the node is asked to
+/// reconnect (so a fleet rebalances across replicas), and how many new
+/// ones are admitted per second (so a fleet reconnecting at once is let in
+/// at a bounded rate; the rest retry with their jittered backoff).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Each stream ends after this, plus up to half of it again at random.
+    pub max_age: Duration,
+    pub admissions_per_sec: u32,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(30 * 60),
+            admissions_per_sec: 200,
+        }
+    }
+}
+
+/// A token bucket: `rate` admissions per second, bursts of up to `rate`.
+struct Admission {
+    rate: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl Admission {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            state: std::sync::Mutex::new((rate, std::time::Instant::now())),
+        }
+    }
+
+    fn admit(&self) -> bool {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let (tokens, last) = *state;
+        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate);
+        if refilled >= 1.0 {
+            *state = (refilled - 1.0, now);
+            true
+        } else {
+            *state = (refilled, now);
+            false
+        }
+    }
+}
+
 pub struct Discovery {
     /// Checks the node tokens streams present.
     tokens: Arc<dyn Store>,
+    limits: StreamLimits,
+    admission: Admission,
     cache: Arc<ConfigCache>,
     nodes: Arc<Nodes>,
     full_syncs: Arc<Semaphore>,
@@ -49,14 +104,25 @@ impl Discovery {
         nodes: Arc<Nodes>,
         shutdown: CancellationToken,
     ) -> Self {
+        let limits = StreamLimits::default();
         Self {
             tokens,
+            limits,
+            admission: Admission::new(limits.admissions_per_sec),
             cache,
             nodes,
             full_syncs: Arc::new(Semaphore::new(CONCURRENT_FULL_SYNCS)),
             shutdown,
             usage: None,
         }
+    }
+
+    /// Paces streams with `limits`.
+    #[must_use]
+    pub fn with_limits(mut self, limits: StreamLimits) -> Self {
+        self.limits = limits;
+        self.admission = Admission::new(limits.admissions_per_sec);
+        self
     }
 
     /// Stores the usage reports nodes send in `store`.
@@ -77,6 +143,11 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
         &self,
         request: Request<Streaming<v1::NodeMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        if !self.admission.admit() {
+            return Err(Status::resource_exhausted(
+                "too many nodes are connecting at once; retry after a (jittered) backoff",
+            ));
+        }
         let credential = self.authenticate(request.metadata()).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
@@ -109,7 +180,14 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
         let stream = self
             .nodes
             .connected(&hello.node_id, &hello.ops_url, hello.applied_revision);
+        // Up to half as long again, at random: streams opened together do
+        // not all end together.
+        let max_age = self
+            .limits
+            .max_age
+            .mul_f64(1.0 + rand::random::<f64>() * 0.5);
         let session = Session {
+            max_age,
             node: hello.node_id,
             applied: hello.applied_revision,
             cache: self.cache.clone(),
@@ -178,6 +256,9 @@ fn check_hello(hello: &v1::Hello) -> Result<(), Status> {
 }
 
 struct Session {
+    /// When this stream ends so that the node reconnects (to whichever
+    /// replica the balancer picks).
+    max_age: Duration,
     node: String,
     /// The revision the node serves, as far as this stream knows: what it
     /// said in Hello, then what was last sent to it.
@@ -198,6 +279,8 @@ impl Session {
         shutdown: CancellationToken,
     ) {
         let mut snapshots = self.cache.subscribe();
+        let expiry = tokio::time::sleep(self.max_age);
+        tokio::pin!(expiry);
         let mut sequence: u64 = 0;
         let mut first = true;
         loop {
@@ -227,6 +310,7 @@ impl Session {
                 self.applied = snapshot.revision;
             }
             tokio::select! {
+                () = &mut expiry => return self.closed("the stream reached its maximum age; the node reconnects"),
                 changed = snapshots.changed() => if changed.is_err() { return self.closed("cache closed") },
                 message = inbound.message() => match message {
                     Ok(Some(message)) => self.on_message(message).await,
@@ -271,5 +355,24 @@ impl Session {
     fn closed(&self, why: &str) {
         self.nodes.disconnected(&self.node, self.stream);
         tracing::info!(node = %self.node, why, "node disconnected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_lets_a_burst_in_then_the_rate() {
+        let admission = Admission::new(5);
+        let admitted = (0..20).filter(|_| admission.admit()).count();
+        assert_eq!(admitted, 5, "a burst of the rate, then nothing at once");
+        // A fifth of a second later, one more.
+        {
+            let mut state = admission.state.lock().unwrap();
+            state.1 -= Duration::from_millis(200);
+        }
+        assert!(admission.admit());
+        assert!(!admission.admit());
     }
 }
