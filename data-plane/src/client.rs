@@ -35,8 +35,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `http://host:port` of the control plane.
-    pub control_plane: String,
+    /// `http://host:port` of each control-plane replica, tried in turn.
+    pub control_planes: Vec<String>,
     pub labels: HashMap<String, String>,
     pub backoff: Backoff,
     /// Where the control plane reaches the ops listener.
@@ -100,11 +100,12 @@ impl ConfigClient {
     /// once, then every second, until the process ends.
     async fn session(
         &self,
+        url: &str,
         backoff: &mut Backoff,
         full_sync: &mut bool,
         shutdown: &mut ShutdownWatch,
     ) -> anyhow::Result<()> {
-        let endpoint = Endpoint::from_shared(self.config.control_plane.clone())
+        let endpoint = Endpoint::from_shared(url.to_owned())
             .context("invalid control plane address")?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -149,7 +150,7 @@ impl ConfigClient {
             _ = shutdown.changed() => return Ok(()),
         };
         self.state.set_connected(true);
-        tracing::info!(control_plane = %self.config.control_plane, applied, "config stream open");
+        tracing::info!(control_plane = %url, applied, "config stream open");
 
         let usage = self.state.table.load().usage().clone();
         let mut reports = self.config.usage_interval.map(every);
@@ -340,12 +341,23 @@ impl BackgroundService for ConfigClient {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut backoff = self.config.backoff;
         let mut full_sync = false;
+        let mut next = 0usize;
         loop {
             if shutting_down(&shutdown) {
                 return;
             }
+            // Replicas in turn: after a failed or ended stream, the next.
+            let Some(url) = self
+                .config
+                .control_planes
+                .get(next % self.config.control_planes.len().max(1))
+            else {
+                tracing::error!("no control plane address to connect to");
+                return;
+            };
+            next = next.wrapping_add(1);
             let outcome = self
-                .session(&mut backoff, &mut full_sync, &mut shutdown)
+                .session(url, &mut backoff, &mut full_sync, &mut shutdown)
                 .await;
             self.state.set_connected(false);
             if shutting_down(&shutdown) {

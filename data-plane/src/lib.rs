@@ -51,7 +51,9 @@ pub struct NodeConfig {
     /// never. Reports are also sent when the node shuts down.
     pub usage_interval: Option<Duration>,
     /// `http://host:port` of the control plane.
-    pub control_plane: String,
+    /// `http://host:port` of each control-plane replica the node may use;
+    /// it moves to the next when a stream fails or ends.
+    pub control_planes: Vec<String>,
     pub node_id: String,
     pub labels: HashMap<String, String>,
     /// Worker threads for mock traffic.
@@ -76,9 +78,15 @@ impl NodeConfig {
         {
             anyhow::bail!("--ops-advertise must be an http://host:port address, got {ops:?}");
         }
-        let url = &self.control_plane;
-        if !url.starts_with("http://") {
-            anyhow::bail!("--control-plane must be an http://host:port address, got {url:?}");
+        if self.control_planes.is_empty() {
+            anyhow::bail!("--control-plane must name at least one http://host:port address");
+        }
+        for url in &self.control_planes {
+            if !url.starts_with("http://") {
+                anyhow::bail!(
+                    "--control-plane must be http://host:port addresses (comma-separated), got {url:?}"
+                );
+            }
         }
         let id = &self.node_id;
         if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
@@ -154,7 +162,7 @@ pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
     ops.threads = Some(1);
     let client = ConfigClient::new(
         ClientConfig {
-            control_plane: config.control_plane,
+            control_planes: config.control_planes,
             labels: config.labels,
             backoff: config.backoff,
             ops_url: config

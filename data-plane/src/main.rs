@@ -48,13 +48,15 @@ struct Cli {
         value_name = "SECONDS"
     )]
     usage_interval_secs: u64,
-    /// The control plane's gRPC address.
+    /// The control plane's gRPC address; several replicas comma-separated
+    /// (the node moves to the next when a stream fails or ends).
     #[arg(
         long,
         env = "MOCKPLANE_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:7070"
+        default_value = "http://127.0.0.1:7070",
+        value_delimiter = ','
     )]
-    control_plane: String,
+    control_plane: Vec<String>,
     /// This node's identity in the control plane's registry. Default: the
     /// host name and a random suffix.
     #[arg(long, env = "MOCKPLANE_NODE_ID")]
@@ -165,7 +167,7 @@ fn main() -> anyhow::Result<()> {
         journal_mib: cli.journal_mib,
         usage_interval: (cli.usage_interval_secs > 0)
             .then(|| Duration::from_secs(cli.usage_interval_secs)),
-        control_plane: cli.control_plane,
+        control_planes: cli.control_plane,
         node_id: cli.node_id.unwrap_or_else(default_node_id),
         labels: cli.labels.into_iter().collect::<HashMap<_, _>>(),
         threads,

@@ -504,3 +504,76 @@ async fn a_control_plane_killed_mid_execution_leaves_all_or_nothing() {
     drop((api, plane));
     database.drop().await;
 }
+
+/// A replica killed with SIGKILL: its nodes move to the other replica they
+/// know and catch up with what changed there meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_a_killed_replica_move_to_another_and_catch_up() {
+    let database = TempDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url))
+        .await
+        .unwrap();
+    let b = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url))
+        .await
+        .unwrap();
+    let token = a.token.clone().unwrap();
+    let nodes = [
+        Node::start_with(dir.path(), &a.url(), &["--control-plane", &b.url()])
+            .await
+            .unwrap(),
+        Node::start_with(dir.path(), &a.url(), &["--control-plane", &b.url()])
+            .await
+            .unwrap(),
+    ];
+    let mut api_a = a.api(&token).await;
+    api_a
+        .workspaces
+        .create_workspace(new_workspace("moving"))
+        .await
+        .unwrap();
+    api_a
+        .routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "moving".into(),
+            routes: vec![route("GET", "/before", 200, "a")],
+            environment: String::new(),
+            scenario: String::new(),
+        })
+        .await
+        .unwrap();
+    for node in &nodes {
+        node.wait_for("/w/moving/before", 200, |b| b == "a").await;
+    }
+    let connected_to_a = a.process.log_text().matches("node connected").count();
+    assert_eq!(connected_to_a, 2, "both nodes start on the first replica");
+
+    drop(api_a);
+    a.process
+        .stop(nix::sys::signal::Signal::SIGKILL)
+        .await
+        .unwrap();
+    let mut api_b = b.api(&token).await;
+    api_b
+        .routes
+        .create_routes(v1::CreateRoutesRequest {
+            workspace: "moving".into(),
+            routes: vec![route("GET", "/after", 200, "b")],
+            environment: String::new(),
+            scenario: String::new(),
+        })
+        .await
+        .unwrap();
+    for node in &nodes {
+        node.wait_for("/w/moving/after", 200, |b| b == "b").await;
+        assert_eq!(node.get("/w/moving/before").await.unwrap().status, 200);
+        assert_eq!(node.status().await["connected"], true);
+    }
+    assert!(
+        b.process.log_text().matches("node connected").count() >= 2,
+        "{}",
+        b.process.log_text()
+    );
+    drop((api_b, nodes, a, b));
+    database.drop().await;
+}
