@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
 use mockplane_proto::v1::config_discovery_client::ConfigDiscoveryClient;
-use mockplane_proto::{PROTOCOL_VERSION, v1};
+use mockplane_proto::{CONFIG_SCHEMA_VERSION, PROTOCOL_VERSION, v1};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use rand::Rng as _;
@@ -133,6 +133,8 @@ impl ConfigClient {
                 protocol_version: PROTOCOL_VERSION,
                 applied_revision: applied,
                 ops_url: self.config.ops_url.clone(),
+                config_schema_version: CONFIG_SCHEMA_VERSION,
+                capabilities: self.capabilities(),
             })))
             .await
             .context("queueing hello")?;
@@ -185,6 +187,18 @@ impl ConfigClient {
             }
         }
         Ok(())
+    }
+
+    /// What this node can do, as the hello tells the control plane.
+    fn capabilities(&self) -> Vec<String> {
+        let mut capabilities = vec!["empty-guard".to_owned()];
+        if self.config.lkg.is_some() {
+            capabilities.push("last-known-good".to_owned());
+        }
+        if self.config.control_planes.len() > 1 {
+            capabilities.push("replica-failover".to_owned());
+        }
+        capabilities
     }
 
     /// Saves what the node serves now as its last-known-good config (off

@@ -21,3 +21,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The config-stream protocol version this build speaks (see `config.proto`).
 pub const PROTOCOL_VERSION: u32 = 4;
+
+/// The version of `WorkspaceConfig` this build writes and reads (see
+/// `config.proto`); 4: personas per environment.
+pub const CONFIG_SCHEMA_VERSION: u32 = 4;

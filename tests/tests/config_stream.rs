@@ -300,6 +300,7 @@ fn hello(node_id: &str, protocol_version: u32, applied_revision: u64) -> v1::nod
         node_id: node_id.into(),
         protocol_version,
         applied_revision,
+        config_schema_version: mockplane_proto::CONFIG_SCHEMA_VERSION,
         ..Default::default()
     })
 }
@@ -341,6 +342,22 @@ async fn the_stream_checks_the_hello_and_sends_a_snapshot_then_deltas() {
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(
         status.message().contains("protocol 99"),
+        "{}",
+        status.message()
+    );
+
+    // A node that reads an older config schema is told so, and gets nothing.
+    let old_schema = v1::node_message::Kind::Hello(v1::Hello {
+        node_id: "old".into(),
+        protocol_version: mockplane_proto::PROTOCOL_VERSION,
+        config_schema_version: 3,
+        ..Default::default()
+    });
+    let (_tx, refused) = open_stream(&plane, old_schema).await;
+    let status = refused.expect_err("an older schema is refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("schema 3") && status.message().contains("keeps serving"),
         "{}",
         status.message()
     );
@@ -481,6 +498,15 @@ async fn a_node_boots_from_its_last_known_good_file_and_refuses_an_empty_snapsho
         .unwrap();
     node.wait_for("/w/kept/a", 200, |b| b.contains("\"v\":1"))
         .await;
+    // The hello told the control plane what the node can do.
+    assert!(
+        plane
+            .process
+            .log_text()
+            .contains("capabilities=empty-guard,last-known-good"),
+        "{}",
+        plane.process.log_text()
+    );
     let served = node.status().await["revision"].as_u64().unwrap();
     mockplane_e2e::eventually("the last-known-good file", || async {
         std::fs::metadata(state.join("last-known-good.bin"))

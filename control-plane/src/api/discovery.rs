@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use mockplane_proto::{PROTOCOL_VERSION, v1};
+use mockplane_proto::{CONFIG_SCHEMA_VERSION, PROTOCOL_VERSION, v1};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -173,6 +173,7 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
             applied = hello.applied_revision,
             version = %hello.binary_version,
             token = %credential,
+            capabilities = %hello.capabilities.join(","),
             "node connected"
         );
 
@@ -245,6 +246,22 @@ fn check_hello(hello: &v1::Hello) -> Result<(), Status> {
             "the node speaks config protocol {}, this control plane speaks {PROTOCOL_VERSION}; run matching versions",
             hello.protocol_version
         )));
+    }
+    if hello.config_schema_version != CONFIG_SCHEMA_VERSION {
+        return Err(Status::failed_precondition(format!(
+            "the node reads workspace configs of schema {}, this control plane writes schema {CONFIG_SCHEMA_VERSION}; upgrade the node (it keeps serving what it has meanwhile)",
+            hello.config_schema_version
+        )));
+    }
+    if hello.capabilities.len() > 32
+        || hello
+            .capabilities
+            .iter()
+            .any(|c| c.is_empty() || c.len() > 64 || c.chars().any(char::is_control))
+    {
+        return Err(Status::invalid_argument(
+            "hello.capabilities: at most 32 names of 1 to 64 printable characters",
+        ));
     }
     let id = hello.node_id.as_str();
     if id.is_empty() || id.len() > MAX_NODE_ID || id.chars().any(char::is_control) {

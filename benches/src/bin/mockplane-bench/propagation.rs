@@ -372,6 +372,7 @@ async fn stream_once(
     let hello = v1::Hello {
         node_id: format!("sim-{node}"),
         protocol_version: PROTOCOL_VERSION,
+        config_schema_version: mockplane_proto::CONFIG_SCHEMA_VERSION,
         applied_revision: *applied,
         binary_version: "bench".into(),
         ..Default::default()
