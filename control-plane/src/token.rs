@@ -7,7 +7,7 @@ use rand::RngCore as _;
 /// Every token starts with this, so leaked tokens are easy to scan for.
 pub const TOKEN_PREFIX: &str = "mpt_";
 /// Node tokens (the config stream's credentials) start with this.
-pub const NODE_TOKEN_PREFIX: &str = "mpn_";
+pub use mockplane_proto::NODE_TOKEN_PREFIX;
 
 /// A new token: the prefix and 256 random bits.
 pub fn generate() -> String {

@@ -168,13 +168,15 @@ impl ConfigClient {
                         continue;
                     };
                     let (reply, changed) = self.apply(update, backoff, full_sync)?;
-                    if changed {
-                        self.save().await;
-                    }
+                    // ACKed once serving; saved after, so the control
+                    // plane never waits on this node's disk.
                     outbound
                         .send(message(reply))
                         .await
                         .context("the config stream closed")?;
+                    if changed {
+                        self.save().await;
+                    }
                 }
                 () = tick(&mut reports) => report(&usage, &outbound)?,
                 _ = shutdown.changed(), if !stopping => {

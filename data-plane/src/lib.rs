@@ -50,7 +50,6 @@ pub struct NodeConfig {
     /// How often the node reports usage to the control plane; `None`:
     /// never. Reports are also sent when the node shuts down.
     pub usage_interval: Option<Duration>,
-    /// `http://host:port` of the control plane.
     /// `http://host:port` of each control-plane replica the node may use;
     /// it moves to the next when a stream fails or ends.
     pub control_planes: Vec<String>,
@@ -101,7 +100,8 @@ impl NodeConfig {
                 "a node needs a node token: --token-file FILE or MOCKPLANE_NODE_TOKEN (`mockplane-control-plane create-node-token` makes one)"
             );
         }
-        if !token.starts_with("mpn_") || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        if !token.starts_with(mockplane_proto::NODE_TOKEN_PREFIX)
+            || token.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             anyhow::bail!("the node token must be one mpn_… word (a node token, not an API token)");
         }
@@ -134,6 +134,10 @@ pub fn build(config: NodeConfig) -> anyhow::Result<Node> {
         ),
     };
     if let Some(lkg) = &lkg {
+        // Its workspaces keep their resources, for the file.
+        state
+            .table
+            .store(Arc::new(table::RoutingTable::keeping_resources()));
         boot_from(lkg, &state);
     }
     let http_socket = BoundSocket::bind(config.listen)

@@ -32,6 +32,8 @@ use sha2::{Digest as _, Sha256};
 use crate::table::{RoutingTable, Update};
 
 const MAGIC: &str = "mockplane-lkg 1";
+/// `ConfigUpdate.upserts`' field number (config.proto).
+const UPSERTS_FIELD: u32 = 5;
 const FILE_NAME: &str = "last-known-good.bin";
 /// Largest file read back; far above any config the control plane sends.
 const MAX_BYTES: u64 = 1024 * 1024 * 1024;
@@ -55,19 +57,25 @@ impl LastKnownGood {
         &self.path
     }
 
-    /// Writes what `table` serves. Blocking: run it off the async threads.
+    /// Writes what `table` serves (a table made by
+    /// [`RoutingTable::keeping_resources`]). Blocking: run it off the async
+    /// threads.
     pub fn save(&self, table: &RoutingTable) -> std::io::Result<u64> {
-        let update = v1::ConfigUpdate {
+        let mut body = v1::ConfigUpdate {
             revision: table.revision,
             nonce: "last-known-good".into(),
             full: true,
-            upserts: table.resources().cloned().collect(),
             // What a node served is what it should serve again, even if
             // that was nothing.
             empty_is_intended: true,
             ..Default::default()
-        };
-        let body = update.encode_to_vec();
+        }
+        .encode_to_vec();
+        // The upserts are appended as the repeated field they are, straight
+        // from the table: no copy of every config into a message first.
+        for resource in table.resources() {
+            prost::encoding::message::encode(UPSERTS_FIELD, resource, &mut body);
+        }
         let header = format!(
             "{MAGIC}\nrevision {}\nlength {}\nsha256 {}\n\n",
             table.revision,
@@ -181,7 +189,7 @@ mod tests {
             upserts: vec![mockplane_proto::resource::encode(&config, revision)],
             ..Default::default()
         };
-        RoutingTable::default().apply(&update).0
+        RoutingTable::keeping_resources().apply(&update).0
     }
 
     #[test]

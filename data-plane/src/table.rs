@@ -206,9 +206,9 @@ pub struct CompiledWorkspace {
     pub id: Uuid,
     pub slug: Box<str>,
     pub hash: String,
-    /// The resource it was compiled from, kept for the last-known-good
-    /// file (see `lkg.rs`).
-    pub resource: v1::WorkspaceResource,
+    /// The resource it was compiled from, kept only by a node that writes
+    /// a last-known-good file (see `lkg.rs`; [`RoutingTable::keeping_resources`]).
+    pub resource: Option<v1::WorkspaceResource>,
     /// In the control plane's order: the chain, then the others.
     pub environments: Box<[CompiledEnvironment]>,
     /// Index of the environment that answers requests naming none.
@@ -288,6 +288,7 @@ pub fn compile(
     resource: &v1::WorkspaceResource,
     interned: &mut Interned,
     usage: &Usage,
+    keep_resource: bool,
 ) -> Result<CompiledWorkspace, String> {
     let config = mockplane_proto::resource::decode(resource)?;
     let active = config
@@ -308,7 +309,7 @@ pub fn compile(
         id: config.id,
         slug: config.slug.as_str().into(),
         hash: resource.hash.clone(),
-        resource: resource.clone(),
+        resource: keep_resource.then(|| resource.clone()),
         environments: environments.into(),
         active,
         state_epoch: config.state_epoch,
@@ -542,9 +543,21 @@ pub struct RoutingTable {
     interned: Interned,
     /// Usage counters, shared by every table built from this one.
     usage: Arc<Usage>,
+    /// Workspaces keep the resource they were compiled from (a node with a
+    /// last-known-good file); passed on to every table built from this one.
+    keep_resources: bool,
 }
 
 impl RoutingTable {
+    /// An empty table whose workspaces keep their resources, for a node
+    /// that writes a last-known-good file; others do not pay for the copy.
+    pub fn keeping_resources() -> Self {
+        Self {
+            keep_resources: true,
+            ..Self::default()
+        }
+    }
+
     /// The node's usage counters.
     pub fn usage(&self) -> &Arc<Usage> {
         &self.usage
@@ -579,9 +592,9 @@ impl RoutingTable {
     }
 
     /// The resources of every workspace served, for the last-known-good
-    /// file.
+    /// file; none unless the table keeps them.
     pub fn resources(&self) -> impl Iterator<Item = &v1::WorkspaceResource> {
-        self.by_id.values().map(|w| &w.resource)
+        self.by_id.values().filter_map(|w| w.resource.as_ref())
     }
 
     /// Every workspace's state epoch, for the node's state machines.
@@ -623,7 +636,7 @@ impl RoutingTable {
                 ));
                 continue;
             };
-            match compile(resource, &mut interned, &self.usage) {
+            match compile(resource, &mut interned, &self.usage, self.keep_resources) {
                 Ok(compiled) => {
                     by_id.insert(id, Arc::new(compiled));
                 }
@@ -663,6 +676,7 @@ impl RoutingTable {
                 by_id,
                 interned,
                 usage: self.usage.clone(),
+                keep_resources: self.keep_resources,
             },
             errors,
         )

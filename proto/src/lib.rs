@@ -22,6 +22,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// The config-stream protocol version this build speaks (see `config.proto`).
 pub const PROTOCOL_VERSION: u32 = 4;
 
+/// Node tokens, the credential a node presents on the config stream
+/// (`authorization: Bearer mpn_…`), start with this.
+pub const NODE_TOKEN_PREFIX: &str = "mpn_";
+
 /// The version of `WorkspaceConfig` this build writes and reads (see
 /// `config.proto`); 4: personas per environment.
 pub const CONFIG_SCHEMA_VERSION: u32 = 4;

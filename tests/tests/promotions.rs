@@ -46,6 +46,18 @@ async fn body_in(node: &Node, env: &str, path: &str) -> (u16, String) {
     (reply.status, reply.body)
 }
 
+/// A control plane and two nodes streaming from it, each node with its own
+/// folder.
+async fn plane_with_two_nodes(dir: &std::path::Path) -> (ControlPlane, Vec<Node>) {
+    let plane = ControlPlane::start(dir, "127.0.0.1:0", None).await.unwrap();
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        nodes.push(Node::start(&dir.join(name), &plane.url()).await.unwrap());
+    }
+    (plane, nodes)
+}
+
 /// Waits until every node answers `path` in `env` with `body`.
 async fn all_serve(nodes: &[Node], env: &str, path: &str, body: &str) {
     for node in nodes {
@@ -60,20 +72,7 @@ async fn all_serve(nodes: &[Node], env: &str, path: &str, body: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scenario_moves_dev_test_prod_through_gates_approvals_and_rollback() {
     let dir = tempfile::tempdir().unwrap();
-    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
-        .await
-        .unwrap();
-    for name in ["a", "b"] {
-        std::fs::create_dir_all(dir.path().join(name)).unwrap();
-    }
-    let nodes = vec![
-        Node::start(&dir.path().join("a"), &plane.url())
-            .await
-            .unwrap(),
-        Node::start(&dir.path().join("b"), &plane.url())
-            .await
-            .unwrap(),
-    ];
+    let (plane, nodes) = plane_with_two_nodes(dir.path()).await;
     let mut admin = plane.api(plane.token.as_deref().unwrap()).await;
     admin
         .workspaces
@@ -857,20 +856,7 @@ async fn the_cli_promotes_with_contract_and_external_checks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personas_and_settings_move_along_the_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
-        .await
-        .unwrap();
-    for name in ["a", "b"] {
-        std::fs::create_dir_all(dir.path().join(name)).unwrap();
-    }
-    let nodes = vec![
-        Node::start(&dir.path().join("a"), &plane.url())
-            .await
-            .unwrap(),
-        Node::start(&dir.path().join("b"), &plane.url())
-            .await
-            .unwrap(),
-    ];
+    let (plane, nodes) = plane_with_two_nodes(dir.path()).await;
     let cli = mockplane_e2e::Cli {
         server: plane.url(),
         token: plane.token.as_deref(),

@@ -84,9 +84,19 @@ impl Admission {
     }
 }
 
+/// How long a node token found valid is trusted without asking the
+/// database again: a fleet reconnecting at once costs one look-up per token
+/// and period, not one write per stream. A revocation reaches new streams
+/// within this long.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Most node tokens remembered (a fleet uses a handful).
+const TOKEN_CACHE_ENTRIES: usize = 1024;
+
 pub struct Discovery {
     /// Checks the node tokens streams present.
     tokens: Arc<dyn Store>,
+    /// Tokens recently found valid: hash → (name, when checked).
+    checked: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
     limits: StreamLimits,
     admission: Admission,
     cache: Arc<ConfigCache>,
@@ -107,6 +117,7 @@ impl Discovery {
         let limits = StreamLimits::default();
         Self {
             tokens,
+            checked: std::sync::Mutex::default(),
             limits,
             admission: Admission::new(limits.admissions_per_sec),
             cache,
@@ -225,8 +236,31 @@ impl Discovery {
                 "that is not a node token (they start with mpn_); API tokens and access tokens do not open the config stream",
             ));
         }
-        match self.tokens.use_node_token(&crate::token::hash(token)).await {
-            Ok(Some(record)) => Ok(record.name),
+        let hash = crate::token::hash(token);
+        let fresh = |(name, at): &(String, std::time::Instant)| {
+            (at.elapsed() < TOKEN_CACHE_TTL).then(|| name.clone())
+        };
+        if let Some(name) = self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+            .and_then(fresh)
+        {
+            return Ok(name);
+        }
+        match self.tokens.use_node_token(&hash).await {
+            Ok(Some(record)) => {
+                let mut checked = self
+                    .checked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if checked.len() >= TOKEN_CACHE_ENTRIES {
+                    checked.clear();
+                }
+                checked.insert(hash, (record.name.clone(), std::time::Instant::now()));
+                Ok(record.name)
+            }
             Ok(None) => Err(Status::unauthenticated(
                 "the node token is not valid: unknown or revoked",
             )),

@@ -103,11 +103,7 @@ pub fn to_proto(record: &PromotionRecord, nodes: &Nodes) -> v1::Promotion {
         workspace: record.workspace.clone(),
         number: u64::try_from(record.number).unwrap_or(0),
         entity_kind: record.kind.as_str().to_owned(),
-        scenario: if record.kind == EntityKind::Scenario {
-            record.name.clone()
-        } else {
-            String::new()
-        },
+        scenario: scenario_field(record.kind, &record.name),
         name: record.name.clone(),
         settings: record.settings.as_ref().map(env_settings),
         previous_settings: record.previous_settings.as_ref().map(env_settings),
@@ -169,14 +165,20 @@ pub fn to_proto(record: &PromotionRecord, nodes: &Nodes) -> v1::Promotion {
     }
 }
 
+/// The wire's `scenario` field: the name when a scenario is promoted,
+/// empty otherwise (`name` always holds it).
+fn scenario_field(kind: EntityKind, name: &str) -> String {
+    if kind == EntityKind::Scenario {
+        name.to_owned()
+    } else {
+        String::new()
+    }
+}
+
 fn release_proto(record: &ReleaseRecord) -> v1::Release {
     v1::Release {
         environment: record.environment.clone(),
-        scenario: if record.entity == EntityKind::Scenario {
-            record.name.clone()
-        } else {
-            String::new()
-        },
+        scenario: scenario_field(record.entity, &record.name),
         entity_kind: record.entity.as_str().to_owned(),
         name: record.name.clone(),
         version: record.version,
@@ -423,11 +425,7 @@ impl PromotionService for Promotions {
             .map_err(ApiError::from)?;
         let evaluation = &preview.evaluation;
         Ok(Response::new(v1::PromotionPreview {
-            scenario: if preview.kind == EntityKind::Scenario {
-                preview.name.clone()
-            } else {
-                String::new()
-            },
+            scenario: scenario_field(preview.kind, &preview.name),
             entity_kind: preview.kind.as_str().to_owned(),
             name: preview.name,
             version: preview.version,

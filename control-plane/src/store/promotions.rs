@@ -757,10 +757,8 @@ backend! {
         let rules = Self::rules_in(&mut *conn, org, Some(ws.id)).await?.0;
         let (version, tags, entity) = match new.kind {
             EntityKind::Scenario => {
-                let (version, tags, entity) =
-                    Self::gather_scenario(&mut *conn, ws, workspace, new, from_first, from.id, to.id)
-                        .await?;
-                (version, tags, entity)
+                Self::gather_scenario(&mut *conn, ws, workspace, new, from_first, from.id, to.id)
+                    .await?
             }
             EntityKind::Persona => {
                 let (version, entity) =

@@ -460,22 +460,23 @@ struct ServingPersonaRow {
     data: String,
 }
 
-/// Serving personas: working copies, then deployed versions;
-/// `{ws}` is replaced by a filter on the workspace (or nothing).
-const SERVING_PERSONAS: &str = "SELECT workspace_id, CAST(NULL AS TEXT) AS environment, name, data FROM personas p {ws} \
-     UNION ALL SELECT d.workspace_id, e.name AS environment, p.name, v.data FROM persona_deployments d \
-     JOIN environments e ON e.id = d.environment_id JOIN personas p ON p.id = d.persona_id \
-     JOIN persona_versions v ON v.persona_id = d.persona_id AND v.number = d.number {dws}";
-
-fn serving_personas_sql(one_workspace: bool) -> String {
-    if one_workspace {
-        SERVING_PERSONAS
-            .replace("{ws}", "WHERE p.workspace_id = $1")
-            .replace("{dws}", "WHERE d.workspace_id = $1")
-    } else {
-        SERVING_PERSONAS.replace("{ws}", "").replace("{dws}", "")
-    }
+/// Serving personas: working copies, then deployed versions, each list
+/// filtered by the given clause.
+macro_rules! serving_personas {
+    ($working:literal, $deployed:literal) => {
+        concat!(
+            "SELECT workspace_id, CAST(NULL AS TEXT) AS environment, name, data FROM personas p ",
+            $working,
+            " UNION ALL SELECT d.workspace_id, e.name AS environment, p.name, v.data FROM persona_deployments d \
+             JOIN environments e ON e.id = d.environment_id JOIN personas p ON p.id = d.persona_id \
+             JOIN persona_versions v ON v.persona_id = d.persona_id AND v.number = d.number ",
+            $deployed
+        )
+    };
 }
+const SERVING_PERSONAS: &str = serving_personas!("", "");
+const SERVING_PERSONAS_OF: &str =
+    serving_personas!("WHERE p.workspace_id = $1", "WHERE d.workspace_id = $1");
 
 /// What serving needs of a deployment: where, and the version's routes.
 #[derive(FromRow)]
@@ -2263,7 +2264,7 @@ where
         .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
-        let personas: Vec<ServingPersonaRow> = sqlx::query_as(&serving_personas_sql(false))
+        let personas: Vec<ServingPersonaRow> = sqlx::query_as(SERVING_PERSONAS)
             .fetch_all(&mut *tx)
             .await
             .map_err(internal)?;
@@ -2377,12 +2378,11 @@ where
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(internal)?;
-                    let personas: Vec<ServingPersonaRow> =
-                        sqlx::query_as(&serving_personas_sql(true))
-                            .bind(id)
-                            .fetch_all(&mut *tx)
-                            .await
-                            .map_err(internal)?;
+                    let personas: Vec<ServingPersonaRow> = sqlx::query_as(SERVING_PERSONAS_OF)
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(internal)?;
                     let keys = serving_keys::<DB>(&mut tx, Some(id))
                         .await?
                         .remove(&id)
