@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "mockplane/v1/scenario.proto",
     "mockplane/v1/persona.proto",
     "mockplane/v1/journal.proto",
+    "mockplane/v1/node.proto",
     "mockplane/v1/access.proto",
     "mockplane/v1/audit.proto",
     "mockplane/v1/keys.proto",

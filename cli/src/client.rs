@@ -10,6 +10,7 @@ use mockplane_proto::v1::auth_service_client::AuthServiceClient;
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::journal_service_client::JournalServiceClient;
 use mockplane_proto::v1::member_service_client::MemberServiceClient;
+use mockplane_proto::v1::node_service_client::NodeServiceClient;
 use mockplane_proto::v1::notification_service_client::NotificationServiceClient;
 use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
 use mockplane_proto::v1::promotion_service_client::PromotionServiceClient;
@@ -151,6 +152,7 @@ pub struct Api {
     pub audit: AuditServiceClient<Authed>,
     pub api_keys: ApiKeyServiceClient<Authed>,
     pub usage: UsageServiceClient<Authed>,
+    pub nodes: NodeServiceClient<Authed>,
     pub promotions: PromotionServiceClient<Authed>,
     pub notifications: NotificationServiceClient<Authed>,
 }
@@ -222,7 +224,10 @@ impl Api {
                 channel.clone(),
                 credentials.clone(),
             ),
-            usage: UsageServiceClient::with_interceptor(channel, credentials),
+            usage: UsageServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            // A thousand nodes with their labels and errors.
+            nodes: NodeServiceClient::with_interceptor(channel, credentials)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
         })
     }
 }

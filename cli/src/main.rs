@@ -18,6 +18,7 @@ mod client;
 mod envfile;
 mod keys;
 mod mockfile;
+mod nodes;
 mod output;
 mod personafile;
 mod promotions;
@@ -138,6 +139,11 @@ enum Command {
     /// Show the requests the nodes answered for a workspace, per
     /// environment; requests made with test keys apart.
     Usage(keys::UsageArgs),
+    /// The data-plane nodes (org owners and admins): which replica each
+    /// streams from, the revision it serves, its lag, its errors; and
+    /// `nodes propagation WORKSPACE`: how many serve its newest change.
+    #[command(visible_alias = "node")]
+    Nodes(nodes::NodesArgs),
     /// Promote a scenario version, a persona version (--persona) or an
     /// environment's served settings (--settings) to a later environment
     /// of the chain: gated, approved when it must be, executed when it may
@@ -641,6 +647,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ApiKey(command) => keys::api_key(server, token, command, reason, format).await,
         Command::Audit(command) => audit::audit(server, token, command, format).await,
         Command::Usage(args) => keys::usage(server, token, args, format).await,
+        Command::Nodes(args) => nodes::nodes(server, token, args, format).await,
         Command::Promote(args) => promotions::promote(server, token, args, format).await,
         Command::Promotions(command) => {
             promotions::promotions(server, token, command, format).await

@@ -6,6 +6,7 @@ pub mod api;
 pub mod jobs;
 pub mod jwt;
 pub mod keys;
+pub mod metrics;
 pub mod nodes;
 pub mod notify;
 pub mod oidc;

@@ -166,6 +166,16 @@ struct ServeArgs {
     /// their jittered backoff.
     #[arg(long, env = "MOCKPLANE_STREAM_ADMISSIONS_PER_SEC", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     stream_admissions_per_sec: u32,
+    /// How this replica is named in the node registry (`mockplane nodes`).
+    /// Default: the host name and the API port.
+    #[arg(long, env = "MOCKPLANE_REPLICA_NAME")]
+    replica_name: Option<String>,
+    /// Address to serve Prometheus metrics on (`/metrics`): propagation
+    /// latencies, ACKs and NACKs, connected nodes, lag, snapshot bytes.
+    /// Port 0 picks a free port; the address bound is printed. Default: no
+    /// metrics listener.
+    #[arg(long, env = "MOCKPLANE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Also write the first run's admin token to this file (mode 0600).
     #[arg(long, env = "MOCKPLANE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
@@ -296,8 +306,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
+    let mut metrics_address = None;
+    if let Some(at) = args.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("binding {at} (--metrics-listen)"))?;
+        metrics_address = Some(metrics.local_addr()?.to_string());
+        control_plane = control_plane.with_metrics_listener(metrics);
+    }
+    if let Some(name) = args.replica_name {
+        if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            anyhow::bail!("--replica-name must be 1 to 128 printable characters");
+        }
+        control_plane = control_plane.with_replica_name(name);
+    }
     tracing::info!(%address, "control plane listening");
-    event(json!({ "event": "listening", "grpc": address.to_string(), "backend": backend }));
+    event(json!({
+        "event": "listening",
+        "grpc": address.to_string(),
+        "metrics": metrics_address,
+        "backend": backend,
+    }));
     control_plane.serve(listener).await
 }
 

@@ -10,6 +10,7 @@ use mockplane_proto::v1::api_key_service_server::ApiKeyServiceServer;
 use mockplane_proto::v1::config_discovery_server::ConfigDiscoveryServer;
 use mockplane_proto::v1::environment_service_server::EnvironmentServiceServer;
 use mockplane_proto::v1::journal_service_server::JournalServiceServer;
+use mockplane_proto::v1::node_service_server::NodeServiceServer;
 use mockplane_proto::v1::notification_service_server::NotificationServiceServer;
 use mockplane_proto::v1::persona_service_server::PersonaServiceServer;
 use mockplane_proto::v1::promotion_service_server::PromotionServiceServer;
@@ -150,6 +151,10 @@ pub struct ControlPlane {
     cache: Arc<ConfigCache>,
     refresher: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
+    /// How this replica is named in the node registry; default: host:port.
+    replica_name: Option<String>,
+    /// Where `/metrics` is served, if anywhere.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl ControlPlane {
@@ -161,7 +166,8 @@ impl ControlPlane {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let started = std::time::Instant::now();
-        let cache = ConfigCache::load(&*store)
+        let metrics = Arc::new(crate::metrics::Metrics::new().context("defining metrics")?);
+        let cache = ConfigCache::load(&*store, metrics)
             .await
             .context("loading the serving config")?;
         let snapshot = cache.current();
@@ -191,7 +197,23 @@ impl ControlPlane {
             cache,
             refresher,
             shutdown,
+            replica_name: None,
+            metrics_listener: None,
         })
+    }
+
+    /// Names this replica in the node registry (default: host:port).
+    #[must_use]
+    pub fn with_replica_name(mut self, name: String) -> Self {
+        self.replica_name = Some(name);
+        self
+    }
+
+    /// Serves Prometheus metrics at `/metrics` on `listener`.
+    #[must_use]
+    pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
     }
 
     /// Signs and checks access tokens with `signer`.
@@ -255,8 +277,27 @@ impl ControlPlane {
             cache,
             refresher,
             shutdown,
+            replica_name,
+            metrics_listener,
         } = self;
-        let nodes = Arc::new(Nodes::default());
+        let replica_name = match replica_name {
+            Some(name) => name,
+            None => format!("{}:{}", host_name(), listener.local_addr()?.port()),
+        };
+        let nodes = Arc::new(Nodes::new(
+            &replica_name,
+            store.clone(),
+            cache.metrics().clone(),
+        ));
+        let registry = tokio::spawn(nodes.clone().run(shutdown.clone()));
+        let metrics_server = metrics_listener.map(|listener| {
+            tokio::spawn(serve_metrics(
+                listener,
+                cache.clone(),
+                nodes.clone(),
+                shutdown.clone(),
+            ))
+        });
         let state = ApiState {
             store: store.clone(),
             cache: cache.clone(),
@@ -303,6 +344,9 @@ impl ControlPlane {
             .await;
         health.set_serving::<AuthServiceServer<Auth>>().await;
         health
+            .set_serving::<NodeServiceServer<crate::api::nodes::Nodes>>()
+            .await;
+        health
             .set_serving::<ConfigDiscoveryServer<Discovery>>()
             .await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -335,6 +379,9 @@ impl ControlPlane {
             .add_service(UsageServiceServer::new(Usage(state.clone())))
             .add_service(PromotionServiceServer::new(Promotions(state.clone())))
             .add_service(NotificationServiceServer::new(Notifications(state.clone())))
+            .add_service(NodeServiceServer::new(crate::api::nodes::Nodes(
+                state.clone(),
+            )))
             .add_service(JournalServiceServer::new(Journal(state)))
             .add_service(ConfigDiscoveryServer::new(
                 Discovery::new(store.clone(), cache, nodes, shutdown.clone())
@@ -353,8 +400,52 @@ impl ControlPlane {
         let _ = key_sweeper.await;
         let _ = promotion_sweeper.await;
         let _ = notifier.await;
+        // The registry's last write marks this replica's streams ended.
+        let _ = registry.await;
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
         store.close().await;
         result
+    }
+}
+
+/// This machine's name, for naming the replica.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Serves `/metrics` (Prometheus text) until shutdown.
+async fn serve_metrics(
+    listener: TcpListener,
+    cache: Arc<ConfigCache>,
+    nodes: Arc<Nodes>,
+    shutdown: CancellationToken,
+) {
+    let render = move || {
+        let cache = cache.clone();
+        let nodes = nodes.clone();
+        async move {
+            nodes.observe_lag(cache.current().revision);
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                cache.metrics().render(),
+            )
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(render));
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(%error, "the metrics listener failed");
     }
 }
 

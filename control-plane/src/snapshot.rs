@@ -18,6 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::metrics::Metrics;
 use crate::store::{ConfigChanges, Store, StoreResult};
 
 /// How many revisions of change history the cache keeps for deltas; a node
@@ -59,6 +60,10 @@ pub struct Snapshot {
     /// the history costs no allocation per revision.
     history: BTreeMap<u64, Arc<[Uuid]>>,
     history_from: u64,
+    /// Encoded bytes of every workspace: what a full snapshot sends.
+    bytes: usize,
+    /// When this replica published it (for publish → ACK latency).
+    pub published_at: Option<std::time::Instant>,
 }
 
 /// What a node at some revision needs to reach a snapshot's revision.
@@ -73,6 +78,11 @@ pub struct Plan {
 impl Snapshot {
     pub fn workspace_count(&self) -> usize {
         self.workspaces.len()
+    }
+
+    /// Encoded bytes of every workspace's config.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The update that takes a node from `applied` to this revision: a delta
@@ -152,17 +162,21 @@ impl Snapshot {
     /// `history_limit` revisions of history.
     fn apply(&self, changes: ConfigChanges, history_limit: u64) -> Snapshot {
         let mut workspaces = self.workspaces.clone();
+        let mut bytes = self.bytes;
         let mut ids = Vec::with_capacity(changes.changed.len());
         for (id, config) in changes.changed {
             match config {
                 None => {
-                    workspaces.remove(&id);
+                    if let Some(old) = workspaces.remove(&id) {
+                        bytes = bytes.saturating_sub(old.resource.config.len());
+                    }
                 }
                 Some(Ok(config)) => {
-                    workspaces.insert(
-                        id,
-                        Arc::new(EncodedWorkspace::encode(&config, changes.revision)),
-                    );
+                    let encoded = EncodedWorkspace::encode(&config, changes.revision);
+                    bytes += encoded.resource.config.len();
+                    if let Some(old) = workspaces.insert(id, Arc::new(encoded)) {
+                        bytes = bytes.saturating_sub(old.resource.config.len());
+                    }
                 }
                 Some(Err(error)) => {
                     // Keep serving what this workspace had; a bad row must
@@ -186,6 +200,8 @@ impl Snapshot {
             workspaces,
             history,
             history_from,
+            bytes,
+            published_at: None,
         }
     }
 }
@@ -195,12 +211,13 @@ impl Snapshot {
 pub struct ConfigCache {
     snapshots: watch::Sender<Arc<Snapshot>>,
     wake: Notify,
+    metrics: Arc<Metrics>,
 }
 
 impl ConfigCache {
     /// Loads the whole config and the recent change history, so that nodes
     /// reconnecting after a restart still get deltas.
-    pub async fn load(store: &dyn Store) -> StoreResult<Arc<Self>> {
+    pub async fn load(store: &dyn Store, metrics: Arc<Metrics>) -> StoreResult<Arc<Self>> {
         let full = store.load_config().await?;
         for (id, error) in &full.invalid {
             tracing::error!(workspace = %id, %error, "stored workspace config is invalid; not serving it");
@@ -215,7 +232,7 @@ impl ConfigCache {
             .into_iter()
             .map(|(revision, ids)| (revision, ids.into()))
             .collect();
-        let workspaces = full
+        let workspaces: HashMap<Uuid, Arc<EncodedWorkspace>> = full
             .workspaces
             .iter()
             .map(|config| {
@@ -227,17 +244,27 @@ impl ConfigCache {
                 )
             })
             .collect();
+        let bytes = workspaces.values().map(|w| w.resource.config.len()).sum();
         let snapshot = Snapshot {
             revision: full.revision,
             workspaces,
             history,
             history_from: log.complete_after,
+            bytes,
+            published_at: Some(std::time::Instant::now()),
         };
+        observe(&metrics, &snapshot);
         let (snapshots, _) = watch::channel(Arc::new(snapshot));
         Ok(Arc::new(Self {
             snapshots,
             wake: Notify::new(),
+            metrics,
         }))
+    }
+
+    /// The replica's metrics of config distribution.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn current(&self) -> Arc<Snapshot> {
@@ -261,8 +288,18 @@ impl ConfigCache {
         if changes.revision <= current.revision {
             return Ok(current.revision);
         }
-        let next = current.apply(changes, HISTORY_REVISIONS);
+        let committed_at = changes.committed_at;
+        let mut next = current.apply(changes, HISTORY_REVISIONS);
+        next.published_at = Some(std::time::Instant::now());
         let revision = next.revision;
+        observe(&self.metrics, &next);
+        if let Some(committed_at) = committed_at {
+            let took = chrono::Utc::now() - committed_at;
+            // Clocks of replicas may differ a little; never negative.
+            self.metrics
+                .commit_to_publish
+                .observe(took.to_std().unwrap_or_default().as_secs_f64());
+        }
         self.snapshots.send_replace(Arc::new(next));
         tracing::debug!(revision, "published config snapshot");
         Ok(revision)
@@ -302,6 +339,16 @@ impl ConfigCache {
     }
 }
 
+/// Sets the gauges that describe the published snapshot.
+fn observe(metrics: &Metrics, snapshot: &Snapshot) {
+    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    metrics
+        .revision
+        .set(i64::try_from(snapshot.revision).unwrap_or(i64::MAX));
+    metrics.workspaces.set(gauge(snapshot.workspaces.len()));
+    metrics.snapshot_bytes.set(gauge(snapshot.bytes));
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -337,6 +384,7 @@ mod tests {
                     (a, Some(Ok(config(a, "renamed")))),
                     (c, Some(Ok(config(c, "new")))),
                 ],
+                committed_at: None,
             },
             100,
         );
@@ -344,6 +392,7 @@ mod tests {
             ConfigChanges {
                 revision: 7,
                 changed: vec![(b, None)],
+                committed_at: None,
             },
             100,
         );
@@ -380,6 +429,7 @@ mod tests {
                     a,
                     Some(Err(mockplane_shared::FieldError::new("slug", "bad"))),
                 )],
+                committed_at: None,
             },
             100,
         );
@@ -419,6 +469,7 @@ mod tests {
                 ConfigChanges {
                     revision,
                     changed: vec![(a, Some(Ok(config(a, "a"))))],
+                    committed_at: None,
                 },
                 10,
             );

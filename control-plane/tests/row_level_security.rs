@@ -20,11 +20,13 @@ use uuid::Uuid;
 
 /// Tables that hold no tenant content: the fleet's revision counter, the
 /// log of which workspace ids changed at which revision, sqlx's own.
-const FLEET_TABLES: [&str; 4] = [
+const FLEET_TABLES: [&str; 6] = [
     "_sqlx_migrations",
     "config_revision",
     "change_log",
     "node_tokens",
+    "data_plane_nodes",
+    "control_plane_replicas",
 ];
 
 fn route(path: &str) -> RouteSpec {

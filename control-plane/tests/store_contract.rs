@@ -2048,4 +2048,5 @@ contract_suite!(
     personas_and_settings_are_promoted_and_rolled_back,
     node_tokens_are_checked_by_hash_and_revoked,
     periodic_jobs_run_on_one_replica_at_a_time,
+    the_node_registry_keeps_each_nodes_newest_stream,
 );

@@ -164,10 +164,18 @@ impl ConfigClient {
                     let Some(part) = part.context("reading the config stream")? else {
                         break;
                     };
+                    self.state.metrics.config_received_bytes.inc_by(
+                        u64::try_from(prost::Message::encoded_len(&part)).unwrap_or(u64::MAX),
+                    );
                     let Some(update) = chunks.push(part)? else {
                         continue;
                     };
+                    let started = std::time::Instant::now();
                     let (reply, changed) = self.apply(update, backoff, full_sync)?;
+                    self.state
+                        .metrics
+                        .config_apply_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     // ACKed once serving; saved after, so the control
                     // plane never waits on this node's disk.
                     outbound

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub config_rejected_workspaces: IntCounter,
     /// Whole updates refused because they would have emptied the table.
     pub config_refused_updates: IntCounter,
+    /// From an update's last chunk to the table swapped (compiling it).
+    pub config_apply_seconds: Histogram,
+    /// Encoded bytes of config messages received.
+    pub config_received_bytes: IntCounter,
 }
 
 impl Metrics {
@@ -74,6 +78,16 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(request_seconds.clone()))?;
+        let config_apply_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "config_apply_duration_seconds",
+                "From a config update's last chunk to the new table serving",
+            )
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+            ]),
+        )?;
+        registry.register(Box::new(config_apply_seconds.clone()))?;
         let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
             let gauge = IntGauge::new(name, help)?;
             registry.register(Box::new(gauge.clone()))?;
@@ -105,6 +119,11 @@ impl Metrics {
             config_refused_updates: counter(
                 "config_updates_refused_total",
                 "Updates refused whole because they would have left nothing to serve",
+            )?,
+            config_apply_seconds,
+            config_received_bytes: counter(
+                "config_received_bytes_total",
+                "Encoded bytes of config updates received",
             )?,
             registry,
         })

@@ -100,6 +100,7 @@ permissions! {
     ApiKeyManage = "api_key.manage", Environment, "Create and revoke data-plane API keys.";
     TestKeyCreate = "test_key.create", Environment, "Create temporary test keys.";
     AuditRead = "audit.read", Org, "Read and verify the audit trail.";
+    NodeRead = "node.read", Org, "See the data-plane nodes: versions, revisions served, errors on the org's workspaces.";
     UserManage = "user.manage", Org, "Invite, change and remove users and service accounts.";
     RoleManage = "role.manage", Org, "Define custom roles.";
     TemplateManage = "template.manage", Org, "Change the org's workspace templates.";
@@ -218,6 +219,7 @@ impl OrgRole {
         match permission {
             Permission::WorkspaceCreate => true,
             Permission::AuditRead
+            | Permission::NodeRead
             | Permission::UserManage
             | Permission::RoleManage
             | Permission::TemplateManage => self.is_admin(),

@@ -19,6 +19,7 @@ use mockplane_proto::v1::auth_service_client::AuthServiceClient;
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
 use mockplane_proto::v1::journal_service_client::JournalServiceClient;
 use mockplane_proto::v1::member_service_client::MemberServiceClient;
+use mockplane_proto::v1::node_service_client::NodeServiceClient;
 use mockplane_proto::v1::notification_service_client::NotificationServiceClient;
 use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
 use mockplane_proto::v1::promotion_service_client::PromotionServiceClient;
@@ -186,6 +187,8 @@ pub struct ControlPlane {
     /// A node token valid on this control plane's database; nodes started
     /// against its address present it.
     pub node_token: String,
+    /// Where it serves `/metrics`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The node token for each control-plane address a test started, so a
@@ -306,6 +309,9 @@ impl ControlPlane {
         if !extra.contains(&"--poll-interval-ms") {
             args.extend(["--poll-interval-ms".into(), "200".into()]);
         }
+        if !extra.contains(&"--metrics-listen") {
+            args.extend(["--metrics-listen".into(), "127.0.0.1:0".into()]);
+        }
         let shared_database = match database_url {
             Some(url) => Some(url.to_owned()),
             None => postgres_for(dir).await?,
@@ -327,6 +333,9 @@ impl ControlPlane {
             .event("listening", "grpc")
             .context("listening event without address")?
             .parse()?;
+        let metrics = process
+            .event("listening", "metrics")
+            .and_then(|m| m.parse().ok());
         let token = process.event("bootstrap", "admin_token");
         // The first run's node token, else the one it wrote in its data
         // folder, else a new one in the same database.
@@ -372,11 +381,23 @@ impl ControlPlane {
             grpc,
             token,
             node_token,
+            metrics,
         })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// Its Prometheus metrics, as text.
+    pub async fn metrics_text(&self) -> String {
+        let at = self.metrics.expect("started with --metrics-listen");
+        reqwest::get(format!("http://{at}/metrics"))
+            .await
+            .expect("scrape the control plane")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     pub async fn channel(&self) -> Channel {
@@ -418,6 +439,7 @@ impl ControlPlane {
                 channel.clone(),
                 auth.clone(),
             ),
+            nodes: NodeServiceClient::with_interceptor(channel.clone(), auth.clone()),
             journal: JournalServiceClient::with_interceptor(channel, auth),
         }
     }
@@ -466,6 +488,7 @@ pub struct Api {
     pub scenarios: ScenarioServiceClient<InterceptedService<Channel, Bearer>>,
     pub personas: PersonaServiceClient<InterceptedService<Channel, Bearer>>,
     pub journal: JournalServiceClient<InterceptedService<Channel, Bearer>>,
+    pub nodes: NodeServiceClient<InterceptedService<Channel, Bearer>>,
     pub promotions: PromotionServiceClient<InterceptedService<Channel, Bearer>>,
     pub notifications: NotificationServiceClient<InterceptedService<Channel, Bearer>>,
 }

@@ -116,6 +116,23 @@ async fn two_replicas_on_postgres_feed_their_nodes_every_change() {
     for node in [&node_a, &node_b] {
         node.wait_for("/w/shared/from-b", 200, |b| b == "b").await;
     }
+    // Either replica counts the whole fleet: the change made through B,
+    // asked on A, is served by both nodes (one streams from each).
+    eventually("the change through B counted on A", || {
+        let mut nodes = api_a.nodes.clone();
+        async move {
+            let p = nodes
+                .get_propagation(v1::GetPropagationRequest {
+                    workspace: "shared".into(),
+                    revision: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (p.nodes_serving == 2 && p.nodes_total == 2).then_some(())
+        }
+    })
+    .await;
 
     drop((api_a, api_b, node_a, node_b, a, b));
     database.drop().await;
@@ -505,18 +522,44 @@ async fn a_control_plane_killed_mid_execution_leaves_all_or_nothing() {
     database.drop().await;
 }
 
+/// The replica each registered node streams from, by node id.
+async fn replicas_of_nodes(api: &mut mockplane_e2e::Api) -> Vec<String> {
+    eventually("both nodes in the registry", || {
+        let mut nodes = api.nodes.clone();
+        async move {
+            let listed = nodes
+                .list_nodes(v1::ListNodesRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            (listed.nodes.len() == 2).then(|| listed.nodes.into_iter().map(|n| n.replica).collect())
+        }
+    })
+    .await
+}
+
 /// A replica killed with SIGKILL: its nodes move to the other replica they
 /// know and catch up with what changed there meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_of_a_killed_replica_move_to_another_and_catch_up() {
     let database = TempDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut a = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url))
-        .await
-        .unwrap();
-    let b = ControlPlane::start(dir.path(), "127.0.0.1:0", Some(&database.url))
-        .await
-        .unwrap();
+    let mut a = ControlPlane::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        Some(&database.url),
+        &["--replica-name", "replica-a"],
+    )
+    .await
+    .unwrap();
+    let b = ControlPlane::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        Some(&database.url),
+        &["--replica-name", "replica-b"],
+    )
+    .await
+    .unwrap();
     let token = a.token.clone().unwrap();
     let nodes = [
         Node::start_with(dir.path(), &a.url(), &["--control-plane", &b.url()])
@@ -547,13 +590,18 @@ async fn nodes_of_a_killed_replica_move_to_another_and_catch_up() {
     }
     let connected_to_a = a.process.log_text().matches("node connected").count();
     assert_eq!(connected_to_a, 2, "both nodes start on the first replica");
+    // The other replica knows them from the registry.
+    let mut api_b = b.api(&token).await;
+    assert_eq!(
+        replicas_of_nodes(&mut api_b).await,
+        ["replica-a", "replica-a"]
+    );
 
     drop(api_a);
     a.process
         .stop(nix::sys::signal::Signal::SIGKILL)
         .await
         .unwrap();
-    let mut api_b = b.api(&token).await;
     api_b
         .routes
         .create_routes(v1::CreateRoutesRequest {
@@ -574,6 +622,33 @@ async fn nodes_of_a_killed_replica_move_to_another_and_catch_up() {
         "{}",
         b.process.log_text()
     );
+    // The registry says where they are now, and that they serve the change.
+    eventually("both nodes registered on replica-b", || {
+        let mut api = api_b.nodes.clone();
+        async move {
+            let listed = api
+                .list_nodes(v1::ListNodesRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            listed
+                .nodes
+                .iter()
+                .all(|n| n.replica == "replica-b" && n.state == "connected" && n.lag_revisions == 0)
+                .then_some(())
+        }
+    })
+    .await;
+    let propagation = api_b
+        .nodes
+        .get_propagation(v1::GetPropagationRequest {
+            workspace: "moving".into(),
+            revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((propagation.nodes_serving, propagation.nodes_total), (2, 2));
     drop((api_b, nodes, a, b));
     database.drop().await;
 }

@@ -342,7 +342,7 @@ async fn a_scenario_moves_dev_test_prod_through_gates_approvals_and_rollback() {
                 .await
                 .ok()?
                 .into_inner();
-            let prop = p.propagation?;
+            let prop = p.propagation.clone()?;
             (prop.nodes_serving == 2 && prop.nodes_total == 2).then_some(p)
         }
     })

@@ -194,6 +194,10 @@ pub const METHODS: &[(&str, Rule)] = &[
     ("AuditService/ListAuditEvents", Rule::Check(&[AuditRead])),
     ("AuditService/VerifyAuditChain", Rule::Check(&[AuditRead])),
     ("AuditService/PruneAuditEvents", Rule::Check(&[AuditRead])),
+    // The data-plane fleet: the registry is org-level; a workspace's
+    // propagation needs it read.
+    ("NodeService/ListNodes", Rule::Check(&[NodeRead])),
+    ("NodeService/GetPropagation", Rule::Check(&[WorkspaceRead])),
     // Members and policies.
     ("MemberService/SetMember", Rule::Check(&[MemberManage])),
     ("MemberService/RemoveMember", Rule::Check(&[MemberManage])),

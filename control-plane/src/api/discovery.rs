@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::nodes::Nodes;
+use crate::nodes::{Nodes, SentUpdate};
 use crate::snapshot::ConfigCache;
 use crate::store::Store;
 
@@ -154,12 +154,23 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
         &self,
         request: Request<Streaming<v1::NodeMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let refused = |reason: &str| {
+            self.cache
+                .metrics()
+                .streams_refused
+                .with_label_values(&[reason])
+                .inc();
+        };
         if !self.admission.admit() {
+            refused("admission");
             return Err(Status::resource_exhausted(
                 "too many nodes are connecting at once; retry after a (jittered) backoff",
             ));
         }
-        let credential = self.authenticate(request.metadata()).await?;
+        let credential = self
+            .authenticate(request.metadata())
+            .await
+            .inspect_err(|_| refused("credential"))?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Err(_) => {
@@ -178,7 +189,7 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
                 return Err(Status::invalid_argument("the first message must be Hello"));
             }
         };
-        check_hello(&hello)?;
+        check_hello(&hello).inspect_err(|_| refused("hello"))?;
         tracing::info!(
             node = %hello.node_id,
             applied = hello.applied_revision,
@@ -189,9 +200,7 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
         );
 
         let (tx, rx) = mpsc::channel(4);
-        let stream = self
-            .nodes
-            .connected(&hello.node_id, &hello.ops_url, hello.applied_revision);
+        let stream = self.nodes.connected(&hello, &credential);
         // Up to half as long again, at random: streams opened together do
         // not all end together.
         let max_age = self
@@ -207,6 +216,7 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
             nodes: self.nodes.clone(),
             stream,
             usage: self.usage.clone(),
+            sent: std::collections::VecDeque::new(),
         };
         tokio::spawn(session.run(inbound, tx, self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -320,7 +330,13 @@ struct Session {
     /// This stream's number in the registry of connected nodes.
     stream: u64,
     usage: Option<Arc<dyn Store>>,
+    /// The updates sent and not yet ACKed or NACKed, oldest first (a few:
+    /// a node answers each before it reads the next).
+    sent: std::collections::VecDeque<SentUpdate>,
 }
+
+/// Updates remembered per stream for their ACK or NACK.
+const SENT_REMEMBERED: usize = 8;
 
 impl Session {
     async fn run(
@@ -341,6 +357,22 @@ impl Session {
                 sequence += 1;
                 let nonce = format!("{}-{sequence}", snapshot.revision);
                 let plan = snapshot.plan_from(self.applied);
+                let kind = if plan.full { "full" } else { "delta" };
+                if self.sent.len() == SENT_REMEMBERED {
+                    self.sent.pop_front();
+                }
+                self.sent.push_back(SentUpdate {
+                    revision: snapshot.revision,
+                    nonce: nonce.clone(),
+                    full: plan.full,
+                    workspaces: plan
+                        .upserts
+                        .iter()
+                        .map(|w| w.id)
+                        .chain(plan.removed.iter().copied())
+                        .collect(),
+                    published_at: snapshot.published_at,
+                });
                 let _permit = if plan.full && !plan.upserts.is_empty() {
                     tokio::select! {
                         permit = self.full_syncs.clone().acquire_owned() => permit.ok(),
@@ -349,7 +381,13 @@ impl Session {
                 } else {
                     None
                 };
+                let metrics = self.cache.metrics().clone();
+                metrics.updates_sent.with_label_values(&[kind]).inc();
+                let sent_bytes = metrics.sent_bytes.with_label_values(&[kind]);
                 for message in snapshot.messages(plan, &nonce) {
+                    sent_bytes.inc_by(
+                        u64::try_from(prost::Message::encoded_len(&message)).unwrap_or(u64::MAX),
+                    );
                     tokio::select! {
                         sent = tx.send(Ok(message)) => if sent.is_err() { return self.closed("receiver gone") },
                         () = shutdown.cancelled() => return self.closed("shutting down"),
@@ -373,13 +411,30 @@ impl Session {
         }
     }
 
-    async fn on_message(&self, message: v1::NodeMessage) {
+    /// The update a node answers (by nonce), forgetting it and those sent
+    /// before it.
+    fn answered(&mut self, nonce: &str) -> Option<SentUpdate> {
+        let index = self.sent.iter().position(|s| s.nonce == nonce)?;
+        self.sent.drain(..=index).next_back()
+    }
+
+    async fn on_message(&mut self, message: v1::NodeMessage) {
         match message.kind {
             Some(v1::node_message::Kind::Ack(ack)) => {
                 tracing::debug!(node = %self.node, revision = ack.revision, nonce = %ack.nonce, "node applied config");
-                self.nodes.applied(&self.node, self.stream, ack.revision);
+                let sent = self.answered(&ack.nonce);
+                self.nodes
+                    .acked(&self.node, self.stream, ack.revision, sent.as_ref());
             }
             Some(v1::node_message::Kind::Nack(nack)) => {
+                let sent = self.answered(&nack.nonce);
+                self.nodes.nacked(
+                    &self.node,
+                    self.stream,
+                    nack.revision,
+                    &nack.errors,
+                    sent.as_ref(),
+                );
                 for error in &nack.errors {
                     tracing::warn!(
                         node = %self.node,

@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status};
 use super::authz::Target;
 use super::error::ApiError;
 use super::{ApiState, page_size};
-use crate::nodes::ConnectedNode;
+use crate::nodes::FleetNode;
+use crate::store::NodeState;
 use crate::store::WorkspaceRef;
 
 /// How long one node has to answer.
@@ -110,13 +111,13 @@ fn node_query(request: &v1::ListRequestsRequest, limit: u32) -> String {
 
 async fn ask(
     client: &reqwest::Client,
-    node: &ConnectedNode,
+    node: &FleetNode,
     slug: &str,
     query: &str,
 ) -> Result<Vec<(u64, v1::JournalEntry)>, String> {
     let url = format!(
         "{}/journal/{slug}?{query}",
-        node.ops_url.trim_end_matches('/')
+        node.report.ops_url.trim_end_matches('/')
     );
     let response = client
         .get(&url)
@@ -168,12 +169,15 @@ impl JournalService for Journal {
         let limit = page_size(request.limit, 100, 1000);
         let query = node_query(&request, limit);
         let slug = workspace.slug.to_string();
-        let nodes: Vec<ConnectedNode> = self
+        // Every connected node of the fleet, whichever replica it streams
+        // from.
+        let nodes: Vec<FleetNode> = self
             .0
             .nodes
-            .list()
+            .fleet_or_local()
+            .await
             .into_iter()
-            .filter(|n| !n.ops_url.is_empty())
+            .filter(|n| n.state == NodeState::Connected && !n.report.ops_url.is_empty())
             .collect();
         let client = reqwest::Client::new();
         let answers =
@@ -185,8 +189,8 @@ impl JournalService for Journal {
             match answer {
                 Ok(found) => entries.extend(found),
                 Err(error) => {
-                    tracing::warn!(node = %node.node_id, %error, "journal query failed");
-                    unreachable.push(node.node_id.clone());
+                    tracing::warn!(node = %node.report.node_id, %error, "journal query failed");
+                    unreachable.push(node.report.node_id.clone());
                 }
             }
         }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod identity;
 pub mod journal;
 pub mod keys;
+pub mod nodes;
 pub mod notifications;
 pub mod personas;
 pub mod promotions;
@@ -36,7 +37,7 @@ use crate::store::Store;
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub cache: Arc<ConfigCache>,
-    /// The nodes streaming from this replica.
+    /// The nodes: this replica's streams and the fleet's registry.
     pub nodes: Arc<Nodes>,
     /// Signs access and environment tokens.
     pub signer: Arc<crate::jwt::Signer>,

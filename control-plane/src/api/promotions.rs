@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::authz::{Grant, Target};
 use super::error::{ApiError, missing};
 use super::{ApiState, decode_page_token, encode_page_token, page_size, timestamp};
-use crate::nodes::Nodes;
+use crate::nodes::FleetNode;
 use crate::store::{
     Actor, CheckReport, Decision, NewPromotion, PromotionFilter, PromotionRecord, ReleaseRecord,
     RulesSource, Store, WorkspaceRef,
@@ -90,13 +90,11 @@ fn requirement_proto(requirement: &Requirement, given: usize) -> v1::ApprovalReq
     }
 }
 
-pub fn to_proto(record: &PromotionRecord, nodes: &Nodes) -> v1::Promotion {
+/// `fleet`: the nodes, to count how many serve a completed promotion.
+pub fn to_proto(record: &PromotionRecord, fleet: &[FleetNode]) -> v1::Promotion {
     let propagation = record.revision.map(|revision| {
-        let (serving, total) = nodes.serving(revision);
-        v1::Propagation {
-            nodes_serving: u32::try_from(serving).unwrap_or(u32::MAX),
-            nodes_total: u32::try_from(total).unwrap_or(u32::MAX),
-        }
+        let counted = crate::nodes::count(fleet, revision, Some(record.workspace_id));
+        crate::api::nodes::propagation(revision, counted)
     });
     v1::Promotion {
         id: record.id.to_string(),
@@ -350,8 +348,12 @@ impl Promotions {
         Ok((grant, record))
     }
 
-    fn answer(&self, record: &PromotionRecord) -> Response<v1::Promotion> {
-        Response::new(to_proto(record, &self.0.nodes))
+    async fn answer(&self, record: &PromotionRecord) -> Response<v1::Promotion> {
+        let fleet = match record.revision {
+            Some(_) => self.0.nodes.fleet_or_local().await,
+            None => Vec::new(),
+        };
+        Response::new(to_proto(record, &fleet))
     }
 
     async fn decide(
@@ -380,7 +382,7 @@ impl Promotions {
             )
             .await
             .map_err(ApiError::from)?;
-        Ok(self.answer(&record))
+        Ok(self.answer(&record).await)
     }
 }
 
@@ -403,7 +405,7 @@ impl PromotionService for Promotions {
             .create_promotion(grant.org_id(), &key, new)
             .await
             .map_err(ApiError::from)?;
-        Ok(self.answer(&record))
+        Ok(self.answer(&record).await)
     }
 
     async fn preview_promotion(
@@ -447,7 +449,7 @@ impl PromotionService for Promotions {
         let (_, record) = self
             .authorized(&request, id, Permission::ScenarioRead)
             .await?;
-        Ok(self.answer(&record))
+        Ok(self.answer(&record).await)
     }
 
     async fn list_promotions(
@@ -584,8 +586,13 @@ impl PromotionService for Promotions {
         } else {
             String::new()
         };
+        let fleet = if records.iter().any(|r| r.revision.is_some()) {
+            self.0.nodes.fleet_or_local().await
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(v1::ListPromotionsResponse {
-            promotions: records.iter().map(|r| to_proto(r, &self.0.nodes)).collect(),
+            promotions: records.iter().map(|r| to_proto(r, &fleet)).collect(),
             next_page_token,
         }))
     }
@@ -621,7 +628,7 @@ impl PromotionService for Promotions {
         if record.status == Status::Completed {
             self.0.committed();
         }
-        Ok(self.answer(&record))
+        Ok(self.answer(&record).await)
     }
 
     async fn rollback_promotion(
@@ -640,7 +647,7 @@ impl PromotionService for Promotions {
             .await
             .map_err(ApiError::from)?;
         self.0.committed();
-        Ok(self.answer(&record))
+        Ok(self.answer(&record).await)
     }
 
     async fn report_check(
@@ -674,7 +681,7 @@ impl PromotionService for Promotions {
             )
             .await
             .map_err(ApiError::from)?;
-        Ok(self.answer(&record))
+        Ok(self.answer(&record).await)
     }
 
     async fn list_releases(

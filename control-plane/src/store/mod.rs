@@ -12,6 +12,7 @@ pub mod audit;
 mod dialect;
 mod keys;
 mod node_tokens;
+mod nodes;
 mod notifications;
 mod promotions;
 mod sql;
@@ -32,6 +33,7 @@ pub use access::*;
 pub use dialect::{Dialect, JobLock};
 pub use keys::*;
 pub use node_tokens::*;
+pub use nodes::*;
 pub use notifications::*;
 pub use promotions::*;
 pub use sql::SqlStore;
@@ -248,6 +250,9 @@ pub struct ConfigChanges {
     pub revision: u64,
     /// Changed workspaces with their config now; `None` when deleted.
     pub changed: Vec<(Uuid, Option<Result<WorkspaceConfig, FieldError>>)>,
+    /// When the oldest of these changes committed (its change-log row);
+    /// `None` when nothing changed.
+    pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The change log since some revision, for delta computation.
@@ -299,6 +304,7 @@ pub trait Store:
     + audit::AuditStore
     + KeyStore
     + NodeTokenStore
+    + NodeRegistryStore
     + PromotionStore
     + NotificationStore
     + Send

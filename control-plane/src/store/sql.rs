@@ -2343,6 +2343,18 @@ where
         .fetch_all(&mut *tx)
         .await
         .map_err(internal)?;
+        let committed_at: Option<DateTime<Utc>> = if ids.is_empty() {
+            None
+        } else {
+            sqlx::query_scalar(
+                "SELECT MIN(changed_at) FROM change_log WHERE revision > $1 AND revision <= $2",
+            )
+            .bind(since)
+            .bind(current)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(internal)?
+        };
         let mut changed = Vec::with_capacity(ids.len());
         for id in ids {
             let ws: Option<ServingWorkspaceRow> = sqlx::query_as(
@@ -2396,6 +2408,7 @@ where
         Ok(ConfigChanges {
             revision: to_u64(current),
             changed,
+            committed_at,
         })
     }
 

@@ -476,3 +476,148 @@ pub async fn periodic_jobs_run_on_one_replica_at_a_time(store: Arc<dyn Store>) {
     drop((first, second));
     assert!(store.job_lock("sweep").await.unwrap().is_some(), "released");
 }
+
+pub async fn the_node_registry_keeps_each_nodes_newest_stream(store: Arc<dyn Store>) {
+    use mockplane_control_plane::store::{FailingWorkspace, NodeReport, NodeState, ReplicaReport};
+    let replica = |id: &str| ReplicaReport {
+        id: id.into(),
+        name: format!("replica-{id}"),
+        started_at: Utc::now(),
+        stopped: false,
+    };
+    let (a, b) = (replica("a"), replica("b"));
+    let t0 = Utc::now() - TimeDelta::seconds(10);
+    let on_a = NodeReport {
+        node_id: "n1".into(),
+        labels: [("zone".to_owned(), "eu-1".to_owned())].into(),
+        binary_version: "1.2.3".into(),
+        protocol_version: 4,
+        schema_version: 4,
+        capabilities: vec!["last-known-good".into()],
+        token_name: "default".into(),
+        replica_id: "a".into(),
+        stream_id: "a/1".into(),
+        ops_url: "http://127.0.0.1:1".into(),
+        connected: true,
+        connected_at: t0,
+        last_seen: t0,
+        applied_revision: 3,
+        last_ack_at: Some(t0),
+        last_nack_at: None,
+        last_nack_revision: None,
+        last_error: None,
+        failing: Vec::new(),
+    };
+    store
+        .report_nodes(&a, std::slice::from_ref(&on_a))
+        .await
+        .unwrap();
+    let listed = store.list_nodes().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, NodeState::Connected);
+    assert_eq!(listed[0].replica_name, "replica-a");
+    assert_eq!(listed[0].report.labels, on_a.labels);
+    assert_eq!(listed[0].report.capabilities, on_a.capabilities);
+
+    // The node moves to b, which NACKed a workspace there.
+    let t1 = t0 + TimeDelta::seconds(5);
+    let on_b = NodeReport {
+        replica_id: "b".into(),
+        stream_id: "b/7".into(),
+        connected_at: t1,
+        last_seen: t1,
+        applied_revision: 5,
+        last_nack_at: Some(t1),
+        last_nack_revision: Some(5),
+        failing: vec![FailingWorkspace {
+            workspace_id: Uuid::nil().to_string(),
+            revision: 5,
+            message: "route 2: bad regex".into(),
+        }],
+        ..on_a.clone()
+    };
+    store
+        .report_nodes(&b, std::slice::from_ref(&on_b))
+        .await
+        .unwrap();
+    // a learns late that its stream ended, and a stale heartbeat of it
+    // arrives too: neither undoes b's newer row.
+    let ended_on_a = NodeReport {
+        connected: false,
+        last_seen: Utc::now(),
+        ..on_a.clone()
+    };
+    store.report_nodes(&a, &[ended_on_a]).await.unwrap();
+    store
+        .report_nodes(&a, std::slice::from_ref(&on_a))
+        .await
+        .unwrap();
+    let listed = store.list_nodes().await.unwrap();
+    assert_eq!(listed[0].state, NodeState::Connected);
+    assert_eq!(listed[0].replica_name, "replica-b");
+    assert_eq!(listed[0].report.applied_revision, 5);
+    assert_eq!(listed[0].report.failing, on_b.failing);
+    assert_eq!(listed[0].report.last_nack_revision, Some(5));
+
+    // b stops without closing the stream (as if killed, then its last
+    // report): the node is stale, not connected.
+    store
+        .report_nodes(
+            &ReplicaReport {
+                stopped: true,
+                ..b.clone()
+            },
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.list_nodes().await.unwrap()[0].state, NodeState::Stale);
+    // The same stream ending is recorded.
+    let ended_on_b = NodeReport {
+        connected: false,
+        ..on_b.clone()
+    };
+    store.report_nodes(&b, &[ended_on_b]).await.unwrap();
+    assert_eq!(
+        store.list_nodes().await.unwrap()[0].state,
+        NodeState::Disconnected
+    );
+
+    // Nodes gone before the cut-off are forgotten; recent ones stay.
+    assert_eq!(store.prune_nodes(t0).await.unwrap(), 0);
+    let later = Utc::now() + TimeDelta::hours(1);
+    assert_eq!(store.prune_nodes(later).await.unwrap(), 1);
+    assert!(store.list_nodes().await.unwrap().is_empty());
+
+    // A workspace's newest change, and an org's workspaces.
+    let org = store.create_org("acme").await.unwrap();
+    let other = store.create_org("other").await.unwrap();
+    let shop_id = store
+        .create_workspace(org, NewWorkspace::parse("shop", "", "").unwrap(), None)
+        .await
+        .unwrap()
+        .id;
+    store
+        .create_workspace(other, NewWorkspace::parse("theirs", "", "").unwrap(), None)
+        .await
+        .unwrap();
+    let created = store.last_change_revision(shop_id).await.unwrap();
+    assert!(created > 0);
+    store
+        .update_workspace(
+            org,
+            &shop(),
+            &WorkspacePatch {
+                name: Some("Shop".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(store.last_change_revision(shop_id).await.unwrap() > created);
+    assert_eq!(store.last_change_revision(Uuid::new_v4()).await.unwrap(), 0);
+    let slugs = store.workspace_slugs(org).await.unwrap();
+    assert_eq!(slugs.len(), 1);
+    assert_eq!(slugs[&shop_id], "shop");
+}
