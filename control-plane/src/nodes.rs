@@ -406,7 +406,16 @@ impl Nodes {
             local.dirty.clear();
             local.departed.extend(ended);
         }
-        self.write(true).await;
+        // Shutting down does not wait long on a database that is away:
+        // its nodes then show as stale once the heartbeat is old.
+        if tokio::time::timeout(Duration::from_secs(5), self.write(true))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "could not mark this replica's streams ended in the node registry in time"
+            );
+        }
     }
 
     /// Writes what changed; on failure keeps it for the next attempt.
