@@ -73,6 +73,26 @@ pub struct Plan {
     pub base_revision: u64,
     pub upserts: Vec<Arc<EncodedWorkspace>>,
     pub removed: Vec<Uuid>,
+    /// With `full`: workspaces the node keeps as it serves them.
+    pub kept: Vec<Uuid>,
+}
+
+impl Plan {
+    /// Leaves out of a full plan the workspaces the node already serves
+    /// exactly (`hashes`: its workspaces' content hashes, by id), listing
+    /// them as kept instead.
+    pub fn keeping(mut self, hashes: &HashMap<Uuid, String>) -> Self {
+        if !self.full || hashes.is_empty() {
+            return self;
+        }
+        let (kept, sent): (Vec<_>, Vec<_>) = self
+            .upserts
+            .into_iter()
+            .partition(|w| hashes.get(&w.id) == Some(&w.resource.hash));
+        self.upserts = sent;
+        self.kept = kept.iter().map(|w| w.id).collect();
+        self
+    }
 }
 
 impl Snapshot {
@@ -95,6 +115,7 @@ impl Snapshot {
                 base_revision: 0,
                 upserts: self.workspaces.values().cloned().collect(),
                 removed: Vec::new(),
+                kept: Vec::new(),
             };
         }
         let changed: HashSet<Uuid> = self
@@ -107,6 +128,7 @@ impl Snapshot {
             base_revision: applied,
             upserts: Vec::new(),
             removed: Vec::new(),
+            kept: Vec::new(),
         };
         for id in changed {
             match self.workspaces.get(&id) {
@@ -139,6 +161,7 @@ impl Snapshot {
         }
         let count = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
         let mut removed: Vec<String> = plan.removed.iter().map(Uuid::to_string).collect();
+        let mut kept: Vec<String> = plan.kept.iter().map(Uuid::to_string).collect();
         chunks
             .into_iter()
             .enumerate()
@@ -154,6 +177,7 @@ impl Snapshot {
                 // Nothing to serve after changes (every workspace deleted)
                 // is meant; an empty database that never had any is not.
                 empty_is_intended: self.workspaces.is_empty() && self.revision > 0,
+                kept: std::mem::take(&mut kept),
             })
             .collect()
     }
@@ -416,6 +440,30 @@ mod tests {
             assert_eq!(plan.upserts.len(), 2);
         }
         assert!(s7.plan_from(7).upserts.is_empty());
+    }
+
+    #[test]
+    fn a_full_plan_leaves_out_what_the_node_serves_already() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let snapshot = snapshot_with(&[a, b, c], 7);
+        let hash = |id: Uuid| snapshot.workspaces[&id].resource.hash.clone();
+        let node: HashMap<Uuid, String> = [(a, hash(a)), (b, "0".repeat(64))].into();
+        let plan = snapshot.plan_from(0).keeping(&node);
+        assert!(plan.full);
+        assert_eq!(plan.kept, [a]);
+        let mut sent: Vec<Uuid> = plan.upserts.iter().map(|w| w.id).collect();
+        sent.sort();
+        let mut expected = vec![b, c];
+        expected.sort();
+        assert_eq!(
+            sent, expected,
+            "a changed hash and an unknown workspace are sent"
+        );
+        let messages = snapshot.messages(plan, "n");
+        assert_eq!(messages[0].kept, [a.to_string()]);
+        // A delta is a delta: hashes change nothing.
+        let delta = snapshot.plan_from(7).keeping(&node);
+        assert!(!delta.full && delta.kept.is_empty());
     }
 
     #[test]

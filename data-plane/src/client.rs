@@ -119,10 +119,11 @@ impl ConfigClient {
         let mut client =
             ConfigDiscoveryClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
-        let applied = if *full_sync || !self.state.is_ready() {
-            0
+        let (applied, workspace_hashes) = if *full_sync || !self.state.is_ready() {
+            (0, HashMap::new())
         } else {
-            self.state.table.load().revision
+            let table = self.state.table.load();
+            (table.revision, table.hashes())
         };
         let (outbound, rx) = mpsc::channel(16);
         outbound
@@ -135,6 +136,7 @@ impl ConfigClient {
                 ops_url: self.config.ops_url.clone(),
                 config_schema_version: CONFIG_SCHEMA_VERSION,
                 capabilities: self.capabilities(),
+                workspace_hashes,
             })))
             .await
             .context("queueing hello")?;
@@ -248,6 +250,17 @@ impl ConfigClient {
                 update.base_revision,
                 current.revision
             );
+        }
+        if update.full
+            && let Some(missing) = update
+                .kept
+                .iter()
+                .find(|id| uuid::Uuid::try_parse(id).map_or(true, |id| !current.contains(&id)))
+        {
+            // It was told to keep what it does not hold (the table
+            // changed since its Hello): ask again without hashes.
+            *full_sync = true;
+            bail!("told to keep workspace {missing}, which this node does not serve; resyncing");
         }
         if current.empties(&update) {
             tracing::error!(
@@ -425,6 +438,7 @@ impl Chunks {
                     upserts: part.upserts,
                     removed: part.removed,
                     empty_is_intended: part.empty_is_intended,
+                    kept: part.kept,
                 },
                 1,
                 count,

@@ -171,6 +171,7 @@ fn parse(bytes: &[u8]) -> Result<Update, String> {
         upserts: update.upserts,
         removed: Vec::new(),
         empty_is_intended: true,
+        kept: Vec::new(),
     })
 }
 

@@ -518,7 +518,7 @@ pub fn response_header(
 }
 
 /// A whole config update, its chunks put together.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Update {
     pub revision: u64,
     pub nonce: String,
@@ -529,6 +529,9 @@ pub struct Update {
     /// The control plane says an update that leaves nothing to serve is
     /// meant (see [`RoutingTable::empties`]).
     pub empty_is_intended: bool,
+    /// With `full`: workspaces this table keeps as they are (their hash
+    /// matched what the node said it serves).
+    pub kept: Vec<String>,
 }
 
 /// Seeded per process, so request-chosen slugs cannot be made to collide,
@@ -579,7 +582,11 @@ impl RoutingTable {
     /// serve without the control plane saying so: a control plane pointed
     /// at an empty or wrong database must not take the fleet down.
     pub fn empties(&self, update: &Update) -> bool {
-        if self.by_id.is_empty() || update.empty_is_intended || !update.upserts.is_empty() {
+        if self.by_id.is_empty()
+            || update.empty_is_intended
+            || !update.upserts.is_empty()
+            || !update.kept.is_empty()
+        {
             return false;
         }
         update.full
@@ -589,6 +596,14 @@ impl RoutingTable {
                     .iter()
                     .any(|r| Uuid::try_parse(r).ok() == Some(*id))
             })
+    }
+
+    /// Every workspace's content hash, by id, for the Hello.
+    pub fn hashes(&self) -> std::collections::HashMap<String, String> {
+        self.by_id
+            .iter()
+            .map(|(id, w)| (id.to_string(), w.hash.clone()))
+            .collect()
     }
 
     /// The resources of every workspace served, for the last-known-good
@@ -617,6 +632,22 @@ impl RoutingTable {
         } else {
             (self.by_id.clone(), self.interned.clone())
         };
+        if update.full {
+            for raw in &update.kept {
+                match Uuid::try_parse(raw)
+                    .ok()
+                    .and_then(|id| self.by_id.get_key_value(&id))
+                {
+                    Some((id, workspace)) => {
+                        by_id.insert(*id, workspace.clone());
+                    }
+                    None => errors.push(WorkspaceError::new(
+                        raw.as_str(),
+                        "told to keep a workspace this node does not serve",
+                    )),
+                }
+            }
+        }
         for raw in &update.removed {
             match Uuid::try_parse(raw) {
                 Ok(id) => {
@@ -720,6 +751,44 @@ mod tests {
             removed: removed.iter().map(Uuid::to_string).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_full_update_keeps_what_it_lists_as_kept() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (table, _) = RoutingTable::default().apply(&update(
+            1,
+            true,
+            vec![resource(a, "a", &["/x"]), resource(b, "b", &[])],
+            vec![],
+        ));
+        let hashes = table.hashes();
+        assert_eq!(hashes.len(), 2);
+        assert_eq!(hashes[&a.to_string()], table.workspace("a").unwrap().hash);
+        let kept = Update {
+            kept: vec![a.to_string()],
+            ..update(9, true, vec![resource(c, "c", &[])], vec![])
+        };
+        assert!(!table.empties(&Update {
+            upserts: Vec::new(),
+            ..kept.clone()
+        }));
+        let (next, errors) = table.apply(&kept);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(next.revision, 9);
+        assert!(
+            std::ptr::eq(next.workspace("a").unwrap(), table.workspace("a").unwrap()),
+            "the same compiled workspace, not compiled again"
+        );
+        assert!(next.workspace("b").is_none(), "not kept, not sent: gone");
+        assert!(next.workspace("c").is_some());
+        // Told to keep what it does not hold: named, the rest applies.
+        let (_, errors) = table.apply(&Update {
+            kept: vec![c.to_string()],
+            ..update(10, true, vec![], vec![])
+        });
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("does not serve"), "{errors:?}");
     }
 
     #[test]

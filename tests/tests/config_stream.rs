@@ -642,3 +642,88 @@ async fn streams_end_at_their_maximum_age_and_nodes_come_back() {
         plane.process.log_text()
     );
 }
+
+/// A node the control plane cannot give a delta (here: new to it, revision
+/// 0) but that says what it serves gets only the workspaces that differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_says_what_it_serves_gets_only_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let mut api = plane.api(plane.token.as_deref().unwrap()).await;
+    for slug in ["same", "changed"] {
+        api.workspaces
+            .create_workspace(workspace(slug))
+            .await
+            .unwrap();
+    }
+    // Once the snapshot holds both (the cache refreshes after the writes).
+    let full = mockplane_e2e::eventually("a snapshot of both workspaces", || async {
+        let (_tx, first) =
+            open_stream(&plane, hello("n1", mockplane_proto::PROTOCOL_VERSION, 0)).await;
+        let full = first
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        (full.upserts.len() == 2).then_some(full)
+    })
+    .await;
+    let mut hashes: std::collections::HashMap<String, String> = full
+        .upserts
+        .iter()
+        .map(|u| (u.workspace_id.clone(), u.hash.clone()))
+        .collect();
+    let same = full
+        .upserts
+        .iter()
+        .find(|u| mockplane_proto::resource::decode(u).is_ok_and(|c| c.slug.as_str() == "same"));
+    let same_id = same.unwrap().workspace_id.clone();
+    let changed_id = hashes.keys().find(|id| **id != same_id).unwrap().clone();
+    hashes.insert(changed_id.clone(), "0".repeat(64));
+
+    let said = |hashes: std::collections::HashMap<String, String>| {
+        v1::node_message::Kind::Hello(v1::Hello {
+            node_id: "n2".into(),
+            protocol_version: mockplane_proto::PROTOCOL_VERSION,
+            config_schema_version: mockplane_proto::CONFIG_SCHEMA_VERSION,
+            workspace_hashes: hashes,
+            ..Default::default()
+        })
+    };
+    let (_tx2, resumed) = open_stream(&plane, said(hashes)).await;
+    let update = resumed
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(update.full);
+    assert_eq!(update.kept, [same_id]);
+    assert_eq!(
+        update
+            .upserts
+            .iter()
+            .map(|u| u.workspace_id.clone())
+            .collect::<Vec<_>>(),
+        [changed_id]
+    );
+
+    // Hashes that are not hashes are refused, naming the entry.
+    let (_tx3, refused) = open_stream(
+        &plane,
+        said([("not-an-id".to_owned(), "x".to_owned())].into()),
+    )
+    .await;
+    let status = refused.expect_err("bad hashes are refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("workspace_hashes") && status.message().contains("not-an-id"),
+        "{}",
+        status.message()
+    );
+}

@@ -207,7 +207,13 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
             .limits
             .max_age
             .mul_f64(1.0 + rand::random::<f64>() * 0.5);
+        let hashes = hello
+            .workspace_hashes
+            .iter()
+            .filter_map(|(id, hash)| Some((uuid::Uuid::try_parse(id).ok()?, hash.clone())))
+            .collect();
         let session = Session {
+            hashes,
             max_age,
             node: hello.node_id,
             applied: hello.applied_revision,
@@ -307,6 +313,15 @@ fn check_hello(hello: &v1::Hello) -> Result<(), Status> {
             "hello.capabilities: at most 32 names of 1 to 64 printable characters",
         ));
     }
+    if let Some((id, hash)) = hello.workspace_hashes.iter().find(|(id, hash)| {
+        uuid::Uuid::try_parse(id).is_err()
+            || hash.len() != 64
+            || !hash.bytes().all(|b| b.is_ascii_hexdigit())
+    }) {
+        return Err(Status::invalid_argument(format!(
+            "hello.workspace_hashes: {id:?} → {hash:?} is not a workspace id and a SHA-256 in hex"
+        )));
+    }
     let id = hello.node_id.as_str();
     if id.is_empty() || id.len() > MAX_NODE_ID || id.chars().any(char::is_control) {
         return Err(Status::invalid_argument(format!(
@@ -317,6 +332,9 @@ fn check_hello(hello: &v1::Hello) -> Result<(), Status> {
 }
 
 struct Session {
+    /// What the node said it serves (workspace → content hash), for its
+    /// first update; emptied once used.
+    hashes: std::collections::HashMap<uuid::Uuid, String>,
     /// When this stream ends so that the node reconnects (to whichever
     /// replica the balancer picks).
     max_age: Duration,
@@ -356,7 +374,9 @@ impl Session {
                 first = false;
                 sequence += 1;
                 let nonce = format!("{}-{sequence}", snapshot.revision);
-                let plan = snapshot.plan_from(self.applied);
+                let plan = snapshot
+                    .plan_from(self.applied)
+                    .keeping(&std::mem::take(&mut self.hashes));
                 let kind = if plan.full { "full" } else { "delta" };
                 if self.sent.len() == SENT_REMEMBERED {
                     self.sent.pop_front();
