@@ -45,7 +45,7 @@ struct PropagationArgs {
     revision: u64,
     /// Wait up to this many seconds for every connected node to serve it;
     /// fails if some do not by then, or reject it.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     wait: Option<u64>,
 }
 

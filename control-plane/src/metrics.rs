@@ -43,10 +43,32 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
+        // Each metric is registered as it is made, so none can be left out.
+        fn registered<M: prometheus::core::Collector + Clone + 'static>(
+            registry: &Registry,
+            metric: prometheus::Result<M>,
+        ) -> prometheus::Result<M> {
+            let metric = metric?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        }
         let histogram = |name: &str, help: &str| {
-            Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+            registered(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                ),
+            )
         };
-        let metrics = Self {
+        let counter = |name: &str, help: &str| registered(&registry, IntCounter::new(name, help));
+        let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help));
+        let counters = |name: &str, help: &str, label: &str| {
+            registered(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), &[label]),
+            )
+        };
+        Ok(Self {
             commit_to_publish: histogram(
                 "mockplane_config_commit_to_publish_seconds",
                 "From a config change's commit to its snapshot being published to streams",
@@ -55,88 +77,60 @@ impl Metrics {
                 "mockplane_config_publish_to_ack_seconds",
                 "From a snapshot's publication to a node's ACK of it",
             )?,
-            acks: IntCounter::new("mockplane_config_acks_total", "Config updates nodes ACKed")?,
-            nacks: IntCounter::new(
+            acks: counter("mockplane_config_acks_total", "Config updates nodes ACKed")?,
+            nacks: counter(
                 "mockplane_config_nacks_total",
                 "Config updates nodes NACKed",
             )?,
-            rejected_workspaces: IntCounter::new(
+            rejected_workspaces: counter(
                 "mockplane_config_rejected_workspaces_total",
                 "Workspace configs nodes rejected (named in NACKs)",
             )?,
-            connected_nodes: IntGauge::new(
+            connected_nodes: gauge(
                 "mockplane_config_connected_nodes",
                 "Nodes streaming config from this replica",
             )?,
-            lagging_nodes: IntGauge::new(
+            lagging_nodes: gauge(
                 "mockplane_config_lagging_nodes",
                 "Connected nodes serving an older revision than the current one",
             )?,
-            max_lag_revisions: IntGauge::new(
+            max_lag_revisions: gauge(
                 "mockplane_config_max_lag_revisions",
                 "The most revisions a connected node is behind",
             )?,
-            revision: IntGauge::new(
+            revision: gauge(
                 "mockplane_config_revision",
                 "The config revision this replica publishes",
             )?,
-            workspaces: IntGauge::new(
+            workspaces: gauge(
                 "mockplane_config_workspaces",
                 "Workspaces in the published config",
             )?,
-            snapshot_bytes: IntGauge::new(
+            snapshot_bytes: gauge(
                 "mockplane_config_snapshot_bytes",
                 "Encoded size of the whole published config (a full snapshot)",
             )?,
-            sent_bytes: IntCounterVec::new(
-                Opts::new(
-                    "mockplane_config_sent_bytes_total",
-                    "Encoded bytes of config updates sent to nodes",
-                ),
-                &["kind"],
+            sent_bytes: counters(
+                "mockplane_config_sent_bytes_total",
+                "Encoded bytes of config updates sent to nodes",
+                "kind",
             )?,
-            updates_sent: IntCounterVec::new(
-                Opts::new(
-                    "mockplane_config_updates_sent_total",
-                    "Config updates sent to nodes",
-                ),
-                &["kind"],
+            updates_sent: counters(
+                "mockplane_config_updates_sent_total",
+                "Config updates sent to nodes",
+                "kind",
             )?,
-            streams_refused: IntCounterVec::new(
-                Opts::new(
-                    "mockplane_config_streams_refused_total",
-                    "Config streams refused before they started",
-                ),
-                &["reason"],
+            streams_refused: counters(
+                "mockplane_config_streams_refused_total",
+                "Config streams refused before they started",
+                "reason",
             )?,
-            registry_write_errors: IntCounter::new(
+            registry_write_errors: counter(
                 "mockplane_node_registry_write_errors_total",
                 "Node registry reports that could not be written",
             )?,
             registry,
-        };
-        metrics.register()?;
-        Ok(metrics)
-    }
-
-    fn register(&self) -> prometheus::Result<()> {
-        let r = &self.registry;
-        r.register(Box::new(self.commit_to_publish.clone()))?;
-        r.register(Box::new(self.publish_to_ack.clone()))?;
-        r.register(Box::new(self.acks.clone()))?;
-        r.register(Box::new(self.nacks.clone()))?;
-        r.register(Box::new(self.rejected_workspaces.clone()))?;
-        r.register(Box::new(self.connected_nodes.clone()))?;
-        r.register(Box::new(self.lagging_nodes.clone()))?;
-        r.register(Box::new(self.max_lag_revisions.clone()))?;
-        r.register(Box::new(self.revision.clone()))?;
-        r.register(Box::new(self.workspaces.clone()))?;
-        r.register(Box::new(self.snapshot_bytes.clone()))?;
-        r.register(Box::new(self.sent_bytes.clone()))?;
-        r.register(Box::new(self.updates_sent.clone()))?;
-        r.register(Box::new(self.streams_refused.clone()))?;
-        r.register(Box::new(self.registry_write_errors.clone()))?;
-        Ok(())
+        })
     }
 
     /// The text exposition of every metric.

@@ -109,8 +109,17 @@ enum LogFormat {
 
 fn parse_label(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("expected key=value, got {raw:?}")),
+        Some((key, value))
+            if !key.is_empty()
+                && key.len() <= 128
+                && value.len() <= 256
+                && !raw.chars().any(char::is_control) =>
+        {
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "expected key=value (a key of 1 to 128 and a value of up to 256 printable characters), got {raw:?}"
+        )),
     }
 }
 

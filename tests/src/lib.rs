@@ -1016,6 +1016,19 @@ pub mod fixtures {
 
     use crate::{Api, ControlPlane};
 
+    /// Adds `routes` to the working copy of `workspace`.
+    pub async fn add_routes(api: &mut Api, workspace: &str, routes: Vec<v1::Route>) {
+        api.routes
+            .create_routes(v1::CreateRoutesRequest {
+                workspace: workspace.into(),
+                routes,
+                environment: String::new(),
+                scenario: String::new(),
+            })
+            .await
+            .expect("add routes");
+    }
+
     /// Clients acting with an environment token of `api`'s caller for
     /// `environment` of `workspace`.
     pub async fn in_env(

@@ -1,7 +1,7 @@
 //! What the API changes reaches every node, and nodes outlive the control
 //! plane: real control-plane and node processes, talking over real sockets.
 
-use mockplane_e2e::fixtures::{new_workspace as workspace, route};
+use mockplane_e2e::fixtures::{self, new_workspace as workspace, route};
 use mockplane_e2e::{ControlPlane, Node};
 use mockplane_proto::v1;
 use nix::sys::signal::Signal;
@@ -150,15 +150,12 @@ async fn nodes_keep_serving_without_the_control_plane_and_catch_up_after() {
         .create_workspace(workspace("steady"))
         .await
         .unwrap();
-    api.routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "steady".into(),
-            routes: vec![route("GET", "/a", 200, r#"{"v":1}"#)],
-            environment: String::new(),
-            scenario: String::new(),
-        })
-        .await
-        .unwrap();
+    fixtures::add_routes(
+        &mut api,
+        "steady",
+        vec![route("GET", "/a", 200, r#"{"v":1}"#)],
+    )
+    .await;
     for node in &nodes {
         node.wait_for("/w/steady/a", 200, |b| b.contains("\"v\":1"))
             .await;
@@ -188,15 +185,12 @@ async fn nodes_keep_serving_without_the_control_plane_and_catch_up_after() {
             .unwrap();
         assert!(side.token.is_none(), "not a first run any more");
         let mut api = side.api(&token).await;
-        api.routes
-            .create_routes(v1::CreateRoutesRequest {
-                workspace: "steady".into(),
-                routes: vec![route("GET", "/b", 200, r#"{"v":2}"#)],
-                environment: String::new(),
-                scenario: String::new(),
-            })
-            .await
-            .unwrap();
+        fixtures::add_routes(
+            &mut api,
+            "steady",
+            vec![route("GET", "/b", 200, r#"{"v":2}"#)],
+        )
+        .await;
         let mut side = side;
         side.process.stop(Signal::SIGTERM).await.unwrap();
     }
@@ -251,15 +245,7 @@ async fn a_node_without_a_control_plane_is_not_ready_until_it_gets_a_snapshot() 
         .create_workspace(workspace("late"))
         .await
         .unwrap();
-    api.routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "late".into(),
-            routes: vec![route("GET", "/x", 200, "{}")],
-            environment: String::new(),
-            scenario: String::new(),
-        })
-        .await
-        .unwrap();
+    fixtures::add_routes(&mut api, "late", vec![route("GET", "/x", 200, "{}")]).await;
     node.wait_for("/w/late/x", 200, |_| true).await;
 }
 
@@ -362,6 +348,22 @@ async fn the_stream_checks_the_hello_and_sends_a_snapshot_then_deltas() {
         status.message()
     );
 
+    let mut labelled = v1::Hello {
+        node_id: "labelled".into(),
+        protocol_version: mockplane_proto::PROTOCOL_VERSION,
+        config_schema_version: mockplane_proto::CONFIG_SCHEMA_VERSION,
+        ..Default::default()
+    };
+    labelled.labels.insert("zone".into(), "x".repeat(300));
+    let (_tx, refused) = open_stream(&plane, v1::node_message::Kind::Hello(labelled)).await;
+    let status = refused.expect_err("an oversized label is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("hello.labels"),
+        "{}",
+        status.message()
+    );
+
     let (_tx, refused) = open_stream(&plane, hello("", mockplane_proto::PROTOCOL_VERSION, 0)).await;
     assert_eq!(
         refused.expect_err("empty node id").code(),
@@ -451,15 +453,7 @@ async fn a_node_that_stops_reading_does_not_hold_up_the_others() {
             .create_workspace(workspace(&slug))
             .await
             .unwrap();
-        api.routes
-            .create_routes(v1::CreateRoutesRequest {
-                workspace: slug.clone(),
-                routes: vec![route("GET", "/big", 200, &big)],
-                environment: String::new(),
-                scenario: String::new(),
-            })
-            .await
-            .unwrap();
+        fixtures::add_routes(&mut api, &slug, vec![route("GET", "/big", 200, &big)]).await;
         // The reading node keeps up with every change.
         node.wait_for(&format!("/w/{slug}/big"), 200, |b| b.len() == big.len())
             .await;
@@ -484,15 +478,12 @@ async fn a_node_boots_from_its_last_known_good_file_and_refuses_an_empty_snapsho
         .create_workspace(workspace("kept"))
         .await
         .unwrap();
-    api.routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "kept".into(),
-            routes: vec![route("GET", "/a", 200, r#"{"v":1}"#)],
-            environment: String::new(),
-            scenario: String::new(),
-        })
-        .await
-        .unwrap();
+    fixtures::add_routes(
+        &mut api,
+        "kept",
+        vec![route("GET", "/a", 200, r#"{"v":1}"#)],
+    )
+    .await;
     let mut node = Node::start_with(dir.path(), &plane.url(), &["--state-dir", &state_arg])
         .await
         .unwrap();
@@ -626,15 +617,7 @@ async fn streams_end_at_their_maximum_age_and_nodes_come_back() {
         .create_workspace(workspace("aging"))
         .await
         .unwrap();
-    api.routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "aging".into(),
-            routes: vec![route("GET", "/still", 200, "here")],
-            environment: String::new(),
-            scenario: String::new(),
-        })
-        .await
-        .unwrap();
+    fixtures::add_routes(&mut api, "aging", vec![route("GET", "/still", 200, "here")]).await;
     node.wait_for("/w/aging/still", 200, |b| b == "here").await;
     assert!(
         plane.process.log_text().matches("node connected").count() >= 3,

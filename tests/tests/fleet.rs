@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mockplane_e2e::fixtures::{new_workspace, route};
+use mockplane_e2e::fixtures::{self, new_workspace, route};
 use mockplane_e2e::{Cli, ControlPlane, Node, eventually};
 use mockplane_proto::v1;
 use serde_json::Value;
@@ -104,18 +104,6 @@ fn hello(node_id: &str, applied_revision: u64) -> v1::NodeMessage {
             ..Default::default()
         })),
     }
-}
-
-async fn add_route(api: &mut mockplane_e2e::Api, workspace: &str, path: &str) {
-    api.routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: workspace.into(),
-            routes: vec![route("GET", path, 200, path)],
-            environment: String::new(),
-            scenario: String::new(),
-        })
-        .await
-        .unwrap();
 }
 
 /// `mockplane nodes -o json`, by node id.
@@ -239,7 +227,12 @@ async fn a_rejected_workspace_is_reported_while_the_others_keep_updating() {
     assert!(stderr.contains("1 node(s) rejected"), "{stderr}");
 
     // The other workspace keeps updating on that node.
-    add_route(&mut api, "good", "/later").await;
+    fixtures::add_routes(
+        &mut api,
+        "good",
+        vec![route("GET", "/later", 200, "/later")],
+    )
+    .await;
     let (revision, changed) = simulated.next().await;
     assert_eq!(changed, std::slice::from_ref(&good.id));
     node.wait_for("/w/good/later", 200, |_| true).await;
@@ -263,7 +256,12 @@ async fn a_rejected_workspace_is_reported_while_the_others_keep_updating() {
 
     // Fixed: the next config of `broken` is applied, the error clears.
     refusing.store(false, Ordering::SeqCst);
-    add_route(&mut api, "broken", "/fixed").await;
+    fixtures::add_routes(
+        &mut api,
+        "broken",
+        vec![route("GET", "/fixed", 200, "/fixed")],
+    )
+    .await;
     let (_, changed) = simulated.next().await;
     assert_eq!(changed, std::slice::from_ref(&broken.id));
     cli.ok(&["nodes", "propagation", "broken", "--wait", "30"])
@@ -319,14 +317,13 @@ async fn a_rejected_workspace_is_reported_while_the_others_keep_updating() {
 
     // A node that leaves is disconnected, and listed only on request.
     drop(simulated);
-    let gone = eventually("the simulated node disconnected", || async {
+    eventually("the simulated node disconnected", || async {
         let all: Vec<Value> =
             serde_json::from_str(&cli.ok(&["-o", "json", "nodes", "--all"]).await).unwrap();
         let sim = all.into_iter().find(|n| n["node"] == "simulated-1")?;
         (sim["state"] == "disconnected").then_some(())
     })
     .await;
-    let () = gone;
     assert!(!nodes(&cli).await.contains_key("simulated-1"));
 }
 
@@ -418,17 +415,14 @@ async fn hundreds_of_nodes_reconnect_without_the_control_planes_memory_running_a
             .create_workspace(new_workspace(&slug))
             .await
             .unwrap();
-        api.routes
-            .create_routes(v1::CreateRoutesRequest {
-                workspace: slug,
-                routes: (0..50)
-                    .map(|r| route("GET", &format!("/r{r}"), 200, &body))
-                    .collect(),
-                environment: String::new(),
-                scenario: String::new(),
-            })
-            .await
-            .unwrap();
+        fixtures::add_routes(
+            &mut api,
+            &slug,
+            (0..50)
+                .map(|r| route("GET", &format!("/r{r}"), 200, &body))
+                .collect(),
+        )
+        .await;
     }
     let pid = plane.process.pid().unwrap().as_raw() as u32;
     let before = peak_memory(pid);

@@ -1,7 +1,7 @@
 //! The request journal end to end: a node records what it answered, and
 //! the control plane's JournalService asks the node and filters.
 
-use mockplane_e2e::fixtures::{new_workspace, route};
+use mockplane_e2e::fixtures::{self, new_workspace, route};
 use mockplane_e2e::{ControlPlane, Node, eventually};
 use mockplane_proto::v1;
 use tonic::Code;
@@ -31,15 +31,12 @@ async fn the_control_plane_shows_what_nodes_answered_and_why_misses_missed() {
         }],
         ..Default::default()
     });
-    api.routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "shop".into(),
-            routes: vec![search, route("POST", "/orders", 201, "{\"id\":1}")],
-            environment: String::new(),
-            scenario: String::new(),
-        })
-        .await
-        .unwrap();
+    fixtures::add_routes(
+        &mut api,
+        "shop",
+        vec![search, route("POST", "/orders", 201, "{\"id\":1}")],
+    )
+    .await;
     node.wait_for("/w/shop/search?q=lamp", 200, |b| b == "found")
         .await;
     let ordered = node

@@ -87,32 +87,24 @@ async fn two_replicas_on_postgres_feed_their_nodes_every_change() {
         .create_workspace(new_workspace("shared"))
         .await
         .unwrap();
-    api_a
-        .routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "shared".into(),
-            routes: vec![route("GET", "/from-a", 200, "a")],
-            environment: String::new(),
-            scenario: String::new(),
-        })
-        .await
-        .unwrap();
+    fixtures::add_routes(
+        &mut api_a,
+        "shared",
+        vec![route("GET", "/from-a", 200, "a")],
+    )
+    .await;
     // A change made through replica A reaches the node on replica B.
     for node in [&node_a, &node_b] {
         node.wait_for("/w/shared/from-a", 200, |b| b == "a").await;
     }
 
     let mut api_b = b.api(&token).await;
-    api_b
-        .routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "shared".into(),
-            routes: vec![route("GET", "/from-b", 200, "b")],
-            environment: String::new(),
-            scenario: String::new(),
-        })
-        .await
-        .unwrap();
+    fixtures::add_routes(
+        &mut api_b,
+        "shared",
+        vec![route("GET", "/from-b", 200, "b")],
+    )
+    .await;
     for node in [&node_a, &node_b] {
         node.wait_for("/w/shared/from-b", 200, |b| b == "b").await;
     }
@@ -575,16 +567,12 @@ async fn nodes_of_a_killed_replica_move_to_another_and_catch_up() {
         .create_workspace(new_workspace("moving"))
         .await
         .unwrap();
-    api_a
-        .routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "moving".into(),
-            routes: vec![route("GET", "/before", 200, "a")],
-            environment: String::new(),
-            scenario: String::new(),
-        })
-        .await
-        .unwrap();
+    fixtures::add_routes(
+        &mut api_a,
+        "moving",
+        vec![route("GET", "/before", 200, "a")],
+    )
+    .await;
     for node in &nodes {
         node.wait_for("/w/moving/before", 200, |b| b == "a").await;
     }
@@ -602,16 +590,7 @@ async fn nodes_of_a_killed_replica_move_to_another_and_catch_up() {
         .stop(nix::sys::signal::Signal::SIGKILL)
         .await
         .unwrap();
-    api_b
-        .routes
-        .create_routes(v1::CreateRoutesRequest {
-            workspace: "moving".into(),
-            routes: vec![route("GET", "/after", 200, "b")],
-            environment: String::new(),
-            scenario: String::new(),
-        })
-        .await
-        .unwrap();
+    fixtures::add_routes(&mut api_b, "moving", vec![route("GET", "/after", 200, "b")]).await;
     for node in &nodes {
         node.wait_for("/w/moving/after", 200, |b| b == "b").await;
         assert_eq!(node.get("/w/moving/before").await.unwrap().status, 200);

@@ -322,6 +322,23 @@ fn check_hello(hello: &v1::Hello) -> Result<(), Status> {
             "hello.workspace_hashes: {id:?} → {hash:?} is not a workspace id and a SHA-256 in hex"
         )));
     }
+    let printable =
+        |text: &str, most: usize| text.len() <= most && !text.chars().any(char::is_control);
+    if hello.labels.len() > 64
+        || hello
+            .labels
+            .iter()
+            .any(|(k, v)| k.is_empty() || !printable(k, 128) || !printable(v, 256))
+    {
+        return Err(Status::invalid_argument(
+            "hello.labels: at most 64, keys of 1 to 128 and values of up to 256 printable characters",
+        ));
+    }
+    if !printable(&hello.binary_version, 128) || !printable(&hello.ops_url, 512) {
+        return Err(Status::invalid_argument(
+            "hello.binary_version (up to 128) and hello.ops_url (up to 512) must be printable characters",
+        ));
+    }
     let id = hello.node_id.as_str();
     if id.is_empty() || id.len() > MAX_NODE_ID || id.chars().any(char::is_control) {
         return Err(Status::invalid_argument(format!(

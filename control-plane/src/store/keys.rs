@@ -16,7 +16,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::sql::{Scope, bump_revision, db_error, internal, load_workspace, now};
+use super::sql::{Scope, bump_revision, db_error, internal, load_workspace, now, to_i64};
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 
 /// A key as the API shows it: never the secret.
@@ -259,10 +259,6 @@ where
 
 fn key_not_found(id: Uuid, workspace: &WorkspaceRecord) -> StoreError {
     StoreError::NotFound(format!("API key {id} of workspace '{}'", workspace.slug))
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[async_trait]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::sql::{Scope, internal, now};
+use super::sql::{Scope, internal, now, to_i64, to_u64};
 use super::{Dialect, SqlStore, StoreResult};
 
 /// How often a replica writes its heartbeat.
@@ -149,14 +149,6 @@ struct NodeRow {
     replica_name: Option<String>,
     replica_seen: Option<DateTime<Utc>>,
     replica_stopped: Option<DateTime<Utc>>,
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
 }
 
 impl NodeRow {

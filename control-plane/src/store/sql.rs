@@ -681,8 +681,15 @@ pub(super) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-fn to_u64(value: i64) -> u64 {
+/// A database integer as a revision or count; a negative one (never
+/// written) as 0.
+pub(super) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+/// A revision or count as a database integer, saturating.
+pub(super) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 pub(super) fn page_limit(limit: u32) -> i64 {
