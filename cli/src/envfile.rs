@@ -24,11 +24,7 @@ use crate::mockfile;
 /// Parses settings file text. `json` picks the JSON parser; otherwise YAML
 /// (a superset of JSON) reads it.
 pub fn parse(text: &str, json: bool) -> anyhow::Result<EnvSettings> {
-    let document: serde_json::Value = if json {
-        serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON: {e}"))?
-    } else {
-        serde_yaml::from_str(text).map_err(|e| anyhow!("not valid YAML: {e}"))?
-    };
+    let document = crate::mockfile::document(text, json)?;
     match document {
         serde_json::Value::Null => return Ok(EnvSettings::default()),
         serde_json::Value::Object(_) => {}

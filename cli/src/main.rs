@@ -1665,6 +1665,8 @@ async fn ids_matching(
 /// checked with the field that is wrong named.
 fn load_checks(path: &std::path::Path) -> anyhow::Result<Vec<v1::ContractCheck>> {
     let (text, _) = mockfile::read(path, "checks")?;
+    mockplane_shared::nesting::check(&text)
+        .map_err(|e| anyhow!("{} is not a valid checks file: it {e}", path.display()))?;
     let checks: Vec<mockplane_shared::contract::ContractCheck> = serde_yaml::from_str(&text)
         .map_err(|e| anyhow!("{} is not a valid checks file: {e}", path.display()))?;
     mockplane_shared::contract::check_all(&checks)

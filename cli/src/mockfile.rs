@@ -321,14 +321,23 @@ pub fn to_file_form(routes: &[v1::Route]) -> anyhow::Result<Vec<MockRoute>> {
         .collect()
 }
 
-/// Parses mock file text. `json` picks the JSON parser; otherwise YAML (a
+/// Reads a file's text as a document: its nesting is checked first, in one
+/// pass, so a hostile file is refused at once instead of keeping the YAML
+/// parser busy; then `json` picks the JSON parser, otherwise YAML (a
 /// superset of JSON) reads it.
-pub fn parse(text: &str, json: bool) -> anyhow::Result<Vec<v1::Route>> {
-    let document: serde_json::Value = if json {
+pub fn document(text: &str, json: bool) -> anyhow::Result<serde_json::Value> {
+    mockplane_shared::nesting::check(text).map_err(|e| anyhow!("the file {e}"))?;
+    Ok(if json {
         serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON: {e}"))?
     } else {
         serde_yaml::from_str(text).map_err(|e| anyhow!("not valid YAML: {e}"))?
-    };
+    })
+}
+
+/// Parses mock file text. `json` picks the JSON parser; otherwise YAML (a
+/// superset of JSON) reads it.
+pub fn parse(text: &str, json: bool) -> anyhow::Result<Vec<v1::Route>> {
+    let document = document(text, json)?;
     let routes = match document {
         list @ serde_json::Value::Array(_) => list,
         serde_json::Value::Object(mut map) => {

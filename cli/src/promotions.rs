@@ -601,6 +601,8 @@ fn rules_view(rules: &v1::ApprovalRules) -> serde_json::Value {
 /// Reads a rules file (YAML or JSON): `patterns:` and `pillars:`.
 fn load_rules(path: &std::path::Path) -> anyhow::Result<v1::ApprovalRules> {
     let (text, _) = crate::mockfile::read(path, "rules")?;
+    mockplane_shared::nesting::check(&text)
+        .map_err(|e| anyhow!("{} is not a valid rules file: it {e}", path.display()))?;
     let rules: mockplane_shared::promotion::PillarRules = serde_yaml::from_str(&text)
         .map_err(|e| anyhow!("{} is not a valid rules file: {e}", path.display()))?;
     rules

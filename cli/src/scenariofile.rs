@@ -59,11 +59,7 @@ pub fn parse(
     json: bool,
     name: Option<&str>,
 ) -> anyhow::Result<(v1::Scenario, Vec<v1::Route>)> {
-    let document: serde_json::Value = if json {
-        serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON: {e}"))?
-    } else {
-        serde_yaml::from_str(text).map_err(|e| anyhow!("not valid YAML: {e}"))?
-    };
+    let document = crate::mockfile::document(text, json)?;
     let serde_json::Value::Object(mut map) = document else {
         anyhow::bail!(
             "a scenario file is a map with `scenario:` (name, description, tags) and `routes:`"

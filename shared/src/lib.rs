@@ -13,6 +13,7 @@ pub mod environment;
 pub mod error;
 pub mod keys;
 pub mod matcher;
+pub mod nesting;
 pub mod openapi;
 pub mod path;
 pub mod persona;

@@ -48,6 +48,7 @@ pub fn import(text: &str) -> Result<Imported, FieldError> {
             format!("at most {MAX_DOCUMENT_BYTES} bytes, got {}", text.len()),
         ));
     }
+    crate::nesting::check(text).map_err(|e| FieldError::new("document", e.to_string()))?;
     let document: Value = serde_yaml::from_str(text)
         .map_err(|e| FieldError::new("document", format!("not valid YAML or JSON: {e}")))?;
     let Value::Object(root) = &document else {

@@ -35,6 +35,7 @@ pub fn parse_persona_data(raw: &str) -> Result<serde_json::Value, FieldError> {
             ),
         ));
     }
+    crate::nesting::check(raw).map_err(|e| FieldError::new("data", e.to_string()))?;
     let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
         FieldError::new(
             "data",

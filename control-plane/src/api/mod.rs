@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod blocking;
 pub mod discovery;
 pub mod environments;
 pub mod error;

@@ -39,11 +39,16 @@ fn name(raw: &str, field: &str) -> Result<Slug, ApiError> {
     Ok(parse_persona_name(raw).map_err(|e| FieldError::new(field, e.message))?)
 }
 
-fn data(raw: &str, field: &str) -> Result<serde_json::Value, ApiError> {
+/// Parses persona data off the async workers (a persona is up to
+/// hundreds of kilobytes of JSON).
+async fn data(raw: String, field: &'static str) -> Result<serde_json::Value, Status> {
     if raw.is_empty() {
-        return Err(missing(field));
+        return Err(missing(field).into());
     }
-    Ok(parse_persona_data(raw).map_err(|e| FieldError::new(field, e.message))?)
+    let parsed = super::blocking::run(move || parse_persona_data(&raw)).await?;
+    Ok(parsed
+        .map_err(|e| FieldError::new(field, e.message))
+        .map_err(ApiError::from)?)
 }
 
 #[tonic::async_trait]
@@ -57,7 +62,7 @@ impl PersonaService for Personas {
         let request = request.into_inner();
         let persona = request.persona.ok_or_else(|| missing("persona"))?;
         let name = name(&persona.name, "persona.name")?;
-        let data = data(&persona.data, "persona.data")?;
+        let data = data(persona.data, "persona.data").await?;
         let record = self
             .0
             .store
@@ -113,9 +118,9 @@ impl PersonaService for Personas {
     ) -> Result<Response<v1::Persona>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let name = name(&request.persona, "persona")?;
-        let data = data(&request.data, "data")?;
+        let data = data(std::mem::take(&mut request.data), "data").await?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
         let record = self
             .0

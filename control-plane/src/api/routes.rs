@@ -103,6 +103,23 @@ fn route_id(raw: &str) -> Result<Uuid, ApiError> {
     Ok(parse_uuid("route_id", raw)?)
 }
 
+/// Converts a request's routes (`routes[i]` naming the one that is wrong)
+/// off the async workers: a batch compiles up to thousands of paths,
+/// regexes and templates.
+pub async fn parse_routes(routes: Vec<v1::Route>) -> Result<Vec<RouteSpec>, Status> {
+    let parsed = super::blocking::run(move || {
+        routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| {
+                parse_route(route).map_err(|e| e.within(&format!("routes[{index}]")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    Ok(parsed.map_err(ApiError::from)?)
+}
+
 #[tonic::async_trait]
 impl RouteService for Routes {
     async fn create_routes(
@@ -111,7 +128,7 @@ impl RouteService for Routes {
     ) -> Result<Response<v1::CreateRoutesResponse>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         if request.routes.is_empty() || request.routes.len() > MAX_BATCH {
             return Err(ApiError::from(FieldError::new(
                 "routes",
@@ -119,15 +136,7 @@ impl RouteService for Routes {
             ))
             .into());
         }
-        let specs = request
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(index, route)| {
-                parse_route(route).map_err(|e| e.within(&format!("routes[{index}]")))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ApiError::from)?;
+        let specs = parse_routes(std::mem::take(&mut request.routes)).await?;
         let scenario = scenario(&request.scenario)?;
         check_editable(grant.workspace.as_ref(), &request.environment)?;
         let records = self

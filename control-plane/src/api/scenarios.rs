@@ -282,12 +282,14 @@ impl ScenarioService for Scenarios {
     ) -> Result<Response<v1::ImportOpenApiResponse>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let scenario = request.scenario.ok_or_else(|| missing("scenario"))?;
         if request.document.is_empty() {
             return Err(missing("document").into());
         }
-        let imported = mockplane_shared::openapi::import(&request.document)
+        let document = std::mem::take(&mut request.document);
+        let imported = super::blocking::run(move || mockplane_shared::openapi::import(&document))
+            .await?
             .map_err(|e| e.within("document"))
             .map_err(ApiError::from)?;
         let description = if scenario.description.is_empty() {
@@ -325,7 +327,7 @@ impl ScenarioService for Scenarios {
     ) -> Result<Response<v1::ImportOpenApiResponse>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Origin(&key)).await?;
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let scenario = request.scenario.ok_or_else(|| missing("scenario"))?;
         if request.routes.len() > MAX_IMPORTED_ROUTES {
             return Err(ApiError::from(FieldError::new(
@@ -337,16 +339,7 @@ impl ScenarioService for Scenarios {
             ))
             .into());
         }
-        let routes = request
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(index, route)| {
-                mockplane_proto::convert::parse_route(route)
-                    .map_err(|e| e.within(&format!("routes[{index}]")))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ApiError::from)?;
+        let routes = super::routes::parse_routes(std::mem::take(&mut request.routes)).await?;
         let new = NewScenario {
             name: name(&scenario.name, "scenario.name")?,
             description: parse_text("scenario.description", &scenario.description)
