@@ -207,12 +207,26 @@ fn boot_from(lkg: &LastKnownGood, state: &NodeState) {
             for error in &errors {
                 tracing::warn!(workspace = %error.workspace_id, error = %error.message, "last-known-good workspace not served");
             }
-            tracing::info!(
-                revision = table.revision,
-                workspaces = table.len(),
-                "serving the last-known-good config until the control plane answers"
-            );
-            state.publish(table);
+            if errors.is_empty() {
+                tracing::info!(
+                    revision = table.revision,
+                    workspaces = table.len(),
+                    "serving the last-known-good config until the control plane answers"
+                );
+                state.publish(table);
+            } else {
+                // The file's content was damaged after it was written: what
+                // remains is served, but the node is not ready (a load
+                // balancer would send it traffic for the refused workspaces)
+                // until a control plane sends a snapshot.
+                tracing::error!(
+                    revision = table.revision,
+                    workspaces = table.len(),
+                    refused = errors.len(),
+                    "the last-known-good config has refused workspaces; not ready until the control plane answers"
+                );
+                state.publish_refused(table);
+            }
         }
     }
 }

@@ -25,14 +25,14 @@ impl OpsApp {
     pub fn route(&self, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
         match path {
             "/healthz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/readyz" if self.state.is_ready() => {
-                (StatusCode::OK, "text/plain", b"ready\n".to_vec())
-            }
-            "/readyz" => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                b"not ready: no config snapshot applied yet\n".to_vec(),
-            ),
+            "/readyz" => match self.state.readiness().reason() {
+                None => (StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+                Some(reason) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {reason}\n").into_bytes(),
+                ),
+            },
             "/metrics" => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -43,6 +43,7 @@ impl OpsApp {
                 let status = json!({
                     "node_id": self.state.node_id,
                     "ready": self.state.is_ready(),
+                    "not_ready_because": self.state.readiness().reason(),
                     "connected": self.state.is_connected(),
                     "revision": table.revision,
                     "workspaces": table.len(),
@@ -184,6 +185,31 @@ mod tests {
         let (_, _, status) = ops.route("/status");
         let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
         assert_eq!(status["ready"], true);
+        assert_eq!(status["not_ready_because"], serde_json::Value::Null);
         assert_eq!(ops.route("/nope").0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn a_refused_last_known_good_file_leaves_the_node_unready_until_a_snapshot() {
+        let state = NodeState::new("n1".into(), Metrics::new().unwrap());
+        let ops = OpsApp::new(state.clone());
+        state.publish_refused(RoutingTable::default());
+        let (code, _, body) = ops.route("/readyz");
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(String::from_utf8(body).unwrap().contains("refused"));
+        let (_, _, status) = ops.route("/status");
+        let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+        assert_eq!(status["ready"], false);
+        assert!(
+            status["not_ready_because"]
+                .as_str()
+                .unwrap()
+                .contains("last-known-good")
+        );
+        state.publish(RoutingTable::default());
+        assert_eq!(ops.route("/readyz").0, StatusCode::OK);
+        // A node already ready is not made unready by it.
+        state.publish_refused(RoutingTable::default());
+        assert_eq!(ops.route("/readyz").0, StatusCode::OK);
     }
 }

@@ -178,6 +178,11 @@ pub fn answer_with(
     };
     let requested = requested_environment(request);
     let Some(env) = workspace.environment(requested) else {
+        // A protected workspace tells a caller without a key of it only
+        // that a key is required, not which environments it has.
+        if workspace.require_keys && !holds_a_key(workspace, request) {
+            return stranger(slug, request);
+        }
         let asked = requested.unwrap_or_default();
         let names: Vec<&str> = workspace.environments.iter().map(|e| &*e.name).collect();
         let hint = if asked.chars().any(|c| c.is_ascii_uppercase()) {
@@ -200,7 +205,7 @@ pub fn answer_with(
             Some(hint),
         );
     };
-    let key = match check_key(workspace, env, slug, request) {
+    let key = match check_key(workspace, env, slug, requested.is_some(), request) {
         Ok(key) => key,
         Err(refused) => {
             return (*refused).map(|mut answer| {
@@ -415,16 +420,50 @@ fn refused(code: &str, message: String, hint: String) -> Result<Answer, String> 
     Ok(answer)
 }
 
+const KEYS_HINT: &str = "keys are made with ApiKeyService.CreateApiKey (the secret, mpk_…, is shown once) and open one environment each";
+const UNKNOWN_KEY_HINT: &str = "check the key: it may be mistyped, revoked, or of another workspace; ListApiKeys shows the workspace's keys";
+
+/// Whether the request presents a key of any environment of the workspace.
+fn holds_a_key(workspace: &CompiledWorkspace, request: &RequestParts<'_>) -> bool {
+    request.headers().get(KEY_HEADER).is_some_and(|presented| {
+        let sha256 = digest(presented.as_bytes());
+        workspace
+            .environments
+            .iter()
+            .any(|env| env.key(&sha256).is_some())
+    })
+}
+
+/// The 401 for a caller with no key of a protected workspace: it names
+/// nothing of the workspace but its slug, which the caller sent.
+fn stranger(slug: &str, request: &RequestParts<'_>) -> Result<Answer, String> {
+    if request.headers().get(KEY_HEADER).is_some() {
+        refused(
+            "api_key_invalid",
+            format!("the {KEY_HEADER} header holds no key of workspace '{slug}'"),
+            UNKNOWN_KEY_HINT.into(),
+        )
+    } else {
+        refused(
+            "api_key_required",
+            format!("workspace '{slug}' requires an API key in the {KEY_HEADER} header"),
+            KEYS_HINT.into(),
+        )
+    }
+}
+
 /// The API key a request presents, checked against the environment that
 /// answers it: `Ok(None)` when it presents none and the workspace does not
 /// require one; `Err` with the 401 to send when the key is missing,
 /// unknown, of another environment, or expired (boxed: refusals are the
-/// cold path). One SHA-256 and one hash
+/// cold path). A caller without a key of the workspace learns the name of
+/// the environment only if it named it (`named`). One SHA-256 and one hash
 /// lookup when a key is presented; nothing at all when none is.
 fn check_key<'t>(
     workspace: &'t CompiledWorkspace,
     env: &'t CompiledEnvironment,
     slug: &str,
+    named: bool,
     request: &RequestParts<'_>,
 ) -> Result<Option<&'t CompiledKey>, Box<Result<Answer, String>>> {
     let env_name = &*env.name;
@@ -432,12 +471,15 @@ fn check_key<'t>(
         if !workspace.require_keys {
             return Ok(None);
         }
+        if !named {
+            return Err(Box::new(stranger(slug, request)));
+        }
         return Err(Box::new(refused(
             "api_key_required",
             format!(
-                "workspace '{slug}' requires an API key: send a key of its environment '{env_name}' in the {KEY_HEADER} header"
+                "workspace '{slug}' requires an API key: send a key of environment '{env_name}' in the {KEY_HEADER} header"
             ),
-            "keys are made with ApiKeyService.CreateApiKey (the secret, mpk_…, is shown once) and open one environment each".into(),
+            KEYS_HINT.into(),
         )));
     };
     let sha256 = digest(presented.as_bytes());
@@ -452,7 +494,8 @@ fn check_key<'t>(
                 "it is a key of environment '{other}': a key opens only the environment it was made for; use a key of '{env_name}' or send {}: {other}",
                 crate::proxy::ENV_HEADER
             ),
-            None => "check the key: it may be mistyped, revoked, or of another workspace; ListApiKeys shows the workspace's keys".into(),
+            None if !named => return Err(Box::new(stranger(slug, request))),
+            None => UNKNOWN_KEY_HINT.into(),
         };
         return Err(Box::new(refused(
             "api_key_invalid",
@@ -1195,9 +1238,31 @@ mod tests {
         assert_eq!(tested.header.status, 200);
         assert_eq!(tested.key, Some((test_key, true)));
 
-        // An unknown environment is still a 404, key or not.
+        // An unknown environment is a 404 naming the environments only to
+        // a caller with a key of the workspace.
         let nowhere = ask_with_key(&table, "/w/shop/a", Some("qa"), Some("mpk_dev"));
         assert_eq!(error_code(&nowhere), "environment_not_found");
+        assert!(String::from_utf8_lossy(&nowhere.body).contains("dev, test, prod"));
+    }
+
+    #[test]
+    fn a_protected_workspace_names_no_environment_to_a_caller_without_a_key() {
+        let (config, _) = keyed(true);
+        let table = table_of(&[config]);
+        for (env, key, code) in [
+            (Some("nope"), None, "api_key_required"),
+            (Some("nope"), Some("mpk_nope"), "api_key_invalid"),
+            (None, None, "api_key_required"),
+            (None, Some("mpk_nope"), "api_key_invalid"),
+        ] {
+            let answer = ask_with_key(&table, "/w/shop/a", env, key);
+            assert_eq!(answer.header.status, 401, "{env:?} {key:?}");
+            assert_eq!(error_code(&answer), code);
+            let body = String::from_utf8_lossy(&answer.body).into_owned();
+            for name in ["dev", "test", "prod"] {
+                assert!(!body.contains(name), "{env:?} {key:?} names {name}: {body}");
+            }
+        }
     }
 
     #[test]
