@@ -327,67 +327,68 @@ impl ControlPlane {
             signer,
             oidc,
         });
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<WorkspaceServiceServer<Workspaces>>()
-            .await;
-        health.set_serving::<RouteServiceServer<Routes>>().await;
-        health
-            .set_serving::<EnvironmentServiceServer<Environments>>()
-            .await;
-        health
-            .set_serving::<ScenarioServiceServer<Scenarios>>()
-            .await;
-        health.set_serving::<PersonaServiceServer<Personas>>().await;
-        health
-            .set_serving::<PromotionServiceServer<Promotions>>()
-            .await;
-        health.set_serving::<AuthServiceServer<Auth>>().await;
-        health
-            .set_serving::<NodeServiceServer<crate::api::nodes::Nodes>>()
-            .await;
-        health
-            .set_serving::<ConfigDiscoveryServer<Discovery>>()
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(mockplane_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("building the reflection service")?;
-
-        let result = tonic::transport::Server::builder()
-            .layer(AuthLayer::new(authenticator))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(WorkspaceServiceServer::new(Workspaces(state.clone())))
-            .add_service(EnvironmentServiceServer::new(Environments(state.clone())))
-            .add_service(
+        let mut services = Services::default();
+        services
+            .add(WorkspaceServiceServer::new(Workspaces(state.clone())))
+            .add(EnvironmentServiceServer::new(Environments(state.clone())))
+            .add(
                 ScenarioServiceServer::new(Scenarios(state.clone()))
                     .max_decoding_message_size(MAX_ROUTE_REQUEST_BYTES),
             )
-            .add_service(PersonaServiceServer::new(Personas(state.clone())))
-            .add_service(
+            .add(PersonaServiceServer::new(Personas(state.clone())))
+            .add(
                 RouteServiceServer::new(Routes(state.clone()))
                     .max_decoding_message_size(MAX_ROUTE_REQUEST_BYTES),
             )
-            .add_service(AuthServiceServer::new(Auth(state.clone())))
-            .add_service(AuditServiceServer::new(Audit(state.clone())))
-            .add_service(UserServiceServer::new(Users(state.clone())))
-            .add_service(RoleServiceServer::new(Roles(state.clone())))
-            .add_service(MemberServiceServer::new(Members(state.clone())))
-            .add_service(ApiKeyServiceServer::new(ApiKeys(state.clone())))
-            .add_service(UsageServiceServer::new(Usage(state.clone())))
-            .add_service(PromotionServiceServer::new(Promotions(state.clone())))
-            .add_service(NotificationServiceServer::new(Notifications(state.clone())))
-            .add_service(NodeServiceServer::new(crate::api::nodes::Nodes(
+            .add(AuthServiceServer::new(Auth(state.clone())))
+            .add(AuditServiceServer::new(Audit(state.clone())))
+            .add(UserServiceServer::new(Users(state.clone())))
+            .add(RoleServiceServer::new(Roles(state.clone())))
+            .add(MemberServiceServer::new(Members(state.clone())))
+            .add(ApiKeyServiceServer::new(ApiKeys(state.clone())))
+            .add(UsageServiceServer::new(Usage(state.clone())))
+            .add(PromotionServiceServer::new(Promotions(state.clone())))
+            .add(NotificationServiceServer::new(Notifications(state.clone())))
+            .add(NodeServiceServer::new(crate::api::nodes::Nodes(
                 state.clone(),
             )))
-            .add_service(JournalServiceServer::new(Journal(state)))
-            .add_service(ConfigDiscoveryServer::new(
+            .add(JournalServiceServer::new(Journal(state)))
+            .add(ConfigDiscoveryServer::new(
                 Discovery::new(store.clone(), cache, nodes, shutdown.clone())
                     .with_limits(stream_limits)
                     .with_usage(store.clone()),
-            ))
+            ));
+        // Every service added above reports SERVING; nothing else does.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in &services.names {
+            health
+                .set_service_status(*name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        // Both reflection protocols: grpcurl and most clients speak v1,
+        // Python's grpcio-reflection still only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(mockplane_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        services
+            .routes
+            .add_service(health_service)
+            .add_service(
+                reflection()
+                    .build_v1()
+                    .context("building the reflection service")?,
+            )
+            .add_service(
+                reflection()
+                    .build_v1alpha()
+                    .context("building the v1alpha reflection service")?,
+            );
+
+        let result = tonic::transport::Server::builder()
+            .layer(AuthLayer::new(authenticator))
+            .add_routes(services.routes.routes())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 shutdown.clone().cancelled_owned(),
@@ -407,6 +408,31 @@ impl ControlPlane {
         }
         store.close().await;
         result
+    }
+}
+
+/// The API's services, and the names health checking reports them by.
+#[derive(Default)]
+struct Services {
+    routes: tonic::service::RoutesBuilder,
+    names: Vec<&'static str>,
+}
+
+impl Services {
+    fn add<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
     }
 }
 
