@@ -44,15 +44,15 @@ pub struct Imported {
 pub fn import(text: &str) -> Result<Imported, FieldError> {
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(FieldError::new(
-            "document",
+            "",
             format!("at most {MAX_DOCUMENT_BYTES} bytes, got {}", text.len()),
         ));
     }
-    crate::nesting::check(text).map_err(|e| FieldError::new("document", e.to_string()))?;
+    crate::nesting::check(text).map_err(|e| FieldError::new("", e.to_string()))?;
     let document: Value = serde_yaml::from_str(text)
-        .map_err(|e| FieldError::new("document", format!("not valid YAML or JSON: {e}")))?;
+        .map_err(|e| FieldError::new("", format!("not valid YAML or JSON: {e}")))?;
     let Value::Object(root) = &document else {
-        return Err(FieldError::new("document", "must be an OpenAPI object"));
+        return Err(FieldError::new("", "must be an OpenAPI object"));
     };
     match root.get("openapi").and_then(Value::as_str) {
         Some(version) if version.starts_with("3.") => {}
@@ -488,7 +488,7 @@ components:
         assert_eq!(error("openapi: 2.5\npaths: {}").field, "openapi");
         assert_eq!(error("info: {}").field, "openapi");
         assert_eq!(error("openapi: 3.0.0").field, "paths");
-        assert_eq!(error("openapi: 3.0.0\npaths: [").field, "document");
+        assert_eq!(error("openapi: 3.0.0\npaths: [").field, "");
         let no_responses = error("openapi: 3.0.0\npaths:\n  /a:\n    get: {}");
         assert_eq!(no_responses.field, "paths./a.get.responses");
         let bad_path = error(

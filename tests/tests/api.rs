@@ -216,23 +216,41 @@ async fn serves_health_checks_and_reflection_without_credentials() {
         .unwrap();
     let channel = plane.channel().await;
 
+    // Every service of the API's descriptor set is SERVING, so a service
+    // added to the protos but not to health checking fails here.
+    use prost::Message as _;
+    let descriptors =
+        prost_types::FileDescriptorSet::decode(mockplane_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let services: Vec<String> = descriptors
+        .file
+        .iter()
+        .flat_map(|file| {
+            file.service
+                .iter()
+                .map(move |service| format!("{}.{}", file.package(), service.name()))
+        })
+        .collect();
+    assert!(services.len() >= 17, "{services:?}");
     let mut health = HealthClient::new(channel.clone());
-    for service in [
-        "",
-        "mockplane.v1.WorkspaceService",
-        "mockplane.v1.ConfigDiscovery",
-    ] {
+    for service in std::iter::once("").chain(services.iter().map(String::as_str)) {
         let reply = health
             .check(HealthCheckRequest {
                 service: service.into(),
             })
             .await
-            .unwrap()
+            .unwrap_or_else(|e| panic!("health of {service:?}: {e}"))
             .into_inner();
         assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
     }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "mockplane.v1.NoSuchService".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
 
-    let mut reflection = ServerReflectionClient::new(channel);
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -257,6 +275,68 @@ async fn serves_health_checks_and_reflection_without_credentials() {
             names.iter().any(|n| n == expected),
             "{expected} missing from {names:?}"
         );
+    }
+
+    // Reflected files keep their comments (source info), so clients built
+    // from reflection see what each field means.
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "mockplane.v1.WorkspaceService".into(),
+        )),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream_once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+        panic!("unexpected reflection reply: {reply:?}");
+    };
+    let comments: Vec<String> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|raw| prost_types::FileDescriptorProto::decode(&raw[..]).unwrap())
+        .filter_map(|file| file.source_code_info)
+        .flat_map(|info| info.location)
+        .filter_map(|location| location.leading_comments)
+        .collect();
+    assert!(
+        comments.iter().any(|c| c.contains("Output only")),
+        "no field comments reflected: {comments:?}"
+    );
+
+    // The v1alpha protocol too: Python's grpcio-reflection speaks only it.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut alpha = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let reply = alpha
+            .server_reflection_info(tokio_stream_once(request))
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("unexpected v1alpha reflection reply: {reply:?}");
+        };
+        let alpha_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for service in &services {
+            assert!(
+                alpha_names.contains(service),
+                "{service} missing from {alpha_names:?}"
+            );
+        }
     }
 }
 

@@ -554,7 +554,8 @@ async fn a_node_boots_from_its_last_known_good_file_and_refuses_an_empty_snapsho
     let mut node = node;
     node.process.stop(Signal::SIGINT).await.unwrap();
     let file = state.join("last-known-good.bin");
-    let mut bytes = std::fs::read(&file).unwrap();
+    let good = std::fs::read(&file).unwrap();
+    let mut bytes = good.clone();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&file, bytes).unwrap();
@@ -569,6 +570,73 @@ async fn a_node_boots_from_its_last_known_good_file_and_refuses_an_empty_snapsho
     })
     .await;
     assert_eq!(node.ops_get("/readyz").await.unwrap().status, 503);
+
+    // A file whose checksum is right but whose workspace was edited: the
+    // node refuses the workspace and, with nothing it can trust, is not
+    // ready until a control plane sends a snapshot.
+    let mut node = node;
+    node.process.stop(Signal::SIGINT).await.unwrap();
+    std::fs::write(&file, edited_workspace(&good)).unwrap();
+    let node = Node::spawn_with(dir.path(), &down, &["--state-dir", &state_arg])
+        .await
+        .unwrap();
+    mockplane_e2e::eventually("the node to refuse the edited workspace", || async {
+        node.process
+            .log_text()
+            .contains("last-known-good workspace not served")
+            .then_some(())
+    })
+    .await;
+    let readyz = node.ops_get("/readyz").await.unwrap();
+    assert_eq!(readyz.status, 503, "{}", readyz.body);
+    assert!(readyz.body.contains("refused"), "{}", readyz.body);
+    let status = node.status().await;
+    assert_eq!(status["ready"], false, "{status}");
+    assert_eq!(node.get("/w/kept/a").await.unwrap().status, 404);
+    // A control plane's snapshot makes it ready again.
+    let mut node = node;
+    node.process.stop(Signal::SIGINT).await.unwrap();
+    let node = Node::spawn_with(dir.path(), &empty.url(), &["--state-dir", &state_arg])
+        .await
+        .unwrap();
+    mockplane_e2e::eventually("the node to be ready after a snapshot", || async {
+        (node.ops_get("/readyz").await.ok()?.status == 200).then_some(())
+    })
+    .await;
+}
+
+/// A last-known-good file whose first workspace's config was edited and
+/// whose header (length, checksum) was written anew to match.
+fn edited_workspace(file: &[u8]) -> Vec<u8> {
+    use prost::Message as _;
+    use sha2::Digest as _;
+    let end = file.windows(2).position(|w| w == b"\n\n").unwrap();
+    let header = std::str::from_utf8(&file[..end]).unwrap();
+    let mut update = v1::ConfigUpdate::decode(&file[end + 2..]).unwrap();
+    let resource = &mut update.upserts[0];
+    let mut config = resource.config.to_vec();
+    let middle = config.len() / 2;
+    config[middle] ^= 0x01;
+    resource.config = config.into();
+    let body = update.encode_to_vec();
+    let mut out = String::new();
+    for line in header.lines() {
+        if line.starts_with("length ") {
+            out.push_str(&format!("length {}\n", body.len()));
+        } else if line.starts_with("sha256 ") {
+            out.push_str(&format!(
+                "sha256 {}\n",
+                hex::encode(sha2::Sha256::digest(&body))
+            ));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push('\n');
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&body);
+    bytes
 }
 
 /// A node with a wrong node token is refused and says why; it never

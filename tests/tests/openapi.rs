@@ -143,3 +143,73 @@ async fn the_pet_store_is_served_from_its_document() {
         "default and petstore, nothing half-made"
     );
 }
+
+/// A document nested fifty thousand levels deep (and one of 8 MiB) is
+/// refused at once, naming where it passes the limit, and other calls are
+/// answered while such imports run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_nested_document_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let mut api = plane.api(plane.token.as_deref().unwrap()).await;
+    api.workspaces
+        .create_workspace(new_workspace("deep"))
+        .await
+        .unwrap();
+    let head = "openapi: 3.0.0\ninfo: {title: deep, version: '1'}\npaths: {}\nx-deep: ";
+    let small = format!("{head}{}", "[".repeat(50_000));
+    let large = format!(
+        "{head}{}",
+        "[".repeat(mockplane_shared::openapi::MAX_DOCUMENT_BYTES - head.len())
+    );
+    let mut imports = Vec::new();
+    for document in [small, large.clone(), large] {
+        let mut scenarios = api.scenarios.clone();
+        imports.push(tokio::spawn(async move {
+            scenarios
+                .import_open_api(v1::ImportOpenApiRequest {
+                    workspace: "deep".into(),
+                    scenario: Some(v1::Scenario {
+                        name: "deep".into(),
+                        ..Default::default()
+                    }),
+                    document,
+                })
+                .await
+        }));
+    }
+    let me = api.auth.who_am_i(v1::WhoAmIRequest {}).await.unwrap();
+    assert!(!me.into_inner().principal.unwrap().id.is_empty());
+    for import in imports {
+        let status = import.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status
+                .message()
+                .contains("document: nests deeper than 128 levels at line 4, column 136"),
+            "{}",
+            status.message()
+        );
+    }
+    // JSON persona data the same way.
+    let status = api
+        .personas
+        .create_persona(v1::CreatePersonaRequest {
+            workspace: "deep".into(),
+            persona: Some(v1::Persona {
+                name: "deep".into(),
+                data: format!("{{\"a\":{}", "[".repeat(60_000)),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("nests deeper than 128 levels"),
+        "{}",
+        status.message()
+    );
+}
