@@ -21,7 +21,7 @@ build:
 bench:
 	@scripts/ensure-bench-deps.sh
 	cargo build --release --locked --bins
-	cargo bench --locked -p mockplane-benches --bench routing
+	cargo bench --locked -p mockplane-benches --bench routing --bench documents
 	target/release/mockplane-bench all
 
 help:

@@ -145,7 +145,7 @@ impl<'t> Scanner<'t> {
 
     /// Skips blanks, comments and line breaks; says whether a line break
     /// was crossed.
-    fn to_next_token(&mut self) -> bool {
+    fn skip_to_token(&mut self) -> bool {
         let mut crossed = false;
         loop {
             match self.peek(self.i) {
@@ -187,7 +187,7 @@ impl<'t> Scanner<'t> {
         // Column of the last token that could be a key, in block context.
         let mut key_column = 0;
         while self.i < self.b.len() {
-            if self.to_next_token() {
+            if self.skip_to_token() {
                 first_of_line = true;
             }
             if self.i >= self.b.len() {
