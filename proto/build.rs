@@ -37,6 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Requests are checked against what their method takes as they are
+        // decoded (`codec.rs`, `takes.rs`).
+        .codec_path("crate::codec::CheckedCodec")
         // Resource payloads are encoded once and shared by every stream:
         // `Bytes` makes handing them to another message a reference-count bump.
         .bytes(".mockplane.v1.WorkspaceResource.config")

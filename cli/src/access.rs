@@ -163,21 +163,17 @@ pub enum RoleCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
-    /// Replace a role's permissions (and its description).
+    /// Replace a role's permissions, its description, or both.
     Update {
         name: String,
         /// The role's permissions from now on; repeatable, or comma
-        /// separated.
-        #[arg(
-            long = "permission",
-            value_name = "P",
-            value_delimiter = ',',
-            required = true
-        )]
+        /// separated (default: unchanged).
+        #[arg(long = "permission", value_name = "P", value_delimiter = ',')]
         permissions: Vec<String>,
-        /// A new description (default: unchanged).
-        #[arg(long, default_value = "")]
-        description: String,
+        /// A new description; `--description ""` clears it (default:
+        /// unchanged).
+        #[arg(long)]
+        description: Option<String>,
         /// Only update if the role still has this etag.
         #[arg(long, default_value = "")]
         etag: String,
@@ -696,15 +692,32 @@ pub async fn role(
             description,
             etag,
         } => {
-            let permissions = permission_list(permissions)?;
+            let mut paths = Vec::new();
+            if !permissions.is_empty() {
+                paths.push("permissions".to_owned());
+            }
+            if description.is_some() {
+                paths.push("description".to_owned());
+            }
+            if paths.is_empty() {
+                return Err(anyhow!(
+                    "nothing to change: give --permission, --description or both"
+                ));
+            }
+            let permissions = if permissions.is_empty() {
+                Vec::new()
+            } else {
+                permission_list(permissions)?
+            };
             let updated = connect()
                 .await?
                 .roles
                 .update_role(v1::UpdateRoleRequest {
                     name,
                     permissions,
-                    description,
+                    description: description.unwrap_or_default(),
                     etag,
+                    update_mask: Some(prost_types::FieldMask { paths }),
                 })
                 .await
                 .map_err(status_error)?

@@ -175,6 +175,25 @@ enum WorkspaceCommand {
         name: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// The environment that answers requests without an
+        /// x-mockplane-env header (default: the first of the chain).
+        #[arg(long, value_name = "ENV")]
+        active_env: Option<String>,
+        /// The promotion chain, of dev, test and prod, comma separated
+        /// (default: dev,test,prod).
+        #[arg(long, value_name = "ENVS", value_delimiter = ',')]
+        chain: Option<Vec<String>>,
+        /// Let promotions skip steps of the chain (dev → prod).
+        #[arg(long)]
+        allow_skips: bool,
+        /// Every request to the workspace's mocks must present an API key
+        /// of the environment it reaches, from the start.
+        #[arg(long)]
+        require_api_keys: bool,
+        /// A settings file (YAML or JSON, `-` for standard input) with the
+        /// defaults every environment inherits.
+        #[arg(long, value_name = "FILE")]
+        defaults_file: Option<PathBuf>,
     },
     /// List the workspaces of your org.
     List,
@@ -694,12 +713,27 @@ async fn workspace(
             slug,
             name,
             description,
+            active_env,
+            chain,
+            allow_skips,
+            require_api_keys,
+            defaults_file,
         } => {
+            let environment_defaults = defaults_file.as_deref().map(envfile::load).transpose()?;
             let request = v1::CreateWorkspaceRequest {
                 workspace: Some(v1::Workspace {
                     slug,
                     name,
                     description,
+                    active_environment: active_env.unwrap_or_default(),
+                    promotion_chain: chain
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|name| name.trim().to_owned())
+                        .collect(),
+                    allow_promotion_skips: allow_skips,
+                    require_api_keys,
+                    environment_defaults,
                     ..Default::default()
                 }),
             };

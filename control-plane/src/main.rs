@@ -176,7 +176,8 @@ struct ServeArgs {
     /// metrics listener.
     #[arg(long, env = "MOCKPLANE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
-    /// Also write the first run's admin token to this file (mode 0600).
+    /// Where the first run writes its admin token (mode 0600). Default:
+    /// `admin-token` in the data folder.
     #[arg(long, env = "MOCKPLANE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
     /// How often the snapshot cache looks for changes it was not told about.
@@ -239,11 +240,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(args.log_format);
     raise_open_files_limit();
     let store = args.store.open().await?;
+    let admin_token_file = args
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| args.store.data_dir.join("admin-token"));
     if let Some(first) = server::bootstrap(
         &*store,
         &args.org,
         &args.admin_email,
-        args.admin_token_file.as_ref(),
+        Some(&admin_token_file),
     )
     .await?
     {
@@ -258,9 +263,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "node_token": node_token,
             "node_token_file": node_token_file.display().to_string(),
             "admin_token": first.admin_token,
+            "admin_token_file": admin_token_file.display().to_string(),
             "admin_email": first.admin_email,
             "admin_password": first.admin_password,
-            "note": "shown only this once: export MOCKPLANE_TOKEN=<admin_token> to use the CLI, or `mockplane login` with the e-mail and password",
+            "note": format!(
+                "the password is shown only this once; the admin token is also in {} (mode 0600): export MOCKPLANE_TOKEN=$(cat {}) to use the CLI, or `mockplane login` with the e-mail and password",
+                admin_token_file.display(),
+                admin_token_file.display()
+            ),
         }));
     }
     let shutdown = CancellationToken::new();

@@ -6,8 +6,10 @@
 //! types; everything behind them works with domain types.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod convert;
 pub mod resource;
+pub mod takes;
 
 /// Generated code for the `mockplane.v1` package.
 pub mod v1 {

@@ -86,6 +86,25 @@ impl fmt::Display for Method {
     }
 }
 
+/// Most routes one CreateRoutes call takes (the CLI sends larger files in
+/// batches of this size).
+pub const MAX_ROUTES_PER_CALL: usize = 1000;
+
+/// The status of a response that names none.
+pub const DEFAULT_STATUS: u16 = 200;
+
+impl Method {
+    /// A route's method as users give it: empty (unset) means GET, as in
+    /// mock files.
+    pub fn parse_or_get(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            Ok(Method::Get)
+        } else {
+            raw.parse()
+        }
+    }
+}
+
 impl FromStr for Method {
     type Err = String;
 
@@ -446,12 +465,14 @@ pub struct ResponseSpec {
 
 impl ResponseSpec {
     /// Checks the response and normalizes header names to lower case.
+    /// Status 0 (unset) means 200, as in mock files.
     pub fn parse(
         status: u32,
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> Result<Self, FieldError> {
         let status = match u16::try_from(status) {
+            Ok(0) => DEFAULT_STATUS,
             Ok(s @ 200..=599) => s,
             _ => {
                 return Err(FieldError::new(
@@ -547,7 +568,7 @@ impl RouteSpec {
     ) -> Result<Self, FieldError> {
         Ok(Self {
             name: parse_name(name).map_err(|m| FieldError::new("name", m))?,
-            method: method.parse().map_err(|m| FieldError::new("method", m))?,
+            method: Method::parse_or_get(method).map_err(|m| FieldError::new("method", m))?,
             path: PathTemplate::parse(path).map_err(|m| FieldError::new("path", m))?,
             matcher: RequestMatch::default(),
             priority: DEFAULT_PRIORITY,

@@ -1,6 +1,6 @@
 //! Workspace fields as users set them, validated.
 
-use crate::environment::{MAX_ENVIRONMENTS, SettingsPatch};
+use crate::environment::{EnvSettings, MAX_ENVIRONMENTS, SettingsPatch, default_environments};
 use crate::error::FieldError;
 use crate::route::parse_name;
 use crate::slug::Slug;
@@ -8,16 +8,30 @@ use crate::slug::Slug;
 /// Longest workspace description.
 pub const MAX_DESCRIPTION_LEN: usize = 2000;
 
-/// A workspace to create.
+/// A workspace to create: every field a workspace has, so that one is
+/// born as it is meant to be (protected by keys, with its chain) rather
+/// than changed right after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewWorkspace {
     pub slug: Slug,
     pub name: String,
     pub description: String,
+    /// The environment that serves requests naming none; the first of the
+    /// chain when `None`.
+    pub active_environment: Option<Slug>,
+    /// The promotion chain, of the default environments; dev → test → prod
+    /// when `None`.
+    pub promotion_chain: Option<Vec<Slug>>,
+    pub allow_promotion_skips: bool,
+    /// Settings every environment inherits.
+    pub environment_defaults: EnvSettings,
+    /// Whether every request must present an API key of its environment.
+    pub require_api_keys: bool,
 }
 
 impl NewWorkspace {
-    /// An empty name defaults to the slug.
+    /// A workspace with the default environments and settings. An empty
+    /// name defaults to the slug.
     pub fn parse(slug: &str, name: &str, description: &str) -> Result<Self, FieldError> {
         let slug = parse_slug(slug)?;
         let name = parse_workspace_name(name)?;
@@ -29,7 +43,64 @@ impl NewWorkspace {
             },
             slug,
             description: parse_description(description)?,
+            active_environment: None,
+            promotion_chain: None,
+            allow_promotion_skips: false,
+            environment_defaults: EnvSettings::default(),
+            require_api_keys: false,
         })
+    }
+
+    /// The environments a new workspace has.
+    pub fn environment_names() -> Vec<Slug> {
+        default_environments()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Its promotion chain: as given, else every environment in order.
+    pub fn chain(&self) -> Vec<Slug> {
+        self.promotion_chain
+            .clone()
+            .unwrap_or_else(Self::environment_names)
+    }
+
+    /// Its active environment: as given, else the first of the chain.
+    pub fn active(&self) -> Slug {
+        self.active_environment
+            .clone()
+            .unwrap_or_else(|| self.chain()[0].clone())
+    }
+
+    /// Checks what it sets against the environments a new workspace has.
+    pub fn check(&self) -> Result<(), FieldError> {
+        let names = Self::environment_names();
+        let listed = names
+            .iter()
+            .map(Slug::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let chain = self.chain();
+        check_chain(&chain)?;
+        for (index, step) in chain.iter().enumerate() {
+            if !names.contains(step) {
+                return Err(FieldError::new(
+                    format!("promotion_chain[{index}]"),
+                    format!("'{step}' is not an environment of a new workspace; it has {listed}"),
+                ));
+            }
+        }
+        let active = self.active();
+        if !names.contains(&active) {
+            return Err(FieldError::new(
+                "active_environment",
+                format!("'{active}' is not an environment of a new workspace; it has {listed}"),
+            ));
+        }
+        self.environment_defaults
+            .check()
+            .map_err(|e| e.within("environment_defaults"))
     }
 }
 

@@ -851,12 +851,29 @@ impl RoleService for Roles {
     ) -> Result<Response<v1::Role>, Status> {
         let grant = self.0.authorize(&request, Target::Org).await?;
         let request = request.into_inner();
+        // With a mask, exactly the fields it names change (so a
+        // description can be cleared and permissions kept); without one,
+        // the permissions are replaced and a non-empty description set.
+        let (change_permissions, change_description) = match &request.update_mask {
+            Some(_) => {
+                let paths = super::mask_paths(
+                    request.update_mask.as_ref(),
+                    &["permissions", "description"],
+                )
+                .map_err(ApiError::from)?;
+                (
+                    paths.contains(&"permissions"),
+                    paths.contains(&"description"),
+                )
+            }
+            None => (true, !request.description.is_empty()),
+        };
         let permissions = parse_permissions(&request.permissions)?;
         check_custom_role(&request.name, &permissions).map_err(ApiError::from)?;
-        let description = if request.description.is_empty() {
-            None
-        } else {
+        let description = if change_description {
             Some(check_description(&request.description)?)
+        } else {
+            None
         };
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
         let record = self
@@ -866,7 +883,7 @@ impl RoleService for Roles {
                 grant.org_id(),
                 &request.name,
                 description.as_deref(),
-                &permissions,
+                change_permissions.then_some(&permissions),
                 expected,
             )
             .await

@@ -100,6 +100,15 @@ fn new_channel(wire: &v1::NotificationChannel, created_by: &str) -> Result<NewCh
     let mut events = wire.events.clone();
     let mut gitops = None;
     let mut secret = String::new();
+    if kind != ChannelKind::GitOps && wire.gitops.is_some() {
+        return Err(FieldError::new(
+            "channel.gitops",
+            format!(
+                "only a gitops channel takes it; this one is {}: leave it out",
+                wire.kind
+            ),
+        ));
+    }
     match kind {
         ChannelKind::Webhook => {
             http_url("channel.target", &target)?;

@@ -23,7 +23,7 @@ use crate::store::{RouteRecord, StoreError, WorkspaceRecord, WorkspaceRef};
 
 const PAGE_KIND: &str = "routes";
 /// Most routes one CreateRoutes or DeleteRoutes call takes.
-const MAX_BATCH: usize = 1000;
+const MAX_BATCH: usize = mockplane_shared::route::MAX_ROUTES_PER_CALL;
 
 pub struct Routes(pub ApiState);
 

@@ -1,6 +1,6 @@
 //! `mockplane.v1.WorkspaceService`.
 
-use mockplane_proto::convert::env_settings;
+use mockplane_proto::convert::{env_settings, parse_env_settings};
 use mockplane_proto::v1;
 use mockplane_proto::v1::workspace_service_server::WorkspaceService;
 use mockplane_shared::environment::parse_env_name;
@@ -58,7 +58,7 @@ impl WorkspaceService for Workspaces {
             .into_inner()
             .workspace
             .ok_or_else(|| missing("workspace"))?;
-        let new = NewWorkspace::parse(&workspace.slug, &workspace.name, &workspace.description)
+        let new = parse_new(&workspace)
             .map_err(|e| e.within("workspace"))
             .map_err(ApiError::from)?;
         let record = self
@@ -183,6 +183,39 @@ impl WorkspaceService for Workspaces {
         self.0.committed();
         Ok(Response::new(()))
     }
+}
+
+/// Every input field of a new workspace (the codec has refused the
+/// output-only ones): the slug, name and description, and what
+/// UpdateWorkspace could change right after, so that a workspace is born
+/// protected instead of open for a moment.
+fn parse_new(workspace: &v1::Workspace) -> Result<NewWorkspace, FieldError> {
+    let mut new = NewWorkspace::parse(&workspace.slug, &workspace.name, &workspace.description)?;
+    if !workspace.active_environment.is_empty() {
+        new.active_environment = Some(
+            parse_env_name(&workspace.active_environment)
+                .map_err(|e| FieldError::new("active_environment", e.message))?,
+        );
+    }
+    if !workspace.promotion_chain.is_empty() {
+        let chain = workspace
+            .promotion_chain
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                parse_env_name(name)
+                    .map_err(|e| FieldError::new(format!("promotion_chain[{index}]"), e.message))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        check_chain(&chain)?;
+        new.promotion_chain = Some(chain);
+    }
+    new.allow_promotion_skips = workspace.allow_promotion_skips;
+    new.require_api_keys = workspace.require_api_keys;
+    new.environment_defaults = parse_env_settings(workspace.environment_defaults.as_ref())
+        .map_err(|e| e.within("environment_defaults"))?;
+    new.check()?;
+    Ok(new)
 }
 
 fn parse_patch(request: &v1::UpdateWorkspaceRequest) -> Result<WorkspacePatch, FieldError> {

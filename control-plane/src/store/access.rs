@@ -243,7 +243,7 @@ pub trait AccessStore: Send + Sync {
         org: Uuid,
         name: &str,
         description: Option<&str>,
-        permissions: &BTreeSet<Permission>,
+        permissions: Option<&BTreeSet<Permission>>,
         expected_version: Option<i64>,
     ) -> StoreResult<RoleRecord>;
     async fn delete_role(&self, org: Uuid, name: &str) -> StoreResult<()>;
@@ -973,24 +973,29 @@ where
         org: Uuid,
         name: &str,
         description: Option<&str>,
-        permissions: &BTreeSet<Permission>,
+        permissions: Option<&BTreeSet<Permission>>,
         expected_version: Option<i64>,
     ) -> StoreResult<RoleRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let row: Option<(String, i64)> = sqlx::query_as(
-            "SELECT description, version FROM roles WHERE org_id = $1 AND name = $2",
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT description, permissions, version FROM roles WHERE org_id = $1 AND name = $2",
         )
         .bind(org)
         .bind(name.to_owned())
         .fetch_optional(&mut *tx)
         .await
         .map_err(internal)?;
-        let (current_description, version) =
+        let (current_description, current_permissions, version) =
             row.ok_or_else(|| StoreError::NotFound(format!("role '{name}'")))?;
         check_version(format!("role '{name}'"), version, expected_version)?;
         let description = description
             .map(str::to_owned)
             .unwrap_or(current_description);
+        let permissions = match permissions {
+            Some(permissions) => permissions.clone(),
+            None => parse_permissions(&current_permissions, name)?,
+        };
+        let permissions = &permissions;
         sqlx::query(
             "UPDATE roles SET description = $1, permissions = $2, version = version + 1, updated_at = $3 \
              WHERE org_id = $4 AND name = $5",

@@ -848,12 +848,15 @@ where
         new: NewWorkspace,
         creator: Option<Uuid>,
     ) -> StoreResult<WorkspaceRecord> {
+        new.check()?;
+        let (chain, active) = (new.chain(), new.active());
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let id = Uuid::now_v7();
         let now = now();
         sqlx::query(
-            "INSERT INTO workspaces (id, org_id, slug, name, description, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
+            "INSERT INTO workspaces (id, org_id, slug, name, description, version, created_at, updated_at, \
+             active_env, env_defaults, allow_skips, require_keys) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7, $8, $9, $10)",
         )
         .bind(id)
         .bind(org)
@@ -861,6 +864,10 @@ where
         .bind(new.name.clone())
         .bind(new.description.clone())
         .bind(now)
+        .bind(active.to_string())
+        .bind(settings_json(&new.environment_defaults))
+        .bind(i32::from(new.allow_promotion_skips))
+        .bind(i32::from(new.require_api_keys))
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -868,12 +875,16 @@ where
                 StoreError::AlreadyExists(format!("a workspace with slug '{}' already exists", new.slug))
             })
         })?;
-        let mut environments = Vec::new();
-        for (index, (name, settings)) in default_environments().into_iter().enumerate() {
+        for (name, settings) in default_environments() {
+            // Off the chain (0) unless the chain names it.
+            let position = chain
+                .iter()
+                .position(|step| *step == name)
+                .map_or(0, |i| i + 1);
             let env = EnvironmentRecord {
                 id: Uuid::now_v7(),
                 name,
-                position: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                position: u32::try_from(position).unwrap_or(u32::MAX),
                 settings,
                 version: 1,
                 created_at: now,
@@ -884,7 +895,6 @@ where
                 insert_admin_membership::<DB>(&mut tx, org, id, creator, env.name.as_str(), now)
                     .await?;
             }
-            environments.push(env);
         }
         insert_scenario(
             &mut tx,
@@ -899,40 +909,25 @@ where
             now,
         )
         .await?;
-        let active = environments[0].name.clone();
-        sqlx::query("UPDATE workspaces SET active_env = $1 WHERE id = $2")
-            .bind(active.to_string())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
         append::<DB>(
             &mut tx,
             Change::new(org, "workspace.create", format!("workspace/{}", new.slug))
                 .workspace(id)
-                .summary(
-                    json!({"after": {"slug": new.slug.to_string(), "name": new.name.clone()}}),
-                ),
+                .summary(json!({"after": {
+                    "slug": new.slug.to_string(),
+                    "name": new.name.clone(),
+                    "active_environment": active.to_string(),
+                    "promotion_chain": chain.iter().map(Slug::to_string).collect::<Vec<_>>(),
+                    "allow_promotion_skips": new.allow_promotion_skips,
+                    "require_api_keys": new.require_api_keys,
+                    "environment_defaults": serde_json::to_value(&new.environment_defaults).unwrap_or_default(),
+                }})),
         )
         .await?;
         bump_revision(&mut tx, id).await?;
+        let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(id)).await?;
         tx.commit().await.map_err(internal)?;
-        Ok(WorkspaceRecord {
-            id,
-            org_id: org,
-            slug: new.slug,
-            name: new.name,
-            description: new.description,
-            version: 1,
-            route_count: 0,
-            created_at: now,
-            updated_at: now,
-            active_environment: active,
-            environment_defaults: EnvSettings::default(),
-            allow_promotion_skips: false,
-            require_api_keys: false,
-            environments,
-        })
+        Ok(record)
     }
 
     async fn get_workspace(&self, org: Uuid, key: &WorkspaceRef) -> StoreResult<WorkspaceRecord> {
@@ -3027,6 +3022,21 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
 {
+    // Two routes of one call that match the same requests are named as
+    // such, not as a clash with the workspace.
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(routes.len());
+    for (index, spec) in routes.iter().enumerate() {
+        if let Some(first) = seen.insert(spec.match_key(), index) {
+            return Err(FieldError::new(
+                format!("routes[{index}]"),
+                format!(
+                    "{} {} matches the same requests as routes[{first}] of this request",
+                    spec.method, spec.path
+                ),
+            )
+            .into());
+        }
+    }
     let now = now();
     let mut records = Vec::with_capacity(routes.len());
     for (index, spec) in routes.into_iter().enumerate() {
