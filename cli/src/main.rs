@@ -35,6 +35,7 @@ use clap::{Args, Parser, Subcommand};
 use mockplane_proto::v1;
 use mockplane_shared::EnvSettings;
 use mockplane_shared::environment::{SettingKey, ValidationMode};
+use mockplane_shared::route::MAX_ROUTES_PER_CALL;
 
 use crate::client::{Api, status_error};
 use crate::output::{
@@ -899,19 +900,46 @@ async fn route(
             scenario,
         } => {
             let routes = mockfile::load(&file)?;
-            let created = connect()
-                .await?
-                .routes
-                .create_routes(v1::CreateRoutesRequest {
-                    workspace,
-                    routes,
-                    environment: env.name,
-                    scenario: scenario.scenario,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let views: Vec<RouteView> = created.routes.iter().map(RouteView::from).collect();
+            mockfile::check_distinct(&routes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            let mut api = connect().await?;
+            let total = routes.len();
+            let batches = total.div_ceil(MAX_ROUTES_PER_CALL);
+            let mut created = Vec::with_capacity(total);
+            for (number, batch) in routes.chunks(MAX_ROUTES_PER_CALL).enumerate() {
+                let first = number * MAX_ROUTES_PER_CALL;
+                let reply = api
+                    .routes
+                    .create_routes(v1::CreateRoutesRequest {
+                        workspace: workspace.clone(),
+                        routes: batch.to_vec(),
+                        environment: env.name.clone(),
+                        scenario: scenario.scenario.clone(),
+                    })
+                    .await
+                    .map_err(|status| {
+                        let error = status_error(status);
+                        if first == 0 {
+                            return error;
+                        }
+                        // Routes of this batch are numbered from its start.
+                        anyhow!(
+                            "routes 1–{first} of {total} were added; routes {}–{} were not (they start at routes[0] below): {error}",
+                            first + 1,
+                            first + batch.len(),
+                        )
+                    })?
+                    .into_inner();
+                created.extend(reply.routes);
+                if batches > 1 {
+                    eprintln!(
+                        "added routes {}–{} of {total} (batch {} of {batches})",
+                        first + 1,
+                        first + batch.len(),
+                        number + 1
+                    );
+                }
+            }
+            let views: Vec<RouteView> = created.iter().map(RouteView::from).collect();
             output::list(format, &views, &ROUTE_COLUMNS);
         }
         RouteCommand::List {

@@ -334,6 +334,24 @@ pub fn document(text: &str, json: bool) -> anyhow::Result<serde_json::Value> {
     })
 }
 
+/// Refuses two routes of one file that match the same requests, naming
+/// both (the server would see the second only as a clash).
+pub fn check_distinct(routes: &[v1::Route]) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashMap::with_capacity(routes.len());
+    for (index, route) in routes.iter().enumerate() {
+        let spec = mockplane_proto::convert::parse_route(route)
+            .map_err(|e| anyhow!("routes[{index}]: {e}"))?;
+        if let Some(first) = seen.insert(spec.match_key(), index) {
+            anyhow::bail!(
+                "routes[{index}] ({} {}) matches the same requests as routes[{first}]; change one's method, path, matchers or priority",
+                spec.method,
+                spec.path
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Parses mock file text. `json` picks the JSON parser; otherwise YAML (a
 /// superset of JSON) reads it.
 pub fn parse(text: &str, json: bool) -> anyhow::Result<Vec<v1::Route>> {

@@ -36,6 +36,49 @@ pub struct UpArgs {
     /// Address of the node's /healthz, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1:9090")]
     ops_listen: SocketAddr,
+    // The CLI's global connection flags mean nothing here: `up` starts its
+    // own control plane. Declaring them (hidden) keeps them out of `up
+    // --help`, and giving one is refused.
+    #[arg(long, hide = true)]
+    server: Option<String>,
+    #[arg(long, hide = true)]
+    token: Option<String>,
+    #[arg(long, hide = true)]
+    reason: Option<String>,
+}
+
+impl UpArgs {
+    /// Refuses what `up` does not take, and ports already in use, before
+    /// anything is started or a database opened.
+    fn check(&self) -> anyhow::Result<()> {
+        for (flag, given) in [
+            ("--server", &self.server),
+            ("--token", &self.token),
+            ("--reason", &self.reason),
+        ] {
+            if given.is_some() {
+                return Err(anyhow!(
+                    "`mockplane up` starts its own control plane and takes no {flag}; it writes the admin token to {}",
+                    self.data_dir.join("admin-token").display()
+                ));
+            }
+        }
+        for (what, address) in [
+            ("--grpc-listen", self.grpc_listen),
+            ("--http-listen", self.http_listen),
+            ("--ops-listen", self.ops_listen),
+        ] {
+            if address.port() == 0 {
+                continue;
+            }
+            std::net::TcpListener::bind(address).map_err(|e| {
+                anyhow!(
+                    "{address} ({what}) is not free: {e}; is another `mockplane up` running? Stop it, or pick other addresses with {what}"
+                )
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// A child process whose stdout carries JSON event lines.
@@ -185,6 +228,7 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub async fn run(args: UpArgs, format: Format) -> anyhow::Result<()> {
+    args.check()?;
     let control_plane_bin = sibling("mockplane-control-plane")?;
     let node_bin = sibling("mockplane-node")?;
     let logs = args.data_dir.join("logs");

@@ -2029,3 +2029,95 @@ async fn api_keys_close_the_mocks_and_show_in_the_audit_trail_and_usage() {
     );
     assert!(head_seq >= target);
 }
+
+/// `up` takes none of the connection flags (and does not list them), and
+/// a port in use is refused before a database is opened or created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_refuses_what_it_cannot_use_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let help = tokio::process::Command::new(bin("mockplane"))
+        .args(["up", "--help"])
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(help.contains("--grpc-listen"), "{help}");
+    for flag in ["--server", "--token", "--reason"] {
+        assert!(!help.contains(flag), "{flag} listed:\n{help}");
+    }
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    for (extra, expected) in [
+        (vec!["--grpc-listen", busy.as_str()], "is not free"),
+        (vec!["--token", "mpt_x"], "takes no --token"),
+    ] {
+        let output = tokio::process::Command::new(bin("mockplane"))
+            .args(["up", "--data-dir", data.to_str().unwrap()])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--ops-listen",
+                "127.0.0.1:0",
+            ])
+            .args(&extra)
+            .env_remove("MOCKPLANE_SERVER")
+            .env_remove("MOCKPLANE_TOKEN")
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{extra:?}");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        assert!(
+            !data.join("control-plane.db").exists(),
+            "{extra:?}: the database was opened"
+        );
+    }
+}
+
+/// A mock file larger than one call goes in batches, saying so; two
+/// routes of one file that match the same requests are named both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_add_sends_large_files_in_batches_and_names_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let cli = Cli {
+        server: plane.url(),
+        token: plane.token.as_deref(),
+    };
+    cli.ok(&["workspace", "create", "big"]).await;
+    let many: String = (0..1500)
+        .map(|i| format!("- {{path: /r{i}, response: {{body: '{i}'}}}}\n"))
+        .collect();
+    let file = write(dir.path(), "many.yaml", &many);
+    let output = cli.run(&["route", "add", "big", "-f", &file]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("added routes 1–1000 of 1500 (batch 1 of 2)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("added routes 1001–1500 of 1500 (batch 2 of 2)"),
+        "{stderr}"
+    );
+    let listed: Value =
+        serde_json::from_str(&cli.ok(&["-o", "json", "route", "list", "big"]).await).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1500);
+
+    let twice = write(
+        dir.path(),
+        "twice.yaml",
+        "- {path: /a}\n- {path: /b}\n- {method: get, path: /a, response: {status: 201}}\n",
+    );
+    let output = cli.run(&["route", "add", "big", "-f", &twice]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("routes[2] (GET /a) matches the same requests as routes[0]"),
+        "{stderr}"
+    );
+}
