@@ -21,42 +21,68 @@ use std::fmt;
 /// Deepest nesting a document may have: the parsers' own limit.
 pub const MAX_DEPTH: usize = 128;
 
-/// A text nests deeper than it may. Line and column are 1-based; the column
-/// counts characters.
+/// Most work a document's flow collections may cost the YAML parser: the
+/// sum, over its tokens, of the flow collections open at each (what the
+/// parser re-checks at every token). Nesting just under [`MAX_DEPTH`] over
+/// and over would otherwise cost seconds per 8 MiB; an ordinary 8 MiB JSON
+/// document (a few levels deep) costs a few million, and this budget about
+/// a quarter of a second.
+pub const MAX_FLOW_WORK: u64 = 40_000_000;
+
+/// A text nests deeper than it may, or so deeply for its size that parsing
+/// it would cost too much. Line and column are 1-based; the column counts
+/// characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TooDeep {
     pub line: usize,
     pub column: usize,
-    pub limit: usize,
+    pub why: Why,
+}
+
+/// Which limit a text passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Nested deeper than this many levels.
+    Depth(usize),
+    /// Its flow collections cost more than this much work.
+    Work(u64),
 }
 
 impl fmt::Display for TooDeep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "nests deeper than {} levels at line {}, column {}",
-            self.limit, self.line, self.column
-        )
+        match self.why {
+            Why::Depth(limit) => write!(
+                f,
+                "nests deeper than {limit} levels at line {}, column {}",
+                self.line, self.column
+            ),
+            Why::Work(limit) => write!(
+                f,
+                "nests too deeply for its size: by line {}, column {} its flow collections ([…] and {{…}}) would cost the parser more than {limit} steps; nest them less or split the document",
+                self.line, self.column
+            ),
+        }
     }
 }
 
 impl std::error::Error for TooDeep {}
 
-/// Refuses a text that nests deeper than [`MAX_DEPTH`].
+/// Refuses a text that nests deeper than [`MAX_DEPTH`], or whose flow
+/// collections cost more than [`MAX_FLOW_WORK`].
 pub fn check(text: &str) -> Result<(), TooDeep> {
-    check_limit(text, MAX_DEPTH)
+    check_limits(text, MAX_DEPTH, MAX_FLOW_WORK)
 }
 
-/// Refuses a text that nests deeper than `limit`.
-pub fn check_limit(text: &str, limit: usize) -> Result<(), TooDeep> {
-    let mut scanner = Scanner::new(text, limit);
-    scanner.run().map_err(|at| scanner.too_deep(at))
+/// [`check`] with other limits.
+pub fn check_limits(text: &str, depth: usize, work: u64) -> Result<(), TooDeep> {
+    let mut scanner = Scanner::new(text, depth, work);
+    scanner.run().map_err(|stop| scanner.too_deep(stop))
 }
 
 /// The deepest nesting of a text as the scanner counts it (for tests and
 /// diagnostics; [`check`] stops at the limit instead).
 pub fn depth(text: &str) -> usize {
-    let mut scanner = Scanner::new(text, usize::MAX);
+    let mut scanner = Scanner::new(text, usize::MAX, u64::MAX);
     let _ = scanner.run();
     scanner.deepest
 }
@@ -73,13 +99,17 @@ struct Scanner<'t> {
     indents: Vec<usize>,
     limit: usize,
     deepest: usize,
+    /// The flow work so far, and its limit.
+    work: u64,
+    work_limit: u64,
 }
 
-/// Why the scan stopped early: the byte offset where the limit was passed.
-type Stop = usize;
+/// Why the scan stopped early: the byte offset where a limit was passed,
+/// and which.
+type Stop = (usize, Why);
 
 impl<'t> Scanner<'t> {
-    fn new(text: &'t str, limit: usize) -> Self {
+    fn new(text: &'t str, limit: usize, work_limit: u64) -> Self {
         Self {
             text,
             b: text.as_bytes(),
@@ -89,17 +119,19 @@ impl<'t> Scanner<'t> {
             indents: Vec::new(),
             limit,
             deepest: 0,
+            work: 0,
+            work_limit,
         }
     }
 
-    fn too_deep(&self, at: usize) -> TooDeep {
+    fn too_deep(&self, (at, why): Stop) -> TooDeep {
         let before = &self.text[..at.min(self.text.len())];
         let line = before.bytes().filter(|&c| c == b'\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |n| n + 1);
         TooDeep {
             line,
             column: before[line_start..].chars().count() + 1,
-            limit: self.limit,
+            why,
         }
     }
 
@@ -122,7 +154,7 @@ impl<'t> Scanner<'t> {
         let depth = self.flow + self.indents.len();
         self.deepest = self.deepest.max(depth);
         if depth > self.limit {
-            Err(self.i)
+            Err((self.i, Why::Depth(self.limit)))
         } else {
             Ok(())
         }
@@ -192,6 +224,11 @@ impl<'t> Scanner<'t> {
             }
             if self.i >= self.b.len() {
                 break;
+            }
+            // The parser re-checks every open flow collection per token.
+            self.work += self.flow as u64;
+            if self.work > self.work_limit {
+                return Err((self.i, Why::Work(self.work_limit)));
             }
             let column = self.column();
             if self.flow == 0 {
@@ -444,7 +481,7 @@ f: [ "]]]]", '}}}', x ]  # [[[[[
         let hostile: String = (0..500).map(|_| r#"[ "]", "#).collect();
         let err = check(&hostile).unwrap_err();
         assert_eq!(err.line, 1);
-        assert_eq!(err.limit, MAX_DEPTH);
+        assert_eq!(err.why, Why::Depth(MAX_DEPTH));
         assert!(err.to_string().contains("deeper than 128 levels"), "{err}");
     }
 
@@ -478,6 +515,24 @@ f: [ "]]]]", '}}}', x ]  # [[[[[
         }
         let err = check(&indented).unwrap_err();
         assert_eq!(err.line, 129);
+    }
+
+    #[test]
+    fn nesting_just_under_the_limit_over_and_over_is_refused_for_its_cost() {
+        let unit = format!("{}{},", "[".repeat(120), "]".repeat(120));
+        let text = format!("[{}]", unit.repeat(5_000));
+        let err = check(&text).unwrap_err();
+        assert_eq!(err.why, Why::Work(MAX_FLOW_WORK));
+        assert!(
+            err.to_string().contains("nests too deeply for its size"),
+            "{err}"
+        );
+        // A few of them are fine.
+        assert!(check(&format!("[{}]", unit.repeat(20))).is_ok());
+        // Wide and shallow JSON of the same size costs little.
+        let wide = format!("[{}]", r#"{"a": [1, 2, {"b": "c"}]},"#.repeat(20_000));
+        assert!(wide.len() > 500_000);
+        assert!(check(&wide).is_ok());
     }
 
     #[test]

@@ -2120,4 +2120,14 @@ async fn route_add_sends_large_files_in_batches_and_names_duplicates() {
         stderr.contains("routes[2] (GET /a) matches the same requests as routes[0]"),
         "{stderr}"
     );
+
+    // A file nested 100 000 levels deep is refused at once, naming where.
+    let deep = write(dir.path(), "deep.yaml", &"[".repeat(100_000));
+    let output = cli.run(&["route", "add", "big", "-f", &deep]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("nests deeper than 128 levels at line 1, column 129"),
+        "{stderr}"
+    );
 }

@@ -12,6 +12,7 @@
 //! printed as Markdown and saved under the work folder.
 #![forbid(unsafe_code)]
 
+mod hostile;
 mod procs;
 mod propagation;
 mod rate;
@@ -59,6 +60,9 @@ enum Command {
     Realism(LoadArgs),
     /// Open-loop latency against a running server, for investigations.
     Rate(RateArgs),
+    /// An unrelated call's latency while clients send hostile, deeply
+    /// nested 8 MiB documents.
+    Hostile(hostile::Args),
 }
 
 #[derive(Args, Clone)]
@@ -87,6 +91,8 @@ struct AllArgs {
     load: LoadArgs,
     #[command(flatten)]
     propagation: propagation::Args,
+    #[command(flatten)]
+    hostile: hostile::Args,
 }
 
 #[derive(Args, Clone)]
@@ -159,11 +165,13 @@ async fn main() -> anyhow::Result<()> {
                 let realism = realism(&tools, &work, &args.load, &mut report).await;
                 let propagation =
                     propagation::run(&tools, &work, &args.propagation, &mut report).await;
-                load.and(realism).and(propagation)
+                let hostile = hostile::run(&tools, &work, &args.hostile, &mut report).await;
+                load.and(realism).and(propagation).and(hostile)
             }
             Command::Load(args) => load(&tools, &work, &args, &mut report).await,
             Command::Propagation(args) => propagation::run(&tools, &work, &args, &mut report).await,
             Command::Realism(args) => realism(&tools, &work, &args, &mut report).await,
+            Command::Hostile(args) => hostile::run(&tools, &work, &args, &mut report).await,
             Command::Rate(_) => Ok(()),
         }
     };

@@ -101,7 +101,7 @@ pub async fn run(
     Ok(())
 }
 
-async fn start_plane(
+pub(crate) async fn start_plane(
     tools: &Tools,
     run_dir: &Path,
     listen: &str,

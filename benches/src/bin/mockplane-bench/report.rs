@@ -34,6 +34,7 @@ pub struct Report {
     kinds: BTreeMap<String, Kind>,
     propagation: Vec<PropagationResult>,
     realism: Vec<RealismRun>,
+    hostile: Vec<crate::hostile::HostileResult>,
     pinning: Option<String>,
 }
 
@@ -55,6 +56,7 @@ impl Report {
             kinds: BTreeMap::new(),
             propagation: Vec::new(),
             realism: Vec::new(),
+            hostile: Vec::new(),
             pinning: None,
         }
     }
@@ -113,6 +115,10 @@ impl Report {
     pub fn median_rps(&self, kind: Kind, workspaces: usize) -> Option<f64> {
         let run = self.load.get(&workspaces)?.get(kind.name())?;
         median(run.samples.iter().map(Sample::rps).collect())
+    }
+
+    pub fn hostile(&mut self, result: crate::hostile::HostileResult) {
+        self.hostile.push(result);
     }
 
     pub fn realism(&mut self, run: RealismRun) {
@@ -184,6 +190,9 @@ impl Report {
         }
         if !self.propagation.is_empty() {
             crate::propagation::markdown(&mut out, &self.propagation);
+        }
+        if !self.hostile.is_empty() {
+            crate::hostile::markdown(&mut out, &self.hostile);
         }
         out
     }
