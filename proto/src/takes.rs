@@ -338,6 +338,51 @@ mod tests {
         assert!(missing.is_empty(), "not declared in takes.rs: {missing:?}");
     }
 
+    /// The leading comment of a field, from the descriptor set's source info.
+    fn comment(field: &prost_reflect::FieldDescriptor) -> String {
+        let file = field.parent_file();
+        file.file_descriptor_proto()
+            .source_code_info
+            .as_ref()
+            .and_then(|info| info.location.iter().find(|l| l.path == field.path()))
+            .and_then(|l| l.leading_comments.clone())
+            .unwrap_or_default()
+    }
+
+    /// A field a create does not take, inside a resource it does, is one
+    /// the server sets: its comment says so, which reflection and generated
+    /// SDKs show to clients.
+    #[test]
+    fn fields_a_create_does_not_take_are_marked_output_only() {
+        let mut unmarked = Vec::new();
+        for takes in all() {
+            let descriptor = takes.descriptor();
+            for field in descriptor.fields() {
+                let Some(resource) = field.kind().as_message().cloned() else {
+                    continue;
+                };
+                if !takes.takes_inside(field.name()) {
+                    continue;
+                }
+                for inner in resource.fields() {
+                    let path = format!("{}.{}", field.name(), inner.name());
+                    if !takes.takes(&path)
+                        && !takes.takes_inside(&path)
+                        && !comment(&inner).to_lowercase().contains("output only")
+                    {
+                        unmarked.push(format!("{}: {}", takes.method, inner.full_name()));
+                    }
+                }
+            }
+        }
+        unmarked.sort();
+        unmarked.dedup_by(|a, b| a.split(": ").nth(1) == b.split(": ").nth(1));
+        assert!(
+            unmarked.is_empty(),
+            "say \"Output only.\" in the comments of: {unmarked:#?}"
+        );
+    }
+
     #[test]
     fn a_field_not_taken_is_named_with_its_place() {
         let takes = of::<v1::CreateWorkspaceRequest>().unwrap();
