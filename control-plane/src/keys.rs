@@ -9,7 +9,7 @@ use std::time::Duration;
 use mockplane_shared::keys::KEY_PREFIX;
 use tokio_util::sync::CancellationToken;
 
-use crate::snapshot::ConfigCache;
+use crate::config_stream::snapshot::ConfigCache;
 use crate::store::Store;
 
 /// How long an expired key stays listed (and refused by name, as expired)
@@ -22,7 +22,7 @@ pub const HINT_CHARS: usize = KEY_PREFIX.len() + 6;
 
 /// A new key: the prefix and 256 random bits.
 pub fn generate() -> String {
-    crate::token::generate_with(KEY_PREFIX)
+    crate::identity::token::generate_with(KEY_PREFIX)
 }
 
 /// The start of a secret, shown in lists.

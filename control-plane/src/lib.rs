@@ -3,16 +3,12 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod config_stream;
+pub mod identity;
 pub mod jobs;
-pub mod jwt;
 pub mod keys;
-pub mod metrics;
 pub mod nodes;
 pub mod notify;
-pub mod oidc;
-pub mod password;
 pub mod server;
-pub mod snapshot;
 pub mod store;
-pub mod token;
 pub mod usage;

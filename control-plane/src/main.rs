@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use mockplane_control_plane::{server, store, token};
+use mockplane_control_plane::identity::token;
+use mockplane_control_plane::{server, store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -281,7 +282,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .jwt_key_file
         .clone()
         .unwrap_or_else(|| args.store.data_dir.join("jwt.key"));
-    let signer = mockplane_control_plane::jwt::Signer::load_or_create(&key_file)?;
+    let signer = mockplane_control_plane::identity::jwt::Signer::load_or_create(&key_file)?;
     let retention = mockplane_control_plane::api::audit::parse_retention(&args.audit_retention)
         .map_err(|e| anyhow::anyhow!("--audit-retention: {e}"))?;
     let mut control_plane = server::ControlPlane::start(store, poll, shutdown)
@@ -289,10 +290,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_signer(signer)
         .with_audit_retention(retention, args.audit_retention_dry_run)
         .with_promotion_sweep(Duration::from_secs(args.promotion_sweep_secs))
-        .with_stream_limits(mockplane_control_plane::api::discovery::StreamLimits {
-            max_age: Duration::from_secs(args.stream_max_age_secs),
-            admissions_per_sec: args.stream_admissions_per_sec,
-        })
+        .with_stream_limits(
+            mockplane_control_plane::config_stream::discovery::StreamLimits {
+                max_age: Duration::from_secs(args.stream_max_age_secs),
+                admissions_per_sec: args.stream_admissions_per_sec,
+            },
+        )
         .with_notifications(mockplane_control_plane::notify::Settings {
             poll: Duration::from_millis(args.notify_poll_ms),
             retry_base: Duration::from_millis(args.notify_retry_ms),
@@ -306,11 +309,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         });
     if let Some(path) = &args.oidc_issuers {
-        let issuers = mockplane_control_plane::oidc::load_issuers(path)?;
-        control_plane = control_plane.with_oidc(mockplane_control_plane::oidc::OidcVerifier::new(
-            issuers,
-            reqwest::Client::new(),
-        ));
+        let issuers = mockplane_control_plane::identity::oidc::load_issuers(path)?;
+        control_plane =
+            control_plane.with_oidc(mockplane_control_plane::identity::oidc::OidcVerifier::new(
+                issuers,
+                reqwest::Client::new(),
+            ));
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

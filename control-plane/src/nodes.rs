@@ -17,7 +17,7 @@ use mockplane_proto::v1;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::metrics::Metrics;
+use crate::config_stream::metrics::Metrics;
 use crate::store::{
     FailingWorkspace, NodeReport, NodeState, REPLICA_HEARTBEAT, RegisteredNode, ReplicaReport,
     Store, StoreResult,

@@ -26,7 +26,6 @@ use crate::api::ApiState;
 use crate::api::audit::Audit;
 use crate::api::auth::AuthLayer;
 use crate::api::auth::Authenticator;
-use crate::api::discovery::Discovery;
 use crate::api::environments::Environments;
 use crate::api::identity::{Auth, Members, Roles, Users};
 use crate::api::journal::Journal;
@@ -38,12 +37,13 @@ use crate::api::routes::Routes;
 use crate::api::scenarios::Scenarios;
 use crate::api::usage::Usage;
 use crate::api::workspaces::Workspaces;
-use crate::jwt::Signer;
+use crate::config_stream::discovery::Discovery;
+use crate::config_stream::snapshot::ConfigCache;
+use crate::identity::jwt::Signer;
+use crate::identity::oidc::OidcVerifier;
+use crate::identity::{password, token};
 use crate::nodes::Nodes;
-use crate::oidc::OidcVerifier;
-use crate::snapshot::ConfigCache;
 use crate::store::{Bootstrapped, NewPrincipal, PrincipalKind, Store};
-use crate::{password, token};
 use mockplane_proto::v1::audit_service_server::AuditServiceServer;
 use mockplane_proto::v1::auth_service_server::AuthServiceServer;
 use mockplane_proto::v1::member_service_server::MemberServiceServer;
@@ -147,7 +147,7 @@ pub struct ControlPlane {
     audit_prune_dry_run: bool,
     promotion_sweep: Duration,
     notify: crate::notify::Settings,
-    stream_limits: crate::api::discovery::StreamLimits,
+    stream_limits: crate::config_stream::discovery::StreamLimits,
     cache: Arc<ConfigCache>,
     refresher: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -166,7 +166,8 @@ impl ControlPlane {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let started = std::time::Instant::now();
-        let metrics = Arc::new(crate::metrics::Metrics::new().context("defining metrics")?);
+        let metrics =
+            Arc::new(crate::config_stream::metrics::Metrics::new().context("defining metrics")?);
         let cache = ConfigCache::load(&*store, metrics)
             .await
             .context("loading the serving config")?;
@@ -193,7 +194,7 @@ impl ControlPlane {
             audit_prune_dry_run: false,
             promotion_sweep: crate::api::promotions::SWEEP_INTERVAL,
             notify: crate::notify::Settings::default(),
-            stream_limits: crate::api::discovery::StreamLimits::default(),
+            stream_limits: crate::config_stream::discovery::StreamLimits::default(),
             cache,
             refresher,
             shutdown,
@@ -242,7 +243,10 @@ impl ControlPlane {
 
     /// How config streams are paced (maximum age, admissions per second).
     #[must_use]
-    pub fn with_stream_limits(mut self, limits: crate::api::discovery::StreamLimits) -> Self {
+    pub fn with_stream_limits(
+        mut self,
+        limits: crate::config_stream::discovery::StreamLimits,
+    ) -> Self {
         self.stream_limits = limits;
         self
     }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mockplane_control_plane::jwt::{AUDIENCE, Claims, ISSUER, Signer};
+use mockplane_control_plane::identity::jwt::{AUDIENCE, Claims, ISSUER, Signer};
+use mockplane_control_plane::identity::token;
 use mockplane_control_plane::store::{self, Store, WorkspaceRef};
-use mockplane_control_plane::token;
 use mockplane_e2e::fixtures::{self, new_workspace, route, set_reality};
 use mockplane_e2e::{Api, ControlPlane};
 use mockplane_proto::v1;

@@ -17,11 +17,11 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::authz::{Caller, Credential, Declared, Rule, rule_for};
-use crate::jwt::{self, Signer};
-use crate::oidc::{OidcError, OidcVerifier};
+use crate::identity::jwt::{self, Signer};
+use crate::identity::oidc::{OidcError, OidcVerifier};
+use crate::identity::token;
 use crate::store::Store;
 use crate::store::audit::{AUDIT_CONTEXT, AuditContext};
-use crate::token;
 
 /// Services outside the API's rules: health checks and reflection, for
 /// probes and tools, and the config stream, which nodes open with node

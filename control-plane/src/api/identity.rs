@@ -26,12 +26,12 @@ use super::error::{ApiError, missing};
 use super::{
     ApiState, decode_page_token, encode_page_token, etag, page_size, parse_etag, timestamp,
 };
-use crate::jwt::EnvScope;
+use crate::identity::jwt::EnvScope;
+use crate::identity::{password, token};
 use crate::store::{
     AccessGrant, NewPrincipal, PrincipalKind, PrincipalPatch, PrincipalRecord, RefreshOutcome,
     RoleRecord, StoreError, WorkspaceRef,
 };
-use crate::{password, token};
 
 /// How long an access token from Login or Refresh lives.
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);

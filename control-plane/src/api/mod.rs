@@ -7,7 +7,6 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod blocking;
-pub mod discovery;
 pub mod environments;
 pub mod error;
 pub mod identity;
@@ -29,8 +28,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use mockplane_shared::FieldError;
 
+use crate::config_stream::snapshot::ConfigCache;
 use crate::nodes::Nodes;
-use crate::snapshot::ConfigCache;
 use crate::store::Store;
 
 /// What the API services share.
@@ -41,7 +40,7 @@ pub struct ApiState {
     /// The nodes: this replica's streams and the fleet's registry.
     pub nodes: Arc<Nodes>,
     /// Signs access and environment tokens.
-    pub signer: Arc<crate::jwt::Signer>,
+    pub signer: Arc<crate::identity::jwt::Signer>,
     /// Environment → days audit events are kept (`--audit-retention`).
     pub audit_retention: Arc<Vec<(String, u32)>>,
 }

@@ -112,7 +112,7 @@ fn new_channel(wire: &v1::NotificationChannel, created_by: &str) -> Result<NewCh
     match kind {
         ChannelKind::Webhook => {
             http_url("channel.target", &target)?;
-            secret = crate::token::generate_with(WEBHOOK_SECRET_PREFIX);
+            secret = crate::identity::token::generate_with(WEBHOOK_SECRET_PREFIX);
         }
         ChannelKind::Email => {
             let valid = target.len() <= 254

@@ -1,4 +1,3 @@
-
 use mockplane_shared::{ConfigRoute, ResponseSpec, RouteSpec, Slug, WorkspaceConfig};
 use uuid::Uuid;
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use mockplane_benches::{Mock, mocks, route_specs, slug};
+use mockplane_control_plane::identity::token;
 use mockplane_control_plane::store::{self, WorkspaceRef};
-use mockplane_control_plane::token;
 use mockplane_shared::NewWorkspace;
 use serde_json::json;
 

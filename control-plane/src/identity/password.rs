@@ -1,7 +1,7 @@
 //! Passwords: argon2id hashes in PHC string form, the password policy, and
 //! random one-time passwords.
 //!
-//! Unlike API tokens (see [`crate::token`]), passwords are chosen by people
+//! Unlike API tokens (see [`crate::identity::token`]), passwords are chosen by people
 //! and have little entropy, so the store keeps a slow, salted hash: argon2id
 //! with the OWASP parameters (19 MiB, 2 passes, 1 lane). The parameters are
 //! part of the PHC string, so they can be raised later without invalidating

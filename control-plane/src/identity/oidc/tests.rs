@@ -1,4 +1,3 @@
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,12 +11,12 @@ use super::*;
 
 const ISSUER: &str = "https://idp.example.com/";
 const AUDIENCE: &str = "mockplane";
-const RSA_1: &str = include_str!("../../tests/fixtures/oidc/rsa-1.pem");
-const RSA_1_PUBLIC: &str = include_str!("../../tests/fixtures/oidc/rsa-1.pub.pem");
-const RSA_2: &str = include_str!("../../tests/fixtures/oidc/rsa-2.pem");
-const EC_1: &str = include_str!("../../tests/fixtures/oidc/ec-1.pem");
-const JWKS_1: &str = include_str!("../../tests/fixtures/oidc/jwks-1.json");
-const JWKS_2: &str = include_str!("../../tests/fixtures/oidc/jwks-2.json");
+const RSA_1: &str = include_str!("../../../tests/fixtures/oidc/rsa-1.pem");
+const RSA_1_PUBLIC: &str = include_str!("../../../tests/fixtures/oidc/rsa-1.pub.pem");
+const RSA_2: &str = include_str!("../../../tests/fixtures/oidc/rsa-2.pem");
+const EC_1: &str = include_str!("../../../tests/fixtures/oidc/ec-1.pem");
+const JWKS_1: &str = include_str!("../../../tests/fixtures/oidc/jwks-1.json");
+const JWKS_2: &str = include_str!("../../../tests/fixtures/oidc/jwks-2.json");
 
 fn der(pem: &str) -> Vec<u8> {
     let base64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();

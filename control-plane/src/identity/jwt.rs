@@ -8,7 +8,7 @@
 //! must be [`AUDIENCE`], and `exp` is checked with a leeway of five seconds,
 //! which absorbs clock skew between control-plane replicas and nothing more.
 //!
-//! Opaque API tokens (`mpt_…`, see [`crate::token`]) never look like a JWT;
+//! Opaque API tokens (`mpt_…`, see [`crate::identity::token`]) never look like a JWT;
 //! [`looks_like_jwt`] tells the two apart.
 
 use std::fmt;
@@ -607,7 +607,7 @@ mod tests {
 
     #[test]
     fn tells_jwts_from_api_tokens() {
-        assert!(!looks_like_jwt(&crate::token::generate()));
+        assert!(!looks_like_jwt(&crate::identity::token::generate()));
         assert!(looks_like_jwt("eyJh.eyJz.sig-_"));
         assert!(looks_like_jwt("eyJh.eyJz."));
         assert!(!looks_like_jwt("eyJh..sig"));

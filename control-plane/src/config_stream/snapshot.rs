@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::metrics::Metrics;
+use crate::config_stream::metrics::Metrics;
 use crate::store::{ConfigChanges, Store, StoreResult};
 
 /// How many revisions of change history the cache keeps for deltas; a node

@@ -78,11 +78,11 @@ impl IssuerConfig {
         if self.issuer.trim().is_empty() {
             return Err("`issuer` is empty".into());
         }
-        if self.issuer == crate::jwt::ISSUER {
+        if self.issuer == crate::identity::jwt::ISSUER {
             return Err(format!(
                 "`{}` is the issuer of the control plane's own access tokens; an identity \
                  provider needs another name",
-                crate::jwt::ISSUER
+                crate::identity::jwt::ISSUER
             ));
         }
         if self.audience.trim().is_empty() {

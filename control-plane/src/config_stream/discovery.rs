@@ -17,8 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::config_stream::snapshot::ConfigCache;
 use crate::nodes::{Nodes, SentUpdate};
-use crate::snapshot::ConfigCache;
 use crate::store::Store;
 
 /// How long a node has to say Hello after opening the stream.
@@ -247,12 +247,12 @@ impl Discovery {
                 "a node must present a node token (authorization: Bearer mpn_…): start it with --token-file or MOCKPLANE_NODE_TOKEN; `mockplane-control-plane create-node-token` makes one",
             ));
         };
-        if !token.starts_with(crate::token::NODE_TOKEN_PREFIX) {
+        if !token.starts_with(crate::identity::token::NODE_TOKEN_PREFIX) {
             return Err(Status::unauthenticated(
                 "that is not a node token (they start with mpn_); API tokens and access tokens do not open the config stream",
             ));
         }
-        let hash = crate::token::hash(token);
+        let hash = crate::identity::token::hash(token);
         let fresh = |(name, at): &(String, std::time::Instant)| {
             (at.elapsed() < TOKEN_CACHE_TTL).then(|| name.clone())
         };
