@@ -12,9 +12,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::sql::{
-    Scope, check_version, db_error, enter, internal, load_workspace, now, page_limit,
-};
+use super::sql::{Scope, check_version, db_error, enter, load_workspace, now, page_limit};
 use super::{Dialect, Page, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 use serde_json::json;
 
@@ -442,7 +440,7 @@ where
             .bind(token_hash.to_owned())
             .fetch_optional(&mut *tx)
             .await
-            .map_err(internal)?;
+            ?;
         let Some((id, expires_at, last_used_at, principal_id, org)) = row else {
             return Ok(None);
         };
@@ -454,8 +452,7 @@ where
             sqlx::query_as::<DB, PrincipalRow>(&format!("{SELECT_PRINCIPAL}WHERE id = $1"))
                 .bind(principal_id)
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(internal)?
+                .await?
                 .map(PrincipalRow::into_record)
                 .transpose()?;
         let Some(record) = record.filter(|r| !r.disabled) else {
@@ -468,10 +465,9 @@ where
                 .bind(now)
                 .bind(id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(Some(record.principal()))
     }
 
@@ -483,8 +479,7 @@ where
         .bind(org)
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?
+        .await?
         .map(PrincipalRow::into_record)
         .transpose()?;
         Ok(record.filter(|r| !r.disabled).map(|r| r.principal()))
@@ -500,7 +495,7 @@ where
         .bind(email.to_lowercase())
         .fetch_optional(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let Some((id, hash, org)) = row else {
             return Ok(None);
         };
@@ -509,8 +504,7 @@ where
             sqlx::query_as::<DB, PrincipalRow>(&format!("{SELECT_PRINCIPAL}WHERE id = $1"))
                 .bind(id)
                 .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?
+                .await?
                 .into_record()?;
         Ok(Some((record.principal(), hash)))
     }
@@ -531,7 +525,7 @@ where
             .summary(json!({"after": {"email": record.email, "name": record.name, "org_role": record.org_role.as_str()}})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(record)
     }
 
@@ -543,8 +537,7 @@ where
         .bind(org)
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| StoreError::NotFound(format!("principal {id}")))?
         .into_record()
     }
@@ -566,7 +559,7 @@ where
         .bind(page_limit(limit) + 1)
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let items = rows
             .into_iter()
             .map(PrincipalRow::into_record)
@@ -588,8 +581,7 @@ where
         .bind(org)
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| StoreError::NotFound(format!("principal {id}")))?
         .into_record()?;
         check_version(format!("principal {id}"), current.version, expected_version)?;
@@ -627,7 +619,7 @@ where
             })),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(PrincipalRecord {
             name,
             org_role,
@@ -649,7 +641,7 @@ where
         .bind(id)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!("user {id}")));
         }
@@ -661,13 +653,13 @@ where
         .bind(id)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         append::<DB>(
             &mut tx,
             Change::new(org, "user.password", format!("principal/{id}")),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -679,8 +671,7 @@ where
         .bind(org)
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         let (role, disabled) =
             found.ok_or_else(|| StoreError::NotFound(format!("principal {id}")))?;
         // A disabled owner is not one of the owners the org relies on.
@@ -690,15 +681,14 @@ where
         sqlx::query("DELETE FROM principals WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         append::<DB>(
             &mut tx,
             Change::new(org, "principal.delete", format!("principal/{id}"))
                 .summary(json!({"before": {"org_role": role}})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -716,8 +706,7 @@ where
                 .bind(org)
                 .bind(principal)
                 .fetch_optional(&mut *conn)
-                .await
-                .map_err(internal)?;
+                .await?;
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("principal {principal}")));
         }
@@ -735,8 +724,7 @@ where
             .bind(id)
             .fetch_one(&mut *conn)
             .await
-            .map(TokenRecord::from)
-            .map_err(internal)?;
+            .map(TokenRecord::from)?;
         append::<DB>(
             &mut conn,
             Change::new(org, "api_token.create", format!("api_token/{id}")).summary(json!({
@@ -744,7 +732,7 @@ where
             })),
         )
         .await?;
-        conn.commit().await.map_err(internal)?;
+        conn.commit().await?;
         Ok(record)
     }
 
@@ -756,8 +744,7 @@ where
         .bind(org)
         .bind(principal)
         .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         Ok(rows.into_iter().map(TokenRecord::from).collect())
     }
 
@@ -767,8 +754,7 @@ where
             .bind(org)
             .bind(id)
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(internal)?
+            .await?
             .map(TokenRecord::from)
             .ok_or_else(|| StoreError::NotFound(format!("API token {id}")))
     }
@@ -779,8 +765,7 @@ where
             .bind(org)
             .bind(id)
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!("API token {id}")));
         }
@@ -789,7 +774,7 @@ where
             Change::new(org, "api_token.revoke", format!("api_token/{id}")),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -809,7 +794,7 @@ where
             session_change(principal, "session.start", "password", family),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(family)
     }
 
@@ -834,8 +819,7 @@ where
         .bind(token.org)
         .bind(token.principal_id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?
+        .await?
         .map(PrincipalRow::into_record)
         .transpose()?;
         if token.used_at.is_some() {
@@ -853,7 +837,7 @@ where
                 )
                 .await?;
             }
-            tx.commit().await.map_err(internal)?;
+            tx.commit().await?;
             return Ok(RefreshOutcome::Reused);
         }
         if token.expires_at <= now {
@@ -866,15 +850,14 @@ where
             .bind(now)
             .bind(token.id)
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         insert_refresh_token::<DB>(&mut tx, &principal, token.family, next.0, next.1).await?;
         append::<DB>(
             &mut tx,
             session_change(&principal, "session.refresh", "refresh_token", token.family),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(RefreshOutcome::Used {
             principal,
             family: token.family,
@@ -894,8 +877,7 @@ where
         .bind(token.org)
         .bind(token.principal_id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?
+        .await?
         .map(PrincipalRow::into_record)
         .transpose()?;
         // Ending a session that had already ended changes nothing.
@@ -911,7 +893,7 @@ where
             )
             .await?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -940,7 +922,7 @@ where
                 .summary(json!({"after": {"permissions": permissions_json(&role.permissions)}})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(RoleRecord {
             version: 1,
             ..role.clone()
@@ -955,7 +937,7 @@ where
         .bind(org)
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         rows.into_iter()
             .map(|(name, description, permissions, version)| {
                 Ok(RoleRecord {
@@ -983,8 +965,7 @@ where
         .bind(org)
         .bind(name.to_owned())
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         let (current_description, current_permissions, version) =
             row.ok_or_else(|| StoreError::NotFound(format!("role '{name}'")))?;
         check_version(format!("role '{name}'"), version, expected_version)?;
@@ -1007,14 +988,14 @@ where
         .bind(name.to_owned())
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         append::<DB>(
             &mut tx,
             Change::new(org, "role.update", format!("role/{name}"))
                 .summary(json!({"after": {"permissions": permissions_json(permissions)}})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(RoleRecord {
             name: name.to_owned(),
             description,
@@ -1030,14 +1011,12 @@ where
                 .bind(org)
                 .bind(name.to_owned())
                 .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         let policies: Vec<String> =
             sqlx::query_scalar("SELECT roles FROM env_policies WHERE org_id = $1")
                 .bind(org)
                 .fetch_all(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         let in_policies = policies
             .iter()
             .filter(|raw| parse_roles(raw).is_ok_and(|roles| roles.contains(name)))
@@ -1051,8 +1030,7 @@ where
             .bind(org)
             .bind(name.to_owned())
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!("role '{name}'")));
         }
@@ -1061,7 +1039,7 @@ where
             Change::new(org, "role.delete", format!("role/{name}")),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1081,8 +1059,7 @@ where
                 .bind(org)
                 .bind(principal)
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         let principal_name =
             name.ok_or_else(|| StoreError::NotFound(format!("principal {principal}")))?;
         check_role_exists::<DB>(&mut tx, org, role).await?;
@@ -1100,7 +1077,7 @@ where
         .bind(created_at)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -1113,7 +1090,7 @@ where
             .summary(json!({"after": {"role": role}})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(MembershipRecord {
             principal_id: principal,
             principal_name,
@@ -1140,7 +1117,7 @@ where
         .bind(environment.to_owned())
         .execute(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!(
                 "a role of principal {principal} in '{environment}' of {workspace}"
@@ -1157,7 +1134,7 @@ where
             .environment(environment),
         )
         .await?;
-        conn.commit().await.map_err(internal)?;
+        conn.commit().await?;
         Ok(())
     }
 
@@ -1175,8 +1152,7 @@ where
         )
         .bind(ws.id)
         .fetch_all(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -1219,7 +1195,7 @@ where
         .bind(created_at)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -1232,7 +1208,7 @@ where
             .summary(json!({"after": {"roles": roles}})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(PolicyRecord {
             environment,
             permission,
@@ -1258,7 +1234,7 @@ where
         .bind(permission.as_str().to_owned())
         .execute(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!(
                 "a policy for `{permission}` in '{environment}' of {workspace}"
@@ -1275,7 +1251,7 @@ where
             .environment(environment),
         )
         .await?;
-        conn.commit().await.map_err(internal)?;
+        conn.commit().await?;
         Ok(())
     }
 
@@ -1304,15 +1280,14 @@ where
         .bind(principal)
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let policies = fetch_policies::<DB>(&mut tx, ws.id).await?;
         let custom: Vec<(String, String)> =
             sqlx::query_as("SELECT name, permissions FROM roles WHERE org_id = $1")
                 .bind(org)
                 .fetch_all(&mut *tx)
-                .await
-                .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+                .await?;
+        tx.commit().await?;
         let catalog = RoleCatalog::new(
             custom
                 .into_iter()
@@ -1355,7 +1330,7 @@ where
         .bind(grant.expires_at)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         append::<DB>(
             &mut tx,
             Change::new(org, "environment.access", format!("environment_token/{}", grant.token_id))
@@ -1364,7 +1339,7 @@ where
                 .summary(json!({"after": {"expires_at": grant.expires_at.to_rfc3339(), "reason": grant.reason}})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1385,7 +1360,7 @@ where
         .bind(page_limit(limit))
         .fetch_all(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         Ok(rows
             .into_iter()
             .map(
@@ -1424,7 +1399,7 @@ where
     .bind(workspace)
     .fetch_all(&mut *conn)
     .await
-    .map_err(internal)?;
+    ?;
     rows.into_iter()
         // A permission this build does not know is skipped, not an error.
         .filter_map(|(environment, permission, roles, created_at)| {
@@ -1455,8 +1430,7 @@ where
     )
     .bind(org)
     .fetch_one(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     if owners <= 1 {
         return Err(StoreError::FailedPrecondition(
             "this is the org's last active owner; make another principal owner first".into(),
@@ -1482,8 +1456,7 @@ where
             .bind(org)
             .bind(role.to_owned())
             .fetch_optional(&mut *conn)
-            .await
-            .map_err(internal)?;
+            .await?;
     match found {
         Some(_) => Ok(()),
         None => Err(FieldError::new(
@@ -1629,7 +1602,7 @@ where
     .bind(token_hash.to_owned())
     .fetch_optional(&mut *conn)
     .await
-    .map_err(internal)?;
+    ?;
     Ok(row.map(
         |(id, org, principal_id, family, expires_at, used_at, revoked_at)| RefreshRow {
             id,
@@ -1695,7 +1668,7 @@ where
     .bind(family)
     .execute(&mut *conn)
     .await
-    .map_err(internal)?;
+    ?;
     Ok(DB::rows_affected(&done))
 }
 

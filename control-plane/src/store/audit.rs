@@ -264,15 +264,14 @@ where
     .bind(GENESIS.to_owned())
     .execute(&mut *conn)
     .await
-    .map_err(internal)?;
+    ?;
     // The update takes the head's row lock: appends of one org serialize.
     let (seq, prev_hash): (i64, String) = sqlx::query_as(
         "UPDATE audit_heads SET seq = seq + 1 WHERE org_id = $1 RETURNING seq, hash",
     )
     .bind(change.org)
     .fetch_one(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     let mut event = AuditRecord {
         seq,
         id: Uuid::now_v7(),
@@ -322,13 +321,12 @@ where
     .bind(event.hash.clone())
     .execute(&mut *conn)
     .await
-    .map_err(internal)?;
+    ?;
     sqlx::query("UPDATE audit_heads SET hash = $1 WHERE org_id = $2")
         .bind(event.hash)
         .bind(change.org)
         .execute(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
     Ok(())
 }
 
@@ -387,8 +385,7 @@ where
         .bind(filter.until.unwrap_or(far_future))
         .bind(page_limit(limit) + 1)
         .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         Ok(Page::from_overfetch(items, limit, |e| e.seq))
     }
 
@@ -398,15 +395,13 @@ where
             sqlx::query_as(&format!("{SELECT_EVENT}WHERE org_id = $1 ORDER BY seq"))
                 .bind(org)
                 .fetch_all(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         let head: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE org_id = $1")
                 .bind(org)
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+                .await?;
+        tx.commit().await?;
         let (head_seq, head_hash) = head.unwrap_or((0, GENESIS.to_owned()));
         let mut broken = None;
         let mut prev = GENESIS.to_owned();
@@ -478,7 +473,7 @@ where
             .bind(cutoff)
             .fetch_one(&mut *tx)
             .await
-            .map_err(internal)?;
+            ?;
             if !dry_run && count > 0 {
                 sqlx::query(
                     "UPDATE audit_events SET actor = '', reason = '', summary = '', resource = '', pruned = 1 \
@@ -489,7 +484,7 @@ where
                 .bind(cutoff)
                 .execute(&mut *tx)
                 .await
-                .map_err(internal)?;
+                ?;
             }
             outcome
                 .by_environment
@@ -515,7 +510,7 @@ where
             )
             .await?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(outcome)
     }
 

@@ -236,19 +236,21 @@ where
     for<'r> &'r str: ColumnIndex<DB::Row>,
 {
     let rows: Vec<ServingKeyRow> = match workspace {
-        Some(id) => sqlx::query_as(&format!(
-            "{SELECT_SERVING_KEY}WHERE k.workspace_id = $1 ORDER BY e.name, k.id"
-        ))
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(internal)?,
-        None => sqlx::query_as(&format!(
-            "{SELECT_SERVING_KEY}ORDER BY k.workspace_id, e.name, k.id"
-        ))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(internal)?,
+        Some(id) => {
+            sqlx::query_as(&format!(
+                "{SELECT_SERVING_KEY}WHERE k.workspace_id = $1 ORDER BY e.name, k.id"
+            ))
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query_as(&format!(
+                "{SELECT_SERVING_KEY}ORDER BY k.workspace_id, e.name, k.id"
+            ))
+            .fetch_all(&mut *conn)
+            .await?
+        }
     };
     let mut by_workspace: HashMap<Uuid, Vec<ServingKeyRow>> = HashMap::new();
     for row in rows {
@@ -321,7 +323,7 @@ where
                 .bind(creator)
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(internal)?;
+                ?;
                 let mut active: Vec<DateTime<Utc>> = expiries
                     .into_iter()
                     .flatten()
@@ -346,8 +348,7 @@ where
             sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE environment_id = $1")
                 .bind(env.id)
                 .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         if usize::try_from(in_env).unwrap_or(usize::MAX) >= MAX_KEYS_PER_ENVIRONMENT {
             return Err(StoreError::LimitExceeded(format!(
                 "environment '{}' of workspace '{}' has {in_env} API keys, the most it may have; revoke some first",
@@ -411,7 +412,7 @@ where
         )
         .await?;
         bump_revision::<DB>(&mut tx, ws.id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(ApiKeyRecord {
             id,
             workspace_id: ws.id,
@@ -450,8 +451,7 @@ where
         .bind(ws.id)
         .bind(environment.unwrap_or_default().to_owned())
         .fetch_all(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
         Ok(rows.into_iter().map(ApiKeyRecord::from).collect())
     }
 
@@ -469,8 +469,7 @@ where
         .bind(ws.id)
         .bind(id)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(internal)?
+        .await?
         .map(ApiKeyRecord::from)
         .ok_or_else(|| key_not_found(id, &ws))
     }
@@ -489,14 +488,12 @@ where
         .bind(ws.id)
         .bind(id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| key_not_found(id, &ws))?;
         sqlx::query("DELETE FROM api_keys WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -529,7 +526,7 @@ where
         )
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let mut workspaces: Vec<Uuid> = Vec::new();
         let mut deleted = 0;
         for (id, org, workspace, name, expires_at) in expiring {
@@ -539,8 +536,7 @@ where
             let done = sqlx::query("DELETE FROM api_keys WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
             deleted += DB::rows_affected(&done);
             // Nobody acts here: the event is the system's.
             append::<DB>(
@@ -563,7 +559,7 @@ where
         for workspace in workspaces {
             bump_revision::<DB>(&mut tx, workspace).await?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(deleted)
     }
 
@@ -589,15 +585,14 @@ where
             .bind(to_i64(count.test_requests))
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            ?;
         }
         for (id, used_at) in &report.key_uses {
             let last: Option<Option<DateTime<Utc>>> =
                 sqlx::query_scalar("SELECT last_used_at FROM api_keys WHERE id = $1")
                     .bind(*id)
                     .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(internal)?;
+                    .await?;
             // Unknown (revoked) keys are skipped; an older report from
             // another node does not move the time back.
             let Some(last) = last else { continue };
@@ -608,8 +603,7 @@ where
                 .bind(*used_at)
                 .bind(*id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         }
         tx.commit().await.map_err(internal)
     }
@@ -634,8 +628,7 @@ where
         .bind(until)
         .bind(environment.unwrap_or_default().to_owned())
         .fetch_all(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
         let mut found: HashMap<String, (u64, u64)> = rows
             .into_iter()
             .map(|(env, requests, tests)| {

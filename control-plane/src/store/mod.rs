@@ -296,6 +296,16 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl From<sqlx::Error> for StoreError {
+    /// A database error no caller described: connection trouble becomes
+    /// `Unavailable`, anything else `Internal` (its text is logged, never
+    /// shown). Errors a caller expects (a unique violation meaning "already
+    /// exists") go through `db_error` instead.
+    fn from(error: sqlx::Error) -> Self {
+        sql::internal(error)
+    }
+}
+
 /// The control plane's persistence interface. Implementations must be safe to
 /// share between tasks and replicas.
 #[async_trait]

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::sql::{Scope, db_error, internal, now};
+use super::sql::{Scope, db_error, now};
 use super::{Dialect, SqlStore, StoreError, StoreResult};
 
 /// Longest node token name.
@@ -92,7 +92,7 @@ where
                 ))
             })
         })?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(record)
     }
 
@@ -103,17 +103,15 @@ where
         ))
         .bind(hash.to_owned())
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         if let Some(record) = &found {
             sqlx::query("UPDATE node_tokens SET last_used_at = $1 WHERE id = $2")
                 .bind(now())
                 .bind(record.id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(found)
     }
 
@@ -121,9 +119,8 @@ where
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
         let rows = sqlx::query_as(&format!("{SELECT}ORDER BY name"))
             .fetch_all(&mut *tx)
-            .await
-            .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+            .await?;
+        tx.commit().await?;
         Ok(rows)
     }
 
@@ -132,8 +129,7 @@ where
         let found: Option<NodeTokenRecord> = sqlx::query_as(&format!("{SELECT}WHERE name = $1"))
             .bind(name.to_owned())
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         let Some(mut record) = found else {
             return Err(StoreError::NotFound(format!("node token '{name}'")));
         };
@@ -143,11 +139,10 @@ where
                 .bind(at)
                 .bind(record.id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
             record.revoked_at = Some(at);
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(record)
     }
 }

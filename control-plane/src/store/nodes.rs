@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::sql::{Scope, internal, now, to_i64, to_u64};
+use super::sql::{Scope, now, to_i64, to_u64};
 use super::{Dialect, SqlStore, StoreResult};
 
 /// How often a replica writes its heartbeat.
@@ -249,8 +249,7 @@ where
             .bind(at)
             .bind(replica.stopped.then_some(at))
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         for node in nodes {
             let json = |value: serde_json::Result<String>| value.unwrap_or_default();
             sqlx::query(UPSERT_NODE)
@@ -274,20 +273,16 @@ where
                 .bind(node.last_error.clone())
                 .bind(json(serde_json::to_string(&node.failing)))
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn list_nodes(&self) -> StoreResult<Vec<RegisteredNode>> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
-        let rows: Vec<NodeRow> = sqlx::query_as(SELECT_NODES)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+        let rows: Vec<NodeRow> = sqlx::query_as(SELECT_NODES).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         let at = now();
         Ok(rows.into_iter().map(|r| r.into_registered(at)).collect())
     }
@@ -305,7 +300,7 @@ where
         .bind(before)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let pruned = DB::rows_affected(&pruned);
         sqlx::query(
             "DELETE FROM control_plane_replicas WHERE last_seen < $1 \
@@ -313,9 +308,8 @@ where
         )
         .bind(before)
         .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+        .await?;
+        tx.commit().await?;
         Ok(pruned)
     }
 
@@ -325,9 +319,8 @@ where
             sqlx::query_scalar("SELECT MAX(revision) FROM change_log WHERE workspace_id = $1")
                 .bind(workspace)
                 .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+                .await?;
+        tx.commit().await?;
         Ok(revision.map_or(0, to_u64))
     }
 
@@ -337,9 +330,8 @@ where
             sqlx::query_as("SELECT id, slug FROM workspaces WHERE org_id = $1")
                 .bind(org)
                 .fetch_all(&mut *tx)
-                .await
-                .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+                .await?;
+        tx.commit().await?;
         Ok(rows.into_iter().collect())
     }
 }

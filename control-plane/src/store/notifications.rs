@@ -17,7 +17,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::sql::{Scope, corrupt, decode_content, internal, load_workspace, now};
+use super::sql::{Scope, corrupt, decode_content, load_workspace, now};
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRef};
 use mockplane_shared::FieldError;
 
@@ -281,8 +281,7 @@ where
         sqlx::query_as("SELECT id, events FROM notification_channels WHERE workspace_id = $1")
             .bind(workspace)
             .fetch_all(&mut *conn)
-            .await
-            .map_err(internal)?;
+            .await?;
     let at = now();
     for (channel, events) in channels {
         let events: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
@@ -303,7 +302,7 @@ where
         .bind(at)
         .execute(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
     }
     Ok(())
 }
@@ -389,8 +388,7 @@ where
         )
         .bind(ws.id)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         if count >= MAX_CHANNELS {
             return Err(StoreError::LimitExceeded(format!(
                 "workspace '{}' has {count} notification channels, the most it may have",
@@ -419,7 +417,7 @@ where
         .bind(at)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         append::<DB>(
             &mut tx,
             Change::new(org, "notification_channel.create", format!("workspace/{}/channel/{id}", ws.slug))
@@ -427,7 +425,7 @@ where
                 .summary(json!({"after": {"kind": new.kind.as_str(), "target": new.target, "events": new.events}})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(ChannelRecord {
             id,
             workspace_id: ws.id,
@@ -453,9 +451,8 @@ where
         ))
         .bind(ws.id)
         .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+        .await?;
+        tx.commit().await?;
         rows.into_iter().map(ChannelRow::into_record).collect()
     }
 
@@ -472,8 +469,7 @@ where
                 .bind(id)
                 .bind(ws.id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         if DB::rows_affected(&deleted) == 0 {
             return Err(StoreError::NotFound(format!(
                 "notification channel {id} of workspace '{}'",
@@ -490,7 +486,7 @@ where
             .workspace(ws.id),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -516,7 +512,7 @@ where
             .bind(i64::from(limit.clamp(1, 500)))
             .fetch_all(&mut *tx)
             .await
-            .map_err(internal)?;
+            ?;
         let mut out = Vec::with_capacity(rows.len());
         for (
             id,
@@ -537,7 +533,7 @@ where
             .bind(id)
             .fetch_all(&mut *tx)
             .await
-            .map_err(internal)?;
+            ?;
             out.push(DeliveryRecord {
                 id,
                 channel_id,
@@ -560,7 +556,7 @@ where
                 delivered_at,
             });
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(out)
     }
 
@@ -580,20 +576,18 @@ where
         .bind(i64::from(limit.clamp(1, 100)))
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let mut claimed = Vec::with_capacity(due.len());
         for (id, org_id, workspace_id, channel_id, promotion_id, event, payload, attempts) in due {
             sqlx::query("UPDATE notifications SET next_attempt_at = $1 WHERE id = $2")
                 .bind(at + lease)
                 .bind(id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
             let channel: ChannelRow = sqlx::query_as(&format!("{SELECT_CHANNEL}WHERE id = $1"))
                 .bind(channel_id)
                 .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
             claimed.push(Claimed {
                 id,
                 org_id,
@@ -605,7 +599,7 @@ where
                 channel: channel.into_record()?,
             });
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(claimed)
     }
 
@@ -641,7 +635,7 @@ where
         .bind(claimed.id)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         sqlx::query(
             "INSERT INTO notification_attempts (notification_id, org_id, workspace_id, attempt, at, outcome, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -655,7 +649,7 @@ where
         .bind(detail.chars().take(2000).collect::<String>())
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         if let (Some(pr), Some(promotion)) = (pull_request, claimed.promotion_id) {
             let (url, error) = match pr {
                 PullRequest::Opened(url) => (Some(url), None::<String>),
@@ -669,9 +663,9 @@ where
             .bind(promotion)
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            ?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -698,7 +692,7 @@ where
         .bind(env.id)
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let mut rows = rows;
         if let Some(Proposal::Scenario(scenario, number)) = proposed {
             let version: Option<(Uuid, i32, String, Vec<u8>)> = sqlx::query_as(
@@ -710,8 +704,7 @@ where
             .bind(scenario.to_owned())
             .bind(i32::try_from(number).unwrap_or(i32::MAX))
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
             let (id, number, hash, content) = version.ok_or_else(|| {
                 StoreError::NotFound(format!("version {number} of scenario '{scenario}'"))
             })?;
@@ -738,8 +731,7 @@ where
             .bind(env.id)
             .fetch_all(&mut *tx)
             .await
-        }
-        .map_err(internal)?;
+        }?;
         let mut personas: Vec<PersonaDocument> = personas
             .into_iter()
             .map(|(name, version, data)| PersonaDocument {
@@ -757,8 +749,7 @@ where
             .bind(name.to_owned())
             .bind(i64::from(number))
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
             let data = data.ok_or_else(|| {
                 StoreError::NotFound(format!("version {number} of persona '{name}'"))
             })?;
@@ -774,7 +765,7 @@ where
             Some(Proposal::Settings(promoted)) => promoted.served_part(),
             _ => env.settings.served_part(),
         };
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         let mut scenarios = Vec::with_capacity(rows.len());
         for (name, version_id, number, content_hash, content) in rows {
             let routes =

@@ -30,8 +30,7 @@ use uuid::Uuid;
 use super::audit::{Change, append};
 use super::notifications::enqueue;
 use super::sql::{
-    Scope, bump_revision, corrupt, decode_content, fetch_version, internal, load_workspace, now,
-    scenario_id,
+    Scope, bump_revision, corrupt, decode_content, fetch_version, load_workspace, now, scenario_id,
 };
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 
@@ -723,7 +722,7 @@ backend! {
         .bind(scenario)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         Ok(row.map(|(id, n)| (id, u32::try_from(n).unwrap_or(0))))
     }
 
@@ -827,7 +826,7 @@ backend! {
                 .bind(row.id)
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(internal)?;
+                ?;
         let checks: Vec<ContractCheck> = serde_json::from_str(&checks_text).map_err(|e| {
             corrupt("version", row.id, &FieldError::new("checks", e.to_string()))
         })?;
@@ -835,7 +834,7 @@ backend! {
             .bind(scenario_id)
             .fetch_one(&mut *conn)
             .await
-            .map_err(internal)?;
+            ?;
         let raw: Vec<String> = serde_json::from_str(&tags_text).map_err(|e| {
             corrupt("scenario", scenario_id, &FieldError::new("tags", e.to_string()))
         })?;
@@ -850,7 +849,7 @@ backend! {
         .bind(to)
         .fetch_all(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         for (scenario, version, bytes) in rows {
             let routes = decode_content(&bytes).map_err(|e| corrupt("version", version, &e))?;
             if scenario == scenario_id {
@@ -904,7 +903,7 @@ backend! {
         .bind(persona)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         row.map(|(n, data)| {
             let data = parse_persona_data(&data).map_err(|e| corrupt("persona", persona, &e))?;
             Ok((u32::try_from(n).unwrap_or(0), data))
@@ -929,7 +928,7 @@ backend! {
         .bind(new.name.to_string())
         .fetch_optional(&mut *conn)
         .await
-        .map_err(internal)?
+        ?
         .ok_or_else(|| StoreError::NotFound(format!("persona '{}' of {workspace}", new.name)))?;
         let number = if from_first {
             new.version
@@ -945,7 +944,7 @@ backend! {
         .bind(i64::from(number))
         .fetch_optional(&mut *conn)
         .await
-        .map_err(internal)?
+        ?
         .ok_or_else(|| {
             StoreError::NotFound(format!(
                 "version {number} of persona '{}' (its versions are 1 to {latest})",
@@ -980,7 +979,7 @@ backend! {
                     .bind(ws)
                     .fetch_one(&mut *conn)
                     .await
-                    .map_err(internal)?;
+                    ?;
             if let Some(text) = own {
                 return Ok((parse(&text, ws)?, RulesSource::Workspace));
             }
@@ -990,7 +989,7 @@ backend! {
                 .bind(org)
                 .fetch_optional(&mut *conn)
                 .await
-                .map_err(internal)?
+                ?
                 .flatten();
         match org_rules {
             Some(text) => Ok((parse(&text, org)?, RulesSource::Org)),
@@ -1016,7 +1015,7 @@ backend! {
             .bind(id)
             .fetch_optional(&mut *conn)
             .await
-            .map_err(internal)?
+            ?
             .ok_or_else(|| promotion_not_found(id))
     }
 
@@ -1033,7 +1032,7 @@ backend! {
             .bind(row.id)
             .fetch_all(&mut *conn)
             .await
-            .map_err(internal)?;
+            ?;
         let id = row.id;
         let status = |raw: &str| Status::parse(raw).map_err(|e| corrupt("promotion", id, &e));
         let transitions = transitions
@@ -1056,7 +1055,7 @@ backend! {
         .bind(row.id)
         .fetch_all(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         let decisions = decisions
             .into_iter()
             .map(|(approver_id, approver, role, decision, comment, at)| DecisionRecord {
@@ -1075,7 +1074,7 @@ backend! {
         .bind(row.id)
         .fetch_all(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         let checks = checks
             .into_iter()
             .map(|(name, state, url, detail, reported_by, at)| {
@@ -1098,7 +1097,7 @@ backend! {
                 .bind(id)
                 .fetch_all(&mut *conn)
                 .await
-                .map_err(internal)?;
+                ?;
         rows.into_iter()
             .map(|(name, state)| {
                 Ok((name, CheckState::parse(&state).map_err(|e| corrupt("promotion", id, &e))?))
@@ -1129,7 +1128,7 @@ backend! {
         .bind(row.id)
         .fetch_one(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         sqlx::query(
             "INSERT INTO promotion_transitions (promotion_id, org_id, workspace_id, seq, from_status, to_status, actor_id, actor, reason, at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -1146,7 +1145,7 @@ backend! {
         .bind(at)
         .execute(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         // The status moves only from the one this transaction read.
         let updated = sqlx::query(
             "UPDATE promotions SET status = $1, status_reason = $2, updated_at = $3 \
@@ -1159,7 +1158,7 @@ backend! {
         .bind(from.unwrap_or(Status::Pending).as_str().to_owned())
         .execute(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         if DB::rows_affected(&updated) != 1 {
             return Err(StoreError::Conflict(format!(
                 "promotion #{} of workspace '{}' changed while this request acted on it; read it again",
@@ -1206,7 +1205,7 @@ backend! {
                         .bind(at)
                         .execute(&mut *conn)
                         .await
-                        .map_err(internal)?;
+                        ?;
                     }
                     None => {
                         sqlx::query("DELETE FROM deployments WHERE environment_id = $1 AND scenario_id = $2")
@@ -1214,7 +1213,7 @@ backend! {
                             .bind(scenario)
                             .execute(&mut *conn)
                             .await
-                            .map_err(internal)?;
+                            ?;
                     }
                 }
                 (version.map_or(0, |(_, n)| n), previous.unwrap_or(0))
@@ -1236,7 +1235,7 @@ backend! {
                         .bind(at)
                         .execute(&mut *conn)
                         .await
-                        .map_err(internal)?;
+                        ?;
                     }
                     None => {
                         sqlx::query("DELETE FROM persona_deployments WHERE environment_id = $1 AND persona_id = $2")
@@ -1244,7 +1243,7 @@ backend! {
                             .bind(persona)
                             .execute(&mut *conn)
                             .await
-                            .map_err(internal)?;
+                            ?;
                     }
                 }
                 (version.unwrap_or(0), previous.unwrap_or(0))
@@ -1261,7 +1260,7 @@ backend! {
                 .bind(environment.version)
                 .execute(&mut *conn)
                 .await
-                .map_err(internal)?;
+                ?;
                 if DB::rows_affected(&updated) != 1 {
                     return Err(StoreError::Conflict(format!(
                         "the settings of {} changed while this request acted on them; try again",
@@ -1304,7 +1303,7 @@ backend! {
         .bind(at)
         .execute(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
         Ok(())
     }
 
@@ -1327,7 +1326,7 @@ backend! {
     ) -> StoreResult<PromotionRecord> {
         let row = Self::promotion_row(&mut tx, org, id, false).await?;
         let record = Self::full_record(&mut tx, row).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(record)
     }
 
@@ -1401,7 +1400,7 @@ where
         let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
         let gathered = Self::gather(&mut tx, org, &ws, workspace, new, true, None).await?;
         let evaluation = gathered.evaluate(&ws, new.to.as_str(), &[])?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(Preview {
             kind: new.kind,
             name: new.name.to_string(),
@@ -1440,8 +1439,7 @@ where
         .bind(new.name.to_string())
         .bind(new.to.to_string())
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         if let Some(number) = open {
             let what = match new.kind {
                 EntityKind::Environment => "settings".to_owned(),
@@ -1467,8 +1465,7 @@ where
         )
         .bind(ws.id)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         let at = now();
         let id = Uuid::now_v7();
         let tags: Vec<String> = gathered.tags.iter().map(ToString::to_string).collect();
@@ -1527,7 +1524,7 @@ where
         })
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let row = Self::promotion_row(&mut tx, org, id, false).await?;
         let actor = (Some(new.requested_by.id), new.requested_by.name.as_str());
         Self::transition(
@@ -1624,12 +1621,12 @@ where
         .bind(limit)
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
             records.push(Self::full_record(&mut tx, row).await?);
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(records)
     }
 
@@ -1709,7 +1706,7 @@ where
         .bind(row.id)
         .fetch_one(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let needed = i64::from(row.approvals_required);
         if !decision.approve {
             let reason = if decision.comment.is_empty() {
@@ -1773,7 +1770,7 @@ where
                 .bind(row.id)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(internal)?;
+                ?;
                 return Err(StoreError::FailedPrecondition(format!(
                     "{label} is pending: it has {given} of {} approval(s) it needs",
                     row.approvals_required
@@ -1846,8 +1843,7 @@ where
                 .bind(to_json(&evaluation.diff))
                 .bind(row.id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
             Self::fail(&mut tx, org, &row, status, actor_ref, &reason).await?;
             return Self::finish(tx, org, id).await;
         }
@@ -1920,7 +1916,7 @@ where
         .bind(row.id)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         Self::transition(
             &mut tx,
             org,
@@ -1947,8 +1943,7 @@ where
             .bind(i64::try_from(revision).unwrap_or(i64::MAX))
             .bind(row.id)
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         Self::finish(tx, org, id).await
     }
 
@@ -2019,7 +2014,7 @@ where
                     .bind(version_id)
                     .fetch_all(&mut *tx)
                     .await
-                    .map_err(internal)?;
+                    ?;
                     let mut routes = Vec::new();
                     for (version, bytes) in &others {
                         routes.extend(
@@ -2173,7 +2168,7 @@ where
         .bind(now())
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         append::<DB>(
             &mut tx,
             Change::new(org, "promotion.check", format!("workspace/{}/promotion/{}", row.workspace, row.number))
@@ -2193,8 +2188,8 @@ where
         .bind(at)
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+        ?;
+        tx.commit().await?;
         let mut expired = Vec::new();
         for (org, id) in due {
             if let Some(record) = self.expire_one(org, id, at).await? {
@@ -2219,8 +2214,7 @@ where
         )
         .bind(horizon)
         .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         let due = candidates
             .into_iter()
             .filter(|(_, _, created, expires)| at >= *expires - (*expires - *created) / 4)
@@ -2233,8 +2227,7 @@ where
                 .bind(at)
                 .bind(id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
             let row = Self::promotion_row(&mut tx, org, id, false).await?;
             let reason = format!("expires at {}", row.expires_at.to_rfc3339());
             let payload = event_payload(&row, "expiring", Status::Pending, "system", &reason);
@@ -2249,7 +2242,7 @@ where
             .await?;
             reminded.push(Self::full_record(&mut tx, row).await?);
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(reminded)
     }
 
@@ -2285,8 +2278,8 @@ where
             .bind(i64::from(limit.clamp(1, 1000)))
             .fetch_all(&mut *tx)
             .await
-            .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+            ?;
+        tx.commit().await?;
         rows.into_iter()
             .map(
                 |(environment, entity, name, version, previous, kind, promotion, actor, at)| {
@@ -2318,7 +2311,7 @@ where
             None => None,
         };
         let rules = Self::rules_in(&mut tx, org, ws).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(rules)
     }
 
@@ -2337,8 +2330,7 @@ where
                     .bind(text.clone())
                     .bind(ws.id)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(internal)?;
+                    .await?;
                 (Some(ws.id), format!("workspace/{}/approval_rules", ws.slug))
             }
             None => {
@@ -2346,8 +2338,7 @@ where
                     .bind(text.clone())
                     .bind(org)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(internal)?;
+                    .await?;
                 (None, "org/approval_rules".to_owned())
             }
         };
@@ -2359,7 +2350,7 @@ where
         }
         append::<DB>(&mut tx, change).await?;
         let now_in_force = Self::rules_in(&mut tx, org, ws).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(now_in_force)
     }
 }

@@ -100,8 +100,7 @@ where
         .bind(org)
         .bind(system.to_owned())
         .execute(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
     Ok(())
 }
 
@@ -120,8 +119,7 @@ where
     sqlx::query::<DB>(sql)
         .bind(workspace.to_string())
         .execute(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
     Ok(())
 }
 
@@ -141,7 +139,7 @@ where
         mode: &'static str,
         scope: Scope,
     ) -> StoreResult<sqlx::Transaction<'static, DB>> {
-        let mut tx = self.pool.begin_with(mode).await.map_err(internal)?;
+        let mut tx = self.pool.begin_with(mode).await?;
         enter::<DB>(&mut tx, scope).await?;
         Ok(tx)
     }
@@ -763,8 +761,7 @@ where
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
         let orgs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orgs")
             .fetch_one(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         if orgs > 0 {
             return Ok(None);
         }
@@ -783,7 +780,7 @@ where
                 .summary(json!({"owner": owner.id.to_string()})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(Some(Bootstrapped {
             org_id,
             org_name: org_name.to_owned(),
@@ -794,7 +791,7 @@ where
     async fn create_org(&self, name: &str) -> StoreResult<Uuid> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
         let id = insert_org(&mut tx, name, now()).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -808,8 +805,7 @@ where
         let org_id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1")
             .bind(org_name.to_owned())
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         let org_id = org_id.ok_or_else(|| StoreError::NotFound(format!("org '{org_name}'")))?;
         let now = now();
         let owner = insert_principal::<DB>(
@@ -838,7 +834,7 @@ where
             .summary(json!({"name": token_name, "org_role": "owner", "token": id.to_string()})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -926,7 +922,7 @@ where
         .await?;
         bump_revision(&mut tx, id).await?;
         let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(id)).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(record)
     }
 
@@ -955,8 +951,7 @@ where
         .bind(visible_to.unwrap_or(Uuid::nil()))
         .bind(Uuid::nil())
         .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         let envs: Vec<EnvironmentRow> = sqlx::query_as(concat!(
             select_environment!(),
             "WHERE workspace_id IN (SELECT w.id FROM workspaces w WHERE w.org_id = $1 AND w.slug > $2 \
@@ -971,7 +966,7 @@ where
         .bind(Uuid::nil())
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let mut by_workspace: HashMap<Uuid, Vec<EnvironmentRecord>> = HashMap::new();
         for env in envs {
             let workspace_id = env.workspace_id;
@@ -1080,8 +1075,7 @@ where
                         .bind(i32::try_from(position).unwrap_or(0))
                         .bind(env.id)
                         .execute(&mut *tx)
-                        .await
-                        .map_err(internal)?;
+                        .await?;
                 }
             }
             append::<DB>(
@@ -1091,7 +1085,7 @@ where
             .await?;
             bump_revision(&mut tx, current.id).await?;
             let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(current.id)).await?;
-            tx.commit().await.map_err(internal)?;
+            tx.commit().await?;
             return Ok(record);
         }
         Err(contended(key.to_string()))
@@ -1111,8 +1105,7 @@ where
                 .bind(current.id)
                 .bind(current.version)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
             if DB::rows_affected(&deleted) == 0 {
                 continue;
             }
@@ -1168,7 +1161,7 @@ where
             .bind(i32::try_from(new.position).unwrap_or(i32::MAX))
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            ?;
         }
         let now = now();
         let env = EnvironmentRecord {
@@ -1199,7 +1192,7 @@ where
         .await?;
         bump_revision(&mut tx, ws.id).await?;
         let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(record)
     }
 
@@ -1265,7 +1258,7 @@ where
                 .bind(env.name.to_string())
                 .execute(&mut *tx)
                 .await
-                .map_err(internal)?;
+                ?;
             }
         }
         if ws.active_environment == env.name && new_name != env.name {
@@ -1273,8 +1266,7 @@ where
                 .bind(new_name.to_string())
                 .bind(ws.id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         }
         append::<DB>(
             &mut tx,
@@ -1292,7 +1284,7 @@ where
         .await?;
         bump_revision(&mut tx, ws.id).await?;
         let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(record)
     }
 
@@ -1325,8 +1317,7 @@ where
         sqlx::query("DELETE FROM environments WHERE id = $1")
             .bind(env.id)
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         // Roles and policies name environments; a later environment of the
         // same name starts with none.
         for table in ["memberships", "env_policies"] {
@@ -1336,8 +1327,7 @@ where
             .bind(ws.id)
             .bind(env.name.to_string())
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         }
         if env.position > 0 {
             sqlx::query(
@@ -1347,7 +1337,7 @@ where
             .bind(i32::try_from(env.position).unwrap_or(i32::MAX))
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            ?;
         }
         append::<DB>(
             &mut tx,
@@ -1356,7 +1346,7 @@ where
         .await?;
         bump_revision(&mut tx, ws.id).await?;
         let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(record)
     }
 
@@ -1372,8 +1362,7 @@ where
             sqlx::query_scalar("SELECT COUNT(*) FROM scenarios WHERE workspace_id = $1")
                 .bind(ws.id)
                 .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         if to_u64(count) >= MAX_SCENARIOS as u64 {
             return Err(StoreError::LimitExceeded(format!(
                 "a workspace has at most {MAX_SCENARIOS} scenarios"
@@ -1392,7 +1381,7 @@ where
         )
         .await?;
         let record = load_scenario(&mut tx, ws.id, &new.name, workspace).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(record)
     }
 
@@ -1420,8 +1409,7 @@ where
         ))
         .bind(ws.id)
         .fetch_all(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
         let mut deployments = fetch_deployments(&mut conn, ws.id).await?;
         rows.into_iter()
             .map(|row| {
@@ -1486,7 +1474,7 @@ where
         )
         .await?;
         let record = load_scenario(&mut tx, ws.id, &new_name, workspace).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(record)
     }
 
@@ -1524,8 +1512,7 @@ where
         sqlx::query("DELETE FROM scenarios WHERE id = $1")
             .bind(current.id)
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -1556,8 +1543,7 @@ where
         ))
         .bind(record.id)
         .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         let routes = rows
             .into_iter()
             .map(|row| {
@@ -1576,8 +1562,7 @@ where
         ))
         .bind(record.id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         if let Some(latest) = latest
             && latest.content_hash == hash
         {
@@ -1610,7 +1595,7 @@ where
             Change::new(org, "scenario.version", format!("workspace/{}/scenario/{}/version/{number}", ws.slug, scenario)).workspace(ws.id).summary(json!({"after": {"version": number, "hash": hash.clone(), "routes": routes.len(), "note": note}})),
         )
         .await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(VersionRecord {
             id,
             scenario: scenario.clone(),
@@ -1639,8 +1624,7 @@ where
         ))
         .bind(id)
         .fetch_all(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
         rows.into_iter()
             .map(|row| row.into_record(Vec::new()))
             .collect()
@@ -1692,8 +1676,7 @@ where
         .bind(env.id)
         .bind(scenario_id)
         .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         let mut routes = decode_content(&content).map_err(|e| corrupt("version", row.id, &e))?;
         for (other, bytes) in &others {
             routes.extend(decode_content(bytes).map_err(|e| corrupt("version", *other, &e))?);
@@ -1714,8 +1697,7 @@ where
         .bind(env.id)
         .bind(scenario_id)
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         // The environment's release history shows direct deployments too.
         sqlx::query(
             "INSERT INTO releases (id, org_id, workspace_id, environment_id, scenario_id, scenario, version, previous_version, kind, promotion_id, actor, at) \
@@ -1733,7 +1715,7 @@ where
         .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         sqlx::query(
             "INSERT INTO deployments (environment_id, scenario_id, version_id, workspace_id, deployed_at) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -1746,7 +1728,7 @@ where
         .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -1760,7 +1742,7 @@ where
         )
         .await?;
         bump_revision(&mut tx, ws.id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(DeploymentRecord {
             environment: environment.clone(),
             scenario: scenario.clone(),
@@ -1782,8 +1764,7 @@ where
             sqlx::query_scalar("SELECT COUNT(*) FROM personas WHERE workspace_id = $1")
                 .bind(ws.id)
                 .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         if to_u64(count) >= MAX_PERSONAS as u64 {
             return Err(StoreError::LimitExceeded(format!(
                 "a workspace has at most {MAX_PERSONAS} personas"
@@ -1822,7 +1803,7 @@ where
         )
         .await?;
         bump_revision(&mut tx, ws.id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(PersonaRecord {
             id,
             name: name.clone(),
@@ -1854,7 +1835,7 @@ where
             .bind(i64::from(number))
             .fetch_optional(&mut *conn)
             .await
-            .map_err(internal)?;
+            ?;
             let (data, created) = old.ok_or_else(|| {
                 StoreError::NotFound(format!(
                     "version {number} of persona '{name}' (its versions are 1 to {})",
@@ -1882,8 +1863,7 @@ where
         ))
         .bind(ws.id)
         .fetch_all(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
         let mut served = persona_deployments::<DB>(&mut conn, ws.id).await?;
         rows.into_iter()
             .map(|row| {
@@ -1922,7 +1902,7 @@ where
         .bind(current.version)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         if DB::rows_affected(&updated) == 0 {
             return Err(contended(format!("persona '{name}'")));
         }
@@ -1933,7 +1913,7 @@ where
         )
         .await?;
         bump_revision(&mut tx, ws.id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(PersonaRecord {
             data: data.clone(),
             version: current.version + 1,
@@ -1971,8 +1951,7 @@ where
         sqlx::query("DELETE FROM personas WHERE id = $1")
             .bind(current.id)
             .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -2001,8 +1980,7 @@ where
             sqlx::query_scalar("SELECT COUNT(*) FROM scenarios WHERE workspace_id = $1")
                 .bind(ws.id)
                 .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         if to_u64(count) >= MAX_SCENARIOS as u64 {
             return Err(StoreError::LimitExceeded(format!(
                 "a workspace has at most {MAX_SCENARIOS} scenarios"
@@ -2024,7 +2002,7 @@ where
         .await?;
         bump_revision(&mut tx, ws.id).await?;
         let scenario = load_scenario(&mut tx, ws.id, &new.name, workspace).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok((scenario, records))
     }
 
@@ -2037,7 +2015,7 @@ where
         .bind(ws.id)
         .fetch_one(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -2050,7 +2028,7 @@ where
         )
         .await?;
         bump_revision(&mut tx, ws.id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(to_u64(epoch))
     }
 
@@ -2076,7 +2054,7 @@ where
         )
         .await?;
         bump_revision(&mut tx, ws.id).await?;
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(records)
     }
 
@@ -2102,16 +2080,17 @@ where
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = fetch_workspace(&mut conn, org, workspace).await?;
         let rows: Vec<RouteRow> = match scenario {
-            None => sqlx::query_as(concat!(
-                select_route!(),
-                "WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-            ))
-            .bind(ws.id)
-            .bind(after.unwrap_or(Uuid::nil()))
-            .bind(page_limit(limit) + 1)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(internal)?,
+            None => {
+                sqlx::query_as(concat!(
+                    select_route!(),
+                    "WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ))
+                .bind(ws.id)
+                .bind(after.unwrap_or(Uuid::nil()))
+                .bind(page_limit(limit) + 1)
+                .fetch_all(&mut *conn)
+                .await?
+            }
             Some(name) => {
                 let scenario_id = scenario_id(&mut conn, ws.id, name, workspace).await?;
                 sqlx::query_as(concat!(
@@ -2123,8 +2102,7 @@ where
                 .bind(page_limit(limit) + 1)
                 .bind(scenario_id)
                 .fetch_all(&mut *conn)
-                .await
-                .map_err(internal)?
+                .await?
             }
         };
         let items = rows
@@ -2182,7 +2160,7 @@ where
             )
             .await?;
             bump_revision(&mut tx, ws.id).await?;
-            tx.commit().await.map_err(internal)?;
+            tx.commit().await?;
             return Ok(RouteRecord {
                 spec,
                 version: current.version + 1,
@@ -2207,8 +2185,7 @@ where
                 .bind(ws.id)
                 .bind(*id)
                 .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
             if DB::rows_affected(&done) == 0 {
                 // Dropping the transaction rolls back the routes deleted so far.
                 return Err(StoreError::NotFound(format!(
@@ -2230,15 +2207,14 @@ where
             .await?;
             bump_revision(&mut tx, ws.id).await?;
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(deleted)
     }
 
     async fn current_revision(&self) -> StoreResult<u64> {
         let revision: i64 = sqlx::query_scalar("SELECT revision FROM config_revision WHERE id = 1")
             .fetch_one(&self.pool)
-            .await
-            .map_err(internal)?;
+            .await?;
         Ok(to_u64(revision))
     }
 
@@ -2246,39 +2222,33 @@ where
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
         let revision: i64 = sqlx::query_scalar("SELECT revision FROM config_revision WHERE id = 1")
             .fetch_one(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         let workspaces: Vec<ServingWorkspaceRow> = sqlx::query_as(
             "SELECT id, slug, active_env, env_defaults, state_epoch, require_keys FROM workspaces ORDER BY id",
         )
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
+        ?;
         let environments: Vec<ServingEnvironmentRow> =
             sqlx::query_as("SELECT workspace_id, name, position, settings FROM environments")
                 .fetch_all(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         let deployments: Vec<ServingDeploymentRow> = sqlx::query_as(concat!(
             select_serving_deployment!(),
             "ORDER BY d.workspace_id, e.name, d.scenario_id"
         ))
         .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
-        let personas: Vec<ServingPersonaRow> = sqlx::query_as(SERVING_PERSONAS)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(internal)?;
+        .await?;
+        let personas: Vec<ServingPersonaRow> =
+            sqlx::query_as(SERVING_PERSONAS).fetch_all(&mut *tx).await?;
         let mut keys_by_workspace = serving_keys::<DB>(&mut tx, None).await?;
         let routes: Vec<ServingRouteRow> = sqlx::query_as(concat!(
             select_serving_route!(),
             "ORDER BY workspace_id, id"
         ))
         .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+        .await?;
+        tx.commit().await?;
 
         let mut by_workspace: HashMap<Uuid, Vec<ServingRouteRow>> =
             HashMap::with_capacity(workspaces.len());
@@ -2334,8 +2304,7 @@ where
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
         let current: i64 = sqlx::query_scalar("SELECT revision FROM config_revision WHERE id = 1")
             .fetch_one(&mut *tx)
-            .await
-            .map_err(internal)?;
+            .await?;
         let since = i64::try_from(revision).unwrap_or(i64::MAX);
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT DISTINCT workspace_id FROM change_log WHERE revision > $1 AND revision <= $2",
@@ -2343,8 +2312,7 @@ where
         .bind(since)
         .bind(current)
         .fetch_all(&mut *tx)
-        .await
-        .map_err(internal)?;
+        .await?;
         let committed_at: Option<DateTime<Utc>> = if ids.is_empty() {
             None
         } else {
@@ -2354,8 +2322,7 @@ where
             .bind(since)
             .bind(current)
             .fetch_one(&mut *tx)
-            .await
-            .map_err(internal)?
+            .await?
         };
         let mut changed = Vec::with_capacity(ids.len());
         for id in ids {
@@ -2365,7 +2332,7 @@ where
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(internal)?;
+            ?;
             let config = match ws {
                 None => None,
                 Some(ws) => {
@@ -2375,28 +2342,25 @@ where
                     .bind(id)
                     .fetch_all(&mut *tx)
                     .await
-                    .map_err(internal)?;
+                    ?;
                     let routes: Vec<ServingRouteRow> = sqlx::query_as(concat!(
                         select_serving_route!(),
                         "WHERE workspace_id = $1 ORDER BY id"
                     ))
                     .bind(id)
                     .fetch_all(&mut *tx)
-                    .await
-                    .map_err(internal)?;
+                    .await?;
                     let deployed: Vec<ServingDeploymentRow> = sqlx::query_as(concat!(
                         select_serving_deployment!(),
                         "WHERE d.workspace_id = $1 ORDER BY e.name, d.scenario_id"
                     ))
                     .bind(id)
                     .fetch_all(&mut *tx)
-                    .await
-                    .map_err(internal)?;
+                    .await?;
                     let personas: Vec<ServingPersonaRow> = sqlx::query_as(SERVING_PERSONAS_OF)
                         .bind(id)
                         .fetch_all(&mut *tx)
-                        .await
-                        .map_err(internal)?;
+                        .await?;
                     let keys = serving_keys::<DB>(&mut tx, Some(id))
                         .await?
                         .remove(&id)
@@ -2406,7 +2370,7 @@ where
             };
             changed.push((id, config));
         }
-        tx.commit().await.map_err(internal)?;
+        tx.commit().await?;
         Ok(ConfigChanges {
             revision: to_u64(current),
             changed,
@@ -2419,8 +2383,7 @@ where
         let pruned: i64 =
             sqlx::query_scalar("SELECT pruned_through FROM config_revision WHERE id = 1")
                 .fetch_one(&mut *tx)
-                .await
-                .map_err(internal)?;
+                .await?;
         let from = to_u64(pruned).max(after);
         let entries: Vec<(i64, Uuid)> = sqlx::query_as(
             "SELECT revision, workspace_id FROM change_log WHERE revision > $1 ORDER BY revision, workspace_id",
@@ -2428,8 +2391,8 @@ where
         .bind(i64::try_from(from).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await
-        .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+        ?;
+        tx.commit().await?;
         Ok(ChangeHistory {
             complete_after: from,
             entries: entries
@@ -2590,8 +2553,7 @@ where
     };
     let row = query
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
     // From here on the transaction acts on this workspace alone.
     confine::<DB>(&mut *conn, row.id).await?;
@@ -2644,8 +2606,7 @@ where
     ))
     .bind(row.id)
     .fetch_all(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     let envs = envs
         .into_iter()
         .map(EnvironmentRow::into_record)
@@ -2707,8 +2668,7 @@ where
         .bind(workspace_id)
         .bind(name.to_string())
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| StoreError::NotFound(format!("scenario '{name}' of {key}")))
 }
 
@@ -2775,8 +2735,7 @@ where
     .bind(workspace_id)
     .bind(name.to_string())
     .fetch_optional(&mut *conn)
-    .await
-    .map_err(internal)?
+    .await?
     .ok_or_else(|| StoreError::NotFound(format!("scenario '{name}' of {key}")))?;
     let mut deployments = fetch_deployments(&mut *conn, workspace_id).await?;
     let mine = deployments.remove(&row.id).unwrap_or_default();
@@ -2808,8 +2767,7 @@ where
     )
     .bind(workspace_id)
     .fetch_all(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     let mut by_scenario: HashMap<Uuid, Vec<DeploymentRecord>> = HashMap::new();
     for (scenario_id, environment, scenario, number, deployed_at) in rows {
         let environment = Slug::parse(&environment).map_err(|e| {
@@ -2859,23 +2817,25 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     let row: Option<VersionRow> = match number {
-        Some(number) => sqlx::query_as(concat!(
-            select_version!(),
-            "WHERE v.scenario_id = $1 AND v.number = $2"
-        ))
-        .bind(scenario_id)
-        .bind(i32::try_from(number).unwrap_or(i32::MAX))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(internal)?,
-        None => sqlx::query_as(concat!(
-            select_version!(),
-            "WHERE v.scenario_id = $1 ORDER BY v.number DESC LIMIT 1"
-        ))
-        .bind(scenario_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(internal)?,
+        Some(number) => {
+            sqlx::query_as(concat!(
+                select_version!(),
+                "WHERE v.scenario_id = $1 AND v.number = $2"
+            ))
+            .bind(scenario_id)
+            .bind(i32::try_from(number).unwrap_or(i32::MAX))
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query_as(concat!(
+                select_version!(),
+                "WHERE v.scenario_id = $1 ORDER BY v.number DESC LIMIT 1"
+            ))
+            .bind(scenario_id)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
     };
     let row = row.ok_or_else(|| {
         StoreError::NotFound(match number {
@@ -2889,8 +2849,7 @@ where
         sqlx::query_scalar("SELECT content FROM scenario_versions WHERE id = $1")
             .bind(row.id)
             .fetch_one(&mut *conn)
-            .await
-            .map_err(internal)?;
+            .await?;
     Ok((row, content))
 }
 
@@ -2917,8 +2876,7 @@ where
     .bind(workspace_id)
     .bind(name.to_string())
     .fetch_optional(&mut *conn)
-    .await
-    .map_err(internal)?
+    .await?
     .ok_or_else(|| StoreError::NotFound(format!("persona '{name}' of {key}")))?;
     let id = row.id;
     let mut record = row.into_record()?;
@@ -2964,8 +2922,7 @@ where
     )
     .bind(workspace_id)
     .fetch_all(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     let mut out: HashMap<Uuid, Vec<(String, i64)>> = HashMap::new();
     for row in rows {
         out.entry(row.persona_id)
@@ -2998,7 +2955,7 @@ where
         .bind(now)
         .execute(&mut *conn)
         .await
-        .map_err(internal)?;
+        ?;
     Ok(())
 }
 
@@ -3104,8 +3061,7 @@ where
     .bind(workspace_id)
     .bind(id)
     .fetch_optional(&mut *conn)
-    .await
-    .map_err(internal)?
+    .await?
     .ok_or_else(|| StoreError::NotFound(format!("route {id}")))
 }
 
@@ -3156,8 +3112,7 @@ where
     )
     .bind(workspace_id)
     .fetch_one(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     if to_u64(routes) > MAX_ROUTES_PER_WORKSPACE as u64 {
         return Err(StoreError::LimitExceeded(format!(
             "a workspace holds at most {MAX_ROUTES_PER_WORKSPACE} routes; this change would make it {routes}"
@@ -3190,22 +3145,19 @@ where
         "UPDATE config_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
     )
     .fetch_one(&mut *conn)
-    .await
-    .map_err(internal)?;
+    .await?;
     sqlx::query("INSERT INTO change_log (revision, workspace_id, changed_at) VALUES ($1, $2, $3)")
         .bind(revision)
         .bind(workspace_id)
         .bind(now())
         .execute(&mut *conn)
-        .await
-        .map_err(internal)?;
+        .await?;
     // Other replicas hear of it when this transaction commits.
     if let Some(notify) = DB::NOTIFY {
         sqlx::query(notify)
             .bind(revision)
             .execute(&mut *conn)
-            .await
-            .map_err(internal)?;
+            .await?;
     }
     Ok(to_u64(revision))
 }
@@ -3238,6 +3190,6 @@ where
     .bind(now)
     .execute(&mut *conn)
     .await
-    .map_err(internal)?;
+    ?;
     Ok(())
 }
