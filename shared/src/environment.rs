@@ -199,7 +199,7 @@ impl EnvSettings {
                 ));
             }
             for (i, name) in checks.iter().enumerate() {
-                crate::promotion::check_name(name)
+                check_name(name)
                     .map_err(|m| FieldError::new(format!("required_checks[{i}]"), m))?;
             }
         }
@@ -595,6 +595,25 @@ impl Chain {
             ),
         }
     }
+}
+
+/// An external check's name: what a CI job reports under.
+pub fn check_name(raw: &str) -> Result<(), String> {
+    if raw.is_empty() || raw.len() > 63 {
+        return Err(format!(
+            "a check name is 1 to 63 characters, got {} characters",
+            raw.len()
+        ));
+    }
+    if !raw
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'))
+    {
+        return Err(format!(
+            "{raw:?}: a check name is letters, digits and - _ . / :"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod matcher;
 pub mod nesting;
 pub mod openapi;
 pub mod path;
+pub mod pattern;
 pub mod persona;
 pub mod promotion;
 pub mod realism;

@@ -20,7 +20,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::FieldError;
-use crate::route::Pattern;
+use crate::pattern::Pattern;
 
 /// Most matchers (query + headers + body) on one route.
 pub const MAX_MATCHERS: usize = 32;

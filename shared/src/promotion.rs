@@ -179,24 +179,7 @@ impl fmt::Display for EntityKind {
     }
 }
 
-/// An external check's name: what a CI job reports under.
-pub fn check_name(raw: &str) -> Result<(), String> {
-    if raw.is_empty() || raw.len() > 63 {
-        return Err(format!(
-            "a check name is 1 to 63 characters, got {} characters",
-            raw.len()
-        ));
-    }
-    if !raw
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'))
-    {
-        return Err(format!(
-            "{raw:?}: a check name is letters, digits and - _ . / :"
-        ));
-    }
-    Ok(())
-}
+pub use crate::environment::check_name;
 
 /// Checks a free-text comment.
 pub fn parse_comment(field: &str, raw: &str) -> Result<String, FieldError> {
