@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::sql::{Scope, internal, now, page_limit};
+use super::tx::{Scope, internal, now, page_limit};
 use super::{Dialect, Page, SqlStore, StoreResult};
 
 /// The hash the first event of an org chains to.

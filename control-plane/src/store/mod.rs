@@ -1,7 +1,7 @@
 //! The control plane's source of truth, behind one interface with two
 //! backends: PostgreSQL (production, several replicas) and SQLite (the
 //! embedded default for one machine). Both run the same SQL through one
-//! generic implementation ([`sql::SqlStore`]); what differs between them is
+//! generic implementation ([`tx::SqlStore`]); what differs between them is
 //! in [`dialect`].
 //!
 //! Every method is scoped by org, and every change that affects what
@@ -16,6 +16,7 @@ mod nodes;
 mod notifications;
 mod promotions;
 mod sql;
+mod tx;
 
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub use node_tokens::*;
 pub use nodes::*;
 pub use notifications::*;
 pub use promotions::*;
-pub use sql::SqlStore;
+pub use tx::SqlStore;
 
 /// What a first run created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,7 +303,7 @@ impl From<sqlx::Error> for StoreError {
     /// shown). Errors a caller expects (a unique violation meaning "already
     /// exists") go through `db_error` instead.
     fn from(error: sqlx::Error) -> Self {
-        sql::internal(error)
+        tx::internal(error)
     }
 }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::sql::{Scope, db_error, now};
+use super::tx::{Scope, db_error, now};
 use super::{Dialect, SqlStore, StoreError, StoreResult};
 
 /// Longest node token name.

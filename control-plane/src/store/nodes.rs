@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::sql::{Scope, now, to_i64, to_u64};
+use super::tx::{Scope, now, to_i64, to_u64};
 use super::{Dialect, SqlStore, StoreResult};
 
 /// How often a replica writes its heartbeat.

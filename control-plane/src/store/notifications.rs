@@ -17,7 +17,8 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::sql::{Scope, corrupt, decode_content, load_workspace, now};
+use super::sql::{decode_content, load_workspace};
+use super::tx::{Scope, corrupt, now};
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRef};
 use mockplane_shared::FieldError;
 

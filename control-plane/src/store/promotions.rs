@@ -29,9 +29,8 @@ use uuid::Uuid;
 
 use super::audit::{Change, append};
 use super::notifications::enqueue;
-use super::sql::{
-    Scope, bump_revision, corrupt, decode_content, fetch_version, load_workspace, now, scenario_id,
-};
+use super::sql::{decode_content, fetch_version, load_workspace, scenario_id};
+use super::tx::{Scope, bump_revision, corrupt, now};
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 
 /// Who acts, as promotions record it.
@@ -1695,7 +1694,7 @@ where
         .execute(&mut *tx)
         .await
         .map_err(|e| {
-            super::sql::db_error(e, || {
+            super::tx::db_error(e, || {
                 StoreError::AlreadyExists(format!("you have already decided on {label}; one decision per approver"))
             })
         })?;
