@@ -12,8 +12,8 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::sql::load_workspace;
 use super::tx::{Scope, check_version, db_error, enter, now, page_limit};
+use super::workspaces::load_workspace;
 use super::{Dialect, Page, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 use serde_json::json;
 

@@ -16,8 +16,8 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::sql::load_workspace;
 use super::tx::{Scope, bump_revision, db_error, internal, now, to_i64};
+use super::workspaces::load_workspace;
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 
 /// A key as the API shows it: never the secret.

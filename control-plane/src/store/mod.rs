@@ -17,6 +17,7 @@ mod notifications;
 mod promotions;
 mod sql;
 mod tx;
+mod workspaces;
 
 use std::sync::Arc;
 

@@ -17,8 +17,9 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::sql::{decode_content, load_workspace};
+use super::sql::decode_content;
 use super::tx::{Scope, corrupt, now};
+use super::workspaces::load_workspace;
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRef};
 use mockplane_shared::FieldError;
 

@@ -29,8 +29,9 @@ use uuid::Uuid;
 
 use super::audit::{Change, append};
 use super::notifications::enqueue;
-use super::sql::{decode_content, fetch_version, load_workspace, scenario_id};
+use super::sql::{decode_content, fetch_version, scenario_id};
 use super::tx::{Scope, bump_revision, corrupt, now};
+use super::workspaces::load_workspace;
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 
 /// Who acts, as promotions record it.

@@ -23,8 +23,8 @@ use mockplane_shared::scenario::{
 };
 use mockplane_shared::state::RawStateRule;
 use mockplane_shared::{
-    ConfigRoute, EnvSettings, EnvironmentConfig, FieldError, NewWorkspace, RequestMatch,
-    ResponseSpec, RoutePatch, RouteSpec, Slug, WorkspaceConfig, WorkspacePatch,
+    ConfigRoute, EnvironmentConfig, FieldError, NewWorkspace, RequestMatch, ResponseSpec,
+    RoutePatch, RouteSpec, Slug, WorkspaceConfig, WorkspacePatch,
 };
 use prost::Message as _;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
@@ -34,8 +34,12 @@ use super::access::{insert_principal, insert_token};
 use super::audit::{Change, append};
 use super::keys::{ServingKeyRow, serving_keys};
 use super::tx::{
-    CONFLICT_RETRIES, Scope, SqlStore, bump_revision, check_version, confine, contended, corrupt,
-    db_error, internal, now, page_limit, to_u64,
+    CONFLICT_RETRIES, Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error,
+    internal, now, page_limit, to_u64,
+};
+use super::workspaces::{
+    EnvironmentRow, WorkspaceRow, environment_order, fetch_workspace, find_environment,
+    load_workspace, names, parse_settings, select_environment, select_workspace, settings_json,
 };
 use super::{
     Bootstrapped, ChangeHistory, ConfigChanges, DeploymentRecord, Dialect, EnvironmentPatch,
@@ -44,29 +48,6 @@ use super::{
     WorkspaceRecord, WorkspaceRef,
 };
 use serde_json::json;
-
-macro_rules! select_workspace {
-    () => {
-        "SELECT w.id, w.org_id, w.slug, w.name, w.description, w.version, w.created_at, w.updated_at, \
-         w.active_env, w.env_defaults, w.allow_skips, w.require_keys, \
-         (SELECT COUNT(*) FROM routes r WHERE r.workspace_id = w.id) AS route_count \
-         FROM workspaces w "
-    };
-}
-
-macro_rules! select_environment {
-    () => {
-        "SELECT id, workspace_id, name, position, settings, version, created_at, updated_at \
-         FROM environments "
-    };
-}
-
-/// Chain order, then the environments off the chain by name.
-macro_rules! environment_order {
-    () => {
-        " ORDER BY CASE WHEN position = 0 THEN 1 ELSE 0 END, position, name"
-    };
-}
 
 macro_rules! select_scenario {
     () => {
@@ -114,95 +95,6 @@ macro_rules! select_serving_route {
         "SELECT id, workspace_id, name, method, path, matchers, priority, template, realism, state, status, headers, \
          body FROM routes "
     };
-}
-
-#[derive(FromRow)]
-struct WorkspaceRow {
-    id: Uuid,
-    org_id: Uuid,
-    slug: String,
-    name: String,
-    description: String,
-    version: i64,
-    route_count: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    active_env: String,
-    env_defaults: String,
-    allow_skips: i32,
-    require_keys: i32,
-}
-
-impl WorkspaceRow {
-    fn into_record(self, environments: Vec<EnvironmentRecord>) -> StoreResult<WorkspaceRecord> {
-        let bad = |field: &str, message: String| {
-            corrupt("workspace", self.id, &FieldError::new(field, message))
-        };
-        Ok(WorkspaceRecord {
-            slug: Slug::parse(&self.slug).map_err(|e| bad("slug", e.to_string()))?,
-            active_environment: Slug::parse(&self.active_env)
-                .map_err(|e| bad("active_env", e.to_string()))?,
-            environment_defaults: parse_settings(&self.env_defaults)
-                .map_err(|e| bad("env_defaults", e))?,
-            allow_promotion_skips: self.allow_skips != 0,
-            require_api_keys: self.require_keys != 0,
-            environments,
-            id: self.id,
-            org_id: self.org_id,
-            name: self.name,
-            description: self.description,
-            version: self.version,
-            route_count: self.route_count,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct EnvironmentRow {
-    id: Uuid,
-    workspace_id: Uuid,
-    name: String,
-    position: i32,
-    settings: String,
-    version: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl EnvironmentRow {
-    fn into_record(self) -> StoreResult<EnvironmentRecord> {
-        let bad = |field: &str, message: String| {
-            corrupt("environment", self.id, &FieldError::new(field, message))
-        };
-        Ok(EnvironmentRecord {
-            id: self.id,
-            name: Slug::parse(&self.name).map_err(|e| bad("name", e.to_string()))?,
-            position: u32::try_from(self.position).unwrap_or(0),
-            settings: parse_settings(&self.settings).map_err(|e| bad("settings", e))?,
-            version: self.version,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
-}
-
-fn parse_settings(raw: &str) -> Result<EnvSettings, String> {
-    if raw.is_empty() {
-        return Ok(EnvSettings::default());
-    }
-    let settings: EnvSettings =
-        serde_json::from_str(raw).map_err(|e| format!("stored settings are invalid: {e}"))?;
-    settings.check().map_err(|e| e.to_string())?;
-    Ok(settings)
-}
-
-fn settings_json(settings: &EnvSettings) -> String {
-    if settings.is_empty() {
-        return String::new();
-    }
-    serde_json::to_string(settings).unwrap_or_default()
 }
 
 /// Most scenarios one workspace may have.
@@ -2338,99 +2230,6 @@ fn workspace_config(
     };
     config.validate()?;
     Ok(config)
-}
-
-async fn fetch_workspace<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    key: &WorkspaceRef,
-) -> StoreResult<WorkspaceRow>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'r> &'r str: ColumnIndex<DB::Row>,
-{
-    let query = match key {
-        WorkspaceRef::Id(id) => sqlx::query_as::<DB, WorkspaceRow>(concat!(
-            select_workspace!(),
-            "WHERE w.org_id = $1 AND w.id = $2"
-        ))
-        .bind(org)
-        .bind(*id),
-        WorkspaceRef::Slug(slug) => sqlx::query_as::<DB, WorkspaceRow>(concat!(
-            select_workspace!(),
-            "WHERE w.org_id = $1 AND w.slug = $2"
-        ))
-        .bind(org)
-        .bind(slug.to_string()),
-    };
-    let row = query
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-    // From here on the transaction acts on this workspace alone.
-    confine::<DB>(&mut *conn, row.id).await?;
-    Ok(row)
-}
-
-fn names(environments: &[EnvironmentRecord]) -> String {
-    environments
-        .iter()
-        .map(|e| e.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-pub(super) fn find_environment<'a>(
-    ws: &'a WorkspaceRecord,
-    name: &Slug,
-    key: &WorkspaceRef,
-) -> StoreResult<&'a EnvironmentRecord> {
-    ws.environment(name.as_str()).ok_or_else(|| {
-        StoreError::NotFound(format!(
-            "environment '{name}' of {key} (it has {})",
-            names(&ws.environments)
-        ))
-    })
-}
-
-/// A workspace with its environments.
-pub(super) async fn load_workspace<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    key: &WorkspaceRef,
-) -> StoreResult<WorkspaceRecord>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'r> &'r str: ColumnIndex<DB::Row>,
-{
-    let row = fetch_workspace(&mut *conn, org, key).await?;
-    let envs: Vec<EnvironmentRow> = sqlx::query_as(concat!(
-        select_environment!(),
-        "WHERE workspace_id = $1",
-        environment_order!()
-    ))
-    .bind(row.id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let envs = envs
-        .into_iter()
-        .map(EnvironmentRow::into_record)
-        .collect::<StoreResult<Vec<_>>>()?;
-    row.into_record(envs)
 }
 
 async fn insert_environment<DB>(
