@@ -38,13 +38,24 @@ pub struct UpArgs {
     ops_listen: SocketAddr,
     // The CLI's global connection flags mean nothing here: `up` starts its
     // own control plane. Declaring them (hidden) keeps them out of `up
-    // --help`, and giving one is refused.
+    // --help`; giving one on the command line is refused (their variables,
+    // MOCKPLANE_SERVER and the like, may well be set for other commands).
     #[arg(long, hide = true)]
     server: Option<String>,
     #[arg(long, hide = true)]
     token: Option<String>,
     #[arg(long, hide = true)]
     reason: Option<String>,
+}
+
+/// Whether `flag` was typed on the command line (not taken from a variable).
+fn typed(flag: &str) -> bool {
+    std::env::args().any(|arg| {
+        arg == flag
+            || arg
+                .strip_prefix(flag)
+                .is_some_and(|rest| rest.starts_with('='))
+    })
 }
 
 impl UpArgs {
@@ -56,7 +67,7 @@ impl UpArgs {
             ("--token", &self.token),
             ("--reason", &self.reason),
         ] {
-            if given.is_some() {
+            if given.is_some() && typed(flag) {
                 return Err(anyhow!(
                     "`mockplane up` starts its own control plane and takes no {flag}; it writes the admin token to {}",
                     self.data_dir.join("admin-token").display()

@@ -2061,8 +2061,10 @@ async fn up_refuses_what_it_cannot_use_before_starting_anything() {
                 "127.0.0.1:0",
             ])
             .args(&extra)
-            .env_remove("MOCKPLANE_SERVER")
-            .env_remove("MOCKPLANE_TOKEN")
+            // Set for other commands, the connection variables do not
+            // matter to `up`: only flags typed are refused.
+            .env("MOCKPLANE_SERVER", "http://127.0.0.1:1")
+            .env("MOCKPLANE_TOKEN", "mpt_from_the_environment")
             .output()
             .await
             .unwrap();
