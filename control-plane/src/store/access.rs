@@ -440,8 +440,7 @@ where
             )
             .bind(token_hash.to_owned())
             .fetch_optional(&mut *tx)
-            .await
-            ?;
+            .await?;
         let Some((id, expires_at, last_used_at, principal_id, org)) = row else {
             return Ok(None);
         };
@@ -495,8 +494,7 @@ where
         )
         .bind(email.to_lowercase())
         .fetch_optional(&mut *tx)
-        .await
-        ?;
+        .await?;
         let Some((id, hash, org)) = row else {
             return Ok(None);
         };
@@ -559,8 +557,7 @@ where
         .bind(after.unwrap_or(Uuid::nil()))
         .bind(page_limit(limit) + 1)
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         let items = rows
             .into_iter()
             .map(PrincipalRow::into_record)
@@ -641,8 +638,7 @@ where
         .bind(org)
         .bind(id)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!("user {id}")));
         }
@@ -653,8 +649,7 @@ where
         .bind(now())
         .bind(id)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         append::<DB>(
             &mut tx,
             Change::new(org, "user.password", format!("principal/{id}")),
@@ -937,8 +932,7 @@ where
         )
         .bind(org)
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         rows.into_iter()
             .map(|(name, description, permissions, version)| {
                 Ok(RoleRecord {
@@ -988,8 +982,7 @@ where
         .bind(org)
         .bind(name.to_owned())
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         append::<DB>(
             &mut tx,
             Change::new(org, "role.update", format!("role/{name}"))
@@ -1077,8 +1070,7 @@ where
         .bind(role.to_owned())
         .bind(created_at)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -1117,8 +1109,7 @@ where
         .bind(principal)
         .bind(environment.to_owned())
         .execute(&mut *conn)
-        .await
-        ?;
+        .await?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!(
                 "a role of principal {principal} in '{environment}' of {workspace}"
@@ -1195,8 +1186,7 @@ where
         .bind(roles_json(roles))
         .bind(created_at)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -1234,8 +1224,7 @@ where
         .bind(environment.to_owned())
         .bind(permission.as_str().to_owned())
         .execute(&mut *conn)
-        .await
-        ?;
+        .await?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!(
                 "a policy for `{permission}` in '{environment}' of {workspace}"
@@ -1280,8 +1269,7 @@ where
         .bind(ws.id)
         .bind(principal)
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         let policies = fetch_policies::<DB>(&mut tx, ws.id).await?;
         let custom: Vec<(String, String)> =
             sqlx::query_as("SELECT name, permissions FROM roles WHERE org_id = $1")
@@ -1330,8 +1318,7 @@ where
         .bind(grant.granted_at)
         .bind(grant.expires_at)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         append::<DB>(
             &mut tx,
             Change::new(org, "environment.access", format!("environment_token/{}", grant.token_id))
@@ -1360,8 +1347,7 @@ where
         .bind(ws.id)
         .bind(page_limit(limit))
         .fetch_all(&mut *conn)
-        .await
-        ?;
+        .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -1399,8 +1385,7 @@ where
     )
     .bind(workspace)
     .fetch_all(&mut *conn)
-    .await
-    ?;
+    .await?;
     rows.into_iter()
         // A permission this build does not know is skipped, not an error.
         .filter_map(|(environment, permission, roles, created_at)| {
@@ -1602,8 +1587,7 @@ where
     )
     .bind(token_hash.to_owned())
     .fetch_optional(&mut *conn)
-    .await
-    ?;
+    .await?;
     Ok(row.map(
         |(id, org, principal_id, family, expires_at, used_at, revoked_at)| RefreshRow {
             id,
@@ -1668,8 +1652,7 @@ where
     .bind(at)
     .bind(family)
     .execute(&mut *conn)
-    .await
-    ?;
+    .await?;
     Ok(DB::rows_affected(&done))
 }
 

@@ -263,8 +263,7 @@ where
     .bind(change.org)
     .bind(GENESIS.to_owned())
     .execute(&mut *conn)
-    .await
-    ?;
+    .await?;
     // The update takes the head's row lock: appends of one org serialize.
     let (seq, prev_hash): (i64, String) = sqlx::query_as(
         "UPDATE audit_heads SET seq = seq + 1 WHERE org_id = $1 RETURNING seq, hash",
@@ -320,8 +319,7 @@ where
     .bind(event.prev_hash)
     .bind(event.hash.clone())
     .execute(&mut *conn)
-    .await
-    ?;
+    .await?;
     sqlx::query("UPDATE audit_heads SET hash = $1 WHERE org_id = $2")
         .bind(event.hash)
         .bind(change.org)
@@ -472,8 +470,7 @@ where
             .bind(environment.clone())
             .bind(cutoff)
             .fetch_one(&mut *tx)
-            .await
-            ?;
+            .await?;
             if !dry_run && count > 0 {
                 sqlx::query(
                     "UPDATE audit_events SET actor = '', reason = '', summary = '', resource = '', pruned = 1 \
@@ -483,8 +480,7 @@ where
                 .bind(environment.clone())
                 .bind(cutoff)
                 .execute(&mut *tx)
-                .await
-                ?;
+                .await?;
             }
             outcome
                 .by_environment

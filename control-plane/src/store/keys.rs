@@ -323,8 +323,7 @@ where
                 .bind(ws.id)
                 .bind(creator)
                 .fetch_all(&mut *tx)
-                .await
-                ?;
+                .await?;
                 let mut active: Vec<DateTime<Utc>> = expiries
                     .into_iter()
                     .flatten()
@@ -526,8 +525,7 @@ where
             "SELECT id, org_id, workspace_id, name, expires_at FROM api_keys WHERE expires_at IS NOT NULL",
         )
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         let mut workspaces: Vec<Uuid> = Vec::new();
         let mut deleted = 0;
         for (id, org, workspace, name, expires_at) in expiring {
@@ -585,8 +583,7 @@ where
             .bind(to_i64(count.requests))
             .bind(to_i64(count.test_requests))
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         }
         for (id, used_at) in &report.key_uses {
             let last: Option<Option<DateTime<Utc>>> =

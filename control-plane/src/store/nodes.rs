@@ -299,8 +299,7 @@ where
         .bind(0_i32)
         .bind(before)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         let pruned = DB::rows_affected(&pruned);
         sqlx::query(
             "DELETE FROM control_plane_replicas WHERE last_seen < $1 \

@@ -303,8 +303,7 @@ where
         .bind(payload.to_string())
         .bind(at)
         .execute(&mut *conn)
-        .await
-        ?;
+        .await?;
     }
     Ok(())
 }
@@ -418,8 +417,7 @@ where
         .bind(new.created_by.clone())
         .bind(at)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         append::<DB>(
             &mut tx,
             Change::new(org, "notification_channel.create", format!("workspace/{}/channel/{id}", ws.slug))
@@ -513,8 +511,7 @@ where
             .bind(promotion)
             .bind(i64::from(limit.clamp(1, 500)))
             .fetch_all(&mut *tx)
-            .await
-            ?;
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for (
             id,
@@ -534,8 +531,7 @@ where
             )
             .bind(id)
             .fetch_all(&mut *tx)
-            .await
-            ?;
+            .await?;
             out.push(DeliveryRecord {
                 id,
                 channel_id,
@@ -577,8 +573,7 @@ where
         .bind(at)
         .bind(i64::from(limit.clamp(1, 100)))
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         let mut claimed = Vec::with_capacity(due.len());
         for (id, org_id, workspace_id, channel_id, promotion_id, event, payload, attempts) in due {
             sqlx::query("UPDATE notifications SET next_attempt_at = $1 WHERE id = $2")
@@ -636,8 +631,7 @@ where
         .bind((status == "delivered").then_some(at))
         .bind(claimed.id)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         sqlx::query(
             "INSERT INTO notification_attempts (notification_id, org_id, workspace_id, attempt, at, outcome, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -650,8 +644,7 @@ where
         .bind(name.to_owned())
         .bind(detail.chars().take(2000).collect::<String>())
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         if let (Some(pr), Some(promotion)) = (pull_request, claimed.promotion_id) {
             let (url, error) = match pr {
                 PullRequest::Opened(url) => (Some(url), None::<String>),
@@ -664,8 +657,7 @@ where
             .bind(error)
             .bind(promotion)
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -693,8 +685,7 @@ where
         )
         .bind(env.id)
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         let mut rows = rows;
         if let Some(Proposal::Scenario(scenario, number)) = proposed {
             let version: Option<(Uuid, i32, String, Vec<u8>)> = sqlx::query_as(

@@ -721,8 +721,7 @@ backend! {
         .bind(environment)
         .bind(scenario)
         .fetch_optional(&mut *conn)
-        .await
-        ?;
+        .await?;
         Ok(row.map(|(id, n)| (id, u32::try_from(n).unwrap_or(0))))
     }
 
@@ -825,16 +824,14 @@ backend! {
             sqlx::query_scalar("SELECT checks FROM scenario_versions WHERE id = $1")
                 .bind(row.id)
                 .fetch_one(&mut *conn)
-                .await
-                ?;
+                .await?;
         let checks: Vec<ContractCheck> = serde_json::from_str(&checks_text).map_err(|e| {
             corrupt("version", row.id, &FieldError::new("checks", e.to_string()))
         })?;
         let tags_text: String = sqlx::query_scalar("SELECT tags FROM scenarios WHERE id = $1")
             .bind(scenario_id)
             .fetch_one(&mut *conn)
-            .await
-            ?;
+            .await?;
         let raw: Vec<String> = serde_json::from_str(&tags_text).map_err(|e| {
             corrupt("scenario", scenario_id, &FieldError::new("tags", e.to_string()))
         })?;
@@ -848,8 +845,7 @@ backend! {
         )
         .bind(to)
         .fetch_all(&mut *conn)
-        .await
-        ?;
+        .await?;
         for (scenario, version, bytes) in rows {
             let routes = decode_content(&bytes).map_err(|e| corrupt("version", version, &e))?;
             if scenario == scenario_id {
@@ -902,8 +898,7 @@ backend! {
         .bind(environment)
         .bind(persona)
         .fetch_optional(&mut *conn)
-        .await
-        ?;
+        .await?;
         row.map(|(n, data)| {
             let data = parse_persona_data(&data).map_err(|e| corrupt("persona", persona, &e))?;
             Ok((u32::try_from(n).unwrap_or(0), data))
@@ -927,8 +922,7 @@ backend! {
         .bind(ws.id)
         .bind(new.name.to_string())
         .fetch_optional(&mut *conn)
-        .await
-        ?
+        .await?
         .ok_or_else(|| StoreError::NotFound(format!("persona '{}' of {workspace}", new.name)))?;
         let number = if from_first {
             new.version
@@ -943,8 +937,7 @@ backend! {
         .bind(persona_id)
         .bind(i64::from(number))
         .fetch_optional(&mut *conn)
-        .await
-        ?
+        .await?
         .ok_or_else(|| {
             StoreError::NotFound(format!(
                 "version {number} of persona '{}' (its versions are 1 to {latest})",
@@ -978,8 +971,7 @@ backend! {
                 sqlx::query_scalar("SELECT approval_rules FROM workspaces WHERE id = $1")
                     .bind(ws)
                     .fetch_one(&mut *conn)
-                    .await
-                    ?;
+                    .await?;
             if let Some(text) = own {
                 return Ok((parse(&text, ws)?, RulesSource::Workspace));
             }
@@ -988,8 +980,7 @@ backend! {
             sqlx::query_scalar("SELECT approval_rules FROM orgs WHERE id = $1")
                 .bind(org)
                 .fetch_optional(&mut *conn)
-                .await
-                ?
+                .await?
                 .flatten();
         match org_rules {
             Some(text) => Ok((parse(&text, org)?, RulesSource::Org)),
@@ -1014,8 +1005,7 @@ backend! {
             .bind(org)
             .bind(id)
             .fetch_optional(&mut *conn)
-            .await
-            ?
+            .await?
             .ok_or_else(|| promotion_not_found(id))
     }
 
@@ -1031,8 +1021,7 @@ backend! {
             )
             .bind(row.id)
             .fetch_all(&mut *conn)
-            .await
-            ?;
+            .await?;
         let id = row.id;
         let status = |raw: &str| Status::parse(raw).map_err(|e| corrupt("promotion", id, &e));
         let transitions = transitions
@@ -1054,8 +1043,7 @@ backend! {
         )
         .bind(row.id)
         .fetch_all(&mut *conn)
-        .await
-        ?;
+        .await?;
         let decisions = decisions
             .into_iter()
             .map(|(approver_id, approver, role, decision, comment, at)| DecisionRecord {
@@ -1073,8 +1061,7 @@ backend! {
         )
         .bind(row.id)
         .fetch_all(&mut *conn)
-        .await
-        ?;
+        .await?;
         let checks = checks
             .into_iter()
             .map(|(name, state, url, detail, reported_by, at)| {
@@ -1096,8 +1083,7 @@ backend! {
             sqlx::query_as("SELECT name, status FROM promotion_checks WHERE promotion_id = $1")
                 .bind(id)
                 .fetch_all(&mut *conn)
-                .await
-                ?;
+                .await?;
         rows.into_iter()
             .map(|(name, state)| {
                 Ok((name, CheckState::parse(&state).map_err(|e| corrupt("promotion", id, &e))?))
@@ -1127,8 +1113,7 @@ backend! {
         )
         .bind(row.id)
         .fetch_one(&mut *conn)
-        .await
-        ?;
+        .await?;
         sqlx::query(
             "INSERT INTO promotion_transitions (promotion_id, org_id, workspace_id, seq, from_status, to_status, actor_id, actor, reason, at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -1144,8 +1129,7 @@ backend! {
         .bind(reason.to_owned())
         .bind(at)
         .execute(&mut *conn)
-        .await
-        ?;
+        .await?;
         // The status moves only from the one this transaction read.
         let updated = sqlx::query(
             "UPDATE promotions SET status = $1, status_reason = $2, updated_at = $3 \
@@ -1157,8 +1141,7 @@ backend! {
         .bind(row.id)
         .bind(from.unwrap_or(Status::Pending).as_str().to_owned())
         .execute(&mut *conn)
-        .await
-        ?;
+        .await?;
         if DB::rows_affected(&updated) != 1 {
             return Err(StoreError::Conflict(format!(
                 "promotion #{} of workspace '{}' changed while this request acted on it; read it again",
@@ -1204,16 +1187,14 @@ backend! {
                         .bind(ws.id)
                         .bind(at)
                         .execute(&mut *conn)
-                        .await
-                        ?;
+                        .await?;
                     }
                     None => {
                         sqlx::query("DELETE FROM deployments WHERE environment_id = $1 AND scenario_id = $2")
                             .bind(environment.id)
                             .bind(scenario)
                             .execute(&mut *conn)
-                            .await
-                            ?;
+                            .await?;
                     }
                 }
                 (version.map_or(0, |(_, n)| n), previous.unwrap_or(0))
@@ -1234,16 +1215,14 @@ backend! {
                         .bind(ws.id)
                         .bind(at)
                         .execute(&mut *conn)
-                        .await
-                        ?;
+                        .await?;
                     }
                     None => {
                         sqlx::query("DELETE FROM persona_deployments WHERE environment_id = $1 AND persona_id = $2")
                             .bind(environment.id)
                             .bind(persona)
                             .execute(&mut *conn)
-                            .await
-                            ?;
+                            .await?;
                     }
                 }
                 (version.unwrap_or(0), previous.unwrap_or(0))
@@ -1259,8 +1238,7 @@ backend! {
                 .bind(environment.id)
                 .bind(environment.version)
                 .execute(&mut *conn)
-                .await
-                ?;
+                .await?;
                 if DB::rows_affected(&updated) != 1 {
                     return Err(StoreError::Conflict(format!(
                         "the settings of {} changed while this request acted on them; try again",
@@ -1302,8 +1280,7 @@ backend! {
         .bind(actor.to_owned())
         .bind(at)
         .execute(&mut *conn)
-        .await
-        ?;
+        .await?;
         Ok(())
     }
 
@@ -1523,8 +1500,7 @@ where
             _ => None,
         })
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         let row = Self::promotion_row(&mut tx, org, id, false).await?;
         let actor = (Some(new.requested_by.id), new.requested_by.name.as_str());
         Self::transition(
@@ -1620,8 +1596,7 @@ where
         .bind(filter.before)
         .bind(limit)
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
             records.push(Self::full_record(&mut tx, row).await?);
@@ -1705,8 +1680,7 @@ where
         )
         .bind(row.id)
         .fetch_one(&mut *tx)
-        .await
-        ?;
+        .await?;
         let needed = i64::from(row.approvals_required);
         if !decision.approve {
             let reason = if decision.comment.is_empty() {
@@ -1769,8 +1743,7 @@ where
                 )
                 .bind(row.id)
                 .fetch_one(&mut *tx)
-                .await
-                ?;
+                .await?;
                 return Err(StoreError::FailedPrecondition(format!(
                     "{label} is pending: it has {given} of {} approval(s) it needs",
                     row.approvals_required
@@ -1915,8 +1888,7 @@ where
         .bind(previous_settings)
         .bind(row.id)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         Self::transition(
             &mut tx,
             org,
@@ -2013,8 +1985,7 @@ where
                     .bind(scenario_id)
                     .bind(version_id)
                     .fetch_all(&mut *tx)
-                    .await
-                    ?;
+                    .await?;
                     let mut routes = Vec::new();
                     for (version, bytes) in &others {
                         routes.extend(
@@ -2167,8 +2138,7 @@ where
         .bind(report.reported_by.clone())
         .bind(now())
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         append::<DB>(
             &mut tx,
             Change::new(org, "promotion.check", format!("workspace/{}/promotion/{}", row.workspace, row.number))
@@ -2187,8 +2157,7 @@ where
         )
         .bind(at)
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         tx.commit().await?;
         let mut expired = Vec::new();
         for (org, id) in due {
@@ -2277,8 +2246,7 @@ where
             .bind(env)
             .bind(i64::from(limit.clamp(1, 1000)))
             .fetch_all(&mut *tx)
-            .await
-            ?;
+            .await?;
         tx.commit().await?;
         rows.into_iter()
             .map(

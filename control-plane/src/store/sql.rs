@@ -676,8 +676,7 @@ where
         .bind(visible_to.unwrap_or(Uuid::nil()))
         .bind(Uuid::nil())
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         let mut by_workspace: HashMap<Uuid, Vec<EnvironmentRecord>> = HashMap::new();
         for env in envs {
             let workspace_id = env.workspace_id;
@@ -871,8 +870,7 @@ where
             .bind(ws.id)
             .bind(i32::try_from(new.position).unwrap_or(i32::MAX))
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         }
         let now = now();
         let env = EnvironmentRecord {
@@ -968,8 +966,7 @@ where
                 .bind(ws.id)
                 .bind(env.name.to_string())
                 .execute(&mut *tx)
-                .await
-                ?;
+                .await?;
             }
         }
         if ws.active_environment == env.name && new_name != env.name {
@@ -1047,8 +1044,7 @@ where
             .bind(ws.id)
             .bind(i32::try_from(env.position).unwrap_or(i32::MAX))
             .execute(&mut *tx)
-            .await
-            ?;
+            .await?;
         }
         append::<DB>(
             &mut tx,
@@ -1425,8 +1421,7 @@ where
         .bind(super::audit::current_context().actor)
         .bind(now)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         sqlx::query(
             "INSERT INTO deployments (environment_id, scenario_id, version_id, workspace_id, deployed_at) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -1438,8 +1433,7 @@ where
         .bind(ws.id)
         .bind(now)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -1545,8 +1539,7 @@ where
             .bind(record.id)
             .bind(i64::from(number))
             .fetch_optional(&mut *conn)
-            .await
-            ?;
+            .await?;
             let (data, created) = old.ok_or_else(|| {
                 StoreError::NotFound(format!(
                     "version {number} of persona '{name}' (its versions are 1 to {})",
@@ -1612,8 +1605,7 @@ where
         .bind(current.id)
         .bind(current.version)
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
         if DB::rows_affected(&updated) == 0 {
             return Err(contended(format!("persona '{name}'")));
         }
@@ -1725,8 +1717,7 @@ where
         )
         .bind(ws.id)
         .fetch_one(&mut *tx)
-        .await
-        ?;
+        .await?;
         append::<DB>(
             &mut tx,
             Change::new(
@@ -1938,8 +1929,7 @@ where
             "SELECT id, slug, active_env, env_defaults, state_epoch, require_keys FROM workspaces ORDER BY id",
         )
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         let environments: Vec<ServingEnvironmentRow> =
             sqlx::query_as("SELECT workspace_id, name, position, settings FROM environments")
                 .fetch_all(&mut *tx)
@@ -2042,8 +2032,7 @@ where
             )
             .bind(id)
             .fetch_optional(&mut *tx)
-            .await
-            ?;
+            .await?;
             let config = match ws {
                 None => None,
                 Some(ws) => {
@@ -2052,8 +2041,7 @@ where
                     )
                     .bind(id)
                     .fetch_all(&mut *tx)
-                    .await
-                    ?;
+                    .await?;
                     let routes: Vec<ServingRouteRow> = sqlx::query_as(concat!(
                         select_serving_route!(),
                         "WHERE workspace_id = $1 ORDER BY id"
@@ -2101,8 +2089,7 @@ where
         )
         .bind(i64::try_from(from).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
-        .await
-        ?;
+        .await?;
         tx.commit().await?;
         Ok(ChangeHistory {
             complete_after: from,
@@ -2572,8 +2559,7 @@ where
         .bind(data.to_owned())
         .bind(now)
         .execute(&mut *conn)
-        .await
-        ?;
+        .await?;
     Ok(())
 }
 
@@ -2771,7 +2757,6 @@ where
     .bind(environment.to_owned())
     .bind(now)
     .execute(&mut *conn)
-    .await
-    ?;
+    .await?;
     Ok(())
 }
