@@ -15,6 +15,7 @@ mod node_tokens;
 mod nodes;
 mod notifications;
 mod promotions;
+mod routes;
 mod sql;
 mod tx;
 mod workspaces;
