@@ -337,17 +337,20 @@ pub fn document(text: &str, json: bool) -> anyhow::Result<serde_json::Value> {
 /// Refuses two routes of one file that match the same requests, naming
 /// both (the server would see the second only as a clash).
 pub fn check_distinct(routes: &[v1::Route]) -> anyhow::Result<()> {
-    let mut seen = std::collections::HashMap::with_capacity(routes.len());
-    for (index, route) in routes.iter().enumerate() {
-        let spec = mockplane_proto::convert::parse_route(route)
-            .map_err(|e| anyhow!("routes[{index}]: {e}"))?;
-        if let Some(first) = seen.insert(spec.match_key(), index) {
-            anyhow::bail!(
-                "routes[{index}] ({} {}) matches the same requests as routes[{first}]; change one's method, path, matchers or priority",
-                spec.method,
-                spec.path
-            );
-        }
+    let specs = routes
+        .iter()
+        .enumerate()
+        .map(|(index, route)| {
+            mockplane_proto::convert::parse_route(route)
+                .map_err(|e| anyhow!("routes[{index}]: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some((first, index)) = mockplane_shared::route::first_duplicate(&specs) {
+        anyhow::bail!(
+            "routes[{index}] ({} {}) matches the same requests as routes[{first}]; change one's method, path, matchers or priority",
+            specs[index].method,
+            specs[index].path
+        );
     }
     Ok(())
 }

@@ -87,6 +87,16 @@ impl fmt::Display for Method {
     }
 }
 
+/// The first pair of routes in `routes` that match the same requests, as
+/// (earlier index, later index): one batch must not hold both.
+pub fn first_duplicate(routes: &[RouteSpec]) -> Option<(usize, usize)> {
+    let mut seen = std::collections::HashMap::with_capacity(routes.len());
+    routes.iter().enumerate().find_map(|(index, spec)| {
+        seen.insert(spec.match_key(), index)
+            .map(|first| (first, index))
+    })
+}
+
 /// Most routes one CreateRoutes call takes (the CLI sends larger files in
 /// batches of this size).
 pub const MAX_ROUTES_PER_CALL: usize = 1000;

@@ -2,12 +2,11 @@
 //! JSON columns of their matchers, realism and state, inserting a batch into
 //! a scenario's working copy, and the limits a workspace keeps.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use mockplane_shared::config::{MAX_ROUTES_PER_WORKSPACE, MAX_WORKSPACE_BODY_BYTES};
 use mockplane_shared::realism::Realism;
+use mockplane_shared::route::first_duplicate;
 use mockplane_shared::state::RawStateRule;
 use mockplane_shared::{FieldError, RequestMatch, ResponseSpec, RouteSpec, Slug};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
@@ -189,18 +188,16 @@ where
 {
     // Two routes of one call that match the same requests are named as
     // such, not as a clash with the workspace.
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(routes.len());
-    for (index, spec) in routes.iter().enumerate() {
-        if let Some(first) = seen.insert(spec.match_key(), index) {
-            return Err(FieldError::new(
-                format!("routes[{index}]"),
-                format!(
-                    "{} {} matches the same requests as routes[{first}] of this request",
-                    spec.method, spec.path
-                ),
-            )
-            .into());
-        }
+    if let Some((first, index)) = first_duplicate(&routes) {
+        let spec = &routes[index];
+        return Err(FieldError::new(
+            format!("routes[{index}]"),
+            format!(
+                "{} {} matches the same requests as routes[{first}] of this request",
+                spec.method, spec.path
+            ),
+        )
+        .into());
     }
     let now = now();
     let mut records = Vec::with_capacity(routes.len());
