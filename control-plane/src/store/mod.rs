@@ -6,17 +6,30 @@
 //!
 //! Every method is scoped by org, and every change that affects what
 //! data-plane nodes serve bumps the config revision in its own transaction.
+//!
+//! Concurrency: updates are optimistic (`WHERE version = $n`), which needs no
+//! row locks and so reads the same on both backends. The config revision row
+//! is the one serialization point: every transaction that changes serving
+//! bumps it last, just before commit.
+//!
+//! [`Store`] is the sum of one trait per entity area, each implemented in
+//! its own module on top of [`tx`] (transactions, errors, paging, the
+//! revision bump) and [`audit`].
 
 mod access;
 pub mod audit;
 mod dialect;
+mod environments;
 mod keys;
 mod node_tokens;
 mod nodes;
 mod notifications;
+mod orgs;
+mod personas;
 mod promotions;
 mod routes;
-mod sql;
+mod scenarios;
+mod serving;
 mod tx;
 mod workspaces;
 
@@ -25,21 +38,26 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mockplane_shared::environment::SettingsPatch;
-use mockplane_shared::scenario::{NewScenario, ScenarioPatch, Tag};
+use mockplane_shared::scenario::Tag;
 use mockplane_shared::{
-    Chain, ConfigRoute, EnvSettings, FieldError, NewWorkspace, RoutePatch, RouteSpec, Slug,
-    WorkspaceConfig, WorkspacePatch,
+    Chain, ConfigRoute, EnvSettings, FieldError, RouteSpec, Slug, WorkspaceConfig,
 };
 use uuid::Uuid;
 
 pub use access::*;
 pub use dialect::{Dialect, JobLock};
+pub use environments::EnvironmentStore;
 pub use keys::*;
 pub use node_tokens::*;
 pub use nodes::*;
 pub use notifications::*;
+pub use personas::PersonaStore;
 pub use promotions::*;
+pub use routes::RouteStore;
+pub use scenarios::ScenarioStore;
+pub use serving::ServingStore;
 pub use tx::SqlStore;
+pub use workspaces::WorkspaceStore;
 
 /// What a first run created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,7 +331,13 @@ impl From<sqlx::Error> for StoreError {
 /// share between tasks and replicas.
 #[async_trait]
 pub trait Store:
-    AccessStore
+    WorkspaceStore
+    + EnvironmentStore
+    + ScenarioStore
+    + PersonaStore
+    + RouteStore
+    + ServingStore
+    + AccessStore
     + audit::AuditStore
     + KeyStore
     + NodeTokenStore
@@ -326,7 +350,6 @@ pub trait Store:
 {
     /// Which backend this is, for logs: "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
-
     /// Calls `wake` whenever a replica commits a config change (PostgreSQL
     /// `LISTEN`), until `shutdown`. Returns at once on backends without
     /// such a signal.
@@ -335,16 +358,13 @@ pub trait Store:
         wake: std::sync::Arc<dyn Fn() + Send + Sync>,
         shutdown: tokio_util::sync::CancellationToken,
     );
-
     /// The lock of periodic job `job` while no other replica holds it
     /// (PostgreSQL advisory lock); `None` when another replica runs it now.
     /// Held until dropped.
     async fn job_lock(&self, job: &str) -> StoreResult<Option<JobLock>>;
-
     /// Closes every connection, waiting for them (and SQLite's checkpoint of
     /// its write-ahead log) to finish. Calls after this fail.
     async fn close(&self);
-
     /// On a store with no org yet, creates `org_name`, its first owner
     /// (`admin`) and an API token of that owner with the given hash;
     /// otherwise does nothing and returns `None`.
@@ -354,10 +374,8 @@ pub trait Store:
         admin: &NewPrincipal,
         token_hash: &str,
     ) -> StoreResult<Option<Bootstrapped>>;
-
     /// Creates an org; its name must be unique.
     async fn create_org(&self, name: &str) -> StoreResult<Uuid>;
-
     /// Adds a service account named `token_name` that owns the org, with
     /// an API token (e.g. to replace a lost admin token).
     async fn add_token(
@@ -366,261 +384,6 @@ pub trait Store:
         token_name: &str,
         token_hash: &str,
     ) -> StoreResult<Uuid>;
-
-    /// `creator` becomes admin in every environment of the new workspace.
-    async fn create_workspace(
-        &self,
-        org: Uuid,
-        new: NewWorkspace,
-        creator: Option<Uuid>,
-    ) -> StoreResult<WorkspaceRecord>;
-    async fn get_workspace(&self, org: Uuid, key: &WorkspaceRef) -> StoreResult<WorkspaceRecord>;
-    /// Ordered by slug, starting after `after`. With `visible_to`, only the
-    /// workspaces where that principal has a role in some environment.
-    async fn list_workspaces(
-        &self,
-        org: Uuid,
-        visible_to: Option<Uuid>,
-        after: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Page<WorkspaceRecord, String>>;
-    /// `expected_version`: fail with `EtagMismatch` unless it matches.
-    async fn update_workspace(
-        &self,
-        org: Uuid,
-        key: &WorkspaceRef,
-        patch: &WorkspacePatch,
-        expected_version: Option<i64>,
-    ) -> StoreResult<WorkspaceRecord>;
-    async fn delete_workspace(
-        &self,
-        org: Uuid,
-        key: &WorkspaceRef,
-        expected_version: Option<i64>,
-    ) -> StoreResult<()>;
-
-    /// Adds an environment; returns the workspace as it is afterwards.
-    /// `creator` becomes admin in the new environment.
-    async fn create_environment(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        new: NewEnvironment,
-        creator: Option<Uuid>,
-    ) -> StoreResult<WorkspaceRecord>;
-    /// Renames an environment or changes its settings.
-    async fn update_environment(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        name: &Slug,
-        patch: &EnvironmentPatch,
-        expected_version: Option<i64>,
-    ) -> StoreResult<WorkspaceRecord>;
-    /// Removes an environment and what is deployed to it. Refused for the
-    /// active environment and the last one on the chain.
-    async fn delete_environment(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        name: &Slug,
-        expected_version: Option<i64>,
-    ) -> StoreResult<WorkspaceRecord>;
-
-    async fn create_scenario(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        new: NewScenario,
-    ) -> StoreResult<ScenarioRecord>;
-    async fn get_scenario(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        name: &Slug,
-    ) -> StoreResult<ScenarioRecord>;
-    /// By name.
-    async fn list_scenarios(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-    ) -> StoreResult<Vec<ScenarioRecord>>;
-    async fn update_scenario(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        name: &Slug,
-        patch: &ScenarioPatch,
-        expected_version: Option<i64>,
-    ) -> StoreResult<ScenarioRecord>;
-    /// Deletes a scenario with its working copy and versions; refused while
-    /// an environment serves one of its versions, and for "default".
-    async fn delete_scenario(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        name: &Slug,
-        expected_version: Option<i64>,
-    ) -> StoreResult<()>;
-    /// Freezes the working copy as the next version, or returns the newest
-    /// version when the content is unchanged.
-    async fn create_version(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        scenario: &Slug,
-        note: &str,
-    ) -> StoreResult<VersionRecord>;
-    /// Newest first, without routes.
-    async fn list_versions(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        scenario: &Slug,
-    ) -> StoreResult<Vec<VersionRecord>>;
-    /// With routes; `None`: the newest.
-    async fn get_version(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        scenario: &Slug,
-        number: Option<u32>,
-    ) -> StoreResult<VersionRecord>;
-    /// Serves a version in an environment after the first, at once (admin
-    /// and tests only, until promotions exist).
-    async fn deploy_version(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        scenario: &Slug,
-        number: Option<u32>,
-        environment: &Slug,
-    ) -> StoreResult<DeploymentRecord>;
-
-    async fn create_persona(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        name: &Slug,
-        data: &serde_json::Value,
-    ) -> StoreResult<PersonaRecord>;
-    /// The current version, or version `number`.
-    async fn get_persona(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        name: &Slug,
-        number: Option<u32>,
-    ) -> StoreResult<PersonaRecord>;
-    /// By name, at their current versions.
-    async fn list_personas(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-    ) -> StoreResult<Vec<PersonaRecord>>;
-    /// Replaces the data as the next version.
-    async fn update_persona(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        name: &Slug,
-        data: &serde_json::Value,
-        expected_version: Option<i64>,
-    ) -> StoreResult<PersonaRecord>;
-    async fn delete_persona(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        name: &Slug,
-        expected_version: Option<i64>,
-    ) -> StoreResult<()>;
-
-    /// Creates a scenario holding `routes` as its working copy, in one
-    /// transaction (an OpenAPI or scenario-file import).
-    async fn import_scenario(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        new: NewScenario,
-        routes: Vec<RouteSpec>,
-    ) -> StoreResult<(ScenarioRecord, Vec<RouteRecord>)>;
-
-    /// Makes every node forget the workspace's state machines: bumps its
-    /// state epoch, which travels with its config. Returns the new epoch.
-    async fn reset_state(&self, org: Uuid, workspace: &WorkspaceRef) -> StoreResult<u64>;
-
-    /// Adds routes to the working copy of a scenario (`None`: "default")
-    /// atomically: all or none.
-    async fn create_scenario_routes(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        scenario: Option<&Slug>,
-        routes: Vec<RouteSpec>,
-    ) -> StoreResult<Vec<RouteRecord>>;
-
-    /// Adds routes to the "default" scenario atomically: all or none.
-    async fn create_routes(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        routes: Vec<RouteSpec>,
-    ) -> StoreResult<Vec<RouteRecord>> {
-        self.create_scenario_routes(org, workspace, None, routes)
-            .await
-    }
-    async fn get_route(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        id: Uuid,
-    ) -> StoreResult<RouteRecord>;
-    /// One scenario's routes (`None`: every scenario's), in creation order,
-    /// starting after route `after`.
-    async fn list_scenario_routes(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        scenario: Option<&Slug>,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Page<RouteRecord, Uuid>>;
-
-    /// Every scenario's routes, in creation order, starting after `after`.
-    async fn list_routes(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> StoreResult<Page<RouteRecord, Uuid>> {
-        self.list_scenario_routes(org, workspace, None, after, limit)
-            .await
-    }
-    async fn update_route(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        id: Uuid,
-        patch: &RoutePatch,
-        expected_version: Option<i64>,
-    ) -> StoreResult<RouteRecord>;
-    /// Removes routes atomically; an unknown id removes nothing.
-    async fn delete_routes(
-        &self,
-        org: Uuid,
-        workspace: &WorkspaceRef,
-        ids: &[Uuid],
-    ) -> StoreResult<u64>;
-
-    /// The latest committed config revision.
-    async fn current_revision(&self) -> StoreResult<u64>;
-    /// Everything nodes serve, at one revision.
-    async fn load_config(&self) -> StoreResult<FullConfig>;
-    /// What changed after `revision`, at one later revision.
-    async fn config_changes_since(&self, revision: u64) -> StoreResult<ConfigChanges>;
-    /// The change log after `revision` (or as far back as it is kept).
-    async fn change_history(&self, after: u64) -> StoreResult<ChangeHistory>;
 }
 
 /// Opens the store a URL names and brings its schema up to date:

@@ -17,7 +17,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::sql::decode_content;
+use super::scenarios::decode_content;
 use super::tx::{Scope, corrupt, now};
 use super::workspaces::load_workspace;
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRef};

@@ -29,7 +29,8 @@ use uuid::Uuid;
 
 use super::audit::{Change, append};
 use super::notifications::enqueue;
-use super::sql::{decode_content, fetch_version, scenario_id};
+use super::routes::scenario_id;
+use super::scenarios::{decode_content, fetch_version};
 use super::tx::{Scope, bump_revision, corrupt, now};
 use super::workspaces::load_workspace;
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};

@@ -3,17 +3,11 @@
 //! a scenario's working copy, and the limits a workspace keeps.
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use mockplane_shared::config::{MAX_ROUTES_PER_WORKSPACE, MAX_WORKSPACE_BODY_BYTES};
 use mockplane_shared::realism::Realism;
 use mockplane_shared::route::first_duplicate;
 use mockplane_shared::state::RawStateRule;
-use mockplane_shared::{FieldError, RequestMatch, ResponseSpec, RouteSpec, Slug};
-use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
-use uuid::Uuid;
-
-use super::tx::{corrupt, db_error, now, to_u64};
-use super::{Dialect, RouteRecord, StoreError, StoreResult};
+use mockplane_shared::{RequestMatch, ResponseSpec};
 
 macro_rules! select_route {
     () => {
@@ -33,7 +27,23 @@ macro_rules! select_serving_route {
     };
 }
 
-pub(super) use {select_route, select_serving_route};
+pub(super) use select_serving_route;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mockplane_shared::{FieldError, RoutePatch, RouteSpec, Slug};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
+use uuid::Uuid;
+
+use super::audit::{Change, append};
+use super::tx::{
+    CONFLICT_RETRIES, Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error,
+    now, page_limit, to_u64,
+};
+use super::workspaces::default_scenario;
+use super::workspaces::fetch_workspace;
+use super::{Dialect, Page, RouteRecord, StoreError, StoreResult, WorkspaceRef};
+use serde_json::json;
 
 #[derive(FromRow)]
 pub(super) struct ServingRouteRow {
@@ -301,4 +311,292 @@ where
         )));
     }
     Ok(())
+}
+
+pub(super) async fn scenario_id<DB>(
+    conn: &mut DB::Connection,
+    workspace_id: Uuid,
+    name: &Slug,
+    key: &WorkspaceRef,
+) -> StoreResult<Uuid>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    sqlx::query_scalar("SELECT id FROM scenarios WHERE workspace_id = $1 AND name = $2")
+        .bind(workspace_id)
+        .bind(name.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("scenario '{name}' of {key}")))
+}
+
+/// Routes of a workspace's working copies.
+#[async_trait]
+pub trait RouteStore: Send + Sync {
+    /// Adds routes to the working copy of a scenario (`None`: "default")
+    /// atomically: all or none.
+    async fn create_scenario_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: Option<&Slug>,
+        routes: Vec<RouteSpec>,
+    ) -> StoreResult<Vec<RouteRecord>>;
+    /// Adds routes to the "default" scenario atomically: all or none.
+    async fn create_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        routes: Vec<RouteSpec>,
+    ) -> StoreResult<Vec<RouteRecord>> {
+        self.create_scenario_routes(org, workspace, None, routes)
+            .await
+    }
+    async fn get_route(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        id: Uuid,
+    ) -> StoreResult<RouteRecord>;
+    /// One scenario's routes (`None`: every scenario's), in creation order,
+    /// starting after route `after`.
+    async fn list_scenario_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: Option<&Slug>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<RouteRecord, Uuid>>;
+    /// Every scenario's routes, in creation order, starting after `after`.
+    async fn list_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<RouteRecord, Uuid>> {
+        self.list_scenario_routes(org, workspace, None, after, limit)
+            .await
+    }
+    async fn update_route(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        id: Uuid,
+        patch: &RoutePatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<RouteRecord>;
+    /// Removes routes atomically; an unknown id removes nothing.
+    async fn delete_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        ids: &[Uuid],
+    ) -> StoreResult<u64>;
+}
+
+#[async_trait]
+impl<DB> RouteStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn create_scenario_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: Option<&Slug>,
+        routes: Vec<RouteSpec>,
+    ) -> StoreResult<Vec<RouteRecord>> {
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let scenario = match scenario {
+            Some(name) => name.clone(),
+            None => default_scenario(),
+        };
+        let scenario_id = scenario_id(&mut tx, ws.id, &scenario, workspace).await?;
+        let records = insert_routes(&mut tx, org, ws.id, scenario_id, &scenario, routes).await?;
+        check_workspace_limits(&mut tx, ws.id).await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "route.create", format!("workspace/{}/scenario/{scenario}", ws.slug)).workspace(ws.id).summary(json!({"after": records.iter().map(|r| format!("{} {} {}", r.spec.method, r.spec.path, r.id)).collect::<Vec<_>>()})),
+        )
+        .await?;
+        bump_revision(&mut tx, ws.id).await?;
+        tx.commit().await?;
+        Ok(records)
+    }
+
+    async fn get_route(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        id: Uuid,
+    ) -> StoreResult<RouteRecord> {
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
+        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        fetch_route(&mut conn, ws.id, id).await?.into_record()
+    }
+
+    async fn list_scenario_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        scenario: Option<&Slug>,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Page<RouteRecord, Uuid>> {
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
+        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        let rows: Vec<RouteRow> = match scenario {
+            None => {
+                sqlx::query_as(concat!(
+                    select_route!(),
+                    "WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ))
+                .bind(ws.id)
+                .bind(after.unwrap_or(Uuid::nil()))
+                .bind(page_limit(limit) + 1)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+            Some(name) => {
+                let scenario_id = scenario_id(&mut conn, ws.id, name, workspace).await?;
+                sqlx::query_as(concat!(
+                    select_route!(),
+                    "WHERE workspace_id = $1 AND id > $2 AND scenario_id = $4 ORDER BY id LIMIT $3"
+                ))
+                .bind(ws.id)
+                .bind(after.unwrap_or(Uuid::nil()))
+                .bind(page_limit(limit) + 1)
+                .bind(scenario_id)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        };
+        let items = rows
+            .into_iter()
+            .map(RouteRow::into_record)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, limit, |r| r.id))
+    }
+
+    async fn update_route(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        id: Uuid,
+        patch: &RoutePatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<RouteRecord> {
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        for _ in 0..CONFLICT_RETRIES {
+            let current = fetch_route(&mut tx, ws.id, id).await?.into_record()?;
+            check_version(format!("route {id}"), current.version, expected_version)?;
+            let spec = patch.apply(&current.spec)?;
+            let now = now();
+            let updated = sqlx::query(
+                "UPDATE routes SET name = $1, method = $2, path = $3, match_key = $4, status = $5, headers = $6, \
+                 body = $7, version = version + 1, updated_at = $8, matchers = $11, priority = $12, \
+                 template = $13, realism = $14, state = $15 WHERE id = $9 AND version = $10",
+            )
+            .bind(spec.name.clone())
+            .bind(spec.method.as_str().to_owned())
+            .bind(spec.path.as_str().to_owned())
+            .bind(spec.match_key())
+            .bind(i32::from(spec.response.status))
+            .bind(headers_json(&spec))
+            .bind(spec.response.body.to_vec())
+            .bind(now)
+            .bind(id)
+            .bind(current.version)
+            .bind(matchers_json(&spec))
+            .bind(i32::from(spec.priority))
+            .bind(i32::from(spec.response.template))
+            .bind(realism_json(&spec))
+            .bind(state_json(&spec))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(e, || route_clash(0, &spec)))?;
+            if DB::rows_affected(&updated) == 0 {
+                continue;
+            }
+            check_workspace_limits(&mut tx, ws.id).await?;
+            append::<DB>(
+                &mut tx,
+                Change::new(org, "route.update", format!("workspace/{}/route/{id}", ws.slug)).workspace(ws.id).summary(json!({"before": format!("{} {} -> {}", current.spec.method, current.spec.path, current.spec.response.status), "after": format!("{} {} -> {}", spec.method, spec.path, spec.response.status)})),
+            )
+            .await?;
+            bump_revision(&mut tx, ws.id).await?;
+            tx.commit().await?;
+            return Ok(RouteRecord {
+                spec,
+                version: current.version + 1,
+                updated_at: now,
+                ..current
+            });
+        }
+        Err(contended(format!("route {id}")))
+    }
+
+    async fn delete_routes(
+        &self,
+        org: Uuid,
+        workspace: &WorkspaceRef,
+        ids: &[Uuid],
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let mut deleted = 0;
+        for id in ids {
+            let done = sqlx::query("DELETE FROM routes WHERE workspace_id = $1 AND id = $2")
+                .bind(ws.id)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+            if DB::rows_affected(&done) == 0 {
+                // Dropping the transaction rolls back the routes deleted so far.
+                return Err(StoreError::NotFound(format!(
+                    "route {id} in workspace '{}'",
+                    ws.slug
+                )));
+            }
+            deleted += DB::rows_affected(&done);
+        }
+        if deleted > 0 {
+            append::<DB>(
+                &mut tx,
+                Change::new(org, "route.delete", format!("workspace/{}", ws.slug))
+                    .workspace(ws.id)
+                    .summary(
+                        json!({"before": ids.iter().map(Uuid::to_string).collect::<Vec<_>>()}),
+                    ),
+            )
+            .await?;
+            bump_revision(&mut tx, ws.id).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
 }

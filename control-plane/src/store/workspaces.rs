@@ -1,14 +1,12 @@
-//! Loading workspaces: their rows and environments, by id or slug, with the
-//! transaction confined to the workspace found. Every entity module that
-//! acts on a workspace starts here.
+//! Workspaces: their rows and environments, loaded by id or slug with the
+//! transaction confined to the workspace found (every entity module that
+//! acts on a workspace starts here), and creating, changing and deleting
+//! them, with what a new workspace starts with (its environments, the
+//! default scenario, its creator's memberships).
 
-use chrono::{DateTime, Utc};
-use mockplane_shared::{EnvSettings, FieldError, Slug};
-use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
-use uuid::Uuid;
+use mockplane_shared::EnvSettings;
 
-use super::tx::{confine, corrupt};
-use super::{Dialect, EnvironmentRecord, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
+use super::tx::confine;
 
 macro_rules! select_workspace {
     () => {
@@ -33,7 +31,26 @@ macro_rules! environment_order {
     };
 }
 
-pub(super) use {environment_order, select_environment, select_workspace};
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mockplane_shared::contract::ContractCheck;
+use mockplane_shared::environment::default_environments;
+use mockplane_shared::scenario::{DEFAULT_SCENARIO, NewScenario, Tag};
+use mockplane_shared::{FieldError, NewWorkspace, Slug, WorkspacePatch};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
+use uuid::Uuid;
+
+use super::audit::{Change, append};
+use super::tx::{
+    CONFLICT_RETRIES, Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error,
+    internal, now, page_limit, to_u64,
+};
+use super::{
+    Dialect, EnvironmentRecord, Page, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef,
+};
+use serde_json::json;
 
 #[derive(FromRow)]
 pub(super) struct WorkspaceRow {
@@ -218,4 +235,488 @@ where
         .map(EnvironmentRow::into_record)
         .collect::<StoreResult<Vec<_>>>()?;
     row.into_record(envs)
+}
+
+pub(super) fn default_scenario() -> Slug {
+    Slug::parse(DEFAULT_SCENARIO).expect("the default scenario's name is a valid slug")
+}
+
+pub(super) fn checks_json(checks: &[ContractCheck]) -> String {
+    serde_json::to_string(checks).unwrap_or_else(|_| "[]".to_owned())
+}
+
+pub(super) fn tags_json(tags: &[Tag]) -> String {
+    let raw: Vec<String> = tags.iter().map(Tag::to_string).collect();
+    serde_json::to_string(&raw).unwrap_or_else(|_| "[]".into())
+}
+
+pub(super) async fn insert_environment<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    workspace_id: Uuid,
+    env: &EnvironmentRecord,
+) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO environments (id, workspace_id, org_id, name, position, settings, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
+    )
+    .bind(env.id)
+    .bind(workspace_id)
+    .bind(org)
+    .bind(env.name.to_string())
+    .bind(i32::try_from(env.position).unwrap_or(i32::MAX))
+    .bind(settings_json(&env.settings))
+    .bind(env.created_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        db_error(e, || {
+            StoreError::AlreadyExists(format!("the workspace already has an environment '{}'", env.name))
+        })
+    })?;
+    Ok(())
+}
+
+pub(super) async fn insert_scenario<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    workspace_id: Uuid,
+    new: &NewScenario,
+    now: DateTime<Utc>,
+) -> StoreResult<Uuid>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO scenarios (id, workspace_id, org_id, name, description, tags, version, created_at, updated_at, checks) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8)",
+    )
+    .bind(id)
+    .bind(workspace_id)
+    .bind(org)
+    .bind(new.name.to_string())
+    .bind(new.description.clone())
+    .bind(tags_json(&new.tags))
+    .bind(now)
+    .bind(serde_json::to_string(&new.checks).unwrap_or_else(|_| "[]".to_owned()))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        db_error(e, || {
+            StoreError::AlreadyExists(format!("the workspace already has a scenario '{}'", new.name))
+        })
+    })?;
+    Ok(id)
+}
+
+pub(super) async fn insert_admin_membership<DB>(
+    conn: &mut DB::Connection,
+    org: Uuid,
+    workspace: Uuid,
+    principal: Uuid,
+    environment: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO memberships (workspace_id, org_id, principal_id, environment, role, created_at) \
+         VALUES ($1, $2, $3, $4, 'admin', $5) \
+         ON CONFLICT (workspace_id, principal_id, environment) DO UPDATE SET role = 'admin'",
+    )
+    .bind(workspace)
+    .bind(org)
+    .bind(principal)
+    .bind(environment.to_owned())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Workspaces: creating, reading, changing, deleting, and resetting their mock state.
+#[async_trait]
+pub trait WorkspaceStore: Send + Sync {
+    /// `creator` becomes admin in every environment of the new workspace.
+    async fn create_workspace(
+        &self,
+        org: Uuid,
+        new: NewWorkspace,
+        creator: Option<Uuid>,
+    ) -> StoreResult<WorkspaceRecord>;
+    async fn get_workspace(&self, org: Uuid, key: &WorkspaceRef) -> StoreResult<WorkspaceRecord>;
+    /// Ordered by slug, starting after `after`. With `visible_to`, only the
+    /// workspaces where that principal has a role in some environment.
+    async fn list_workspaces(
+        &self,
+        org: Uuid,
+        visible_to: Option<Uuid>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<WorkspaceRecord, String>>;
+    /// `expected_version`: fail with `EtagMismatch` unless it matches.
+    async fn update_workspace(
+        &self,
+        org: Uuid,
+        key: &WorkspaceRef,
+        patch: &WorkspacePatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<WorkspaceRecord>;
+    async fn delete_workspace(
+        &self,
+        org: Uuid,
+        key: &WorkspaceRef,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()>;
+    /// Makes every node forget the workspace's state machines: bumps its
+    /// state epoch, which travels with its config. Returns the new epoch.
+    async fn reset_state(&self, org: Uuid, workspace: &WorkspaceRef) -> StoreResult<u64>;
+}
+
+#[async_trait]
+impl<DB> WorkspaceStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn create_workspace(
+        &self,
+        org: Uuid,
+        new: NewWorkspace,
+        creator: Option<Uuid>,
+    ) -> StoreResult<WorkspaceRecord> {
+        new.check()?;
+        let (chain, active) = (new.chain(), new.active());
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
+        let id = Uuid::now_v7();
+        let now = now();
+        sqlx::query(
+            "INSERT INTO workspaces (id, org_id, slug, name, description, version, created_at, updated_at, \
+             active_env, env_defaults, allow_skips, require_keys) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7, $8, $9, $10)",
+        )
+        .bind(id)
+        .bind(org)
+        .bind(new.slug.to_string())
+        .bind(new.name.clone())
+        .bind(new.description.clone())
+        .bind(now)
+        .bind(active.to_string())
+        .bind(settings_json(&new.environment_defaults))
+        .bind(i32::from(new.allow_promotion_skips))
+        .bind(i32::from(new.require_api_keys))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            db_error(e, || {
+                StoreError::AlreadyExists(format!("a workspace with slug '{}' already exists", new.slug))
+            })
+        })?;
+        for (name, settings) in default_environments() {
+            // Off the chain (0) unless the chain names it.
+            let position = chain
+                .iter()
+                .position(|step| *step == name)
+                .map_or(0, |i| i + 1);
+            let env = EnvironmentRecord {
+                id: Uuid::now_v7(),
+                name,
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+                settings,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            };
+            insert_environment(&mut tx, org, id, &env).await?;
+            if let Some(creator) = creator {
+                insert_admin_membership::<DB>(&mut tx, org, id, creator, env.name.as_str(), now)
+                    .await?;
+            }
+        }
+        insert_scenario(
+            &mut tx,
+            org,
+            id,
+            &NewScenario {
+                name: default_scenario(),
+                description: String::new(),
+                tags: Vec::new(),
+                checks: Vec::new(),
+            },
+            now,
+        )
+        .await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(org, "workspace.create", format!("workspace/{}", new.slug))
+                .workspace(id)
+                .summary(json!({"after": {
+                    "slug": new.slug.to_string(),
+                    "name": new.name.clone(),
+                    "active_environment": active.to_string(),
+                    "promotion_chain": chain.iter().map(Slug::to_string).collect::<Vec<_>>(),
+                    "allow_promotion_skips": new.allow_promotion_skips,
+                    "require_api_keys": new.require_api_keys,
+                    "environment_defaults": serde_json::to_value(&new.environment_defaults).unwrap_or_default(),
+                }})),
+        )
+        .await?;
+        bump_revision(&mut tx, id).await?;
+        let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(id)).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_workspace(&self, org: Uuid, key: &WorkspaceRef) -> StoreResult<WorkspaceRecord> {
+        let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
+        load_workspace(&mut conn, org, key).await
+    }
+
+    async fn list_workspaces(
+        &self,
+        org: Uuid,
+        visible_to: Option<Uuid>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page<WorkspaceRecord, String>> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
+        let rows: Vec<WorkspaceRow> = sqlx::query_as(concat!(
+            select_workspace!(),
+            "WHERE w.org_id = $1 AND w.slug > $2 AND ($4 = $5 OR EXISTS \
+             (SELECT 1 FROM memberships m WHERE m.workspace_id = w.id AND m.principal_id = $4)) \
+             ORDER BY w.slug LIMIT $3"
+        ))
+        .bind(org)
+        .bind(after.unwrap_or("").to_owned())
+        .bind(page_limit(limit) + 1)
+        .bind(visible_to.unwrap_or(Uuid::nil()))
+        .bind(Uuid::nil())
+        .fetch_all(&mut *tx)
+        .await?;
+        let envs: Vec<EnvironmentRow> = sqlx::query_as(concat!(
+            select_environment!(),
+            "WHERE workspace_id IN (SELECT w.id FROM workspaces w WHERE w.org_id = $1 AND w.slug > $2 \
+             AND ($4 = $5 OR EXISTS (SELECT 1 FROM memberships m WHERE m.workspace_id = w.id AND m.principal_id = $4)) \
+             ORDER BY w.slug LIMIT $3)",
+            environment_order!()
+        ))
+        .bind(org)
+        .bind(after.unwrap_or("").to_owned())
+        .bind(page_limit(limit) + 1)
+        .bind(visible_to.unwrap_or(Uuid::nil()))
+        .bind(Uuid::nil())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut by_workspace: HashMap<Uuid, Vec<EnvironmentRecord>> = HashMap::new();
+        for env in envs {
+            let workspace_id = env.workspace_id;
+            by_workspace
+                .entry(workspace_id)
+                .or_default()
+                .push(env.into_record()?);
+        }
+        let items = rows
+            .into_iter()
+            .map(|row| {
+                let envs = by_workspace.remove(&row.id).unwrap_or_default();
+                row.into_record(envs)
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, limit, |w| w.slug.to_string()))
+    }
+
+    async fn update_workspace(
+        &self,
+        org: Uuid,
+        key: &WorkspaceRef,
+        patch: &WorkspacePatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<WorkspaceRecord> {
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
+        for _ in 0..CONFLICT_RETRIES {
+            let current = load_workspace(&mut tx, org, key).await?;
+            check_version(key.to_string(), current.version, expected_version)?;
+            let slug = patch.slug.clone().unwrap_or(current.slug.clone());
+            let name = patch.name.clone().unwrap_or(current.name.clone());
+            let description = patch
+                .description
+                .clone()
+                .unwrap_or(current.description.clone());
+            let active = patch
+                .active_environment
+                .clone()
+                .unwrap_or(current.active_environment.clone());
+            if current.environment(active.as_str()).is_none() {
+                return Err(FieldError::new(
+                    "active_environment",
+                    format!(
+                        "'{active}' is not an environment of {key}; it has {}",
+                        names(&current.environments)
+                    ),
+                )
+                .into());
+            }
+            let defaults = match &patch.environment_defaults {
+                Some(change) => {
+                    let next = change.apply(&current.environment_defaults);
+                    next.check().map_err(|e| e.within("environment_defaults"))?;
+                    next
+                }
+                None => current.environment_defaults.clone(),
+            };
+            let skips = patch
+                .allow_promotion_skips
+                .unwrap_or(current.allow_promotion_skips);
+            let require_keys = patch.require_api_keys.unwrap_or(current.require_api_keys);
+            let now = now();
+            let updated = sqlx::query(
+                "UPDATE workspaces SET slug = $1, name = $2, description = $3, version = version + 1, \
+                 updated_at = $4, active_env = $7, env_defaults = $8, allow_skips = $9, require_keys = $10 \
+                 WHERE id = $5 AND version = $6",
+            )
+            .bind(slug.to_string())
+            .bind(name.clone())
+            .bind(description.clone())
+            .bind(now)
+            .bind(current.id)
+            .bind(current.version)
+            .bind(active.to_string())
+            .bind(settings_json(&defaults))
+            .bind(i32::from(skips))
+            .bind(i32::from(require_keys))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                db_error(e, || StoreError::AlreadyExists(format!("a workspace with slug '{slug}' already exists")))
+            })?;
+            if DB::rows_affected(&updated) == 0 {
+                continue;
+            }
+            if let Some(chain) = &patch.promotion_chain {
+                mockplane_shared::workspace::check_chain(chain)?;
+                for (index, step) in chain.iter().enumerate() {
+                    if current.environment(step.as_str()).is_none() {
+                        return Err(FieldError::new(
+                            format!("promotion_chain[{index}]"),
+                            format!(
+                                "'{step}' is not an environment of {key}; it has {}",
+                                names(&current.environments)
+                            ),
+                        )
+                        .into());
+                    }
+                }
+                for env in &current.environments {
+                    let position = chain
+                        .iter()
+                        .position(|step| *step == env.name)
+                        .map_or(0, |i| i + 1);
+                    sqlx::query("UPDATE environments SET position = $1 WHERE id = $2")
+                        .bind(i32::try_from(position).unwrap_or(0))
+                        .bind(env.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            append::<DB>(
+                &mut tx,
+                Change::new(org, "workspace.update", format!("workspace/{}", current.slug)).workspace(current.id).summary(json!({"before": {"slug": current.slug.to_string(), "name": current.name.clone(), "active_environment": current.active_environment.to_string()}, "patch": format!("{patch:?}")})),
+            )
+            .await?;
+            bump_revision(&mut tx, current.id).await?;
+            let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(current.id)).await?;
+            tx.commit().await?;
+            return Ok(record);
+        }
+        Err(contended(key.to_string()))
+    }
+
+    async fn delete_workspace(
+        &self,
+        org: Uuid,
+        key: &WorkspaceRef,
+        expected_version: Option<i64>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
+        for _ in 0..CONFLICT_RETRIES {
+            let current = fetch_workspace(&mut tx, org, key).await?;
+            check_version(key.to_string(), current.version, expected_version)?;
+            let deleted = sqlx::query("DELETE FROM workspaces WHERE id = $1 AND version = $2")
+                .bind(current.id)
+                .bind(current.version)
+                .execute(&mut *tx)
+                .await?;
+            if DB::rows_affected(&deleted) == 0 {
+                continue;
+            }
+            append::<DB>(
+                &mut tx,
+                Change::new(org, "workspace.delete", format!("workspace/{}", current.slug)).workspace(current.id).summary(json!({"before": {"slug": current.slug.to_string(), "name": current.name.clone(), "routes": current.route_count}})),
+            )
+            .await?;
+            bump_revision(&mut tx, current.id).await?;
+            return tx.commit().await.map_err(internal);
+        }
+        Err(contended(key.to_string()))
+    }
+
+    async fn reset_state(&self, org: Uuid, workspace: &WorkspaceRef) -> StoreResult<u64> {
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
+        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let epoch: i64 = sqlx::query_scalar(
+            "UPDATE workspaces SET state_epoch = state_epoch + 1 WHERE id = $1 RETURNING state_epoch",
+        )
+        .bind(ws.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        append::<DB>(
+            &mut tx,
+            Change::new(
+                org,
+                "workspace.reset_state",
+                format!("workspace/{}", ws.slug),
+            )
+            .workspace(ws.id)
+            .summary(json!({"after": {"state_epoch": epoch}})),
+        )
+        .await?;
+        bump_revision(&mut tx, ws.id).await?;
+        tx.commit().await?;
+        Ok(to_u64(epoch))
+    }
 }
