@@ -26,10 +26,12 @@ mod nodes;
 mod notifications;
 mod orgs;
 mod personas;
+mod principals;
 mod promotions;
 mod routes;
 mod scenarios;
 mod serving;
+mod sessions;
 mod tx;
 mod workspaces;
 
@@ -52,10 +54,12 @@ pub use node_tokens::*;
 pub use nodes::*;
 pub use notifications::*;
 pub use personas::PersonaStore;
+pub use principals::*;
 pub use promotions::*;
 pub use routes::RouteStore;
 pub use scenarios::ScenarioStore;
 pub use serving::ServingStore;
+pub use sessions::*;
 pub use tx::SqlStore;
 pub use workspaces::WorkspaceStore;
 
@@ -337,6 +341,8 @@ pub trait Store:
     + PersonaStore
     + RouteStore
     + ServingStore
+    + PrincipalStore
+    + SessionStore
     + AccessStore
     + audit::AuditStore
     + KeyStore

@@ -7,8 +7,8 @@ use mockplane_shared::access::OrgRole;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::access::{insert_principal, insert_token};
 use super::audit::{Change, append};
+use super::principals::{insert_principal, insert_token};
 use super::tx::{Scope, SqlStore, db_error, internal, now};
 use super::{Bootstrapped, Dialect, NewPrincipal, PrincipalKind, Store, StoreError, StoreResult};
 use serde_json::json;
