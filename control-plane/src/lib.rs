@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod keys;
 pub mod nodes;
 pub mod notify;
+pub mod promotions;
 pub mod server;
 pub mod store;
 pub mod usage;

@@ -30,6 +30,7 @@ use super::authz::{Grant, Target};
 use super::error::{ApiError, missing};
 use super::{ApiState, decode_page_token, encode_page_token, page_size, timestamp};
 use crate::nodes::FleetNode;
+use crate::promotions as workflow;
 use crate::store::{
     Actor, CheckReport, Decision, NewPromotion, PromotionFilter, PromotionRecord, ReleaseRecord,
     RulesSource, Store, WorkspaceRef,
@@ -367,21 +368,19 @@ impl Promotions {
         let (grant, _) = self
             .authorized(&request, id, Permission::PromotionApprove)
             .await?;
-        let record = self
-            .0
-            .store
-            .decide_promotion(
-                grant.org_id(),
-                id,
-                Decision {
-                    approver: actor(&grant),
-                    role: grant.role.clone().unwrap_or_default(),
-                    approve,
-                    comment,
-                },
-            )
-            .await
-            .map_err(ApiError::from)?;
+        let record = workflow::decide(
+            &*self.0.store,
+            grant.org_id(),
+            id,
+            Decision {
+                approver: actor(&grant),
+                role: grant.role.clone().unwrap_or_default(),
+                approve,
+                comment,
+            },
+        )
+        .await
+        .map_err(ApiError::from)?;
         Ok(self.answer(&record).await)
     }
 }
@@ -399,10 +398,7 @@ impl PromotionService for Promotions {
             .authorize(&request, Target::Environment(&key, new.to.as_str()))
             .await?;
         new.requested_by = actor(&grant);
-        let record = self
-            .0
-            .store
-            .create_promotion(grant.org_id(), &key, new)
+        let record = workflow::request(&*self.0.store, grant.org_id(), &key, new)
             .await
             .map_err(ApiError::from)?;
         Ok(self.answer(&record).await)
@@ -419,10 +415,7 @@ impl PromotionService for Promotions {
             .authorize(&request, Target::Environment(&key, new.to.as_str()))
             .await?;
         new.requested_by = actor(&grant);
-        let preview = self
-            .0
-            .store
-            .preview_promotion(grant.org_id(), &key, &new)
+        let preview = workflow::preview(&*self.0.store, grant.org_id(), &key, &new)
             .await
             .map_err(ApiError::from)?;
         let evaluation = &preview.evaluation;
@@ -619,10 +612,7 @@ impl PromotionService for Promotions {
         let (grant, _) = self
             .authorized(&request, id, Permission::PromotionExecute)
             .await?;
-        let record = self
-            .0
-            .store
-            .execute_promotion(grant.org_id(), id, actor(&grant))
+        let record = workflow::execute(&*self.0.store, grant.org_id(), id, actor(&grant))
             .await
             .map_err(ApiError::from)?;
         if record.status == Status::Completed {
@@ -640,12 +630,10 @@ impl PromotionService for Promotions {
         let (grant, _) = self
             .authorized(&request, id, Permission::PromotionRollback)
             .await?;
-        let record = self
-            .0
-            .store
-            .rollback_promotion(grant.org_id(), id, actor(&grant), &reason)
-            .await
-            .map_err(ApiError::from)?;
+        let record =
+            workflow::roll_back(&*self.0.store, grant.org_id(), id, actor(&grant), &reason)
+                .await
+                .map_err(ApiError::from)?;
         self.0.committed();
         Ok(self.answer(&record).await)
     }
@@ -665,22 +653,20 @@ impl PromotionService for Promotions {
         let (grant, _) = self
             .authorized(&request, id, Permission::PromotionCheck)
             .await?;
-        let record = self
-            .0
-            .store
-            .report_check(
-                grant.org_id(),
-                id,
-                CheckReport {
-                    name: body.name,
-                    state,
-                    url: body.url,
-                    detail,
-                    reported_by: grant.caller.principal.display.clone(),
-                },
-            )
-            .await
-            .map_err(ApiError::from)?;
+        let record = workflow::report_check(
+            &*self.0.store,
+            grant.org_id(),
+            id,
+            CheckReport {
+                name: body.name,
+                state,
+                url: body.url,
+                detail,
+                reported_by: grant.caller.principal.display.clone(),
+            },
+        )
+        .await
+        .map_err(ApiError::from)?;
         Ok(self.answer(&record).await)
     }
 
@@ -802,7 +788,7 @@ pub async fn sweep(store: Arc<dyn Store>, interval: Duration, shutdown: Cancella
             continue;
         };
         let now = chrono::Utc::now();
-        match store.expire_promotions(now).await {
+        match workflow::expire_due(&*store, now).await {
             Ok(expired) => {
                 for p in expired {
                     tracing::info!(promotion = %p.id, workspace = %p.workspace, number = p.number, "promotion expired");

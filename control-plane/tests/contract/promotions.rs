@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{TimeDelta, Utc};
+use mockplane_control_plane::promotions as workflow;
 use mockplane_control_plane::store::{
     Actor, ChannelKind, Decision, EnvironmentPatch, NewChannel, NewPromotion, Store, StoreError,
     WorkspaceRef,
@@ -118,8 +119,7 @@ async fn setup(store: &dyn Store) -> Uuid {
 
 pub async fn a_promotion_runs_its_lifecycle(store: Arc<dyn Store>) {
     let org = setup(&*store).await;
-    let created = store
-        .create_promotion(org, &shop(), request("dana"))
+    let created = workflow::request(&*store, org, &shop(), request("dana"))
         .await
         .unwrap();
     assert_eq!(
@@ -128,39 +128,33 @@ pub async fn a_promotion_runs_its_lifecycle(store: Arc<dyn Store>) {
     );
     assert_eq!(created.requirement.approvals, 1);
     assert_eq!(created.metadata["ticket"], "PAY-1");
-    let again = store
-        .create_promotion(org, &shop(), request("dana"))
+    let again = workflow::request(&*store, org, &shop(), request("dana"))
         .await
         .unwrap_err();
     assert!(matches!(again, StoreError::AlreadyExists(_)), "{again:?}");
-    let own = store
-        .decide_promotion(org, created.id, decision("dana", true))
+    let own = workflow::decide(&*store, org, created.id, decision("dana", true))
         .await
         .unwrap_err();
     assert!(matches!(own, StoreError::Refused(_)), "{own:?}");
     let mut wrong = decision("quinn", true);
     wrong.role = "editor".into();
-    let refused = store
-        .decide_promotion(org, created.id, wrong)
+    let refused = workflow::decide(&*store, org, created.id, wrong)
         .await
         .unwrap_err();
     assert!(matches!(refused, StoreError::Refused(_)), "{refused:?}");
-    let early = store
-        .execute_promotion(org, created.id, actor("dana"))
+    let early = workflow::execute(&*store, org, created.id, actor("dana"))
         .await
         .unwrap_err();
     assert!(
         matches!(early, StoreError::FailedPrecondition(_)),
         "{early:?}"
     );
-    let approved = store
-        .decide_promotion(org, created.id, decision("alex", true))
+    let approved = workflow::decide(&*store, org, created.id, decision("alex", true))
         .await
         .unwrap();
     assert_eq!(approved.status, Status::Approved);
     let before = store.current_revision().await.unwrap();
-    let done = store
-        .execute_promotion(org, created.id, actor("dana"))
+    let done = workflow::execute(&*store, org, created.id, actor("dana"))
         .await
         .unwrap();
     assert_eq!(done.status, Status::Completed);
@@ -178,16 +172,14 @@ pub async fn a_promotion_runs_its_lifecycle(store: Arc<dyn Store>) {
             .collect::<Vec<_>>(),
         vec![("test", 1)]
     );
-    let twice = store
-        .execute_promotion(org, created.id, actor("dana"))
+    let twice = workflow::execute(&*store, org, created.id, actor("dana"))
         .await
         .unwrap_err();
     assert!(
         matches!(twice, StoreError::FailedPrecondition(_)),
         "{twice:?}"
     );
-    let rolled = store
-        .rollback_promotion(org, created.id, actor("alex"), "not yet")
+    let rolled = workflow::roll_back(&*store, org, created.id, actor("alex"), "not yet")
         .await
         .unwrap();
     assert_eq!(rolled.status, Status::RolledBack);
@@ -239,13 +231,12 @@ pub async fn a_promotion_runs_its_lifecycle(store: Arc<dyn Store>) {
 
 pub async fn pending_promotions_are_reminded_then_expire(store: Arc<dyn Store>) {
     let org = setup(&*store).await;
-    let created = store
-        .create_promotion(org, &shop(), request("dana"))
+    let created = workflow::request(&*store, org, &shop(), request("dana"))
         .await
         .unwrap();
     let now = Utc::now();
     // Nothing is due yet.
-    assert!(store.expire_promotions(now).await.unwrap().is_empty());
+    assert!(workflow::expire_due(&*store, now).await.unwrap().is_empty());
     assert!(store.remind_promotions(now).await.unwrap().is_empty());
     // The wait is an hour: reminded once a quarter of it is left.
     assert!(
@@ -272,15 +263,13 @@ pub async fn pending_promotions_are_reminded_then_expire(store: Arc<dyn Store>) 
             .unwrap()
             .is_empty()
     );
-    let expired = store
-        .expire_promotions(now + TimeDelta::hours(2))
+    let expired = workflow::expire_due(&*store, now + TimeDelta::hours(2))
         .await
         .unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].status, Status::Expired);
     assert_eq!(expired[0].transitions.last().unwrap().actor, "system");
-    let late = store
-        .decide_promotion(org, created.id, decision("alex", true))
+    let late = workflow::decide(&*store, org, created.id, decision("alex", true))
         .await
         .unwrap_err();
     assert!(
@@ -367,31 +356,27 @@ pub async fn personas_and_settings_are_promoted_and_rolled_back(store: Arc<dyn S
         version,
         ..request("dev-1")
     };
-    let preview = store
-        .preview_promotion(org, &shop(), &persona(Some(1)))
+    let preview = workflow::preview(&*store, org, &shop(), &persona(Some(1)))
         .await
         .unwrap();
     assert_eq!(preview.evaluation.diff.added, vec!["persona alice"]);
     assert_eq!(preview.current_version, None);
-    let p = store
-        .create_promotion(org, &shop(), persona(Some(1)))
+    let p = workflow::request(&*store, org, &shop(), persona(Some(1)))
         .await
         .unwrap();
     assert_eq!(
         (p.status, p.kind, p.name.as_str(), p.version),
         (Status::Pending, EntityKind::Persona, "alice", 1)
     );
-    let again = store.create_promotion(org, &shop(), persona(None)).await;
+    let again = workflow::request(&*store, org, &shop(), persona(None)).await;
     assert!(
         matches!(&again, Err(StoreError::AlreadyExists(m)) if m.contains("persona 'alice'")),
         "{again:?}"
     );
-    store
-        .decide_promotion(org, p.id, decision("qa-1", true))
+    workflow::decide(&*store, org, p.id, decision("qa-1", true))
         .await
         .unwrap();
-    let done = store
-        .execute_promotion(org, p.id, actor("qa-1"))
+    let done = workflow::execute(&*store, org, p.id, actor("qa-1"))
         .await
         .unwrap();
     assert_eq!(done.status, Status::Completed, "{}", done.status_reason);
@@ -412,25 +397,24 @@ pub async fn personas_and_settings_are_promoted_and_rolled_back(store: Arc<dyn S
         "{delete:?}"
     );
     // Test → prod moves what test serves; asking for another version is refused.
-    let wrong = store
-        .create_promotion(
-            org,
-            &shop(),
-            NewPromotion {
-                from: slug("test"),
-                to: slug("prod"),
-                ..persona(Some(2))
-            },
-        )
-        .await;
+    let wrong = workflow::request(
+        &*store,
+        org,
+        &shop(),
+        NewPromotion {
+            from: slug("test"),
+            to: slug("prod"),
+            ..persona(Some(2))
+        },
+    )
+    .await;
     assert!(
         matches!(&wrong, Err(StoreError::FailedPrecondition(m)) if m.contains("test serves version 1 of persona 'alice', not 2")),
         "{wrong:?}"
     );
 
     // Roll back: test serves no alice again, recorded in the history.
-    let back = store
-        .rollback_promotion(org, p.id, actor("qa-1"), "")
+    let back = workflow::roll_back(&*store, org, p.id, actor("qa-1"), "")
         .await
         .unwrap();
     assert_eq!(back.status, Status::RolledBack);
@@ -487,8 +471,7 @@ pub async fn personas_and_settings_are_promoted_and_rolled_back(store: Arc<dyn S
         ..request("dev-1")
     };
     let before = test_settings(&*store, org).await;
-    let s = store
-        .create_promotion(org, &shop(), settings.clone())
+    let s = workflow::request(&*store, org, &shop(), settings.clone())
         .await
         .unwrap();
     assert_eq!(s.settings.as_ref().unwrap().reality, Some(4));
@@ -525,12 +508,10 @@ pub async fn personas_and_settings_are_promoted_and_rolled_back(store: Arc<dyn S
         )
         .await
         .unwrap();
-    store
-        .decide_promotion(org, s.id, decision("qa-1", true))
+    workflow::decide(&*store, org, s.id, decision("qa-1", true))
         .await
         .unwrap();
-    let done = store
-        .execute_promotion(org, s.id, actor("qa-1"))
+    let done = workflow::execute(&*store, org, s.id, actor("qa-1"))
         .await
         .unwrap();
     assert_eq!(done.status, Status::Completed, "{}", done.status_reason);
@@ -541,23 +522,21 @@ pub async fn personas_and_settings_are_promoted_and_rolled_back(store: Arc<dyn S
         "dev's budget of 9 stays in dev"
     );
     assert_eq!(test.approvals.as_ref().unwrap().required, 1);
-    let again = store
-        .create_promotion(
-            org,
-            &shop(),
-            NewPromotion {
-                version: None,
-                ..settings.clone()
-            },
-        )
-        .await;
+    let again = workflow::request(
+        &*store,
+        org,
+        &shop(),
+        NewPromotion {
+            version: None,
+            ..settings.clone()
+        },
+    )
+    .await;
     assert!(again.is_ok(), "dev moved on to 5: {again:?}");
-    store
-        .decide_promotion(org, again.unwrap().id, decision("qa-1", false))
+    workflow::decide(&*store, org, again.unwrap().id, decision("qa-1", false))
         .await
         .unwrap();
-    let back = store
-        .rollback_promotion(org, s.id, actor("qa-1"), "too slow")
+    let back = workflow::roll_back(&*store, org, s.id, actor("qa-1"), "too slow")
         .await
         .unwrap();
     assert_eq!(back.status, Status::RolledBack);
