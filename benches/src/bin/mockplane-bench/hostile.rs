@@ -20,7 +20,6 @@ use serde::Serialize;
 use tonic::Request;
 use tonic::transport::Channel;
 
-use crate::report::Report;
 use crate::setup::Tools;
 
 #[derive(ClapArgs, Clone)]
@@ -72,12 +71,7 @@ async fn whoami(auth: &mut AuthServiceClient<Channel>, token: &str) -> anyhow::R
     Ok(start.elapsed().as_secs_f64() * 1000.0)
 }
 
-pub async fn run(
-    tools: &Tools,
-    work: &Path,
-    args: &Args,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+pub async fn run(tools: &Tools, work: &Path, args: &Args) -> anyhow::Result<HostileResult> {
     let run_dir = work.join("run-hostile");
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir)?;
@@ -170,8 +164,7 @@ pub async fn run(
         whoami_loaded_max_ms: percentile(loaded, 1.0),
     };
     eprintln!("hostile documents: {result:?}");
-    report.hostile(result);
-    Ok(())
+    Ok(result)
 }
 
 pub fn markdown(out: &mut String, results: &[HostileResult]) {

@@ -19,6 +19,7 @@ mod rate;
 mod report;
 mod servers;
 mod setup;
+mod units;
 mod wrk;
 
 use std::path::PathBuf;
@@ -163,15 +164,26 @@ async fn main() -> anyhow::Result<()> {
             Command::All(args) => {
                 let load = load(&tools, &work, &args.load, &mut report).await;
                 let realism = realism(&tools, &work, &args.load, &mut report).await;
-                let propagation =
-                    propagation::run(&tools, &work, &args.propagation, &mut report).await;
-                let hostile = hostile::run(&tools, &work, &args.hostile, &mut report).await;
+                let propagation = propagation::run(
+                    &tools,
+                    &work,
+                    &args.propagation,
+                    report.propagation_results(),
+                )
+                .await;
+                let hostile = hostile::run(&tools, &work, &args.hostile)
+                    .await
+                    .map(|r| report.hostile(r));
                 load.and(realism).and(propagation).and(hostile)
             }
             Command::Load(args) => load(&tools, &work, &args, &mut report).await,
-            Command::Propagation(args) => propagation::run(&tools, &work, &args, &mut report).await,
+            Command::Propagation(args) => {
+                propagation::run(&tools, &work, &args, report.propagation_results()).await
+            }
             Command::Realism(args) => realism(&tools, &work, &args, &mut report).await,
-            Command::Hostile(args) => hostile::run(&tools, &work, &args, &mut report).await,
+            Command::Hostile(args) => hostile::run(&tools, &work, &args)
+                .await
+                .map(|r| report.hostile(r)),
             Command::Rate(_) => Ok(()),
         }
     };

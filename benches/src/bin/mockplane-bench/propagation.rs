@@ -23,8 +23,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
 use crate::procs::{Memory, Proc};
-use crate::report::{mib, micros};
 use crate::setup::{ConfigDb, Tools, config_db};
+use crate::units::{mib, micros};
 
 /// How long the control plane rests before its steady memory is read.
 const SETTLE: Duration = Duration::from_secs(15);
@@ -79,7 +79,7 @@ pub async fn run(
     tools: &Tools,
     work: &Path,
     args: &Args,
-    report: &mut crate::report::Report,
+    results: &mut Vec<PropagationResult>,
 ) -> anyhow::Result<()> {
     let db = config_db(work, args.workspaces).await?;
     for &nodes in &args.nodes {
@@ -96,7 +96,7 @@ pub async fn run(
             result.bytes_per_node_per_change,
             result.restart_resync_seconds
         );
-        report.propagation(result);
+        results.push(result);
     }
     Ok(())
 }

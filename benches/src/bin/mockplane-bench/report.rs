@@ -12,6 +12,7 @@ use crate::procs::Memory;
 use crate::propagation::PropagationResult;
 use crate::rate::RateSample;
 use crate::servers::Kind;
+use crate::units::{mib, micros};
 use crate::wrk::Sample;
 
 #[derive(Serialize, Default)]
@@ -108,13 +109,14 @@ impl Report {
         self.run(kind, workspaces).memory_after_load = memory;
     }
 
-    pub fn propagation(&mut self, result: PropagationResult) {
-        self.propagation.push(result);
-    }
-
     pub fn median_rps(&self, kind: Kind, workspaces: usize) -> Option<f64> {
         let run = self.load.get(&workspaces)?.get(kind.name())?;
         median(run.samples.iter().map(Sample::rps).collect())
+    }
+
+    /// Where the propagation runs put what they measure.
+    pub fn propagation_results(&mut self) -> &mut Vec<PropagationResult> {
+        &mut self.propagation
     }
 
     pub fn hostile(&mut self, result: crate::hostile::HostileResult) {
@@ -289,18 +291,6 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     Some(values[values.len() / 2])
-}
-
-pub fn micros(value: Option<f64>) -> String {
-    match value {
-        None => "–".into(),
-        Some(us) if us >= 1000.0 => format!("{:.2} ms", us / 1000.0),
-        Some(us) => format!("{us:.0} µs"),
-    }
-}
-
-pub fn mib(bytes: u64) -> String {
-    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn machine() -> String {
