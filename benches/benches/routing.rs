@@ -54,7 +54,7 @@ fn request_path(c: &mut Criterion) {
                 let workspace = table
                     .workspace(slug)
                     .and_then(|w| w.environment(None))
-                    .map(|e| &e.router);
+                    .map(|e| &e.table.router);
                 workspace.map(|router| {
                     matches!(router.lookup(Some(Method::Get), rest), Lookup::Found(_))
                 })
@@ -87,7 +87,7 @@ fn request_path(c: &mut Criterion) {
                 let workspace = table
                     .workspace(slug)
                     .and_then(|w| w.environment(None))
-                    .map(|e| &e.router);
+                    .map(|e| &e.table.router);
                 workspace.map(|router| {
                     matches!(
                         router.lookup_where(Some(Method::Get), rest, |route| route.accepts(&parts)),

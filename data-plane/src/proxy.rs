@@ -1,8 +1,10 @@
 //! The request path. Everything happens in `request_filter`, which answers
 //! and returns `Ok(true)`: there is no upstream. The routing table is loaded
-//! lock-free, the request matched on the precompiled trie, and the answer's
-//! prebuilt header and shared body written out. Nothing here locks, touches
-//! a database or calls the control plane.
+//! lock-free, the workspace and environment picked, the API key checked, and
+//! the mock engine (`mockplane_shared::engine`) answers from the
+//! environment's precompiled table; this file adds only what a server does
+//! around it (keys, journal, usage, timers, the socket). Nothing here locks,
+//! touches a database or calls the control plane.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,32 +12,28 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use mockplane_shared::RequestParts;
+use mockplane_shared::engine::{self, Effects};
 use mockplane_shared::keys::{KEY_HEADER, digest};
 use mockplane_shared::path::split_workspace_path;
-use mockplane_shared::realism::{Fault, Outcome as ChaosOutcome};
-use mockplane_shared::template::{Escape, RenderContext};
-use mockplane_shared::{Lookup, Method, RequestParts};
+use mockplane_shared::realism::Fault;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use serde_json::json;
 
 use crate::journal::Entry;
 use crate::machines::Machines;
 use crate::metrics::Outcome;
 use crate::state::NodeState;
-use crate::table::{
-    CompiledEnvironment, CompiledKey, CompiledRoute, CompiledTemplate, CompiledWorkspace,
-    RoutingTable, response_header,
-};
+use crate::table::{CompiledEnvironment, CompiledKey, CompiledWorkspace, RoutingTable};
 use crate::usage::unix_now;
+
+pub use mockplane_shared::engine::PERSONA_HEADER;
 
 /// The request header that picks an environment of the workspace.
 pub const ENV_HEADER: &str = "x-mockplane-env";
-/// The request header that picks the persona templates read.
-pub const PERSONA_HEADER: &str = "x-mockplane-persona";
 
 /// The environment a request names; `None` when it names none. A value
 /// that is not text names an environment no workspace has.
@@ -46,45 +44,6 @@ fn requested_environment<'a>(request: &RequestParts<'a>) -> Option<&'a str> {
         .map(|value| value.to_str().unwrap_or("\u{fffd}"))
 }
 
-fn requested_persona<'a>(request: &RequestParts<'a>) -> Option<&'a str> {
-    request
-        .headers()
-        .get(PERSONA_HEADER)
-        .map(|value| value.to_str().unwrap_or("\u{fffd}"))
-}
-
-/// Why a templated route did not render.
-enum Rendered {
-    /// The request named a persona the workspace does not have: this answer.
-    UnknownPersona(Box<Result<Answer, String>>),
-    Failed(String),
-}
-
-fn unknown_persona(
-    env: &crate::table::CompiledEnvironment,
-    slug: &str,
-    request: &RequestParts<'_>,
-) -> Rendered {
-    let asked = requested_persona(request).unwrap_or_default();
-    let names: Vec<&str> = env.personas.iter().map(|(n, _)| &**n).collect();
-    let env_name = &*env.name;
-    Rendered::UnknownPersona(Box::new(problem(
-        Outcome::NoRoute,
-        404,
-        "persona_not_found",
-        format!("workspace '{slug}' has no persona '{asked}' in {env_name}"),
-        Some(if names.is_empty() {
-            format!(
-                "{env_name} serves no personas: `mockplane persona create` makes one in the first environment, `mockplane promote --persona` moves it on"
-            )
-        } else {
-            format!("its personas in {env_name}: {}", names.join(", "))
-        }),
-    )))
-}
-
-/// Routes listed with their reasons when a request fails every matcher.
-const NEAR_MISSES: usize = 3;
 /// Largest request body read for body matchers; a larger one is refused
 /// with 413 rather than matched on a part.
 pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
@@ -126,15 +85,66 @@ pub struct Answer {
     pub key: Option<(uuid::Uuid, bool)>,
 }
 
+impl From<engine::Response> for Answer {
+    fn from(response: engine::Response) -> Self {
+        Self {
+            outcome: response.outcome.into(),
+            header: Box::new(ResponseHeader::from(response.head)),
+            body: response.body,
+            delay: response.delay,
+            fault: response.fault,
+            place: None,
+            route: response.route,
+            key: None,
+        }
+    }
+}
+
+/// What the engine asks of a node: its state machines for the
+/// environment that answers, the clock, realism on.
+struct NodeEffects<'a> {
+    machines: &'a Machines,
+    workspace: uuid::Uuid,
+    environment: &'a str,
+}
+
+impl Effects for NodeEffects<'_> {
+    fn realism(&self) -> bool {
+        true
+    }
+
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn entropy(&self) -> u64 {
+        entropy()
+    }
+
+    fn state(&self, machine: &str, key: &str) -> String {
+        self.machines
+            .get(self.workspace, self.environment, machine, key)
+    }
+
+    fn is_in(&self, machine: &str, key: &str, state: &str) -> bool {
+        self.machines
+            .is(self.workspace, self.environment, machine, key, state)
+    }
+
+    fn set_state(&self, machine: &str, key: &str, state: &str) {
+        self.machines
+            .set(self.workspace, self.environment, machine, key, state);
+    }
+}
+
 /// Matches a request against the table. Pure, so the whole routing
-/// decision is testable without a socket. Fails only if an error response
-/// cannot be built, which constant statuses and headers rule out.
+/// decision is testable without a socket.
 pub fn answer(
     table: &RoutingTable,
     method: &http::Method,
     path: &str,
     request: &RequestParts<'_>,
-) -> Result<Answer, String> {
+) -> Answer {
     static MACHINES: std::sync::LazyLock<Machines> = std::sync::LazyLock::new(Machines::default);
     answer_with(table, &MACHINES, method, path, request)
 }
@@ -147,7 +157,7 @@ pub fn answer_with(
     method: &http::Method,
     path: &str,
     request: &RequestParts<'_>,
-) -> Result<Answer, String> {
+) -> Answer {
     let Some((slug, rest)) = split_workspace_path(path) else {
         return problem(
             Outcome::NoWorkspace,
@@ -205,196 +215,43 @@ pub fn answer_with(
             Some(hint),
         );
     };
+    let place = Some((workspace.id, env.name.clone()));
     let key = match check_key(workspace, env, slug, requested.is_some(), request) {
         Ok(key) => key,
-        Err(refused) => {
-            return (*refused).map(|mut answer| {
-                answer.place = Some((workspace.id, env.name.clone()));
-                answer
-            });
+        Err(mut refused) => {
+            refused.place = place;
+            return *refused;
         }
     };
     env.usage.count(key.is_some_and(|k| k.test));
-    let router = &env.router;
-    let env_name = &*env.name;
-    let route_method = Method::of_request(method);
-    let in_state = |route: &CompiledRoute| match &route.state {
-        Some(state) => match &state.rule.when {
-            Some(when) => machines.is(
-                workspace.id,
-                env_name,
-                &state.rule.machine,
-                &state.key(request, rest),
-                when,
-            ),
-            None => true,
+    let effects = NodeEffects {
+        machines,
+        workspace: workspace.id,
+        environment: &env.name,
+    };
+    let mut answer = Answer::from(engine::answer(
+        &env.table,
+        &effects,
+        engine::Request {
+            method,
+            path: rest,
+            parts: request,
         },
-        None => true,
-    };
-    let answered = match router.lookup_where(route_method, rest, |route| {
-        route.accepts(request) && in_state(route)
-    }) {
-        Lookup::Found(route) => {
-            if let Some(state) = &route.state
-                && let Some(next) = &state.rule.set
-            {
-                machines.set(
-                    workspace.id,
-                    env_name,
-                    &state.rule.machine,
-                    &state.key(request, rest),
-                    next,
-                );
-            }
-            let (chaos, delay) = match &route.realism {
-                Some(realism) => realism.decide(),
-                None => (ChaosOutcome::Answer, None),
-            };
-            let mut answer = match (chaos, &route.template) {
-                (ChaosOutcome::Status(status), _) => problem(
-                    Outcome::Chaos,
-                    status,
-                    "chaos",
-                    format!(
-                        "route {} of workspace '{slug}' ({env_name}) answered with an injected {status}",
-                        route.label
-                    ),
-                    Some(
-                        "the chaos profile of the route or of its environment sets the rate of these errors"
-                            .into(),
-                    ),
-                )?,
-                (_, None) => Answer {
-                    outcome: Outcome::Matched,
-                    header: Box::new(route.response_header()),
-                    body: route.body.clone(),
-                    delay: None,
-                    fault: None,
-                    place: None,
-                    route: None,
-                    key: None,
-                },
-                (_, Some(template)) => match env
-                    .persona(requested_persona(request))
-                    .map_err(|_| unknown_persona(env, slug, request))
-                    .and_then(|persona| {
-                        render(route, template, method, rest, request, persona)
-                            .map_err(Rendered::Failed)
-                    })
-                {
-                    Ok(answer) => answer,
-                    Err(Rendered::UnknownPersona(answer)) => (*answer)?,
-                    Err(Rendered::Failed(message)) => problem(
-                        Outcome::Matched,
-                        500,
-                        "template_failed",
-                        format!(
-                            "route {} of workspace '{slug}' ({env_name}): {message}",
-                            route.label
-                        ),
-                        None,
-                    )?,
-                },
-            };
-            if let ChaosOutcome::Fault(fault) = chaos {
-                answer.outcome = Outcome::Chaos;
-                answer.fault = Some(fault);
-            }
-            answer.delay = delay;
-            answer.route = Some((route.id, route.label.clone()));
-            Ok(answer)
+    ));
+    answer.place = place;
+    answer.key = key.map(|k| (k.id, k.test));
+    answer
+}
+
+impl From<engine::Outcome> for Outcome {
+    fn from(outcome: engine::Outcome) -> Self {
+        match outcome {
+            engine::Outcome::Matched => Outcome::Matched,
+            engine::Outcome::Chaos => Outcome::Chaos,
+            engine::Outcome::NoRoute => Outcome::NoRoute,
+            engine::Outcome::MethodNotAllowed => Outcome::MethodNotAllowed,
         }
-        Lookup::MethodNotAllowed => {
-            let allowed: Vec<&str> = router
-                .allowed_methods(rest)
-                .into_iter()
-                .map(Method::as_str)
-                .collect();
-            let mut answer = problem(
-                Outcome::MethodNotAllowed,
-                405,
-                "method_not_allowed",
-                format!("{method} is not allowed on {rest} in workspace '{slug}' ({env_name})"),
-                Some(format!("allowed: {}", allowed.join(", "))),
-            )?;
-            answer
-                .header
-                .insert_header(http::header::ALLOW, allowed.join(", "))
-                .map_err(|e| e.to_string())?;
-            Ok(answer)
-        }
-        Lookup::Rejected => {
-            let near: Vec<serde_json::Value> = router
-                .candidates(route_method, rest, NEAR_MISSES)
-                .into_iter()
-                .map(|route| {
-                    let mut reasons = route
-                        .matcher
-                        .as_ref()
-                        .map(|m| m.explain(request))
-                        .unwrap_or_default();
-                    if let Some(state) = &route.state
-                        && let Some(when) = &state.rule.when
-                    {
-                        let key = state.key(request, rest);
-                        let now = machines.get(workspace.id, env_name, &state.rule.machine, &key);
-                        if now != *when {
-                            reasons.push(format!(
-                                "state machine {}{} is in '{now}', the route needs '{when}'",
-                                state.rule.machine,
-                                if key.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(" (key {key:?})")
-                                }
-                            ));
-                        }
-                    }
-                    json!({ "route": route.id, "name": &*route.label, "reasons": reasons })
-                })
-                .collect();
-            let hint = near
-                .first()
-                .and_then(|first| {
-                    let reason = first["reasons"].get(0)?.as_str()?;
-                    Some(format!("closest: {}: {reason}", first["name"].as_str()?))
-                })
-                .unwrap_or_else(|| "see near_misses".into());
-            let body = json!({ "error": {
-                "code": "no_route_matched",
-                "message": format!(
-                    "routes of workspace '{slug}' ({env_name}) have {method} {rest}, but the request fails their matchers"
-                ),
-                "hint": hint,
-                "near_misses": near,
-            }});
-            json_answer(Outcome::NoRoute, 404, &body)
-        }
-        Lookup::NotFound => {
-            let hint = match router.closest(route_method, rest) {
-                Some((method, template)) => format!("the closest route is {method} {template}"),
-                None if router.is_empty() && env.name == workspace.environments[0].name => format!(
-                    "environment {env_name} of workspace '{slug}' has no routes yet: add some with `mockplane route add {slug} --file mocks.yaml`"
-                ),
-                None if router.is_empty() => format!(
-                    "environment {env_name} of workspace '{slug}' serves no routes yet: it serves versions deployed or promoted to it"
-                ),
-                None => format!("`mockplane route list {slug}` shows the workspace's routes"),
-            };
-            problem(
-                Outcome::NoRoute,
-                404,
-                "route_not_found",
-                format!("no route of workspace '{slug}' ({env_name}) matches {method} {rest}"),
-                Some(hint),
-            )
-        }
-    };
-    answered.map(|mut answer| {
-        answer.place = Some((workspace.id, env.name.clone()));
-        answer.key = key.map(|k| (k.id, k.test));
-        answer
-    })
+    }
 }
 
 /// How long ago, for people.
@@ -408,16 +265,13 @@ fn ago(seconds: u64) -> String {
 }
 
 /// A 401 for a key problem, saying where keys go.
-fn refused(code: &str, message: String, hint: String) -> Result<Answer, String> {
-    let mut answer = problem(Outcome::Unauthorized, 401, code, message, Some(hint))?;
-    answer
-        .header
-        .insert_header(
-            http::header::WWW_AUTHENTICATE,
-            format!("ApiKey header=\"{KEY_HEADER}\""),
-        )
-        .map_err(|e| e.to_string())?;
-    Ok(answer)
+fn refused(code: &str, message: String, hint: String) -> Answer {
+    let (mut head, body) = engine::problem(401, code, message, Some(hint));
+    // The header name is a constant token, so the value is always valid.
+    if let Ok(value) = http::HeaderValue::try_from(format!("ApiKey header=\"{KEY_HEADER}\"")) {
+        head.headers.insert(http::header::WWW_AUTHENTICATE, value);
+    }
+    answer_of(Outcome::Unauthorized, head, body)
 }
 
 const KEYS_HINT: &str = "keys are made with ApiKeyService.CreateApiKey (the secret, mpk_…, is shown once) and open one environment each";
@@ -436,7 +290,7 @@ fn holds_a_key(workspace: &CompiledWorkspace, request: &RequestParts<'_>) -> boo
 
 /// The 401 for a caller with no key of a protected workspace: it names
 /// nothing of the workspace but its slug, which the caller sent.
-fn stranger(slug: &str, request: &RequestParts<'_>) -> Result<Answer, String> {
+fn stranger(slug: &str, request: &RequestParts<'_>) -> Answer {
     if request.headers().get(KEY_HEADER).is_some() {
         refused(
             "api_key_invalid",
@@ -465,7 +319,7 @@ fn check_key<'t>(
     slug: &str,
     named: bool,
     request: &RequestParts<'_>,
-) -> Result<Option<&'t CompiledKey>, Box<Result<Answer, String>>> {
+) -> Result<Option<&'t CompiledKey>, Box<Answer>> {
     let env_name = &*env.name;
     let Some(presented) = request.headers().get(KEY_HEADER) else {
         if !workspace.require_keys {
@@ -491,8 +345,7 @@ fn check_key<'t>(
             .map(|other| &*other.name);
         let hint = match elsewhere {
             Some(other) => format!(
-                "it is a key of environment '{other}': a key opens only the environment it was made for; use a key of '{env_name}' or send {}: {other}",
-                crate::proxy::ENV_HEADER
+                "it is a key of environment '{other}': a key opens only the environment it was made for; use a key of '{env_name}' or send {ENV_HEADER}: {other}"
             ),
             None if !named => return Err(Box::new(stranger(slug, request))),
             None => UNKNOWN_KEY_HINT.into(),
@@ -522,55 +375,6 @@ fn check_key<'t>(
     Ok(Some(key))
 }
 
-/// Renders a templated route for one request.
-fn render(
-    route: &CompiledRoute,
-    template: &CompiledTemplate,
-    method: &http::Method,
-    rest: &str,
-    request: &RequestParts<'_>,
-    persona: Option<&serde_json::Value>,
-) -> Result<Answer, String> {
-    let segments: Vec<&str> = rest.strip_prefix('/').unwrap_or(rest).split('/').collect();
-    let params: Vec<(&str, &str)> = template
-        .params
-        .iter()
-        .filter_map(|(name, index)| segments.get(*index).map(|value| (&**name, *value)))
-        .collect();
-    let context = RenderContext {
-        method: method.as_str(),
-        path: rest,
-        params: &params,
-        request,
-        now: SystemTime::now(),
-        entropy: entropy(),
-        persona,
-    };
-    let body = Bytes::from(template.body.render(&context, template.escape)?);
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = route.status;
-    for (name, value) in &template.headers {
-        let text = value.render(&context, Escape::None)?;
-        let value = http::HeaderValue::from_str(&text).map_err(|_| {
-            format!("header {name} rendered to a value that is not valid in a header")
-        })?;
-        parts.headers.append(name.clone(), value);
-    }
-    parts
-        .headers
-        .insert(http::header::CONTENT_LENGTH, body.len().into());
-    Ok(Answer {
-        outcome: Outcome::Matched,
-        header: Box::new(ResponseHeader::from(parts)),
-        body,
-        delay: None,
-        fault: None,
-        place: None,
-        route: None,
-        key: None,
-    })
-}
-
 /// Different for every request: seeds the random helpers without `seed=`.
 fn entropy() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -581,34 +385,30 @@ fn entropy() -> u64 {
     nanos ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
 }
 
-/// A JSON error: a stable `code` for programs, a `message` and a `hint` for
-/// people.
+/// A JSON error of the node (the engine's form: a stable `code` for
+/// programs, a `message` and a `hint` for people).
 fn problem(
     outcome: Outcome,
     status: u16,
     code: &str,
     message: String,
     hint: Option<String>,
-) -> Result<Answer, String> {
-    let body = json!({ "error": { "code": code, "message": message, "hint": hint } });
-    json_answer(outcome, status, &body)
+) -> Answer {
+    let (head, body) = engine::problem(status, code, message, hint);
+    answer_of(outcome, head, body)
 }
 
-/// A JSON response.
-fn json_answer(outcome: Outcome, status: u16, body: &serde_json::Value) -> Result<Answer, String> {
-    let body = Bytes::from(body.to_string());
-    let content_type = [("content-type".to_owned(), "application/json".to_owned())];
-    let header = response_header(status, &content_type, body.len())?;
-    Ok(Answer {
+fn answer_of(outcome: Outcome, head: http::response::Parts, body: Bytes) -> Answer {
+    Answer {
         outcome,
-        header: Box::new(header),
+        header: Box::new(ResponseHeader::from(head)),
         body,
         delay: None,
         fault: None,
         place: None,
         route: None,
         key: None,
-    })
+    }
 }
 
 #[async_trait]
@@ -681,7 +481,7 @@ impl ProxyHttp for MockProxy {
                         .and_then(|value| value.to_str().ok());
                     workspace.environment(requested)
                 })
-                .is_some_and(|env| env.needs_body);
+                .is_some_and(|env| env.table.needs_body);
             (!needs_body).then(|| {
                 let parts = RequestParts::new(request.uri.query(), &request.headers, b"");
                 answer_with(
@@ -693,7 +493,7 @@ impl ProxyHttp for MockProxy {
                 )
             })
         };
-        let answered = match answered {
+        let answer = match answered {
             Some(answered) => answered,
             None => match read_body(session).await? {
                 Some(body) => {
@@ -722,7 +522,6 @@ impl ProxyHttp for MockProxy {
                 ),
             },
         };
-        let answer = answered.map_err(|e| Error::explain(ErrorType::InternalError, e))?;
         self.record(session, &answer, ctx.body.take());
         self.send(session, ctx, answer).await
     }

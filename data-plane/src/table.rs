@@ -1,146 +1,17 @@
 //! The routing table a node serves from: every workspace compiled, looked up
-//! by slug. Immutable; a config update builds the next table and swaps it in
-//! whole, so a request sees either the old table or the new one.
+//! by slug, each environment a table of the mock engine
+//! (`mockplane_shared::engine`) with the node's API keys and usage counters
+//! beside it. Immutable; a config update builds the next table and swaps it
+//! in whole, so a request sees either the old table or the new one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use mockplane_proto::v1;
-use mockplane_shared::realism::{Outcome as ChaosOutcome, Realism, Rng};
-use mockplane_shared::route::Segment;
-use mockplane_shared::state::{StateKey, StateRule};
-use mockplane_shared::template::{Escape, Template};
-use mockplane_shared::{EnvironmentConfig, RequestMatch, RequestParts, RouteDef, Router};
-use pingora_http::ResponseHeader;
+use mockplane_shared::EnvironmentConfig;
+use mockplane_shared::engine::{self, FastMap, Interned, Place, Table};
 use uuid::Uuid;
 
 use crate::usage::{EnvUsage, KeyUse, Usage};
-
-/// The headers of a response, parsed once, with room for the content
-/// length; routes with the same headers share one map.
-pub type HeaderList = Arc<HeaderMap>;
-
-/// A route's answer, parsed once per config change. Per request the shared
-/// header map is copied (no parsing, no hashing) and given the content
-/// length; the body is shared.
-#[derive(Debug)]
-pub struct CompiledRoute {
-    pub id: Uuid,
-    /// The route's name, or `METHOD template` when it has none; for reports.
-    pub label: std::sync::Arc<str>,
-    /// `None` when the route matches on method and path alone.
-    pub matcher: Option<Box<RequestMatch>>,
-    pub status: StatusCode,
-    pub headers: HeaderList,
-    pub content_length: HeaderValue,
-    pub body: Bytes,
-    /// Set when the response is rendered per request.
-    pub template: Option<Box<CompiledTemplate>>,
-    /// Set when the route has latency or chaos.
-    pub realism: Option<Box<CompiledRealism>>,
-    /// Set when the route needs or moves a state machine.
-    pub state: Option<Box<CompiledState>>,
-}
-
-/// A route's state rule, with where its key comes from.
-#[derive(Debug)]
-pub struct CompiledState {
-    pub rule: StateRule,
-    /// For `param:` keys: the index of the parameter's path segment.
-    pub param_segment: Option<usize>,
-}
-
-impl CompiledState {
-    /// The key of the machine copy a request uses ("" when the rule has no
-    /// key or the request lacks the value).
-    pub fn key<'r>(
-        &self,
-        request: &'r RequestParts<'_>,
-        rest: &'r str,
-    ) -> std::borrow::Cow<'r, str> {
-        use std::borrow::Cow;
-        match &self.rule.key {
-            None => Cow::Borrowed(""),
-            Some(StateKey::Header(name)) => Cow::Owned(
-                request
-                    .header_values(name)
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
-            ),
-            Some(StateKey::Query(name)) => Cow::Owned(
-                request
-                    .query_values(name)
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
-            ),
-            Some(StateKey::Param(_)) => Cow::Borrowed(
-                self.param_segment
-                    .and_then(|i| rest.strip_prefix('/').unwrap_or(rest).split('/').nth(i))
-                    .unwrap_or_default(),
-            ),
-        }
-    }
-}
-
-/// A route's latency and chaos, with the position in its random stream.
-#[derive(Debug)]
-pub struct CompiledRealism {
-    pub realism: Realism,
-    /// The chaos seed, or one derived from the route id: decisions are a
-    /// function of (seed, request number on this node).
-    pub seed: u64,
-    pub requests: AtomicU64,
-}
-
-impl CompiledRealism {
-    /// Decides one request: chaos first, then the delay.
-    pub fn decide(&self) -> (ChaosOutcome, Option<std::time::Duration>) {
-        let index = self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut rng = Rng::at(self.seed, index);
-        let outcome = self
-            .realism
-            .chaos
-            .as_ref()
-            .map_or(ChaosOutcome::Answer, |chaos| chaos.decide(&mut rng));
-        let delay = self.realism.latency.as_ref().map(|l| l.sample(&mut rng));
-        (outcome, delay)
-    }
-}
-
-/// A templated response, parsed once.
-#[derive(Debug)]
-pub struct CompiledTemplate {
-    pub body: Template,
-    /// Header names and value templates, in order.
-    pub headers: Vec<(HeaderName, Template)>,
-    pub escape: Escape,
-    /// Each path parameter's name and the index of its segment.
-    pub params: Box<[(Box<str>, usize)]>,
-}
-
-impl CompiledRoute {
-    /// Whether a request passes the route's matchers.
-    pub fn accepts(&self, request: &mockplane_shared::RequestParts<'_>) -> bool {
-        self.matcher
-            .as_ref()
-            .is_none_or(|matcher| matcher.matches(request))
-    }
-
-    pub fn response_header(&self) -> ResponseHeader {
-        let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts.status = self.status;
-        parts.headers = HeaderMap::clone(&self.headers);
-        parts
-            .headers
-            .insert(http::header::CONTENT_LENGTH, self.content_length.clone());
-        ResponseHeader::from(parts)
-    }
-}
 
 /// An API key of an environment, as a node checks it.
 #[derive(Debug)]
@@ -160,41 +31,20 @@ impl CompiledKey {
     }
 }
 
-/// One environment of a workspace, ready to serve.
+/// One environment of a workspace, ready to serve: the engine's table of
+/// its mocks, the keys that open it and its usage counters.
 #[derive(Debug)]
 pub struct CompiledEnvironment {
     pub name: Arc<str>,
-    pub router: Router<CompiledRoute>,
-    /// Some route matches on the body: read it before matching.
-    pub needs_body: bool,
+    pub table: Table,
     /// The environment's API keys by the SHA-256 of their secret. Digests
     /// are uniform, so a fast hasher is safe here.
     pub keys: FastMap<[u8; 32], CompiledKey>,
     /// What the environment answered, for the usage report.
     pub usage: Arc<EnvUsage>,
-    /// Personas by name, sorted; templates read them.
-    pub personas: Box<[(Box<str>, serde_json::Value)]>,
 }
 
 impl CompiledEnvironment {
-    /// The persona a request names, or "default" when it names none (and
-    /// the environment has one). `Err` when it names one that does not
-    /// exist here.
-    pub fn persona(
-        &self,
-        requested: Option<&str>,
-    ) -> Result<Option<&serde_json::Value>, UnknownPersona> {
-        let wanted = requested.unwrap_or(mockplane_shared::persona::DEFAULT_PERSONA);
-        match self
-            .personas
-            .binary_search_by(|(name, _)| (**name).cmp(wanted))
-        {
-            Ok(index) => Ok(Some(&self.personas[index].1)),
-            Err(_) if requested.is_none() => Ok(None),
-            Err(_) => Err(UnknownPersona),
-        }
-    }
-
     /// The key whose secret has this SHA-256.
     pub fn key(&self, sha256: &[u8; 32]) -> Option<&CompiledKey> {
         self.keys.get(sha256)
@@ -204,7 +54,7 @@ impl CompiledEnvironment {
 #[derive(Debug)]
 pub struct CompiledWorkspace {
     pub id: Uuid,
-    pub slug: Box<str>,
+    pub slug: Arc<str>,
     pub hash: String,
     /// The resource it was compiled from, kept only by a node that writes
     /// a last-known-good file (see `lkg.rs`; [`RoutingTable::keeping_resources`]).
@@ -234,10 +84,6 @@ impl CompiledWorkspace {
     }
 }
 
-/// A request named a persona its environment does not have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnknownPersona;
-
 /// Why a workspace of an update was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkspaceError {
@@ -251,34 +97,6 @@ impl WorkspaceError {
             workspace_id: workspace_id.into(),
             message: message.into(),
         }
-    }
-}
-
-/// Response parts shared by every workspace of a table: a header map per
-/// distinct header list, a value per distinct content length. Most routes
-/// of most workspaces share a handful of them, which then stay in the CPU
-/// caches however many workspaces the table holds.
-#[derive(Debug, Default, Clone)]
-pub struct Interned {
-    headers: FastMap<Vec<(String, String)>, HeaderList>,
-    lengths: FastMap<usize, HeaderValue>,
-}
-
-impl Interned {
-    fn headers(&mut self, list: Vec<(String, String)>) -> Result<HeaderList, String> {
-        if let Some(found) = self.headers.get(&list) {
-            return Ok(found.clone());
-        }
-        let parsed = parse_headers(&list)?;
-        self.headers.insert(list, parsed.clone());
-        Ok(parsed)
-    }
-
-    fn length(&mut self, length: usize) -> HeaderValue {
-        self.lengths
-            .entry(length)
-            .or_insert_with(|| HeaderValue::from(length))
-            .clone()
     }
 }
 
@@ -296,18 +114,20 @@ pub fn compile(
         .iter()
         .position(|e| e.name == config.active)
         .ok_or_else(|| format!("active environment '{}' is missing", config.active))?;
+    let slug: Arc<str> = config.slug.as_str().into();
     let environments = config
         .environments
         .into_iter()
-        .map(|env| {
+        .enumerate()
+        .map(|(index, env)| {
             let name = env.name.to_string();
-            compile_environment(env, interned, config.id, usage)
+            compile_environment(env, index == 0, &slug, interned, config.id, usage)
                 .map_err(|e| format!("environment {name}: {e}"))
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(CompiledWorkspace {
         id: config.id,
-        slug: config.slug.as_str().into(),
+        slug,
         hash: resource.hash.clone(),
         resource: keep_resource.then(|| resource.clone()),
         environments: environments.into(),
@@ -317,17 +137,10 @@ pub fn compile(
     })
 }
 
-/// A route's latency and chaos over its environment's: each one the route
-/// sets wins, each one it leaves unset comes from the environment.
-fn route_realism(route: &Realism, environment: &Realism) -> Realism {
-    Realism {
-        latency: route.latency.or(environment.latency),
-        chaos: route.chaos.clone().or_else(|| environment.chaos.clone()),
-    }
-}
-
 fn compile_environment(
     env: EnvironmentConfig,
+    first: bool,
+    slug: &Arc<str>,
     interned: &mut Interned,
     workspace: Uuid,
     usage: &Usage,
@@ -345,176 +158,19 @@ fn compile_environment(
             return Err(format!("API key {} has the same hash as another", key.id));
         }
     }
-    let mut needs_body = false;
-    let routes = env
-        .routes
-        .into_iter()
-        .map(|route| {
-            let spec = route.spec;
-            let template =
-                compile_template(&spec).map_err(|e| format!("route {}: {e}", route.id))?;
-            needs_body |= spec.matcher.needs_body()
-                || template.as_ref().is_some_and(|t| {
-                    t.body.uses_body() || t.headers.iter().any(|(_, h)| h.uses_body())
-                });
-            let response = spec.response;
-            let headers = interned
-                .headers(response.headers)
-                .map_err(|e| format!("route {}: {e}", route.id))?;
-            let status = StatusCode::from_u16(response.status)
-                .map_err(|e| format!("route {}: {e}", route.id))?;
-            // A copy: a slice would keep the whole received message alive.
-            let body = Bytes::copy_from_slice(&response.body);
-            let label = if spec.name.is_empty() {
-                format!("{} {}", spec.method, spec.path)
-            } else {
-                spec.name.clone()
-            };
-            let state_key = spec.state.as_ref().and_then(StateRule::fingerprint);
-            let conditions = u16::try_from(spec.matcher.len() + usize::from(state_key.is_some()))
-                .unwrap_or(u16::MAX);
-            let (mut key, matcher) = if spec.matcher.is_empty() {
-                (String::new(), None)
-            } else {
-                (spec.matcher.fingerprint(), Some(Box::new(spec.matcher)))
-            };
-            if let Some(state_key) = state_key {
-                key.push_str(" s");
-                key.push_str(&state_key);
-            }
-            let state = spec.state.map(|rule| {
-                let param_segment = match &rule.key {
-                    Some(StateKey::Param(name)) => spec.path.segments().iter().position(
-                        |segment| matches!(segment, Segment::Param { name: n, .. } if n == name),
-                    ),
-                    _ => None,
-                };
-                Box::new(CompiledState {
-                    rule,
-                    param_segment,
-                })
-            });
-            let realism = route_realism(&spec.realism, &env.realism);
-            Ok(RouteDef {
-                method: spec.method,
-                template: spec.path,
-                priority: spec.priority,
-                conditions,
-                key,
-                value: CompiledRoute {
-                    id: route.id,
-                    label: label.into(),
-                    matcher,
-                    status,
-                    headers,
-                    content_length: interned.length(body.len()),
-                    body,
-                    template,
-                    state,
-                    realism: (!realism.is_empty()).then(|| {
-                        let seed = realism
-                            .chaos
-                            .as_ref()
-                            .and_then(|c| c.seed)
-                            .unwrap_or_else(|| route.id.as_u64_pair().0);
-                        Box::new(CompiledRealism {
-                            realism,
-                            seed,
-                            requests: AtomicU64::new(0),
-                        })
-                    }),
-                },
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let router = Router::build(routes).map_err(|e| e.to_string())?;
     let name: Arc<str> = env.name.as_str().into();
-    let mut personas: Vec<(Box<str>, serde_json::Value)> = env
-        .personas
-        .into_iter()
-        .map(|p| (Box::from(p.name.as_str()), p.data))
-        .collect();
-    personas.sort_by(|a, b| a.0.cmp(&b.0));
+    let place = Place {
+        workspace: slug.clone(),
+        environment: name.clone(),
+        first,
+    };
+    let table = engine::compile(place, env.routes, &env.realism, env.personas, interned)?;
     Ok(CompiledEnvironment {
         usage: usage.environment(workspace, &name),
         name,
-        router,
-        needs_body,
+        table,
         keys,
-        personas: personas.into(),
     })
-}
-
-fn compile_template(
-    spec: &mockplane_shared::RouteSpec,
-) -> Result<Option<Box<CompiledTemplate>>, String> {
-    let Some((body, values)) = spec.templates().map_err(|e| e.to_string())? else {
-        return Ok(None);
-    };
-    let headers = spec
-        .response
-        .headers
-        .iter()
-        .zip(values)
-        .map(|((name, _), value)| {
-            HeaderName::from_bytes(name.as_bytes())
-                .map(|name| (name, value))
-                .map_err(|e| format!("header {name}: {e}"))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let json = spec
-        .response
-        .headers
-        .iter()
-        .any(|(name, value)| name == "content-type" && value.contains("json"));
-    let params = spec
-        .path
-        .segments()
-        .iter()
-        .enumerate()
-        .filter_map(|(index, segment)| match segment {
-            Segment::Param { name, .. } => Some((Box::from(name.as_str()), index)),
-            Segment::Literal(_) => None,
-        })
-        .collect();
-    Ok(Some(Box::new(CompiledTemplate {
-        body,
-        headers,
-        escape: if json { Escape::Json } else { Escape::None },
-        params,
-    })))
-}
-
-fn parse_headers(headers: &[(String, String)]) -> Result<HeaderList, String> {
-    let mut map = HeaderMap::with_capacity(headers.len() + 1);
-    for (name, value) in headers {
-        let name =
-            HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name}: {e}"))?;
-        let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
-        map.append(name, value);
-    }
-    Ok(Arc::new(map))
-}
-
-/// A response header with a content length, for a response sent whole.
-/// Header names are lower case already, so the header keeps no map of their
-/// original case: half the memory per route, half the work per clone.
-pub fn response_header(
-    status: u16,
-    headers: &[(String, String)],
-    body_len: usize,
-) -> Result<ResponseHeader, String> {
-    let mut header = ResponseHeader::build_no_case(status, Some(headers.len() + 1))
-        .map_err(|e| e.to_string())?;
-    for (name, value) in headers {
-        header
-            .append_header(name.clone(), value.as_str())
-            .map_err(|e| format!("header {name}: {e}"))?;
-    }
-    header
-        .insert_header(http::header::CONTENT_LENGTH, body_len.to_string())
-        .map_err(|e| e.to_string())?;
-    Ok(header)
 }
 
 /// A whole config update, its chunks put together.
@@ -534,14 +190,10 @@ pub struct Update {
     pub kept: Vec<String>,
 }
 
-/// Seeded per process, so request-chosen slugs cannot be made to collide,
-/// and far cheaper than SipHash on short keys.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     pub revision: u64,
-    by_slug: FastMap<Box<str>, Arc<CompiledWorkspace>>,
+    by_slug: FastMap<Arc<str>, Arc<CompiledWorkspace>>,
     by_id: FastMap<Uuid, Arc<CompiledWorkspace>>,
     interned: Interned,
     /// Usage counters, shared by every table built from this one.
@@ -681,7 +333,7 @@ impl RoutingTable {
             }
         }
 
-        let mut by_slug: FastMap<Box<str>, Arc<CompiledWorkspace>> =
+        let mut by_slug: FastMap<Arc<str>, Arc<CompiledWorkspace>> =
             FastMap::with_capacity_and_hasher(by_id.len(), Default::default());
         let mut clashes = Vec::new();
         for workspace in by_id.values() {
@@ -716,6 +368,7 @@ impl RoutingTable {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use mockplane_shared::{ConfigRoute, ResponseSpec, RouteSpec, Slug, WorkspaceConfig};
 
     use super::*;
@@ -811,7 +464,7 @@ mod tests {
         assert!(errors.is_empty());
         assert!(table.workspace("a").is_none() && table.workspace("b").is_none());
         let c = table.workspace("c").unwrap();
-        assert_eq!(c.environment(None).unwrap().router.len(), 1);
+        assert_eq!(c.environment(None).unwrap().table.router.len(), 1);
         assert_eq!(table.len(), 1);
 
         // A full update replaces everything.
@@ -870,6 +523,7 @@ mod tests {
             a_table
                 .environment(None)
                 .unwrap()
+                .table
                 .router
                 .lookup(Some(mockplane_shared::Method::Get), "/old"),
             mockplane_shared::Lookup::Found(_)

@@ -1,7 +1,8 @@
 //! A scenario's contract checks: example requests with the responses they
 //! must get. They travel with the scenario's versions, and a promotion runs
-//! them against the version it promotes, compiled the way a node compiles
-//! it (same router, matchers and templates), before the target serves it.
+//! them against the version it promotes, served by the mock engine a node
+//! answers with (`crate::engine`: same router, matchers, templates and the
+//! target's personas), before the target serves it.
 //!
 //! File form (in a scenario file, under `checks:`):
 //!
@@ -20,12 +21,14 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::ConfigRoute;
+use crate::engine::{self, Effects, Interned, Place, Table};
 use crate::error::FieldError;
 use crate::matcher::{RequestParts, json_matches};
-use crate::route::{Method, RouteSpec, Segment};
-use crate::router::{BuildError, Lookup, RouteDef, Router};
+use crate::persona::PersonaConfig;
+use crate::realism::Realism;
+use crate::route::Method;
 use crate::state::INITIAL_STATE;
-use crate::template::{Escape, RenderContext};
 
 /// Most checks one scenario may carry.
 pub const MAX_CHECKS: usize = 100;
@@ -163,20 +166,27 @@ pub struct CheckOutcome {
     pub detail: String,
 }
 
-/// Compiles routes the way a node ranks them: priority, then path, then
-/// how many conditions (matchers and a state) a route has.
-pub fn compile(routes: &[RouteSpec]) -> Result<Router<&RouteSpec>, BuildError> {
-    Router::build(routes.iter().map(|spec| {
-        RouteDef {
-            method: spec.method,
-            template: spec.path.clone(),
-            priority: spec.priority,
-            conditions: u16::try_from(spec.matcher.len() + usize::from(spec.state.is_some()))
-                .unwrap_or(u16::MAX),
-            key: spec.match_key(),
-            value: spec,
-        }
-    }))
+/// The version a promotion checks, served as the target would serve it:
+/// compiled by the mock engine a node uses, with the target's personas.
+/// `Err` says why the target could not serve it.
+pub fn serve(
+    workspace: &str,
+    target: &str,
+    routes: &[ConfigRoute],
+    personas: &[PersonaConfig],
+) -> Result<Table, String> {
+    let place = Place {
+        workspace: workspace.into(),
+        environment: target.into(),
+        first: false,
+    };
+    engine::compile(
+        place,
+        routes.to_vec(),
+        &Realism::default(),
+        personas.to_vec(),
+        &mut Interned::default(),
+    )
 }
 
 /// A response as the contract run sees it.
@@ -186,18 +196,47 @@ struct Response {
     body: String,
 }
 
-/// Runs every check against `routes`, served as a node would serve them
-/// (no latency, no chaos, state machines in their first state).
-pub fn run(checks: &[ContractCheck], routes: &[RouteSpec]) -> Vec<CheckOutcome> {
-    if checks.is_empty() {
-        return Vec::new();
+/// What a contract check asks of the engine: every state machine in its
+/// first state, no latency or chaos, the clock of the run.
+struct FirstRequest {
+    now: SystemTime,
+}
+
+impl Effects for FirstRequest {
+    fn realism(&self) -> bool {
+        false
     }
-    let router = compile(routes);
+
+    fn now(&self) -> SystemTime {
+        self.now
+    }
+
+    fn entropy(&self) -> u64 {
+        0
+    }
+
+    fn state(&self, _machine: &str, _key: &str) -> String {
+        INITIAL_STATE.to_owned()
+    }
+
+    fn is_in(&self, _machine: &str, _key: &str, state: &str) -> bool {
+        state == INITIAL_STATE
+    }
+
+    fn set_state(&self, _machine: &str, _key: &str, _state: &str) {}
+}
+
+/// Runs every check against `served` (see [`serve`]): each gets the
+/// answer a node serving it would give to its first request.
+pub fn run(checks: &[ContractCheck], served: &Result<Table, String>) -> Vec<CheckOutcome> {
+    let effects = FirstRequest {
+        now: SystemTime::now(),
+    };
     checks
         .iter()
         .map(|check| {
-            let result = match &router {
-                Ok(router) => respond(router, check).and_then(|r| compare(check, &r)),
+            let result = match served {
+                Ok(table) => respond(table, &effects, check).and_then(|r| compare(check, &r)),
                 Err(e) => Err(format!("the routes do not compile: {e}")),
             };
             CheckOutcome {
@@ -209,12 +248,17 @@ pub fn run(checks: &[ContractCheck], routes: &[RouteSpec]) -> Vec<CheckOutcome> 
         .collect()
 }
 
-fn respond(router: &Router<&RouteSpec>, check: &ContractCheck) -> Result<Response, String> {
+fn respond(
+    table: &Table,
+    effects: &FirstRequest,
+    check: &ContractCheck,
+) -> Result<Response, String> {
     let (path, query) = match check.request.path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (check.request.path.as_str(), None),
     };
     let method: Method = check.request.method.parse()?;
+    let method = http::Method::from_bytes(method.as_str().as_bytes()).map_err(|e| e.to_string())?;
     let mut headers = http::HeaderMap::new();
     for (name, value) in &check.request.headers {
         let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
@@ -222,72 +266,29 @@ fn respond(router: &Router<&RouteSpec>, check: &ContractCheck) -> Result<Respons
         headers.append(name, value);
     }
     let parts = RequestParts::new(query, &headers, check.request.body.as_bytes());
-    let in_first_state = |spec: &RouteSpec| {
-        spec.state
-            .as_ref()
-            .and_then(|s| s.when.as_deref())
-            .is_none_or(|when| when == INITIAL_STATE)
-    };
-    let spec = match router.lookup_where(Some(method), path, |spec| {
-        spec.matcher.matches(&parts) && in_first_state(spec)
-    }) {
-        Lookup::Found(spec) => *spec,
-        Lookup::MethodNotAllowed => {
-            return Ok(Response {
-                status: 405,
-                headers: Vec::new(),
-                body: String::new(),
-            });
-        }
-        Lookup::NotFound | Lookup::Rejected => {
-            return Ok(Response {
-                status: 404,
-                headers: Vec::new(),
-                body: String::new(),
-            });
-        }
-    };
-    let Some((body, header_templates)) = spec.templates().map_err(|e| e.to_string())? else {
-        return Ok(Response {
-            status: spec.response.status,
-            headers: spec.response.headers.clone(),
-            body: String::from_utf8_lossy(&spec.response.body).into_owned(),
-        });
-    };
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-    let params: Vec<(&str, &str)> = spec
-        .path
-        .segments()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, segment)| match segment {
-            Segment::Param { name, .. } => segments.get(i).map(|v| (name.as_str(), *v)),
-            Segment::Literal(_) => None,
-        })
-        .collect();
-    let context = RenderContext {
-        method: method.as_str(),
-        path,
-        params: &params,
-        request: &parts,
-        now: SystemTime::now(),
-        entropy: 0,
-        persona: None,
-    };
-    let json = spec
-        .response
-        .headers
-        .iter()
-        .any(|(n, v)| n == "content-type" && v.contains("json"));
-    let rendered = body.render(&context, if json { Escape::Json } else { Escape::None })?;
-    let mut headers = Vec::new();
-    for ((name, _), template) in spec.response.headers.iter().zip(header_templates) {
-        headers.push((name.clone(), template.render(&context, Escape::None)?));
-    }
+    let answered = engine::answer(
+        table,
+        effects,
+        engine::Request {
+            method: &method,
+            path,
+            parts: &parts,
+        },
+    );
     Ok(Response {
-        status: spec.response.status,
-        headers,
-        body: rendered,
+        status: answered.head.status.as_u16(),
+        headers: answered
+            .head
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(&answered.body).into_owned(),
     })
 }
 
@@ -353,7 +354,7 @@ fn truncate(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::ResponseSpec;
+    use crate::route::{ResponseSpec, RouteSpec};
     use bytes::Bytes;
 
     fn route(method: &str, path: &str, status: u32, body: &str, template: bool) -> RouteSpec {
@@ -367,6 +368,16 @@ mod tests {
         .unwrap()
         .templated(template)
         .unwrap()
+    }
+
+    fn configured(routes: Vec<RouteSpec>) -> Vec<ConfigRoute> {
+        routes
+            .into_iter()
+            .map(|spec| ConfigRoute {
+                id: uuid::Uuid::new_v4(),
+                spec,
+            })
+            .collect()
     }
 
     fn checks(yaml: &str) -> Vec<ContractCheck> {
@@ -407,7 +418,7 @@ mod tests {
   expect: { status: 200, body: { id: 7 } }
 "#,
             ),
-            &routes,
+            &serve("shop", "prod", &configured(routes), &[]),
         );
         let passed: Vec<(&str, bool)> = outcomes
             .iter()

@@ -9,6 +9,7 @@ pub mod config;
 pub mod contract;
 pub mod datapolicy;
 pub mod drift;
+pub mod engine;
 pub mod environment;
 pub mod error;
 pub mod keys;

@@ -16,7 +16,7 @@ use crate::datapolicy;
 use crate::drift::{self, Diff};
 use crate::environment::{Approvals, Effective, EnvSettings};
 use crate::error::FieldError;
-use crate::persona::MAX_PERSONA_BYTES;
+use crate::persona::{MAX_PERSONA_BYTES, PersonaConfig};
 use crate::scenario::{Pillar, Tag, pillars};
 use crate::slug::Slug;
 
@@ -451,6 +451,8 @@ impl CheckState {
 /// What is promoted, and what the target serves of it now.
 pub enum Subject<'a> {
     Scenario {
+        /// The workspace's slug, as a node names it in its answers.
+        workspace: &'a str,
         /// The version promoted.
         promoted: &'a [ConfigRoute],
         /// What the target serves of the scenario now (empty: nothing).
@@ -458,6 +460,9 @@ pub enum Subject<'a> {
         /// What the target serves of its other scenarios.
         others: &'a [ConfigRoute],
         checks: &'a [ContractCheck],
+        /// The personas the target serves: templates the checks reach
+        /// read them as they would on a node.
+        personas: &'a [PersonaConfig],
     },
     Persona {
         name: &'a str,
@@ -612,18 +617,32 @@ fn policy_gate(
     }
 }
 
+/// What the scenario gates read (the fields of [`Subject::Scenario`]).
+struct ScenarioSubject<'a> {
+    promoted: &'a [ConfigRoute],
+    served: &'a [ConfigRoute],
+    others: &'a [ConfigRoute],
+    checks: &'a [ContractCheck],
+    personas: &'a [PersonaConfig],
+}
+
 /// The gates of a scenario version: compile, drift, data policy, contracts.
 fn scenario_gates(
     input: &Inputs<'_>,
-    promoted_routes: &[ConfigRoute],
-    served: &[ConfigRoute],
-    others: &[ConfigRoute],
-    checks: &[ContractCheck],
+    workspace: &str,
+    ScenarioSubject {
+        promoted: promoted_routes,
+        served,
+        others,
+        checks,
+        personas,
+    }: ScenarioSubject<'_>,
 ) -> (Diff, Vec<Gate>) {
     let mut gates = Vec::new();
     let specs = |routes: &[ConfigRoute]| routes.iter().map(|r| r.spec.clone()).collect::<Vec<_>>();
     let promoted = specs(promoted_routes);
     // Compiles and validates next to what the target serves of the rest.
+    let contracts = contract::serve(workspace, input.target, promoted_routes, personas);
     let mut all: Vec<ConfigRoute> = promoted_routes.to_vec();
     all.extend(others.iter().cloned());
     let compiled = EnvironmentConfig::plain(
@@ -632,11 +651,7 @@ fn scenario_gates(
     )
     .validate()
     .map_err(|e| e.to_string())
-    .and_then(|()| {
-        contract::compile(&promoted)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
+    .and_then(|()| contracts.as_ref().map(|_| ()).map_err(Clone::clone));
     gates.push(match compiled {
         Ok(()) => Gate {
             name: "compile".into(),
@@ -664,7 +679,7 @@ fn scenario_gates(
         datapolicy::scan(&promoted, policy)
     }));
 
-    let outcomes = contract::run(checks, &promoted);
+    let outcomes = contract::run(checks, &contracts);
     let failed: Vec<&contract::CheckOutcome> = outcomes.iter().filter(|o| !o.passed).collect();
     gates.push(if outcomes.is_empty() {
         Gate {
@@ -792,11 +807,23 @@ fn environment_gates(
 pub fn evaluate(input: &Inputs<'_>) -> Evaluation {
     let (diff, mut gates) = match input.subject {
         Subject::Scenario {
+            workspace,
             promoted,
             served,
             others,
             checks,
-        } => scenario_gates(input, promoted, served, others, checks),
+            personas,
+        } => scenario_gates(
+            input,
+            workspace,
+            ScenarioSubject {
+                promoted,
+                served,
+                others,
+                checks,
+                personas,
+            },
+        ),
         Subject::Persona {
             name,
             promoted,

@@ -26,12 +26,15 @@ pub(super) fn evaluate(
             promoted,
             served,
             others,
+            personas,
             ..
         } => Subject::Scenario {
+            workspace: ws.slug.as_str(),
             promoted,
             served,
             others,
             checks,
+            personas,
         },
         Entity::Persona {
             promoted, current, ..

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use mockplane_shared::FieldError;
 use mockplane_shared::contract::ContractCheck;
-use mockplane_shared::persona::parse_persona_data;
+use mockplane_shared::persona::{PersonaConfig, parse_persona_data, parse_persona_name};
 use mockplane_shared::promotion::{CheckState, PillarRules, Status};
 use mockplane_shared::scenario::{Tag, parse_tags};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
@@ -111,7 +111,9 @@ where
                 others.extend(routes);
             }
         }
+        let personas = self.served_personas(to).await?;
         let entity = Entity::Scenario {
+            personas,
             scenario_id,
             version_id: row.id,
             checks,
@@ -121,6 +123,28 @@ where
             others,
         };
         Ok((u32::try_from(row.number).unwrap_or(0), tags, entity))
+    }
+
+    /// The personas an environment after the first serves: their
+    /// promoted versions.
+    async fn served_personas(&mut self, environment: Uuid) -> StoreResult<Vec<PersonaConfig>> {
+        let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "SELECT p.id, p.name, v.data FROM persona_deployments d \
+             JOIN personas p ON p.id = d.persona_id \
+             JOIN persona_versions v ON v.persona_id = d.persona_id AND v.number = d.number \
+             WHERE d.environment_id = $1",
+        )
+        .bind(environment)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.into_iter()
+            .map(|(id, name, data)| {
+                Ok(PersonaConfig {
+                    name: parse_persona_name(&name).map_err(|e| corrupt("persona", id, &e))?,
+                    data: parse_persona_data(&data).map_err(|e| corrupt("persona", id, &e))?,
+                })
+            })
+            .collect()
     }
 
     #[allow(clippy::too_many_arguments)]

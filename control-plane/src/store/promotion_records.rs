@@ -11,6 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use mockplane_shared::contract::ContractCheck;
 use mockplane_shared::drift::Diff;
 use mockplane_shared::environment::EnvSettings;
+use mockplane_shared::persona::PersonaConfig;
 use mockplane_shared::promotion::{
     CheckState, EntityKind, Evaluation, Gate, PillarRules, Requirement, Status,
 };
@@ -632,6 +633,9 @@ pub enum Entity {
         current: Option<(Uuid, u32)>,
         served: Vec<ConfigRoute>,
         others: Vec<ConfigRoute>,
+        /// The personas the target serves, which the contract checks'
+        /// templates read.
+        personas: Vec<PersonaConfig>,
     },
     Persona {
         persona_id: Uuid,

@@ -1,4 +1,6 @@
+use mockplane_shared::persona::PersonaConfig;
 use mockplane_shared::{ConfigRoute, ResponseSpec, RouteSpec, Slug, WorkspaceConfig};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::*;
@@ -29,7 +31,7 @@ fn table() -> RoutingTable {
     RoutingTable::default().apply(&update).0
 }
 
-fn ask(table: &RoutingTable, method: &http::Method, path: &str) -> Result<Answer, String> {
+fn ask(table: &RoutingTable, method: &http::Method, path: &str) -> Answer {
     let (path, query) = match path.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (path, None),
@@ -51,12 +53,12 @@ fn error_code(answer: &Answer) -> String {
 #[test]
 fn routes_by_workspace_and_route() {
     let table = table();
-    let hit = ask(&table, &http::Method::GET, "/w/demo/users/7").unwrap();
+    let hit = ask(&table, &http::Method::GET, "/w/demo/users/7");
     assert_eq!(hit.outcome, Outcome::Matched);
     assert_eq!(hit.header.status, 200);
     assert_eq!(&hit.body[..], b"{\"id\":1}");
     assert_eq!(hit.header.headers["content-length"], "8");
-    let long = ask(&table, &http::Method::GET, "/workspace/demo/users/7").unwrap();
+    let long = ask(&table, &http::Method::GET, "/workspace/demo/users/7");
     assert_eq!(long.outcome, Outcome::Matched);
 }
 
@@ -74,19 +76,19 @@ fn each_miss_has_its_own_code() {
         ("/w/demo/users", Outcome::NoRoute, 404, "route_not_found"),
     ];
     for (path, outcome, status, code) in cases {
-        let miss = ask(&table, &http::Method::GET, path).unwrap();
+        let miss = ask(&table, &http::Method::GET, path);
         assert_eq!(miss.outcome, outcome, "{path}");
         assert_eq!(miss.header.status, status);
         assert_eq!(error_code(&miss), code);
         assert_eq!(miss.header.headers["content-type"], "application/json");
     }
-    let not_allowed = ask(&table, &http::Method::POST, "/w/demo/users/7").unwrap();
+    let not_allowed = ask(&table, &http::Method::POST, "/w/demo/users/7");
     assert_eq!(not_allowed.header.status, 405);
     assert_eq!(not_allowed.header.headers["allow"], "GET");
-    let upper = ask(&table, &http::Method::GET, "/w/Demo/users/7").unwrap();
+    let upper = ask(&table, &http::Method::GET, "/w/Demo/users/7");
     let body: serde_json::Value = serde_json::from_slice(&upper.body).unwrap();
     assert!(body["error"]["hint"].as_str().unwrap().contains("'demo'"));
-    let near = ask(&table, &http::Method::GET, "/w/demo/users/7/x").unwrap();
+    let near = ask(&table, &http::Method::GET, "/w/demo/users/7/x");
     let body: serde_json::Value = serde_json::from_slice(&near.body).unwrap();
     assert_eq!(
         body["error"]["hint"],
@@ -137,6 +139,7 @@ fn matchers_choose_the_route_and_misses_explain_why() {
             .unwrap()
             .environment(None)
             .unwrap()
+            .table
             .needs_body
     );
 
@@ -148,7 +151,6 @@ fn matchers_choose_the_route_and_misses_explain_why() {
             path,
             &RequestParts::new(None, headers, b""),
         )
-        .unwrap()
     };
     assert_eq!(&get(&headers, "/w/shop/users/1").body[..], b"plain");
     headers.insert("x-tenant", http::HeaderValue::from_static("acme"));
@@ -162,7 +164,6 @@ fn matchers_choose_the_route_and_misses_explain_why() {
             "/w/shop/orders",
             &RequestParts::new(None, &headers, body),
         )
-        .unwrap()
     };
     assert_eq!(&post(br#"{"kind":"rush"}"#).body[..], b"rush");
     let miss = post(br#"{"kind":"slow"}"#);
@@ -218,9 +219,10 @@ fn templates_render_per_request() {
             .unwrap()
             .environment(None)
             .unwrap()
+            .table
             .needs_body
     );
-    let reply = ask(&table, &http::Method::GET, "/w/t/users/42?q=%22x%22").unwrap();
+    let reply = ask(&table, &http::Method::GET, "/w/t/users/42?q=%22x%22");
     assert_eq!(reply.header.status, 200);
     assert_eq!(reply.header.headers["x-user"], "u-42");
     assert_eq!(
@@ -230,7 +232,7 @@ fn templates_render_per_request() {
     let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(body["id"], 42);
     assert_eq!(body["q"], "\"x\"");
-    let again = ask(&table, &http::Method::GET, "/w/t/users/42").unwrap();
+    let again = ask(&table, &http::Method::GET, "/w/t/users/42");
     let again: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
     assert_eq!(again["name"], body["name"], "seeded by the id");
 }
@@ -271,7 +273,6 @@ fn ask_env(table: &RoutingTable, path: &str, env: Option<&str>) -> Answer {
         path,
         &RequestParts::new(None, &headers, b""),
     )
-    .unwrap()
 }
 
 fn three_environments() -> WorkspaceConfig {
@@ -308,7 +309,6 @@ fn ask_with_key(table: &RoutingTable, path: &str, env: Option<&str>, key: Option
         path,
         &RequestParts::new(None, &headers, b""),
     )
-    .unwrap()
 }
 
 /// `shop` with dev, test (active) and prod; a key in dev, a test key in
@@ -568,7 +568,6 @@ fn environment_realism_applies_unless_the_route_sets_its_own() {
 
 #[test]
 fn templates_read_the_persona_the_request_names() {
-    use mockplane_shared::persona::PersonaConfig;
     let spec = RouteSpec::parse("me", "GET", "/me", || {
         ResponseSpec::parse(
             200,
@@ -610,7 +609,6 @@ fn templates_read_the_persona_the_request_names() {
             path,
             &RequestParts::new(None, &headers, b""),
         )
-        .unwrap()
     };
     let body = |a: Answer| String::from_utf8(a.body.to_vec()).unwrap();
     assert_eq!(body(with(None, "/w/p/me")), "default user");
@@ -624,6 +622,94 @@ fn templates_read_the_persona_the_request_names() {
         "plain",
         "routes without templates read no persona"
     );
+}
+
+/// The promotion gate runs contract checks on the engine a node answers
+/// with: a check whose template reads a persona gets, for the same
+/// request and personas, exactly the node's answer (the gate once rendered
+/// without personas).
+#[test]
+fn a_persona_reading_contract_check_gets_the_nodes_answer() {
+    use mockplane_shared::contract::{self, CheckRequest, ContractCheck, Expectation};
+    let spec = RouteSpec::parse("me", "GET", "/users/{id:int}", || {
+        ResponseSpec::parse(
+            200,
+            vec![("content-type".into(), "application/json".into())],
+            Bytes::from_static(
+                br#"{"id":{{request.params.id}},"name":"{{persona.user.name}}","tier":"{{persona.tier default="free"}}"}"#,
+            ),
+        )
+    })
+    .and_then(|spec| spec.templated(true))
+    .unwrap();
+    let routes = vec![ConfigRoute {
+        id: Uuid::new_v4(),
+        spec,
+    }];
+    let personas = vec![
+        PersonaConfig {
+            name: Slug::parse("default").unwrap(),
+            data: json!({ "user": { "name": "Grace \"G\" Hopper" }, "tier": "gold" }),
+        },
+        PersonaConfig {
+            name: Slug::parse("ada").unwrap(),
+            data: json!({ "user": { "name": "Ada" } }),
+        },
+    ];
+    let mut config =
+        WorkspaceConfig::single(Uuid::new_v4(), Slug::parse("p").unwrap(), routes.clone());
+    config.environments[0].personas = personas.clone();
+    let node = table_of(&[config]);
+    let gate = contract::serve("p", "dev", &routes, &personas);
+    let no_personas = contract::serve("p", "dev", &routes, &[]);
+
+    for persona in [None, Some("ada"), Some("bob")] {
+        let mut headers = http::HeaderMap::new();
+        let mut check_headers = Vec::new();
+        if let Some(persona) = persona {
+            headers.insert(PERSONA_HEADER, http::HeaderValue::from_static(persona));
+            check_headers.push((PERSONA_HEADER.to_owned(), persona.to_owned()));
+        }
+        let node_answer = answer(
+            &node,
+            &http::Method::GET,
+            "/w/p/users/7",
+            &RequestParts::new(None, &headers, b""),
+        );
+        let node_body: serde_json::Value = serde_json::from_slice(&node_answer.body).unwrap();
+        let check = ContractCheck {
+            name: "me".into(),
+            request: CheckRequest {
+                method: "GET".into(),
+                path: "/users/7".into(),
+                headers: check_headers,
+                body: String::new(),
+            },
+            expect: Expectation {
+                status: node_answer.header.status.as_u16(),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: Some(node_body.clone()),
+                body_contains: Some(String::from_utf8_lossy(&node_answer.body).into_owned()),
+            },
+        };
+        let outcome = &contract::run(std::slice::from_ref(&check), &gate)[0];
+        assert!(
+            outcome.passed,
+            "persona {persona:?}: the node answered {node_body}, the gate: {}",
+            outcome.detail
+        );
+        if persona.is_none() {
+            assert_eq!(node_body["name"], "Grace \"G\" Hopper");
+            assert_eq!(node_body["tier"], "gold");
+            // Without the target's personas the same check fails: the gate
+            // really reads them.
+            let blind = &contract::run(std::slice::from_ref(&check), &no_personas)[0];
+            assert!(!blind.passed, "{blind:?}");
+        }
+        if persona == Some("bob") {
+            assert_eq!(node_answer.header.status, 404);
+        }
+    }
 }
 
 #[test]
@@ -670,7 +756,6 @@ fn stateful_routes_follow_their_machine_per_key() {
             "/w/shop/cart",
             &RequestParts::new(None, &headers, b""),
         )
-        .unwrap()
     };
     let body = |a: Answer| String::from_utf8(a.body.to_vec()).unwrap();
     assert_eq!(body(send(http::Method::GET, "a")), "empty");

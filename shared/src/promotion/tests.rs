@@ -152,10 +152,12 @@ fn evaluate_runs_every_gate_and_says_which_blocks() {
                 rules: &rules,
                 tags: &[],
                 subject: Subject::Scenario {
+                    workspace: "shop",
                     promoted,
                     served: &served,
                     others,
                     checks: &checks,
+                    personas: &[],
                 },
                 reported,
             })
