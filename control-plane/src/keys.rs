@@ -9,7 +9,6 @@ use std::time::Duration;
 use mockplane_shared::keys::KEY_PREFIX;
 use tokio_util::sync::CancellationToken;
 
-use crate::config_stream::snapshot::ConfigCache;
 use crate::store::Store;
 
 /// How long an expired key stays listed (and refused by name, as expired)
@@ -32,11 +31,7 @@ pub fn hint(secret: &str) -> String {
 
 /// Deletes keys expired for more than [`KEEP_EXPIRED`], every
 /// [`SWEEP_INTERVAL`] (and once at start), until `shutdown`.
-pub async fn sweep_expired(
-    store: Arc<dyn Store>,
-    cache: Arc<ConfigCache>,
-    shutdown: CancellationToken,
-) {
+pub async fn sweep_expired(store: Arc<dyn Store>, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -54,7 +49,6 @@ pub async fn sweep_expired(
             Ok(0) => {}
             Ok(deleted) => {
                 tracing::info!(deleted, "deleted API keys expired for more than a day");
-                cache.changed();
             }
             Err(error) => {
                 tracing::warn!(%error, "could not delete expired API keys; will retry");

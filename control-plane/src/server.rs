@@ -309,11 +309,7 @@ impl ControlPlane {
             signer: signer.clone(),
             audit_retention: audit_retention.clone(),
         };
-        let key_sweeper = tokio::spawn(crate::keys::sweep_expired(
-            store.clone(),
-            cache.clone(),
-            shutdown.clone(),
-        ));
+        let key_sweeper = tokio::spawn(crate::keys::sweep_expired(store.clone(), shutdown.clone()));
         let pruner = tokio::spawn(prune_audit_periodically(
             store.clone(),
             audit_retention,

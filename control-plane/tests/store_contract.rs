@@ -489,6 +489,107 @@ mod contract {
         );
     }
 
+    /// The snapshot cache hears of this replica's config changes from the
+    /// store itself: the commit of every transaction that bumped the
+    /// revision wakes the watchers before the write returns; a failed
+    /// write, or one that changes nothing served, wakes nobody.
+    pub async fn config_commits_wake_the_watchers(store: Arc<dyn Store>) {
+        let org = org(&*store).await;
+        let (woken, mut wakes) = tokio::sync::mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let watcher = tokio::spawn({
+            let store = store.clone();
+            let stop = stop.clone();
+            async move {
+                store
+                    .watch_config_changes(
+                        Arc::new(move || {
+                            let _ = woken.send(());
+                        }),
+                        stop,
+                    )
+                    .await;
+            }
+        });
+        // Until the watcher is registered, keep changing something.
+        let mut n = 0;
+        loop {
+            assert!(n < 100, "{n} committed workspaces woke nobody");
+            workspace(&*store, org, &format!("wake-{n}")).await;
+            n += 1;
+            if tokio::time::timeout(std::time::Duration::from_millis(100), wakes.recv())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        // Only PostgreSQL has a second, later signal (LISTEN): on SQLite
+        // every wake is this replica's own, so none may be missing or extra.
+        let exact = store.backend() == "sqlite";
+        let drain = |wakes: &mut tokio::sync::mpsc::UnboundedReceiver<()>| {
+            let mut count = 0;
+            while wakes.try_recv().is_ok() {
+                count += 1;
+            }
+            count
+        };
+        drain(&mut wakes);
+
+        store
+            .create_routes(org, &slug_ref("wake-0"), vec![route("GET", "/a", "a")])
+            .await
+            .unwrap();
+        let after_write = drain(&mut wakes);
+        assert!(after_write >= 1, "a committed route change woke nobody");
+        if exact {
+            assert_eq!(after_write, 1);
+        }
+
+        store
+            .create_routes(org, &slug_ref("wake-0"), vec![route("GET", "/a", "dup")])
+            .await
+            .unwrap_err();
+        let someone = store
+            .create_principal(org, admin("someone@example.com"))
+            .await
+            .unwrap();
+        store
+            .update_principal(
+                org,
+                someone.id,
+                &PrincipalPatch {
+                    name: Some("renamed".into()),
+                    org_role: None,
+                    disabled: None,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        if exact {
+            assert_eq!(
+                drain(&mut wakes),
+                0,
+                "a failed write or one that changes nothing served woke the watchers"
+            );
+        }
+
+        stop.cancel();
+        watcher.await.unwrap();
+        store
+            .create_routes(org, &slug_ref("wake-0"), vec![route("GET", "/b", "b")])
+            .await
+            .unwrap();
+        if exact {
+            assert_eq!(
+                drain(&mut wakes),
+                0,
+                "a watcher that stopped is still woken"
+            );
+        }
+    }
+
     pub async fn every_serving_change_bumps_the_revision(store: Arc<dyn Store>) {
         let org = org(&*store).await;
         let start = store.current_revision().await.unwrap();
@@ -2037,6 +2138,7 @@ contract_suite!(
     clashing_routes_are_refused_atomically,
     workspace_limits_hold,
     every_serving_change_bumps_the_revision,
+    config_commits_wake_the_watchers,
     load_config_is_the_whole_serving_state,
     matchers_and_priorities_are_stored_and_keyed,
     concurrent_writes_get_distinct_revisions,

@@ -168,7 +168,6 @@ impl EnvironmentService for Environments {
             )
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(pick(&record, &name)?))
     }
 
@@ -219,7 +218,6 @@ impl EnvironmentService for Environments {
             .update_environment(grant.org_id(), &key, &name, &patch, expected)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(pick(
             &record,
             patch.name.as_ref().unwrap_or(&name),
@@ -246,7 +244,6 @@ impl EnvironmentService for Environments {
             .delete_environment(grant.org_id(), &key, &name, expected)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(()))
     }
 }

@@ -113,7 +113,6 @@ impl ApiKeyService for ApiKeys {
             )
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         tracing::info!(
             key = %record.id,
             workspace = %record.workspace_id,
@@ -202,7 +201,6 @@ impl ApiKeyService for ApiKeys {
             .revoke_api_key(grant.org_id(), &key, id)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         tracing::info!(
             key = %id,
             workspace = %found.workspace_id,

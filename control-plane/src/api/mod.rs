@@ -45,14 +45,6 @@ pub struct ApiState {
     pub audit_retention: Arc<Vec<(String, u32)>>,
 }
 
-impl ApiState {
-    /// Called after a write that changes serving committed: the snapshot
-    /// cache picks it up at once instead of at its next poll.
-    pub fn committed(&self) {
-        self.cache.changed();
-    }
-}
-
 /// Page sizes: 0 means the default; larger than `max` is lowered to `max`.
 pub fn page_size(requested: u32, default: u32, max: u32) -> u32 {
     match requested {

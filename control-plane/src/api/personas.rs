@@ -69,7 +69,6 @@ impl PersonaService for Personas {
             .create_persona(grant.org_id(), &key, &name, &data)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(to_proto(&record)))
     }
 
@@ -128,7 +127,6 @@ impl PersonaService for Personas {
             .update_persona(grant.org_id(), &key, &name, &data, expected)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(to_proto(&record)))
     }
 
@@ -146,7 +144,6 @@ impl PersonaService for Personas {
             .delete_persona(grant.org_id(), &key, &name, expected)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(()))
     }
 }

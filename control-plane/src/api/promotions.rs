@@ -615,9 +615,6 @@ impl PromotionService for Promotions {
         let record = workflow::execute(&*self.0.store, grant.org_id(), id, actor(&grant))
             .await
             .map_err(ApiError::from)?;
-        if record.status == Status::Completed {
-            self.0.committed();
-        }
         Ok(self.answer(&record).await)
     }
 
@@ -634,7 +631,6 @@ impl PromotionService for Promotions {
             workflow::roll_back(&*self.0.store, grant.org_id(), id, actor(&grant), &reason)
                 .await
                 .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(self.answer(&record).await)
     }
 

@@ -145,7 +145,6 @@ impl RouteService for Routes {
             .create_scenario_routes(grant.org_id(), &key, scenario.as_ref(), specs)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(v1::CreateRoutesResponse {
             routes: records.iter().map(to_proto).collect(),
         }))
@@ -217,7 +216,6 @@ impl RouteService for Routes {
             .update_route(grant.org_id(), &key, id, &patch, expected)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(to_proto(&record)))
     }
 
@@ -252,7 +250,6 @@ impl RouteService for Routes {
             .delete_routes(grant.org_id(), &key, &ids)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(v1::DeleteRoutesResponse {
             deleted: u32::try_from(deleted).unwrap_or(u32::MAX),
         }))

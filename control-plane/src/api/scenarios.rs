@@ -218,7 +218,6 @@ impl ScenarioService for Scenarios {
             .delete_scenario(grant.org_id(), &key, &name, expected)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(()))
     }
 
@@ -314,7 +313,6 @@ impl ScenarioService for Scenarios {
             .import_scenario(grant.org_id(), &key, new, imported.routes)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(v1::ImportOpenApiResponse {
             scenario: Some(to_proto(&record)),
             routes: routes.iter().map(super::routes::to_proto).collect(),
@@ -357,7 +355,6 @@ impl ScenarioService for Scenarios {
             .import_scenario(grant.org_id(), &key, new, routes)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(v1::ImportOpenApiResponse {
             scenario: Some(to_proto(&record)),
             routes: routes.iter().map(super::routes::to_proto).collect(),
@@ -402,7 +399,6 @@ impl ScenarioService for Scenarios {
             )
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(deployment(&record)))
     }
 }

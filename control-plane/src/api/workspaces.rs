@@ -67,7 +67,6 @@ impl WorkspaceService for Workspaces {
             .create_workspace(grant.org_id(), new, Some(grant.caller.principal.id))
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(to_proto(&record)))
     }
 
@@ -147,7 +146,6 @@ impl WorkspaceService for Workspaces {
             .update_workspace(grant.org_id(), &key, &patch, expected)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(to_proto(&record)))
     }
 
@@ -164,7 +162,6 @@ impl WorkspaceService for Workspaces {
             .reset_state(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(v1::ResetStateResponse { state_epoch }))
     }
 
@@ -180,7 +177,6 @@ impl WorkspaceService for Workspaces {
             .delete_workspace(grant.org_id(), &key, expected)
             .await
             .map_err(ApiError::from)?;
-        self.0.committed();
         Ok(Response::new(()))
     }
 }

@@ -360,9 +360,9 @@ pub trait Store:
 {
     /// Which backend this is, for logs: "postgres" or "sqlite".
     fn backend(&self) -> &'static str;
-    /// Calls `wake` whenever a replica commits a config change (PostgreSQL
-    /// `LISTEN`), until `shutdown`. Returns at once on backends without
-    /// such a signal.
+    /// Calls `wake` whenever a replica commits a config change — this one
+    /// after each commit that bumped the revision, others through
+    /// PostgreSQL `LISTEN` — until `shutdown`.
     async fn watch_config_changes(
         &self,
         wake: std::sync::Arc<dyn Fn() + Send + Sync>,

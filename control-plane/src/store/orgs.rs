@@ -42,7 +42,11 @@ where
         wake: std::sync::Arc<dyn Fn() + Send + Sync>,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        DB::watch_changes(self.pool.clone(), wake, shutdown).await;
+        // This replica's commits, told by the transactions themselves.
+        let local = self.committed.add(wake.clone());
+        DB::watch_changes(self.pool.clone(), wake, shutdown.clone()).await;
+        shutdown.cancelled().await;
+        self.committed.remove(local);
     }
 
     async fn job_lock(&self, job: &str) -> StoreResult<Option<super::JobLock>> {

@@ -345,7 +345,7 @@ pub trait PromotionTx: Send {
 
 /// One promotion step's open transaction, confined to its org.
 pub(super) struct SqlPromotionTx<DB: sqlx::Database> {
-    pub(super) tx: sqlx::Transaction<'static, DB>,
+    pub(super) tx: super::tx::Tx<DB>,
     pub(super) org: Uuid,
 }
 

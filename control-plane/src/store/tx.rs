@@ -5,6 +5,9 @@
 //! workspace changed. It imports nothing from the entity modules, so none
 //! of them has to import another's base.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, SubsecRound as _, Utc};
 use sqlx::error::ErrorKind;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
@@ -16,11 +19,89 @@ use super::{Dialect, Page, StoreError, StoreResult};
 
 pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
+    /// Told after every commit that bumped the revision.
+    pub(super) committed: Arc<Listeners>,
+}
+
+/// Who wants to hear of this replica's config commits (the snapshot
+/// cache, through [`super::Store::watch_config_changes`]).
+#[derive(Default)]
+pub(super) struct Listeners(Mutex<Vec<(u64, Wake)>>, AtomicU64);
+
+type Wake = Arc<dyn Fn() + Send + Sync>;
+
+impl Listeners {
+    /// Adds `wake`; the number takes it off again.
+    pub(super) fn add(&self, wake: Wake) -> u64 {
+        let id = self.1.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, wake));
+        id
+    }
+
+    pub(super) fn remove(&self, id: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(i, _)| *i != id);
+    }
+
+    fn wake(&self) {
+        let listeners: Vec<Wake> = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, wake)| wake.clone())
+            .collect();
+        for wake in listeners {
+            wake();
+        }
+    }
+}
+
+/// A transaction of the store: sqlx's, which it derefs to a connection
+/// of, plus whether it bumped the config revision, so that its commit
+/// wakes whoever publishes config ([`Tx::commit`]) and no caller has to.
+pub(super) struct Tx<DB: Database> {
+    inner: sqlx::Transaction<'static, DB>,
+    bumped: bool,
+    committed: Arc<Listeners>,
+}
+
+impl<DB: Database> std::ops::Deref for Tx<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        &self.inner
+    }
+}
+
+impl<DB: Database> std::ops::DerefMut for Tx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.inner
+    }
+}
+
+impl<DB: Database> Tx<DB> {
+    /// Commits; after a revision bump, then tells the listeners.
+    pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await?;
+        if self.bumped {
+            self.committed.wake();
+        }
+        Ok(())
+    }
 }
 
 impl<DB: Dialect> SqlStore<DB> {
     pub fn new(pool: Pool<DB>) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            committed: Arc::default(),
+        }
     }
 
     pub fn pool(&self) -> &Pool<DB> {
@@ -106,14 +187,14 @@ where
     /// [`Dialect::BEGIN_SNAPSHOT`]) held to `scope`. Every query of the store
     /// runs in one: a bare pooled connection has no scope and, on
     /// PostgreSQL, sees no tenant row.
-    pub(super) async fn begin(
-        &self,
-        mode: &'static str,
-        scope: Scope,
-    ) -> StoreResult<sqlx::Transaction<'static, DB>> {
-        let mut tx = self.pool.begin_with(mode).await?;
-        enter::<DB>(&mut tx, scope).await?;
-        Ok(tx)
+    pub(super) async fn begin(&self, mode: &'static str, scope: Scope) -> StoreResult<Tx<DB>> {
+        let mut inner = self.pool.begin_with(mode).await?;
+        enter::<DB>(&mut inner, scope).await?;
+        Ok(Tx {
+            inner,
+            bumped: false,
+            committed: self.committed.clone(),
+        })
     }
 }
 
@@ -199,11 +280,9 @@ impl<T, K> Page<T, K> {
 }
 
 /// Records that a workspace's serving config changed, under a new revision.
-/// Called last in a transaction: the revision row stays locked until commit.
-pub(super) async fn bump_revision<DB>(
-    conn: &mut DB::Connection,
-    workspace_id: Uuid,
-) -> StoreResult<u64>
+/// Called last in a transaction: the revision row stays locked until commit,
+/// and the commit wakes this replica's snapshot cache.
+pub(super) async fn bump_revision<DB>(tx: &mut Tx<DB>, workspace_id: Uuid) -> StoreResult<u64>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -213,6 +292,8 @@ where
     for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
+    tx.bumped = true;
+    let conn: &mut DB::Connection = tx;
     let revision: i64 = sqlx::query_scalar(
         "UPDATE config_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
     )
