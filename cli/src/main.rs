@@ -26,6 +26,7 @@ mod personafile;
 mod personas;
 mod promotions;
 mod prompt;
+mod roles;
 mod routes;
 mod scenariofile;
 mod scenarios;
@@ -117,14 +118,14 @@ enum Command {
     ApiToken(access::ApiTokenCommand),
     /// List, define, change and delete roles; list the permissions.
     #[command(subcommand, visible_alias = "roles")]
-    Role(access::RoleCommand),
+    Role(roles::RoleCommand),
     /// Who has which role in which environment of a workspace.
     #[command(subcommand, visible_alias = "members")]
-    Member(access::MemberCommand),
+    Member(roles::MemberCommand),
     /// Environment policies: which roles may use a permission in an
     /// environment.
     #[command(subcommand, visible_alias = "policies")]
-    Policy(access::PolicyCommand),
+    Policy(roles::PolicyCommand),
     /// Get a short-lived token for changes to one environment (prod needs
     /// one), for a reason given with --reason.
     EnvToken(access::EnvTokenArgs),
@@ -214,9 +215,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             access::service_account(server, token, command, format).await
         }
         Command::ApiToken(command) => access::api_token(server, token, command, format).await,
-        Command::Role(command) => access::role(server, token, command, format).await,
-        Command::Member(command) => access::member(server, token, command, format).await,
-        Command::Policy(command) => access::policy(server, token, command, format).await,
+        Command::Role(command) => roles::role(server, token, command, format).await,
+        Command::Member(command) => roles::member(server, token, command, format).await,
+        Command::Policy(command) => roles::policy(server, token, command, format).await,
         Command::EnvToken(args) => access::env_token(server, token, args, reason, format).await,
         Command::AccessLog(args) => access::access_log(server, token, args, format).await,
         Command::ApiKey(command) => keys::api_key(server, token, command, reason, format).await,
