@@ -302,13 +302,13 @@ impl ControlPlane {
                 shutdown.clone(),
             ))
         });
-        let state = ApiState {
-            store: store.clone(),
-            cache: cache.clone(),
-            nodes: nodes.clone(),
-            signer: signer.clone(),
-            audit_retention: audit_retention.clone(),
-        };
+        let state = ApiState::new(
+            store.clone(),
+            cache.clone(),
+            nodes.clone(),
+            signer.clone(),
+            audit_retention.clone(),
+        );
         let key_sweeper = tokio::spawn(crate::keys::sweep_expired(store.clone(), shutdown.clone()));
         let pruner = tokio::spawn(prune_audit_periodically(
             store.clone(),

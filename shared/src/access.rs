@@ -536,6 +536,53 @@ fn in_environment(
     }
 }
 
+/// Whose API tokens a request may manage (the token methods of
+/// `UserService`): the caller's own with any credential but an environment
+/// token, and no permission needed; another principal's with the method's
+/// org permissions (`user.manage`), which [`decide`] checks.
+pub fn decide_tokens(
+    org_role: OrgRole,
+    environment_token: bool,
+    own: bool,
+    permissions: &[Permission],
+) -> Result<(), Denied> {
+    if environment_token {
+        return Err(Denied(
+            "an environment token cannot manage API tokens; use your own credentials".into(),
+        ));
+    }
+    if own {
+        return Ok(());
+    }
+    for &permission in permissions {
+        decide(&Question {
+            org_role,
+            permission,
+            workspace: None,
+            environment: None,
+        })?;
+    }
+    Ok(())
+}
+
+/// What an environment token may do: act in its own environment of its
+/// own workspace (`environment`: where the request acts; `None` for the
+/// workspace as a whole), where it may only read the workspace.
+pub fn environment_token_fits(
+    own_workspace: bool,
+    token_environment: &str,
+    environment: Option<&str>,
+    permissions: &[Permission],
+) -> bool {
+    own_workspace
+        && match environment {
+            Some(env) => env == token_environment,
+            None => permissions
+                .iter()
+                .all(|p| p.reach() == Reach::Workspace && p.is_read()),
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -886,6 +933,53 @@ mod tests {
                     row.who
                 );
             }
+        }
+    }
+    #[test]
+    fn token_rules() {
+        use Permission::UserManage;
+        // (org role, environment token, own tokens) -> allowed
+        let table = [
+            (OrgRole::Member, false, true, true),
+            (OrgRole::Member, false, false, false),
+            (OrgRole::Admin, false, false, true),
+            (OrgRole::Owner, false, false, true),
+            (OrgRole::Owner, true, true, false),
+            (OrgRole::Member, true, true, false),
+        ];
+        for (role, env_token, own, allowed) in table {
+            assert_eq!(
+                decide_tokens(role, env_token, own, &[UserManage]).is_ok(),
+                allowed,
+                "{role} env_token={env_token} own={own}"
+            );
+        }
+        assert!(
+            decide_tokens(OrgRole::Owner, true, true, &[UserManage])
+                .unwrap_err()
+                .0
+                .contains("environment token")
+        );
+    }
+
+    #[test]
+    fn environment_tokens_act_in_their_environment_only() {
+        use Permission::{ScenarioWrite, WorkspaceRead};
+        // (own workspace, environment acted in, permissions) -> fits
+        let table: [(bool, Option<&str>, &[Permission], bool); 6] = [
+            (true, Some("prod"), &[ScenarioWrite], true),
+            (true, Some("dev"), &[ScenarioWrite], false),
+            (false, Some("prod"), &[ScenarioWrite], false),
+            (true, None, &[WorkspaceRead], true),
+            (true, None, &[ScenarioWrite], false),
+            (false, None, &[WorkspaceRead], false),
+        ];
+        for (own, env, permissions, fits) in table {
+            assert_eq!(
+                environment_token_fits(own, "prod", env, permissions),
+                fits,
+                "own={own} env={env:?} {permissions:?}"
+            );
         }
     }
 }

@@ -1132,3 +1132,103 @@ async fn me_id(api: &mut Api) -> String {
         .unwrap()
         .id
 }
+
+/// No RPC reaches the store without a grant: every method is called as
+/// the org's owner and as a member with no role in the workspace, with
+/// requests that name the workspace and an environment wherever the
+/// message has such fields, and the store's own check
+/// (`store::guard`, which refuses a request that was not authorized) never
+/// fires; what the member was refused changed nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_reaches_the_store_only_through_a_grant() {
+    use prost_reflect::{DynamicMessage, Value};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        plane,
+        store,
+        org,
+        mut admin,
+    } = setup(dir.path()).await;
+    let (_, stranger) = member(&plane, &mut admin, "stranger@acme.io", &[]).await;
+    let owner = plane.token.clone().unwrap();
+    let channel = plane.channel().await;
+    let pool = mockplane_proto::takes::pool();
+    let call = |path: String, bearer: String| {
+        let channel = channel.clone();
+        async move {
+            let (service, method) = path
+                .trim_start_matches('/')
+                .split_once('/')
+                .expect("/package.Service/Method");
+            let input = pool
+                .get_service_by_name(service)
+                .and_then(|s| s.methods().find(|m| m.name() == method))
+                .expect("the method's descriptor")
+                .input();
+            let mut message = DynamicMessage::new(input.clone());
+            for (field, value) in [
+                ("workspace", "shop"),
+                ("environment", "dev"),
+                ("env", "dev"),
+                ("from", "dev"),
+                ("to", "test"),
+            ] {
+                if input
+                    .get_field_by_name(field)
+                    .is_some_and(|f| f.kind() == prost_reflect::Kind::String && !f.is_list())
+                {
+                    message.set_field_by_name(field, Value::String(value.into()));
+                }
+            }
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let mut request = tonic::Request::new(message);
+            let value: AsciiMetadataValue = format!("Bearer {bearer}").parse().unwrap();
+            request.metadata_mut().insert("authorization", value);
+            grpc.unary::<DynamicMessage, (), _>(
+                request,
+                PathAndQuery::try_from(path.as_str()).unwrap(),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .map(|_| ())
+        }
+    };
+
+    let before = fingerprint(&*store, org).await;
+    let mut answered = 0;
+    for method in mockplane_e2e::api_methods() {
+        // Ending the owner's own session is for last.
+        if method.ends_with("/Logout") || method.ends_with("/RevokeApiToken") {
+            continue;
+        }
+        let refused = call(method.clone(), stranger.clone()).await;
+        if let Err(status) = &refused {
+            assert!(
+                !status.message().contains("without an authorization grant"),
+                "{method} reached the store for a member without a grant: {status:?}"
+            );
+        }
+        answered += usize::from(refused.is_ok());
+    }
+    assert_eq!(
+        fingerprint(&*store, org).await,
+        before,
+        "a call of a member with no role changed something"
+    );
+    for method in mockplane_e2e::api_methods() {
+        if method.ends_with("/Logout") || method.ends_with("/RevokeApiToken") {
+            continue;
+        }
+        if let Err(status) = call(method.clone(), owner.clone()).await {
+            assert!(
+                !status.message().contains("without an authorization grant"),
+                "{method} reached the store without a grant: {status:?}"
+            );
+        }
+    }
+    // Some calls of the member (its own identity, the org's roles) were
+    // answered: the member was authenticated, not turned away at the door.
+    assert!(answered > 0);
+}

@@ -99,9 +99,8 @@ impl AuditService for Audit {
             None
         } else {
             let key = WorkspaceRef::parse(&request.workspace).map_err(ApiError::from)?;
-            let record = self
-                .0
-                .store
+            let record = grant
+                .store()
                 .get_workspace(grant.org_id(), &key)
                 .await
                 .map_err(ApiError::from)?;
@@ -124,9 +123,8 @@ impl AuditService for Audit {
                 .transpose()
             })
             .map_err(ApiError::from)?;
-        let page = self
-            .0
-            .store
+        let page = grant
+            .store()
             .list_audit(
                 grant.org_id(),
                 &filter,
@@ -149,9 +147,8 @@ impl AuditService for Audit {
         request: Request<v1::VerifyAuditChainRequest>,
     ) -> Result<Response<v1::VerifyAuditChainResponse>, Status> {
         let grant = self.0.authorize(&request, Target::Org).await?;
-        let verified = self
-            .0
-            .store
+        let verified = grant
+            .store()
             .verify_audit(grant.org_id())
             .await
             .map_err(ApiError::from)?;
@@ -186,12 +183,11 @@ impl AuditService for Audit {
             }
             pairs
         };
-        let protected = protected_environments(&*self.0.store, grant.org_id())
+        let protected = protected_environments(grant.store(), grant.org_id())
             .await
             .map_err(ApiError::from)?;
-        let outcome = self
-            .0
-            .store
+        let outcome = grant
+            .store()
             .prune_audit(grant.org_id(), &retention, &protected, request.dry_run)
             .await
             .map_err(ApiError::from)?;

@@ -20,8 +20,8 @@ use super::authz::{Caller, Credential, Declared, Rule, rule_for};
 use crate::identity::jwt::{self, Signer};
 use crate::identity::oidc::{OidcError, OidcVerifier};
 use crate::identity::token;
-use crate::store::Store;
 use crate::store::audit::{AUDIT_CONTEXT, AuditContext};
+use crate::store::{Store, guard};
 
 /// Services outside the API's rules: health checks and reflection, for
 /// probes and tools, and the config stream, which nodes open with node
@@ -155,7 +155,9 @@ where
                     reason: String::new(),
                     request_id: request_id.clone(),
                 };
-                let mut response = AUDIT_CONTEXT.scope(context, inner.call(request)).await?;
+                let mut response = AUDIT_CONTEXT
+                    .scope(context, guard::scope(inner.call(request)))
+                    .await?;
                 if let Ok(value) = request_id.parse() {
                     response.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
@@ -173,7 +175,9 @@ where
                     let context = audit_context(&caller, &request_id);
                     request.extensions_mut().insert(caller);
                     // The store's writes in this request record this caller.
-                    let mut response = AUDIT_CONTEXT.scope(context, inner.call(request)).await?;
+                    let mut response = AUDIT_CONTEXT
+                        .scope(context, guard::scope(inner.call(request)))
+                        .await?;
                     if let Ok(value) = request_id.parse() {
                         response.headers_mut().insert(REQUEST_ID_HEADER, value);
                     }

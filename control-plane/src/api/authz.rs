@@ -7,14 +7,61 @@
 //!
 //! Callers of another org, and callers with no role at all in a workspace,
 //! get `NotFound`: they learn nothing of what exists.
+//!
+//! Forgetting to authorize does not compile: the store is a private field
+//! of [`ApiState`], and a handler reaches it only through what this module
+//! hands out — a [`Grant`] from [`ApiState::authorize`] (or
+//! [`ApiState::authenticated`] for methods that act on the caller only), a
+//! [`Public`] for the methods that take no credentials, and [`Locate`],
+//! which finds where a request acts and nothing else. None of them can be
+//! made elsewhere. The store checks it once more at run time
+//! ([`crate::store::guard`]).
+
+use std::sync::Arc;
 
 use mockplane_shared::access::{self, Permission, Question, Reach, WorkspaceFacts};
 use tonic::{Request, Status};
 use uuid::Uuid;
 
-use super::ApiState;
 use super::error::ApiError;
-use crate::store::{AccessFacts, Principal, StoreError, WorkspaceRecord, WorkspaceRef};
+use crate::config_stream::snapshot::ConfigCache;
+use crate::nodes::Nodes;
+use crate::store::guard::{self, Access};
+use crate::store::{
+    AccessFacts, ApiKeyRecord, Principal, PromotionRecord, Store, StoreError, TokenRecord,
+    WorkspaceRecord, WorkspaceRef,
+};
+
+/// What the API services share. The store is private to this module.
+#[derive(Clone)]
+pub struct ApiState {
+    store: Arc<dyn Store>,
+    pub cache: Arc<ConfigCache>,
+    /// The nodes: this replica's streams and the fleet's registry.
+    pub nodes: Arc<Nodes>,
+    /// Signs access and environment tokens.
+    pub signer: Arc<crate::identity::jwt::Signer>,
+    /// Environment → days audit events are kept (`--audit-retention`).
+    pub audit_retention: Arc<Vec<(String, u32)>>,
+}
+
+impl ApiState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<ConfigCache>,
+        nodes: Arc<Nodes>,
+        signer: Arc<crate::identity::jwt::Signer>,
+        audit_retention: Arc<Vec<(String, u32)>>,
+    ) -> Self {
+        Self {
+            store,
+            cache,
+            nodes,
+            signer,
+            audit_retention,
+        }
+    }
+}
 
 use Permission::*;
 
@@ -343,10 +390,14 @@ pub enum Target<'a> {
     /// The first environment of the workspace's chain, which serves the
     /// working copy that route and scenario edits change.
     Origin(&'a WorkspaceRef),
+    /// The API tokens of a principal (`None`: the caller's own), under
+    /// [`access::decide_tokens`].
+    TokensOf(Option<Uuid>),
 }
 
-/// What an authorized handler learns.
-#[derive(Debug, Clone)]
+/// What an authorized handler learns, and its way to the store. Made
+/// only here.
+#[derive(Clone)]
 pub struct Grant {
     pub caller: Caller,
     pub workspace: Option<WorkspaceRecord>,
@@ -356,11 +407,62 @@ pub struct Grant {
     /// For an environment target: the caller's role there (`admin` for
     /// org admins).
     pub role: Option<String>,
+    store: Arc<dyn Store>,
 }
 
 impl Grant {
     pub fn org_id(&self) -> Uuid {
         self.caller.org_id()
+    }
+
+    /// The store, for what was granted.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+}
+
+/// The store for a method that takes no credentials (signing in): made
+/// only for a method whose rule is [`Rule::Public`].
+pub struct Public {
+    store: Arc<dyn Store>,
+}
+
+impl Public {
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+}
+
+/// Finds where a request acts before it is authorized there (a promotion's
+/// target, a key's environment, a token's owner): these look-ups and no
+/// other store access. The request stays unauthorized after each.
+pub struct Locate<'a> {
+    store: &'a dyn Store,
+    org: Uuid,
+}
+
+impl Locate<'_> {
+    async fn checking<T>(&self, read: impl Future<Output = T>) -> T {
+        let before = guard::current();
+        guard::set(Access::Checking);
+        let found = read.await;
+        if let Some(before) = before {
+            guard::set(before);
+        }
+        found
+    }
+
+    pub async fn promotion(&self, id: Uuid) -> Result<PromotionRecord, StoreError> {
+        self.checking(self.store.get_promotion(self.org, id)).await
+    }
+
+    pub async fn api_key(&self, key: &WorkspaceRef, id: Uuid) -> Result<ApiKeyRecord, StoreError> {
+        self.checking(self.store.get_api_key(self.org, key, id))
+            .await
+    }
+
+    pub async fn api_token(&self, id: Uuid) -> Result<TokenRecord, StoreError> {
+        self.checking(self.store.get_api_token(self.org, id)).await
     }
 }
 
@@ -382,6 +484,68 @@ fn denied(message: impl Into<String>) -> Status {
 }
 
 impl ApiState {
+    /// The store for a method whose rule is [`Rule::Public`].
+    pub fn public<T>(&self, request: &Request<T>) -> Result<Public, Status> {
+        match request.extensions().get::<Declared>() {
+            Some(Declared(Rule::Public)) => {
+                guard::set(Access::Granted);
+                Ok(Public {
+                    store: self.store.clone(),
+                })
+            }
+            _ => {
+                tracing::error!("a handler asked for public access to a method that is not public");
+                Err(Status::internal("internal error: the method is not public"))
+            }
+        }
+    }
+
+    /// The caller, for a method that acts on the caller only
+    /// ([`Rule::Authenticated`]).
+    pub fn authenticated<T>(&self, request: &Request<T>) -> Result<Grant, Status> {
+        if !matches!(
+            request.extensions().get::<Declared>(),
+            Some(Declared(Rule::Authenticated))
+        ) {
+            tracing::error!("a handler skipped the permissions its method declares");
+            return Err(Status::internal(
+                "internal error: the method declares permissions",
+            ));
+        }
+        let caller = caller(request)?;
+        guard::set(Access::Granted);
+        Ok(Grant {
+            caller,
+            workspace: None,
+            environments: Vec::new(),
+            role: None,
+            store: self.store.clone(),
+        })
+    }
+
+    /// The caller, for a listing across the org that authorizes each item
+    /// before it shows it (the approver's queue): it reaches the store, and
+    /// what it shows is what [`ApiState::authorize`] allowed item by item.
+    pub fn listing<T>(&self, request: &Request<T>) -> Result<Grant, Status> {
+        let caller = caller(request)?;
+        guard::set(Access::Granted);
+        Ok(Grant {
+            caller,
+            workspace: None,
+            environments: Vec::new(),
+            role: None,
+            store: self.store.clone(),
+        })
+    }
+
+    /// Look-ups that find where the request acts, before it is authorized.
+    pub fn locate<T>(&self, request: &Request<T>) -> Result<Locate<'_>, Status> {
+        Ok(Locate {
+            store: &*self.store,
+            org: caller(request)?.org_id(),
+        })
+    }
+
     /// Checks every permission the method declares, at `target`.
     pub async fn authorize<T>(
         &self,
@@ -402,6 +566,24 @@ impl ApiState {
     }
 
     async fn authorize_for<T>(
+        &self,
+        request: &Request<T>,
+        target: Target<'_>,
+        needed: Option<&[Permission]>,
+    ) -> Result<Grant, Status> {
+        // A refusal leaves what an earlier grant of the request allowed.
+        let before = guard::current().unwrap_or(Access::Denied);
+        guard::set(Access::Checking);
+        let granted = self.decide(request, target, needed).await;
+        guard::set(if granted.is_ok() {
+            Access::Granted
+        } else {
+            before
+        });
+        granted
+    }
+
+    async fn decide<T>(
         &self,
         request: &Request<T>,
         target: Target<'_>,
@@ -429,6 +611,23 @@ impl ApiState {
             None => declared,
         };
         match target {
+            Target::TokensOf(owner) => {
+                let own = owner.is_none_or(|owner| owner == caller.principal.id);
+                access::decide_tokens(
+                    caller.principal.org_role,
+                    matches!(caller.credential, Credential::EnvironmentToken { .. }),
+                    own,
+                    permissions,
+                )
+                .map_err(|d| denied(d.0))?;
+                Ok(Grant {
+                    caller,
+                    workspace: None,
+                    environments: Vec::new(),
+                    role: None,
+                    store: self.store.clone(),
+                })
+            }
             Target::Org => {
                 if let Credential::EnvironmentToken { .. } = caller.credential {
                     return Err(env_token_elsewhere(&caller));
@@ -447,6 +646,7 @@ impl ApiState {
                     workspace: None,
                     environments: Vec::new(),
                     role: None,
+                    store: self.store.clone(),
                 })
             }
             Target::Workspace(key) | Target::Environment(key, _) | Target::Origin(key) => {
@@ -497,6 +697,7 @@ impl ApiState {
                     workspace: Some(facts.workspace),
                     environments,
                     role,
+                    store: self.store.clone(),
                 })
             }
         }
@@ -552,18 +753,9 @@ fn check_workspace(
         environment,
         ..
     } = &caller.credential
+        && !access::environment_token_fits(*workspace == ws.id, environment, env, permissions)
     {
-        let own_workspace = *workspace == ws.id;
-        let fits = own_workspace
-            && match env {
-                Some(env) => env == environment,
-                None => permissions
-                    .iter()
-                    .all(|p| p.reach() == Reach::Workspace && p.is_read()),
-            };
-        if !fits {
-            return Err(env_token_elsewhere(caller));
-        }
+        return Err(env_token_elsewhere(caller));
     }
     let mut readable = Vec::new();
     for &permission in permissions {

@@ -103,9 +103,8 @@ impl EnvironmentService for Environments {
     ) -> Result<Response<v1::ListEnvironmentsResponse>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .get_workspace(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
@@ -132,9 +131,8 @@ impl EnvironmentService for Environments {
             .await?;
         let request = request.into_inner();
         let name = parse_name(&request.environment, "environment")?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .get_workspace(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
@@ -153,9 +151,8 @@ impl EnvironmentService for Environments {
         let settings = parse_env_settings(env.settings.as_ref())
             .map_err(|e| e.within("environment.settings"))
             .map_err(ApiError::from)?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .create_environment(
                 grant.org_id(),
                 &key,
@@ -212,9 +209,8 @@ impl EnvironmentService for Environments {
                 &needed,
             )
             .await?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .update_environment(grant.org_id(), &key, &name, &patch, expected)
             .await
             .map_err(ApiError::from)?;
@@ -239,8 +235,8 @@ impl EnvironmentService for Environments {
         let request = request.into_inner();
         let name = parse_name(&request.environment, "environment")?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
-        self.0
-            .store
+        grant
+            .store()
             .delete_environment(grant.org_id(), &key, &name, expected)
             .await
             .map_err(ApiError::from)?;

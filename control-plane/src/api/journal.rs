@@ -160,9 +160,8 @@ impl JournalService for Journal {
         };
         let request = request.into_inner();
         // Also the org check: another org's workspace is NotFound here.
-        let workspace = self
-            .0
-            .store
+        let workspace = grant
+            .store()
             .get_workspace(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;

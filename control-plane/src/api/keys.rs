@@ -92,9 +92,8 @@ impl ApiKeyService for ApiKeys {
         let now = Utc::now();
         let expires_at =
             ttl.map(|seconds| now + chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(0)));
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .create_api_key(
                 grant.org_id(),
                 &key,
@@ -146,9 +145,8 @@ impl ApiKeyService for ApiKeys {
             }
             None => self.0.authorize(&request, Target::Workspace(&key)).await?,
         };
-        let mut keys = self
-            .0
-            .store
+        let mut keys = grant
+            .store()
             .list_api_keys(grant.org_id(), &key, environment.as_ref().map(Slug::as_str))
             .await
             .map_err(ApiError::from)?;
@@ -170,8 +168,7 @@ impl ApiKeyService for ApiKeys {
         let body = request.get_ref();
         let key = WorkspaceRef::parse(&body.workspace).map_err(ApiError::from)?;
         let id = key_id(&body.id)?;
-        let org = super::authz::caller(&request)?.org_id();
-        let found = match self.0.store.get_api_key(org, &key, id).await {
+        let found = match self.0.locate(&request)?.api_key(&key, id).await {
             Ok(found) => found,
             Err(StoreError::NotFound(what)) => {
                 // Say the key does not exist only to who may see the
@@ -196,8 +193,8 @@ impl ApiKeyService for ApiKeys {
                 &[needed],
             )
             .await?;
-        self.0
-            .store
+        grant
+            .store()
             .revoke_api_key(grant.org_id(), &key, id)
             .await
             .map_err(ApiError::from)?;

@@ -21,29 +21,12 @@ pub mod scenarios;
 pub mod usage;
 pub mod workspaces;
 
-use std::sync::Arc;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use mockplane_shared::FieldError;
 
-use crate::config_stream::snapshot::ConfigCache;
-use crate::nodes::Nodes;
-use crate::store::Store;
-
-/// What the API services share.
-#[derive(Clone)]
-pub struct ApiState {
-    pub store: Arc<dyn Store>,
-    pub cache: Arc<ConfigCache>,
-    /// The nodes: this replica's streams and the fleet's registry.
-    pub nodes: Arc<Nodes>,
-    /// Signs access and environment tokens.
-    pub signer: Arc<crate::identity::jwt::Signer>,
-    /// Environment → days audit events are kept (`--audit-retention`).
-    pub audit_retention: Arc<Vec<(String, u32)>>,
-}
+pub use authz::ApiState;
 
 /// Page sizes: 0 means the default; larger than `max` is lowered to `max`.
 pub fn page_size(requested: u32, default: u32, max: u32) -> u32 {

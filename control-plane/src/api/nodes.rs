@@ -72,9 +72,8 @@ impl NodeService for Nodes {
         let grant = self.0.authorize(&request, Target::Org).await?;
         let include_gone = request.get_ref().include_disconnected;
         let fleet = self.0.nodes.fleet().await.map_err(ApiError::from)?;
-        let slugs = self
-            .0
-            .store
+        let slugs = grant
+            .store()
             .workspace_slugs(grant.org_id())
             .await
             .map_err(ApiError::from)?;
@@ -96,16 +95,14 @@ impl NodeService for Nodes {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         // Also the org check: another org's workspace is NotFound here.
-        let workspace = self
-            .0
-            .store
+        let workspace = grant
+            .store()
             .get_workspace(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
         let revision = match request.get_ref().revision {
-            0 => self
-                .0
-                .store
+            0 => grant
+                .store()
                 .last_change_revision(workspace.id)
                 .await
                 .map_err(ApiError::from)?,

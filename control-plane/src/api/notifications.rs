@@ -190,9 +190,8 @@ impl NotificationService for Notifications {
             .as_ref()
             .ok_or_else(|| missing("channel"))?;
         let new = new_channel(wire, &grant.caller.principal.display).map_err(ApiError::from)?;
-        let created = self
-            .0
-            .store
+        let created = grant
+            .store()
             .create_channel(grant.org_id(), &key, new)
             .await
             .map_err(ApiError::from)?;
@@ -212,9 +211,8 @@ impl NotificationService for Notifications {
     ) -> Result<Response<v1::ListNotificationChannelsResponse>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-        let channels = self
-            .0
-            .store
+        let channels = grant
+            .store()
             .list_channels(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
@@ -231,8 +229,8 @@ impl NotificationService for Notifications {
         let id = Uuid::try_parse(&request.get_ref().id)
             .map_err(|_| ApiError::from(FieldError::new("id", "is not a channel id (a UUID)")))?;
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-        self.0
-            .store
+        grant
+            .store()
             .delete_channel(grant.org_id(), &key, id)
             .await
             .map_err(ApiError::from)?;
@@ -255,9 +253,8 @@ impl NotificationService for Notifications {
             })?),
         };
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-        let deliveries = self
-            .0
-            .store
+        let deliveries = grant
+            .store()
             .list_deliveries(
                 grant.org_id(),
                 &key,

@@ -63,9 +63,8 @@ impl PersonaService for Personas {
         let persona = request.persona.ok_or_else(|| missing("persona"))?;
         let name = name(&persona.name, "persona.name")?;
         let data = data(persona.data, "persona.data").await?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .create_persona(grant.org_id(), &key, &name, &data)
             .await
             .map_err(ApiError::from)?;
@@ -80,9 +79,8 @@ impl PersonaService for Personas {
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
         let name = name(&request.persona, "persona")?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .get_persona(
                 grant.org_id(),
                 &key,
@@ -100,9 +98,8 @@ impl PersonaService for Personas {
     ) -> Result<Response<v1::ListPersonasResponse>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-        let records = self
-            .0
-            .store
+        let records = grant
+            .store()
             .list_personas(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
@@ -121,9 +118,8 @@ impl PersonaService for Personas {
         let name = name(&request.persona, "persona")?;
         let data = data(std::mem::take(&mut request.data), "data").await?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .update_persona(grant.org_id(), &key, &name, &data, expected)
             .await
             .map_err(ApiError::from)?;
@@ -139,8 +135,8 @@ impl PersonaService for Personas {
         let request = request.into_inner();
         let name = name(&request.persona, "persona")?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
-        self.0
-            .store
+        grant
+            .store()
             .delete_persona(grant.org_id(), &key, &name, expected)
             .await
             .map_err(ApiError::from)?;

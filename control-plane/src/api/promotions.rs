@@ -330,11 +330,10 @@ impl Promotions {
         id: Uuid,
         permission: Permission,
     ) -> Result<(Grant, PromotionRecord), GrpcStatus> {
-        let caller = super::authz::caller(request)?;
         let record = self
             .0
-            .store
-            .get_promotion(caller.org_id(), id)
+            .locate(request)?
+            .promotion(id)
             .await
             .map_err(ApiError::from)?;
         let key = WorkspaceRef::Id(record.workspace_id);
@@ -369,7 +368,7 @@ impl Promotions {
             .authorized(&request, id, Permission::PromotionApprove)
             .await?;
         let record = workflow::decide(
-            &*self.0.store,
+            grant.store(),
             grant.org_id(),
             id,
             Decision {
@@ -398,7 +397,7 @@ impl PromotionService for Promotions {
             .authorize(&request, Target::Environment(&key, new.to.as_str()))
             .await?;
         new.requested_by = actor(&grant);
-        let record = workflow::request(&*self.0.store, grant.org_id(), &key, new)
+        let record = workflow::request(grant.store(), grant.org_id(), &key, new)
             .await
             .map_err(ApiError::from)?;
         Ok(self.answer(&record).await)
@@ -415,7 +414,7 @@ impl PromotionService for Promotions {
             .authorize(&request, Target::Environment(&key, new.to.as_str()))
             .await?;
         new.requested_by = actor(&grant);
-        let preview = workflow::preview(&*self.0.store, grant.org_id(), &key, &new)
+        let preview = workflow::preview(grant.store(), grant.org_id(), &key, &new)
             .await
             .map_err(ApiError::from)?;
         let evaluation = &preview.evaluation;
@@ -465,8 +464,10 @@ impl PromotionService for Promotions {
                 ))
             })?;
         let limit = page_size(body.page_size, 50, 200);
-        let caller = super::authz::caller(&request)?;
+        let listing = self.0.listing(&request)?;
+        let caller = listing.caller.clone();
         let (records, more) = if body.pending_for_me {
+            let grant = &listing;
             if status.is_some_and(|s| s != Status::Pending) {
                 return Err(ApiError::from(FieldError::new(
                     "status",
@@ -481,9 +482,8 @@ impl PromotionService for Promotions {
             let mut allowed: HashMap<(Uuid, String), bool> = HashMap::new();
             let mut more = false;
             'pages: loop {
-                let page = self
-                    .0
-                    .store
+                let page = grant
+                    .store()
                     .list_promotions(
                         caller.org_id(),
                         &PromotionFilter {
@@ -553,9 +553,8 @@ impl PromotionService for Promotions {
                     &[Permission::WorkspaceRead],
                 )
                 .await?;
-            let mut records = self
-                .0
-                .store
+            let mut records = grant
+                .store()
                 .list_promotions(
                     grant.org_id(),
                     &PromotionFilter {
@@ -612,7 +611,7 @@ impl PromotionService for Promotions {
         let (grant, _) = self
             .authorized(&request, id, Permission::PromotionExecute)
             .await?;
-        let record = workflow::execute(&*self.0.store, grant.org_id(), id, actor(&grant))
+        let record = workflow::execute(grant.store(), grant.org_id(), id, actor(&grant))
             .await
             .map_err(ApiError::from)?;
         Ok(self.answer(&record).await)
@@ -627,10 +626,9 @@ impl PromotionService for Promotions {
         let (grant, _) = self
             .authorized(&request, id, Permission::PromotionRollback)
             .await?;
-        let record =
-            workflow::roll_back(&*self.0.store, grant.org_id(), id, actor(&grant), &reason)
-                .await
-                .map_err(ApiError::from)?;
+        let record = workflow::roll_back(grant.store(), grant.org_id(), id, actor(&grant), &reason)
+            .await
+            .map_err(ApiError::from)?;
         Ok(self.answer(&record).await)
     }
 
@@ -650,7 +648,7 @@ impl PromotionService for Promotions {
             .authorized(&request, id, Permission::PromotionCheck)
             .await?;
         let record = workflow::report_check(
-            &*self.0.store,
+            grant.store(),
             grant.org_id(),
             id,
             CheckReport {
@@ -684,9 +682,8 @@ impl PromotionService for Promotions {
             }
             None => self.0.authorize(&request, Target::Workspace(&key)).await?,
         };
-        let mut releases = self
-            .0
-            .store
+        let mut releases = grant
+            .store()
             .list_releases(
                 grant.org_id(),
                 &key,
@@ -709,16 +706,16 @@ impl PromotionService for Promotions {
         request: Request<v1::GetApprovalRulesRequest>,
     ) -> Result<Response<v1::ApprovalRules>, GrpcStatus> {
         let raw = request.get_ref().workspace.clone();
-        let (org, key) = if raw.is_empty() {
-            (super::authz::caller(&request)?.org_id(), None)
+        let (grant, key) = if raw.is_empty() {
+            (self.0.authenticated(&request)?, None)
         } else {
             let key = WorkspaceRef::parse(&raw).map_err(ApiError::from)?;
             let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-            (grant.org_id(), Some(key))
+            (grant, Some(key))
         };
-        let (rules, source) = self
-            .0
-            .store
+        let org = grant.org_id();
+        let (rules, source) = grant
+            .store()
             .approval_rules(org, key.as_ref())
             .await
             .map_err(ApiError::from)?;
@@ -742,12 +739,12 @@ impl PromotionService for Promotions {
         } else {
             Some(parse_rules(body.rules.as_ref()).map_err(ApiError::from)?)
         };
-        let (org, key) = if body.workspace.is_empty() {
+        let (grant, key) = if body.workspace.is_empty() {
             let grant = self
                 .0
                 .authorize_only(&request, Target::Org, &[Permission::TemplateManage])
                 .await?;
-            (grant.org_id(), None)
+            (grant, None)
         } else {
             let key = WorkspaceRef::parse(&body.workspace).map_err(ApiError::from)?;
             let grant = self
@@ -758,11 +755,11 @@ impl PromotionService for Promotions {
                     &[Permission::WorkspaceUpdate],
                 )
                 .await?;
-            (grant.org_id(), Some(key))
+            (grant, Some(key))
         };
-        let (rules, source) = self
-            .0
-            .store
+        let org = grant.org_id();
+        let (rules, source) = grant
+            .store()
             .set_approval_rules(org, key.as_ref(), rules)
             .await
             .map_err(ApiError::from)?;

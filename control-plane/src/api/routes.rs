@@ -139,9 +139,8 @@ impl RouteService for Routes {
         let specs = parse_routes(std::mem::take(&mut request.routes)).await?;
         let scenario = scenario(&request.scenario)?;
         check_editable(grant.workspace.as_ref(), &request.environment)?;
-        let records = self
-            .0
-            .store
+        let records = grant
+            .store()
             .create_scenario_routes(grant.org_id(), &key, scenario.as_ref(), specs)
             .await
             .map_err(ApiError::from)?;
@@ -158,9 +157,8 @@ impl RouteService for Routes {
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
         let id = route_id(&request.route_id)?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .get_route(grant.org_id(), &key, id)
             .await
             .map_err(ApiError::from)?;
@@ -178,9 +176,8 @@ impl RouteService for Routes {
             .and_then(|after| after.map(|raw| parse_uuid("page_token", &raw)).transpose())
             .map_err(ApiError::from)?;
         let scenario = scenario(&request.scenario)?;
-        let page = self
-            .0
-            .store
+        let page = grant
+            .store()
             .list_scenario_routes(
                 grant.org_id(),
                 &key,
@@ -210,9 +207,8 @@ impl RouteService for Routes {
         let patch = parse_patch(&request).map_err(ApiError::from)?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
         check_editable(grant.workspace.as_ref(), &request.environment)?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .update_route(grant.org_id(), &key, id, &patch, expected)
             .await
             .map_err(ApiError::from)?;
@@ -244,9 +240,8 @@ impl RouteService for Routes {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ApiError::from)?;
         check_editable(grant.workspace.as_ref(), &request.environment)?;
-        let deleted = self
-            .0
-            .store
+        let deleted = grant
+            .store()
             .delete_routes(grant.org_id(), &key, &ids)
             .await
             .map_err(ApiError::from)?;

@@ -110,9 +110,8 @@ impl ScenarioService for Scenarios {
                 .map_err(|e| e.within("scenario"))
                 .map_err(ApiError::from)?,
         };
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .create_scenario(grant.org_id(), &key, new)
             .await
             .map_err(ApiError::from)?;
@@ -127,9 +126,8 @@ impl ScenarioService for Scenarios {
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
         let name = name(&request.scenario, "scenario")?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .get_scenario(grant.org_id(), &key, &name)
             .await
             .map_err(ApiError::from)?;
@@ -142,9 +140,8 @@ impl ScenarioService for Scenarios {
     ) -> Result<Response<v1::ListScenariosResponse>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-        let records = self
-            .0
-            .store
+        let records = grant
+            .store()
             .list_scenarios(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
@@ -195,9 +192,8 @@ impl ScenarioService for Scenarios {
             }
         }
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .update_scenario(grant.org_id(), &key, &current, &patch, expected)
             .await
             .map_err(ApiError::from)?;
@@ -213,8 +209,8 @@ impl ScenarioService for Scenarios {
         let request = request.into_inner();
         let name = name(&request.scenario, "scenario")?;
         let expected = parse_etag(&request.etag).map_err(ApiError::from)?;
-        self.0
-            .store
+        grant
+            .store()
             .delete_scenario(grant.org_id(), &key, &name, expected)
             .await
             .map_err(ApiError::from)?;
@@ -230,9 +226,8 @@ impl ScenarioService for Scenarios {
         let request = request.into_inner();
         let name = name(&request.scenario, "scenario")?;
         let note = parse_text("note", &request.note).map_err(ApiError::from)?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .create_version(grant.org_id(), &key, &name, &note)
             .await
             .map_err(ApiError::from)?;
@@ -247,9 +242,8 @@ impl ScenarioService for Scenarios {
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
         let name = name(&request.scenario, "scenario")?;
-        let records = self
-            .0
-            .store
+        let records = grant
+            .store()
             .list_versions(grant.org_id(), &key, &name)
             .await
             .map_err(ApiError::from)?;
@@ -266,9 +260,8 @@ impl ScenarioService for Scenarios {
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
         let request = request.into_inner();
         let name = name(&request.scenario, "scenario")?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .get_version(grant.org_id(), &key, &name, number(request.version))
             .await
             .map_err(ApiError::from)?;
@@ -307,9 +300,8 @@ impl ScenarioService for Scenarios {
                 .map_err(|e| e.within("scenario"))
                 .map_err(ApiError::from)?,
         };
-        let (record, routes) = self
-            .0
-            .store
+        let (record, routes) = grant
+            .store()
             .import_scenario(grant.org_id(), &key, new, imported.routes)
             .await
             .map_err(ApiError::from)?;
@@ -349,9 +341,8 @@ impl ScenarioService for Scenarios {
                 .map_err(|e| e.within("scenario"))
                 .map_err(ApiError::from)?,
         };
-        let (record, routes) = self
-            .0
-            .store
+        let (record, routes) = grant
+            .store()
             .import_scenario(grant.org_id(), &key, new, routes)
             .await
             .map_err(ApiError::from)?;
@@ -387,9 +378,8 @@ impl ScenarioService for Scenarios {
             environment = %environment,
             "admin deploy: a version is served without a promotion"
         );
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .deploy_version(
                 grant.org_id(),
                 &key,

@@ -66,9 +66,8 @@ impl UsageService for Usage {
         )
         .map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-        let totals = self
-            .0
-            .store
+        let totals = grant
+            .store()
             .usage(
                 grant.org_id(),
                 &key,

@@ -10,7 +10,7 @@ use mockplane_shared::workspace::{
 use mockplane_shared::{FieldError, NewWorkspace, WorkspacePatch};
 use tonic::{Request, Response, Status};
 
-use super::authz::{Target, caller};
+use super::authz::Target;
 use super::environments::{settings_mask_paths, settings_patch};
 use super::error::{ApiError, missing};
 use super::{
@@ -61,9 +61,8 @@ impl WorkspaceService for Workspaces {
         let new = parse_new(&workspace)
             .map_err(|e| e.within("workspace"))
             .map_err(ApiError::from)?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .create_workspace(grant.org_id(), new, Some(grant.caller.principal.id))
             .await
             .map_err(ApiError::from)?;
@@ -86,14 +85,14 @@ impl WorkspaceService for Workspaces {
         &self,
         request: Request<v1::ListWorkspacesRequest>,
     ) -> Result<Response<v1::ListWorkspacesResponse>, Status> {
-        let caller = caller(&request)?;
+        let grant = self.0.authenticated(&request)?;
+        let caller = &grant.caller;
         // Org admins see every workspace; others those they have a role in.
         let visible_to = (!caller.principal.org_role.is_admin()).then_some(caller.principal.id);
         let request = request.into_inner();
         let after = decode_page_token(PAGE_KIND, &request.page_token).map_err(ApiError::from)?;
-        let page = self
-            .0
-            .store
+        let page = grant
+            .store()
             .list_workspaces(
                 caller.org_id(),
                 visible_to,
@@ -140,9 +139,8 @@ impl WorkspaceService for Workspaces {
             .0
             .authorize_only(&request, Target::Workspace(&key), &needed)
             .await?;
-        let record = self
-            .0
-            .store
+        let record = grant
+            .store()
             .update_workspace(grant.org_id(), &key, &patch, expected)
             .await
             .map_err(ApiError::from)?;
@@ -156,9 +154,8 @@ impl WorkspaceService for Workspaces {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         // State lives in every environment's routes.
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-        let state_epoch = self
-            .0
-            .store
+        let state_epoch = grant
+            .store()
             .reset_state(grant.org_id(), &key)
             .await
             .map_err(ApiError::from)?;
@@ -172,8 +169,8 @@ impl WorkspaceService for Workspaces {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let expected = parse_etag(&request.get_ref().etag).map_err(ApiError::from)?;
         let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-        self.0
-            .store
+        grant
+            .store()
             .delete_workspace(grant.org_id(), &key, expected)
             .await
             .map_err(ApiError::from)?;

@@ -20,6 +20,7 @@ mod access;
 pub mod audit;
 mod dialect;
 mod environments;
+pub mod guard;
 mod keys;
 mod node_tokens;
 mod nodes;

@@ -188,6 +188,7 @@ where
     /// runs in one: a bare pooled connection has no scope and, on
     /// PostgreSQL, sees no tenant row.
     pub(super) async fn begin(&self, mode: &'static str, scope: Scope) -> StoreResult<Tx<DB>> {
+        super::guard::check()?;
         let mut inner = self.pool.begin_with(mode).await?;
         enter::<DB>(&mut inner, scope).await?;
         Ok(Tx {
