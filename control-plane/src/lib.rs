@@ -4,12 +4,11 @@
 
 pub mod api;
 pub mod config_stream;
+pub mod fleet;
 pub mod identity;
 pub mod jobs;
 pub mod keys;
-pub mod nodes;
 pub mod notify;
 pub mod promotions;
 pub mod server;
 pub mod store;
-pub mod usage;

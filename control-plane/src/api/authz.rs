@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::config_stream::snapshot::ConfigCache;
-use crate::nodes::Nodes;
+use crate::fleet::nodes::Nodes;
 use crate::store::guard::{self, Access};
 use crate::store::{
     AccessFacts, ApiKeyRecord, Principal, PromotionRecord, Store, StoreError, TokenRecord,

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::authz::Target;
 use super::error::ApiError;
 use super::{ApiState, page_size};
-use crate::nodes::FleetNode;
+use crate::fleet::nodes::FleetNode;
 use crate::store::NodeState;
 use crate::store::WorkspaceRef;
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::authz::Target;
 use super::error::ApiError;
 use super::{ApiState, timestamp};
-use crate::nodes::FleetNode;
+use crate::fleet::nodes::FleetNode;
 use crate::store::{NodeState, WorkspaceRef};
 
 pub struct Nodes(pub ApiState);
@@ -119,7 +119,7 @@ impl NodeService for Nodes {
 }
 
 /// The wire form of a count of `revision`.
-pub fn propagation(revision: u64, counted: crate::nodes::Propagation) -> v1::Propagation {
+pub fn propagation(revision: u64, counted: crate::fleet::nodes::Propagation) -> v1::Propagation {
     v1::Propagation {
         nodes_serving: u32::try_from(counted.serving).unwrap_or(u32::MAX),
         nodes_total: u32::try_from(counted.total).unwrap_or(u32::MAX),

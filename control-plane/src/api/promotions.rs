@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::authz::{Grant, Target};
 use super::error::{ApiError, missing};
 use super::{ApiState, decode_page_token, encode_page_token, page_size, timestamp};
-use crate::nodes::FleetNode;
+use crate::fleet::nodes::FleetNode;
 use crate::promotions as workflow;
 use crate::store::{
     Actor, CheckReport, Decision, NewPromotion, PromotionFilter, PromotionRecord, ReleaseRecord,
@@ -94,7 +94,7 @@ fn requirement_proto(requirement: &Requirement, given: usize) -> v1::ApprovalReq
 /// `fleet`: the nodes, to count how many serve a completed promotion.
 pub fn to_proto(record: &PromotionRecord, fleet: &[FleetNode]) -> v1::Promotion {
     let propagation = record.revision.map(|revision| {
-        let counted = crate::nodes::count(fleet, revision, Some(record.workspace_id));
+        let counted = crate::fleet::nodes::count(fleet, revision, Some(record.workspace_id));
         crate::api::nodes::propagation(revision, counted)
     });
     v1::Promotion {

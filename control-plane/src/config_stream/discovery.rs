@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config_stream::snapshot::ConfigCache;
-use crate::nodes::{Nodes, SentUpdate};
+use crate::fleet::nodes::{Nodes, SentUpdate};
 use crate::store::Store;
 
 /// How long a node has to say Hello after opening the stream.
@@ -486,7 +486,7 @@ impl Session {
                 // Stored before the next message is read: a slow database
                 // delays this node's stream only.
                 if let Some(store) = &self.usage {
-                    crate::usage::record(&**store, &self.node, &report).await;
+                    crate::fleet::usage::record(&**store, &self.node, &report).await;
                 }
             }
             Some(v1::node_message::Kind::Hello(_)) | None => {
