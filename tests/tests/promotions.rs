@@ -931,6 +931,40 @@ async fn personas_and_settings_move_along_the_chain() {
     .await;
     all_serve(&nodes, "dev", "/w/shop/me", "hi Grace").await;
     all_serve(&nodes, "test", "/w/shop/me", "hi Ada").await;
+    // Contract checks read the personas of the target, as its nodes do:
+    // test serves Ada (version 1) while dev has moved on to Grace.
+    let checks = dir.path().join("checks.yaml");
+    let check = |name: &str| {
+        format!(
+            "- name: greets\n  request: {{ path: /me }}\n  expect: {{ status: 200, body_contains: 'hi {name}' }}\n"
+        )
+    };
+    for (name, gate) in [("Ada", "contracts: passed"), ("Grace", "contracts: failed")] {
+        std::fs::write(&checks, check(name)).unwrap();
+        cli.ok(&[
+            "scenario",
+            "update",
+            "shop",
+            "default",
+            "--checks",
+            &checks.display().to_string(),
+        ])
+        .await;
+        cli.ok(&["scenario", "version", "shop", "default"]).await;
+        let preview = cli
+            .ok(&[
+                "promote",
+                "shop",
+                "default",
+                "--to",
+                "test",
+                "--dry-run",
+                "-o",
+                "json",
+            ])
+            .await;
+        assert!(preview.contains(gate), "checking for {name}: {preview}");
+    }
     let shown = cli
         .ok(&["persona", "get", "shop", "default", "-o", "json"])
         .await;
