@@ -179,6 +179,77 @@ pub fn settings_permissions(patch: &crate::environment::SettingsPatch) -> Vec<Pe
     set.into_iter().collect()
 }
 
+/// What changing an environment needs (`UpdateEnvironment`): the
+/// permission of each setting it sets; renaming it, or a change that sets
+/// nothing, needs `environment.manage`.
+pub fn environment_update_permissions(
+    settings: Option<&crate::environment::SettingsPatch>,
+    renames: bool,
+) -> Vec<Permission> {
+    let mut needed: BTreeSet<Permission> = settings
+        .map(settings_permissions)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    if renames || needed.is_empty() {
+        needed.insert(Permission::EnvironmentManage);
+    }
+    needed.into_iter().collect()
+}
+
+/// What adding an environment needs (`CreateEnvironment`):
+/// `workspace.update`; `environment.manage` when it takes a place on the
+/// promotion chain (which changes where every promotion goes); and the
+/// permission of each setting it starts with.
+pub fn environment_create_permissions(
+    settings: &crate::environment::EnvSettings,
+    on_chain: bool,
+) -> Vec<Permission> {
+    let mut needed: BTreeSet<Permission> = settings
+        .set_keys()
+        .into_iter()
+        .map(setting_permission)
+        .collect();
+    needed.insert(Permission::WorkspaceUpdate);
+    if on_chain {
+        needed.insert(Permission::EnvironmentManage);
+    }
+    needed.into_iter().collect()
+}
+
+/// What a workspace change sets, for [`workspace_update_permissions`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkspaceChange<'a> {
+    /// The environment defaults it changes.
+    pub defaults: Option<&'a crate::environment::SettingsPatch>,
+    /// It changes what and where every environment serves: the slug, the
+    /// active environment, the chain or its skips.
+    pub serving: bool,
+    /// It changes `require_api_keys`: who may call every environment.
+    pub api_keys: bool,
+}
+
+/// What changing a workspace needs (`UpdateWorkspace`): `workspace.update`,
+/// each default setting's permission, `environment.manage` for a change of
+/// what and where its environments serve, `api_key.manage` for whether
+/// keys are required.
+pub fn workspace_update_permissions(change: WorkspaceChange<'_>) -> Vec<Permission> {
+    let mut needed: BTreeSet<Permission> = change
+        .defaults
+        .map(settings_permissions)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    needed.insert(Permission::WorkspaceUpdate);
+    if change.serving {
+        needed.insert(Permission::EnvironmentManage);
+    }
+    if change.api_keys {
+        needed.insert(Permission::ApiKeyManage);
+    }
+    needed.into_iter().collect()
+}
+
 /// A member's standing in the org.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OrgRole {
@@ -980,6 +1051,93 @@ mod tests {
                 fits,
                 "own={own} env={env:?} {permissions:?}"
             );
+        }
+    }
+    #[test]
+    fn what_each_change_needs() {
+        use crate::environment::{EnvSettings, SettingKey, SettingsPatch};
+        use Permission::*;
+        let patch = |keys: &[SettingKey]| SettingsPatch {
+            values: EnvSettings::default(),
+            keys: keys.to_vec(),
+        };
+        let chaos = patch(&[SettingKey::Chaos]);
+        let governance = patch(&[SettingKey::Approvals, SettingKey::Reality]);
+        // UpdateEnvironment: (settings, renames) -> needed
+        let updates: [(Option<&SettingsPatch>, bool, &[Permission]); 4] = [
+            (Some(&chaos), false, &[ChaosConfig]),
+            (Some(&chaos), true, &[ChaosConfig, EnvironmentManage]),
+            (None, false, &[EnvironmentManage]),
+            (
+                Some(&governance),
+                false,
+                &[RealityConfig, EnvironmentManage],
+            ),
+        ];
+        for (settings, renames, needed) in updates {
+            let mut got = environment_update_permissions(settings, renames);
+            let mut want = needed.to_vec();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{settings:?} renames={renames}");
+        }
+        // CreateEnvironment: (settings, on the chain) -> needed
+        let approvals = EnvSettings {
+            approvals: Some(Default::default()),
+            reality: Some(2),
+            ..EnvSettings::default()
+        };
+        let creates: [(&EnvSettings, bool, &[Permission]); 3] = [
+            (&EnvSettings::default(), false, &[WorkspaceUpdate]),
+            (
+                &EnvSettings::default(),
+                true,
+                &[WorkspaceUpdate, EnvironmentManage],
+            ),
+            (
+                &approvals,
+                false,
+                &[WorkspaceUpdate, RealityConfig, EnvironmentManage],
+            ),
+        ];
+        for (settings, on_chain, needed) in creates {
+            let mut got = environment_create_permissions(settings, on_chain);
+            let mut want = needed.to_vec();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{settings:?} on_chain={on_chain}");
+        }
+        // UpdateWorkspace
+        let changes: [(WorkspaceChange<'_>, &[Permission]); 4] = [
+            (WorkspaceChange::default(), &[WorkspaceUpdate]),
+            (
+                WorkspaceChange {
+                    serving: true,
+                    ..Default::default()
+                },
+                &[WorkspaceUpdate, EnvironmentManage],
+            ),
+            (
+                WorkspaceChange {
+                    api_keys: true,
+                    ..Default::default()
+                },
+                &[WorkspaceUpdate, ApiKeyManage],
+            ),
+            (
+                WorkspaceChange {
+                    defaults: Some(&chaos),
+                    ..Default::default()
+                },
+                &[WorkspaceUpdate, ChaosConfig],
+            ),
+        ];
+        for (change, needed) in changes {
+            let mut got = workspace_update_permissions(change);
+            let mut want = needed.to_vec();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{change:?}");
         }
     }
 }

@@ -143,6 +143,24 @@ impl EnvSettings {
         *self == Self::default()
     }
 
+    /// The settings this one sets, in [`SettingKey::ALL`] order.
+    pub fn set_keys(&self) -> Vec<SettingKey> {
+        SettingKey::ALL
+            .into_iter()
+            .filter(|key| match key {
+                SettingKey::Reality => self.reality.is_some(),
+                SettingKey::Latency => self.latency.is_some(),
+                SettingKey::Chaos => self.chaos.is_some(),
+                SettingKey::DriftBudget => self.drift_budget.is_some(),
+                SettingKey::Validation => self.validation.is_some(),
+                SettingKey::ReasonRequired => self.reason_required.is_some(),
+                SettingKey::Approvals => self.approvals.is_some(),
+                SettingKey::DataPolicy => self.data_policy.is_some(),
+                SettingKey::RequiredChecks => self.required_checks.is_some(),
+            })
+            .collect()
+    }
+
     /// Checks every field; the error names it.
     pub fn check(&self) -> Result<(), FieldError> {
         if let Some(level) = self.reality

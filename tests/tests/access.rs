@@ -1232,3 +1232,93 @@ async fn every_rpc_reaches_the_store_only_through_a_grant() {
     // answered: the member was authenticated, not turned away at the door.
     assert!(answered > 0);
 }
+
+/// Adding an environment needs `workspace.update`; placing it on the
+/// promotion chain also needs `environment.manage` (it changes where every
+/// promotion goes), and the settings it starts with need what changing
+/// them would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_environment_on_the_chain_needs_environment_manage() {
+    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        plane, mut admin, ..
+    } = setup(dir.path()).await;
+    admin
+        .roles
+        .create_role(v1::CreateRoleRequest {
+            role: Some(v1::Role {
+                name: "renamer".into(),
+                permissions: vec!["workspace.read".into(), "workspace.update".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let (_, token) = member(
+        &plane,
+        &mut admin,
+        "renamer@acme.io",
+        &[("dev", "renamer"), ("test", "renamer"), ("prod", "renamer")],
+    )
+    .await;
+    let mut renamer = plane.api(&token).await;
+    let create = |name: &str, chain_position: u32, settings: Option<v1::EnvironmentSettings>| {
+        v1::CreateEnvironmentRequest {
+            workspace: "shop".into(),
+            environment: Some(v1::Environment {
+                name: name.into(),
+                chain_position,
+                settings,
+                ..Default::default()
+            }),
+        }
+    };
+    renamer
+        .environments
+        .create_environment(create("sandbox", 0, None))
+        .await
+        .unwrap();
+    for (what, request) in [
+        ("on the chain", create("staging", 2, None)),
+        (
+            "with chaos",
+            create(
+                "chaotic",
+                0,
+                Some(v1::EnvironmentSettings {
+                    chaos: Some(v1::Chaos {
+                        rate: 0.5,
+                        statuses: vec![v1::WeightedStatus {
+                            status: 503,
+                            weight: 1,
+                        }],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            ),
+        ),
+    ] {
+        let status = renamer
+            .environments
+            .create_environment(request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{what}: {status:?}");
+    }
+    let status = renamer
+        .environments
+        .create_environment(create("staging", 2, None))
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("environment.manage"),
+        "{}",
+        status.message()
+    );
+    admin
+        .environments
+        .create_environment(create("staging", 2, None))
+        .await
+        .unwrap();
+}

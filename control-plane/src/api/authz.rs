@@ -123,7 +123,15 @@ pub const METHODS: &[(&str, Rule)] = &[
     // but it changes nothing an existing environment serves.
     (
         "EnvironmentService/CreateEnvironment",
-        Rule::Check(&[WorkspaceUpdate]),
+        // Placing it on the chain, and the settings it starts with, need
+        // what changing them would (`access::environment_create_permissions`).
+        Rule::Check(&[
+            WorkspaceUpdate,
+            EnvironmentManage,
+            RealityConfig,
+            ChaosConfig,
+            DriftBudgetConfig,
+        ]),
     ),
     (
         "EnvironmentService/UpdateEnvironment",
@@ -393,6 +401,10 @@ pub enum Target<'a> {
     /// The API tokens of a principal (`None`: the caller's own), under
     /// [`access::decide_tokens`].
     TokensOf(Option<Uuid>),
+    /// A new environment of a workspace: checked like [`Target::Workspace`]
+    /// in every existing environment, but it changes nothing they serve,
+    /// so those that require a reason do not ask for one.
+    NewEnvironment(&'a WorkspaceRef),
 }
 
 /// What an authorized handler learns, and its way to the store. Made
@@ -649,7 +661,10 @@ impl ApiState {
                     store: self.store.clone(),
                 })
             }
-            Target::Workspace(key) | Target::Environment(key, _) | Target::Origin(key) => {
+            Target::Workspace(key)
+            | Target::NewEnvironment(key)
+            | Target::Environment(key, _)
+            | Target::Origin(key) => {
                 let facts = self
                     .store
                     .access_facts(caller.org_id(), key, caller.principal.id)
@@ -684,7 +699,9 @@ impl ApiState {
                     )))
                     .into());
                 }
-                let environments = check_workspace(&caller, &facts, env.as_deref(), permissions)?;
+                let serving = !matches!(target, Target::NewEnvironment(_));
+                let environments =
+                    check_workspace(&caller, &facts, env.as_deref(), permissions, serving)?;
                 let role = env.as_deref().and_then(|env| {
                     if caller.principal.org_role.is_admin() {
                         Some(access::ADMIN.to_owned())
@@ -729,6 +746,9 @@ fn check_workspace(
     facts: &AccessFacts,
     env: Option<&str>,
     permissions: &[Permission],
+    // Whether a change to every environment changes what they serve (a
+    // new environment does not).
+    changes_serving: bool,
 ) -> Result<Vec<String>, Status> {
     let ws = &facts.workspace;
     let names: Vec<String> = ws.environments.iter().map(|e| e.name.to_string()).collect();
@@ -808,7 +828,7 @@ fn check_workspace(
                 }
                 // Renaming a workspace changes nothing any environment
                 // serves; every other change here does.
-                let serving = permission != Permission::WorkspaceUpdate;
+                let serving = changes_serving && permission != Permission::WorkspaceUpdate;
                 let gated: Vec<&String> = names.iter().filter(|e| requires_reason(ws, e)).collect();
                 if serving && !gated.is_empty() && caller.reason.is_none() {
                     return Err(denied(format!(

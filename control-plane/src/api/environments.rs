@@ -14,7 +14,7 @@ use super::{ApiState, etag, mask_paths, parse_etag, timestamp};
 use crate::store::{
     EnvironmentPatch, EnvironmentRecord, NewEnvironment, StoreError, WorkspaceRecord, WorkspaceRef,
 };
-use mockplane_shared::access::{Permission, settings_permissions};
+use mockplane_shared::access;
 
 pub struct Environments(pub ApiState);
 
@@ -144,13 +144,20 @@ impl EnvironmentService for Environments {
         request: Request<v1::CreateEnvironmentRequest>,
     ) -> Result<Response<v1::Environment>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
-        let grant = self.0.authorize(&request, Target::Workspace(&key)).await?;
-        let request = request.into_inner();
-        let env = request.environment.ok_or_else(|| missing("environment"))?;
+        let env = request
+            .get_ref()
+            .environment
+            .clone()
+            .ok_or_else(|| missing("environment"))?;
         let name = parse_name(&env.name, "environment.name")?;
         let settings = parse_env_settings(env.settings.as_ref())
             .map_err(|e| e.within("environment.settings"))
             .map_err(ApiError::from)?;
+        let needed = access::environment_create_permissions(&settings, env.chain_position > 0);
+        let grant = self
+            .0
+            .authorize_only(&request, Target::NewEnvironment(&key), &needed)
+            .await?;
         let record = grant
             .store()
             .create_environment(
@@ -190,17 +197,8 @@ impl EnvironmentService for Environments {
             patch.name = Some(parse_name(&values.name, "patch.name")?);
         }
         let expected = parse_etag(&request_ref.etag).map_err(ApiError::from)?;
-        let mut needed = patch
-            .settings
-            .as_ref()
-            .map(settings_permissions)
-            .unwrap_or_default();
-        if patch.name.is_some() {
-            needed.push(Permission::EnvironmentManage);
-        }
-        if needed.is_empty() {
-            needed.push(Permission::EnvironmentManage);
-        }
+        let needed =
+            access::environment_update_permissions(patch.settings.as_ref(), patch.name.is_some());
         let grant = self
             .0
             .authorize_only(

@@ -18,7 +18,7 @@ use super::{
     timestamp,
 };
 use crate::store::{WorkspaceRecord, WorkspaceRef};
-use mockplane_shared::access::{Permission, settings_permissions};
+use mockplane_shared::access;
 
 const PAGE_KIND: &str = "workspaces";
 
@@ -117,24 +117,14 @@ impl WorkspaceService for Workspaces {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
         let patch = parse_patch(request.get_ref()).map_err(ApiError::from)?;
         let expected = parse_etag(&request.get_ref().etag).map_err(ApiError::from)?;
-        let mut needed = vec![Permission::WorkspaceUpdate];
-        if let Some(defaults) = &patch.environment_defaults {
-            needed.extend(settings_permissions(defaults));
-        }
-        // These change what and where every environment serves.
-        if patch.slug.is_some()
-            || patch.active_environment.is_some()
-            || patch.promotion_chain.is_some()
-            || patch.allow_promotion_skips.is_some()
-        {
-            needed.push(Permission::EnvironmentManage);
-        }
-        // Who may call every environment's mocks.
-        if patch.require_api_keys.is_some() {
-            needed.push(Permission::ApiKeyManage);
-        }
-        needed.sort();
-        needed.dedup();
+        let needed = access::workspace_update_permissions(access::WorkspaceChange {
+            defaults: patch.environment_defaults.as_ref(),
+            serving: patch.slug.is_some()
+                || patch.active_environment.is_some()
+                || patch.promotion_chain.is_some()
+                || patch.allow_promotion_skips.is_some(),
+            api_keys: patch.require_api_keys.is_some(),
+        });
         let grant = self
             .0
             .authorize_only(&request, Target::Workspace(&key), &needed)
