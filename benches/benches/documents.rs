@@ -9,8 +9,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mockplane_shared::nesting;
-use mockplane_shared::openapi::MAX_DOCUMENT_BYTES;
+use mockplane_shared::model::nesting;
+use mockplane_shared::model::openapi::MAX_DOCUMENT_BYTES;
 
 /// An OpenAPI document of about `bytes`: 1 500 operations (an import takes
 /// at most 2 000), each with an example of many small objects.
@@ -69,7 +69,7 @@ fn documents(c: &mut Criterion) {
     group.sample_size(10);
     let hostile = "[".repeat(MAX_DOCUMENT_BYTES);
     let ordinary = ordinary(MAX_DOCUMENT_BYTES - 64 * 1024);
-    if let Err(e) = mockplane_shared::openapi::import(&ordinary) {
+    if let Err(e) = mockplane_shared::model::openapi::import(&ordinary) {
         panic!("the ordinary document is refused: {e}");
     }
     for (name, text) in [("hostile_8mib", &hostile), ("ordinary_8mib", &ordinary)] {
@@ -82,14 +82,14 @@ fn documents(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Bytes(ordinary.len() as u64));
     group.bench_function("ordinary_8mib", |b| {
-        b.iter(|| mockplane_shared::openapi::import(black_box(&ordinary)))
+        b.iter(|| mockplane_shared::model::openapi::import(black_box(&ordinary)))
     });
     group.bench_function("hostile_8mib", |b| {
-        b.iter(|| mockplane_shared::openapi::import(black_box(&hostile)))
+        b.iter(|| mockplane_shared::model::openapi::import(black_box(&hostile)))
     });
     let costliest = costliest(MAX_DOCUMENT_BYTES);
     group.bench_function("costliest_passing_8mib", |b| {
-        b.iter(|| mockplane_shared::openapi::import(black_box(&costliest)))
+        b.iter(|| mockplane_shared::model::openapi::import(black_box(&costliest)))
     });
     // The same kind of document as JSON, as large as still fits.
     let wide_json = serde_json::to_string(
@@ -98,12 +98,12 @@ fn documents(c: &mut Criterion) {
     )
     .unwrap();
     assert!(wide_json.len() <= MAX_DOCUMENT_BYTES, "{}", wide_json.len());
-    if let Err(e) = mockplane_shared::openapi::import(&wide_json) {
+    if let Err(e) = mockplane_shared::model::openapi::import(&wide_json) {
         panic!("{e}");
     }
     group.throughput(Throughput::Bytes(wide_json.len() as u64));
     group.bench_function("ordinary_as_json", |b| {
-        b.iter(|| mockplane_shared::openapi::import(black_box(&wide_json)))
+        b.iter(|| mockplane_shared::model::openapi::import(black_box(&wide_json)))
     });
     group.finish();
 

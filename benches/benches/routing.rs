@@ -13,7 +13,7 @@ use mockplane_benches::{
 };
 use mockplane_data_plane::proxy::answer;
 use mockplane_data_plane::table::RoutingTable;
-use mockplane_shared::path::split_workspace_path;
+use mockplane_shared::engine::path::split_workspace_path;
 use mockplane_shared::{Lookup, Method, RequestParts};
 
 fn request_path(c: &mut Criterion) {
@@ -117,7 +117,9 @@ fn request_path(c: &mut Criterion) {
 /// (keys not required), with a valid one (a SHA-256 and a hash lookup),
 /// and with an unknown one (refused with a 401).
 fn api_keys(c: &mut Criterion) {
-    use mockplane_shared::keys::{ApiKeyConfig, KEY_HEADER, MAX_KEYS_PER_ENVIRONMENT, digest};
+    use mockplane_shared::model::keys::{
+        ApiKeyConfig, KEY_HEADER, MAX_KEYS_PER_ENVIRONMENT, digest,
+    };
     let mut group = c.benchmark_group("api_keys");
     group.throughput(Throughput::Elements(1));
     let mut config = workspace(0);

@@ -55,7 +55,7 @@ pub fn load(path: &Path) -> anyhow::Result<v1::EnvironmentSettings> {
 
 #[cfg(test)]
 mod tests {
-    use mockplane_shared::environment::ValidationMode;
+    use mockplane_shared::model::environment::ValidationMode;
 
     use super::*;
 

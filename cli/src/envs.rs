@@ -6,7 +6,7 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use mockplane_proto::v1;
 use mockplane_shared::EnvSettings;
-use mockplane_shared::environment::{SettingKey, ValidationMode};
+use mockplane_shared::model::environment::{SettingKey, ValidationMode};
 
 use crate::client::{Api, status_error};
 use crate::output::{self, EnvironmentView, Format};

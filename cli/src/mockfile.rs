@@ -33,9 +33,9 @@ use anyhow::{Context as _, anyhow};
 use mockplane_proto::convert::parse_route;
 use mockplane_proto::v1;
 use mockplane_shared::RequestMatch;
-use mockplane_shared::realism::{Chaos, Latency};
-use mockplane_shared::route::DEFAULT_PRIORITY;
-use mockplane_shared::state::RawStateRule;
+use mockplane_shared::model::realism::{Chaos, Latency};
+use mockplane_shared::model::route::DEFAULT_PRIORITY;
+use mockplane_shared::model::state::RawStateRule;
 use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap as _, SerializeSeq as _};
 use serde::{Deserialize, Serialize};
@@ -326,7 +326,7 @@ pub fn to_file_form(routes: &[v1::Route]) -> anyhow::Result<Vec<MockRoute>> {
 /// parser busy; then `json` picks the JSON parser, otherwise YAML (a
 /// superset of JSON) reads it.
 pub fn document(text: &str, json: bool) -> anyhow::Result<serde_json::Value> {
-    mockplane_shared::nesting::check(text).map_err(|e| anyhow!("the file {e}"))?;
+    mockplane_shared::model::nesting::check(text).map_err(|e| anyhow!("the file {e}"))?;
     Ok(if json {
         serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON: {e}"))?
     } else {
@@ -345,7 +345,7 @@ pub fn check_distinct(routes: &[v1::Route]) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("routes[{index}]: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if let Some((first, index)) = mockplane_shared::route::first_duplicate(&specs) {
+    if let Some((first, index)) = mockplane_shared::model::route::first_duplicate(&specs) {
         anyhow::bail!(
             "routes[{index}] ({} {}) matches the same requests as routes[{first}]; change one's method, path, matchers or priority",
             specs[index].method,

@@ -2,7 +2,7 @@
 //! Both come from the same views, so they always agree.
 
 use mockplane_proto::v1;
-use mockplane_shared::realism::{Chaos, Latency};
+use mockplane_shared::model::realism::{Chaos, Latency};
 use mockplane_shared::{EnvSettings, ValidationMode};
 use serde::Serialize;
 use serde_json::Value;
@@ -85,11 +85,11 @@ pub struct RouteView {
     pub priority: u32,
     /// Latency and chaos in mock-file form; absent when the route has none.
     #[serde(flatten)]
-    pub realism: mockplane_shared::realism::Realism,
+    pub realism: mockplane_shared::model::realism::Realism,
     /// The state machine the route needs or moves, in mock-file form;
     /// absent when the route is stateless.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<mockplane_shared::state::RawStateRule>,
+    pub state: Option<mockplane_shared::model::state::RawStateRule>,
     pub status: u32,
     pub headers: Vec<[String; 2]>,
     /// The body as text when it is UTF-8, else `base64:` and its encoding.
@@ -368,7 +368,7 @@ impl From<&v1::Environment> for EnvironmentView {
             working_copies: e.working_copies,
             reality: effective
                 .reality
-                .unwrap_or(mockplane_shared::environment::DEFAULT_REALITY),
+                .unwrap_or(mockplane_shared::model::environment::DEFAULT_REALITY),
             latency: effective.latency.as_ref().map(latency_summary),
             chaos: effective.chaos.as_ref().map(chaos_summary),
             drift_budget: effective

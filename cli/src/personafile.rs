@@ -11,14 +11,14 @@
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
-use mockplane_shared::persona::parse_persona_data;
+use mockplane_shared::model::persona::parse_persona_data;
 
 use crate::mockfile;
 
 /// Parses persona file text into the JSON text the API takes. `json`
 /// picks the JSON parser; otherwise YAML (a superset of JSON) reads it.
 pub fn parse(text: &str, json: bool) -> anyhow::Result<String> {
-    mockplane_shared::nesting::check(text).map_err(|e| anyhow!("the file {e}"))?;
+    mockplane_shared::model::nesting::check(text).map_err(|e| anyhow!("the file {e}"))?;
     let data: serde_json::Value = if json {
         serde_json::from_str(text).map_err(|e| anyhow!("not valid JSON: {e}"))?
     } else {

@@ -601,10 +601,11 @@ fn rules_view(rules: &v1::ApprovalRules) -> serde_json::Value {
 /// Reads a rules file (YAML or JSON): `patterns:` and `pillars:`.
 fn load_rules(path: &std::path::Path) -> anyhow::Result<v1::ApprovalRules> {
     let (text, _) = crate::mockfile::read(path, "rules")?;
-    mockplane_shared::nesting::check(&text)
+    mockplane_shared::model::nesting::check(&text)
         .map_err(|e| anyhow!("{} is not a valid rules file: it {e}", path.display()))?;
-    let rules: mockplane_shared::promotion::PillarRules = serde_yaml::from_str(&text)
-        .map_err(|e| anyhow!("{} is not a valid rules file: {e}", path.display()))?;
+    let rules: mockplane_shared::governance::promotion::PillarRules =
+        serde_yaml::from_str(&text)
+            .map_err(|e| anyhow!("{} is not a valid rules file: {e}", path.display()))?;
     rules
         .check()
         .map_err(|e| anyhow!("{} is not a valid rules file: {e}", path.display()))?;
@@ -612,7 +613,7 @@ fn load_rules(path: &std::path::Path) -> anyhow::Result<v1::ApprovalRules> {
         patterns: rules
             .patterns
             .iter()
-            .map(mockplane_shared::promotion::show)
+            .map(mockplane_shared::governance::promotion::show)
             .collect(),
         pillars: rules
             .pillars

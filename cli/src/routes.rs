@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use mockplane_proto::v1;
-use mockplane_shared::route::MAX_ROUTES_PER_CALL;
+use mockplane_shared::model::route::MAX_ROUTES_PER_CALL;
 
 use crate::client::{Api, status_error};
 use crate::output::{self, Format, RouteView};

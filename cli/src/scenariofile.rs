@@ -23,8 +23,8 @@ use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
 use mockplane_proto::v1;
-use mockplane_shared::contract::{ContractCheck, check_all};
-use mockplane_shared::scenario::{parse_scenario_name, parse_tags, parse_text};
+use mockplane_shared::model::checks::{ContractCheck, check_all};
+use mockplane_shared::model::scenario::{parse_scenario_name, parse_tags, parse_text};
 use serde::{Deserialize, Serialize};
 
 use crate::mockfile::{self, MockRoute};

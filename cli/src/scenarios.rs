@@ -426,11 +426,12 @@ pub(crate) fn print_import(format: Format, imported: &v1::ImportOpenApiResponse)
 /// checked with the field that is wrong named.
 pub(crate) fn load_checks(path: &std::path::Path) -> anyhow::Result<Vec<v1::ContractCheck>> {
     let (text, _) = mockfile::read(path, "checks")?;
-    mockplane_shared::nesting::check(&text)
+    mockplane_shared::model::nesting::check(&text)
         .map_err(|e| anyhow!("{} is not a valid checks file: it {e}", path.display()))?;
-    let checks: Vec<mockplane_shared::contract::ContractCheck> = serde_yaml::from_str(&text)
-        .map_err(|e| anyhow!("{} is not a valid checks file: {e}", path.display()))?;
-    mockplane_shared::contract::check_all(&checks)
+    let checks: Vec<mockplane_shared::model::checks::ContractCheck> =
+        serde_yaml::from_str(&text)
+            .map_err(|e| anyhow!("{} is not a valid checks file: {e}", path.display()))?;
+    mockplane_shared::model::checks::check_all(&checks)
         .map_err(|e| anyhow!("{} is not a valid checks file: {e}", path.display()))?;
     Ok(checks
         .iter()

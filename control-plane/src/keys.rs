@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mockplane_shared::keys::KEY_PREFIX;
+use mockplane_shared::model::keys::KEY_PREFIX;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;

@@ -49,7 +49,7 @@ use mockplane_proto::v1::auth_service_server::AuthServiceServer;
 use mockplane_proto::v1::member_service_server::MemberServiceServer;
 use mockplane_proto::v1::role_service_server::RoleServiceServer;
 use mockplane_proto::v1::user_service_server::UserServiceServer;
-use mockplane_shared::access::OrgRole;
+use mockplane_shared::governance::access::OrgRole;
 
 /// Largest request the route service accepts: a batch of routes may carry
 /// up to a workspace's worth of bodies (16 MiB), plus headroom.

@@ -12,7 +12,7 @@ use mockplane_control_plane::store::{
     AccessGrant, NewApiKey, NewPrincipal, PrincipalKind, RoleRecord, SqlStore, Store, UsageCount,
     UsageReport, WorkspaceRef,
 };
-use mockplane_shared::access::{OrgRole, Permission};
+use mockplane_shared::governance::access::{OrgRole, Permission};
 use mockplane_shared::{NewWorkspace, ResponseSpec, RouteSpec, Slug};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnection;

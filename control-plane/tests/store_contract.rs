@@ -10,10 +10,10 @@ use mockplane_control_plane::store::{
     AccessGrant, EnvironmentPatch, NewEnvironment, NewPrincipal, PrincipalKind, PrincipalPatch,
     RefreshOutcome, RoleRecord, Store, StoreError, WorkspaceRecord, WorkspaceRef,
 };
-use mockplane_shared::access::{OrgRole, Permission};
-use mockplane_shared::environment::{SettingKey, SettingsPatch};
-use mockplane_shared::realism::{Chaos, Latency};
-use mockplane_shared::scenario::{NewScenario, ScenarioPatch, parse_tags};
+use mockplane_shared::governance::access::{OrgRole, Permission};
+use mockplane_shared::model::environment::{SettingKey, SettingsPatch};
+use mockplane_shared::model::realism::{Chaos, Latency};
+use mockplane_shared::model::scenario::{NewScenario, ScenarioPatch, parse_tags};
 use mockplane_shared::{
     EnvSettings, NewWorkspace, ResponseSpec, RoutePatch, RouteSpec, Slug, WorkspacePatch,
 };
@@ -467,7 +467,7 @@ mod contract {
         );
 
         workspace(&*store, org, "many").await;
-        let limit = mockplane_shared::config::MAX_ROUTES_PER_WORKSPACE;
+        let limit = mockplane_shared::model::config::MAX_ROUTES_PER_WORKSPACE;
         let routes: Vec<RouteSpec> = (0..=limit)
             .map(|i| route("GET", &format!("/r{i}"), ""))
             .collect();

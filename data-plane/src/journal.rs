@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use mockplane_shared::keys::KEY_HEADER;
+use mockplane_shared::model::keys::KEY_HEADER;
 use serde::Serialize;
 use uuid::Uuid;
 

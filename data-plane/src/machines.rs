@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
-use mockplane_shared::state::INITIAL_STATE;
+use mockplane_shared::model::state::INITIAL_STATE;
 use uuid::Uuid;
 
 /// Most machine copies one node keeps.

@@ -2,14 +2,16 @@
 //! can be wrong becomes a [`FieldError`] naming the field, never a panic.
 
 use bytes::Bytes;
-use mockplane_shared::environment::{Approvals, DataPolicy, Effective};
-use mockplane_shared::keys::{ApiKeyConfig, parse_sha256_hex};
-use mockplane_shared::matcher::{BodyMatch, FieldMatch, RawTextTest, RequestMatch, StringMatch};
-use mockplane_shared::persona::{PersonaConfig, parse_persona_data, parse_persona_name};
-use mockplane_shared::realism::{
+use mockplane_shared::model::environment::{Approvals, DataPolicy, Effective};
+use mockplane_shared::model::keys::{ApiKeyConfig, parse_sha256_hex};
+use mockplane_shared::model::matcher::{
+    BodyMatch, FieldMatch, RawTextTest, RequestMatch, StringMatch,
+};
+use mockplane_shared::model::persona::{PersonaConfig, parse_persona_data, parse_persona_name};
+use mockplane_shared::model::realism::{
     Chaos, Fault, Latency, LogNormal, Normal, Pareto, Realism, Uniform,
 };
-use mockplane_shared::state::{RawStateRule, StateRule};
+use mockplane_shared::model::state::{RawStateRule, StateRule};
 use mockplane_shared::{
     ConfigRoute, EnvSettings, EnvironmentConfig, FieldError, ResponseSpec, RouteSpec, Slug,
     ValidationMode, WorkspaceConfig,
@@ -640,7 +642,7 @@ fn parse_config_route(route: v1::RouteConfig) -> Result<ConfigRoute, FieldError>
 }
 
 /// A contract check as the API shows it.
-pub fn contract_check(check: &mockplane_shared::contract::ContractCheck) -> v1::ContractCheck {
+pub fn contract_check(check: &mockplane_shared::model::checks::ContractCheck) -> v1::ContractCheck {
     v1::ContractCheck {
         name: check.name.clone(),
         request: Some(v1::CheckRequest {
@@ -666,8 +668,8 @@ pub fn contract_check(check: &mockplane_shared::contract::ContractCheck) -> v1::
 /// Parses contract checks from the wire, naming the field that is wrong.
 pub fn parse_contract_checks(
     wire: &[v1::ContractCheck],
-) -> Result<Vec<mockplane_shared::contract::ContractCheck>, FieldError> {
-    use mockplane_shared::contract::{CheckRequest, ContractCheck, Expectation, check_all};
+) -> Result<Vec<mockplane_shared::model::checks::ContractCheck>, FieldError> {
+    use mockplane_shared::model::checks::{CheckRequest, ContractCheck, Expectation, check_all};
     let mut checks = Vec::with_capacity(wire.len());
     for (index, check) in wire.iter().enumerate() {
         let field = format!("checks[{index}]");
@@ -759,7 +761,7 @@ mod tests {
         let mut config = sample();
         let mut prod = config.environments[0].clone();
         prod.name = Slug::parse("prod").unwrap();
-        prod.realism = mockplane_shared::environment::reality_level(5);
+        prod.realism = mockplane_shared::model::environment::reality_level(5);
         config.environments.push(prod);
         let wire = v1::WorkspaceConfig::from(&config);
         assert_eq!(WorkspaceConfig::try_from(wire).unwrap(), config);
@@ -771,13 +773,16 @@ mod tests {
         config.require_api_keys = true;
         config.environments[0].keys.push(ApiKeyConfig {
             id: Uuid::new_v4(),
-            sha256: mockplane_shared::keys::digest(b"mpk_secret"),
+            sha256: mockplane_shared::model::keys::digest(b"mpk_secret"),
             test: true,
             expires_at_unix: 1_900_000_000,
         });
         let wire = v1::WorkspaceConfig::from(&config);
         let sent = &wire.environments[0].api_keys[0];
-        assert_eq!(sent.sha256, mockplane_shared::keys::hash_hex("mpk_secret"));
+        assert_eq!(
+            sent.sha256,
+            mockplane_shared::model::keys::hash_hex("mpk_secret")
+        );
         assert!(wire.require_api_keys);
         assert_eq!(WorkspaceConfig::try_from(wire.clone()).unwrap(), config);
 

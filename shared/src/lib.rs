@@ -1,39 +1,26 @@
-//! Mockplane's domain: workspace slugs, routes and their validation, the
-//! serving config a control plane publishes, and the route compiler a data
-//! plane matches requests with. Plain types and pure functions; no I/O and no
-//! protobuf (conversions live in `mockplane-proto`).
+//! Mockplane's domain, in three parts with no I/O and no protobuf
+//! (conversions live in `mockplane-proto`):
+//!
+//! - [`model`]: what users define — workspaces, environments and their
+//!   settings, routes with matchers, templates and state rules, personas,
+//!   scenarios and their contract checks, API keys, the serving config a
+//!   control plane publishes — with the rules that validate them.
+//! - [`engine`]: the mock engine — the route trie, compiling what one
+//!   environment serves, answering a request. It reads the model.
+//! - [`governance`]: who may do what (`access`) and how changes move
+//!   between environments (`promotion`, its gates: `drift`, `datapolicy`,
+//!   `contract`, which runs checks on the engine). It reads both.
 #![forbid(unsafe_code)]
 
-pub mod access;
-pub mod config;
-pub mod contract;
-pub mod datapolicy;
-pub mod drift;
 pub mod engine;
-pub mod environment;
-pub mod error;
-pub mod keys;
-pub mod matcher;
-pub mod nesting;
-pub mod openapi;
-pub mod path;
-pub mod pattern;
-pub mod persona;
-pub mod promotion;
-pub mod realism;
-pub mod route;
-pub mod router;
-pub mod scenario;
-pub mod slug;
-pub mod state;
-pub mod template;
-pub mod workspace;
+pub mod governance;
+pub mod model;
 
-pub use config::{ConfigRoute, EnvironmentConfig, WorkspaceConfig};
-pub use environment::{Chain, EnvSettings, ValidationMode};
-pub use error::FieldError;
-pub use matcher::{RequestMatch, RequestParts};
-pub use route::{Method, PathTemplate, ResponseSpec, RoutePatch, RouteSpec};
-pub use router::{BuildError, Lookup, RouteDef, Router};
-pub use slug::{Slug, SlugError};
-pub use workspace::{NewWorkspace, WorkspacePatch};
+pub use engine::router::{BuildError, Lookup, RouteDef, Router};
+pub use model::config::{ConfigRoute, EnvironmentConfig, WorkspaceConfig};
+pub use model::environment::{Chain, EnvSettings, ValidationMode};
+pub use model::error::FieldError;
+pub use model::matcher::{RequestMatch, RequestParts};
+pub use model::route::{Method, PathTemplate, ResponseSpec, RoutePatch, RouteSpec};
+pub use model::slug::{Slug, SlugError};
+pub use model::workspace::{NewWorkspace, WorkspacePatch};

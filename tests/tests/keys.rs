@@ -287,7 +287,7 @@ async fn keys_open_their_environment_only_and_stop_when_expired_or_revoked() {
             NewApiKey {
                 environment: "dev".into(),
                 name: "old".into(),
-                key_hash: mockplane_shared::keys::hash_hex(old_secret),
+                key_hash: mockplane_shared::model::keys::hash_hex(old_secret),
                 hint: "mpk_expire".into(),
                 expires_at: Some((SystemTime::now() - Duration::from_secs(120)).into()),
                 created_by: None,

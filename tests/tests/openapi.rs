@@ -162,7 +162,7 @@ async fn a_hostile_nested_document_is_refused_at_once() {
     let small = format!("{head}{}", "[".repeat(50_000));
     let large = format!(
         "{head}{}",
-        "[".repeat(mockplane_shared::openapi::MAX_DOCUMENT_BYTES - head.len())
+        "[".repeat(mockplane_shared::model::openapi::MAX_DOCUMENT_BYTES - head.len())
     );
     let mut imports = Vec::new();
     for document in [small, large.clone(), large] {

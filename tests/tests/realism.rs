@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use mockplane_e2e::{Cli, ControlPlane, Node};
-use mockplane_shared::realism::{Chaos, Outcome, Rng};
+use mockplane_shared::model::realism::{Chaos, Outcome, Rng};
 
 const MOCKS: &str = r#"
 routes:

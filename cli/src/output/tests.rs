@@ -43,7 +43,7 @@ fn tables_align_and_clip() {
 
 #[test]
 fn realism_in_short() {
-    use mockplane_shared::environment::reality_level;
+    use mockplane_shared::model::environment::reality_level;
     let summary = |level| {
         let realism = reality_level(level);
         (

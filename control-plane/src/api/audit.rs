@@ -57,11 +57,12 @@ pub async fn protected_environments(
     store: &dyn Store,
     org: uuid::Uuid,
 ) -> Result<Vec<String>, StoreError> {
-    let mut protected: BTreeSet<String> = mockplane_shared::environment::default_environments()
-        .into_iter()
-        .filter(|(_, settings)| settings.effective().reason_required)
-        .map(|(name, _)| name.to_string())
-        .collect();
+    let mut protected: BTreeSet<String> =
+        mockplane_shared::model::environment::default_environments()
+            .into_iter()
+            .filter(|(_, settings)| settings.effective().reason_required)
+            .map(|(name, _)| name.to_string())
+            .collect();
     let mut after: Option<String> = None;
     loop {
         let page = store

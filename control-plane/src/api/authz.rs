@@ -3,7 +3,7 @@
 //! authenticates the caller and hands the declaration to the handler, which
 //! names only *where* it acts ([`Target`]) when it calls
 //! [`ApiState::authorize`]. The decision itself is
-//! [`mockplane_shared::access::decide`].
+//! [`mockplane_shared::governance::access::decide`].
 //!
 //! Callers of another org, and callers with no role at all in a workspace,
 //! get `NotFound`: they learn nothing of what exists.
@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use mockplane_shared::access::{self, Permission, Question, Reach, WorkspaceFacts};
+use mockplane_shared::governance::access::{self, Permission, Question, Reach, WorkspaceFacts};
 use tonic::{Request, Status};
 use uuid::Uuid;
 

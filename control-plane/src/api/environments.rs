@@ -4,7 +4,7 @@
 use mockplane_proto::convert::{effective_settings, env_settings, parse_env_settings};
 use mockplane_proto::v1;
 use mockplane_proto::v1::environment_service_server::EnvironmentService;
-use mockplane_shared::environment::{SettingKey, SettingsPatch, parse_env_name};
+use mockplane_shared::model::environment::{SettingKey, SettingsPatch, parse_env_name};
 use mockplane_shared::{FieldError, Slug};
 use tonic::{Request, Response, Status};
 
@@ -14,7 +14,7 @@ use super::{ApiState, etag, mask_paths, parse_etag, timestamp};
 use crate::store::{
     EnvironmentPatch, EnvironmentRecord, NewEnvironment, StoreError, WorkspaceRecord, WorkspaceRef,
 };
-use mockplane_shared::access;
+use mockplane_shared::governance::access;
 
 pub struct Environments(pub ApiState);
 

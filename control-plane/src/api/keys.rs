@@ -8,9 +8,9 @@
 use chrono::Utc;
 use mockplane_proto::v1;
 use mockplane_proto::v1::api_key_service_server::ApiKeyService;
-use mockplane_shared::access::Permission;
-use mockplane_shared::environment::parse_env_name;
-use mockplane_shared::keys::{TestKeyLimits, check_key_life, hash_hex, parse_key_name};
+use mockplane_shared::governance::access::Permission;
+use mockplane_shared::model::environment::parse_env_name;
+use mockplane_shared::model::keys::{TestKeyLimits, check_key_life, hash_hex, parse_key_name};
 use mockplane_shared::{FieldError, Slug};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;

@@ -2,7 +2,7 @@
 
 use mockplane_proto::v1;
 use mockplane_proto::v1::persona_service_server::PersonaService;
-use mockplane_shared::persona::{parse_persona_data, parse_persona_name};
+use mockplane_shared::model::persona::{parse_persona_data, parse_persona_name};
 use mockplane_shared::{FieldError, Slug};
 use tonic::{Request, Response, Status};
 

@@ -13,14 +13,14 @@ use std::time::Duration;
 use mockplane_proto::convert::env_settings;
 use mockplane_proto::v1;
 use mockplane_proto::v1::promotion_service_server::PromotionService;
-use mockplane_shared::access::Permission;
-use mockplane_shared::drift::Diff;
-use mockplane_shared::environment::parse_env_name;
-use mockplane_shared::persona::parse_persona_name;
-use mockplane_shared::promotion::{
+use mockplane_shared::governance::access::Permission;
+use mockplane_shared::governance::drift::Diff;
+use mockplane_shared::governance::promotion::{
     CheckState, EntityKind, Gate, PillarRules, Requirement, Status, check_name, parse_comment,
 };
-use mockplane_shared::scenario::parse_scenario_name;
+use mockplane_shared::model::environment::parse_env_name;
+use mockplane_shared::model::persona::parse_persona_name;
+use mockplane_shared::model::scenario::parse_scenario_name;
 use mockplane_shared::{FieldError, Slug};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status as GrpcStatus};
@@ -197,7 +197,7 @@ fn rules_proto(rules: &PillarRules, source: RulesSource) -> v1::ApprovalRules {
         patterns: rules
             .patterns
             .iter()
-            .map(mockplane_shared::promotion::show)
+            .map(mockplane_shared::governance::promotion::show)
             .collect(),
         pillars: rules
             .pillars
@@ -284,12 +284,12 @@ fn new_promotion(request: &v1::CreatePromotionRequest) -> Result<NewPromotion, A
         }
     };
     let to = env_name(&request.to_environment, "to_environment")?;
-    if request.metadata.len() > mockplane_shared::promotion::MAX_METADATA {
+    if request.metadata.len() > mockplane_shared::governance::promotion::MAX_METADATA {
         return Err(FieldError::new(
             "metadata",
             format!(
                 "at most {} entries",
-                mockplane_shared::promotion::MAX_METADATA
+                mockplane_shared::governance::promotion::MAX_METADATA
             ),
         )
         .into());

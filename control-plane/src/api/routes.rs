@@ -7,8 +7,8 @@ use mockplane_proto::convert::{
 };
 use mockplane_proto::v1;
 use mockplane_proto::v1::route_service_server::RouteService;
-use mockplane_shared::environment::parse_env_name;
-use mockplane_shared::scenario::parse_scenario_name;
+use mockplane_shared::model::environment::parse_env_name;
+use mockplane_shared::model::scenario::parse_scenario_name;
 use mockplane_shared::{FieldError, RoutePatch, RouteSpec, Slug};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -23,7 +23,7 @@ use crate::store::{RouteRecord, StoreError, WorkspaceRecord, WorkspaceRef};
 
 const PAGE_KIND: &str = "routes";
 /// Most routes one CreateRoutes or DeleteRoutes call takes.
-const MAX_BATCH: usize = mockplane_shared::route::MAX_ROUTES_PER_CALL;
+const MAX_BATCH: usize = mockplane_shared::model::route::MAX_ROUTES_PER_CALL;
 
 pub struct Routes(pub ApiState);
 

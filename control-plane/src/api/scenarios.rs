@@ -3,8 +3,8 @@
 
 use mockplane_proto::v1;
 use mockplane_proto::v1::scenario_service_server::ScenarioService;
-use mockplane_shared::environment::parse_env_name;
-use mockplane_shared::scenario::{
+use mockplane_shared::model::environment::parse_env_name;
+use mockplane_shared::model::scenario::{
     MAX_TEXT_LEN, NewScenario, ScenarioPatch, parse_scenario_name, parse_tags, parse_text, pillars,
 };
 use mockplane_shared::{FieldError, Slug};
@@ -280,10 +280,11 @@ impl ScenarioService for Scenarios {
             return Err(missing("document").into());
         }
         let document = std::mem::take(&mut request.document);
-        let imported = super::blocking::run(move || mockplane_shared::openapi::import(&document))
-            .await?
-            .map_err(|e| e.within("document"))
-            .map_err(ApiError::from)?;
+        let imported =
+            super::blocking::run(move || mockplane_shared::model::openapi::import(&document))
+                .await?
+                .map_err(|e| e.within("document"))
+                .map_err(ApiError::from)?;
         let description = if scenario.description.is_empty() {
             imported.description.chars().take(MAX_TEXT_LEN).collect()
         } else {

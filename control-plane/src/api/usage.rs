@@ -5,7 +5,7 @@ use chrono::Utc;
 use mockplane_proto::v1;
 use mockplane_proto::v1::usage_service_server::UsageService;
 use mockplane_shared::FieldError;
-use mockplane_shared::environment::parse_env_name;
+use mockplane_shared::model::environment::parse_env_name;
 use tonic::{Request, Response, Status};
 
 use super::ApiState;

@@ -3,8 +3,8 @@
 use mockplane_proto::convert::{env_settings, parse_env_settings};
 use mockplane_proto::v1;
 use mockplane_proto::v1::workspace_service_server::WorkspaceService;
-use mockplane_shared::environment::parse_env_name;
-use mockplane_shared::workspace::{
+use mockplane_shared::model::environment::parse_env_name;
+use mockplane_shared::model::workspace::{
     check_chain, parse_description, parse_slug, parse_workspace_name,
 };
 use mockplane_shared::{FieldError, NewWorkspace, WorkspacePatch};
@@ -18,7 +18,7 @@ use super::{
     timestamp,
 };
 use crate::store::{WorkspaceRecord, WorkspaceRef};
-use mockplane_shared::access;
+use mockplane_shared::governance::access;
 
 const PAGE_KIND: &str = "workspaces";
 

@@ -24,9 +24,9 @@ pub fn generate_with(prefix: &str) -> String {
 
 /// What the store keeps of a token. A fast hash is right here: the secret
 /// has 256 bits of entropy, so there is nothing to brute-force. The same
-/// hash as data-plane keys (`mockplane_shared::keys::hash_hex`).
+/// hash as data-plane keys (`mockplane_shared::model::keys::hash_hex`).
 pub fn hash(token: &str) -> String {
-    mockplane_shared::keys::hash_hex(token)
+    mockplane_shared::model::keys::hash_hex(token)
 }
 
 #[cfg(test)]

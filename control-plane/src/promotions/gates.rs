@@ -2,7 +2,9 @@
 //! pure evaluation (`shared::promotion::evaluate`) bound to the workspace's
 //! settings for the target.
 
-use mockplane_shared::promotion::{CheckState, Evaluation, Inputs, Subject, evaluate as run};
+use mockplane_shared::governance::promotion::{
+    CheckState, Evaluation, Inputs, Subject, evaluate as run,
+};
 
 use crate::store::{Entity, Gathered, StoreError, StoreResult, WorkspaceRecord};
 

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use mockplane_shared::EnvironmentConfig;
 use mockplane_shared::Slug;
-use mockplane_shared::environment::DEFAULT_APPROVAL_TIMEOUT_SECS;
-use mockplane_shared::promotion::{EntityKind, Status};
+use mockplane_shared::governance::promotion::{EntityKind, Status};
+use mockplane_shared::model::environment::DEFAULT_APPROVAL_TIMEOUT_SECS;
 use serde_json::json;
 use uuid::Uuid;
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mockplane_shared::FieldError;
-use mockplane_shared::access::{Permission, Policies, RoleCatalog, Standing};
+use mockplane_shared::governance::access::{Permission, Policies, RoleCatalog, Standing};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
@@ -711,7 +711,7 @@ where
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    if mockplane_shared::access::BUILTIN_ROLES.contains(&role) {
+    if mockplane_shared::governance::access::BUILTIN_ROLES.contains(&role) {
         return Ok(());
     }
     let found: Option<String> =

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mockplane_shared::environment::MAX_ENVIRONMENTS;
+use mockplane_shared::model::environment::MAX_ENVIRONMENTS;
 use mockplane_shared::{FieldError, Slug};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;

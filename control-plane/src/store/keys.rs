@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mockplane_shared::FieldError;
-use mockplane_shared::keys::{ApiKeyConfig, MAX_KEYS_PER_ENVIRONMENT, parse_sha256_hex};
+use mockplane_shared::model::keys::{ApiKeyConfig, MAX_KEYS_PER_ENVIRONMENT, parse_sha256_hex};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 

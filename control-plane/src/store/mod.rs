@@ -43,8 +43,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mockplane_shared::environment::SettingsPatch;
-use mockplane_shared::scenario::Tag;
+use mockplane_shared::model::environment::SettingsPatch;
+use mockplane_shared::model::scenario::Tag;
 use mockplane_shared::{
     Chain, ConfigRoute, EnvSettings, FieldError, RouteSpec, Slug, WorkspaceConfig,
 };
@@ -204,7 +204,7 @@ pub struct ScenarioRecord {
     pub tags: Vec<Tag>,
     /// Example requests and the answers they must get; frozen into each
     /// version and run by promotions.
-    pub checks: Vec<mockplane_shared::contract::ContractCheck>,
+    pub checks: Vec<mockplane_shared::model::checks::ContractCheck>,
     /// Routes in the working copy.
     pub route_count: i64,
     /// The newest version's number; 0 when there is none.
@@ -238,7 +238,7 @@ pub struct VersionRecord {
     /// The routes, when asked for (`get_version`); empty otherwise.
     pub routes: Vec<ConfigRoute>,
     /// The contract checks frozen into the version.
-    pub checks: Vec<mockplane_shared::contract::ContractCheck>,
+    pub checks: Vec<mockplane_shared::model::checks::ContractCheck>,
 }
 
 /// A persona at one of its versions.

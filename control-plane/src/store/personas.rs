@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mockplane_shared::persona::{MAX_PERSONAS, parse_persona_data};
+use mockplane_shared::model::persona::{MAX_PERSONAS, parse_persona_data};
 use mockplane_shared::{FieldError, Slug};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;

@@ -5,10 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use mockplane_shared::FieldError;
-use mockplane_shared::contract::ContractCheck;
-use mockplane_shared::persona::{PersonaConfig, parse_persona_data, parse_persona_name};
-use mockplane_shared::promotion::{CheckState, PillarRules, Status};
-use mockplane_shared::scenario::{Tag, parse_tags};
+use mockplane_shared::governance::promotion::{CheckState, PillarRules, Status};
+use mockplane_shared::model::checks::ContractCheck;
+use mockplane_shared::model::persona::{PersonaConfig, parse_persona_data, parse_persona_name};
+use mockplane_shared::model::scenario::{Tag, parse_tags};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 

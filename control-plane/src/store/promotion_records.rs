@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use mockplane_shared::contract::ContractCheck;
-use mockplane_shared::drift::Diff;
-use mockplane_shared::environment::EnvSettings;
-use mockplane_shared::persona::PersonaConfig;
-use mockplane_shared::promotion::{
+use mockplane_shared::governance::drift::Diff;
+use mockplane_shared::governance::promotion::{
     CheckState, EntityKind, Evaluation, Gate, PillarRules, Requirement, Status,
 };
-use mockplane_shared::scenario::Tag;
+use mockplane_shared::model::checks::ContractCheck;
+use mockplane_shared::model::environment::EnvSettings;
+use mockplane_shared::model::persona::PersonaConfig;
+use mockplane_shared::model::scenario::Tag;
 use mockplane_shared::{ConfigRoute, FieldError, Slug};
 use serde_json::json;
 use sqlx::FromRow;

@@ -5,9 +5,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use mockplane_shared::environment::EnvSettings;
-use mockplane_shared::persona::parse_persona_data;
-use mockplane_shared::promotion::{CheckState, EntityKind, Evaluation, Status};
+use mockplane_shared::governance::promotion::{CheckState, EntityKind, Evaluation, Status};
+use mockplane_shared::model::environment::EnvSettings;
+use mockplane_shared::model::persona::parse_persona_data;
 use mockplane_shared::{ConfigRoute, FieldError};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;

@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use mockplane_shared::promotion::{EntityKind, PillarRules, Status};
+use mockplane_shared::governance::promotion::{EntityKind, PillarRules, Status};
 use serde_json::json;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
@@ -162,7 +162,7 @@ where
         // (the backends' time arithmetic differs).
         let horizon = at
             + TimeDelta::seconds(i64::from(
-                mockplane_shared::environment::MAX_APPROVAL_TIMEOUT_SECS,
+                mockplane_shared::model::environment::MAX_APPROVAL_TIMEOUT_SECS,
             ));
         let candidates: Vec<(Uuid, Uuid, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
             "SELECT org_id, id, created_at, expires_at FROM promotions WHERE status = 'pending' \

@@ -3,10 +3,10 @@
 //! a scenario's working copy, and the limits a workspace keeps.
 
 use bytes::Bytes;
-use mockplane_shared::config::{MAX_ROUTES_PER_WORKSPACE, MAX_WORKSPACE_BODY_BYTES};
-use mockplane_shared::realism::Realism;
-use mockplane_shared::route::first_duplicate;
-use mockplane_shared::state::RawStateRule;
+use mockplane_shared::model::config::{MAX_ROUTES_PER_WORKSPACE, MAX_WORKSPACE_BODY_BYTES};
+use mockplane_shared::model::realism::Realism;
+use mockplane_shared::model::route::first_duplicate;
+use mockplane_shared::model::state::RawStateRule;
 use mockplane_shared::{RequestMatch, ResponseSpec};
 
 macro_rules! select_route {

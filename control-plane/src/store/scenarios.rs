@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mockplane_proto::convert::parse_config_routes;
 use mockplane_proto::v1;
-use mockplane_shared::scenario::{
+use mockplane_shared::model::scenario::{
     DEFAULT_SCENARIO, NewScenario, ScenarioPatch, content_hash, parse_tags, version_hash,
 };
 use mockplane_shared::{ConfigRoute, EnvironmentConfig, FieldError, RouteSpec, Slug};

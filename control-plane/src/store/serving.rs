@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mockplane_shared::persona::{PersonaConfig, parse_persona_data};
+use mockplane_shared::model::persona::{PersonaConfig, parse_persona_data};
 use mockplane_shared::{ConfigRoute, EnvironmentConfig, FieldError, Slug, WorkspaceConfig};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
@@ -92,7 +92,7 @@ fn workspace_config(
     personas: Vec<ServingPersonaRow>,
     keys: Vec<ServingKeyRow>,
 ) -> Result<WorkspaceConfig, FieldError> {
-    let mut keys_by_env: HashMap<String, Vec<mockplane_shared::keys::ApiKeyConfig>> =
+    let mut keys_by_env: HashMap<String, Vec<mockplane_shared::model::keys::ApiKeyConfig>> =
         HashMap::new();
     for key in keys {
         let config = key

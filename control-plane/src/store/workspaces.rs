@@ -35,9 +35,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mockplane_shared::contract::ContractCheck;
-use mockplane_shared::environment::default_environments;
-use mockplane_shared::scenario::{DEFAULT_SCENARIO, NewScenario, Tag};
+use mockplane_shared::model::checks::ContractCheck;
+use mockplane_shared::model::environment::default_environments;
+use mockplane_shared::model::scenario::{DEFAULT_SCENARIO, NewScenario, Tag};
 use mockplane_shared::{FieldError, NewWorkspace, Slug, WorkspacePatch};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
@@ -628,7 +628,7 @@ where
                 continue;
             }
             if let Some(chain) = &patch.promotion_chain {
-                mockplane_shared::workspace::check_chain(chain)?;
+                mockplane_shared::model::workspace::check_chain(chain)?;
                 for (index, step) in chain.iter().enumerate() {
                     if current.environment(step.as_str()).is_none() {
                         return Err(FieldError::new(

@@ -8,8 +8,8 @@ use mockplane_control_plane::store::{
     EnvironmentPatch, NewApiKey, NewPrincipal, NewTestKey, PrincipalKind, Store, StoreError,
     UsageCount, UsageReport, WorkspaceRef,
 };
-use mockplane_shared::access::OrgRole;
-use mockplane_shared::keys::{digest, hash_hex};
+use mockplane_shared::governance::access::OrgRole;
+use mockplane_shared::model::keys::{digest, hash_hex};
 use mockplane_shared::{NewWorkspace, Slug, WorkspaceConfig, WorkspacePatch};
 use uuid::Uuid;
 

@@ -11,8 +11,8 @@ use mockplane_control_plane::store::{
     Actor, ChannelKind, Decision, EnvironmentPatch, NewChannel, NewPromotion, Store, StoreError,
     WorkspaceRef,
 };
-use mockplane_shared::environment::{Approvals, SettingKey, SettingsPatch};
-use mockplane_shared::promotion::{EntityKind, Status};
+use mockplane_shared::governance::promotion::{EntityKind, Status};
+use mockplane_shared::model::environment::{Approvals, SettingKey, SettingsPatch};
 use mockplane_shared::{EnvSettings, NewWorkspace, ResponseSpec, RouteSpec, Slug};
 use uuid::Uuid;
 

@@ -1,4 +1,4 @@
-use mockplane_shared::persona::PersonaConfig;
+use mockplane_shared::model::persona::PersonaConfig;
 use mockplane_shared::{ConfigRoute, ResponseSpec, RouteSpec, Slug, WorkspaceConfig};
 use serde_json::json;
 use uuid::Uuid;
@@ -314,7 +314,7 @@ fn ask_with_key(table: &RoutingTable, path: &str, env: Option<&str>, key: Option
 /// `shop` with dev, test (active) and prod; a key in dev, a test key in
 /// prod, an expired key in prod.
 fn keyed(require: bool) -> (WorkspaceConfig, [Uuid; 3]) {
-    use mockplane_shared::keys::ApiKeyConfig;
+    use mockplane_shared::model::keys::ApiKeyConfig;
     let mut config = three_environments();
     config.require_api_keys = require;
     let ids = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
@@ -537,7 +537,7 @@ fn environments_are_chosen_by_header_and_unknown_ones_are_404() {
 
 #[test]
 fn environment_realism_applies_unless_the_route_sets_its_own() {
-    use mockplane_shared::realism::{Chaos, Realism};
+    use mockplane_shared::model::realism::{Chaos, Realism};
     let mut config = three_environments();
     let always = |status: u16| Chaos {
         rate: 1.0,
@@ -630,7 +630,8 @@ fn templates_read_the_persona_the_request_names() {
 /// without personas).
 #[test]
 fn a_persona_reading_contract_check_gets_the_nodes_answer() {
-    use mockplane_shared::contract::{self, CheckRequest, ContractCheck, Expectation};
+    use mockplane_shared::governance::contract;
+    use mockplane_shared::model::checks::{CheckRequest, ContractCheck, Expectation};
     let spec = RouteSpec::parse("me", "GET", "/users/{id:int}", || {
         ResponseSpec::parse(
             200,
@@ -714,7 +715,7 @@ fn a_persona_reading_contract_check_gets_the_nodes_answer() {
 
 #[test]
 fn stateful_routes_follow_their_machine_per_key() {
-    use mockplane_shared::state::RawStateRule;
+    use mockplane_shared::model::state::RawStateRule;
     let stateful =
         |method: &str, path: &str, body: &'static str, when: Option<&str>, set: Option<&str>| {
             let spec = RouteSpec::parse("", method, path, || {

@@ -12,11 +12,11 @@ use uuid::Uuid;
 
 use super::compile::{CompiledRoute, CompiledTemplate, Table, segments};
 use super::problem::{json_head, problem};
-use crate::matcher::RequestParts;
-use crate::realism::{Fault, Outcome as ChaosOutcome};
-use crate::route::Method;
-use crate::router::Lookup;
-use crate::template::{Escape, RenderContext};
+use crate::engine::router::Lookup;
+use crate::model::matcher::RequestParts;
+use crate::model::realism::{Fault, Outcome as ChaosOutcome};
+use crate::model::route::Method;
+use crate::model::template::{Escape, RenderContext};
 
 /// The request header that picks the persona templates read.
 pub const PERSONA_HEADER: &str = "x-mockplane-persona";

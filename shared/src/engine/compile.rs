@@ -10,14 +10,14 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use uuid::Uuid;
 
-use crate::config::ConfigRoute;
-use crate::matcher::{RequestMatch, RequestParts};
-use crate::persona::PersonaConfig;
-use crate::realism::{Outcome as ChaosOutcome, Realism, Rng};
-use crate::route::{RouteSpec, Segment};
-use crate::router::{RouteDef, Router};
-use crate::state::{StateKey, StateRule};
-use crate::template::{Escape, Template};
+use crate::engine::router::{RouteDef, Router};
+use crate::model::config::ConfigRoute;
+use crate::model::matcher::{RequestMatch, RequestParts};
+use crate::model::persona::PersonaConfig;
+use crate::model::realism::{Outcome as ChaosOutcome, Realism, Rng};
+use crate::model::route::{RouteSpec, Segment};
+use crate::model::state::{StateKey, StateRule};
+use crate::model::template::{Escape, Template};
 
 /// Seeded per process, so request-chosen keys cannot be made to collide,
 /// and far cheaper than SipHash on short keys.
@@ -60,7 +60,7 @@ impl Table {
         &self,
         requested: Option<&str>,
     ) -> Result<Option<&serde_json::Value>, UnknownPersona> {
-        let wanted = requested.unwrap_or(crate::persona::DEFAULT_PERSONA);
+        let wanted = requested.unwrap_or(crate::model::persona::DEFAULT_PERSONA);
         match self
             .personas
             .binary_search_by(|(name, _)| (**name).cmp(wanted))

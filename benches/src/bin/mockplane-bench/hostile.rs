@@ -102,7 +102,7 @@ pub async fn run(tools: &Tools, work: &Path, args: &Args) -> anyhow::Result<Host
     }
 
     let head = "openapi: 3.0.0\ninfo: {title: deep, version: '1'}\npaths: {}\nx-deep: ";
-    let size = mockplane_shared::openapi::MAX_DOCUMENT_BYTES;
+    let size = mockplane_shared::model::openapi::MAX_DOCUMENT_BYTES;
     let document: Arc<str> = format!("{head}{}", "[".repeat(size - head.len())).into();
     let stop = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::new();

@@ -107,7 +107,7 @@ async fn fresh_store(
                 kind: store::PrincipalKind::User,
                 email: Some("bench@localhost".into()),
                 name: "bench".into(),
-                org_role: mockplane_shared::access::OrgRole::Owner,
+                org_role: mockplane_shared::governance::access::OrgRole::Owner,
                 password_hash: None,
                 must_change_password: false,
             },
@@ -168,7 +168,7 @@ pub async fn realism_db(work: &Path) -> anyhow::Result<ConfigDb> {
         .create_workspace(org, NewWorkspace::parse(&slug(0), "", "")?, None)
         .await?;
     let mut routes = route_specs(0);
-    let realism = |json: &str| -> anyhow::Result<mockplane_shared::realism::Realism> {
+    let realism = |json: &str| -> anyhow::Result<mockplane_shared::model::realism::Realism> {
         Ok(serde_json::from_str(json)?)
     };
     let extra = |path: &str, json: &str| -> anyhow::Result<mockplane_shared::RouteSpec> {

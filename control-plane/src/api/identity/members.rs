@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use mockplane_proto::convert::parse_uuid;
 use mockplane_proto::v1;
 use mockplane_proto::v1::member_service_server::MemberService;
-use mockplane_shared::access::{self, Permission};
+use mockplane_shared::governance::access::{self, Permission};
 use tonic::{Request, Response, Status};
 
 use super::{Members, invalid, store};

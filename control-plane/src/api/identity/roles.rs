@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use mockplane_proto::v1;
 use mockplane_proto::v1::role_service_server::RoleService;
-use mockplane_shared::access::{
+use mockplane_shared::governance::access::{
     BUILTIN_ROLES, Permission, Reach, builtin_permissions, check_custom_role,
 };
 use tonic::{Request, Response, Status};

@@ -4,7 +4,7 @@ use chrono::Utc;
 use mockplane_proto::convert::parse_uuid;
 use mockplane_proto::v1;
 use mockplane_proto::v1::user_service_server::UserService;
-use mockplane_shared::access::{self, OrgRole};
+use mockplane_shared::governance::access::{self, OrgRole};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 

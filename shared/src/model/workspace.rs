@@ -1,9 +1,11 @@
 //! Workspace fields as users set them, validated.
 
-use crate::environment::{EnvSettings, MAX_ENVIRONMENTS, SettingsPatch, default_environments};
-use crate::error::FieldError;
-use crate::route::parse_name;
-use crate::slug::Slug;
+use crate::model::environment::{
+    EnvSettings, MAX_ENVIRONMENTS, SettingsPatch, default_environments,
+};
+use crate::model::error::FieldError;
+use crate::model::route::parse_name;
+use crate::model::slug::Slug;
 
 /// Longest workspace description.
 pub const MAX_DESCRIPTION_LEN: usize = 2000;

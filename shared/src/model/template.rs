@@ -16,8 +16,8 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::matcher::RequestParts;
-use crate::realism::Rng;
+use crate::model::matcher::RequestParts;
+use crate::model::realism::Rng;
 
 /// Largest rendered output of one template; beyond it rendering fails.
 pub const MAX_RENDERED: usize = 2 * 1024 * 1024;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::route::RouteSpec;
+use crate::model::route::RouteSpec;
 
 /// Most breaking changes listed one by one; the count is always exact.
 pub const MAX_LISTED: usize = 200;
@@ -171,7 +171,7 @@ fn compare(path: &str, old: &Value, new: &Value, route: &str, out: &mut Vec<Brea
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::ResponseSpec;
+    use crate::model::route::ResponseSpec;
     use bytes::Bytes;
 
     fn route(method: &str, path: &str, status: u32, body: &str) -> RouteSpec {

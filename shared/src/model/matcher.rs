@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::error::FieldError;
-use crate::pattern::Pattern;
+use crate::model::error::FieldError;
+use crate::model::pattern::Pattern;
 
 /// Most matchers (query + headers + body) on one route.
 pub const MAX_MATCHERS: usize = 32;

@@ -2,8 +2,8 @@
 //! (`{{persona.user.name}}`), so one set of mocks can answer as different
 //! users, tenants or accounts.
 
-use crate::error::FieldError;
-use crate::slug::Slug;
+use crate::model::error::FieldError;
+use crate::model::slug::Slug;
 
 /// Largest persona document, as JSON text.
 pub const MAX_PERSONA_BYTES: usize = 64 * 1024;
@@ -35,7 +35,7 @@ pub fn parse_persona_data(raw: &str) -> Result<serde_json::Value, FieldError> {
             ),
         ));
     }
-    crate::nesting::check(raw).map_err(|e| FieldError::new("data", e.to_string()))?;
+    crate::model::nesting::check(raw).map_err(|e| FieldError::new("data", e.to_string()))?;
     let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
         FieldError::new(
             "data",

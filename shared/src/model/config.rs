@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use crate::environment::MAX_ENVIRONMENTS;
-use crate::error::FieldError;
-use crate::keys::{ApiKeyConfig, MAX_KEYS_PER_ENVIRONMENT};
-use crate::persona::{MAX_PERSONAS, PersonaConfig};
-use crate::realism::Realism;
-use crate::route::RouteSpec;
-use crate::slug::Slug;
+use crate::model::environment::MAX_ENVIRONMENTS;
+use crate::model::error::FieldError;
+use crate::model::keys::{ApiKeyConfig, MAX_KEYS_PER_ENVIRONMENT};
+use crate::model::persona::{MAX_PERSONAS, PersonaConfig};
+use crate::model::realism::Realism;
+use crate::model::route::RouteSpec;
+use crate::model::slug::Slug;
 
 /// Most routes one environment of a workspace may serve (and one
 /// workspace's working copies hold).

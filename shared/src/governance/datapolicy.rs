@@ -20,8 +20,8 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::environment::DataPolicy;
-use crate::route::RouteSpec;
+use crate::model::environment::DataPolicy;
+use crate::model::route::RouteSpec;
 
 /// Most findings reported; the gate fails on the first anyway.
 pub const MAX_FINDINGS: usize = 50;
@@ -331,7 +331,7 @@ pub fn scan(routes: &[RouteSpec], policy: DataPolicy) -> Vec<Violation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::ResponseSpec;
+    use crate::model::route::ResponseSpec;
     use bytes::Bytes;
 
     fn kinds(text: &str) -> Vec<Finding> {

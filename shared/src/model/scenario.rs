@@ -10,9 +10,9 @@ use std::fmt;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::config::ConfigRoute;
-use crate::error::FieldError;
-use crate::slug::Slug;
+use crate::model::config::ConfigRoute;
+use crate::model::error::FieldError;
+use crate::model::slug::Slug;
 
 /// The scenario every workspace starts with; routes added without naming
 /// a scenario go here.
@@ -186,8 +186,8 @@ pub struct NewScenario {
     pub name: Slug,
     pub description: String,
     pub tags: Vec<Tag>,
-    /// The working copy's contract checks (see [`crate::contract`]).
-    pub checks: Vec<crate::contract::ContractCheck>,
+    /// The working copy's contract checks (run by `governance::contract`).
+    pub checks: Vec<crate::model::checks::ContractCheck>,
 }
 
 /// Changes to a scenario; `None` leaves a field as it is.
@@ -197,7 +197,7 @@ pub struct ScenarioPatch {
     pub description: Option<String>,
     pub tags: Option<Vec<Tag>>,
     /// The contract checks, replaced whole.
-    pub checks: Option<Vec<crate::contract::ContractCheck>>,
+    pub checks: Option<Vec<crate::model::checks::ContractCheck>>,
 }
 
 /// The content hash of a set of routes: sha256 over each route's

@@ -18,7 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::FieldError;
+use crate::model::error::FieldError;
 
 /// The state every machine starts in.
 pub const INITIAL_STATE: &str = "started";

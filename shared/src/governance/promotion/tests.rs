@@ -1,5 +1,5 @@
 use super::*;
-use crate::scenario::parse_tags;
+use crate::model::scenario::parse_tags;
 
 #[test]
 fn only_the_documented_transitions_are_allowed() {
@@ -115,8 +115,8 @@ fn routes(items: &[(&str, u32, &str)]) -> Vec<ConfigRoute> {
         .iter()
         .map(|(path, status, body)| ConfigRoute {
             id: uuid::Uuid::new_v4(),
-            spec: crate::route::RouteSpec::parse("r", "GET", path, || {
-                crate::route::ResponseSpec::parse(
+            spec: crate::model::route::RouteSpec::parse("r", "GET", path, || {
+                crate::model::route::ResponseSpec::parse(
                     *status,
                     vec![],
                     bytes::Bytes::from(body.to_string()),
@@ -133,7 +133,7 @@ fn status_of(e: &Evaluation, gate: &str) -> GateStatus {
 
 #[test]
 fn evaluate_runs_every_gate_and_says_which_blocks() {
-    let mut settings = crate::environment::EnvSettings::default().effective();
+    let mut settings = crate::model::environment::EnvSettings::default().effective();
     settings.drift_budget = Some(0);
     settings.data_policy.forbid_pii = true;
     settings.required_checks = vec!["ci".into()];
@@ -198,7 +198,7 @@ fn evaluate_runs_every_gate_and_says_which_blocks() {
 
 #[test]
 fn persona_gates_judge_the_document() {
-    let mut settings = crate::environment::EnvSettings::default().effective();
+    let mut settings = crate::model::environment::EnvSettings::default().effective();
     settings.drift_budget = Some(0);
     settings.data_policy.forbid_pii = true;
     let rules = PillarRules::default();
@@ -261,7 +261,7 @@ fn persona_gates_judge_the_document() {
 
 #[test]
 fn environment_gates_move_only_the_served_part() {
-    use crate::environment::{Approvals, EnvSettings};
+    use crate::model::environment::{Approvals, EnvSettings};
     let settings = EnvSettings::default().effective();
     let rules = PillarRules::default();
     let source = EnvSettings {

@@ -5,12 +5,12 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 
-use crate::error::FieldError;
-use crate::matcher::RequestMatch;
-use crate::pattern::Pattern;
-use crate::realism::Realism;
-use crate::state::{RawStateRule, StateRule};
-use crate::template::Template;
+use crate::model::error::FieldError;
+use crate::model::matcher::RequestMatch;
+use crate::model::pattern::Pattern;
+use crate::model::realism::Realism;
+use crate::model::state::{RawStateRule, StateRule};
+use crate::model::template::Template;
 
 /// Longest path template accepted.
 pub const MAX_PATH_LEN: usize = 2048;
@@ -626,9 +626,9 @@ pub struct RoutePatch {
     pub priority: Option<u32>,
     pub template: Option<bool>,
     /// `Some(None)` removes the latency.
-    pub latency: Option<Option<crate::realism::Latency>>,
+    pub latency: Option<Option<crate::model::realism::Latency>>,
     /// `Some(None)` removes the chaos.
-    pub chaos: Option<Option<crate::realism::Chaos>>,
+    pub chaos: Option<Option<crate::model::realism::Chaos>>,
     /// `Some(None)` makes the route stateless.
     pub state: Option<Option<RawStateRule>>,
     pub status: Option<u32>,

@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::error::FieldError;
-use crate::route::{ResponseSpec, RouteSpec};
+use crate::model::error::FieldError;
+use crate::model::route::{ResponseSpec, RouteSpec};
 
 /// Most operations one document may import.
 pub const MAX_OPERATIONS: usize = 2000;
@@ -48,7 +48,7 @@ pub fn import(text: &str) -> Result<Imported, FieldError> {
             format!("at most {MAX_DOCUMENT_BYTES} bytes, got {}", text.len()),
         ));
     }
-    crate::nesting::check(text).map_err(|e| FieldError::new("", e.to_string()))?;
+    crate::model::nesting::check(text).map_err(|e| FieldError::new("", e.to_string()))?;
     let document: Value = serde_yaml::from_str(text)
         .map_err(|e| FieldError::new("", format!("not valid YAML or JSON: {e}")))?;
     let Value::Object(root) = &document else {

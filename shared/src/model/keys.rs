@@ -14,8 +14,8 @@
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::error::FieldError;
-use crate::route::parse_name;
+use crate::model::error::FieldError;
+use crate::model::route::parse_name;
 
 /// The request header that carries a key.
 pub const KEY_HEADER: &str = "x-mockplane-key";

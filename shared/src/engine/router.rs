@@ -14,7 +14,7 @@
 //! dozen bytes per node, and few cache lines per lookup, which is what a
 //! lookup costs once a node holds 10 000 workspaces of routes.
 
-use crate::route::{Method, ParamKind, PathTemplate, Segment};
+use crate::model::route::{Method, ParamKind, PathTemplate, Segment};
 
 const METHODS: usize = Method::ALL.len();
 /// No child, no route.
@@ -44,7 +44,7 @@ impl<T> RouteDef<T> {
         Self {
             method,
             template,
-            priority: crate::route::DEFAULT_PRIORITY,
+            priority: crate::model::route::DEFAULT_PRIORITY,
             conditions: 0,
             key: String::new(),
             value,

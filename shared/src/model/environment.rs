@@ -26,9 +26,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::FieldError;
-use crate::realism::{Chaos, Fault, LogNormal, Normal, Pareto, Realism, Uniform};
-use crate::slug::Slug;
+use crate::model::error::FieldError;
+use crate::model::realism::{Chaos, Fault, LogNormal, Normal, Pareto, Realism, Uniform};
+use crate::model::slug::Slug;
 
 /// Most environments one workspace may have.
 pub const MAX_ENVIRONMENTS: usize = 16;
@@ -118,7 +118,7 @@ pub struct EnvSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reality: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency: Option<crate::realism::Latency>,
+    pub latency: Option<crate::model::realism::Latency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chaos: Option<Chaos>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -436,14 +436,14 @@ pub fn reality_level(level: u8) -> Realism {
     match level {
         0 | 1 => Realism::default(),
         2 => Realism {
-            latency: Some(crate::realism::Latency {
+            latency: Some(crate::model::realism::Latency {
                 uniform: Some(Uniform { min: 10, max: 50 }),
                 ..Default::default()
             }),
             chaos: None,
         },
         3 => Realism {
-            latency: Some(crate::realism::Latency {
+            latency: Some(crate::model::realism::Latency {
                 normal: Some(Normal {
                     mean: 80.0,
                     stddev: 25.0,
@@ -459,7 +459,7 @@ pub fn reality_level(level: u8) -> Realism {
             }),
         },
         4 => Realism {
-            latency: Some(crate::realism::Latency {
+            latency: Some(crate::model::realism::Latency {
                 lognormal: Some(LogNormal {
                     median: 120.0,
                     sigma: 0.6,
@@ -475,7 +475,7 @@ pub fn reality_level(level: u8) -> Realism {
             }),
         },
         _ => Realism {
-            latency: Some(crate::realism::Latency {
+            latency: Some(crate::model::realism::Latency {
                 pareto: Some(Pareto {
                     scale: 60.0,
                     shape: 1.8,
@@ -637,7 +637,7 @@ pub fn check_name(raw: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::realism::{Outcome, Rng};
+    use crate::model::realism::{Outcome, Rng};
 
     #[test]
     fn overrides_merge_field_by_field() {

@@ -10,15 +10,16 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{ConfigRoute, EnvironmentConfig};
-use crate::contract::{self, ContractCheck};
-use crate::datapolicy;
-use crate::drift::{self, Diff};
-use crate::environment::{Approvals, Effective, EnvSettings};
-use crate::error::FieldError;
-use crate::persona::{MAX_PERSONA_BYTES, PersonaConfig};
-use crate::scenario::{Pillar, Tag, pillars};
-use crate::slug::Slug;
+use crate::governance::contract;
+use crate::governance::datapolicy;
+use crate::governance::drift::{self, Diff};
+use crate::model::checks::ContractCheck;
+use crate::model::config::{ConfigRoute, EnvironmentConfig};
+use crate::model::environment::{Approvals, Effective, EnvSettings};
+use crate::model::error::FieldError;
+use crate::model::persona::{MAX_PERSONA_BYTES, PersonaConfig};
+use crate::model::scenario::{Pillar, Tag, pillars};
+use crate::model::slug::Slug;
 
 /// Longest comment on a promotion or a decision.
 pub const MAX_COMMENT_LEN: usize = 2000;
@@ -139,7 +140,7 @@ pub enum EntityKind {
     Persona,
     /// An environment's served settings (reality level, latency, chaos,
     /// validation; never its governance: see
-    /// [`crate::environment::EnvSettings::served_part`]).
+    /// [`crate::model::environment::EnvSettings::served_part`]).
     Environment,
 }
 
@@ -179,7 +180,7 @@ impl fmt::Display for EntityKind {
     }
 }
 
-pub use crate::environment::check_name;
+pub use crate::model::environment::check_name;
 
 /// Checks a free-text comment.
 pub fn parse_comment(field: &str, raw: &str) -> Result<String, FieldError> {
@@ -576,7 +577,7 @@ fn drift_gate(input: &Inputs<'_>, diff: &Diff) -> Gate {
 /// The data-policy gate: `scan` finds what the target's policy forbids.
 fn policy_gate(
     input: &Inputs<'_>,
-    scan: impl FnOnce(crate::environment::DataPolicy) -> Vec<datapolicy::Violation>,
+    scan: impl FnOnce(crate::model::environment::DataPolicy) -> Vec<datapolicy::Violation>,
 ) -> Gate {
     let policy = input.settings.data_policy;
     if !policy.forbid_pii && !policy.forbid_test_data {
