@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::tx::{Scope, internal, now, page_limit};
+use super::tx::{Scope, now, page_limit};
 use super::{Dialect, Page, SqlStore, StoreResult};
 
 /// The hash the first event of an org chains to.
@@ -513,10 +513,9 @@ where
     async fn org_ids(&self) -> StoreResult<Vec<Uuid>> {
         // For the retention job, which then works org by org.
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
-        sqlx::query_scalar("SELECT id FROM orgs ORDER BY id")
+        Ok(sqlx::query_scalar("SELECT id FROM orgs ORDER BY id")
             .fetch_all(&mut *tx)
-            .await
-            .map_err(internal)
+            .await?)
     }
 }
 

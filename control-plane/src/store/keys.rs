@@ -16,7 +16,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::audit::{Change, append};
-use super::tx::{Scope, bump_revision, db_error, internal, now, to_i64};
+use super::tx::{Scope, bump_revision, db_error, now, to_i64};
 use super::workspaces::load_workspace;
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 
@@ -514,7 +514,7 @@ where
         )
         .await?;
         bump_revision::<DB>(&mut tx, ws.id).await?;
-        tx.commit().await.map_err(internal)
+        Ok(tx.commit().await?)
     }
 
     async fn delete_expired_api_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {
@@ -603,7 +603,7 @@ where
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await.map_err(internal)
+        Ok(tx.commit().await?)
     }
 
     async fn usage(

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::audit::{Change, append};
 use super::principals::{insert_principal, insert_token};
-use super::tx::{Scope, SqlStore, db_error, internal, now};
+use super::tx::{Scope, SqlStore, db_error, now};
 use super::{Bootstrapped, Dialect, NewPrincipal, PrincipalKind, Store, StoreError, StoreResult};
 use serde_json::json;
 
@@ -50,9 +50,7 @@ where
     }
 
     async fn job_lock(&self, job: &str) -> StoreResult<Option<super::JobLock>> {
-        DB::try_job_lock(self.pool.clone(), super::dialect::job_key(job))
-            .await
-            .map_err(internal)
+        Ok(DB::try_job_lock(self.pool.clone(), super::dialect::job_key(job)).await?)
     }
 
     async fn close(&self) {

@@ -11,8 +11,7 @@ use uuid::Uuid;
 
 use super::audit::{Change, append};
 use super::tx::{
-    Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error, internal, now,
-    to_u64,
+    Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error, now, to_u64,
 };
 use super::workspaces::fetch_workspace;
 use super::{Dialect, PersonaRecord, StoreError, StoreResult, WorkspaceRef};
@@ -428,6 +427,6 @@ where
         )
         .await?;
         bump_revision(&mut tx, ws.id).await?;
-        tx.commit().await.map_err(internal)
+        Ok(tx.commit().await?)
     }
 }

@@ -18,8 +18,7 @@ use super::audit::{Change, append};
 use super::routes::scenario_id;
 use super::routes::{ServingRouteRow, check_workspace_limits, insert_routes, select_serving_route};
 use super::tx::{
-    Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error, internal, now,
-    to_u64,
+    Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error, now, to_u64,
 };
 use super::workspaces::{checks_json, insert_scenario, tags_json};
 use super::workspaces::{fetch_workspace, find_environment, load_workspace};
@@ -568,7 +567,7 @@ where
         )
         .await?;
         bump_revision(&mut tx, ws.id).await?;
-        tx.commit().await.map_err(internal)
+        Ok(tx.commit().await?)
     }
 
     async fn create_version(

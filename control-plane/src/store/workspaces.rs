@@ -45,7 +45,7 @@ use uuid::Uuid;
 use super::audit::{Change, append};
 use super::tx::{
     CONFLICT_RETRIES, Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error,
-    internal, now, page_limit, to_u64,
+    now, page_limit, to_u64,
 };
 use super::{
     Dialect, EnvironmentRecord, Page, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef,
@@ -690,7 +690,7 @@ where
             )
             .await?;
             bump_revision(&mut tx, current.id).await?;
-            return tx.commit().await.map_err(internal);
+            return Ok(tx.commit().await?);
         }
         Err(contended(key.to_string()))
     }
