@@ -496,6 +496,19 @@ fn denied(message: impl Into<String>) -> Status {
 }
 
 impl ApiState {
+    /// A grant that names no workspace (org targets, the caller's own
+    /// things, listings that authorize item by item).
+    fn org_grant(&self, caller: Caller) -> Grant {
+        guard::set(Access::Granted);
+        Grant {
+            caller,
+            workspace: None,
+            environments: Vec::new(),
+            role: None,
+            store: self.store.clone(),
+        }
+    }
+
     /// The store for a method whose rule is [`Rule::Public`].
     pub fn public<T>(&self, request: &Request<T>) -> Result<Public, Status> {
         match request.extensions().get::<Declared>() {
@@ -525,14 +538,7 @@ impl ApiState {
             ));
         }
         let caller = caller(request)?;
-        guard::set(Access::Granted);
-        Ok(Grant {
-            caller,
-            workspace: None,
-            environments: Vec::new(),
-            role: None,
-            store: self.store.clone(),
-        })
+        Ok(self.org_grant(caller))
     }
 
     /// The caller, for a listing across the org that authorizes each item
@@ -540,14 +546,7 @@ impl ApiState {
     /// what it shows is what [`ApiState::authorize`] allowed item by item.
     pub fn listing<T>(&self, request: &Request<T>) -> Result<Grant, Status> {
         let caller = caller(request)?;
-        guard::set(Access::Granted);
-        Ok(Grant {
-            caller,
-            workspace: None,
-            environments: Vec::new(),
-            role: None,
-            store: self.store.clone(),
-        })
+        Ok(self.org_grant(caller))
     }
 
     /// Look-ups that find where the request acts, before it is authorized.
@@ -632,13 +631,7 @@ impl ApiState {
                     permissions,
                 )
                 .map_err(|d| denied(d.0))?;
-                Ok(Grant {
-                    caller,
-                    workspace: None,
-                    environments: Vec::new(),
-                    role: None,
-                    store: self.store.clone(),
-                })
+                Ok(self.org_grant(caller))
             }
             Target::Org => {
                 if let Credential::EnvironmentToken { .. } = caller.credential {
@@ -653,13 +646,7 @@ impl ApiState {
                     })
                     .map_err(|d| denied(d.0))?;
                 }
-                Ok(Grant {
-                    caller,
-                    workspace: None,
-                    environments: Vec::new(),
-                    role: None,
-                    store: self.store.clone(),
-                })
+                Ok(self.org_grant(caller))
             }
             Target::Workspace(key)
             | Target::NewEnvironment(key)
