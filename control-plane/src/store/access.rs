@@ -11,9 +11,8 @@ use mockplane_shared::governance::access::{Permission, Policies, RoleCatalog, St
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
+use super::audit::Change;
 use super::tx::{Scope, check_version, db_error, now, page_limit};
-use super::workspaces::load_workspace;
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 use serde_json::json;
 
@@ -191,6 +190,9 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
@@ -214,7 +216,7 @@ where
                 StoreError::AlreadyExists(format!("a role named '{}' already exists", role.name))
             })
         })?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "role.create", format!("role/{}", role.name))
                 .summary(json!({"after": {"permissions": permissions_json(&role.permissions)}})),
@@ -285,7 +287,7 @@ where
         .bind(name.to_owned())
         .execute(&mut *tx)
         .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "role.update", format!("role/{name}"))
                 .summary(json!({"after": {"permissions": permissions_json(permissions)}})),
@@ -330,7 +332,7 @@ where
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!("role '{name}'")));
         }
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "role.delete", format!("role/{name}")),
         )
@@ -348,7 +350,7 @@ where
         role: &str,
     ) -> StoreResult<MembershipRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let environment = environment_of(&ws, environment)?.to_owned();
         let name: Option<String> =
             sqlx::query_scalar("SELECT name FROM principals WHERE org_id = $1 AND id = $2")
@@ -358,7 +360,7 @@ where
                 .await?;
         let principal_name =
             name.ok_or_else(|| StoreError::NotFound(format!("principal {principal}")))?;
-        check_role_exists::<DB>(&mut tx, org, role).await?;
+        SqlStore::<DB>::check_role_exists(&mut tx, org, role).await?;
         let created_at = now();
         sqlx::query(
             "INSERT INTO memberships (workspace_id, org_id, principal_id, environment, role, created_at) \
@@ -373,7 +375,7 @@ where
         .bind(created_at)
         .execute(&mut *tx)
         .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -403,7 +405,7 @@ where
         environment: &str,
     ) -> StoreResult<()> {
         let mut conn = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut conn, org, workspace).await?;
         let done = sqlx::query(
             "DELETE FROM memberships WHERE workspace_id = $1 AND principal_id = $2 AND environment = $3",
         )
@@ -417,7 +419,7 @@ where
                 "a role of principal {principal} in '{environment}' of {workspace}"
             )));
         }
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut conn,
             Change::new(
                 org,
@@ -438,7 +440,7 @@ where
         workspace: &WorkspaceRef,
     ) -> StoreResult<Vec<MembershipRecord>> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut conn, org, workspace).await?;
         let rows: Vec<(Uuid, String, String, String, DateTime<Utc>)> = sqlx::query_as(
             "SELECT m.principal_id, p.name, m.environment, m.role, m.created_at FROM memberships m \
              JOIN principals p ON p.id = m.principal_id WHERE m.workspace_id = $1 \
@@ -470,10 +472,10 @@ where
         roles: &BTreeSet<String>,
     ) -> StoreResult<PolicyRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let environment = environment_of(&ws, environment)?.to_owned();
         for role in roles {
-            check_role_exists::<DB>(&mut tx, org, role).await?;
+            SqlStore::<DB>::check_role_exists(&mut tx, org, role).await?;
         }
         let created_at = now();
         sqlx::query(
@@ -489,7 +491,7 @@ where
         .bind(created_at)
         .execute(&mut *tx)
         .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -518,7 +520,7 @@ where
         permission: Permission,
     ) -> StoreResult<()> {
         let mut conn = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut conn, org, workspace).await?;
         let done = sqlx::query(
             "DELETE FROM env_policies WHERE workspace_id = $1 AND environment = $2 AND permission = $3",
         )
@@ -532,7 +534,7 @@ where
                 "a policy for `{permission}` in '{environment}' of {workspace}"
             )));
         }
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut conn,
             Change::new(
                 org,
@@ -553,8 +555,8 @@ where
         workspace: &WorkspaceRef,
     ) -> StoreResult<Vec<PolicyRecord>> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
-        fetch_policies::<DB>(&mut conn, ws.id).await
+        let ws = SqlStore::<DB>::load_workspace(&mut conn, org, workspace).await?;
+        SqlStore::<DB>::fetch_policies(&mut conn, ws.id).await
     }
 
     async fn access_facts(
@@ -564,7 +566,7 @@ where
         principal: Uuid,
     ) -> StoreResult<AccessFacts> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let roles: Vec<(String, String)> = sqlx::query_as(
             "SELECT environment, role FROM memberships WHERE workspace_id = $1 AND principal_id = $2",
         )
@@ -572,7 +574,7 @@ where
         .bind(principal)
         .fetch_all(&mut *tx)
         .await?;
-        let policies = fetch_policies::<DB>(&mut tx, ws.id).await?;
+        let policies = SqlStore::<DB>::fetch_policies(&mut tx, ws.id).await?;
         let custom: Vec<(String, String)> =
             sqlx::query_as("SELECT name, permissions FROM roles WHERE org_id = $1")
                 .bind(org)
@@ -621,7 +623,7 @@ where
         .bind(grant.expires_at)
         .execute(&mut *tx)
         .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "environment.access", format!("environment_token/{}", grant.token_id))
                 .workspace(workspace)
@@ -640,7 +642,7 @@ where
         limit: u32,
     ) -> StoreResult<Vec<AccessGrant>> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut conn, org, workspace).await?;
         type Row = (Uuid, String, String, String, DateTime<Utc>, DateTime<Utc>);
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT principal_id, environment, reason, token_id, granted_at, expires_at FROM environment_access \
@@ -668,64 +670,71 @@ where
     }
 }
 
-async fn fetch_policies<DB>(
-    conn: &mut DB::Connection,
-    workspace: Uuid,
-) -> StoreResult<Vec<PolicyRecord>>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Decode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Decode<'q, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
-    let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT environment, permission, roles, created_at FROM env_policies WHERE workspace_id = $1 \
-         ORDER BY environment, permission",
-    )
-    .bind(workspace)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.into_iter()
-        // A permission this build does not know is skipped, not an error.
-        .filter_map(|(environment, permission, roles, created_at)| {
-            let permission = Permission::parse(&permission).ok()?;
-            Some(parse_roles(&roles).map(|roles| PolicyRecord {
-                environment,
-                permission,
-                roles,
-                created_at,
-            }))
-        })
-        .collect()
-}
-
-async fn check_role_exists<DB>(conn: &mut DB::Connection, org: Uuid, role: &str) -> StoreResult<()>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    if mockplane_shared::governance::access::BUILTIN_ROLES.contains(&role) {
-        return Ok(());
-    }
-    let found: Option<String> =
-        sqlx::query_scalar("SELECT name FROM roles WHERE org_id = $1 AND name = $2")
-            .bind(org)
-            .bind(role.to_owned())
-            .fetch_optional(&mut *conn)
-            .await?;
-    match found {
-        Some(_) => Ok(()),
-        None => Err(FieldError::new(
-            "role",
-            format!("`{role}` is not a role of this org (built-in: admin, editor, viewer)"),
+    async fn fetch_policies(
+        conn: &mut DB::Connection,
+        workspace: Uuid,
+    ) -> StoreResult<Vec<PolicyRecord>> {
+        let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT environment, permission, roles, created_at FROM env_policies WHERE workspace_id = $1 \
+             ORDER BY environment, permission",
         )
-        .into()),
+        .bind(workspace)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter()
+            // A permission this build does not know is skipped, not an error.
+            .filter_map(|(environment, permission, roles, created_at)| {
+                let permission = Permission::parse(&permission).ok()?;
+                Some(parse_roles(&roles).map(|roles| PolicyRecord {
+                    environment,
+                    permission,
+                    roles,
+                    created_at,
+                }))
+            })
+            .collect()
+    }
+
+    async fn check_role_exists(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        role: &str,
+    ) -> StoreResult<()> {
+        if mockplane_shared::governance::access::BUILTIN_ROLES.contains(&role) {
+            return Ok(());
+        }
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT name FROM roles WHERE org_id = $1 AND name = $2")
+                .bind(org)
+                .bind(role.to_owned())
+                .fetch_optional(&mut *conn)
+                .await?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(FieldError::new(
+                "role",
+                format!("`{role}` is not a role of this org (built-in: admin, editor, viewer)"),
+            )
+            .into()),
+        }
     }
 }

@@ -237,95 +237,104 @@ pub trait AuditStore: Send + Sync {
     async fn org_ids(&self) -> StoreResult<Vec<Uuid>>;
 }
 
-/// Appends the event for `change` in the caller's transaction. Call it
-/// before `bump_revision` (whose row lock is taken last).
-pub(super) async fn append<DB>(conn: &mut DB::Connection, change: Change) -> StoreResult<()>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    let mut context = current_context();
-    if let Some((actor_id, actor, credential)) = change.actor {
-        context.actor_id = actor_id;
-        context.actor = actor;
-        context.credential = credential.to_owned();
-    }
-    sqlx::query(
-        "INSERT INTO audit_heads (org_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (org_id) DO NOTHING",
-    )
-    .bind(change.org)
-    .bind(GENESIS.to_owned())
-    .execute(&mut *conn)
-    .await?;
-    // The update takes the head's row lock: appends of one org serialize.
-    let (seq, prev_hash): (i64, String) = sqlx::query_as(
-        "UPDATE audit_heads SET seq = seq + 1 WHERE org_id = $1 RETURNING seq, hash",
-    )
-    .bind(change.org)
-    .fetch_one(&mut *conn)
-    .await?;
-    let mut event = AuditRecord {
-        seq,
-        id: Uuid::now_v7(),
-        at: now(),
-        actor_id: context.actor_id,
-        actor: context.actor,
-        credential: context.credential,
-        action: change.action.to_owned(),
-        resource: change.resource,
-        workspace_id: change.workspace.map(|w| w.to_string()).unwrap_or_default(),
-        environment: change.environment,
-        reason: context.reason,
-        summary: if change.summary.is_null() {
-            String::new()
-        } else {
-            change.summary.to_string()
-        },
-        request_id: context.request_id,
-        pruned: 0,
-        digest: String::new(),
-        prev_hash,
-        hash: String::new(),
-    };
-    event.digest = digest_of(change.org, &event);
-    event.hash = chain(&event.prev_hash, &event.digest);
-    sqlx::query(
-        "INSERT INTO audit_events (org_id, seq, id, at, actor_id, actor, credential, action, resource, \
-         workspace_id, environment, reason, summary, request_id, pruned, digest, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, $15, $16, $17)",
-    )
-    .bind(change.org)
-    .bind(event.seq)
-    .bind(event.id)
-    .bind(event.at)
-    .bind(event.actor_id)
-    .bind(event.actor)
-    .bind(event.credential)
-    .bind(event.action)
-    .bind(event.resource)
-    .bind(event.workspace_id)
-    .bind(event.environment)
-    .bind(event.reason)
-    .bind(event.summary)
-    .bind(event.request_id)
-    .bind(event.digest)
-    .bind(event.prev_hash)
-    .bind(event.hash.clone())
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE audit_heads SET hash = $1 WHERE org_id = $2")
-        .bind(event.hash)
+    /// Appends the event for `change` in the caller's transaction. Call it
+    /// before `bump_revision` (whose row lock is taken last).
+    pub(super) async fn append(conn: &mut DB::Connection, change: Change) -> StoreResult<()> {
+        let mut context = current_context();
+        if let Some((actor_id, actor, credential)) = change.actor {
+            context.actor_id = actor_id;
+            context.actor = actor;
+            context.credential = credential.to_owned();
+        }
+        sqlx::query(
+            "INSERT INTO audit_heads (org_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (org_id) DO NOTHING",
+        )
         .bind(change.org)
+        .bind(GENESIS.to_owned())
         .execute(&mut *conn)
         .await?;
-    Ok(())
+        // The update takes the head's row lock: appends of one org serialize.
+        let (seq, prev_hash): (i64, String) = sqlx::query_as(
+            "UPDATE audit_heads SET seq = seq + 1 WHERE org_id = $1 RETURNING seq, hash",
+        )
+        .bind(change.org)
+        .fetch_one(&mut *conn)
+        .await?;
+        let mut event = AuditRecord {
+            seq,
+            id: Uuid::now_v7(),
+            at: now(),
+            actor_id: context.actor_id,
+            actor: context.actor,
+            credential: context.credential,
+            action: change.action.to_owned(),
+            resource: change.resource,
+            workspace_id: change.workspace.map(|w| w.to_string()).unwrap_or_default(),
+            environment: change.environment,
+            reason: context.reason,
+            summary: if change.summary.is_null() {
+                String::new()
+            } else {
+                change.summary.to_string()
+            },
+            request_id: context.request_id,
+            pruned: 0,
+            digest: String::new(),
+            prev_hash,
+            hash: String::new(),
+        };
+        event.digest = digest_of(change.org, &event);
+        event.hash = chain(&event.prev_hash, &event.digest);
+        sqlx::query(
+            "INSERT INTO audit_events (org_id, seq, id, at, actor_id, actor, credential, action, resource, \
+             workspace_id, environment, reason, summary, request_id, pruned, digest, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, $15, $16, $17)",
+        )
+        .bind(change.org)
+        .bind(event.seq)
+        .bind(event.id)
+        .bind(event.at)
+        .bind(event.actor_id)
+        .bind(event.actor)
+        .bind(event.credential)
+        .bind(event.action)
+        .bind(event.resource)
+        .bind(event.workspace_id)
+        .bind(event.environment)
+        .bind(event.reason)
+        .bind(event.summary)
+        .bind(event.request_id)
+        .bind(event.digest)
+        .bind(event.prev_hash)
+        .bind(event.hash.clone())
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("UPDATE audit_heads SET hash = $1 WHERE org_id = $2")
+            .bind(event.hash)
+            .bind(change.org)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
 }
 
 const SELECT_EVENT: &str = "SELECT seq, id, at, actor_id, actor, credential, action, resource, workspace_id, \
@@ -341,7 +350,13 @@ where
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -497,7 +512,7 @@ where
                 .iter()
                 .map(|(environment, days)| (environment.clone(), (*days).into()))
                 .collect();
-            append::<DB>(
+            SqlStore::<DB>::append(
                 &mut tx,
                 Change::new(org, "audit.prune", "audit").summary(serde_json::json!({
                     "retention_days": days,

@@ -7,10 +7,9 @@ use mockplane_shared::{FieldError, Slug};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
-use super::tx::{Scope, SqlStore, bump_revision, check_version, contended, db_error, now};
-use super::workspaces::{find_environment, load_workspace, settings_json};
-use super::workspaces::{insert_admin_membership, insert_environment};
+use super::audit::Change;
+use super::tx::{Scope, SqlStore, check_version, contended, db_error, now};
+use super::workspaces::{find_environment, settings_json};
 use super::{
     Dialect, EnvironmentPatch, EnvironmentRecord, NewEnvironment, StoreError, StoreResult,
     WorkspaceRecord, WorkspaceRef,
@@ -62,10 +61,10 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -78,7 +77,7 @@ where
     ) -> StoreResult<WorkspaceRecord> {
         new.settings.check().map_err(|e| e.within("settings"))?;
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         if ws.environment(new.name.as_str()).is_some() {
             return Err(StoreError::AlreadyExists(format!(
                 "{workspace} already has an environment '{}'",
@@ -121,9 +120,9 @@ where
             created_at: now,
             updated_at: now,
         };
-        insert_environment(&mut tx, org, ws.id, &env).await?;
+        SqlStore::<DB>::insert_environment(&mut tx, org, ws.id, &env).await?;
         if let Some(creator) = creator {
-            insert_admin_membership::<DB>(
+            SqlStore::<DB>::insert_admin_membership(
                 &mut tx,
                 org,
                 ws.id,
@@ -133,13 +132,13 @@ where
             )
             .await?;
         }
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "environment.create", format!("workspace/{}/environment/{}", ws.slug, env.name)).workspace(ws.id).environment(env.name.to_string()).summary(json!({"after": {"position": env.position, "settings": format!("{:?}", env.settings)}})),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
-        let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
+        let record = SqlStore::<DB>::load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -153,7 +152,7 @@ where
         expected_version: Option<i64>,
     ) -> StoreResult<WorkspaceRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let env = find_environment(&ws, name, workspace)?;
         check_version(
             format!("environment '{name}'"),
@@ -215,7 +214,7 @@ where
                 .execute(&mut *tx)
                 .await?;
         }
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -229,8 +228,8 @@ where
             ),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
-        let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
+        let record = SqlStore::<DB>::load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -243,7 +242,7 @@ where
         expected_version: Option<i64>,
     ) -> StoreResult<WorkspaceRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let env = find_environment(&ws, name, workspace)?;
         check_version(
             format!("environment '{name}'"),
@@ -285,13 +284,13 @@ where
             .execute(&mut *tx)
             .await?;
         }
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "environment.delete", format!("workspace/{}/environment/{}", ws.slug, env.name)).workspace(ws.id).environment(env.name.to_string()).summary(json!({"before": {"position": env.position, "settings": format!("{:?}", env.settings)}})),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
-        let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
+        let record = SqlStore::<DB>::load_workspace(&mut tx, org, &WorkspaceRef::Id(ws.id)).await?;
         tx.commit().await?;
         Ok(record)
     }

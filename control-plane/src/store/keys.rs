@@ -15,9 +15,8 @@ use mockplane_shared::model::keys::{ApiKeyConfig, MAX_KEYS_PER_ENVIRONMENT, pars
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
-use super::tx::{Scope, bump_revision, db_error, now, to_i64};
-use super::workspaces::load_workspace;
+use super::audit::Change;
+use super::tx::{Scope, db_error, now, to_i64};
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 
 /// A key as the API shows it: never the secret.
@@ -221,43 +220,53 @@ impl ServingKeyRow {
 const SELECT_SERVING_KEY: &str = "SELECT k.workspace_id, e.name AS environment, k.id, k.key_hash, k.test, k.expires_at \
      FROM api_keys k JOIN environments e ON e.id = k.environment_id ";
 
-/// The keys nodes serve, by workspace: every workspace's, or one's.
-pub(super) async fn serving_keys<DB>(
-    conn: &mut DB::Connection,
-    workspace: Option<Uuid>,
-) -> StoreResult<HashMap<Uuid, Vec<ServingKeyRow>>>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> String: Decode<'q, DB> + Type<DB>,
-    for<'q> i32: Decode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
 {
-    let rows: Vec<ServingKeyRow> = match workspace {
-        Some(id) => {
-            sqlx::query_as(&format!(
-                "{SELECT_SERVING_KEY}WHERE k.workspace_id = $1 ORDER BY e.name, k.id"
-            ))
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?
+    /// The keys nodes serve, by workspace: every workspace's, or one's.
+    pub(super) async fn serving_keys(
+        conn: &mut DB::Connection,
+        workspace: Option<Uuid>,
+    ) -> StoreResult<HashMap<Uuid, Vec<ServingKeyRow>>> {
+        let rows: Vec<ServingKeyRow> = match workspace {
+            Some(id) => {
+                sqlx::query_as(&format!(
+                    "{SELECT_SERVING_KEY}WHERE k.workspace_id = $1 ORDER BY e.name, k.id"
+                ))
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!(
+                    "{SELECT_SERVING_KEY}ORDER BY k.workspace_id, e.name, k.id"
+                ))
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        };
+        let mut by_workspace: HashMap<Uuid, Vec<ServingKeyRow>> = HashMap::new();
+        for row in rows {
+            by_workspace.entry(row.workspace_id).or_default().push(row);
         }
-        None => {
-            sqlx::query_as(&format!(
-                "{SELECT_SERVING_KEY}ORDER BY k.workspace_id, e.name, k.id"
-            ))
-            .fetch_all(&mut *conn)
-            .await?
-        }
-    };
-    let mut by_workspace: HashMap<Uuid, Vec<ServingKeyRow>> = HashMap::new();
-    for row in rows {
-        by_workspace.entry(row.workspace_id).or_default().push(row);
+        Ok(by_workspace)
     }
-    Ok(by_workspace)
 }
 
 fn key_not_found(id: Uuid, workspace: &WorkspaceRecord) -> StoreError {
@@ -277,6 +286,9 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
@@ -288,7 +300,7 @@ where
         new: NewApiKey,
     ) -> StoreResult<ApiKeyRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let env = ws.environment(&new.environment).ok_or_else(|| {
             StoreError::NotFound(format!(
                 "environment '{}' of workspace '{}'",
@@ -390,7 +402,7 @@ where
                 StoreError::AlreadyExists("that key already exists".into())
             })
         })?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -411,7 +423,7 @@ where
             }})),
         )
         .await?;
-        bump_revision::<DB>(&mut tx, ws.id).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
         tx.commit().await?;
         Ok(ApiKeyRecord {
             id,
@@ -435,7 +447,7 @@ where
         environment: Option<&str>,
     ) -> StoreResult<Vec<ApiKeyRecord>> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut conn, org, workspace).await?;
         if let Some(name) = environment
             && ws.environment(name).is_none()
         {
@@ -462,7 +474,7 @@ where
         id: Uuid,
     ) -> StoreResult<ApiKeyRecord> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut conn, org, workspace).await?;
         sqlx::query_as::<DB, ApiKeyRow>(&format!(
             "{SELECT_KEY}WHERE k.workspace_id = $1 AND k.id = $2"
         ))
@@ -481,7 +493,7 @@ where
         id: Uuid,
     ) -> StoreResult<()> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let found = sqlx::query_as::<DB, ApiKeyRow>(&format!(
             "{SELECT_KEY}WHERE k.workspace_id = $1 AND k.id = $2"
         ))
@@ -494,7 +506,7 @@ where
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -513,7 +525,7 @@ where
             }})),
         )
         .await?;
-        bump_revision::<DB>(&mut tx, ws.id).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
         Ok(tx.commit().await?)
     }
 
@@ -538,7 +550,7 @@ where
                 .await?;
             deleted += DB::rows_affected(&done);
             // Nobody acts here: the event is the system's.
-            append::<DB>(
+            SqlStore::<DB>::append(
                 &mut tx,
                 Change::new(org, "api_key.expire", format!("api_key/{id}"))
                     .workspace(workspace)
@@ -556,7 +568,7 @@ where
             return Ok(0);
         }
         for workspace in workspaces {
-            bump_revision::<DB>(&mut tx, workspace).await?;
+            SqlStore::<DB>::bump_revision(&mut tx, workspace).await?;
         }
         tx.commit().await?;
         Ok(deleted)
@@ -615,7 +627,7 @@ where
         until: i64,
     ) -> StoreResult<Vec<UsageTotal>> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut conn, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut conn, org, workspace).await?;
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT environment, CAST(SUM(requests) AS BIGINT), CAST(SUM(test_requests) AS BIGINT) \
              FROM usage WHERE workspace_id = $1 AND minute >= $2 AND minute < $3 \

@@ -16,10 +16,9 @@ use serde_json::json;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
+use super::audit::Change;
 use super::scenarios::decode_content;
 use super::tx::{Scope, corrupt, now};
-use super::workspaces::load_workspace;
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRef};
 use mockplane_shared::FieldError;
 
@@ -259,53 +258,62 @@ impl ChannelRow {
 const SELECT_CHANNEL: &str = "SELECT id, workspace_id, kind, target, secret, events, config, created_by, created_at \
      FROM notification_channels ";
 
-/// Writes one delivery per channel of the workspace that wants `event`.
-pub(super) async fn enqueue<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    workspace: Uuid,
-    promotion: Option<Uuid>,
-    event: &str,
-    payload: &serde_json::Value,
-) -> StoreResult<()>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<Uuid>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    let channels: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, events FROM notification_channels WHERE workspace_id = $1")
+    /// Writes one delivery per channel of the workspace that wants `event`.
+    pub(super) async fn enqueue(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        workspace: Uuid,
+        promotion: Option<Uuid>,
+        event: &str,
+        payload: &serde_json::Value,
+    ) -> StoreResult<()> {
+        let channels: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT id, events FROM notification_channels WHERE workspace_id = $1")
+                .bind(workspace)
+                .fetch_all(&mut *conn)
+                .await?;
+        let at = now();
+        for (channel, events) in channels {
+            let events: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
+            if !events.is_empty() && !events.iter().any(|e| e == event) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO notifications (id, org_id, workspace_id, channel_id, promotion_id, event, payload, status, attempts, next_attempt_at, last_error, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, '', $8)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(org)
             .bind(workspace)
-            .fetch_all(&mut *conn)
+            .bind(channel)
+            .bind(promotion)
+            .bind(event.to_owned())
+            .bind(payload.to_string())
+            .bind(at)
+            .execute(&mut *conn)
             .await?;
-    let at = now();
-    for (channel, events) in channels {
-        let events: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
-        if !events.is_empty() && !events.iter().any(|e| e == event) {
-            continue;
         }
-        sqlx::query(
-            "INSERT INTO notifications (id, org_id, workspace_id, channel_id, promotion_id, event, payload, status, attempts, next_attempt_at, last_error, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, '', $8)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(org)
-        .bind(workspace)
-        .bind(channel)
-        .bind(promotion)
-        .bind(event.to_owned())
-        .bind(payload.to_string())
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// A change a pull request proposes (see
@@ -383,7 +391,7 @@ where
         new: NewChannel,
     ) -> StoreResult<ChannelRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM notification_channels WHERE workspace_id = $1",
         )
@@ -418,7 +426,7 @@ where
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "notification_channel.create", format!("workspace/{}/channel/{id}", ws.slug))
                 .workspace(ws.id)
@@ -445,7 +453,7 @@ where
         workspace: &WorkspaceRef,
     ) -> StoreResult<Vec<ChannelRecord>> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let rows: Vec<ChannelRow> = sqlx::query_as(&format!(
             "{SELECT_CHANNEL}WHERE workspace_id = $1 ORDER BY created_at, id"
         ))
@@ -463,7 +471,7 @@ where
         id: Uuid,
     ) -> StoreResult<()> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let deleted =
             sqlx::query("DELETE FROM notification_channels WHERE id = $1 AND workspace_id = $2")
                 .bind(id)
@@ -476,7 +484,7 @@ where
                 ws.slug
             )));
         }
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -499,7 +507,7 @@ where
         limit: u32,
     ) -> StoreResult<Vec<DeliveryRecord>> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let rows: Vec<(Uuid, Uuid, String, String, Option<Uuid>, String, String, String, DateTime<Utc>, Option<DateTime<Utc>>)> =
             sqlx::query_as(
                 "SELECT n.id, n.channel_id, c.kind, c.target, n.promotion_id, n.event, n.status, n.last_error, n.created_at, n.delivered_at \
@@ -671,7 +679,7 @@ where
         proposed: Option<Proposal<'_>>,
     ) -> StoreResult<String> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = load_workspace::<DB>(&mut tx, org, &WorkspaceRef::Id(workspace)).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, &WorkspaceRef::Id(workspace)).await?;
         let env = ws.environment(environment).ok_or_else(|| {
             StoreError::NotFound(format!(
                 "environment '{environment}' of workspace '{}'",

@@ -7,8 +7,7 @@ use mockplane_shared::governance::access::OrgRole;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
-use super::principals::{insert_principal, insert_token};
+use super::audit::Change;
 use super::tx::{Scope, SqlStore, db_error, now};
 use super::{Bootstrapped, Dialect, NewPrincipal, PrincipalKind, Store, StoreError, StoreResult};
 use serde_json::json;
@@ -26,10 +25,10 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -71,15 +70,16 @@ where
             return Ok(None);
         }
         let now = now();
-        let org_id = match insert_org(&mut tx, org_name, now).await {
+        let org_id = match SqlStore::<DB>::insert_org(&mut tx, org_name, now).await {
             Ok(id) => id,
             // Another replica bootstrapped between our count and our insert.
             Err(StoreError::AlreadyExists(_)) => return Ok(None),
             Err(other) => return Err(other),
         };
-        let owner = insert_principal::<DB>(&mut tx, org_id, admin, now).await?;
-        insert_token::<DB>(&mut tx, org_id, owner.id, "admin", token_hash, now, None).await?;
-        append::<DB>(
+        let owner = SqlStore::<DB>::insert_principal(&mut tx, org_id, admin, now).await?;
+        SqlStore::<DB>::insert_token(&mut tx, org_id, owner.id, "admin", token_hash, now, None)
+            .await?;
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org_id, "org.bootstrap", format!("org/{org_name}"))
                 .summary(json!({"owner": owner.id.to_string()})),
@@ -95,7 +95,7 @@ where
 
     async fn create_org(&self, name: &str) -> StoreResult<Uuid> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
-        let id = insert_org(&mut tx, name, now()).await?;
+        let id = SqlStore::<DB>::insert_org(&mut tx, name, now()).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -113,7 +113,7 @@ where
             .await?;
         let org_id = org_id.ok_or_else(|| StoreError::NotFound(format!("org '{org_name}'")))?;
         let now = now();
-        let owner = insert_principal::<DB>(
+        let owner = SqlStore::<DB>::insert_principal(
             &mut tx,
             org_id,
             &NewPrincipal {
@@ -127,9 +127,11 @@ where
             now,
         )
         .await?;
-        let id = insert_token::<DB>(&mut tx, org_id, owner.id, token_name, token_hash, now, None)
-            .await?;
-        append::<DB>(
+        let id = SqlStore::<DB>::insert_token(
+            &mut tx, org_id, owner.id, token_name, token_hash, now, None,
+        )
+        .await?;
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org_id,
@@ -144,30 +146,42 @@ where
     }
 }
 
-async fn insert_org<DB>(
-    conn: &mut DB::Connection,
-    name: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<Uuid>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
 {
-    let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(name.to_owned())
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| {
-            db_error(e, || {
-                StoreError::AlreadyExists(format!("an org named '{name}' already exists"))
-            })
-        })?;
-    Ok(id)
+    async fn insert_org(
+        conn: &mut DB::Connection,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Uuid> {
+        let id = Uuid::now_v7();
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(name.to_owned())
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| {
+                db_error(e, || {
+                    StoreError::AlreadyExists(format!("an org named '{name}' already exists"))
+                })
+            })?;
+        Ok(id)
+    }
 }

@@ -9,11 +9,8 @@ use mockplane_shared::{FieldError, Slug};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
-use super::tx::{
-    Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error, now, to_u64,
-};
-use super::workspaces::fetch_workspace;
+use super::audit::Change;
+use super::tx::{Scope, SqlStore, check_version, contended, corrupt, db_error, now, to_u64};
 use super::{Dialect, PersonaRecord, StoreError, StoreResult, WorkspaceRef};
 use serde_json::json;
 
@@ -49,38 +46,92 @@ impl PersonaRow {
     }
 }
 
-async fn fetch_persona<DB>(
-    conn: &mut DB::Connection,
-    workspace_id: Uuid,
-    name: &Slug,
-    key: &WorkspaceRef,
-) -> StoreResult<PersonaRecord>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
 {
-    let row: PersonaRow = sqlx::query_as(concat!(
-        select_persona!(),
-        "WHERE workspace_id = $1 AND name = $2"
-    ))
-    .bind(workspace_id)
-    .bind(name.to_string())
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| StoreError::NotFound(format!("persona '{name}' of {key}")))?;
-    let id = row.id;
-    let mut record = row.into_record()?;
-    record.served = persona_deployments::<DB>(&mut *conn, workspace_id)
+    async fn fetch_persona(
+        conn: &mut DB::Connection,
+        workspace_id: Uuid,
+        name: &Slug,
+        key: &WorkspaceRef,
+    ) -> StoreResult<PersonaRecord> {
+        let row: PersonaRow = sqlx::query_as(concat!(
+            select_persona!(),
+            "WHERE workspace_id = $1 AND name = $2"
+        ))
+        .bind(workspace_id)
+        .bind(name.to_string())
+        .fetch_optional(&mut *conn)
         .await?
-        .remove(&id)
-        .unwrap_or_default();
-    Ok(record)
+        .ok_or_else(|| StoreError::NotFound(format!("persona '{name}' of {key}")))?;
+        let id = row.id;
+        let mut record = row.into_record()?;
+        record.served = SqlStore::<DB>::persona_deployments(&mut *conn, workspace_id)
+            .await?
+            .remove(&id)
+            .unwrap_or_default();
+        Ok(record)
+    }
+
+    /// What the environments after the first of the chain serve of a
+    /// workspace's personas: `(environment, version)` per persona, in chain
+    /// order.
+    async fn persona_deployments(
+        conn: &mut DB::Connection,
+        workspace_id: Uuid,
+    ) -> StoreResult<HashMap<Uuid, Vec<(String, i64)>>> {
+        let rows: Vec<PersonaDeploymentRow> = sqlx::query_as(
+            "SELECT d.persona_id, e.name, d.number FROM persona_deployments d \
+             JOIN environments e ON e.id = d.environment_id \
+             WHERE d.workspace_id = $1 \
+             AND NOT (e.position > 0 AND e.position = (SELECT MIN(f.position) FROM environments f \
+                      WHERE f.workspace_id = e.workspace_id AND f.position > 0)) \
+             ORDER BY e.position = 0, e.position, e.name",
+        )
+        .bind(workspace_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out: HashMap<Uuid, Vec<(String, i64)>> = HashMap::new();
+        for row in rows {
+            out.entry(row.persona_id)
+                .or_default()
+                .push((row.name, row.number));
+        }
+        Ok(out)
+    }
+
+    async fn insert_persona_version(
+        conn: &mut DB::Connection,
+        persona_id: Uuid,
+        number: i64,
+        data: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO persona_versions (persona_id, number, data, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(persona_id)
+            .bind(number)
+            .bind(data.to_owned())
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
 }
 
 /// What a persona of a workspace is served as after the first
@@ -90,68 +141,6 @@ struct PersonaDeploymentRow {
     persona_id: Uuid,
     name: String,
     number: i64,
-}
-
-/// What the environments after the first of the chain serve of a
-/// workspace's personas: `(environment, version)` per persona, in chain
-/// order.
-async fn persona_deployments<DB>(
-    conn: &mut DB::Connection,
-    workspace_id: Uuid,
-) -> StoreResult<HashMap<Uuid, Vec<(String, i64)>>>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> String: Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
-    for<'r> &'r str: ColumnIndex<DB::Row>,
-{
-    let rows: Vec<PersonaDeploymentRow> = sqlx::query_as(
-        "SELECT d.persona_id, e.name, d.number FROM persona_deployments d \
-         JOIN environments e ON e.id = d.environment_id \
-         WHERE d.workspace_id = $1 \
-         AND NOT (e.position > 0 AND e.position = (SELECT MIN(f.position) FROM environments f \
-                  WHERE f.workspace_id = e.workspace_id AND f.position > 0)) \
-         ORDER BY e.position = 0, e.position, e.name",
-    )
-    .bind(workspace_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out: HashMap<Uuid, Vec<(String, i64)>> = HashMap::new();
-    for row in rows {
-        out.entry(row.persona_id)
-            .or_default()
-            .push((row.name, row.number));
-    }
-    Ok(out)
-}
-
-async fn insert_persona_version<DB>(
-    conn: &mut DB::Connection,
-    persona_id: Uuid,
-    number: i64,
-    data: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query("INSERT INTO persona_versions (persona_id, number, data, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(persona_id)
-        .bind(number)
-        .bind(data.to_owned())
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 /// Personas: the data templates read as `{{persona.…}}`.
@@ -209,10 +198,10 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -224,7 +213,7 @@ where
         data: &serde_json::Value,
     ) -> StoreResult<PersonaRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM personas WHERE workspace_id = $1")
                 .bind(ws.id)
@@ -255,8 +244,8 @@ where
                 StoreError::AlreadyExists(format!("{workspace} already has a persona '{name}'"))
             })
         })?;
-        insert_persona_version(&mut tx, id, 1, &text, now).await?;
-        append::<DB>(
+        SqlStore::<DB>::insert_persona_version(&mut tx, id, 1, &text, now).await?;
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -267,7 +256,7 @@ where
             .summary(json!({"after": {"version": 1}})),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
         tx.commit().await?;
         Ok(PersonaRecord {
             id,
@@ -288,8 +277,8 @@ where
         number: Option<u32>,
     ) -> StoreResult<PersonaRecord> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut conn, org, workspace).await?;
-        let mut record = fetch_persona(&mut conn, ws.id, name, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut conn, org, workspace).await?;
+        let mut record = SqlStore::<DB>::fetch_persona(&mut conn, ws.id, name, workspace).await?;
         if let Some(number) = number
             && i64::from(number) != record.version
         {
@@ -320,7 +309,7 @@ where
         workspace: &WorkspaceRef,
     ) -> StoreResult<Vec<PersonaRecord>> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut conn, org, workspace).await?;
         let rows: Vec<PersonaRow> = sqlx::query_as(concat!(
             select_persona!(),
             "WHERE workspace_id = $1 ORDER BY name"
@@ -328,7 +317,7 @@ where
         .bind(ws.id)
         .fetch_all(&mut *conn)
         .await?;
-        let mut served = persona_deployments::<DB>(&mut conn, ws.id).await?;
+        let mut served = SqlStore::<DB>::persona_deployments(&mut conn, ws.id).await?;
         rows.into_iter()
             .map(|row| {
                 let id = row.id;
@@ -348,8 +337,8 @@ where
         expected_version: Option<i64>,
     ) -> StoreResult<PersonaRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
-        let current = fetch_persona(&mut tx, ws.id, name, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
+        let current = SqlStore::<DB>::fetch_persona(&mut tx, ws.id, name, workspace).await?;
         check_version(
             format!("persona '{name}'"),
             current.version,
@@ -369,13 +358,20 @@ where
         if DB::rows_affected(&updated) == 0 {
             return Err(contended(format!("persona '{name}'")));
         }
-        insert_persona_version(&mut tx, current.id, current.version + 1, &text, now).await?;
-        append::<DB>(
+        SqlStore::<DB>::insert_persona_version(
+            &mut tx,
+            current.id,
+            current.version + 1,
+            &text,
+            now,
+        )
+        .await?;
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "persona.update", format!("workspace/{}/persona/{name}", ws.slug)).workspace(ws.id).summary(json!({"before": {"version": current.version}, "after": {"version": current.version + 1}})),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
         tx.commit().await?;
         Ok(PersonaRecord {
             data: data.clone(),
@@ -393,8 +389,8 @@ where
         expected_version: Option<i64>,
     ) -> StoreResult<()> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
-        let current = fetch_persona(&mut tx, ws.id, name, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
+        let current = SqlStore::<DB>::fetch_persona(&mut tx, ws.id, name, workspace).await?;
         check_version(
             format!("persona '{name}'"),
             current.version,
@@ -415,7 +411,7 @@ where
             .bind(current.id)
             .execute(&mut *tx)
             .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -426,7 +422,7 @@ where
             .summary(json!({"before": {"version": current.version}})),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
         Ok(tx.commit().await?)
     }
 }

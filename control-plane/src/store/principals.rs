@@ -7,8 +7,8 @@ use mockplane_shared::governance::access::OrgRole;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
-use super::tx::{Scope, check_version, db_error, enter, now, page_limit};
+use super::audit::Change;
+use super::tx::{Scope, check_version, db_error, now, page_limit};
 use super::{Dialect, Page, SqlStore, StoreError, StoreResult};
 use serde_json::json;
 
@@ -171,124 +171,115 @@ impl From<TokenRow> for TokenRecord {
 const SELECT_TOKEN: &str =
     "SELECT id, principal_id, name, created_at, expires_at, last_used_at FROM api_tokens ";
 
-/// Refuses a change that would leave the org without an active owner
-/// (the caller's principal is the one about to stop being one).
-async fn ensure_another_active_owner<DB>(conn: &mut DB::Connection, org: Uuid) -> StoreResult<()>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    let owners: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM principals WHERE org_id = $1 AND org_role = 'owner' AND disabled = 0",
-    )
-    .bind(org)
-    .fetch_one(&mut *conn)
-    .await?;
-    if owners <= 1 {
-        return Err(StoreError::FailedPrecondition(
-            "this is the org's last active owner; make another principal owner first".into(),
-        ));
+    /// Refuses a change that would leave the org without an active owner
+    /// (the caller's principal is the one about to stop being one).
+    async fn ensure_another_active_owner(conn: &mut DB::Connection, org: Uuid) -> StoreResult<()> {
+        let owners: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM principals WHERE org_id = $1 AND org_role = 'owner' AND disabled = 0",
+        )
+        .bind(org)
+        .fetch_one(&mut *conn)
+        .await?;
+        if owners <= 1 {
+            return Err(StoreError::FailedPrecondition(
+                "this is the org's last active owner; make another principal owner first".into(),
+            ));
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-pub(super) async fn insert_principal<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    new: &NewPrincipal,
-    now: DateTime<Utc>,
-) -> StoreResult<PrincipalRecord>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB>,
-    for<'q> Option<DateTime<Utc>>: Encode<'q, DB>,
-{
-    let id = Uuid::now_v7();
-    let email = new.email.as_ref().map(|e| e.to_lowercase());
-    sqlx::query(
-        "INSERT INTO principals (id, org_id, kind, email, name, org_role, password_hash, disabled, must_change_password, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $9, 1, $8, $8)",
-    )
-    .bind(id)
-    .bind(org)
-    .bind(new.kind.as_str().to_owned())
-    .bind(email.clone())
-    .bind(new.name.clone())
-    .bind(new.org_role.as_str().to_owned())
-    .bind(new.password_hash.clone())
-    .bind(now)
-    .bind(i32::from(new.must_change_password))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| {
-        db_error(e, || match &email {
-            Some(email) => StoreError::AlreadyExists(format!("a user with e-mail '{email}' already exists")),
-            None => StoreError::AlreadyExists(format!(
-                "a service account named '{}' already exists",
-                new.name
-            )),
+    pub(super) async fn insert_principal(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        new: &NewPrincipal,
+        now: DateTime<Utc>,
+    ) -> StoreResult<PrincipalRecord> {
+        let id = Uuid::now_v7();
+        let email = new.email.as_ref().map(|e| e.to_lowercase());
+        sqlx::query(
+            "INSERT INTO principals (id, org_id, kind, email, name, org_role, password_hash, disabled, must_change_password, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $9, 1, $8, $8)",
+        )
+        .bind(id)
+        .bind(org)
+        .bind(new.kind.as_str().to_owned())
+        .bind(email.clone())
+        .bind(new.name.clone())
+        .bind(new.org_role.as_str().to_owned())
+        .bind(new.password_hash.clone())
+        .bind(now)
+        .bind(i32::from(new.must_change_password))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            db_error(e, || match &email {
+                Some(email) => StoreError::AlreadyExists(format!("a user with e-mail '{email}' already exists")),
+                None => StoreError::AlreadyExists(format!(
+                    "a service account named '{}' already exists",
+                    new.name
+                )),
+            })
+        })?;
+        Ok(PrincipalRecord {
+            id,
+            org_id: org,
+            kind: new.kind,
+            email,
+            name: new.name.clone(),
+            org_role: new.org_role,
+            disabled: false,
+            must_change_password: new.must_change_password,
+            version: 1,
+            created_at: now,
+            updated_at: now,
         })
-    })?;
-    Ok(PrincipalRecord {
-        id,
-        org_id: org,
-        kind: new.kind,
-        email,
-        name: new.name.clone(),
-        org_role: new.org_role,
-        disabled: false,
-        must_change_password: new.must_change_password,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-    })
-}
+    }
 
-pub(super) async fn insert_token<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    principal: Uuid,
-    name: &str,
-    token_hash: &str,
-    now: DateTime<Utc>,
-    expires_at: Option<DateTime<Utc>>,
-) -> StoreResult<Uuid>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB>,
-    for<'q> Option<DateTime<Utc>>: Encode<'q, DB>,
-{
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO api_tokens (id, org_id, principal_id, name, token_hash, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id)
-    .bind(org)
-    .bind(principal)
-    .bind(name.to_owned())
-    .bind(token_hash.to_owned())
-    .bind(now)
-    .bind(expires_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| db_error(e, || StoreError::AlreadyExists("that token already exists".into())))?;
-    Ok(id)
+    pub(super) async fn insert_token(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        principal: Uuid,
+        name: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<Uuid> {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO api_tokens (id, org_id, principal_id, name, token_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(org)
+        .bind(principal)
+        .bind(name.to_owned())
+        .bind(token_hash.to_owned())
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error(e, || StoreError::AlreadyExists("that token already exists".into())))?;
+        Ok(id)
+    }
 }
 
 #[async_trait]
@@ -345,6 +336,9 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
@@ -366,7 +360,7 @@ where
         if expires_at.is_some_and(|at| at <= now) {
             return Ok(None);
         }
-        enter::<DB>(&mut tx, Scope::Org(org)).await?;
+        SqlStore::<DB>::enter(&mut tx, Scope::Org(org)).await?;
         let record =
             sqlx::query_as::<DB, PrincipalRow>(&format!("{SELECT_PRINCIPAL}WHERE id = $1"))
                 .bind(principal_id)
@@ -417,7 +411,7 @@ where
         let Some((id, hash, org)) = row else {
             return Ok(None);
         };
-        enter::<DB>(&mut tx, Scope::Org(org)).await?;
+        SqlStore::<DB>::enter(&mut tx, Scope::Org(org)).await?;
         let record =
             sqlx::query_as::<DB, PrincipalRow>(&format!("{SELECT_PRINCIPAL}WHERE id = $1"))
                 .bind(id)
@@ -429,8 +423,8 @@ where
 
     async fn create_principal(&self, org: Uuid, new: NewPrincipal) -> StoreResult<PrincipalRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let record = insert_principal::<DB>(&mut tx, org, &new, now()).await?;
-        append::<DB>(
+        let record = SqlStore::<DB>::insert_principal(&mut tx, org, &new, now()).await?;
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -508,7 +502,7 @@ where
             && !current.disabled
             && (org_role != OrgRole::Owner || disabled);
         if losing_owner {
-            ensure_another_active_owner::<DB>(&mut tx, org).await?;
+            SqlStore::<DB>::ensure_another_active_owner(&mut tx, org).await?;
         }
         let name = patch.name.clone().unwrap_or(current.name.clone());
         let updated = now();
@@ -528,7 +522,7 @@ where
                 StoreError::AlreadyExists(format!("a {} named '{name}' already exists", current.kind.as_str()))
             })
         })?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "principal.update", format!("principal/{id}")).summary(json!({
                 "before": {"name": current.name, "org_role": current.org_role.as_str(), "disabled": current.disabled},
@@ -569,7 +563,7 @@ where
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "user.password", format!("principal/{id}")),
         )
@@ -591,13 +585,13 @@ where
             found.ok_or_else(|| StoreError::NotFound(format!("principal {id}")))?;
         // A disabled owner is not one of the owners the org relies on.
         if role == "owner" && disabled == 0 {
-            ensure_another_active_owner::<DB>(&mut tx, org).await?;
+            SqlStore::<DB>::ensure_another_active_owner(&mut tx, org).await?;
         }
         sqlx::query("DELETE FROM principals WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "principal.delete", format!("principal/{id}"))
                 .summary(json!({"before": {"org_role": role}})),
@@ -625,7 +619,7 @@ where
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("principal {principal}")));
         }
-        let id = insert_token::<DB>(
+        let id = SqlStore::<DB>::insert_token(
             &mut conn,
             org,
             principal,
@@ -640,7 +634,7 @@ where
             .fetch_one(&mut *conn)
             .await
             .map(TokenRecord::from)?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut conn,
             Change::new(org, "api_token.create", format!("api_token/{id}")).summary(json!({
                 "after": {"principal": principal.to_string(), "name": name, "expires_at": expires_at.map(|t| t.to_rfc3339())}
@@ -684,7 +678,7 @@ where
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound(format!("API token {id}")));
         }
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "api_token.revoke", format!("api_token/{id}")),
         )

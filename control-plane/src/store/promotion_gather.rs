@@ -13,8 +13,8 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::promotion_records::*;
-use super::routes::scenario_id;
-use super::scenarios::{decode_content, fetch_version};
+use super::scenarios::decode_content;
+use super::tx::SqlStore;
 use super::tx::corrupt;
 use super::{Dialect, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 
@@ -64,7 +64,8 @@ where
         from: Uuid,
         to: Uuid,
     ) -> StoreResult<(u32, Vec<Tag>, Entity)> {
-        let scenario_id = scenario_id::<DB>(&mut self.tx, ws.id, &new.name, workspace).await?;
+        let scenario_id =
+            SqlStore::<DB>::scenario_id(&mut self.tx, ws.id, &new.name, workspace).await?;
         let number = if from_first {
             new.version
         } else {
@@ -72,7 +73,7 @@ where
             Some(moves_on(serves.map(|(_, n)| n), new, "scenario")?)
         };
         let (row, content) =
-            fetch_version::<DB>(&mut self.tx, scenario_id, &new.name, number).await?;
+            SqlStore::<DB>::fetch_version(&mut self.tx, scenario_id, &new.name, number).await?;
         let promoted = decode_content(&content).map_err(|e| corrupt("version", row.id, &e))?;
         let checks_text: String =
             sqlx::query_scalar("SELECT checks FROM scenario_versions WHERE id = $1")

@@ -12,12 +12,11 @@ use mockplane_shared::{ConfigRoute, FieldError};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
-use super::notifications::enqueue;
+use super::audit::Change;
 use super::promotion_records::*;
 use super::scenarios::decode_content;
-use super::tx::{bump_revision, corrupt, db_error, now};
-use super::workspaces::load_workspace;
+use super::tx::SqlStore;
+use super::tx::{corrupt, db_error, now};
 use super::{Dialect, EnvironmentRecord, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef};
 
 #[async_trait]
@@ -41,7 +40,7 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     async fn workspace(&mut self, key: &WorkspaceRef) -> StoreResult<WorkspaceRecord> {
-        load_workspace::<DB>(&mut self.tx, self.org, key).await
+        SqlStore::<DB>::load_workspace(&mut self.tx, self.org, key).await
     }
 
     async fn promotion(&mut self, id: Uuid, lock: bool) -> StoreResult<PromotionRow> {
@@ -348,7 +347,7 @@ where
         }
         if let Some(event) = event_of(to) {
             let payload = event_payload(row, event, to, actor.1, reason);
-            enqueue::<DB>(
+            SqlStore::<DB>::enqueue(
                 &mut self.tx,
                 org,
                 row.workspace_id,
@@ -370,7 +369,7 @@ where
         reason: &str,
     ) -> StoreResult<()> {
         let payload = event_payload(row, event, status, actor, reason);
-        enqueue::<DB>(
+        SqlStore::<DB>::enqueue(
             &mut self.tx,
             self.org,
             row.workspace_id,
@@ -626,11 +625,11 @@ where
     }
 
     async fn audit(&mut self, change: Change) -> StoreResult<()> {
-        append::<DB>(&mut self.tx, change).await
+        SqlStore::<DB>::append(&mut self.tx, change).await
     }
 
     async fn bump(&mut self, workspace: Uuid, promotion: Option<Uuid>) -> StoreResult<u64> {
-        let revision = bump_revision::<DB>(&mut self.tx, workspace).await?;
+        let revision = SqlStore::<DB>::bump_revision(&mut self.tx, workspace).await?;
         if let Some(id) = promotion {
             sqlx::query("UPDATE promotions SET revision = $1 WHERE id = $2")
                 .bind(i64::try_from(revision).unwrap_or(i64::MAX))

@@ -14,11 +14,9 @@ use serde_json::json;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
-use super::notifications::enqueue;
+use super::audit::Change;
 use super::promotion_records::*;
 use super::tx::{Scope, corrupt, now};
-use super::workspaces::load_workspace;
 use super::{Dialect, SqlStore, StoreError, StoreResult, WorkspaceRef};
 
 /// How a promotion step's transaction reads: a snapshot, or writing.
@@ -129,7 +127,11 @@ where
             org,
         };
         let workspace = match &filter.workspace {
-            Some(key) => Some(load_workspace::<DB>(&mut tx.tx, org, key).await?.id),
+            Some(key) => Some(
+                SqlStore::<DB>::load_workspace(&mut tx.tx, org, key)
+                    .await?
+                    .id,
+            ),
             None => None,
         };
         let limit = i64::from(filter.limit.clamp(1, 500));
@@ -188,7 +190,7 @@ where
             let row = tx.promotion(id, false).await?;
             let reason = format!("expires at {}", row.expires_at.to_rfc3339());
             let payload = event_payload(&row, "expiring", Status::Pending, "system", &reason);
-            enqueue::<DB>(
+            SqlStore::<DB>::enqueue(
                 &mut tx.tx,
                 org,
                 row.workspace_id,
@@ -215,7 +217,7 @@ where
             tx: self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?,
             org,
         };
-        let ws = load_workspace::<DB>(&mut tx.tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx.tx, org, workspace).await?;
         let env = match environment {
             Some(name) => Some(
                 ws.environment(name)
@@ -269,7 +271,11 @@ where
             org,
         };
         let ws = match workspace {
-            Some(key) => Some(load_workspace::<DB>(&mut tx.tx, org, key).await?.id),
+            Some(key) => Some(
+                SqlStore::<DB>::load_workspace(&mut tx.tx, org, key)
+                    .await?
+                    .id,
+            ),
             None => None,
         };
         let rules = tx.rules_in(ws).await?;
@@ -290,7 +296,7 @@ where
         let text = rules.as_ref().map(to_json);
         let (ws, resource) = match workspace {
             Some(key) => {
-                let ws = load_workspace::<DB>(&mut tx.tx, org, key).await?;
+                let ws = SqlStore::<DB>::load_workspace(&mut tx.tx, org, key).await?;
                 sqlx::query("UPDATE workspaces SET approval_rules = $1 WHERE id = $2")
                     .bind(text.clone())
                     .bind(ws.id)
@@ -313,7 +319,7 @@ where
         if let Some(ws) = ws {
             change = change.workspace(ws);
         }
-        append::<DB>(&mut tx.tx, change).await?;
+        SqlStore::<DB>::append(&mut tx.tx, change).await?;
         let now_in_force = tx.rules_in(ws).await?;
         tx.tx.commit().await?;
         Ok(now_in_force)

@@ -35,13 +35,12 @@ use mockplane_shared::{FieldError, RoutePatch, RouteSpec, Slug};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
+use super::audit::Change;
 use super::tx::{
-    CONFLICT_RETRIES, Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error,
-    now, page_limit, to_u64,
+    CONFLICT_RETRIES, Scope, SqlStore, check_version, contended, corrupt, db_error, now,
+    page_limit, to_u64,
 };
 use super::workspaces::default_scenario;
-use super::workspaces::fetch_workspace;
 use super::{Dialect, Page, RouteRecord, StoreError, StoreResult, WorkspaceRef};
 use serde_json::json;
 
@@ -176,87 +175,7 @@ pub(super) fn route_clash(index: usize, spec: &RouteSpec) -> StoreError {
     ))
 }
 
-/// Inserts routes into a scenario's working copy; a clash with a route the
-/// workspace has fails the whole call (the caller's transaction).
-pub(super) async fn insert_routes<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    workspace_id: Uuid,
-    scenario_id: Uuid,
-    scenario: &Slug,
-    routes: Vec<RouteSpec>,
-) -> StoreResult<Vec<RouteRecord>>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Type<DB>,
-    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-{
-    // Two routes of one call that match the same requests are named as
-    // such, not as a clash with the workspace.
-    if let Some((first, index)) = first_duplicate(&routes) {
-        let spec = &routes[index];
-        return Err(FieldError::new(
-            format!("routes[{index}]"),
-            format!(
-                "{} {} matches the same requests as routes[{first}] of this request",
-                spec.method, spec.path
-            ),
-        )
-        .into());
-    }
-    let now = now();
-    let mut records = Vec::with_capacity(routes.len());
-    for (index, spec) in routes.into_iter().enumerate() {
-        let id = Uuid::now_v7();
-        let key = spec.match_key();
-        sqlx::query(
-                "INSERT INTO routes (id, workspace_id, org_id, name, method, path, match_key, status, headers, body, \
-                 version, created_at, updated_at, matchers, priority, template, realism, scenario_id, state) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16, $17)",
-            )
-            .bind(id)
-            .bind(workspace_id)
-            .bind(org)
-            .bind(spec.name.clone())
-            .bind(spec.method.as_str().to_owned())
-            .bind(spec.path.as_str().to_owned())
-            .bind(key)
-            .bind(i32::from(spec.response.status))
-            .bind(headers_json(&spec))
-            .bind(spec.response.body.to_vec())
-            .bind(now)
-            .bind(matchers_json(&spec))
-            .bind(i32::from(spec.priority))
-            .bind(i32::from(spec.response.template))
-            .bind(realism_json(&spec))
-            .bind(scenario_id)
-            .bind(state_json(&spec))
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| db_error(e, || route_clash(index, &spec)))?;
-        records.push(RouteRecord {
-            id,
-            workspace_id,
-            scenario: scenario.clone(),
-            spec,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        });
-    }
-    Ok(records)
-}
-
-pub(super) async fn fetch_route<DB>(
-    conn: &mut DB::Connection,
-    workspace_id: Uuid,
-    id: Uuid,
-) -> StoreResult<RouteRow>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -267,72 +186,134 @@ where
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
-{
-    sqlx::query_as::<DB, RouteRow>(concat!(
-        select_route!(),
-        "WHERE workspace_id = $1 AND id = $2"
-    ))
-    .bind(workspace_id)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| StoreError::NotFound(format!("route {id}")))
-}
-
-/// Refuses a change that leaves a workspace over its limits; the caller's
-/// transaction then rolls back.
-pub(super) async fn check_workspace_limits<DB>(
-    conn: &mut DB::Connection,
-    workspace_id: Uuid,
-) -> StoreResult<()>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Decode<'q, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    let (routes, body_bytes): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM routes WHERE workspace_id = $1",
-    )
-    .bind(workspace_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if to_u64(routes) > MAX_ROUTES_PER_WORKSPACE as u64 {
-        return Err(StoreError::LimitExceeded(format!(
-            "a workspace holds at most {MAX_ROUTES_PER_WORKSPACE} routes; this change would make it {routes}"
-        )));
+    /// Inserts routes into a scenario's working copy; a clash with a route the
+    /// workspace has fails the whole call (the caller's transaction).
+    pub(super) async fn insert_routes(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        workspace_id: Uuid,
+        scenario_id: Uuid,
+        scenario: &Slug,
+        routes: Vec<RouteSpec>,
+    ) -> StoreResult<Vec<RouteRecord>> {
+        // Two routes of one call that match the same requests are named as
+        // such, not as a clash with the workspace.
+        if let Some((first, index)) = first_duplicate(&routes) {
+            let spec = &routes[index];
+            return Err(FieldError::new(
+                format!("routes[{index}]"),
+                format!(
+                    "{} {} matches the same requests as routes[{first}] of this request",
+                    spec.method, spec.path
+                ),
+            )
+            .into());
+        }
+        let now = now();
+        let mut records = Vec::with_capacity(routes.len());
+        for (index, spec) in routes.into_iter().enumerate() {
+            let id = Uuid::now_v7();
+            let key = spec.match_key();
+            sqlx::query(
+                    "INSERT INTO routes (id, workspace_id, org_id, name, method, path, match_key, status, headers, body, \
+                     version, created_at, updated_at, matchers, priority, template, realism, scenario_id, state) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11, $12, $13, $14, $15, $16, $17)",
+                )
+                .bind(id)
+                .bind(workspace_id)
+                .bind(org)
+                .bind(spec.name.clone())
+                .bind(spec.method.as_str().to_owned())
+                .bind(spec.path.as_str().to_owned())
+                .bind(key)
+                .bind(i32::from(spec.response.status))
+                .bind(headers_json(&spec))
+                .bind(spec.response.body.to_vec())
+                .bind(now)
+                .bind(matchers_json(&spec))
+                .bind(i32::from(spec.priority))
+                .bind(i32::from(spec.response.template))
+                .bind(realism_json(&spec))
+                .bind(scenario_id)
+                .bind(state_json(&spec))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| db_error(e, || route_clash(index, &spec)))?;
+            records.push(RouteRecord {
+                id,
+                workspace_id,
+                scenario: scenario.clone(),
+                spec,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            });
+        }
+        Ok(records)
     }
-    if to_u64(body_bytes) > MAX_WORKSPACE_BODY_BYTES {
-        return Err(StoreError::LimitExceeded(format!(
-            "a workspace holds at most {MAX_WORKSPACE_BODY_BYTES} bytes of response bodies; this change would make it {body_bytes}"
-        )));
-    }
-    Ok(())
-}
 
-pub(super) async fn scenario_id<DB>(
-    conn: &mut DB::Connection,
-    workspace_id: Uuid,
-    name: &Slug,
-    key: &WorkspaceRef,
-) -> StoreResult<Uuid>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
-    sqlx::query_scalar("SELECT id FROM scenarios WHERE workspace_id = $1 AND name = $2")
+    pub(super) async fn fetch_route(
+        conn: &mut DB::Connection,
+        workspace_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<RouteRow> {
+        sqlx::query_as::<DB, RouteRow>(concat!(
+            select_route!(),
+            "WHERE workspace_id = $1 AND id = $2"
+        ))
         .bind(workspace_id)
-        .bind(name.to_string())
+        .bind(id)
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("scenario '{name}' of {key}")))
+        .ok_or_else(|| StoreError::NotFound(format!("route {id}")))
+    }
+
+    /// Refuses a change that leaves a workspace over its limits; the caller's
+    /// transaction then rolls back.
+    pub(super) async fn check_workspace_limits(
+        conn: &mut DB::Connection,
+        workspace_id: Uuid,
+    ) -> StoreResult<()> {
+        let (routes, body_bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM routes WHERE workspace_id = $1",
+        )
+        .bind(workspace_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if to_u64(routes) > MAX_ROUTES_PER_WORKSPACE as u64 {
+            return Err(StoreError::LimitExceeded(format!(
+                "a workspace holds at most {MAX_ROUTES_PER_WORKSPACE} routes; this change would make it {routes}"
+            )));
+        }
+        if to_u64(body_bytes) > MAX_WORKSPACE_BODY_BYTES {
+            return Err(StoreError::LimitExceeded(format!(
+                "a workspace holds at most {MAX_WORKSPACE_BODY_BYTES} bytes of response bodies; this change would make it {body_bytes}"
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn scenario_id(
+        conn: &mut DB::Connection,
+        workspace_id: Uuid,
+        name: &Slug,
+        key: &WorkspaceRef,
+    ) -> StoreResult<Uuid> {
+        sqlx::query_scalar("SELECT id FROM scenarios WHERE workspace_id = $1 AND name = $2")
+            .bind(workspace_id)
+            .bind(name.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("scenario '{name}' of {key}")))
+    }
 }
 
 /// Routes of a workspace's working copies.
@@ -414,10 +395,10 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -429,20 +410,22 @@ where
         routes: Vec<RouteSpec>,
     ) -> StoreResult<Vec<RouteRecord>> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
         let scenario = match scenario {
             Some(name) => name.clone(),
             None => default_scenario(),
         };
-        let scenario_id = scenario_id(&mut tx, ws.id, &scenario, workspace).await?;
-        let records = insert_routes(&mut tx, org, ws.id, scenario_id, &scenario, routes).await?;
-        check_workspace_limits(&mut tx, ws.id).await?;
-        append::<DB>(
+        let scenario_id = SqlStore::<DB>::scenario_id(&mut tx, ws.id, &scenario, workspace).await?;
+        let records =
+            SqlStore::<DB>::insert_routes(&mut tx, org, ws.id, scenario_id, &scenario, routes)
+                .await?;
+        SqlStore::<DB>::check_workspace_limits(&mut tx, ws.id).await?;
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "route.create", format!("workspace/{}/scenario/{scenario}", ws.slug)).workspace(ws.id).summary(json!({"after": records.iter().map(|r| format!("{} {} {}", r.spec.method, r.spec.path, r.id)).collect::<Vec<_>>()})),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
         tx.commit().await?;
         Ok(records)
     }
@@ -454,8 +437,10 @@ where
         id: Uuid,
     ) -> StoreResult<RouteRecord> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut conn, org, workspace).await?;
-        fetch_route(&mut conn, ws.id, id).await?.into_record()
+        let ws = SqlStore::<DB>::fetch_workspace(&mut conn, org, workspace).await?;
+        SqlStore::<DB>::fetch_route(&mut conn, ws.id, id)
+            .await?
+            .into_record()
     }
 
     async fn list_scenario_routes(
@@ -467,7 +452,7 @@ where
         limit: u32,
     ) -> StoreResult<Page<RouteRecord, Uuid>> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut conn, org, workspace).await?;
         let rows: Vec<RouteRow> = match scenario {
             None => {
                 sqlx::query_as(concat!(
@@ -481,7 +466,8 @@ where
                 .await?
             }
             Some(name) => {
-                let scenario_id = scenario_id(&mut conn, ws.id, name, workspace).await?;
+                let scenario_id =
+                    SqlStore::<DB>::scenario_id(&mut conn, ws.id, name, workspace).await?;
                 sqlx::query_as(concat!(
                     select_route!(),
                     "WHERE workspace_id = $1 AND id > $2 AND scenario_id = $4 ORDER BY id LIMIT $3"
@@ -510,9 +496,11 @@ where
         expected_version: Option<i64>,
     ) -> StoreResult<RouteRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
         for _ in 0..CONFLICT_RETRIES {
-            let current = fetch_route(&mut tx, ws.id, id).await?.into_record()?;
+            let current = SqlStore::<DB>::fetch_route(&mut tx, ws.id, id)
+                .await?
+                .into_record()?;
             check_version(format!("route {id}"), current.version, expected_version)?;
             let spec = patch.apply(&current.spec)?;
             let now = now();
@@ -542,13 +530,13 @@ where
             if DB::rows_affected(&updated) == 0 {
                 continue;
             }
-            check_workspace_limits(&mut tx, ws.id).await?;
-            append::<DB>(
+            SqlStore::<DB>::check_workspace_limits(&mut tx, ws.id).await?;
+            SqlStore::<DB>::append(
                 &mut tx,
                 Change::new(org, "route.update", format!("workspace/{}/route/{id}", ws.slug)).workspace(ws.id).summary(json!({"before": format!("{} {} -> {}", current.spec.method, current.spec.path, current.spec.response.status), "after": format!("{} {} -> {}", spec.method, spec.path, spec.response.status)})),
             )
             .await?;
-            bump_revision(&mut tx, ws.id).await?;
+            SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
             tx.commit().await?;
             return Ok(RouteRecord {
                 spec,
@@ -567,7 +555,7 @@ where
         ids: &[Uuid],
     ) -> StoreResult<u64> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
         let mut deleted = 0;
         for id in ids {
             let done = sqlx::query("DELETE FROM routes WHERE workspace_id = $1 AND id = $2")
@@ -585,7 +573,7 @@ where
             deleted += DB::rows_affected(&done);
         }
         if deleted > 0 {
-            append::<DB>(
+            SqlStore::<DB>::append(
                 &mut tx,
                 Change::new(org, "route.delete", format!("workspace/{}", ws.slug))
                     .workspace(ws.id)
@@ -594,7 +582,7 @@ where
                     ),
             )
             .await?;
-            bump_revision(&mut tx, ws.id).await?;
+            SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
         }
         tx.commit().await?;
         Ok(deleted)

@@ -14,14 +14,11 @@ use prost::Message as _;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
-use super::routes::scenario_id;
-use super::routes::{ServingRouteRow, check_workspace_limits, insert_routes, select_serving_route};
-use super::tx::{
-    Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error, now, to_u64,
-};
-use super::workspaces::{checks_json, insert_scenario, tags_json};
-use super::workspaces::{fetch_workspace, find_environment, load_workspace};
+use super::audit::Change;
+use super::routes::{ServingRouteRow, select_serving_route};
+use super::tx::{Scope, SqlStore, check_version, contended, corrupt, db_error, now, to_u64};
+use super::workspaces::find_environment;
+use super::workspaces::{checks_json, tags_json};
 use super::{
     DeploymentRecord, Dialect, RouteRecord, ScenarioRecord, StoreError, StoreResult, VersionRecord,
     WorkspaceRef,
@@ -147,12 +144,7 @@ pub(super) fn decode_content(bytes: &[u8]) -> Result<Vec<ConfigRoute>, FieldErro
     parse_config_routes(content.routes)
 }
 
-async fn load_scenario<DB>(
-    conn: &mut DB::Connection,
-    workspace_id: Uuid,
-    name: &Slug,
-    key: &WorkspaceRef,
-) -> StoreResult<ScenarioRecord>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -161,133 +153,124 @@ where
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    let row: ScenarioRow = sqlx::query_as(concat!(
-        select_scenario!(),
-        "WHERE sc.workspace_id = $1 AND sc.name = $2"
-    ))
-    .bind(workspace_id)
-    .bind(name.to_string())
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| StoreError::NotFound(format!("scenario '{name}' of {key}")))?;
-    let mut deployments = fetch_deployments(&mut *conn, workspace_id).await?;
-    let mine = deployments.remove(&row.id).unwrap_or_default();
-    row.into_record(mine)
-}
-
-/// A workspace's deployments by scenario id, in chain order.
-async fn fetch_deployments<DB>(
-    conn: &mut DB::Connection,
-    workspace_id: Uuid,
-) -> StoreResult<HashMap<Uuid, Vec<DeploymentRecord>>>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> String: Decode<'q, DB> + Type<DB>,
-    for<'q> i32: Decode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Decode<'q, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
-    let rows: Vec<(Uuid, String, String, i32, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT d.scenario_id, e.name, sc.name, v.number, d.deployed_at FROM deployments d \
-         JOIN environments e ON e.id = d.environment_id \
-         JOIN scenarios sc ON sc.id = d.scenario_id \
-         JOIN scenario_versions v ON v.id = d.version_id \
-         WHERE d.workspace_id = $1 \
-         ORDER BY CASE WHEN e.position = 0 THEN 1 ELSE 0 END, e.position, e.name",
-    )
-    .bind(workspace_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut by_scenario: HashMap<Uuid, Vec<DeploymentRecord>> = HashMap::new();
-    for (scenario_id, environment, scenario, number, deployed_at) in rows {
-        let environment = Slug::parse(&environment).map_err(|e| {
-            corrupt(
-                "deployment",
-                scenario_id,
-                &FieldError::new("environment", e.to_string()),
-            )
-        })?;
-        let scenario = Slug::parse(&scenario).map_err(|e| {
-            corrupt(
-                "deployment",
-                scenario_id,
-                &FieldError::new("scenario", e.to_string()),
-            )
-        })?;
-        by_scenario
-            .entry(scenario_id)
-            .or_default()
-            .push(DeploymentRecord {
-                environment,
-                scenario,
-                version: u32::try_from(number).unwrap_or(0),
-                deployed_at,
-            });
+    async fn load_scenario(
+        conn: &mut DB::Connection,
+        workspace_id: Uuid,
+        name: &Slug,
+        key: &WorkspaceRef,
+    ) -> StoreResult<ScenarioRecord> {
+        let row: ScenarioRow = sqlx::query_as(concat!(
+            select_scenario!(),
+            "WHERE sc.workspace_id = $1 AND sc.name = $2"
+        ))
+        .bind(workspace_id)
+        .bind(name.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("scenario '{name}' of {key}")))?;
+        let mut deployments = SqlStore::<DB>::fetch_deployments(&mut *conn, workspace_id).await?;
+        let mine = deployments.remove(&row.id).unwrap_or_default();
+        row.into_record(mine)
     }
-    Ok(by_scenario)
-}
 
-/// A version by number (`None`: the newest) and its stored content.
-pub(super) async fn fetch_version<DB>(
-    conn: &mut DB::Connection,
-    scenario_id: Uuid,
-    scenario: &Slug,
-    number: Option<u32>,
-) -> StoreResult<(VersionRow, Vec<u8>)>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'r> &'r str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-{
-    let row: Option<VersionRow> = match number {
-        Some(number) => {
-            sqlx::query_as(concat!(
-                select_version!(),
-                "WHERE v.scenario_id = $1 AND v.number = $2"
-            ))
-            .bind(scenario_id)
-            .bind(i32::try_from(number).unwrap_or(i32::MAX))
-            .fetch_optional(&mut *conn)
-            .await?
+    /// A workspace's deployments by scenario id, in chain order.
+    async fn fetch_deployments(
+        conn: &mut DB::Connection,
+        workspace_id: Uuid,
+    ) -> StoreResult<HashMap<Uuid, Vec<DeploymentRecord>>> {
+        let rows: Vec<(Uuid, String, String, i32, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT d.scenario_id, e.name, sc.name, v.number, d.deployed_at FROM deployments d \
+             JOIN environments e ON e.id = d.environment_id \
+             JOIN scenarios sc ON sc.id = d.scenario_id \
+             JOIN scenario_versions v ON v.id = d.version_id \
+             WHERE d.workspace_id = $1 \
+             ORDER BY CASE WHEN e.position = 0 THEN 1 ELSE 0 END, e.position, e.name",
+        )
+        .bind(workspace_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut by_scenario: HashMap<Uuid, Vec<DeploymentRecord>> = HashMap::new();
+        for (scenario_id, environment, scenario, number, deployed_at) in rows {
+            let environment = Slug::parse(&environment).map_err(|e| {
+                corrupt(
+                    "deployment",
+                    scenario_id,
+                    &FieldError::new("environment", e.to_string()),
+                )
+            })?;
+            let scenario = Slug::parse(&scenario).map_err(|e| {
+                corrupt(
+                    "deployment",
+                    scenario_id,
+                    &FieldError::new("scenario", e.to_string()),
+                )
+            })?;
+            by_scenario
+                .entry(scenario_id)
+                .or_default()
+                .push(DeploymentRecord {
+                    environment,
+                    scenario,
+                    version: u32::try_from(number).unwrap_or(0),
+                    deployed_at,
+                });
         }
-        None => {
-            sqlx::query_as(concat!(
-                select_version!(),
-                "WHERE v.scenario_id = $1 ORDER BY v.number DESC LIMIT 1"
-            ))
-            .bind(scenario_id)
-            .fetch_optional(&mut *conn)
-            .await?
-        }
-    };
-    let row = row.ok_or_else(|| {
-        StoreError::NotFound(match number {
-            Some(number) => format!("version {number} of scenario '{scenario}'"),
-            None => format!(
-                "a version of scenario '{scenario}' (it has none yet: create one from its working copy)"
-            ),
-        })
-    })?;
-    let content: Vec<u8> =
-        sqlx::query_scalar("SELECT content FROM scenario_versions WHERE id = $1")
-            .bind(row.id)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok((row, content))
+        Ok(by_scenario)
+    }
+
+    /// A version by number (`None`: the newest) and its stored content.
+    pub(super) async fn fetch_version(
+        conn: &mut DB::Connection,
+        scenario_id: Uuid,
+        scenario: &Slug,
+        number: Option<u32>,
+    ) -> StoreResult<(VersionRow, Vec<u8>)> {
+        let row: Option<VersionRow> = match number {
+            Some(number) => {
+                sqlx::query_as(concat!(
+                    select_version!(),
+                    "WHERE v.scenario_id = $1 AND v.number = $2"
+                ))
+                .bind(scenario_id)
+                .bind(i32::try_from(number).unwrap_or(i32::MAX))
+                .fetch_optional(&mut *conn)
+                .await?
+            }
+            None => {
+                sqlx::query_as(concat!(
+                    select_version!(),
+                    "WHERE v.scenario_id = $1 ORDER BY v.number DESC LIMIT 1"
+                ))
+                .bind(scenario_id)
+                .fetch_optional(&mut *conn)
+                .await?
+            }
+        };
+        let row = row.ok_or_else(|| {
+            StoreError::NotFound(match number {
+                Some(number) => format!("version {number} of scenario '{scenario}'"),
+                None => format!(
+                    "a version of scenario '{scenario}' (it has none yet: create one from its working copy)"
+                ),
+            })
+        })?;
+        let content: Vec<u8> =
+            sqlx::query_scalar("SELECT content FROM scenario_versions WHERE id = $1")
+                .bind(row.id)
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok((row, content))
+    }
 }
 
 /// Scenarios, their immutable versions, and deploying a version to an environment.
@@ -386,10 +369,10 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -400,7 +383,7 @@ where
         new: NewScenario,
     ) -> StoreResult<ScenarioRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM scenarios WHERE workspace_id = $1")
                 .bind(ws.id)
@@ -411,8 +394,8 @@ where
                 "a workspace has at most {MAX_SCENARIOS} scenarios"
             )));
         }
-        insert_scenario(&mut tx, org, ws.id, &new, now()).await?;
-        append::<DB>(
+        SqlStore::<DB>::insert_scenario(&mut tx, org, ws.id, &new, now()).await?;
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -423,7 +406,7 @@ where
             .summary(json!({"after": {"description": new.description.clone()}})),
         )
         .await?;
-        let record = load_scenario(&mut tx, ws.id, &new.name, workspace).await?;
+        let record = SqlStore::<DB>::load_scenario(&mut tx, ws.id, &new.name, workspace).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -435,8 +418,8 @@ where
         name: &Slug,
     ) -> StoreResult<ScenarioRecord> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut conn, org, workspace).await?;
-        load_scenario(&mut conn, ws.id, name, workspace).await
+        let ws = SqlStore::<DB>::fetch_workspace(&mut conn, org, workspace).await?;
+        SqlStore::<DB>::load_scenario(&mut conn, ws.id, name, workspace).await
     }
 
     async fn list_scenarios(
@@ -445,7 +428,7 @@ where
         workspace: &WorkspaceRef,
     ) -> StoreResult<Vec<ScenarioRecord>> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut conn, org, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut conn, org, workspace).await?;
         let rows: Vec<ScenarioRow> = sqlx::query_as(concat!(
             select_scenario!(),
             "WHERE sc.workspace_id = $1 ORDER BY sc.name"
@@ -453,7 +436,7 @@ where
         .bind(ws.id)
         .fetch_all(&mut *conn)
         .await?;
-        let mut deployments = fetch_deployments(&mut conn, ws.id).await?;
+        let mut deployments = SqlStore::<DB>::fetch_deployments(&mut conn, ws.id).await?;
         rows.into_iter()
             .map(|row| {
                 let mine = deployments.remove(&row.id).unwrap_or_default();
@@ -471,8 +454,8 @@ where
         expected_version: Option<i64>,
     ) -> StoreResult<ScenarioRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
-        let current = load_scenario(&mut tx, ws.id, name, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
+        let current = SqlStore::<DB>::load_scenario(&mut tx, ws.id, name, workspace).await?;
         check_version(
             format!("scenario '{name}'"),
             current.version,
@@ -511,12 +494,12 @@ where
         if DB::rows_affected(&updated) == 0 {
             return Err(contended(format!("scenario '{name}'")));
         }
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "scenario.update", format!("workspace/{}/scenario/{}", ws.slug, current.name)).workspace(ws.id).summary(json!({"before": {"name": current.name.to_string(), "description": current.description.clone()}, "patch": format!("{patch:?}")})),
         )
         .await?;
-        let record = load_scenario(&mut tx, ws.id, &new_name, workspace).await?;
+        let record = SqlStore::<DB>::load_scenario(&mut tx, ws.id, &new_name, workspace).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -529,8 +512,8 @@ where
         expected_version: Option<i64>,
     ) -> StoreResult<()> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
-        let current = load_scenario(&mut tx, ws.id, name, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
+        let current = SqlStore::<DB>::load_scenario(&mut tx, ws.id, name, workspace).await?;
         check_version(
             format!("scenario '{name}'"),
             current.version,
@@ -556,7 +539,7 @@ where
             .bind(current.id)
             .execute(&mut *tx)
             .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -566,7 +549,7 @@ where
             .workspace(ws.id),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
         Ok(tx.commit().await?)
     }
 
@@ -578,8 +561,8 @@ where
         note: &str,
     ) -> StoreResult<VersionRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
-        let record = load_scenario(&mut tx, ws.id, scenario, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
+        let record = SqlStore::<DB>::load_scenario(&mut tx, ws.id, scenario, workspace).await?;
         let rows: Vec<ServingRouteRow> = sqlx::query_as(concat!(
             select_serving_route!(),
             "WHERE scenario_id = $1 ORDER BY id"
@@ -633,7 +616,7 @@ where
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error(e, || contended(format!("scenario '{scenario}'"))))?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "scenario.version", format!("workspace/{}/scenario/{}/version/{number}", ws.slug, scenario)).workspace(ws.id).summary(json!({"after": {"version": number, "hash": hash.clone(), "routes": routes.len(), "note": note}})),
         )
@@ -659,8 +642,8 @@ where
         scenario: &Slug,
     ) -> StoreResult<Vec<VersionRecord>> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut conn, org, workspace).await?;
-        let id = scenario_id(&mut conn, ws.id, scenario, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut conn, org, workspace).await?;
+        let id = SqlStore::<DB>::scenario_id(&mut conn, ws.id, scenario, workspace).await?;
         let rows: Vec<VersionRow> = sqlx::query_as(concat!(
             select_version!(),
             "WHERE v.scenario_id = $1 ORDER BY v.number DESC"
@@ -681,9 +664,9 @@ where
         number: Option<u32>,
     ) -> StoreResult<VersionRecord> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut conn, org, workspace).await?;
-        let id = scenario_id(&mut conn, ws.id, scenario, workspace).await?;
-        let (row, content) = fetch_version(&mut conn, id, scenario, number).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut conn, org, workspace).await?;
+        let id = SqlStore::<DB>::scenario_id(&mut conn, ws.id, scenario, workspace).await?;
+        let (row, content) = SqlStore::<DB>::fetch_version(&mut conn, id, scenario, number).await?;
         let routes = decode_content(&content).map_err(|e| corrupt("version", row.id, &e))?;
         row.into_record(routes)
     }
@@ -697,7 +680,7 @@ where
         environment: &Slug,
     ) -> StoreResult<DeploymentRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = load_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::load_workspace(&mut tx, org, workspace).await?;
         let env = find_environment(&ws, environment, workspace)?;
         let chain = ws.chain();
         if chain.first() == Some(environment.as_str()) {
@@ -706,8 +689,9 @@ where
                 chain.describe()
             )));
         }
-        let scenario_id = scenario_id(&mut tx, ws.id, scenario, workspace).await?;
-        let (row, content) = fetch_version(&mut tx, scenario_id, scenario, number).await?;
+        let scenario_id = SqlStore::<DB>::scenario_id(&mut tx, ws.id, scenario, workspace).await?;
+        let (row, content) =
+            SqlStore::<DB>::fetch_version(&mut tx, scenario_id, scenario, number).await?;
         // The environment with this version in place must still be valid:
         // no route of it may match the same requests as another
         // scenario's, and it stays within the limits.
@@ -770,7 +754,7 @@ where
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -782,7 +766,7 @@ where
             .summary(json!({"after": {"version": number}})),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
         tx.commit().await?;
         Ok(DeploymentRecord {
             environment: environment.clone(),
@@ -800,7 +784,7 @@ where
         routes: Vec<RouteSpec>,
     ) -> StoreResult<(ScenarioRecord, Vec<RouteRecord>)> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM scenarios WHERE workspace_id = $1")
                 .bind(ws.id)
@@ -811,10 +795,12 @@ where
                 "a workspace has at most {MAX_SCENARIOS} scenarios"
             )));
         }
-        let scenario_id = insert_scenario(&mut tx, org, ws.id, &new, now()).await?;
-        let records = insert_routes(&mut tx, org, ws.id, scenario_id, &new.name, routes).await?;
-        check_workspace_limits(&mut tx, ws.id).await?;
-        append::<DB>(
+        let scenario_id = SqlStore::<DB>::insert_scenario(&mut tx, org, ws.id, &new, now()).await?;
+        let records =
+            SqlStore::<DB>::insert_routes(&mut tx, org, ws.id, scenario_id, &new.name, routes)
+                .await?;
+        SqlStore::<DB>::check_workspace_limits(&mut tx, ws.id).await?;
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -825,8 +811,8 @@ where
             .summary(json!({"after": {"routes": records.len()}})),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
-        let scenario = load_scenario(&mut tx, ws.id, &new.name, workspace).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
+        let scenario = SqlStore::<DB>::load_scenario(&mut tx, ws.id, &new.name, workspace).await?;
         tx.commit().await?;
         Ok((scenario, records))
     }

@@ -9,7 +9,7 @@ use mockplane_shared::{ConfigRoute, EnvironmentConfig, FieldError, Slug, Workspa
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::keys::{ServingKeyRow, serving_keys};
+use super::keys::ServingKeyRow;
 use super::routes::{ServingRouteRow, select_serving_route};
 use super::scenarios::decode_content;
 use super::tx::{Scope, SqlStore, to_u64};
@@ -218,10 +218,10 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -254,7 +254,7 @@ where
         .await?;
         let personas: Vec<ServingPersonaRow> =
             sqlx::query_as(SERVING_PERSONAS).fetch_all(&mut *tx).await?;
-        let mut keys_by_workspace = serving_keys::<DB>(&mut tx, None).await?;
+        let mut keys_by_workspace = SqlStore::<DB>::serving_keys(&mut tx, None).await?;
         let routes: Vec<ServingRouteRow> = sqlx::query_as(concat!(
             select_serving_route!(),
             "ORDER BY workspace_id, id"
@@ -372,7 +372,7 @@ where
                         .bind(id)
                         .fetch_all(&mut *tx)
                         .await?;
-                    let keys = serving_keys::<DB>(&mut tx, Some(id))
+                    let keys = SqlStore::<DB>::serving_keys(&mut tx, Some(id))
                         .await?
                         .remove(&id)
                         .unwrap_or_default();

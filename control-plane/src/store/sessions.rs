@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
+use super::audit::Change;
 use super::principals::{Principal, PrincipalRow, SELECT_PRINCIPAL};
-use super::tx::{Scope, db_error, enter, now};
+use super::tx::{Scope, db_error, now};
 use super::{Dialect, SqlStore, StoreError, StoreResult};
 use serde_json::json;
 
@@ -39,101 +39,96 @@ struct RefreshRow {
     revoked_at: Option<DateTime<Utc>>,
 }
 
-async fn find_refresh_token<DB>(
-    conn: &mut DB::Connection,
-    token_hash: &str,
-) -> StoreResult<Option<RefreshRow>>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<DateTime<Utc>>: Decode<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
-    type Row = (
-        Uuid,
-        Uuid,
-        Uuid,
-        Uuid,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-    );
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT id, org_id, principal_id, family, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
-    )
-    .bind(token_hash.to_owned())
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(
-        |(id, org, principal_id, family, expires_at, used_at, revoked_at)| RefreshRow {
-            id,
-            org,
-            principal_id,
-            family,
-            expires_at,
-            used_at,
-            revoked_at,
-        },
-    ))
-}
+    async fn find_refresh_token(
+        conn: &mut DB::Connection,
+        token_hash: &str,
+    ) -> StoreResult<Option<RefreshRow>> {
+        type Row = (
+            Uuid,
+            Uuid,
+            Uuid,
+            Uuid,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT id, org_id, principal_id, family, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash.to_owned())
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(row.map(
+            |(id, org, principal_id, family, expires_at, used_at, revoked_at)| RefreshRow {
+                id,
+                org,
+                principal_id,
+                family,
+                expires_at,
+                used_at,
+                revoked_at,
+            },
+        ))
+    }
 
-async fn insert_refresh_token<DB>(
-    conn: &mut DB::Connection,
-    principal: &Principal,
-    family: Uuid,
-    token_hash: &str,
-    expires_at: DateTime<Utc>,
-) -> StoreResult<()>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(
-        "INSERT INTO refresh_tokens (id, org_id, principal_id, family, token_hash, expires_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(principal.org_id)
-    .bind(principal.id)
-    .bind(family)
-    .bind(token_hash.to_owned())
-    .bind(expires_at)
-    .bind(now())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| db_error(e, || StoreError::Conflict("refresh token collision; try again".into())))?;
-    Ok(())
-}
+    async fn insert_refresh_token(
+        conn: &mut DB::Connection,
+        principal: &Principal,
+        family: Uuid,
+        token_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, org_id, principal_id, family, token_hash, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(principal.org_id)
+        .bind(principal.id)
+        .bind(family)
+        .bind(token_hash.to_owned())
+        .bind(expires_at)
+        .bind(now())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error(e, || StoreError::Conflict("refresh token collision; try again".into())))?;
+        Ok(())
+    }
 
-/// Revokes what is left of a session; how many tokens that was.
-async fn revoke_family<DB>(
-    conn: &mut DB::Connection,
-    family: Uuid,
-    at: DateTime<Utc>,
-) -> StoreResult<u64>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-{
-    let done = sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL AND used_at IS NULL",
-    )
-    .bind(at)
-    .bind(family)
-    .execute(&mut *conn)
-    .await?;
-    Ok(DB::rows_affected(&done))
+    /// Revokes what is left of a session; how many tokens that was.
+    async fn revoke_family(
+        conn: &mut DB::Connection,
+        family: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL AND used_at IS NULL",
+        )
+        .bind(at)
+        .bind(family)
+        .execute(&mut *conn)
+        .await?;
+        Ok(DB::rows_affected(&done))
+    }
 }
 
 /// A session event, on the record as the person whose session it is (the
@@ -187,6 +182,9 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
@@ -201,8 +199,9 @@ where
             .begin(DB::BEGIN_WRITE, Scope::Org(principal.org_id))
             .await?;
         let family = Uuid::now_v7();
-        insert_refresh_token::<DB>(&mut tx, principal, family, token_hash, expires_at).await?;
-        append::<DB>(
+        SqlStore::<DB>::insert_refresh_token(&mut tx, principal, family, token_hash, expires_at)
+            .await?;
+        SqlStore::<DB>::append(
             &mut tx,
             session_change(principal, "session.start", "password", family),
         )
@@ -218,10 +217,10 @@ where
     ) -> StoreResult<RefreshOutcome> {
         // Only the look-up by secret spans orgs; the rest is the token's org.
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
-        let Some(token) = find_refresh_token::<DB>(&mut tx, token_hash).await? else {
+        let Some(token) = SqlStore::<DB>::find_refresh_token(&mut tx, token_hash).await? else {
             return Ok(RefreshOutcome::Unknown);
         };
-        enter::<DB>(&mut tx, Scope::Org(token.org)).await?;
+        SqlStore::<DB>::enter(&mut tx, Scope::Org(token.org)).await?;
         let now = now();
         if token.used_at.is_none() && token.revoked_at.is_some() {
             return Ok(RefreshOutcome::Revoked);
@@ -236,9 +235,9 @@ where
         .map(PrincipalRow::into_record)
         .transpose()?;
         if token.used_at.is_some() {
-            revoke_family::<DB>(&mut tx, token.family, now).await?;
+            SqlStore::<DB>::revoke_family(&mut tx, token.family, now).await?;
             if let Some(record) = &record {
-                append::<DB>(
+                SqlStore::<DB>::append(
                     &mut tx,
                     session_change(
                         &record.principal(),
@@ -264,8 +263,9 @@ where
             .bind(token.id)
             .execute(&mut *tx)
             .await?;
-        insert_refresh_token::<DB>(&mut tx, &principal, token.family, next.0, next.1).await?;
-        append::<DB>(
+        SqlStore::<DB>::insert_refresh_token(&mut tx, &principal, token.family, next.0, next.1)
+            .await?;
+        SqlStore::<DB>::append(
             &mut tx,
             session_change(&principal, "session.refresh", "refresh_token", token.family),
         )
@@ -279,11 +279,11 @@ where
 
     async fn end_session(&self, token_hash: &str) -> StoreResult<bool> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
-        let Some(token) = find_refresh_token::<DB>(&mut tx, token_hash).await? else {
+        let Some(token) = SqlStore::<DB>::find_refresh_token(&mut tx, token_hash).await? else {
             return Ok(false);
         };
-        enter::<DB>(&mut tx, Scope::Org(token.org)).await?;
-        let revoked = revoke_family::<DB>(&mut tx, token.family, now()).await?;
+        SqlStore::<DB>::enter(&mut tx, Scope::Org(token.org)).await?;
+        let revoked = SqlStore::<DB>::revoke_family(&mut tx, token.family, now()).await?;
         let record = sqlx::query_as::<DB, PrincipalRow>(&format!(
             "{SELECT_PRINCIPAL}WHERE org_id = $1 AND id = $2"
         ))
@@ -295,7 +295,7 @@ where
         .transpose()?;
         // Ending a session that had already ended changes nothing.
         if let Some(record) = record.filter(|_| revoked > 0) {
-            append::<DB>(
+            SqlStore::<DB>::append(
                 &mut tx,
                 session_change(
                     &record.principal(),

@@ -134,46 +134,83 @@ pub(super) enum Scope {
     System,
 }
 
-/// Opens the transaction's scope; the first statement of every transaction.
-pub(super) async fn enter<DB>(conn: &mut DB::Connection, scope: Scope) -> StoreResult<()>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
 {
-    let Some(sql) = DB::ENTER else {
-        return Ok(());
-    };
-    let (org, system) = match scope {
-        Scope::Org(org) => (org.to_string(), "off"),
-        Scope::System => (String::new(), "on"),
-    };
-    sqlx::query::<DB>(sql)
-        .bind(org)
-        .bind(system.to_owned())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
+    /// Opens the transaction's scope; the first statement of every transaction.
+    pub(super) async fn enter(conn: &mut DB::Connection, scope: Scope) -> StoreResult<()> {
+        let Some(sql) = DB::ENTER else {
+            return Ok(());
+        };
+        let (org, system) = match scope {
+            Scope::Org(org) => (org.to_string(), "off"),
+            Scope::System => (String::new(), "on"),
+        };
+        sqlx::query::<DB>(sql)
+            .bind(org)
+            .bind(system.to_owned())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
 
-/// Narrows the transaction to the one workspace it has found: the org's
-/// other workspaces' rows are out of its reach from here on.
-pub(super) async fn confine<DB>(conn: &mut DB::Connection, workspace: Uuid) -> StoreResult<()>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-{
-    let Some(sql) = DB::CONFINE else {
-        return Ok(());
-    };
-    sqlx::query::<DB>(sql)
-        .bind(workspace.to_string())
+    /// Narrows the transaction to the one workspace it has found: the org's
+    /// other workspaces' rows are out of its reach from here on.
+    pub(super) async fn confine(conn: &mut DB::Connection, workspace: Uuid) -> StoreResult<()> {
+        let Some(sql) = DB::CONFINE else {
+            return Ok(());
+        };
+        sqlx::query::<DB>(sql)
+            .bind(workspace.to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that a workspace's serving config changed, under a new revision.
+    /// Called last in a transaction: the revision row stays locked until commit,
+    /// and the commit wakes this replica's snapshot cache.
+    pub(super) async fn bump_revision(tx: &mut Tx<DB>, workspace_id: Uuid) -> StoreResult<u64> {
+        tx.bumped = true;
+        let conn: &mut DB::Connection = tx;
+        let revision: i64 = sqlx::query_scalar(
+            "UPDATE config_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO change_log (revision, workspace_id, changed_at) VALUES ($1, $2, $3)",
+        )
+        .bind(revision)
+        .bind(workspace_id)
+        .bind(now())
         .execute(&mut *conn)
         .await?;
-    Ok(())
+        // Other replicas hear of it when this transaction commits.
+        if let Some(notify) = DB::NOTIFY {
+            sqlx::query(notify)
+                .bind(revision)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(to_u64(revision))
+    }
 }
 
 impl<DB> SqlStore<DB>
@@ -181,7 +218,19 @@ where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
 {
     /// A transaction (`mode`: [`Dialect::BEGIN_WRITE`] or
     /// [`Dialect::BEGIN_SNAPSHOT`]) held to `scope`. Every query of the store
@@ -190,7 +239,7 @@ where
     pub(super) async fn begin(&self, mode: &'static str, scope: Scope) -> StoreResult<Tx<DB>> {
         super::guard::check()?;
         let mut inner = self.pool.begin_with(mode).await?;
-        enter::<DB>(&mut inner, scope).await?;
+        SqlStore::<DB>::enter(&mut inner, scope).await?;
         Ok(Tx {
             inner,
             bumped: false,
@@ -278,40 +327,4 @@ impl<T, K> Page<T, K> {
         };
         Page { items, next }
     }
-}
-
-/// Records that a workspace's serving config changed, under a new revision.
-/// Called last in a transaction: the revision row stays locked until commit,
-/// and the commit wakes this replica's snapshot cache.
-pub(super) async fn bump_revision<DB>(tx: &mut Tx<DB>, workspace_id: Uuid) -> StoreResult<u64>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
-    tx.bumped = true;
-    let conn: &mut DB::Connection = tx;
-    let revision: i64 = sqlx::query_scalar(
-        "UPDATE config_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query("INSERT INTO change_log (revision, workspace_id, changed_at) VALUES ($1, $2, $3)")
-        .bind(revision)
-        .bind(workspace_id)
-        .bind(now())
-        .execute(&mut *conn)
-        .await?;
-    // Other replicas hear of it when this transaction commits.
-    if let Some(notify) = DB::NOTIFY {
-        sqlx::query(notify)
-            .bind(revision)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(to_u64(revision))
 }

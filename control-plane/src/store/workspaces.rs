@@ -6,8 +6,6 @@
 
 use mockplane_shared::EnvSettings;
 
-use super::tx::confine;
-
 macro_rules! select_workspace {
     () => {
         "SELECT w.id, w.org_id, w.slug, w.name, w.description, w.version, w.created_at, w.updated_at, \
@@ -42,10 +40,10 @@ use mockplane_shared::{FieldError, NewWorkspace, Slug, WorkspacePatch};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::audit::{Change, append};
+use super::audit::Change;
 use super::tx::{
-    CONFLICT_RETRIES, Scope, SqlStore, bump_revision, check_version, contended, corrupt, db_error,
-    now, page_limit, to_u64,
+    CONFLICT_RETRIES, Scope, SqlStore, check_version, contended, corrupt, db_error, now,
+    page_limit, to_u64,
 };
 use super::{
     Dialect, EnvironmentRecord, Page, StoreError, StoreResult, WorkspaceRecord, WorkspaceRef,
@@ -144,11 +142,7 @@ pub(super) fn settings_json(settings: &EnvSettings) -> String {
     serde_json::to_string(settings).unwrap_or_default()
 }
 
-pub(super) async fn fetch_workspace<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    key: &WorkspaceRef,
-) -> StoreResult<WorkspaceRow>
+impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -157,30 +151,145 @@ where
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
 {
-    let query = match key {
-        WorkspaceRef::Id(id) => sqlx::query_as::<DB, WorkspaceRow>(concat!(
-            select_workspace!(),
-            "WHERE w.org_id = $1 AND w.id = $2"
+    pub(super) async fn fetch_workspace(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        key: &WorkspaceRef,
+    ) -> StoreResult<WorkspaceRow> {
+        let query = match key {
+            WorkspaceRef::Id(id) => sqlx::query_as::<DB, WorkspaceRow>(concat!(
+                select_workspace!(),
+                "WHERE w.org_id = $1 AND w.id = $2"
+            ))
+            .bind(org)
+            .bind(*id),
+            WorkspaceRef::Slug(slug) => sqlx::query_as::<DB, WorkspaceRow>(concat!(
+                select_workspace!(),
+                "WHERE w.org_id = $1 AND w.slug = $2"
+            ))
+            .bind(org)
+            .bind(slug.to_string()),
+        };
+        let row = query
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        // From here on the transaction acts on this workspace alone.
+        SqlStore::<DB>::confine(&mut *conn, row.id).await?;
+        Ok(row)
+    }
+
+    /// A workspace with its environments.
+    pub(super) async fn load_workspace(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        key: &WorkspaceRef,
+    ) -> StoreResult<WorkspaceRecord> {
+        let row = SqlStore::<DB>::fetch_workspace(&mut *conn, org, key).await?;
+        let envs: Vec<EnvironmentRow> = sqlx::query_as(concat!(
+            select_environment!(),
+            "WHERE workspace_id = $1",
+            environment_order!()
         ))
+        .bind(row.id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let envs = envs
+            .into_iter()
+            .map(EnvironmentRow::into_record)
+            .collect::<StoreResult<Vec<_>>>()?;
+        row.into_record(envs)
+    }
+
+    pub(super) async fn insert_environment(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        workspace_id: Uuid,
+        env: &EnvironmentRecord,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO environments (id, workspace_id, org_id, name, position, settings, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
+        )
+        .bind(env.id)
+        .bind(workspace_id)
         .bind(org)
-        .bind(*id),
-        WorkspaceRef::Slug(slug) => sqlx::query_as::<DB, WorkspaceRow>(concat!(
-            select_workspace!(),
-            "WHERE w.org_id = $1 AND w.slug = $2"
-        ))
+        .bind(env.name.to_string())
+        .bind(i32::try_from(env.position).unwrap_or(i32::MAX))
+        .bind(settings_json(&env.settings))
+        .bind(env.created_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            db_error(e, || {
+                StoreError::AlreadyExists(format!("the workspace already has an environment '{}'", env.name))
+            })
+        })?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_scenario(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        workspace_id: Uuid,
+        new: &NewScenario,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Uuid> {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO scenarios (id, workspace_id, org_id, name, description, tags, version, created_at, updated_at, checks) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8)",
+        )
+        .bind(id)
+        .bind(workspace_id)
         .bind(org)
-        .bind(slug.to_string()),
-    };
-    let row = query
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-    // From here on the transaction acts on this workspace alone.
-    confine::<DB>(&mut *conn, row.id).await?;
-    Ok(row)
+        .bind(new.name.to_string())
+        .bind(new.description.clone())
+        .bind(tags_json(&new.tags))
+        .bind(now)
+        .bind(serde_json::to_string(&new.checks).unwrap_or_else(|_| "[]".to_owned()))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            db_error(e, || {
+                StoreError::AlreadyExists(format!("the workspace already has a scenario '{}'", new.name))
+            })
+        })?;
+        Ok(id)
+    }
+
+    pub(super) async fn insert_admin_membership(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        workspace: Uuid,
+        principal: Uuid,
+        environment: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO memberships (workspace_id, org_id, principal_id, environment, role, created_at) \
+             VALUES ($1, $2, $3, $4, 'admin', $5) \
+             ON CONFLICT (workspace_id, principal_id, environment) DO UPDATE SET role = 'admin'",
+        )
+        .bind(workspace)
+        .bind(org)
+        .bind(principal)
+        .bind(environment.to_owned())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }
 
 pub(super) fn names(environments: &[EnvironmentRecord]) -> String {
@@ -204,39 +313,6 @@ pub(super) fn find_environment<'a>(
     })
 }
 
-/// A workspace with its environments.
-pub(super) async fn load_workspace<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    key: &WorkspaceRef,
-) -> StoreResult<WorkspaceRecord>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'r> &'r str: ColumnIndex<DB::Row>,
-{
-    let row = fetch_workspace(&mut *conn, org, key).await?;
-    let envs: Vec<EnvironmentRow> = sqlx::query_as(concat!(
-        select_environment!(),
-        "WHERE workspace_id = $1",
-        environment_order!()
-    ))
-    .bind(row.id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let envs = envs
-        .into_iter()
-        .map(EnvironmentRow::into_record)
-        .collect::<StoreResult<Vec<_>>>()?;
-    row.into_record(envs)
-}
-
 pub(super) fn default_scenario() -> Slug {
     Slug::parse(DEFAULT_SCENARIO).expect("the default scenario's name is a valid slug")
 }
@@ -248,111 +324,6 @@ pub(super) fn checks_json(checks: &[ContractCheck]) -> String {
 pub(super) fn tags_json(tags: &[Tag]) -> String {
     let raw: Vec<String> = tags.iter().map(Tag::to_string).collect();
     serde_json::to_string(&raw).unwrap_or_else(|_| "[]".into())
-}
-
-pub(super) async fn insert_environment<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    workspace_id: Uuid,
-    env: &EnvironmentRecord,
-) -> StoreResult<()>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> i32: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(
-        "INSERT INTO environments (id, workspace_id, org_id, name, position, settings, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
-    )
-    .bind(env.id)
-    .bind(workspace_id)
-    .bind(org)
-    .bind(env.name.to_string())
-    .bind(i32::try_from(env.position).unwrap_or(i32::MAX))
-    .bind(settings_json(&env.settings))
-    .bind(env.created_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| {
-        db_error(e, || {
-            StoreError::AlreadyExists(format!("the workspace already has an environment '{}'", env.name))
-        })
-    })?;
-    Ok(())
-}
-
-pub(super) async fn insert_scenario<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    workspace_id: Uuid,
-    new: &NewScenario,
-    now: DateTime<Utc>,
-) -> StoreResult<Uuid>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-{
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO scenarios (id, workspace_id, org_id, name, description, tags, version, created_at, updated_at, checks) \
-         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8)",
-    )
-    .bind(id)
-    .bind(workspace_id)
-    .bind(org)
-    .bind(new.name.to_string())
-    .bind(new.description.clone())
-    .bind(tags_json(&new.tags))
-    .bind(now)
-    .bind(serde_json::to_string(&new.checks).unwrap_or_else(|_| "[]".to_owned()))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| {
-        db_error(e, || {
-            StoreError::AlreadyExists(format!("the workspace already has a scenario '{}'", new.name))
-        })
-    })?;
-    Ok(id)
-}
-
-pub(super) async fn insert_admin_membership<DB>(
-    conn: &mut DB::Connection,
-    org: Uuid,
-    workspace: Uuid,
-    principal: Uuid,
-    environment: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-{
-    sqlx::query(
-        "INSERT INTO memberships (workspace_id, org_id, principal_id, environment, role, created_at) \
-         VALUES ($1, $2, $3, $4, 'admin', $5) \
-         ON CONFLICT (workspace_id, principal_id, environment) DO UPDATE SET role = 'admin'",
-    )
-    .bind(workspace)
-    .bind(org)
-    .bind(principal)
-    .bind(environment.to_owned())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Workspaces: creating, reading, changing, deleting, and resetting their mock state.
@@ -407,10 +378,10 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
-    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
@@ -462,13 +433,20 @@ where
                 created_at: now,
                 updated_at: now,
             };
-            insert_environment(&mut tx, org, id, &env).await?;
+            SqlStore::<DB>::insert_environment(&mut tx, org, id, &env).await?;
             if let Some(creator) = creator {
-                insert_admin_membership::<DB>(&mut tx, org, id, creator, env.name.as_str(), now)
-                    .await?;
+                SqlStore::<DB>::insert_admin_membership(
+                    &mut tx,
+                    org,
+                    id,
+                    creator,
+                    env.name.as_str(),
+                    now,
+                )
+                .await?;
             }
         }
-        insert_scenario(
+        SqlStore::<DB>::insert_scenario(
             &mut tx,
             org,
             id,
@@ -481,7 +459,7 @@ where
             now,
         )
         .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(org, "workspace.create", format!("workspace/{}", new.slug))
                 .workspace(id)
@@ -496,15 +474,15 @@ where
                 }})),
         )
         .await?;
-        bump_revision(&mut tx, id).await?;
-        let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(id)).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, id).await?;
+        let record = SqlStore::<DB>::load_workspace(&mut tx, org, &WorkspaceRef::Id(id)).await?;
         tx.commit().await?;
         Ok(record)
     }
 
     async fn get_workspace(&self, org: Uuid, key: &WorkspaceRef) -> StoreResult<WorkspaceRecord> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
-        load_workspace(&mut conn, org, key).await
+        SqlStore::<DB>::load_workspace(&mut conn, org, key).await
     }
 
     async fn list_workspaces(
@@ -569,7 +547,7 @@ where
     ) -> StoreResult<WorkspaceRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         for _ in 0..CONFLICT_RETRIES {
-            let current = load_workspace(&mut tx, org, key).await?;
+            let current = SqlStore::<DB>::load_workspace(&mut tx, org, key).await?;
             check_version(key.to_string(), current.version, expected_version)?;
             let slug = patch.slug.clone().unwrap_or(current.slug.clone());
             let name = patch.name.clone().unwrap_or(current.name.clone());
@@ -653,13 +631,14 @@ where
                         .await?;
                 }
             }
-            append::<DB>(
+            SqlStore::<DB>::append(
                 &mut tx,
                 Change::new(org, "workspace.update", format!("workspace/{}", current.slug)).workspace(current.id).summary(json!({"before": {"slug": current.slug.to_string(), "name": current.name.clone(), "active_environment": current.active_environment.to_string()}, "patch": format!("{patch:?}")})),
             )
             .await?;
-            bump_revision(&mut tx, current.id).await?;
-            let record = load_workspace(&mut tx, org, &WorkspaceRef::Id(current.id)).await?;
+            SqlStore::<DB>::bump_revision(&mut tx, current.id).await?;
+            let record =
+                SqlStore::<DB>::load_workspace(&mut tx, org, &WorkspaceRef::Id(current.id)).await?;
             tx.commit().await?;
             return Ok(record);
         }
@@ -674,7 +653,7 @@ where
     ) -> StoreResult<()> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         for _ in 0..CONFLICT_RETRIES {
-            let current = fetch_workspace(&mut tx, org, key).await?;
+            let current = SqlStore::<DB>::fetch_workspace(&mut tx, org, key).await?;
             check_version(key.to_string(), current.version, expected_version)?;
             let deleted = sqlx::query("DELETE FROM workspaces WHERE id = $1 AND version = $2")
                 .bind(current.id)
@@ -684,12 +663,12 @@ where
             if DB::rows_affected(&deleted) == 0 {
                 continue;
             }
-            append::<DB>(
+            SqlStore::<DB>::append(
                 &mut tx,
                 Change::new(org, "workspace.delete", format!("workspace/{}", current.slug)).workspace(current.id).summary(json!({"before": {"slug": current.slug.to_string(), "name": current.name.clone(), "routes": current.route_count}})),
             )
             .await?;
-            bump_revision(&mut tx, current.id).await?;
+            SqlStore::<DB>::bump_revision(&mut tx, current.id).await?;
             return Ok(tx.commit().await?);
         }
         Err(contended(key.to_string()))
@@ -697,14 +676,14 @@ where
 
     async fn reset_state(&self, org: Uuid, workspace: &WorkspaceRef) -> StoreResult<u64> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
-        let ws = fetch_workspace(&mut tx, org, workspace).await?;
+        let ws = SqlStore::<DB>::fetch_workspace(&mut tx, org, workspace).await?;
         let epoch: i64 = sqlx::query_scalar(
             "UPDATE workspaces SET state_epoch = state_epoch + 1 WHERE id = $1 RETURNING state_epoch",
         )
         .bind(ws.id)
         .fetch_one(&mut *tx)
         .await?;
-        append::<DB>(
+        SqlStore::<DB>::append(
             &mut tx,
             Change::new(
                 org,
@@ -715,7 +694,7 @@ where
             .summary(json!({"after": {"state_epoch": epoch}})),
         )
         .await?;
-        bump_revision(&mut tx, ws.id).await?;
+        SqlStore::<DB>::bump_revision(&mut tx, ws.id).await?;
         tx.commit().await?;
         Ok(to_u64(epoch))
     }
