@@ -38,7 +38,9 @@ enum Command {
     /// rotate by creating a new one, moving the nodes to it, and revoking
     /// the old one.
     CreateNodeToken(NodeTokenArgs),
-    /// Revoke a node token: new streams presenting it are refused.
+    /// Revoke a node token: new streams presenting it are refused, and
+    /// each replica ends the open ones at its next token check
+    /// (`--node-token-recheck-secs`).
     RevokeNodeToken(RevokeNodeTokenArgs),
     /// List node tokens (names, when created, last used, revoked).
     ListNodeTokens(StoreOnlyArgs),
@@ -167,6 +169,10 @@ struct ServeArgs {
     /// their jittered backoff.
     #[arg(long, env = "MOCKPLANE_STREAM_ADMISSIONS_PER_SEC", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     stream_admissions_per_sec: u32,
+    /// Seconds between checks of the node tokens open streams present: a
+    /// revoked token's streams end within this long.
+    #[arg(long, env = "MOCKPLANE_NODE_TOKEN_RECHECK_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    node_token_recheck_secs: u64,
     /// How this replica is named in the node registry (`mockplane nodes`).
     /// Default: the host name and the API port.
     #[arg(long, env = "MOCKPLANE_REPLICA_NAME")]
@@ -294,6 +300,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             mockplane_control_plane::config_stream::discovery::StreamLimits {
                 max_age: Duration::from_secs(args.stream_max_age_secs),
                 admissions_per_sec: args.stream_admissions_per_sec,
+                token_recheck: Duration::from_secs(args.node_token_recheck_secs),
             },
         )
         .with_notifications(mockplane_control_plane::notify::Settings {

@@ -352,12 +352,12 @@ impl ControlPlane {
             .add(NodeServiceServer::new(crate::api::nodes::Nodes(
                 state.clone(),
             )))
-            .add(JournalServiceServer::new(Journal(state)))
-            .add(ConfigDiscoveryServer::new(
-                Discovery::new(store.clone(), cache, nodes, shutdown.clone())
-                    .with_limits(stream_limits)
-                    .with_usage(store.clone()),
-            ));
+            .add(JournalServiceServer::new(Journal(state)));
+        let discovery = Discovery::new(store.clone(), cache, nodes, shutdown.clone())
+            .with_limits(stream_limits)
+            .with_usage(store.clone());
+        let revocations = tokio::spawn(discovery.revocation_watcher());
+        services.add(ConfigDiscoveryServer::new(discovery));
         // Every service added above reports SERVING; nothing else does.
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in &services.names {
@@ -401,6 +401,7 @@ impl ControlPlane {
         let _ = key_sweeper.await;
         let _ = promotion_sweeper.await;
         let _ = notifier.await;
+        let _ = revocations.await;
         // The registry's last write marks this replica's streams ended.
         let _ = registry.await;
         if let Some(server) = metrics_server {

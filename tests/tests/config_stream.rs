@@ -778,3 +778,45 @@ async fn a_node_that_says_what_it_serves_gets_only_what_differs() {
         status.message()
     );
 }
+
+/// Revoking a node token (another process, on the same database) ends the
+/// open streams that presented it within the recheck period; the node is
+/// refused when it reconnects and keeps serving what it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_node_token_ends_its_open_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        None,
+        &["--node-token-recheck-secs", "1"],
+    )
+    .await
+    .unwrap();
+    let node = Node::start(dir.path(), &plane.url()).await.unwrap();
+    let mut api = plane.api(plane.token.as_deref().unwrap()).await;
+    api.workspaces
+        .create_workspace(workspace("kept"))
+        .await
+        .unwrap();
+    fixtures::add_routes(&mut api, "kept", vec![route("GET", "/here", 200, "still")]).await;
+    node.wait_for("/w/kept/here", 200, |b| b == "still").await;
+    assert_eq!(node.status().await["connected"], true);
+
+    let store =
+        mockplane_control_plane::store::open(&mockplane_e2e::database_url(dir.path()).await)
+            .await
+            .unwrap();
+    store.revoke_node_token("default").await.unwrap();
+    mockplane_e2e::eventually("the stream to end and the node to be refused", || async {
+        let plane_log = plane.process.log_text();
+        let node_log = node.process.log_text();
+        (plane_log.contains("its node token was revoked")
+            && node_log.contains("the node token is not valid"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(node.status().await["connected"], false);
+    let reply = node.get("/w/kept/here").await.unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (200, "still"));
+}

@@ -40,6 +40,9 @@ pub struct StreamLimits {
     /// Each stream ends after this, plus up to half of it again at random.
     pub max_age: Duration,
     pub admissions_per_sec: u32,
+    /// How often the node tokens of open streams are checked again: a
+    /// revoked token's streams end within this long.
+    pub token_recheck: Duration,
 }
 
 impl Default for StreamLimits {
@@ -47,7 +50,50 @@ impl Default for StreamLimits {
         Self {
             max_age: Duration::from_secs(30 * 60),
             admissions_per_sec: 200,
+            token_recheck: TOKEN_CACHE_TTL,
         }
+    }
+}
+
+/// The open streams by the node token they presented (its name), so that
+/// revoking a token ends them, and the tokens recently found valid.
+#[derive(Default)]
+struct Tokens {
+    /// Token name → what ends its streams.
+    open: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
+    /// Token hash → (name, when checked): trusted without asking the
+    /// database again for [`TOKEN_CACHE_TTL`].
+    checked: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+}
+
+impl Tokens {
+    /// What ends the streams of token `name` when it is revoked.
+    fn revocation(&self, name: &str) -> CancellationToken {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Ends the streams of the tokens in `revoked` and forgets that they
+    /// were valid.
+    fn revoke(&self, revoked: &[String]) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for name in revoked {
+            if let Some(ends) = open.remove(name) {
+                ends.cancel();
+            }
+        }
+        drop(open);
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, (name, _)| !revoked.contains(name));
     }
 }
 
@@ -94,9 +140,8 @@ const TOKEN_CACHE_ENTRIES: usize = 1024;
 
 pub struct Discovery {
     /// Checks the node tokens streams present.
-    tokens: Arc<dyn Store>,
-    /// Tokens recently found valid: hash → (name, when checked).
-    checked: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+    store: Arc<dyn Store>,
+    tokens: Arc<Tokens>,
     limits: StreamLimits,
     admission: Admission,
     cache: Arc<ConfigCache>,
@@ -116,8 +161,8 @@ impl Discovery {
     ) -> Self {
         let limits = StreamLimits::default();
         Self {
-            tokens,
-            checked: std::sync::Mutex::default(),
+            store: tokens,
+            tokens: Arc::default(),
             limits,
             admission: Admission::new(limits.admissions_per_sec),
             cache,
@@ -134,6 +179,51 @@ impl Discovery {
         self.limits = limits;
         self.admission = Admission::new(limits.admissions_per_sec);
         self
+    }
+
+    /// Ends the open streams of node tokens revoked since (checked every
+    /// [`StreamLimits::token_recheck`], one query for all streams), until
+    /// `shutdown`. Revocations come from another process (the
+    /// `revoke-node-token` command), so they are polled.
+    pub fn revocation_watcher(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let store = self.store.clone();
+        let tokens = self.tokens.clone();
+        let every = self.limits.token_recheck;
+        let shutdown = self.shutdown.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                let watched: Vec<String> = tokens
+                    .open
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .keys()
+                    .cloned()
+                    .collect();
+                if watched.is_empty() {
+                    continue;
+                }
+                match store.list_node_tokens().await {
+                    Ok(records) => {
+                        let revoked: Vec<String> = records
+                            .into_iter()
+                            .filter(|r| r.revoked_at.is_some() && watched.contains(&r.name))
+                            .map(|r| r.name)
+                            .collect();
+                        if !revoked.is_empty() {
+                            tracing::info!(tokens = ?revoked, "node tokens revoked: ending their streams");
+                            tokens.revoke(&revoked);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "could not check node tokens for revocations; will retry");
+                    }
+                }
+            }
+        }
     }
 
     /// Stores the usage reports nodes send in `store`.
@@ -213,6 +303,7 @@ impl v1::config_discovery_server::ConfigDiscovery for Discovery {
             .filter_map(|(id, hash)| Some((uuid::Uuid::try_parse(id).ok()?, hash.clone())))
             .collect();
         let session = Session {
+            revoked: self.tokens.revocation(&credential),
             hashes,
             max_age,
             node: hello.node_id,
@@ -257,6 +348,7 @@ impl Discovery {
             (at.elapsed() < TOKEN_CACHE_TTL).then(|| name.clone())
         };
         if let Some(name) = self
+            .tokens
             .checked
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -265,9 +357,10 @@ impl Discovery {
         {
             return Ok(name);
         }
-        match self.tokens.use_node_token(&hash).await {
+        match self.store.use_node_token(&hash).await {
             Ok(Some(record)) => {
                 let mut checked = self
+                    .tokens
                     .checked
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -349,6 +442,8 @@ fn check_hello(hello: &v1::Hello) -> Result<(), Status> {
 }
 
 struct Session {
+    /// Cancelled when the stream's node token is revoked.
+    revoked: CancellationToken,
     /// What the node said it serves (workspace → content hash), for its
     /// first update; emptied once used.
     hashes: std::collections::HashMap<uuid::Uuid, String>,
@@ -436,6 +531,14 @@ impl Session {
                 self.applied = snapshot.revision;
             }
             tokio::select! {
+                () = self.revoked.cancelled() => {
+                    let _ = tx
+                        .send(Err(Status::unauthenticated(
+                            "the node token of this stream was revoked; give the node a valid one",
+                        )))
+                        .await;
+                    return self.closed("its node token was revoked");
+                }
                 () = &mut expiry => return self.closed("the stream reached its maximum age; the node reconnects"),
                 changed = snapshots.changed() => if changed.is_err() { return self.closed("cache closed") },
                 message = inbound.message() => match message {

@@ -47,7 +47,8 @@ pub trait NodeTokenStore: Send + Sync {
     async fn use_node_token(&self, hash: &str) -> StoreResult<Option<NodeTokenRecord>>;
     /// Every token, revoked ones too, by name.
     async fn list_node_tokens(&self) -> StoreResult<Vec<NodeTokenRecord>>;
-    /// Revokes a token: streams opened with it afterwards are refused.
+    /// Revokes a token: streams opened with it afterwards are refused (and
+    /// replicas end the open ones when they next check).
     async fn revoke_node_token(&self, name: &str) -> StoreResult<NodeTokenRecord>;
 }
 
