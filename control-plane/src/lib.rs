@@ -9,6 +9,7 @@ pub mod identity;
 pub mod jobs;
 pub mod keys;
 pub mod notify;
+pub mod outbound;
 pub mod promotions;
 pub mod server;
 pub mod store;

@@ -173,6 +173,13 @@ struct ServeArgs {
     /// revoked token's streams end within this long.
     #[arg(long, env = "MOCKPLANE_NODE_TOKEN_RECHECK_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     node_token_recheck_secs: u64,
+    /// Exceptions to the refusal of notification targets (webhooks, GitOps
+    /// providers and repositories) on loopback, private and link-local
+    /// addresses: networks (10.1.0.0/16), addresses, host names, and
+    /// `local-git` for repositories that are paths on this machine;
+    /// comma separated.
+    #[arg(long, env = "MOCKPLANE_OUTBOUND_ALLOW", value_delimiter = ',')]
+    outbound_allow: Vec<String>,
     /// How this replica is named in the node registry (`mockplane nodes`).
     /// Default: the host name and the API port.
     #[arg(long, env = "MOCKPLANE_REPLICA_NAME")]
@@ -291,6 +298,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signer = mockplane_control_plane::identity::jwt::Signer::load_or_create(&key_file)?;
     let retention = mockplane_control_plane::api::audit::parse_retention(&args.audit_retention)
         .map_err(|e| anyhow::anyhow!("--audit-retention: {e}"))?;
+    let outbound = std::sync::Arc::new(
+        mockplane_control_plane::outbound::Outbound::parse(&args.outbound_allow)
+            .map_err(|e| anyhow::anyhow!("--outbound-allow: {e}"))?,
+    );
     let mut control_plane = server::ControlPlane::start(store, poll, shutdown)
         .await?
         .with_signer(signer)
@@ -313,8 +324,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--smtp-url/--smtp-from: {e}"))?,
             work_dir: args.store.data_dir.join("gitops"),
+            outbound: outbound.clone(),
             ..Default::default()
-        });
+        })
+        .with_outbound(outbound);
     if let Some(path) = &args.oidc_issuers {
         let issuers = mockplane_control_plane::identity::oidc::load_issuers(path)?;
         control_plane =

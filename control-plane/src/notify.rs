@@ -75,6 +75,9 @@ pub struct Settings {
     /// Where GitOps clones repositories (one directory per delivery,
     /// removed afterwards).
     pub work_dir: PathBuf,
+    /// Where deliveries may go (checked again at every delivery, after
+    /// name resolution).
+    pub outbound: Arc<crate::outbound::Outbound>,
 }
 
 impl Default for Settings {
@@ -85,6 +88,7 @@ impl Default for Settings {
             max_attempts: 8,
             smtp: None,
             work_dir: std::env::temp_dir(),
+            outbound: Arc::default(),
         }
     }
 }
@@ -106,9 +110,26 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// Delivers due notifications every `settings.poll` until `shutdown`.
 pub async fn run(store: Arc<dyn Store>, settings: Settings, shutdown: CancellationToken) {
+    let outbound = settings.outbound.clone();
+    // Names resolve to allowed addresses only; a redirect to a refused
+    // address literal is not followed.
     let http = reqwest::Client::builder()
         .timeout(CALL_TIMEOUT)
         .user_agent(concat!("mockplane/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(settings.outbound.resolver())
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            let refused = attempt
+                .url()
+                .host_str()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                .and_then(|h| h.parse::<std::net::IpAddr>().ok())
+                .and_then(|ip| outbound.refuses(ip));
+            match refused {
+                Some(why) => attempt.error(why),
+                None if attempt.previous().len() >= 5 => attempt.stop(),
+                None => attempt.follow(),
+            }
+        }))
         .build()
         .unwrap_or_default();
     let mut ticker = tokio::time::interval(settings.poll);
@@ -140,7 +161,7 @@ async fn deliver_one(
 ) {
     let attempt = claimed.attempts + 1;
     let (result, pull_request) = match claimed.channel.kind {
-        ChannelKind::Webhook => (webhook(http, &claimed).await, None),
+        ChannelKind::Webhook => (webhook(http, settings, &claimed).await, None),
         ChannelKind::Email => (email(settings.smtp.as_ref(), &claimed).await, None),
         ChannelKind::GitOps => match gitops(store, http, settings, &claimed).await {
             Ok(url) => (
@@ -188,7 +209,16 @@ async fn deliver_one(
     }
 }
 
-async fn webhook(http: &reqwest::Client, claimed: &Claimed) -> anyhow::Result<String> {
+async fn webhook(
+    http: &reqwest::Client,
+    settings: &Settings,
+    claimed: &Claimed,
+) -> anyhow::Result<String> {
+    settings
+        .outbound
+        .check_url(&claimed.channel.target)
+        .await
+        .map_err(|why| Permanent(format!("POST {}: {why}", claimed.channel.target)))?;
     let body = serde_json::to_vec(&claimed.payload)?;
     let timestamp = chrono::Utc::now().timestamp();
     let response = http
@@ -400,6 +430,15 @@ async fn gitops(
         .gitops
         .as_ref()
         .ok_or_else(|| anyhow!("the channel has no GitOps settings"))?;
+    let outbound = &settings.outbound;
+    outbound
+        .check_url(&config.api_url)
+        .await
+        .map_err(|why| Permanent(format!("the provider API {}: {why}", config.api_url)))?;
+    outbound
+        .check_git(&claimed.channel.target)
+        .await
+        .map_err(|why| Permanent(format!("the repository: {why}")))?;
     let p = &claimed.payload;
     let workspace = text(field(p, "workspace"));
     let environment = text(field(p, "to"));

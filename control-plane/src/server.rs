@@ -147,6 +147,7 @@ pub struct ControlPlane {
     audit_prune_dry_run: bool,
     promotion_sweep: Duration,
     notify: crate::notify::Settings,
+    outbound: Arc<crate::outbound::Outbound>,
     stream_limits: crate::config_stream::discovery::StreamLimits,
     cache: Arc<ConfigCache>,
     refresher: tokio::task::JoinHandle<()>,
@@ -194,6 +195,7 @@ impl ControlPlane {
             audit_prune_dry_run: false,
             promotion_sweep: crate::api::promotions::SWEEP_INTERVAL,
             notify: crate::notify::Settings::default(),
+            outbound: Arc::default(),
             stream_limits: crate::config_stream::discovery::StreamLimits::default(),
             cache,
             refresher,
@@ -258,6 +260,13 @@ impl ControlPlane {
         self
     }
 
+    /// Where notification channels may point (checked when one is made).
+    #[must_use]
+    pub fn with_outbound(mut self, outbound: Arc<crate::outbound::Outbound>) -> Self {
+        self.outbound = outbound;
+        self
+    }
+
     /// Accepts JWTs from these identity providers.
     #[must_use]
     pub fn with_oidc(mut self, oidc: OidcVerifier) -> Self {
@@ -277,6 +286,7 @@ impl ControlPlane {
             audit_prune_dry_run,
             promotion_sweep,
             notify,
+            outbound,
             stream_limits,
             cache,
             refresher,
@@ -308,7 +318,8 @@ impl ControlPlane {
             nodes.clone(),
             signer.clone(),
             audit_retention.clone(),
-        );
+        )
+        .with_outbound(outbound);
         let key_sweeper = tokio::spawn(crate::keys::sweep_expired(store.clone(), shutdown.clone()));
         let pruner = tokio::spawn(prune_audit_periodically(
             store.clone(),

@@ -312,6 +312,14 @@ impl ControlPlane {
         if !extra.contains(&"--metrics-listen") {
             args.extend(["--metrics-listen".into(), "127.0.0.1:0".into()]);
         }
+        // The stand-ins for webhooks and Git providers, and the test's own
+        // repositories, live on this machine.
+        if !extra.contains(&"--outbound-allow") {
+            args.extend([
+                "--outbound-allow".into(),
+                "127.0.0.0/8,::1,local-git".into(),
+            ]);
+        }
         let shared_database = match database_url {
             Some(url) => Some(url.to_owned()),
             None => postgres_for(dir).await?,

@@ -469,3 +469,146 @@ async fn webhooks_mail_and_pull_requests_follow_a_promotion() {
     );
     assert_eq!(failed.pr_url, "");
 }
+
+/// Notification channels cannot point at the control plane's own machine
+/// or private networks unless the operator allows it: a webhook to
+/// loopback (by address or by a name that resolves there), a GitOps
+/// provider on a private address and a repository on the control plane's
+/// disk are refused at creation, naming the rule; what the allow-list
+/// lists is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_to_local_and_private_addresses_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    for plane in ["strict", "allowing"] {
+        std::fs::create_dir_all(dir.path().join(plane)).unwrap();
+    }
+    let strict = ControlPlane::start_with(
+        &dir.path().join("strict"),
+        "127.0.0.1:0",
+        None,
+        &["--outbound-allow", ""],
+    )
+    .await
+    .unwrap();
+    let allowing = ControlPlane::start_with(
+        &dir.path().join("allowing"),
+        "127.0.0.1:0",
+        None,
+        &["--outbound-allow", "127.0.0.1,local-git"],
+    )
+    .await
+    .unwrap();
+    let hooks = Http::start(|_, _| (200, String::new())).await;
+    let channel = |kind: &str, target: &str, gitops: Option<v1::GitOpsSettings>| {
+        v1::CreateNotificationChannelRequest {
+            workspace: "shop".into(),
+            channel: Some(v1::NotificationChannel {
+                kind: kind.into(),
+                target: target.into(),
+                gitops,
+                ..Default::default()
+            }),
+        }
+    };
+    let gitops = |api_url: &str| v1::GitOpsSettings {
+        provider: "github".into(),
+        api_url: api_url.into(),
+        repository: "acme/mocks".into(),
+        token: "ghp_test".into(),
+        ..Default::default()
+    };
+    let localhost = hooks.url("/hooks").replace("127.0.0.1", "localhost");
+    let repository = dir.path().join("mocks.git").display().to_string();
+
+    let mut api = strict.api(strict.token.as_deref().unwrap()).await;
+    api.workspaces
+        .create_workspace(new_workspace("shop"))
+        .await
+        .unwrap();
+    for (what, request, needles) in [
+        (
+            "a webhook to 127.0.0.1",
+            channel("webhook", &hooks.url("/hooks"), None),
+            ["channel.target", "loopback"],
+        ),
+        (
+            "a webhook to a name that resolves to loopback",
+            channel("webhook", &localhost, None),
+            ["localhost resolves to", "loopback"],
+        ),
+        (
+            "a webhook to the cloud metadata address",
+            channel("webhook", "http://169.254.169.254/latest", None),
+            ["channel.target", "link-local"],
+        ),
+        (
+            "a GitOps provider on a private network",
+            channel(
+                "gitops",
+                "https://github.com/acme/mocks.git",
+                Some(gitops("http://10.0.0.7/api")),
+            ),
+            ["channel.gitops.api_url", "private"],
+        ),
+        (
+            "a repository on the control plane's disk",
+            channel(
+                "gitops",
+                &repository,
+                Some(gitops("https://203.0.113.10/api")),
+            ),
+            ["channel.target", "local-git"],
+        ),
+    ] {
+        let status = api
+            .notifications
+            .create_notification_channel(request)
+            .await
+            .expect_err(what);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status:?}"
+        );
+        for needle in needles {
+            assert!(
+                status.message().contains(needle),
+                "{what}: {}",
+                status.message()
+            );
+        }
+    }
+    assert!(
+        api.notifications
+            .list_notification_channels(v1::ListNotificationChannelsRequest {
+                workspace: "shop".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .channels
+            .is_empty(),
+        "a refused channel was kept"
+    );
+
+    let mut api = allowing.api(allowing.token.as_deref().unwrap()).await;
+    api.workspaces
+        .create_workspace(new_workspace("shop"))
+        .await
+        .unwrap();
+    api.notifications
+        .create_notification_channel(channel("webhook", &hooks.url("/hooks"), None))
+        .await
+        .unwrap();
+    api.notifications
+        .create_notification_channel(channel("gitops", &repository, Some(gitops(&hooks.url("")))))
+        .await
+        .unwrap();
+    // Listed by address, not by name: localhost may resolve to ::1 too.
+    let status = api
+        .notifications
+        .create_notification_channel(channel("webhook", "http://10.0.0.7/hook", None))
+        .await
+        .unwrap_err();
+    assert!(status.message().contains("private"), "{}", status.message());
+}

@@ -43,6 +43,8 @@ pub struct ApiState {
     pub signer: Arc<crate::identity::jwt::Signer>,
     /// Environment → days audit events are kept (`--audit-retention`).
     pub audit_retention: Arc<Vec<(String, u32)>>,
+    /// Where notification channels may point (`--outbound-allow`).
+    pub outbound: Arc<crate::outbound::Outbound>,
 }
 
 impl ApiState {
@@ -59,7 +61,14 @@ impl ApiState {
             nodes,
             signer,
             audit_retention,
+            outbound: Arc::default(),
         }
+    }
+
+    #[must_use]
+    pub fn with_outbound(mut self, outbound: Arc<crate::outbound::Outbound>) -> Self {
+        self.outbound = outbound;
+        self
     }
 }
 

@@ -190,6 +190,26 @@ impl NotificationService for Notifications {
             .as_ref()
             .ok_or_else(|| missing("channel"))?;
         let new = new_channel(wire, &grant.caller.principal.display).map_err(ApiError::from)?;
+        // Where it points, after name resolution (again at every delivery).
+        let outbound = &self.0.outbound;
+        let reachable = match new.kind {
+            ChannelKind::Webhook => outbound
+                .check_url(&new.target)
+                .await
+                .map_err(|why| FieldError::new("channel.target", why)),
+            ChannelKind::Email => Ok(()),
+            ChannelKind::GitOps => match &new.gitops {
+                Some(gitops) => match outbound.check_url(&gitops.api_url).await {
+                    Err(why) => Err(FieldError::new("channel.gitops.api_url", why)),
+                    Ok(()) => outbound
+                        .check_git(&new.target)
+                        .await
+                        .map_err(|why| FieldError::new("channel.target", why)),
+                },
+                None => Ok(()),
+            },
+        };
+        reachable.map_err(ApiError::from)?;
         let created = grant
             .store()
             .create_channel(grant.org_id(), &key, new)
