@@ -11,5 +11,6 @@ pub mod keys;
 pub mod notify;
 pub mod outbound;
 pub mod promotions;
+pub mod secrets;
 pub mod server;
 pub mod store;

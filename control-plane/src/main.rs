@@ -82,6 +82,12 @@ struct StoreArgs {
     /// SQLite file in the data folder.
     #[arg(long, env = "MOCKPLANE_DATABASE_URL")]
     database_url: Option<String>,
+    /// The keys that seal the secrets the store keeps (webhook secrets,
+    /// GitOps provider tokens): one per line, 64 hex digits, the first
+    /// sealing. Made when missing. Every replica needs the same file.
+    /// Default: `secrets.key` in the data folder.
+    #[arg(long, env = "MOCKPLANE_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -98,7 +104,12 @@ impl StoreArgs {
                 )
             }
         };
-        store::open(&url).await
+        let key_file = self
+            .secrets_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secrets.key"));
+        let secrets = mockplane_control_plane::secrets::Secrets::load_or_create(&key_file)?;
+        store::open_sealed(&url, secrets).await
     }
 }
 

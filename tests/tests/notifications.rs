@@ -11,6 +11,39 @@ use mockplane_e2e::{ControlPlane, eventually};
 use mockplane_proto::v1;
 use sha2::Sha256;
 
+/// The `secret` column of every notification channel, as stored.
+async fn stored_secrets(dir: &Path) -> Vec<String> {
+    use sqlx::Connection as _;
+    let url = mockplane_e2e::database_url(dir).await;
+    let query = "SELECT secret FROM notification_channels";
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar(query)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    } else {
+        // Past row-level security, as an operator at the database would be.
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("SELECT set_config('mockplane.system', 'on', false)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query_scalar(query)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+/// The SQLite file the control plane on `dir` uses, if it uses one.
+async fn sqlite_file(dir: &Path) -> Option<String> {
+    mockplane_e2e::database_url(dir)
+        .await
+        .strip_prefix("sqlite://")
+        .map(str::to_owned)
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = std::process::Command::new("git")
         .args(["-c", "user.name=Test", "-c", "user.email=test@localhost"])
@@ -166,6 +199,31 @@ async fn webhooks_mail_and_pull_requests_follow_a_promotion() {
         .into_inner();
     assert_eq!(pulls.secret, "", "a provider token is never shown");
     assert_eq!(pulls.channel.as_ref().unwrap().events, vec!["completed"]);
+    // Secrets are sealed at rest: neither the webhook secret nor the
+    // provider token is in the database.
+    let stored = stored_secrets(dir.path()).await;
+    assert!(
+        !stored.is_empty()
+            && stored
+                .iter()
+                .all(|s| s.is_empty() || s.starts_with("enc1:")),
+        "{stored:?}"
+    );
+    for secret in [hook.secret.as_str(), "ghp_test"] {
+        assert!(
+            !stored.iter().any(|s| s.contains(secret)),
+            "{secret} is stored in the clear"
+        );
+    }
+    if let Some(file) = sqlite_file(dir.path()).await {
+        for path in [file.clone(), format!("{file}-wal")] {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            for secret in [hook.secret.as_str(), "ghp_test"] {
+                assert!(!text.contains(secret), "{secret} is readable in {path}");
+            }
+        }
+    }
     // Bad channels are refused, naming the field.
     let bad = admin
         .notifications

@@ -242,7 +242,10 @@ async fn refuse_bypassing_role(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+pub(super) async fn open(
+    url: &str,
+    secrets: crate::secrets::Secrets,
+) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -251,7 +254,7 @@ pub(super) async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .await
             .context("connecting to PostgreSQL")?;
         refuse_bypassing_role(&pool).await?;
-        let store = SqlStore::<Postgres>::new(pool);
+        let store = SqlStore::<Postgres>::new(pool).with_secrets(secrets);
         store.migrate().await?;
         Ok(Arc::new(store))
     } else if url.starts_with("sqlite:") {
@@ -268,7 +271,7 @@ pub(super) async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .connect_with(options)
             .await
             .with_context(|| format!("opening SQLite database {url:?}"))?;
-        let store = SqlStore::<Sqlite>::new(pool);
+        let store = SqlStore::<Sqlite>::new(pool).with_secrets(secrets);
         store.migrate().await?;
         Ok(Arc::new(store))
     } else {

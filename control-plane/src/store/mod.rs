@@ -400,5 +400,13 @@ pub trait Store:
 /// Opens the store a URL names and brings its schema up to date:
 /// `postgres://…` or `sqlite://path` (created when missing).
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    dialect::open(url).await
+    dialect::open(url, crate::secrets::Secrets::default()).await
+}
+
+/// [`open`], sealing the secrets the store keeps with `secrets`.
+pub async fn open_sealed(
+    url: &str,
+    secrets: crate::secrets::Secrets,
+) -> anyhow::Result<Arc<dyn Store>> {
+    dialect::open(url, secrets).await
 }

@@ -232,7 +232,7 @@ struct ChannelRow {
 }
 
 impl ChannelRow {
-    fn into_record(self) -> StoreResult<ChannelRecord> {
+    fn into_record(self, secrets: &crate::secrets::Secrets) -> StoreResult<ChannelRecord> {
         let id = self.id;
         let bad = |field: &str, e: String| corrupt("channel", id, &FieldError::new(field, e));
         let kind = ChannelKind::parse(&self.kind).map_err(|e| corrupt("channel", id, &e))?;
@@ -246,7 +246,7 @@ impl ChannelRow {
             workspace_id: self.workspace_id,
             kind,
             target: self.target,
-            secret: self.secret,
+            secret: secrets.open(&self.secret).map_err(|e| bad("secret", e))?,
             events: serde_json::from_str(&self.events).map_err(|e| bad("events", e.to_string()))?,
             gitops,
             created_by: self.created_by,
@@ -419,7 +419,7 @@ where
         .bind(ws.id)
         .bind(new.kind.as_str().to_owned())
         .bind(new.target.clone())
-        .bind(new.secret.clone())
+        .bind(self.secrets.seal(&new.secret))
         .bind(serde_json::to_string(&new.events).unwrap_or_else(|_| "[]".into()))
         .bind(config)
         .bind(new.created_by.clone())
@@ -461,7 +461,9 @@ where
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.into_iter().map(ChannelRow::into_record).collect()
+        rows.into_iter()
+            .map(|row| row.into_record(&self.secrets))
+            .collect()
     }
 
     async fn delete_channel(
@@ -601,7 +603,7 @@ where
                 event,
                 payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
                 attempts: u32::try_from(attempts).unwrap_or(0),
-                channel: channel.into_record()?,
+                channel: channel.into_record(&self.secrets)?,
             });
         }
         tx.commit().await?;

@@ -21,6 +21,8 @@ pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
     /// Told after every commit that bumped the revision.
     pub(super) committed: Arc<Listeners>,
+    /// Seals the secrets the store keeps (notification channels').
+    pub(super) secrets: Arc<crate::secrets::Secrets>,
 }
 
 /// Who wants to hear of this replica's config commits (the snapshot
@@ -101,7 +103,15 @@ impl<DB: Dialect> SqlStore<DB> {
         Self {
             pool,
             committed: Arc::default(),
+            secrets: Arc::default(),
         }
+    }
+
+    /// Seals the secrets it keeps with `secrets` (without: stored as given).
+    #[must_use]
+    pub fn with_secrets(mut self, secrets: crate::secrets::Secrets) -> Self {
+        self.secrets = Arc::new(secrets);
+        self
     }
 
     pub fn pool(&self) -> &Pool<DB> {
