@@ -91,7 +91,10 @@ struct StoreArgs {
 }
 
 impl StoreArgs {
-    async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {
+    /// Opens the store; `serving` makes the secrets key when it is missing
+    /// (the admin commands read no sealed value and only load an existing
+    /// one, so they leave no key file behind).
+    async fn open_for(&self, serving: bool) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {
         let url = match &self.database_url {
             Some(url) => url.clone(),
             None => {
@@ -108,8 +111,16 @@ impl StoreArgs {
             .secrets_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("secrets.key"));
-        let secrets = mockplane_control_plane::secrets::Secrets::load_or_create(&key_file)?;
+        let secrets = if serving || key_file.exists() {
+            mockplane_control_plane::secrets::Secrets::load_or_create(&key_file)?
+        } else {
+            mockplane_control_plane::secrets::Secrets::default()
+        };
         store::open_sealed(&url, secrets).await
+    }
+
+    async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {
+        self.open_for(false).await
     }
 }
 
@@ -264,7 +275,7 @@ fn event(value: serde_json::Value) {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(args.log_format);
     raise_open_files_limit();
-    let store = args.store.open().await?;
+    let store = args.store.open_for(true).await?;
     let admin_token_file = args
         .admin_token_file
         .clone()
