@@ -11,6 +11,7 @@ pub mod keys;
 pub mod notify;
 pub mod outbound;
 pub mod promotions;
+pub mod retention;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mockplane_control_plane::identity::token;
+use mockplane_control_plane::retention::{self, Keep, Policy};
 use mockplane_control_plane::{server, store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,81 @@ enum Command {
     RevokeNodeToken(RevokeNodeTokenArgs),
     /// List node tokens (names, when created, last used, revoked).
     ListNodeTokens(StoreOnlyArgs),
+    /// Run the retention jobs once now (what `serve` does every hour) and
+    /// print what each pruned, as JSON; exits 1 when one failed.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
+    /// Count what would be pruned; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// How long the tables that grow with use keep their rows: whole days, or
+/// `forever`. Environments that require a reason keep their access log
+/// whatever the setting; pending deliveries, usable refresh tokens and
+/// each workspace's newest change are never pruned.
+#[derive(Args)]
+struct RetentionArgs {
+    /// The change log (rows beyond the 10 000 newest revisions, which the
+    /// config stream computes deltas from).
+    #[arg(
+        long,
+        env = "MOCKPLANE_RETAIN_CHANGE_LOG",
+        default_value = "30",
+        value_name = "DAYS|forever"
+    )]
+    retain_change_log: Keep,
+    /// Per-minute usage counts.
+    #[arg(
+        long,
+        env = "MOCKPLANE_RETAIN_USAGE",
+        default_value = "400",
+        value_name = "DAYS|forever"
+    )]
+    retain_usage: Keep,
+    /// Notification deliveries that were delivered or gave up.
+    #[arg(
+        long,
+        env = "MOCKPLANE_RETAIN_DELIVERIES",
+        default_value = "30",
+        value_name = "DAYS|forever"
+    )]
+    retain_deliveries: Keep,
+    /// The environment access log, counted from each access's expiry.
+    #[arg(
+        long,
+        env = "MOCKPLANE_RETAIN_ACCESS_LOG",
+        default_value = "365",
+        value_name = "DAYS|forever"
+    )]
+    retain_access_log: Keep,
+    /// Expired or revoked refresh tokens.
+    #[arg(
+        long,
+        env = "MOCKPLANE_RETAIN_REFRESH_TOKENS",
+        default_value = "7",
+        value_name = "DAYS|forever"
+    )]
+    retain_refresh_tokens: Keep,
+}
+
+impl RetentionArgs {
+    fn policy(&self) -> Policy {
+        Policy {
+            change_log: self.retain_change_log,
+            usage: self.retain_usage,
+            deliveries: self.retain_deliveries,
+            access_log: self.retain_access_log,
+            refresh_tokens: self.retain_refresh_tokens,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -161,6 +237,15 @@ struct ServeArgs {
     /// Only log what the retention job would prune.
     #[arg(long, env = "MOCKPLANE_AUDIT_RETENTION_DRY_RUN")]
     audit_retention_dry_run: bool,
+    #[command(flatten)]
+    retention: RetentionArgs,
+    /// Only log what the hourly retention job (change log, usage,
+    /// deliveries, access log, refresh tokens) would prune.
+    #[arg(long, env = "MOCKPLANE_RETENTION_DRY_RUN")]
+    retention_dry_run: bool,
+    /// Seconds between runs of the retention job (the first runs at start).
+    #[arg(long, env = "MOCKPLANE_RETENTION_INTERVAL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    retention_interval_secs: u64,
     /// How often pending promotions are checked for expiry, in seconds.
     #[arg(long, env = "MOCKPLANE_PROMOTION_SWEEP_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     promotion_sweep_secs: u64,
@@ -248,6 +333,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::CreateNodeToken(args)) => create_node_token(args).await,
         Some(Command::RevokeNodeToken(args)) => revoke_node_token(args).await,
         Some(Command::ListNodeTokens(args)) => list_node_tokens(args).await,
+        Some(Command::Prune(args)) => prune(args).await,
         Some(Command::Serve(args)) => serve(*args).await,
         None => serve(cli.serve).await,
     }
@@ -328,6 +414,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?
         .with_signer(signer)
         .with_audit_retention(retention, args.audit_retention_dry_run)
+        .with_retention(
+            args.retention.policy(),
+            args.retention_dry_run,
+            Duration::from_secs(args.retention_interval_secs),
+        )
         .with_promotion_sweep(Duration::from_secs(args.promotion_sweep_secs))
         .with_stream_limits(
             mockplane_control_plane::config_stream::discovery::StreamLimits {
@@ -396,6 +487,29 @@ fn raise_open_files_limit() {
     {
         tracing::warn!(%error, soft, hard, "could not raise the open-files limit");
     }
+}
+
+async fn prune(args: PruneArgs) -> anyhow::Result<()> {
+    init_logs(LogFormat::Text);
+    let store = args.store.open().await?;
+    let outcome = retention::run_once(
+        &*store,
+        &args.retention.policy(),
+        args.dry_run,
+        chrono::Utc::now(),
+    )
+    .await;
+    store.close().await;
+    let failed: Vec<&str> = outcome
+        .iter()
+        .filter(|p| p.error.is_some())
+        .map(|p| p.table.name())
+        .collect();
+    event(json!({ "event": "pruned", "dry_run": args.dry_run, "tables": outcome }));
+    if !failed.is_empty() {
+        anyhow::bail!("retention failed for {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 async fn create_token(args: CreateTokenArgs) -> anyhow::Result<()> {

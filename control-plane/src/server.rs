@@ -145,6 +145,8 @@ pub struct ControlPlane {
     oidc: Option<Arc<OidcVerifier>>,
     audit_retention: Arc<Vec<(String, u32)>>,
     audit_prune_dry_run: bool,
+    /// What the retention job prunes, and whether it only counts.
+    retention: Option<(crate::retention::Policy, bool, Duration)>,
     promotion_sweep: Duration,
     notify: crate::notify::Settings,
     outbound: Arc<crate::outbound::Outbound>,
@@ -193,6 +195,7 @@ impl ControlPlane {
             oidc: None,
             audit_retention: Arc::new(Vec::new()),
             audit_prune_dry_run: false,
+            retention: None,
             promotion_sweep: crate::api::promotions::SWEEP_INTERVAL,
             notify: crate::notify::Settings::default(),
             outbound: Arc::default(),
@@ -233,6 +236,21 @@ impl ControlPlane {
     pub fn with_audit_retention(mut self, retention: Vec<(String, u32)>, dry_run: bool) -> Self {
         self.audit_retention = Arc::new(retention);
         self.audit_prune_dry_run = dry_run;
+        self
+    }
+
+    /// Prunes the tables that grow with use (change log, usage,
+    /// deliveries, access log, refresh tokens) as `policy` says, `every`
+    /// so long (the first run at start) on one replica; `dry_run` only logs
+    /// what it would prune. Without this, nothing of them is pruned.
+    #[must_use]
+    pub fn with_retention(
+        mut self,
+        policy: crate::retention::Policy,
+        dry_run: bool,
+        every: Duration,
+    ) -> Self {
+        self.retention = Some((policy, dry_run, every));
         self
     }
 
@@ -284,6 +302,7 @@ impl ControlPlane {
             oidc,
             audit_retention,
             audit_prune_dry_run,
+            retention,
             promotion_sweep,
             notify,
             outbound,
@@ -327,6 +346,15 @@ impl ControlPlane {
             audit_prune_dry_run,
             shutdown.clone(),
         ));
+        let retention = retention.map(|(policy, dry_run, every)| {
+            tokio::spawn(crate::retention::run_periodically(
+                store.clone(),
+                policy,
+                dry_run,
+                every,
+                shutdown.clone(),
+            ))
+        });
         let promotion_sweeper = tokio::spawn(crate::api::promotions::sweep(
             store.clone(),
             promotion_sweep,
@@ -409,6 +437,9 @@ impl ControlPlane {
         shutdown.cancel();
         let _ = refresher.await;
         let _ = pruner.await;
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         let _ = key_sweeper.await;
         let _ = promotion_sweeper.await;
         let _ = notifier.await;

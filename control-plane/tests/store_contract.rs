@@ -2118,11 +2118,15 @@ mod keys;
 #[path = "contract/promotions.rs"]
 mod promotions;
 
+#[path = "contract/retention.rs"]
+mod retention;
+
 use audit::*;
 use contract::*;
 use identity::*;
 use keys::*;
 use promotions::*;
+use retention::*;
 
 contract_suite!(
     api_keys_open_one_environment_and_expire,
@@ -2151,4 +2155,5 @@ contract_suite!(
     node_tokens_are_checked_by_hash_and_revoked,
     periodic_jobs_run_on_one_replica_at_a_time,
     the_node_registry_keeps_each_nodes_newest_stream,
+    retention_prunes_only_what_may_go,
 );

@@ -605,3 +605,147 @@ async fn a_node_reports_what_it_counted_when_it_stops() {
     .await;
     assert_eq!((dev.requests, dev.test_requests), (3, 0));
 }
+
+/// Usage counts of one workspace, all minutes, summed.
+async fn requests_counted(store: &dyn Store, org: uuid::Uuid) -> u64 {
+    store
+        .usage(
+            org,
+            &WorkspaceRef::Slug(Slug::parse("shop").unwrap()),
+            None,
+            0,
+            i64::MAX,
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.requests)
+        .sum()
+}
+
+async fn record(store: &dyn Store, workspace_id: uuid::Uuid, minute: i64, requests: u64) {
+    store
+        .record_usage(&store::UsageReport {
+            minute,
+            counts: vec![store::UsageCount {
+                workspace_id,
+                environment: "dev".into(),
+                requests,
+                test_requests: 0,
+            }],
+            key_uses: Vec::new(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_usage_is_pruned_by_the_retention_job_and_the_prune_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plane = ControlPlane::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        None,
+        &["--retention-interval-secs", "1", "--retain-usage", "30"],
+    )
+    .await
+    .unwrap();
+    let token = plane.token.clone().unwrap();
+    let mut admin = plane.api(&token).await;
+    let shop = admin
+        .workspaces
+        .create_workspace(new_workspace("shop"))
+        .await
+        .unwrap()
+        .into_inner();
+    let workspace_id: uuid::Uuid = shop.id.parse().unwrap();
+    let store = open_store(dir.path()).await;
+    let org = store.org_ids().await.unwrap()[0];
+    let now_minute = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        / 60
+        * 60;
+    let old_minute = now_minute - 31 * 24 * 3600;
+
+    // The serving control plane's job prunes the old minute, not today's.
+    record(&*store, workspace_id, old_minute, 7).await;
+    record(&*store, workspace_id, now_minute, 3).await;
+    eventually("the retention job prunes the old minute", || async {
+        (requests_counted(&*store, org).await == 3).then_some(())
+    })
+    .await;
+    plane
+        .process
+        .stop(nix::sys::signal::Signal::SIGTERM)
+        .await
+        .unwrap();
+
+    // The command: a dry run counts, a real run deletes, both say so.
+    record(&*store, workspace_id, old_minute, 7).await;
+    let url = mockplane_e2e::database_url(dir.path()).await;
+    let prune = |extra: &[&str]| {
+        let mut args = vec![
+            "prune".to_owned(),
+            "--data-dir".into(),
+            dir.path().display().to_string(),
+            "--database-url".into(),
+            url.clone(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        tokio::process::Command::new(mockplane_e2e::bin("mockplane-control-plane"))
+            .args(args)
+            .output()
+    };
+    let rows = |output: &std::process::Output, table: &str| -> serde_json::Value {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let event: serde_json::Value = stdout
+            .lines()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no event: {stdout} {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        assert_eq!(event["event"], "pruned", "{event}");
+        event["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == table)
+            .unwrap_or_else(|| panic!("{table} missing: {event}"))["rows"]
+            .clone()
+    };
+    let dry = prune(&["--dry-run", "--retain-usage", "30"]).await.unwrap();
+    assert!(dry.status.success(), "{dry:?}");
+    assert_eq!(rows(&dry, "usage"), 1);
+    assert_eq!(
+        requests_counted(&*store, org).await,
+        10,
+        "a dry run deletes nothing"
+    );
+    let kept = prune(&["--retain-usage", "forever"]).await.unwrap();
+    assert!(kept.status.success(), "{kept:?}");
+    assert!(rows(&kept, "usage").is_null());
+    for table in ["change_log", "deliveries", "access_log", "refresh_tokens"] {
+        assert_eq!(rows(&kept, table), 0, "{table}");
+    }
+    assert_eq!(requests_counted(&*store, org).await, 10);
+    let real = prune(&["--retain-usage", "30"]).await.unwrap();
+    assert!(real.status.success(), "{real:?}");
+    assert_eq!(rows(&real, "usage"), 1);
+    assert_eq!(requests_counted(&*store, org).await, 3);
+
+    // Bad settings are refused, naming the flag and what is wrong.
+    for bad in ["0", "-1", "thirty"] {
+        let refused = prune(&[&format!("--retain-usage={bad}")]).await.unwrap();
+        assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("--retain-usage") && stderr.contains("from 1 to 36500"),
+            "{stderr}"
+        );
+    }
+}

@@ -187,6 +187,13 @@ impl Snapshot {
     fn apply(&self, changes: ConfigChanges, history_limit: u64) -> Snapshot {
         let mut workspaces = self.workspaces.clone();
         let mut bytes = self.bytes;
+        if !changes.complete {
+            // The change log no longer reaches back to this snapshot: what
+            // `changes` lists is everything there is.
+            let listed: HashSet<Uuid> = changes.changed.iter().map(|(id, _)| *id).collect();
+            workspaces.retain(|id, _| listed.contains(id));
+            bytes = workspaces.values().map(|w| w.resource.config.len()).sum();
+        }
         let mut ids = Vec::with_capacity(changes.changed.len());
         for (id, config) in changes.changed {
             match config {
@@ -211,9 +218,14 @@ impl Snapshot {
             }
             ids.push(id);
         }
-        let mut history = self.history.clone();
+        let (mut history, mut history_from) = if changes.complete {
+            (self.history.clone(), self.history_from)
+        } else {
+            // No delta reaches across this revision: nodes behind it get
+            // everything.
+            (BTreeMap::new(), changes.revision)
+        };
         history.insert(changes.revision, ids.into());
-        let mut history_from = self.history_from;
         while history.len() as u64 > history_limit {
             if let Some((revision, _)) = history.pop_first() {
                 history_from = revision;
@@ -409,6 +421,7 @@ mod tests {
                     (c, Some(Ok(config(c, "new")))),
                 ],
                 committed_at: None,
+                complete: true,
             },
             100,
         );
@@ -417,6 +430,7 @@ mod tests {
                 revision: 7,
                 changed: vec![(b, None)],
                 committed_at: None,
+                complete: true,
             },
             100,
         );
@@ -478,6 +492,7 @@ mod tests {
                     Some(Err(mockplane_shared::FieldError::new("slug", "bad"))),
                 )],
                 committed_at: None,
+                complete: true,
             },
             100,
         );
@@ -518,6 +533,7 @@ mod tests {
                     revision,
                     changed: vec![(a, Some(Ok(config(a, "a"))))],
                     committed_at: None,
+                    complete: true,
                 },
                 10,
             );
@@ -526,5 +542,37 @@ mod tests {
         // Revisions 6..=15 are kept: a node at 5 still gets a delta, at 4 not.
         assert!(!snapshot.plan_from(5).full);
         assert!(snapshot.plan_from(4).full);
+    }
+
+    #[test]
+    fn changes_past_a_pruned_log_replace_everything() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let s5 = snapshot_with(&[a, b], 5);
+        // The cache fell behind what retention left of the change log: the
+        // store lists every workspace there is (b was deleted meanwhile).
+        let s9 = s5.apply(
+            ConfigChanges {
+                revision: 9,
+                changed: vec![(a, Some(Ok(config(a, "a")))), (c, Some(Ok(config(c, "c"))))],
+                committed_at: None,
+                complete: false,
+            },
+            100,
+        );
+        let mut serving: Vec<Uuid> = s9.workspaces.keys().copied().collect();
+        serving.sort();
+        let mut expected = vec![a, c];
+        expected.sort();
+        assert_eq!(serving, expected);
+        assert_eq!(
+            s9.bytes,
+            s9.workspaces
+                .values()
+                .map(|w| w.resource.config.len())
+                .sum::<usize>()
+        );
+        // No delta reaches across it: a node at 5 gets everything.
+        assert!(s9.plan_from(5).full);
+        assert!(s9.plan_from(9).upserts.is_empty());
     }
 }

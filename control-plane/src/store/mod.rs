@@ -32,6 +32,7 @@ mod promotion_gather;
 mod promotion_records;
 mod promotion_tx;
 mod promotions;
+mod retention;
 mod routes;
 mod scenarios;
 mod serving;
@@ -61,6 +62,7 @@ pub use personas::PersonaStore;
 pub use principals::*;
 pub use promotion_records::*;
 pub use promotions::*;
+pub use retention::RetentionStore;
 pub use routes::RouteStore;
 pub use scenarios::ScenarioStore;
 pub use serving::ServingStore;
@@ -283,6 +285,10 @@ pub struct ConfigChanges {
     /// When the oldest of these changes committed (its change-log row);
     /// `None` when nothing changed.
     pub committed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `false` when the change log no longer reaches back to the revision
+    /// asked about (retention pruned it): `changed` then holds every
+    /// workspace there is, and any other is gone.
+    pub complete: bool,
 }
 
 /// The change log since some revision, for delta computation.
@@ -355,6 +361,7 @@ pub trait Store:
     + NodeRegistryStore
     + PromotionStore
     + NotificationStore
+    + RetentionStore
     + Send
     + Sync
     + 'static

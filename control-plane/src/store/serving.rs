@@ -318,14 +318,27 @@ where
         let current: i64 = sqlx::query_scalar("SELECT revision FROM config_revision WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
+        let pruned: i64 =
+            sqlx::query_scalar("SELECT pruned_through FROM config_revision WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
         let since = i64::try_from(revision).unwrap_or(i64::MAX);
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT DISTINCT workspace_id FROM change_log WHERE revision > $1 AND revision <= $2",
-        )
-        .bind(since)
-        .bind(current)
-        .fetch_all(&mut *tx)
-        .await?;
+        // Behind what the change log still holds (retention deleted the
+        // rows in between): every workspace, and the caller starts over.
+        let complete = since >= pruned;
+        let ids: Vec<Uuid> = if complete {
+            sqlx::query_scalar(
+                "SELECT DISTINCT workspace_id FROM change_log WHERE revision > $1 AND revision <= $2",
+            )
+            .bind(since)
+            .bind(current)
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
+            sqlx::query_scalar("SELECT id FROM workspaces ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?
+        };
         let committed_at: Option<DateTime<Utc>> = if ids.is_empty() {
             None
         } else {
@@ -386,6 +399,7 @@ where
             revision: to_u64(current),
             changed,
             committed_at,
+            complete,
         })
     }
 

@@ -96,6 +96,11 @@ impl<DB: Database> Tx<DB> {
         }
         Ok(())
     }
+
+    /// Rolls back: what it wrote is undone, and nobody is told.
+    pub(super) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
 }
 
 impl<DB: Dialect> SqlStore<DB> {

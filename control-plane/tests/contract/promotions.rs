@@ -16,7 +16,7 @@ use mockplane_shared::model::environment::{Approvals, SettingKey, SettingsPatch}
 use mockplane_shared::{EnvSettings, NewWorkspace, ResponseSpec, RouteSpec, Slug};
 use uuid::Uuid;
 
-fn shop() -> WorkspaceRef {
+pub(crate) fn shop() -> WorkspaceRef {
     WorkspaceRef::Slug(Slug::parse("shop").unwrap())
 }
 
@@ -31,7 +31,7 @@ fn actor(name: &str) -> Actor {
     }
 }
 
-fn request(by: &str) -> NewPromotion {
+pub(crate) fn request(by: &str) -> NewPromotion {
     NewPromotion {
         kind: EntityKind::Scenario,
         name: slug("default"),
@@ -55,7 +55,7 @@ fn decision(by: &str, approve: bool) -> Decision {
 
 /// A workspace whose test needs one approval (expiring after an hour),
 /// with version 1 of `default` and an e-mail channel.
-async fn setup(store: &dyn Store) -> Uuid {
+pub(crate) async fn setup(store: &dyn Store) -> Uuid {
     let org = store
         .create_org(&format!("org-{}", Uuid::new_v4()))
         .await
