@@ -3,7 +3,8 @@
 //! 10 000 workspaces of 20 routes each, plain and "rich" (four routes with
 //! header or query matchers, half the requests to them carrying what the
 //! matchers need); the cost of API keys (none, a valid one among 1 000, an
-//! unknown one); and the cost of compiling a table.
+//! unknown one); the cost of an environment's rate and concurrency limits;
+//! and the cost of compiling a table.
 
 use std::hint::black_box;
 
@@ -170,6 +171,110 @@ fn api_keys(c: &mut Criterion) {
     group.finish();
 }
 
+/// The cost of an environment's limits on the request path: a request to
+/// an environment without limits, with a concurrency limit (a permit taken
+/// and given back), with both limits (a token taken too), one refused with
+/// a 429, and the limiter's admission alone.
+fn limits(c: &mut Criterion) {
+    use mockplane_data_plane::limits::Limiter;
+    use mockplane_shared::model::environment::{Limits, MAX_LIMIT};
+    let mut group = c.benchmark_group("limits");
+    group.throughput(Throughput::Elements(1));
+    let table_with = |limits: Limits| {
+        let mut config = workspace(0);
+        config.environments[0].limits = limits;
+        let update = mockplane_data_plane::table::Update {
+            revision: 1,
+            full: true,
+            upserts: vec![mockplane_proto::resource::encode(&config, 1)],
+            ..Default::default()
+        };
+        let (table, errors) = RoutingTable::default().apply(&update);
+        assert!(errors.is_empty(), "{errors:?}");
+        table
+    };
+    let path = format!("/w/{}/users/me", slug(0));
+    let no_headers = http::HeaderMap::new();
+    let cases = [
+        ("none", Limits::default()),
+        (
+            "concurrency",
+            Limits {
+                max_concurrent: Some(MAX_LIMIT),
+                ..Default::default()
+            },
+        ),
+        (
+            // A bucket this large stays far from empty for the run.
+            "rate_and_concurrency",
+            Limits {
+                requests_per_second: Some(MAX_LIMIT),
+                burst: Some(MAX_LIMIT),
+                max_concurrent: Some(MAX_LIMIT),
+            },
+        ),
+        (
+            "refused",
+            Limits {
+                requests_per_second: Some(1),
+                ..Default::default()
+            },
+        ),
+    ];
+    // A benchmark runs faster than any rate that can be set: every half a
+    // million requests get a fresh table (not timed), so the bucket never
+    // empties and admitted requests are what is measured (but in `refused`).
+    const CHUNK: u64 = 500_000;
+    for (name, limits) in cases {
+        group.bench_function(BenchmarkId::new("answer", name), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = std::time::Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let chunk = left.min(CHUNK);
+                    left -= chunk;
+                    let table = table_with(limits);
+                    let started = std::time::Instant::now();
+                    for _ in 0..chunk {
+                        let parts = RequestParts::new(None, &no_headers, b"");
+                        black_box(answer(
+                            black_box(&table),
+                            &http::Method::GET,
+                            black_box(&path),
+                            &parts,
+                        ));
+                    }
+                    spent += started.elapsed();
+                }
+                spent
+            });
+        });
+    }
+    group.bench_function("admit", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = std::time::Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let chunk = left.min(CHUNK);
+                left -= chunk;
+                let limiter = Limiter::new(Limits {
+                    requests_per_second: Some(MAX_LIMIT),
+                    burst: Some(MAX_LIMIT),
+                    max_concurrent: Some(MAX_LIMIT),
+                })
+                .expect("limits");
+                let started = std::time::Instant::now();
+                for _ in 0..chunk {
+                    assert!(black_box(limiter.admit()).is_ok());
+                }
+                spent += started.elapsed();
+            }
+            spent
+        });
+    });
+    group.finish();
+}
+
 fn compile_table(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile");
     group.sample_size(10);
@@ -183,5 +288,5 @@ fn compile_table(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, request_path, api_keys, compile_table);
+criterion_group!(benches, request_path, api_keys, limits, compile_table);
 criterion_main!(benches);

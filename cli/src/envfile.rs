@@ -9,6 +9,7 @@
 //! drift_budget: 0                 # breaking changes a promotion into it may carry
 //! validation: enforce             # off | warn | enforce
 //! reason_required: true           # acting on it needs a stated reason
+//! limits: { requests_per_second: 100, burst: 200, max_concurrent: 50 }   # per node
 //! ```
 //!
 //! A field left out inherits; an empty file sets nothing.
@@ -30,7 +31,7 @@ pub fn parse(text: &str, json: bool) -> anyhow::Result<EnvSettings> {
         serde_json::Value::Object(_) => {}
         // serde would read a list as the fields in order.
         _ => anyhow::bail!(
-            "a settings file is a map of settings: reality, latency, chaos, drift_budget, validation, reason_required"
+            "a settings file is a map of settings: reality, latency, chaos, drift_budget, validation, reason_required, approvals, data_policy, required_checks, limits"
         ),
     }
     let settings: EnvSettings = serde_path_to_error::deserialize(document).map_err(|e| {

@@ -6,7 +6,7 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use mockplane_proto::v1;
 use mockplane_shared::EnvSettings;
-use mockplane_shared::model::environment::{SettingKey, ValidationMode};
+use mockplane_shared::model::environment::{Limits, SettingKey, ValidationMode};
 
 use crate::client::{Api, status_error};
 use crate::output::{self, EnvironmentView, Format};
@@ -55,7 +55,7 @@ pub(crate) struct EnvUpdate {
     pub(crate) rename: Option<String>,
     /// A settings file (YAML or JSON, `-` for standard input) that replaces
     /// all the settings; what it leaves out is inherited.
-    #[arg(long, short, conflicts_with_all = ["reality", "drift_budget", "validation", "reason_required", "inherit"])]
+    #[arg(long, short, conflicts_with_all = ["reality", "drift_budget", "validation", "reason_required", "rate_limit", "burst", "max_concurrent", "inherit"])]
     pub(crate) file: Option<PathBuf>,
     /// The reality level: 1 (instant, perfect) to 5 (production-like).
     #[arg(long, value_name = "1-5", value_parser = clap::value_parser!(u8).range(1..=5))]
@@ -70,8 +70,23 @@ pub(crate) struct EnvUpdate {
     /// Whether acting on the environment needs a stated reason.
     #[arg(long, value_name = "true|false")]
     pub(crate) reason_required: Option<bool>,
+    /// Requests per second each node admits (a token bucket); `none` lifts
+    /// the rate limit (and its burst). The limits not given stay as they are.
+    #[arg(long, value_name = "N|none", value_parser = parse_limit)]
+    pub(crate) rate_limit: Option<LimitArg>,
+    /// Requests the rate limit's bucket holds for a burst (default: one
+    /// second's worth); `none` goes back to that.
+    #[arg(long, value_name = "N|none", value_parser = parse_limit)]
+    pub(crate) burst: Option<LimitArg>,
+    /// Requests each node answers at once; `none` lifts the limit.
+    #[arg(long, value_name = "N|none", value_parser = parse_limit)]
+    pub(crate) max_concurrent: Option<LimitArg>,
+    /// The environment's own limits before this update, which the limit
+    /// options change (filled in from the server).
+    #[arg(skip)]
+    pub(crate) current_limits: Limits,
     /// A setting to clear, so that it is inherited again: reality_level,
-    /// latency, chaos, drift_budget, validation or reason_required.
+    /// latency, chaos, drift_budget, validation, reason_required or limits.
     /// Repeatable.
     #[arg(long, value_name = "SETTING", value_parser = parse_setting)]
     pub(crate) inherit: Vec<SettingKey>,
@@ -95,6 +110,27 @@ pub(crate) fn parse_drift_budget(raw: &str) -> Result<DriftBudget, String> {
         .map_err(|_| format!("{raw:?} is neither a number of breaking changes nor `unlimited`"))
 }
 
+/// A limit option's value: a number, or `none` (no limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LimitArg(pub(crate) Option<u32>);
+
+pub(crate) fn parse_limit(raw: &str) -> Result<LimitArg, String> {
+    if raw == "none" {
+        return Ok(LimitArg(None));
+    }
+    raw.parse()
+        .map(|n| LimitArg(Some(n)))
+        .map_err(|_| format!("{raw:?} is neither a whole number nor `none`"))
+}
+
+impl EnvUpdate {
+    /// Whether a limit option is given (the environment's own limits are
+    /// then read first, so the others stay).
+    pub(crate) fn changes_limits(&self) -> bool {
+        self.rate_limit.is_some() || self.burst.is_some() || self.max_concurrent.is_some()
+    }
+}
+
 pub(crate) fn parse_setting(raw: &str) -> Result<SettingKey, String> {
     // The settings file calls the reality level `reality`.
     let name = if raw == "reality" {
@@ -108,7 +144,7 @@ pub(crate) fn parse_setting(raw: &str) -> Result<SettingKey, String> {
     })
 }
 
-pub(crate) const ENV_COLUMNS: [&str; 9] = [
+pub(crate) const ENV_COLUMNS: [&str; 10] = [
     "name",
     "chain",
     "active",
@@ -118,6 +154,7 @@ pub(crate) const ENV_COLUMNS: [&str; 9] = [
     "drift_budget",
     "validation",
     "reason",
+    "limits",
 ];
 
 /// Settings files are checked before connecting, as mock files are.
@@ -181,11 +218,28 @@ pub(crate) async fn env(
                 .into_inner();
             output::one(format, &EnvironmentView::from(&created));
         }
-        EnvCommand::Update(update) => {
+        EnvCommand::Update(mut update) => {
             let unlimited = update.drift_budget == Some(DriftBudget::Unlimited);
+            let mut api = connect().await?;
+            if update.changes_limits() {
+                let current = api
+                    .environments
+                    .get_environment(v1::GetEnvironmentRequest {
+                        workspace: update.workspace.clone(),
+                        environment: update.env.clone(),
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                update.current_limits = current
+                    .settings
+                    .as_ref()
+                    .and_then(|s| s.limits.as_ref())
+                    .and_then(|l| mockplane_proto::convert::parse_limits(l).ok())
+                    .unwrap_or_default();
+            }
             let request = env_update_request(update)?;
-            let updated = connect()
-                .await?
+            let updated = api
                 .environments
                 .update_environment(request)
                 .await
@@ -260,6 +314,24 @@ pub(crate) fn env_update_request(
             values.reason_required = Some(required);
             keys.push(SettingKey::ReasonRequired);
         }
+        if update.rate_limit.is_some() || update.burst.is_some() || update.max_concurrent.is_some()
+        {
+            let mut limits = update.current_limits;
+            if let Some(LimitArg(rate)) = update.rate_limit {
+                limits.requests_per_second = rate;
+                if rate.is_none() {
+                    limits.burst = None;
+                }
+            }
+            if let Some(LimitArg(burst)) = update.burst {
+                limits.burst = burst;
+            }
+            if let Some(LimitArg(max)) = update.max_concurrent {
+                limits.max_concurrent = max;
+            }
+            values.limits = Some(limits);
+            keys.push(SettingKey::Limits);
+        }
         let set = keys.len();
         for key in update.inherit {
             if keys[..set].contains(&key) {
@@ -273,9 +345,15 @@ pub(crate) fn env_update_request(
             }
         }
         // Only fields a flag sets can be wrong: name the flag.
-        values
-            .check()
-            .map_err(|e| anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))?;
+        values.check().map_err(|e| {
+            let flag = match e.field.as_str() {
+                "limits.requests_per_second" => "rate-limit".to_owned(),
+                "limits.burst" => "burst".to_owned(),
+                "limits.max_concurrent" => "max-concurrent".to_owned(),
+                field => field.replace('_', "-"),
+            };
+            anyhow!("--{flag}: {}", e.message)
+        })?;
         if !keys.is_empty() {
             paths.extend(keys.iter().map(|key| format!("settings.{}", key.as_str())));
             patch.settings = Some(mockplane_proto::convert::env_settings(&values));
@@ -283,7 +361,7 @@ pub(crate) fn env_update_request(
     }
     if paths.is_empty() {
         return Err(anyhow!(
-            "nothing to change: give --rename, --file, --reality, --drift-budget, --validation, --reason-required or --inherit"
+            "nothing to change: give --rename, --file, --reality, --drift-budget, --validation, --reason-required, --rate-limit, --burst, --max-concurrent or --inherit"
         ));
     }
     Ok(v1::UpdateEnvironmentRequest {

@@ -77,7 +77,12 @@ const KEY_COLUMNS: [&str; 8] = [
     "expired",
     "last_used",
 ];
-const USAGE_COLUMNS: [&str; 3] = ["environment", "requests", "test_requests"];
+const USAGE_COLUMNS: [&str; 4] = [
+    "environment",
+    "requests",
+    "test_requests",
+    "limited_requests",
+];
 
 /// `reason` is the global --reason: a test key states it in the request
 /// (normal keys take none there; it goes with the call for the audit

@@ -2,7 +2,6 @@
 //! Both come from the same views, so they always agree.
 
 use mockplane_proto::v1;
-use mockplane_shared::model::realism::{Chaos, Latency};
 use mockplane_shared::{EnvSettings, ValidationMode};
 use serde::Serialize;
 use serde_json::Value;
@@ -347,6 +346,9 @@ pub struct EnvironmentView {
     pub validation: String,
     /// Whether acting on the environment needs a stated reason.
     pub reason: bool,
+    /// What each node admits, in short: `100/s burst 200, 50 at once`;
+    /// null (`-`) when nothing is limited.
+    pub limits: Option<String>,
     /// The overrides set on the environment, in settings-file form; what
     /// is left out inherits.
     pub settings: EnvSettings,
@@ -380,6 +382,11 @@ impl From<&v1::Environment> for EnvironmentView {
                 .as_str()
                 .to_owned(),
             reason: effective.reason_required.unwrap_or(false),
+            limits: effective
+                .limits
+                .filter(|l| !l.is_unlimited())
+                .as_ref()
+                .map(limits_summary),
             settings: settings(e.settings.as_ref()),
             effective,
             etag: e.etag.clone(),
@@ -811,6 +818,8 @@ pub struct EnvironmentUsageView {
     pub requests: u64,
     /// Requests made with test keys.
     pub test_requests: u64,
+    /// Requests refused (429) by the environment's limits.
+    pub limited_requests: u64,
 }
 
 /// A workspace's usage over a window of whole minutes.
@@ -836,6 +845,7 @@ impl UsageView {
                     environment: e.environment.clone(),
                     requests: e.requests,
                     test_requests: e.test_requests,
+                    limited_requests: e.limited_requests,
                 })
                 .collect(),
         }
@@ -845,39 +855,6 @@ impl UsageView {
 /// Settings from the wire in file form; what cannot be read is left out.
 fn settings(wire: Option<&v1::EnvironmentSettings>) -> EnvSettings {
     mockplane_proto::convert::parse_env_settings(wire).unwrap_or_default()
-}
-
-/// A number of milliseconds (or a factor) without needless decimals.
-fn number(value: f64) -> String {
-    ((value * 1000.0).round() / 1000.0).to_string()
-}
-
-/// `normal 80±25ms`: the distribution and its parameters, without bounds.
-pub fn latency_summary(latency: &Latency) -> String {
-    if let Some(ms) = latency.fixed {
-        format!("fixed {ms}ms")
-    } else if let Some(u) = latency.uniform {
-        format!("uniform {}-{}ms", u.min, u.max)
-    } else if let Some(n) = latency.normal {
-        format!("normal {}±{}ms", number(n.mean), number(n.stddev))
-    } else if let Some(l) = latency.lognormal {
-        format!("lognormal {}ms σ{}", number(l.median), number(l.sigma))
-    } else if let Some(p) = latency.pareto {
-        format!("pareto {}ms α{}", number(p.scale), number(p.shape))
-    } else {
-        "none".to_owned()
-    }
-}
-
-/// `1% 500,503`: the share of requests that fail, and how they fail.
-pub fn chaos_summary(chaos: &Chaos) -> String {
-    let mut outcomes: Vec<String> = chaos.statuses.keys().map(u16::to_string).collect();
-    outcomes.extend(chaos.faults.keys().map(|f| f.as_str().to_owned()));
-    if outcomes.is_empty() {
-        // What chaos without statuses or faults answers.
-        outcomes.push("500".to_owned());
-    }
-    format!("{}% {}", number(chaos.rate * 100.0), outcomes.join(","))
 }
 
 pub fn time(timestamp: Option<&prost_types::Timestamp>) -> String {
@@ -990,6 +967,9 @@ pub fn table(rows: &[Value], columns: &[&str]) -> String {
     }
     out
 }
+
+mod summary;
+pub use summary::{chaos_summary, latency_summary, limits_summary};
 
 #[cfg(test)]
 mod tests;

@@ -247,6 +247,7 @@ async fn another_tenants_context_sees_nothing(pool: PgPool) {
                 environment: "dev".into(),
                 requests: 3,
                 test_requests: 0,
+                limited_requests: 0,
             }],
             key_uses: vec![],
         })

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod journal;
+pub mod limits;
 pub mod listener;
 pub mod lkg;
 pub mod machines;

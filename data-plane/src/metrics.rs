@@ -18,6 +18,8 @@ pub enum Outcome {
     /// The request's API key was missing (where the workspace requires
     /// one), unknown, of another environment, or expired.
     Unauthorized,
+    /// The environment's rate or concurrency limit on this node refused it.
+    Limited,
 }
 
 impl Outcome {
@@ -32,6 +34,7 @@ impl Outcome {
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::Chaos => "chaos",
             Outcome::Unauthorized => "unauthorized",
+            Outcome::Limited => "limited",
         }
     }
 }
@@ -46,6 +49,7 @@ pub struct Metrics {
     method_not_allowed: IntCounter,
     chaos: IntCounter,
     unauthorized: IntCounter,
+    limited: IntCounter,
     pub request_seconds: Histogram,
     pub config_revision: IntGauge,
     pub config_workspaces: IntGauge,
@@ -107,6 +111,7 @@ impl Metrics {
             method_not_allowed: requests.with_label_values(&["method_not_allowed"]),
             chaos: requests.with_label_values(&["chaos"]),
             unauthorized: requests.with_label_values(&["unauthorized"]),
+            limited: requests.with_label_values(&["limited"]),
             request_seconds,
             config_revision: gauge("config_revision", "Config revision the node serves")?,
             config_workspaces: gauge("config_workspaces", "Workspaces the node serves")?,
@@ -139,6 +144,7 @@ impl Metrics {
             Outcome::MethodNotAllowed => &self.method_not_allowed,
             Outcome::Chaos => &self.chaos,
             Outcome::Unauthorized => &self.unauthorized,
+            Outcome::Limited => &self.limited,
         }
         .inc();
     }

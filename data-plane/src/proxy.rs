@@ -24,6 +24,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::journal::Entry;
+use crate::limits::Refusal;
 use crate::machines::Machines;
 use crate::metrics::Outcome;
 use crate::state::NodeState;
@@ -83,6 +84,9 @@ pub struct Answer {
     pub route: Option<(uuid::Uuid, std::sync::Arc<str>)>,
     /// The API key the request presented (id, test key), when valid.
     pub key: Option<(uuid::Uuid, bool)>,
+    /// Counts the request in flight against its environment's concurrency
+    /// limit until the answer is sent.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl From<engine::Response> for Answer {
@@ -96,6 +100,7 @@ impl From<engine::Response> for Answer {
             place: None,
             route: response.route,
             key: None,
+            permit: None,
         }
     }
 }
@@ -223,6 +228,19 @@ pub fn answer_with(
             return *refused;
         }
     };
+    let permit = match &env.limiter {
+        None => None,
+        Some(limiter) => match limiter.admit() {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                env.usage.count_limited();
+                let mut over = over_limit(slug, &env.name, refusal);
+                over.place = place;
+                over.key = key.map(|k| (k.id, k.test));
+                return over;
+            }
+        },
+    };
     env.usage.count(key.is_some_and(|k| k.test));
     let effects = NodeEffects {
         machines,
@@ -240,7 +258,60 @@ pub fn answer_with(
     ));
     answer.place = place;
     answer.key = key.map(|k| (k.id, k.test));
+    answer.permit = permit;
     answer
+}
+
+/// The 429 for a request over its environment's limits on this node: the
+/// limit by name and value in the body, when to retry in `Retry-After`
+/// (whole seconds, at least 1).
+fn over_limit(slug: &str, env: &str, refusal: Refusal) -> Answer {
+    let (code, limit, value, retry_after, message) = match refusal {
+        Refusal::Rate {
+            per_second,
+            burst,
+            retry_after,
+        } => (
+            "rate_limited",
+            "requests_per_second",
+            per_second,
+            retry_after,
+            format!(
+                "environment '{env}' of workspace '{slug}' admits {per_second} requests per second (bursts of {burst}) on this node; this request is over"
+            ),
+        ),
+        Refusal::Concurrency { max } => (
+            "concurrency_limited",
+            "max_concurrent",
+            max,
+            Duration::from_secs(1),
+            format!(
+                "environment '{env}' of workspace '{slug}' answers at most {max} requests at once on this node, and that many are in flight"
+            ),
+        ),
+    };
+    let retry_secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let retry_secs = retry_secs.max(1);
+    let (mut head, body) = engine::json_head(
+        429,
+        &serde_json::json!({
+            "error": {
+                "code": code,
+                "message": message,
+                "hint": format!(
+                    "retry after {retry_secs} s; limits are per node (k nodes admit up to k times as much) and set with `mockplane env update {slug} {env} --rate-limit/--burst/--max-concurrent`"
+                ),
+                "limit": limit,
+                "value": value,
+                "retry_after_secs": retry_secs,
+            }
+        }),
+    );
+    head.headers.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(retry_secs),
+    );
+    answer_of(Outcome::Limited, head, body)
 }
 
 impl From<engine::Outcome> for Outcome {
@@ -408,6 +479,7 @@ fn answer_of(outcome: Outcome, head: http::response::Parts, body: Bytes) -> Answ
         place: None,
         route: None,
         key: None,
+        permit: None,
     }
 }
 
@@ -587,6 +659,8 @@ impl MockProxy {
     ) -> Result<bool> {
         let head = session.req_header().method == http::Method::HEAD;
         ctx.outcome = Some(answer.outcome);
+        // In flight until this returns: the answer is written (or failed).
+        let _in_flight = answer.permit;
         if let Some(delay) = answer.delay {
             // A timer, not a thread: other requests go on meanwhile.
             tokio::time::sleep(delay).await;

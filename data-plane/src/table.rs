@@ -11,6 +11,7 @@ use mockplane_shared::EnvironmentConfig;
 use mockplane_shared::engine::{self, FastMap, Interned, Place, Table};
 use uuid::Uuid;
 
+use crate::limits::{Limiter, Limiters};
 use crate::usage::{EnvUsage, KeyUse, Usage};
 
 /// An API key of an environment, as a node checks it.
@@ -42,6 +43,8 @@ pub struct CompiledEnvironment {
     pub keys: FastMap<[u8; 32], CompiledKey>,
     /// What the environment answered, for the usage report.
     pub usage: Arc<EnvUsage>,
+    /// Its rate and concurrency limits on this node; `None`: unlimited.
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 impl CompiledEnvironment {
@@ -106,6 +109,7 @@ pub fn compile(
     resource: &v1::WorkspaceResource,
     interned: &mut Interned,
     usage: &Usage,
+    limiters: &Limiters,
     keep_resource: bool,
 ) -> Result<CompiledWorkspace, String> {
     let config = mockplane_proto::resource::decode(resource)?;
@@ -121,7 +125,7 @@ pub fn compile(
         .enumerate()
         .map(|(index, env)| {
             let name = env.name.to_string();
-            compile_environment(env, index == 0, &slug, interned, config.id, usage)
+            compile_environment(env, index == 0, &slug, interned, config.id, usage, limiters)
                 .map_err(|e| format!("environment {name}: {e}"))
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -144,6 +148,7 @@ fn compile_environment(
     interned: &mut Interned,
     workspace: Uuid,
     usage: &Usage,
+    limiters: &Limiters,
 ) -> Result<CompiledEnvironment, String> {
     let mut keys: FastMap<[u8; 32], CompiledKey> =
         FastMap::with_capacity_and_hasher(env.keys.len(), Default::default());
@@ -167,6 +172,7 @@ fn compile_environment(
     let table = engine::compile(place, env.routes, &env.realism, env.personas, interned)?;
     Ok(CompiledEnvironment {
         usage: usage.environment(workspace, &name),
+        limiter: limiters.environment(workspace, &name, env.limits),
         name,
         table,
         keys,
@@ -198,6 +204,8 @@ pub struct RoutingTable {
     interned: Interned,
     /// Usage counters, shared by every table built from this one.
     usage: Arc<Usage>,
+    /// Environments' limiters, shared by every table built from this one.
+    limiters: Arc<Limiters>,
     /// Workspaces keep the resource they were compiled from (a node with a
     /// last-known-good file); passed on to every table built from this one.
     keep_resources: bool,
@@ -278,6 +286,9 @@ impl RoutingTable {
     /// applies. The caller checks that a delta's base is this table.
     pub fn apply(&self, update: &Update) -> (RoutingTable, Vec<WorkspaceError>) {
         let mut errors = Vec::new();
+        // Limiters of environments this table no longer serves (the ones
+        // before it are gone by now) have done their work.
+        self.limiters.forget_unused();
         // A full update starts afresh, which also drops what no route uses.
         let (mut by_id, mut interned) = if update.full {
             (FastMap::default(), Interned::default())
@@ -319,7 +330,13 @@ impl RoutingTable {
                 ));
                 continue;
             };
-            match compile(resource, &mut interned, &self.usage, self.keep_resources) {
+            match compile(
+                resource,
+                &mut interned,
+                &self.usage,
+                &self.limiters,
+                self.keep_resources,
+            ) {
                 Ok(compiled) => {
                     by_id.insert(id, Arc::new(compiled));
                 }
@@ -359,6 +376,7 @@ impl RoutingTable {
                 by_id,
                 interned,
                 usage: self.usage.clone(),
+                limiters: self.limiters.clone(),
                 keep_resources: self.keep_resources,
             },
             errors,

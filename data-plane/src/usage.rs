@@ -23,6 +23,8 @@ use uuid::Uuid;
 pub struct EnvUsage {
     requests: AtomicU64,
     test_requests: AtomicU64,
+    /// Requests the environment's limits refused (not in `requests`).
+    limited: AtomicU64,
 }
 
 impl EnvUsage {
@@ -36,11 +38,17 @@ impl EnvUsage {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `(requests, test_requests)` not yet reported.
-    pub fn pending(&self) -> (u64, u64) {
+    /// Counts one request refused by the environment's limits.
+    pub fn count_limited(&self) {
+        self.limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(requests, test_requests, limited)` not yet reported.
+    pub fn pending(&self) -> (u64, u64, u64) {
         (
             self.requests.load(Ordering::Relaxed),
             self.test_requests.load(Ordering::Relaxed),
+            self.limited.load(Ordering::Relaxed),
         )
     }
 }
@@ -98,7 +106,7 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct Pending {
     pub report: v1::UsageReport,
-    counted: Vec<(Arc<EnvUsage>, u64, u64)>,
+    counted: Vec<(Arc<EnvUsage>, (u64, u64, u64))>,
     keys: Vec<(Arc<KeyUse>, u64)>,
     window_end: u64,
 }
@@ -132,17 +140,19 @@ impl Usage {
         let mut counts = Vec::new();
         let mut counted = Vec::new();
         for ((workspace, environment), usage) in &registry.environments {
-            let (requests, test_requests) = usage.pending();
-            if requests == 0 && test_requests == 0 {
+            let pending = usage.pending();
+            if pending == (0, 0, 0) {
                 continue;
             }
+            let (requests, test_requests, limited_requests) = pending;
             counts.push(v1::UsageCount {
                 workspace_id: workspace.to_string(),
                 environment: environment.to_string(),
                 requests,
                 test_requests,
+                limited_requests,
             });
-            counted.push((usage.clone(), requests, test_requests));
+            counted.push((usage.clone(), pending));
         }
         let mut key_uses = Vec::new();
         let mut keys = Vec::new();
@@ -175,11 +185,12 @@ impl Usage {
     /// The report was handed to the stream: clears what it held (counts
     /// added since stay), and forgets counters no table uses any more.
     pub fn sent(&self, pending: Pending) {
-        for (usage, requests, test_requests) in &pending.counted {
+        for (usage, (requests, test_requests, limited)) in &pending.counted {
             usage.requests.fetch_sub(*requests, Ordering::Relaxed);
             usage
                 .test_requests
                 .fetch_sub(*test_requests, Ordering::Relaxed);
+            usage.limited.fetch_sub(*limited, Ordering::Relaxed);
         }
         for (key, last) in &pending.keys {
             key.reported.fetch_max(*last, Ordering::Relaxed);
@@ -192,7 +203,7 @@ impl Usage {
         // has nothing left to report.
         registry
             .environments
-            .retain(|_, usage| Arc::strong_count(usage) > 1 || usage.pending() != (0, 0));
+            .retain(|_, usage| Arc::strong_count(usage) > 1 || usage.pending() != (0, 0, 0));
         registry.keys.retain(|_, key| {
             Arc::strong_count(key) > 1 || key.last_used() > key.reported.load(Ordering::Relaxed)
         });
@@ -214,10 +225,14 @@ mod tests {
         counter.count(false);
         counter.count(false);
         counter.count(true);
+        counter.count_limited();
         let first = usage.report(110).unwrap();
         assert_eq!(first.report.counts.len(), 1);
         let count = &first.report.counts[0];
-        assert_eq!((count.requests, count.test_requests), (2, 1));
+        assert_eq!(
+            (count.requests, count.test_requests, count.limited_requests),
+            (2, 1, 1)
+        );
         assert_eq!(count.environment, "dev");
         // Not sent (the stream broke): the next report has it all again,
         // with what came meanwhile.
@@ -228,7 +243,7 @@ mod tests {
         assert_eq!(second.report.window_start.unwrap().seconds, 100);
         counter.count(true);
         usage.sent(second);
-        assert_eq!(counter.pending(), (0, 1), "counted while sending: kept");
+        assert_eq!(counter.pending(), (0, 1, 0), "counted while sending: kept");
         let third = usage.report(130).unwrap();
         assert_eq!(third.report.window_start.unwrap().seconds, 120);
         usage.sent(third);

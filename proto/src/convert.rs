@@ -2,7 +2,7 @@
 //! can be wrong becomes a [`FieldError`] naming the field, never a panic.
 
 use bytes::Bytes;
-use mockplane_shared::model::environment::{Approvals, DataPolicy, Effective};
+use mockplane_shared::model::environment::{Approvals, DataPolicy, Effective, Limits};
 use mockplane_shared::model::keys::{ApiKeyConfig, parse_sha256_hex};
 use mockplane_shared::model::matcher::{
     BodyMatch, FieldMatch, RawTextTest, RequestMatch, StringMatch,
@@ -378,7 +378,29 @@ pub fn env_settings(settings: &EnvSettings) -> v1::EnvironmentSettings {
             .map(|names| v1::RequiredChecks {
                 names: names.clone(),
             }),
+        limits: settings.limits.map(limits),
     }
+}
+
+/// Limits on the wire: 0 for each one unset.
+pub fn limits(limits: Limits) -> v1::Limits {
+    v1::Limits {
+        requests_per_second: limits.requests_per_second.unwrap_or(0),
+        burst: limits.burst.unwrap_or(0),
+        max_concurrent: limits.max_concurrent.unwrap_or(0),
+    }
+}
+
+/// Limits from the wire (0: unset), checked.
+pub fn parse_limits(wire: &v1::Limits) -> Result<Limits, FieldError> {
+    let set = |value: u32| (value > 0).then_some(value);
+    let parsed = Limits {
+        requests_per_second: set(wire.requests_per_second),
+        burst: set(wire.burst),
+        max_concurrent: set(wire.max_concurrent),
+    };
+    parsed.check()?;
+    Ok(parsed)
 }
 
 fn approvals(a: &Approvals) -> v1::Approvals {
@@ -414,6 +436,7 @@ pub fn effective_settings(effective: &Effective) -> v1::EnvironmentSettings {
         required_checks: Some(v1::RequiredChecks {
             names: effective.required_checks.clone(),
         }),
+        limits: Some(limits(effective.limits)),
     }
 }
 
@@ -469,6 +492,7 @@ pub fn parse_env_settings(
             forbid_test_data: p.forbid_test_data,
         }),
         required_checks: wire.required_checks.as_ref().map(|c| c.names.clone()),
+        limits: wire.limits.as_ref().map(parse_limits).transpose()?,
     };
     settings.check().map_err(|e| {
         if e.field == "reality" {
@@ -537,6 +561,7 @@ impl From<&WorkspaceConfig> for v1::WorkspaceConfig {
                             data: persona.data.to_string(),
                         })
                         .collect(),
+                    limits: (!env.limits.is_unlimited()).then(|| limits(env.limits)),
                 })
                 .collect(),
             state_epoch: config.state_epoch,
@@ -614,6 +639,12 @@ fn parse_environment_config(env: v1::EnvironmentConfig) -> Result<EnvironmentCon
                 })
             })
             .collect::<Result<Vec<_>, FieldError>>()?,
+        limits: env
+            .limits
+            .as_ref()
+            .map(parse_limits)
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

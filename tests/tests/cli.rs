@@ -349,17 +349,18 @@ async fn manages_environments_and_which_one_answers() {
             "CHAOS",
             "DRIFT_BUDGET",
             "VALIDATION",
-            "REASON"
+            "REASON",
+            "LIMITS"
         ],
         "{table}"
     );
     assert_eq!(
         rows[1],
-        ["dev", "1", "yes", "1", "-", "-", "unlimited", "warn"]
+        ["dev", "1", "yes", "1", "-", "-", "unlimited", "warn", "-"]
     );
     assert_eq!(rows[2][..4], ["test", "2", "3", "normal"], "{table}");
     assert_eq!(rows[3][..3], ["prod", "3", "4"], "{table}");
-    assert!(rows[3].ends_with(&["0", "enforce", "yes"]), "{table}");
+    assert!(rows[3].ends_with(&["0", "enforce", "yes", "-"]), "{table}");
     let listed = json(&cli.ok(&["-o", "json", "envs", "list", "shop"]).await);
     assert_eq!(names(&listed), ["dev", "test", "prod"]);
     let chain: Vec<&Value> = listed
@@ -1780,14 +1781,22 @@ async fn api_keys_close_the_mocks_and_show_in_the_audit_trail_and_usage() {
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(rows[0], ["ENVIRONMENT", "REQUESTS", "TEST_REQUESTS"]);
+    assert_eq!(
+        rows[0],
+        [
+            "ENVIRONMENT",
+            "REQUESTS",
+            "TEST_REQUESTS",
+            "LIMITED_REQUESTS"
+        ]
+    );
     assert_eq!(
         rows[1..4].iter().map(|r| r[0]).collect::<Vec<_>>(),
         ["dev", "test", "prod"],
         "{table}"
     );
     assert!(rows[1][1].parse::<u64>().unwrap() >= 2, "{table}");
-    assert_eq!(rows[3][1..], ["0", "0"], "{table}");
+    assert_eq!(rows[3][1..], ["0", "0", "0"], "{table}");
     assert!(
         table
             .lines()

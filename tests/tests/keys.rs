@@ -632,6 +632,7 @@ async fn record(store: &dyn Store, workspace_id: uuid::Uuid, minute: i64, reques
                 environment: "dev".into(),
                 requests,
                 test_requests: 0,
+                limited_requests: 0,
             }],
             key_uses: Vec::new(),
         })

@@ -1,3 +1,4 @@
+use mockplane_shared::model::realism::Chaos;
 use serde_json::json;
 
 use super::*;
@@ -66,4 +67,22 @@ fn realism_in_short() {
         ..Default::default()
     };
     assert_eq!(chaos_summary(&chaos), "7.5% 500");
+}
+
+#[test]
+fn limits_read_short() {
+    use mockplane_shared::model::environment::Limits;
+    let limits = |rate, burst, max| Limits {
+        requests_per_second: rate,
+        burst,
+        max_concurrent: max,
+    };
+    assert_eq!(limits_summary(&limits(None, None, None)), "none");
+    assert_eq!(limits_summary(&limits(Some(100), None, None)), "100/s");
+    assert_eq!(limits_summary(&limits(Some(100), Some(100), None)), "100/s");
+    assert_eq!(
+        limits_summary(&limits(Some(100), Some(200), Some(50))),
+        "100/s burst 200, 50 at once"
+    );
+    assert_eq!(limits_summary(&limits(None, None, Some(3))), "3 at once");
 }

@@ -84,6 +84,7 @@ impl UsageService for Usage {
                     environment: t.environment,
                     requests: t.requests,
                     test_requests: t.test_requests,
+                    limited_requests: t.limited_requests,
                 })
                 .collect(),
             since: Some(timestamp_at(since)),

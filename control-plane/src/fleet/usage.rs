@@ -34,7 +34,7 @@ pub fn parse_report(report: &v1::UsageReport, now: DateTime<Utc>) -> (UsageRepor
         .filter(|at| *at <= now + CLOCK_TOLERANCE && *at >= now - TimeDelta::days(1))
         .map_or(now, |at| at.min(now));
     let mut dropped = 0;
-    let mut merged: HashMap<(Uuid, String), (u64, u64)> = HashMap::new();
+    let mut merged: HashMap<(Uuid, String), (u64, u64, u64)> = HashMap::new();
     for count in report.counts.iter().take(MAX_REPORT_ENTRIES) {
         let (Ok(workspace), Ok(environment)) = (
             Uuid::try_parse(&count.workspace_id),
@@ -48,16 +48,20 @@ pub fn parse_report(report: &v1::UsageReport, now: DateTime<Utc>) -> (UsageRepor
             .or_default();
         entry.0 = entry.0.saturating_add(count.requests);
         entry.1 = entry.1.saturating_add(count.test_requests);
+        entry.2 = entry.2.saturating_add(count.limited_requests);
     }
     let mut counts: Vec<UsageCount> = merged
         .into_iter()
-        .filter(|(_, (requests, tests))| *requests > 0 || *tests > 0)
+        .filter(|(_, counts)| *counts != (0, 0, 0))
         .map(
-            |((workspace_id, environment), (requests, test_requests))| UsageCount {
-                workspace_id,
-                environment,
-                requests,
-                test_requests,
+            |((workspace_id, environment), (requests, test_requests, limited_requests))| {
+                UsageCount {
+                    workspace_id,
+                    environment,
+                    requests,
+                    test_requests,
+                    limited_requests,
+                }
             },
         )
         .collect();
@@ -116,6 +120,7 @@ mod tests {
             environment: env.into(),
             requests,
             test_requests: tests,
+            limited_requests: 0,
         }
     }
 

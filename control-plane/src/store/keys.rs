@@ -77,6 +77,8 @@ pub struct UsageCount {
     pub environment: String,
     pub requests: u64,
     pub test_requests: u64,
+    /// Requests the environment's limits refused.
+    pub limited_requests: u64,
 }
 
 /// A node's usage report, checked.
@@ -95,6 +97,7 @@ pub struct UsageTotal {
     pub environment: String,
     pub requests: u64,
     pub test_requests: u64,
+    pub limited_requests: u64,
 }
 
 #[async_trait]
@@ -583,17 +586,19 @@ where
             // The org comes from the workspace itself; a workspace deleted
             // since the node counted selects nothing.
             sqlx::query(
-                "INSERT INTO usage (workspace_id, org_id, environment, minute, requests, test_requests) \
-                 SELECT w.id, w.org_id, $2, $3, $4, $5 FROM workspaces w WHERE w.id = $1 \
+                "INSERT INTO usage (workspace_id, org_id, environment, minute, requests, test_requests, limited_requests) \
+                 SELECT w.id, w.org_id, $2, $3, $4, $5, $6 FROM workspaces w WHERE w.id = $1 \
                  ON CONFLICT (workspace_id, environment, minute) DO UPDATE SET \
                  requests = usage.requests + excluded.requests, \
-                 test_requests = usage.test_requests + excluded.test_requests",
+                 test_requests = usage.test_requests + excluded.test_requests, \
+                 limited_requests = usage.limited_requests + excluded.limited_requests",
             )
             .bind(count.workspace_id)
             .bind(count.environment.clone())
             .bind(report.minute)
             .bind(to_i64(count.requests))
             .bind(to_i64(count.test_requests))
+            .bind(to_i64(count.limited_requests))
             .execute(&mut *tx)
             .await?;
         }
@@ -628,8 +633,9 @@ where
     ) -> StoreResult<Vec<UsageTotal>> {
         let mut conn = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
         let ws = SqlStore::<DB>::load_workspace(&mut conn, org, workspace).await?;
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT environment, CAST(SUM(requests) AS BIGINT), CAST(SUM(test_requests) AS BIGINT) \
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT environment, CAST(SUM(requests) AS BIGINT), CAST(SUM(test_requests) AS BIGINT), \
+             CAST(SUM(limited_requests) AS BIGINT) \
              FROM usage WHERE workspace_id = $1 AND minute >= $2 AND minute < $3 \
              AND ($4 = '' OR environment = $4) GROUP BY environment ORDER BY environment",
         )
@@ -639,11 +645,11 @@ where
         .bind(environment.unwrap_or_default().to_owned())
         .fetch_all(&mut *conn)
         .await?;
-        let mut found: HashMap<String, (u64, u64)> = rows
+        let mut found: HashMap<String, (u64, u64, u64)> = rows
             .into_iter()
-            .map(|(env, requests, tests)| {
+            .map(|(env, requests, tests, limited)| {
                 let count = |n: i64| u64::try_from(n).unwrap_or(0);
-                (env, (count(requests), count(tests)))
+                (env, (count(requests), count(tests), count(limited)))
             })
             .collect();
         let mut totals: Vec<UsageTotal> = ws
@@ -651,21 +657,26 @@ where
             .iter()
             .filter(|e| environment.is_none_or(|name| e.name.as_str() == name))
             .map(|e| {
-                let (requests, test_requests) = found.remove(e.name.as_str()).unwrap_or_default();
+                let (requests, test_requests, limited_requests) =
+                    found.remove(e.name.as_str()).unwrap_or_default();
                 UsageTotal {
                     environment: e.name.to_string(),
                     requests,
                     test_requests,
+                    limited_requests,
                 }
             })
             .collect();
         let mut others: Vec<UsageTotal> = found
             .into_iter()
-            .map(|(environment, (requests, test_requests))| UsageTotal {
-                environment,
-                requests,
-                test_requests,
-            })
+            .map(
+                |(environment, (requests, test_requests, limited_requests))| UsageTotal {
+                    environment,
+                    requests,
+                    test_requests,
+                    limited_requests,
+                },
+            )
             .collect();
         others.sort_by(|a, b| a.environment.cmp(&b.environment));
         totals.extend(others);

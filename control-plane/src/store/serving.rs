@@ -171,12 +171,14 @@ fn workspace_config(
                     personas_by_env.remove(name.as_str()).unwrap_or_default(),
                 )
             };
+            let effective = settings.over(&defaults).effective();
             Ok(EnvironmentConfig {
                 name,
-                realism: settings.over(&defaults).effective().realism,
+                realism: effective.realism,
                 routes: served,
                 keys: keys_by_env.remove(env.name.as_str()).unwrap_or_default(),
                 personas,
+                limits: effective.limits,
             })
         })
         .collect::<Result<Vec<_>, FieldError>>()?;

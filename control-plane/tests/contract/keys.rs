@@ -299,6 +299,8 @@ pub async fn usage_adds_up_per_workspace_and_minute(store: Arc<dyn Store>) {
         environment: environment.into(),
         requests,
         test_requests,
+        // Refusals by the environment's limits add up the same way.
+        limited_requests: requests / 2,
     };
     // One report names workspaces of two orgs and one deleted since.
     store
@@ -334,13 +336,20 @@ pub async fn usage_adds_up_per_workspace_and_minute(store: Arc<dyn Store>) {
         .usage(acme, &shop_ref, None, 0, i64::MAX)
         .await
         .unwrap();
-    let seen: Vec<(&str, u64, u64)> = totals
+    let seen: Vec<(&str, u64, u64, u64)> = totals
         .iter()
-        .map(|t| (t.environment.as_str(), t.requests, t.test_requests))
+        .map(|t| {
+            (
+                t.environment.as_str(),
+                t.requests,
+                t.test_requests,
+                t.limited_requests,
+            )
+        })
         .collect();
     assert_eq!(
         seen,
-        [("dev", 15, 1), ("test", 0, 0), ("prod", 0, 4)],
+        [("dev", 15, 1, 7), ("test", 0, 0, 0), ("prod", 0, 4, 0)],
         "chain order, zeros included"
     );
     let first_minute = store

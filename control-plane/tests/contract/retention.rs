@@ -122,6 +122,7 @@ pub async fn retention_prunes_only_what_may_go(store: Arc<dyn Store>) {
                     environment: "dev".into(),
                     requests: 5,
                     test_requests: 0,
+                    limited_requests: 0,
                 }],
                 key_uses: Vec::new(),
             })

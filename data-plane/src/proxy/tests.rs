@@ -881,3 +881,137 @@ mod isolation {
         }
     }
 }
+
+/// `shop` (test answers: 1 request per second, bursts of 2, 1 at once) and
+/// `other` (no limits), from one update.
+fn limited_table() -> RoutingTable {
+    use mockplane_shared::model::environment::Limits;
+    let mut shop = three_environments();
+    shop.environments[1].limits = Limits {
+        requests_per_second: Some(1),
+        burst: Some(2),
+        max_concurrent: Some(1),
+    };
+    let mut other = three_environments();
+    other.id = Uuid::new_v4();
+    other.slug = Slug::parse("other").unwrap();
+    let update = Update {
+        revision: 1,
+        full: true,
+        upserts: vec![
+            mockplane_proto::resource::encode(&shop, 1),
+            mockplane_proto::resource::encode(&other, 1),
+        ],
+        ..Default::default()
+    };
+    let (table, errors) = RoutingTable::default().apply(&update);
+    assert!(errors.is_empty(), "{errors:?}");
+    table
+}
+
+#[test]
+fn limits_answer_429_naming_the_limit_and_when_to_retry() {
+    let table = limited_table();
+    let env = table.workspace("shop").unwrap().environment(None).unwrap();
+    let usage = env.usage.clone();
+
+    // Concurrency: the first answer holds its permit until sent.
+    let first = ask_with_key(&table, "/w/shop/a", None, None);
+    assert_eq!(first.header.status, 200);
+    assert!(first.permit.is_some());
+    let busy = ask_with_key(&table, "/w/shop/a", None, None);
+    assert_eq!(busy.header.status, 429);
+    assert_eq!(busy.outcome, Outcome::Limited);
+    assert_eq!(busy.header.headers["retry-after"], "1");
+    let body: serde_json::Value = serde_json::from_slice(&busy.body).unwrap();
+    assert_eq!(body["error"]["code"], "concurrency_limited");
+    assert_eq!(body["error"]["limit"], "max_concurrent");
+    assert_eq!(body["error"]["value"], 1);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1 requests at once"),
+        "{body}"
+    );
+    assert!(busy.place.is_some(), "a refusal is journaled where it was");
+    drop(first);
+
+    // Rate: the burst's second token, then a refusal saying when.
+    let second = ask_with_key(&table, "/w/shop/a", None, None);
+    assert_eq!(second.header.status, 200);
+    drop(second);
+    let over = ask_with_key(&table, "/w/shop/a", None, None);
+    assert_eq!(over.header.status, 429);
+    let body: serde_json::Value = serde_json::from_slice(&over.body).unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(body["error"]["limit"], "requests_per_second");
+    assert_eq!(body["error"]["value"], 1);
+    let retry: u64 = over.header.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry, 1, "a token comes back within a second");
+    assert_eq!(body["error"]["retry_after_secs"], retry);
+
+    // Refusals are counted apart from answers.
+    assert_eq!(usage.pending(), (2, 0, 2));
+
+    // Other environments and workspaces on the node are not limited.
+    for _ in 0..20 {
+        assert_eq!(
+            ask_with_key(&table, "/w/shop/a", Some("dev"), None)
+                .header
+                .status,
+            200
+        );
+        assert_eq!(
+            ask_with_key(&table, "/w/other/a", None, None).header.status,
+            200
+        );
+    }
+}
+
+#[test]
+fn an_update_that_keeps_the_limits_keeps_the_bucket() {
+    let table = limited_table();
+    for _ in 0..2 {
+        assert_eq!(
+            ask_with_key(&table, "/w/shop/a", None, None).header.status,
+            200
+        );
+    }
+    // The same config again (as a resync sends it): still out of tokens.
+    let shop = table.workspace("shop").unwrap();
+    let mut config = three_environments();
+    config.id = shop.id;
+    config.environments[1].limits = mockplane_shared::model::environment::Limits {
+        requests_per_second: Some(1),
+        burst: Some(2),
+        max_concurrent: Some(1),
+    };
+    let again = Update {
+        revision: 2,
+        upserts: vec![mockplane_proto::resource::encode(&config, 2)],
+        ..Default::default()
+    };
+    let (next, errors) = table.apply(&again);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        ask_with_key(&next, "/w/shop/a", None, None).header.status,
+        429
+    );
+    // Lifting the limits serves at once.
+    config.environments[1].limits = Default::default();
+    let lifted = Update {
+        revision: 3,
+        upserts: vec![mockplane_proto::resource::encode(&config, 3)],
+        ..Default::default()
+    };
+    let (free, _) = next.apply(&lifted);
+    assert_eq!(
+        ask_with_key(&free, "/w/shop/a", None, None).header.status,
+        200
+    );
+}

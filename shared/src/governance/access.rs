@@ -169,7 +169,8 @@ pub fn setting_permission(key: crate::model::environment::SettingKey) -> Permiss
         | SettingKey::ReasonRequired
         | SettingKey::Approvals
         | SettingKey::DataPolicy
-        | SettingKey::RequiredChecks => Permission::EnvironmentManage,
+        | SettingKey::RequiredChecks
+        | SettingKey::Limits => Permission::EnvironmentManage,
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use crate::model::environment::MAX_ENVIRONMENTS;
+use crate::model::environment::{Limits, MAX_ENVIRONMENTS};
 use crate::model::error::FieldError;
 use crate::model::keys::{ApiKeyConfig, MAX_KEYS_PER_ENVIRONMENT};
 use crate::model::persona::{MAX_PERSONAS, PersonaConfig};
@@ -41,10 +41,12 @@ pub struct EnvironmentConfig {
     /// the first environment of the chain, the promoted versions in the
     /// others.
     pub personas: Vec<PersonaConfig>,
+    /// What each node admits of the environment's traffic.
+    pub limits: Limits,
 }
 
 impl EnvironmentConfig {
-    /// An environment with no realism of its own.
+    /// An environment with no realism of its own and no limits.
     pub fn plain(name: Slug, routes: Vec<ConfigRoute>) -> Self {
         Self {
             name,
@@ -52,6 +54,7 @@ impl EnvironmentConfig {
             routes,
             keys: Vec::new(),
             personas: Vec::new(),
+            limits: Limits::default(),
         }
     }
 
@@ -68,6 +71,7 @@ impl EnvironmentConfig {
             ));
         }
         self.realism.check()?;
+        self.limits.check()?;
         if self.keys.len() > MAX_KEYS_PER_ENVIRONMENT {
             return Err(FieldError::new(
                 "keys",

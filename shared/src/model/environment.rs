@@ -20,6 +20,7 @@
 //! approvals: { required: 1, roles: [admin], expire_after_secs: 259200 }
 //! data_policy: { forbid_pii: true, forbid_test_data: false }
 //! required_checks: [ci]           # external checks a promotion into it needs green
+//! limits: { requests_per_second: 100, burst: 200, max_concurrent: 50 }   # per node
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,6 +45,67 @@ pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u32 = 72 * 3600;
 pub const MAX_APPROVAL_TIMEOUT_SECS: u32 = 90 * 24 * 3600;
 /// Most external checks an environment may require.
 pub const MAX_REQUIRED_CHECKS: usize = 16;
+/// Largest rate, burst or concurrency limit that can be set.
+pub const MAX_LIMIT: u32 = 1_000_000;
+
+/// What each node admits of one environment's traffic. Limits are per
+/// node: with k nodes serving the environment, the fleet admits up to k
+/// times as much. A request over a limit is answered `429` with
+/// `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per second a node admits on average (a token bucket that
+    /// refills at this rate); unset: no rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<u32>,
+    /// Requests the bucket holds for a burst; unset: one second's worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Requests a node answers at once (a slow route's requests count
+    /// while they wait); unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+}
+
+impl Limits {
+    /// Whether nothing is limited.
+    pub fn is_unlimited(&self) -> bool {
+        self.requests_per_second.is_none() && self.max_concurrent.is_none()
+    }
+
+    /// The bucket's size: the burst, else one second's worth.
+    pub fn burst_size(&self) -> Option<u32> {
+        self.requests_per_second
+            .map(|rate| self.burst.unwrap_or(rate))
+    }
+
+    /// Checks every field; the error names it (`limits.<field>`).
+    pub fn check(&self) -> Result<(), FieldError> {
+        let fields = [
+            ("requests_per_second", self.requests_per_second),
+            ("burst", self.burst),
+            ("max_concurrent", self.max_concurrent),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value
+                && !(1..=MAX_LIMIT).contains(&value)
+            {
+                return Err(FieldError::new(
+                    format!("limits.{name}"),
+                    format!("must be 1 to {MAX_LIMIT} (leave it unset for no limit), got {value}"),
+                ));
+            }
+        }
+        if self.burst.is_some() && self.requests_per_second.is_none() {
+            return Err(FieldError::new(
+                "limits.burst",
+                "a burst needs requests_per_second",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Who must approve a promotion into an environment.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -133,6 +195,8 @@ pub struct EnvSettings {
     pub data_policy: Option<DataPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_checks: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 // f64 fields inside latency and chaos are checked finite.
@@ -157,6 +221,7 @@ impl EnvSettings {
                 SettingKey::Approvals => self.approvals.is_some(),
                 SettingKey::DataPolicy => self.data_policy.is_some(),
                 SettingKey::RequiredChecks => self.required_checks.is_some(),
+                SettingKey::Limits => self.limits.is_some(),
             })
             .collect()
     }
@@ -220,6 +285,9 @@ impl EnvSettings {
                 check_name(name)
                     .map_err(|m| FieldError::new(format!("required_checks[{i}]"), m))?;
             }
+        }
+        if let Some(limits) = &self.limits {
+            limits.check()?;
         }
         Realism {
             latency: self.latency,
@@ -296,6 +364,7 @@ impl EnvSettings {
                 .required_checks
                 .clone()
                 .or_else(|| base.required_checks.clone()),
+            limits: self.limits.or(base.limits),
         }
     }
 
@@ -315,6 +384,7 @@ impl EnvSettings {
             approvals: self.approvals.clone().unwrap_or_default(),
             data_policy: self.data_policy.unwrap_or_default(),
             required_checks: self.required_checks.clone().unwrap_or_default(),
+            limits: self.limits.unwrap_or_default(),
         }
     }
 }
@@ -331,10 +401,11 @@ pub enum SettingKey {
     Approvals,
     DataPolicy,
     RequiredChecks,
+    Limits,
 }
 
 impl SettingKey {
-    pub const ALL: [SettingKey; 9] = [
+    pub const ALL: [SettingKey; 10] = [
         SettingKey::Reality,
         SettingKey::Latency,
         SettingKey::Chaos,
@@ -344,6 +415,7 @@ impl SettingKey {
         SettingKey::Approvals,
         SettingKey::DataPolicy,
         SettingKey::RequiredChecks,
+        SettingKey::Limits,
     ];
 
     /// The name in update masks (`settings.<name>`) and files.
@@ -358,6 +430,7 @@ impl SettingKey {
             SettingKey::Approvals => "approvals",
             SettingKey::DataPolicy => "data_policy",
             SettingKey::RequiredChecks => "required_checks",
+            SettingKey::Limits => "limits",
         }
     }
 
@@ -400,6 +473,7 @@ impl SettingsPatch {
                 SettingKey::RequiredChecks => {
                     next.required_checks = from.required_checks.clone();
                 }
+                SettingKey::Limits => next.limits = from.limits,
             }
         }
         next
@@ -421,6 +495,8 @@ pub struct Effective {
     pub data_policy: DataPolicy,
     /// External checks a promotion into the environment needs green.
     pub required_checks: Vec<String>,
+    /// What each node admits of the environment's traffic.
+    pub limits: Limits,
 }
 
 /// The latency and chaos a reality level stands for.
@@ -825,5 +901,75 @@ mod tests {
                 .path_to("sandbox")
                 .contains("off the promotion chain")
         );
+    }
+
+    #[test]
+    fn limits_are_checked_inherited_whole_and_kept_out_of_promotions() {
+        let limits = |rate, burst, max| Limits {
+            requests_per_second: rate,
+            burst,
+            max_concurrent: max,
+        };
+        assert!(limits(Some(100), Some(200), Some(50)).check().is_ok());
+        assert_eq!(limits(Some(100), None, None).burst_size(), Some(100));
+        for (bad, field, needle) in [
+            (
+                limits(Some(0), None, None),
+                "limits.requests_per_second",
+                "1 to",
+            ),
+            (limits(None, None, Some(0)), "limits.max_concurrent", "1 to"),
+            (
+                limits(Some(1), Some(MAX_LIMIT + 1), None),
+                "limits.burst",
+                "1 to 1000000",
+            ),
+            (
+                limits(None, Some(5), None),
+                "limits.burst",
+                "needs requests_per_second",
+            ),
+        ] {
+            let error = EnvSettings {
+                limits: Some(bad),
+                ..Default::default()
+            }
+            .check()
+            .unwrap_err();
+            assert_eq!(error.field, field, "{bad:?}");
+            assert!(error.message.contains(needle), "{}", error.message);
+        }
+        // The environment's limits replace the workspace's whole.
+        let workspace = EnvSettings {
+            limits: Some(limits(Some(10), None, Some(5))),
+            ..Default::default()
+        };
+        let env = EnvSettings {
+            limits: Some(limits(None, None, Some(2))),
+            ..Default::default()
+        };
+        assert_eq!(
+            env.over(&workspace).effective().limits,
+            limits(None, None, Some(2))
+        );
+        assert_eq!(
+            EnvSettings::default().over(&workspace).effective().limits,
+            limits(Some(10), None, Some(5))
+        );
+        assert!(EnvSettings::default().effective().limits.is_unlimited());
+        // Capacity stays with each environment: a promotion does not move it.
+        assert_eq!(env.served_part().limits, None);
+        assert_eq!(
+            workspace.with_served_of(&env).limits,
+            workspace.limits,
+            "the target keeps its own"
+        );
+        // Named in masks and files as `limits`.
+        assert_eq!(SettingKey::parse("limits"), Some(SettingKey::Limits));
+        let parsed: EnvSettings =
+            serde_json::from_str(r#"{"limits":{"requests_per_second":5,"max_concurrent":2}}"#)
+                .unwrap();
+        assert_eq!(parsed.limits, Some(limits(Some(5), None, Some(2))));
+        assert!(serde_json::from_str::<EnvSettings>(r#"{"limits":{"rps":5}}"#).is_err());
     }
 }

@@ -1,0 +1,3 @@
+-- Requests a node refused because the environment's rate or concurrency
+-- limit was reached (429): counted apart from those it answered.
+ALTER TABLE usage ADD COLUMN limited_requests INTEGER NOT NULL DEFAULT 0;
