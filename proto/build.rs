@@ -20,6 +20,7 @@ const PROTOS: &[&str] = &[
     "mockplane/v1/keys.proto",
     "mockplane/v1/usage.proto",
     "mockplane/v1/promotion.proto",
+    "mockplane/v1/org.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,6 +12,7 @@ use mockplane_proto::v1::journal_service_client::JournalServiceClient;
 use mockplane_proto::v1::member_service_client::MemberServiceClient;
 use mockplane_proto::v1::node_service_client::NodeServiceClient;
 use mockplane_proto::v1::notification_service_client::NotificationServiceClient;
+use mockplane_proto::v1::org_service_client::OrgServiceClient;
 use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
 use mockplane_proto::v1::promotion_service_client::PromotionServiceClient;
 use mockplane_proto::v1::role_service_client::RoleServiceClient;
@@ -155,6 +156,7 @@ pub struct Api {
     pub nodes: NodeServiceClient<Authed>,
     pub promotions: PromotionServiceClient<Authed>,
     pub notifications: NotificationServiceClient<Authed>,
+    pub orgs: OrgServiceClient<Authed>,
 }
 
 impl Api {
@@ -216,6 +218,7 @@ impl Api {
             audit: AuditServiceClient::with_interceptor(channel.clone(), credentials.clone())
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
             api_keys: ApiKeyServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            orgs: OrgServiceClient::with_interceptor(channel.clone(), credentials.clone()),
             notifications: NotificationServiceClient::with_interceptor(
                 channel.clone(),
                 credentials.clone(),

@@ -21,6 +21,7 @@ mod journal;
 mod keys;
 mod mockfile;
 mod nodes;
+mod orgs;
 mod output;
 mod personafile;
 mod personas;
@@ -106,6 +107,9 @@ enum Command {
     Logout,
     /// Show who you are: principal, org, and how you authenticated.
     Whoami,
+    /// Show and change your org: its display name, settings and quotas.
+    #[command(subcommand, visible_alias = "orgs")]
+    Org(orgs::OrgCommand),
     /// Invite, list, inspect, change and delete the org's users; change
     /// your password.
     #[command(subcommand, visible_alias = "users")]
@@ -210,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Persona(command) => persona(server, token, command, format).await,
         Command::Journal(args) => journal(server, token, args, format).await,
         Command::Whoami => access::whoami(server, token, format).await,
+        Command::Org(command) => orgs::org(server, token, command, format).await,
         Command::User(command) => access::user(server, token, command, format).await,
         Command::ServiceAccount(command) => {
             access::service_account(server, token, command, format).await

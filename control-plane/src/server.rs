@@ -12,6 +12,7 @@ use mockplane_proto::v1::environment_service_server::EnvironmentServiceServer;
 use mockplane_proto::v1::journal_service_server::JournalServiceServer;
 use mockplane_proto::v1::node_service_server::NodeServiceServer;
 use mockplane_proto::v1::notification_service_server::NotificationServiceServer;
+use mockplane_proto::v1::org_service_server::OrgServiceServer;
 use mockplane_proto::v1::persona_service_server::PersonaServiceServer;
 use mockplane_proto::v1::promotion_service_server::PromotionServiceServer;
 use mockplane_proto::v1::route_service_server::RouteServiceServer;
@@ -31,6 +32,7 @@ use crate::api::identity::{Auth, Members, Roles, Users};
 use crate::api::journal::Journal;
 use crate::api::keys::ApiKeys;
 use crate::api::notifications::Notifications;
+use crate::api::orgs::Orgs;
 use crate::api::personas::Personas;
 use crate::api::promotions::Promotions;
 use crate::api::routes::Routes;
@@ -386,6 +388,7 @@ impl ControlPlane {
             .add(MemberServiceServer::new(Members(state.clone())))
             .add(ApiKeyServiceServer::new(ApiKeys(state.clone())))
             .add(UsageServiceServer::new(Usage(state.clone())))
+            .add(OrgServiceServer::new(Orgs(state.clone())))
             .add(PromotionServiceServer::new(Promotions(state.clone())))
             .add(NotificationServiceServer::new(Notifications(state.clone())))
             .add(NodeServiceServer::new(crate::api::nodes::Nodes(

@@ -81,6 +81,10 @@ mod contract {
         assert_eq!(principal.org_id, first.org_id);
         assert_eq!(principal.id, first.admin_id);
         assert_eq!(principal.org_role, OrgRole::Owner);
+        assert!(
+            principal.platform_admin,
+            "the first run's owner is platform admin"
+        );
         assert!(store.find_token("hash-2").await.unwrap().is_none());
         // E-mails are kept lowercased and found in any case.
         let (login, hash) = store
@@ -95,6 +99,14 @@ mod contract {
         let ci = store.find_token("hash-3").await.unwrap().unwrap();
         assert_eq!(ci.kind, PrincipalKind::Service);
         assert_eq!(ci.org_role, OrgRole::Owner);
+        assert!(
+            ci.platform_admin,
+            "a replacement admin token keeps the role"
+        );
+        store.create_org("globex").await.unwrap();
+        store.add_token("globex", "owner", "hash-5").await.unwrap();
+        let other = store.find_token("hash-5").await.unwrap().unwrap();
+        assert!(!other.platform_admin, "another org's owner is not");
         assert!(matches!(
             store.add_token("nope", "ci", "hash-4").await,
             Err(StoreError::NotFound(_))
@@ -2121,10 +2133,14 @@ mod promotions;
 #[path = "contract/retention.rs"]
 mod retention;
 
+#[path = "contract/orgs.rs"]
+mod orgs;
+
 use audit::*;
 use contract::*;
 use identity::*;
 use keys::*;
+use orgs::*;
 use promotions::*;
 use retention::*;
 
@@ -2156,4 +2172,5 @@ contract_suite!(
     periodic_jobs_run_on_one_replica_at_a_time,
     the_node_registry_keeps_each_nodes_newest_stream,
     retention_prunes_only_what_may_go,
+    org_settings_and_quotas_hold,
 );

@@ -58,6 +58,9 @@ takes! {
     UpdateWorkspaceRequest for "WorkspaceService/UpdateWorkspace": [
         "workspace", "patch", "update_mask", "etag",
     ],
+    UpdateOrgRequest for "OrgService/UpdateOrg": [
+        "org", "patch", "update_mask", "etag",
+    ],
     CreateEnvironmentRequest for "EnvironmentService/CreateEnvironment": [
         "workspace",
         "environment.name",

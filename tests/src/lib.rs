@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use mockplane_proto::v1::api_key_service_client::ApiKeyServiceClient;
 use mockplane_proto::v1::audit_service_client::AuditServiceClient;
 use mockplane_proto::v1::auth_service_client::AuthServiceClient;
 use mockplane_proto::v1::environment_service_client::EnvironmentServiceClient;
@@ -21,6 +22,7 @@ use mockplane_proto::v1::journal_service_client::JournalServiceClient;
 use mockplane_proto::v1::member_service_client::MemberServiceClient;
 use mockplane_proto::v1::node_service_client::NodeServiceClient;
 use mockplane_proto::v1::notification_service_client::NotificationServiceClient;
+use mockplane_proto::v1::org_service_client::OrgServiceClient;
 use mockplane_proto::v1::persona_service_client::PersonaServiceClient;
 use mockplane_proto::v1::promotion_service_client::PromotionServiceClient;
 use mockplane_proto::v1::role_service_client::RoleServiceClient;
@@ -443,6 +445,8 @@ impl ControlPlane {
             scenarios: ScenarioServiceClient::with_interceptor(channel.clone(), auth.clone()),
             personas: PersonaServiceClient::with_interceptor(channel.clone(), auth.clone()),
             promotions: PromotionServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            orgs: OrgServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            api_keys: ApiKeyServiceClient::with_interceptor(channel.clone(), auth.clone()),
             notifications: NotificationServiceClient::with_interceptor(
                 channel.clone(),
                 auth.clone(),
@@ -499,6 +503,8 @@ pub struct Api {
     pub nodes: NodeServiceClient<InterceptedService<Channel, Bearer>>,
     pub promotions: PromotionServiceClient<InterceptedService<Channel, Bearer>>,
     pub notifications: NotificationServiceClient<InterceptedService<Channel, Bearer>>,
+    pub orgs: OrgServiceClient<InterceptedService<Channel, Bearer>>,
+    pub api_keys: ApiKeyServiceClient<InterceptedService<Channel, Bearer>>,
 }
 
 /// A data-plane node process.

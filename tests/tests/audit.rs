@@ -1011,6 +1011,21 @@ async fn every_mutating_method_leaves_exactly_one_event() {
     one_event!(
         covered,
         auditor,
+        "OrgService/UpdateOrg",
+        api.orgs.update_org(v1::UpdateOrgRequest {
+            patch: Some(v1::Org {
+                display_name: "Acme".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["display_name".into()],
+            }),
+            ..Default::default()
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
         "WorkspaceService/DeleteWorkspace",
         api.workspaces.delete_workspace(v1::DeleteWorkspaceRequest {
             workspace: ws(),

@@ -220,6 +220,10 @@ pub const METHODS: &[(&str, Rule)] = &[
     ),
     // Usage statistics: what the nodes answered, per environment.
     ("UsageService/GetUsage", Rule::Check(&[WorkspaceRead])),
+    // The org itself: anyone in it reads it; owners change it (quotas:
+    // platform admins only, checked by the handler).
+    ("OrgService/GetOrg", Rule::Authenticated),
+    ("OrgService/UpdateOrg", Rule::Check(&[OrgManage])),
     // Signing in.
     ("AuthService/Login", Rule::Public),
     ("AuthService/Refresh", Rule::Public),

@@ -14,6 +14,7 @@ pub mod journal;
 pub mod keys;
 pub mod nodes;
 pub mod notifications;
+pub mod orgs;
 pub mod personas;
 pub mod promotions;
 pub mod routes;

@@ -54,6 +54,19 @@ impl WorkspaceService for Workspaces {
         request: Request<v1::CreateWorkspaceRequest>,
     ) -> Result<Response<v1::Workspace>, Status> {
         let grant = self.0.authorize(&request, Target::Org).await?;
+        if !grant.caller.principal.org_role.is_admin() {
+            let org = grant
+                .store()
+                .get_org(grant.org_id())
+                .await
+                .map_err(ApiError::from)?;
+            if !org.settings.members_create_workspaces() {
+                return Err(Status::permission_denied(format!(
+                    "org '{}' lets only its owners and admins create workspaces (settings.members_create_workspaces is false)",
+                    org.name
+                )));
+            }
+        }
         let workspace = request
             .into_inner()
             .workspace

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mockplane_shared::FieldError;
 use mockplane_shared::model::keys::{ApiKeyConfig, MAX_KEYS_PER_ENVIRONMENT, parse_sha256_hex};
+use mockplane_shared::model::org::Quota;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
@@ -310,6 +311,7 @@ where
                 new.environment, ws.slug
             ))
         })?;
+        SqlStore::<DB>::enforce_quota(&mut tx, org, Quota::ApiKeys, 1).await?;
         let now = now();
         if let Some(test) = &new.test {
             let chain = ws.chain();

@@ -1,5 +1,6 @@
 //! The store as a whole (its backend, job locks, closing) and orgs: the
-//! first run's bootstrap, creating one, adding an owner token.
+//! first run's bootstrap, creating one, adding an owner token, reading and
+//! changing an org's settings, and the quotas every create checks.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,8 +8,10 @@ use mockplane_shared::governance::access::OrgRole;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
+use mockplane_shared::model::org::{OrgSettings, Quota};
+
 use super::audit::Change;
-use super::tx::{Scope, SqlStore, db_error, now};
+use super::tx::{Scope, SqlStore, check_version, db_error, now, to_u64};
 use super::{Bootstrapped, Dialect, NewPrincipal, PrincipalKind, Store, StoreError, StoreResult};
 use serde_json::json;
 
@@ -77,6 +80,11 @@ where
             Err(other) => return Err(other),
         };
         let owner = SqlStore::<DB>::insert_principal(&mut tx, org_id, admin, now).await?;
+        // The first run's owner holds the platform role above orgs.
+        sqlx::query("UPDATE principals SET platform_admin = 1 WHERE id = $1")
+            .bind(owner.id)
+            .execute(&mut *tx)
+            .await?;
         SqlStore::<DB>::insert_token(&mut tx, org_id, owner.id, "admin", token_hash, now, None)
             .await?;
         SqlStore::<DB>::append(
@@ -126,6 +134,16 @@ where
             },
             now,
         )
+        .await?;
+        // A replacement for a lost admin token holds what the org's
+        // owners hold: the platform role where they do.
+        sqlx::query(
+            "UPDATE principals SET platform_admin = 1 WHERE id = $1 AND EXISTS \
+             (SELECT 1 FROM principals WHERE org_id = $2 AND platform_admin = 1)",
+        )
+        .bind(owner.id)
+        .bind(org_id)
+        .execute(&mut *tx)
         .await?;
         let id = SqlStore::<DB>::insert_token(
             &mut tx, org_id, owner.id, token_name, token_hash, now, None,
@@ -183,5 +201,292 @@ where
                 })
             })?;
         Ok(id)
+    }
+}
+
+/// An org with its settings and what it uses of its quotas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: String,
+    pub settings: OrgSettings,
+    pub usage: OrgUsage,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What an org holds now, of what its quotas count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrgUsage {
+    pub workspaces: u64,
+    pub api_keys: u64,
+    pub members: u64,
+}
+
+/// Changes to an org; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgPatch {
+    pub display_name: Option<String>,
+    /// `Some(None)`: back to the default.
+    pub members_create_workspaces: Option<Option<bool>>,
+    /// Quotas to set; `None` for one: back to its default.
+    pub quotas: Vec<(Quota, Option<u32>)>,
+}
+
+/// The longest display name.
+pub const MAX_DISPLAY_NAME: usize = 200;
+
+impl OrgPatch {
+    pub fn is_empty(&self) -> bool {
+        self.display_name.is_none()
+            && self.members_create_workspaces.is_none()
+            && self.quotas.is_empty()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OrgRow {
+    id: Uuid,
+    name: String,
+    display_name: String,
+    settings: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+const SELECT_ORG: &str =
+    "SELECT id, name, display_name, settings, version, created_at, updated_at FROM orgs ";
+
+#[async_trait]
+pub trait OrgStore: Send + Sync {
+    /// The org an id or name names, whichever org it is: for platform
+    /// admins, who act in any org. `None` when there is none.
+    async fn find_org(&self, name_or_id: &str) -> StoreResult<Option<Uuid>>;
+    /// The org with its settings and usage.
+    async fn get_org(&self, org: Uuid) -> StoreResult<OrgRecord>;
+    /// Applies `patch` (checked: a quota out of range is `Invalid`);
+    /// audited as `org.update`.
+    async fn update_org(
+        &self,
+        org: Uuid,
+        patch: &OrgPatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<OrgRecord>;
+}
+
+#[async_trait]
+impl<DB> OrgStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<Uuid>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn find_org(&self, name_or_id: &str) -> StoreResult<Option<Uuid>> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
+        let found: Option<Uuid> = match Uuid::try_parse(name_or_id) {
+            Ok(id) => {
+                sqlx::query_scalar("SELECT id FROM orgs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            Err(_) => {
+                sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1")
+                    .bind(name_or_id.to_owned())
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    async fn get_org(&self, org: Uuid) -> StoreResult<OrgRecord> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::Org(org)).await?;
+        let record = SqlStore::<DB>::read_org(&mut tx, org).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn update_org(
+        &self,
+        org: Uuid,
+        patch: &OrgPatch,
+        expected_version: Option<i64>,
+    ) -> StoreResult<OrgRecord> {
+        if let Some(name) = &patch.display_name
+            && name.chars().count() > MAX_DISPLAY_NAME
+        {
+            return Err(mockplane_shared::FieldError::new(
+                "display_name",
+                format!("is at most {MAX_DISPLAY_NAME} characters"),
+            )
+            .into());
+        }
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
+        let current = SqlStore::<DB>::read_org(&mut tx, org).await?;
+        check_version(
+            format!("org '{}'", current.name),
+            current.version,
+            expected_version,
+        )?;
+        let mut settings = current.settings;
+        if let Some(value) = patch.members_create_workspaces {
+            settings.members_create_workspaces = value;
+        }
+        for (quota, value) in &patch.quotas {
+            settings.quotas.set(*quota, *value);
+        }
+        settings.check()?;
+        let display_name = patch
+            .display_name
+            .clone()
+            .unwrap_or_else(|| current.display_name.clone());
+        let updated = now();
+        sqlx::query(
+            "UPDATE orgs SET display_name = $1, settings = $2, version = version + 1, updated_at = $3 \
+             WHERE id = $4",
+        )
+        .bind(display_name.clone())
+        .bind(settings.to_stored())
+        .bind(updated)
+        .bind(org)
+        .execute(&mut *tx)
+        .await?;
+        SqlStore::<DB>::append(
+            &mut tx,
+            Change::new(org, "org.update", format!("org/{}", current.name)).summary(json!({
+                "before": {"display_name": current.display_name, "settings": current.settings},
+                "after": {"display_name": display_name, "settings": settings},
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(OrgRecord {
+            display_name,
+            settings,
+            version: current.version + 1,
+            updated_at: updated,
+            ..current
+        })
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> Uuid: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> DateTime<Utc>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<DateTime<Utc>>: Encode<'q, DB> + Decode<'q, DB>,
+    for<'r> &'r str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn read_org(conn: &mut DB::Connection, org: Uuid) -> StoreResult<OrgRecord> {
+        let row = sqlx::query_as::<DB, OrgRow>(&format!("{SELECT_ORG}WHERE id = $1"))
+            .bind(org)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("org {org}")))?;
+        let usage = OrgUsage {
+            workspaces: Self::count(conn, Quota::Workspaces, org).await?,
+            api_keys: Self::count(conn, Quota::ApiKeys, org).await?,
+            members: Self::count(conn, Quota::Members, org).await?,
+        };
+        Ok(OrgRecord {
+            id: row.id,
+            name: row.name,
+            display_name: row.display_name,
+            settings: OrgSettings::from_stored(&row.settings),
+            usage,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at.unwrap_or(row.created_at),
+        })
+    }
+
+    /// How many of what `quota` counts the org (or, for routes, the
+    /// workspace `of`) holds.
+    async fn count(conn: &mut DB::Connection, quota: Quota, of: Uuid) -> StoreResult<u64> {
+        let sql = match quota {
+            Quota::Workspaces => "SELECT COUNT(*) FROM workspaces WHERE org_id = $1",
+            Quota::RoutesPerWorkspace => "SELECT COUNT(*) FROM routes WHERE workspace_id = $1",
+            Quota::ApiKeys => "SELECT COUNT(*) FROM api_keys WHERE org_id = $1",
+            Quota::Members => "SELECT COUNT(*) FROM principals WHERE org_id = $1",
+        };
+        let count: i64 = sqlx::query_scalar(sql)
+            .bind(of)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(to_u64(count))
+    }
+
+    /// Refuses adding `adding` more of what `quota` counts to the org past
+    /// its quota (`LimitExceeded`, naming the quota and its value). Locks
+    /// the org's row first on PostgreSQL, so concurrent creates in one org
+    /// count one after the other (SQLite's writes are serial anyway).
+    pub(super) async fn enforce_quota(
+        conn: &mut DB::Connection,
+        org: Uuid,
+        quota: Quota,
+        adding: u64,
+    ) -> StoreResult<()> {
+        let settings: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT settings FROM orgs WHERE id = $1{}",
+            DB::FOR_UPDATE
+        ))
+        .bind(org)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let settings = OrgSettings::from_stored(settings.as_deref().unwrap_or("{}"));
+        let have = Self::count(conn, quota, org).await?;
+        if have + adding > u64::from(settings.quotas.get(quota)) {
+            return Err(StoreError::LimitExceeded(
+                settings.quotas.exceeded(quota, have),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a workspace holding more routes than its org's quota
+    /// allows (after the change: `routes` is the count with it).
+    pub(super) async fn enforce_route_quota(
+        conn: &mut DB::Connection,
+        workspace: Uuid,
+        routes: u64,
+    ) -> StoreResult<()> {
+        let settings: Option<String> = sqlx::query_scalar(
+            "SELECT o.settings FROM orgs o JOIN workspaces w ON w.org_id = o.id WHERE w.id = $1",
+        )
+        .bind(workspace)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let settings = OrgSettings::from_stored(settings.as_deref().unwrap_or("{}"));
+        let quota = settings.quotas.get(Quota::RoutesPerWorkspace);
+        if routes > u64::from(quota) {
+            return Err(StoreError::LimitExceeded(format!(
+                "the org's quota max_routes_per_workspace is {quota} and this change would make the workspace hold {routes} routes; a platform admin can raise it (`mockplane org update --max-routes-per-workspace`)"
+            )));
+        }
+        Ok(())
     }
 }

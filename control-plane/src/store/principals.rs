@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mockplane_shared::governance::access::OrgRole;
+use mockplane_shared::model::org::Quota;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
@@ -47,6 +48,8 @@ pub struct Principal {
     pub display: String,
     /// Signed in with a one-time password not yet replaced.
     pub must_change_password: bool,
+    /// Holds the platform role above orgs: creates orgs, sets quotas.
+    pub platform_admin: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +63,8 @@ pub struct PrincipalRecord {
     pub disabled: bool,
     /// Has a one-time password not yet replaced.
     pub must_change_password: bool,
+    /// Holds the platform role above orgs.
+    pub platform_admin: bool,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -74,6 +79,7 @@ impl PrincipalRecord {
             org_role: self.org_role,
             display: self.email.clone().unwrap_or_else(|| self.name.clone()),
             must_change_password: self.must_change_password,
+            platform_admin: self.platform_admin,
         }
     }
 }
@@ -117,12 +123,13 @@ pub(super) struct PrincipalRow {
     org_role: String,
     disabled: i32,
     must_change_password: i32,
+    platform_admin: i32,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
-pub(super) const SELECT_PRINCIPAL: &str = "SELECT id, org_id, kind, email, name, org_role, disabled, must_change_password, version, created_at, updated_at FROM principals ";
+pub(super) const SELECT_PRINCIPAL: &str = "SELECT id, org_id, kind, email, name, org_role, disabled, must_change_password, platform_admin, version, created_at, updated_at FROM principals ";
 
 impl PrincipalRow {
     pub(super) fn into_record(self) -> StoreResult<PrincipalRecord> {
@@ -138,6 +145,7 @@ impl PrincipalRow {
             name: self.name,
             disabled: self.disabled != 0,
             must_change_password: self.must_change_password != 0,
+            platform_admin: self.platform_admin != 0,
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -248,6 +256,7 @@ where
             org_role: new.org_role,
             disabled: false,
             must_change_password: new.must_change_password,
+            platform_admin: false,
             version: 1,
             created_at: now,
             updated_at: now,
@@ -423,6 +432,7 @@ where
 
     async fn create_principal(&self, org: Uuid, new: NewPrincipal) -> StoreResult<PrincipalRecord> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
+        SqlStore::<DB>::enforce_quota(&mut tx, org, Quota::Members, 1).await?;
         let record = SqlStore::<DB>::insert_principal(&mut tx, org, &new, now()).await?;
         SqlStore::<DB>::append(
             &mut tx,

@@ -298,6 +298,7 @@ where
                 "a workspace holds at most {MAX_WORKSPACE_BODY_BYTES} bytes of response bodies; this change would make it {body_bytes}"
             )));
         }
+        SqlStore::<DB>::enforce_route_quota(conn, workspace_id, to_u64(routes)).await?;
         Ok(())
     }
 

@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mockplane_shared::model::checks::ContractCheck;
 use mockplane_shared::model::environment::default_environments;
+use mockplane_shared::model::org::Quota;
 use mockplane_shared::model::scenario::{DEFAULT_SCENARIO, NewScenario, Tag};
 use mockplane_shared::{FieldError, NewWorkspace, Slug, WorkspacePatch};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
@@ -394,6 +395,7 @@ where
         new.check()?;
         let (chain, active) = (new.chain(), new.active());
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
+        SqlStore::<DB>::enforce_quota(&mut tx, org, Quota::Workspaces, 1).await?;
         let id = Uuid::now_v7();
         let now = now();
         sqlx::query(

@@ -104,6 +104,7 @@ permissions! {
     UserManage = "user.manage", Org, "Invite, change and remove users and service accounts.";
     RoleManage = "role.manage", Org, "Define custom roles.";
     TemplateManage = "template.manage", Org, "Change the org's workspace templates.";
+    OrgManage = "org.manage", Org, "Change the org's display name and settings (whether members may create workspaces).";
 }
 
 impl Permission {
@@ -295,6 +296,7 @@ impl OrgRole {
             | Permission::UserManage
             | Permission::RoleManage
             | Permission::TemplateManage => self.is_admin(),
+            Permission::OrgManage => self == OrgRole::Owner,
             _ => false,
         }
     }

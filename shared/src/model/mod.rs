@@ -12,6 +12,7 @@ pub mod keys;
 pub mod matcher;
 pub mod nesting;
 pub mod openapi;
+pub mod org;
 pub mod pattern;
 pub mod persona;
 pub mod realism;

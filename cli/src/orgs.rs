@@ -1,0 +1,266 @@
+//! `mockplane org`: the org's display name, settings and quotas.
+
+use clap::Subcommand;
+use mockplane_proto::v1;
+use serde::Serialize;
+
+use crate::client::{Api, status_error};
+use crate::output::{self, Format};
+
+#[derive(Subcommand)]
+pub enum OrgCommand {
+    /// Show an org: its settings, quotas and what it uses of them.
+    Get {
+        /// The org's name or id (default: yours; platform admins may name
+        /// any).
+        org: Option<String>,
+    },
+    /// Change an org's display name or settings (owners); its quotas
+    /// (platform admins only).
+    Update(OrgUpdate),
+}
+
+#[derive(clap::Args)]
+pub struct OrgUpdate {
+    /// The org's name or id (default: yours; platform admins may name any).
+    org: Option<String>,
+    /// How people see the org (at most 200 characters); "" shows its name.
+    #[arg(long)]
+    display_name: Option<String>,
+    /// Whether members (not only owners and admins) may create workspaces.
+    #[arg(long, value_name = "true|false")]
+    members_create_workspaces: Option<bool>,
+    /// Most workspaces the org may hold; `default` goes back to the default.
+    #[arg(long, value_name = "N|default", value_parser = parse_quota)]
+    max_workspaces: Option<QuotaArg>,
+    /// Most routes one workspace may hold.
+    #[arg(long, value_name = "N|default", value_parser = parse_quota)]
+    max_routes_per_workspace: Option<QuotaArg>,
+    /// Most data-plane API keys over all the org's workspaces.
+    #[arg(long, value_name = "N|default", value_parser = parse_quota)]
+    max_api_keys: Option<QuotaArg>,
+    /// Most users and service accounts.
+    #[arg(long, value_name = "N|default", value_parser = parse_quota)]
+    max_members: Option<QuotaArg>,
+    /// Only update if the org still has this etag.
+    #[arg(long, default_value = "")]
+    etag: String,
+}
+
+/// A quota option's value: a number from 1, or `default` (sent as 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaArg(u32);
+
+fn parse_quota(raw: &str) -> Result<QuotaArg, String> {
+    if raw == "default" {
+        return Ok(QuotaArg(0));
+    }
+    match raw.parse::<u32>() {
+        Ok(0) => Err("a quota is at least 1; `default` goes back to the default".into()),
+        Ok(n) => Ok(QuotaArg(n)),
+        Err(_) => Err(format!(
+            "{raw:?} is neither a whole number from 1 nor `default`"
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct OrgView {
+    id: String,
+    name: String,
+    display_name: String,
+    members_create_workspaces: bool,
+    workspaces: String,
+    max_routes_per_workspace: u32,
+    api_keys: String,
+    members: String,
+    created: String,
+    updated: String,
+    etag: String,
+}
+
+impl OrgView {
+    fn new(org: v1::Org) -> Self {
+        let settings = org.settings.unwrap_or_default();
+        let quotas = settings.quotas.unwrap_or_default();
+        let usage = org.usage.unwrap_or_default();
+        Self {
+            id: org.id,
+            name: org.name,
+            display_name: org.display_name,
+            members_create_workspaces: settings.members_create_workspaces.unwrap_or(true),
+            workspaces: format!("{} of {}", usage.workspaces, quotas.max_workspaces),
+            max_routes_per_workspace: quotas.max_routes_per_workspace,
+            api_keys: format!("{} of {}", usage.api_keys, quotas.max_api_keys),
+            members: format!("{} of {}", usage.members, quotas.max_members),
+            created: output::time(org.create_time.as_ref()),
+            updated: output::time(org.update_time.as_ref()),
+            etag: org.etag,
+        }
+    }
+}
+
+fn show(format: Format, org: v1::Org) {
+    match format {
+        // JSON keeps the API's shape: quotas and usage as numbers.
+        Format::Json => output::json(&serde_json::json!({
+            "id": org.id,
+            "name": org.name,
+            "display_name": org.display_name,
+            "settings": org.settings.as_ref().map(|s| serde_json::json!({
+                "members_create_workspaces": s.members_create_workspaces.unwrap_or(true),
+                "quotas": s.quotas.as_ref().map(|q| serde_json::json!({
+                    "max_workspaces": q.max_workspaces,
+                    "max_routes_per_workspace": q.max_routes_per_workspace,
+                    "max_api_keys": q.max_api_keys,
+                    "max_members": q.max_members,
+                })),
+            })),
+            "usage": org.usage.as_ref().map(|u| serde_json::json!({
+                "workspaces": u.workspaces,
+                "api_keys": u.api_keys,
+                "members": u.members,
+            })),
+            "create_time": output::time(org.create_time.as_ref()),
+            "update_time": output::time(org.update_time.as_ref()),
+            "etag": org.etag,
+        })),
+        Format::Table => output::one(format, &OrgView::new(org)),
+    }
+}
+
+pub async fn org(
+    server: &str,
+    token: Option<&str>,
+    command: OrgCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut api = Api::connect(server, token).await?;
+    match command {
+        OrgCommand::Get { org } => {
+            let found = api
+                .orgs
+                .get_org(v1::GetOrgRequest {
+                    org: org.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            show(format, found);
+        }
+        OrgCommand::Update(update) => {
+            let request = update_request(update)?;
+            let updated = api
+                .orgs
+                .update_org(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            show(format, updated);
+        }
+    }
+    Ok(())
+}
+
+fn update_request(update: OrgUpdate) -> anyhow::Result<v1::UpdateOrgRequest> {
+    let mut paths = Vec::new();
+    let mut patch = v1::Org::default();
+    let mut settings = v1::OrgSettings::default();
+    let mut quotas = v1::Quotas::default();
+    if let Some(name) = update.display_name {
+        paths.push("display_name".to_owned());
+        patch.display_name = name;
+    }
+    if let Some(members) = update.members_create_workspaces {
+        paths.push("settings.members_create_workspaces".to_owned());
+        settings.members_create_workspaces = Some(members);
+    }
+    for (name, value, field) in [
+        (
+            "max_workspaces",
+            update.max_workspaces,
+            &mut quotas.max_workspaces,
+        ),
+        (
+            "max_routes_per_workspace",
+            update.max_routes_per_workspace,
+            &mut quotas.max_routes_per_workspace,
+        ),
+        (
+            "max_api_keys",
+            update.max_api_keys,
+            &mut quotas.max_api_keys,
+        ),
+        ("max_members", update.max_members, &mut quotas.max_members),
+    ] {
+        if let Some(QuotaArg(value)) = value {
+            paths.push(format!("settings.quotas.{name}"));
+            *field = value;
+        }
+    }
+    if paths.is_empty() {
+        anyhow::bail!(
+            "nothing to change: give --display-name, --members-create-workspaces or a quota (--max-workspaces, --max-routes-per-workspace, --max-api-keys, --max-members)"
+        );
+    }
+    settings.quotas = Some(quotas);
+    patch.settings = Some(settings);
+    Ok(v1::UpdateOrgRequest {
+        org: update.org.unwrap_or_default(),
+        patch: Some(patch),
+        update_mask: Some(prost_types::FieldMask { paths }),
+        etag: update.etag,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_parse_and_refuse_nonsense() {
+        assert_eq!(parse_quota("5"), Ok(QuotaArg(5)));
+        assert_eq!(parse_quota("default"), Ok(QuotaArg(0)));
+        assert!(parse_quota("0").unwrap_err().contains("at least 1"));
+        assert!(parse_quota("-1").unwrap_err().contains("whole number"));
+        assert!(parse_quota("lots").is_err());
+    }
+
+    #[test]
+    fn an_update_names_only_what_it_changes() {
+        let request = update_request(OrgUpdate {
+            org: Some("acme".into()),
+            display_name: None,
+            members_create_workspaces: Some(false),
+            max_workspaces: Some(QuotaArg(3)),
+            max_routes_per_workspace: None,
+            max_api_keys: Some(QuotaArg(0)),
+            max_members: None,
+            etag: String::new(),
+        })
+        .unwrap();
+        assert_eq!(
+            request.update_mask.unwrap().paths,
+            [
+                "settings.members_create_workspaces",
+                "settings.quotas.max_workspaces",
+                "settings.quotas.max_api_keys"
+            ]
+        );
+        let quotas = request.patch.unwrap().settings.unwrap().quotas.unwrap();
+        assert_eq!((quotas.max_workspaces, quotas.max_api_keys), (3, 0));
+        assert!(
+            update_request(OrgUpdate {
+                org: None,
+                display_name: None,
+                members_create_workspaces: None,
+                max_workspaces: None,
+                max_routes_per_workspace: None,
+                max_api_keys: None,
+                max_members: None,
+                etag: String::new(),
+            })
+            .is_err()
+        );
+    }
+}

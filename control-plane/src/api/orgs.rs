@@ -1,0 +1,251 @@
+//! `mockplane.v1.OrgService`: an org's display name, settings and quotas.
+//!
+//! A caller acts in its own org. A platform admin may name any org (by
+//! name or id); anyone else naming another org learns nothing of it
+//! (`NOT_FOUND`, as for every other tenant's resource). Quotas are the
+//! platform's to set: only a platform admin changes them, even in its own
+//! org.
+
+use mockplane_proto::v1;
+use mockplane_proto::v1::org_service_server::OrgService;
+use mockplane_shared::FieldError;
+use mockplane_shared::model::org::{Quota, Quotas};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::authz::{Caller, Grant, Target};
+use super::error::{ApiError, missing};
+use super::{ApiState, etag, mask_paths, parse_etag, timestamp};
+use crate::store::{OrgPatch, OrgRecord, StoreError};
+
+pub struct Orgs(pub ApiState);
+
+fn saturate(count: u64) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+fn quotas_proto(quotas: &Quotas) -> v1::Quotas {
+    let effective = quotas.effective();
+    v1::Quotas {
+        max_workspaces: effective.max_workspaces.unwrap_or_default(),
+        max_routes_per_workspace: effective.max_routes_per_workspace.unwrap_or_default(),
+        max_api_keys: effective.max_api_keys.unwrap_or_default(),
+        max_members: effective.max_members.unwrap_or_default(),
+    }
+}
+
+pub fn to_proto(record: &OrgRecord) -> v1::Org {
+    v1::Org {
+        id: record.id.to_string(),
+        name: record.name.clone(),
+        display_name: record.display_name.clone(),
+        settings: Some(v1::OrgSettings {
+            members_create_workspaces: Some(record.settings.members_create_workspaces()),
+            quotas: Some(quotas_proto(&record.settings.quotas)),
+        }),
+        usage: Some(v1::OrgUsage {
+            workspaces: saturate(record.usage.workspaces),
+            api_keys: saturate(record.usage.api_keys),
+            members: saturate(record.usage.members),
+        }),
+        create_time: Some(timestamp(record.created_at)),
+        update_time: Some(timestamp(record.updated_at)),
+        etag: etag(record.version),
+    }
+}
+
+const QUOTAS: &str = "settings.quotas";
+const MEMBERS_CREATE: &str = "settings.members_create_workspaces";
+
+/// The paths an update mask may name.
+fn allowed_paths() -> Vec<String> {
+    let mut paths = vec![
+        "display_name".to_owned(),
+        MEMBERS_CREATE.to_owned(),
+        QUOTAS.to_owned(),
+    ];
+    paths.extend(Quota::ALL.map(|q| format!("{QUOTAS}.{}", q.as_str())));
+    paths
+}
+
+/// The changes an update asks for. A quota of 0 (or left out under a
+/// masked `settings.quotas`) goes back to its default.
+pub fn org_patch(request: &v1::UpdateOrgRequest) -> Result<OrgPatch, FieldError> {
+    let allowed = allowed_paths();
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    let paths = mask_paths(request.update_mask.as_ref(), &allowed)?;
+    let values = request
+        .patch
+        .as_ref()
+        .ok_or_else(|| FieldError::new("patch", "is required"))?;
+    let settings = values.settings.unwrap_or_default();
+    let quotas = settings.quotas.unwrap_or_default();
+    let value_of = |quota: Quota| {
+        let raw = match quota {
+            Quota::Workspaces => quotas.max_workspaces,
+            Quota::RoutesPerWorkspace => quotas.max_routes_per_workspace,
+            Quota::ApiKeys => quotas.max_api_keys,
+            Quota::Members => quotas.max_members,
+        };
+        (raw != 0).then_some(raw)
+    };
+    let mut patch = OrgPatch::default();
+    for path in paths {
+        match path {
+            "display_name" => {
+                patch.display_name = Some(values.display_name.trim().to_owned());
+            }
+            MEMBERS_CREATE => {
+                patch.members_create_workspaces = Some(settings.members_create_workspaces);
+            }
+            QUOTAS => {
+                for quota in Quota::ALL {
+                    patch.quotas.push((quota, value_of(quota)));
+                }
+            }
+            quota => {
+                // mask_paths admits only the paths above and one per quota.
+                if let Some(quota) = quota
+                    .strip_prefix("settings.quotas.")
+                    .and_then(Quota::parse)
+                {
+                    patch.quotas.push((quota, value_of(quota)));
+                }
+            }
+        }
+    }
+    Ok(patch)
+}
+
+impl Orgs {
+    /// The org a request names: the caller's own when it names none or
+    /// names its own; another only for a platform admin.
+    async fn target(&self, grant: &Grant, named: &str) -> Result<Uuid, Status> {
+        let named = named.trim();
+        let own = grant.org_id();
+        if named.is_empty() || named == own.to_string() {
+            return Ok(own);
+        }
+        let not_found = || Status::not_found(format!("org '{named}' not found"));
+        if !grant.caller.principal.platform_admin {
+            let own_record = grant.store().get_org(own).await.map_err(ApiError::from)?;
+            return if own_record.name == named {
+                Ok(own)
+            } else {
+                Err(not_found())
+            };
+        }
+        grant
+            .store()
+            .find_org(named)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(not_found)
+    }
+}
+
+fn platform_only(caller: &Caller, what: &str) -> Result<(), Status> {
+    if caller.principal.platform_admin {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "only a platform admin may change {what}"
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl OrgService for Orgs {
+    async fn get_org(
+        &self,
+        request: Request<v1::GetOrgRequest>,
+    ) -> Result<Response<v1::Org>, Status> {
+        let grant = self.0.authenticated(&request)?;
+        let org = self.target(&grant, &request.get_ref().org).await?;
+        let record = grant.store().get_org(org).await.map_err(ApiError::from)?;
+        Ok(Response::new(to_proto(&record)))
+    }
+
+    async fn update_org(
+        &self,
+        request: Request<v1::UpdateOrgRequest>,
+    ) -> Result<Response<v1::Org>, Status> {
+        let grant = self.0.authorize(&request, Target::Org).await?;
+        let message = request.get_ref();
+        let patch = org_patch(message).map_err(ApiError::from)?;
+        let expected = parse_etag(&message.etag).map_err(ApiError::from)?;
+        if message.patch.is_none() {
+            return Err(missing("patch").into());
+        }
+        if !patch.quotas.is_empty() {
+            platform_only(&grant.caller, "an org's quotas")?;
+        }
+        let org = self.target(&grant, &message.org).await?;
+        let record = grant
+            .store()
+            .update_org(org, &patch, expected)
+            .await
+            .map_err(|e| match e {
+                StoreError::Invalid(field) => ApiError::Invalid(FieldError::new(
+                    format!("patch.settings.{}", field.field),
+                    field.message,
+                )),
+                other => ApiError::from(other),
+            })?;
+        Ok(Response::new(to_proto(&record)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(paths: &[&str], patch: v1::Org) -> v1::UpdateOrgRequest {
+        v1::UpdateOrgRequest {
+            org: String::new(),
+            patch: Some(patch),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+            etag: String::new(),
+        }
+    }
+
+    #[test]
+    fn masks_pick_what_changes() {
+        let patch = v1::Org {
+            display_name: "  Acme  ".into(),
+            settings: Some(v1::OrgSettings {
+                members_create_workspaces: Some(false),
+                quotas: Some(v1::Quotas {
+                    max_workspaces: 3,
+                    max_api_keys: 0,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let only_name = org_patch(&request(&["display_name"], patch.clone())).unwrap();
+        assert_eq!(only_name.display_name.as_deref(), Some("Acme"));
+        assert!(only_name.quotas.is_empty());
+        assert_eq!(only_name.members_create_workspaces, None);
+
+        let one = org_patch(&request(&["settings.quotas.max_workspaces"], patch.clone())).unwrap();
+        assert_eq!(one.quotas, vec![(Quota::Workspaces, Some(3))]);
+
+        let all = org_patch(&request(&["settings.quotas"], patch.clone())).unwrap();
+        assert_eq!(all.quotas.len(), 4);
+        assert!(all.quotas.contains(&(Quota::ApiKeys, None)));
+
+        let members = org_patch(&request(&[MEMBERS_CREATE], patch.clone())).unwrap();
+        assert_eq!(members.members_create_workspaces, Some(Some(false)));
+
+        let unknown = org_patch(&request(&["name"], patch.clone())).unwrap_err();
+        assert_eq!(unknown.field, "update_mask");
+        let empty = org_patch(&request(&[], patch)).unwrap_err();
+        assert!(
+            empty.message.contains("settings.quotas.max_members"),
+            "{empty}"
+        );
+    }
+}

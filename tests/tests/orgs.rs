@@ -1,0 +1,375 @@
+//! Orgs as a resource, through the real gRPC server and CLI: reading and
+//! changing an org, the platform admin's reach into other orgs, quotas
+//! refused by name with nothing made, and who may create workspaces.
+
+use mockplane_control_plane::identity::token;
+use mockplane_control_plane::store;
+use mockplane_e2e::fixtures::{new_workspace, route};
+use mockplane_e2e::{Api, Cli, ControlPlane};
+use mockplane_proto::v1;
+use tonic::Code;
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+    })
+}
+
+fn quotas_update(org: &str, quotas: v1::Quotas, paths: &[&str]) -> v1::UpdateOrgRequest {
+    v1::UpdateOrgRequest {
+        org: org.into(),
+        patch: Some(v1::Org {
+            settings: Some(v1::OrgSettings {
+                members_create_workspaces: None,
+                quotas: Some(quotas),
+            }),
+            ..Default::default()
+        }),
+        update_mask: mask(paths),
+        etag: String::new(),
+    }
+}
+
+async fn get(api: &mut Api, org: &str) -> Result<v1::Org, tonic::Status> {
+    api.orgs
+        .get_org(v1::GetOrgRequest { org: org.into() })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn refused(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+    let status = result.expect_err("must be refused");
+    assert_eq!(status.code(), code, "{}", status.message());
+    assert!(
+        status.message().contains(needle),
+        "{:?} should mention {needle:?}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_admins_set_quotas_and_creates_past_them_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let mut platform = plane.api(plane.token.as_deref().unwrap()).await;
+
+    // The first run's org, as its owner (the platform admin) sees it.
+    let own = get(&mut platform, "").await.unwrap();
+    let quotas = own.settings.as_ref().unwrap().quotas.unwrap();
+    assert_eq!(
+        (quotas.max_workspaces, quotas.max_routes_per_workspace),
+        (1_000, 2_000)
+    );
+    assert_eq!(own.usage.unwrap().members, 1);
+    assert_eq!(get(&mut platform, &own.name).await.unwrap().id, own.id);
+
+    // A second org with an owner who is no platform admin.
+    let store = store::open(&mockplane_e2e::database_url(dir.path()).await)
+        .await
+        .unwrap();
+    store.create_org("globex").await.unwrap();
+    let secret = token::generate();
+    store
+        .add_token("globex", "globex-owner", &token::hash(&secret))
+        .await
+        .unwrap();
+    let mut owner = plane.api(&secret).await;
+    let globex = get(&mut owner, "").await.unwrap();
+    assert_eq!(globex.name, "globex");
+    // Another org does not exist for them, by name or by id.
+    refused(
+        get(&mut owner, &own.name).await,
+        Code::NotFound,
+        "not found",
+    );
+    refused(get(&mut owner, &own.id).await, Code::NotFound, "not found");
+    // They change their org's display name, not its quotas.
+    let renamed = owner
+        .orgs
+        .update_org(v1::UpdateOrgRequest {
+            patch: Some(v1::Org {
+                display_name: "Globex Corp.".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["display_name"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renamed.display_name, "Globex Corp.");
+    assert_ne!(renamed.etag, globex.etag);
+    refused(
+        owner
+            .orgs
+            .update_org(quotas_update(
+                "",
+                v1::Quotas {
+                    max_workspaces: 5_000,
+                    ..Default::default()
+                },
+                &["settings.quotas.max_workspaces"],
+            ))
+            .await,
+        Code::PermissionDenied,
+        "only a platform admin",
+    );
+    // A stale etag changes nothing.
+    let mut stale = quotas_update("", v1::Quotas::default(), &["display_name"]);
+    stale.etag = globex.etag.clone();
+    refused(owner.orgs.update_org(stale).await, Code::Aborted, "etag");
+
+    // The platform admin sets globex's quotas; a quota out of range is
+    // refused naming it, and nothing changes.
+    refused(
+        platform
+            .orgs
+            .update_org(quotas_update(
+                "globex",
+                v1::Quotas {
+                    max_workspaces: 100_001,
+                    ..Default::default()
+                },
+                &["settings.quotas.max_workspaces"],
+            ))
+            .await,
+        Code::InvalidArgument,
+        "patch.settings.quotas.max_workspaces: must be 1 to 100000",
+    );
+    let limited = platform
+        .orgs
+        .update_org(quotas_update(
+            "globex",
+            v1::Quotas {
+                max_workspaces: 1,
+                max_routes_per_workspace: 2,
+                max_api_keys: 1,
+                max_members: 2,
+            },
+            &["settings.quotas"],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(limited.display_name, "Globex Corp.", "only quotas changed");
+    assert_eq!(limited.settings.unwrap().quotas.unwrap().max_workspaces, 1);
+    // The first org keeps its defaults.
+    assert_eq!(
+        get(&mut platform, "")
+            .await
+            .unwrap()
+            .settings
+            .unwrap()
+            .quotas
+            .unwrap()
+            .max_workspaces,
+        1_000
+    );
+
+    // Workspaces: one, then the quota.
+    owner
+        .workspaces
+        .create_workspace(new_workspace("globex-shop"))
+        .await
+        .unwrap();
+    refused(
+        owner
+            .workspaces
+            .create_workspace(new_workspace("globex-other"))
+            .await,
+        Code::ResourceExhausted,
+        "max_workspaces is 1 and it has 1",
+    );
+    // Routes: three at once are past a quota of two; none is made.
+    refused(
+        owner
+            .routes
+            .create_routes(v1::CreateRoutesRequest {
+                workspace: "globex-shop".into(),
+                routes: vec![
+                    route("GET", "/a", 200, "a"),
+                    route("GET", "/b", 200, "b"),
+                    route("GET", "/c", 200, "c"),
+                ],
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "max_routes_per_workspace is 2",
+    );
+    let listed = owner
+        .routes
+        .list_routes(v1::ListRoutesRequest {
+            workspace: "globex-shop".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.routes.is_empty(), "a refused batch leaves nothing");
+    // API keys: one, then the quota.
+    let key = |name: &str| v1::CreateApiKeyRequest {
+        workspace: "globex-shop".into(),
+        environment: "dev".into(),
+        name: name.into(),
+        ..Default::default()
+    };
+    owner.api_keys.create_api_key(key("first")).await.unwrap();
+    refused(
+        owner.api_keys.create_api_key(key("second")).await,
+        Code::ResourceExhausted,
+        "max_api_keys is 1",
+    );
+    // Members: the owner's service account and one more.
+    owner
+        .users
+        .create_user(v1::CreateUserRequest {
+            email: "ann@globex.io".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    refused(
+        owner
+            .users
+            .create_user(v1::CreateUserRequest {
+                email: "bob@globex.io".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "max_members is 2 and it has 2",
+    );
+    let usage = get(&mut owner, "").await.unwrap().usage.unwrap();
+    assert_eq!((usage.workspaces, usage.api_keys, usage.members), (1, 1, 2));
+
+    // Back to the default: the next workspace is made.
+    platform
+        .orgs
+        .update_org(quotas_update(
+            "globex",
+            v1::Quotas::default(),
+            &["settings.quotas.max_workspaces"],
+        ))
+        .await
+        .unwrap();
+    owner
+        .workspaces
+        .create_workspace(new_workspace("globex-other"))
+        .await
+        .unwrap();
+
+    // Every change is in the org's audit trail.
+    let events = owner
+        .audit
+        .list_audit_events(v1::ListAuditEventsRequest {
+            action: "org.update".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 3, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_settings_decide_whether_members_create_workspaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let admin_token = plane.token.clone().unwrap();
+    let mut admin = plane.api(&admin_token).await;
+    let member = admin
+        .users
+        .create_user(v1::CreateUserRequest {
+            email: "mia@acme.io".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let secret = admin
+        .users
+        .create_api_token(v1::CreateApiTokenRequest {
+            principal_id: member.id.clone(),
+            name: "mia".into(),
+            ttl_days: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let mut mia = plane.api(&secret).await;
+    // By default members create workspaces.
+    mia.workspaces
+        .create_workspace(new_workspace("mias"))
+        .await
+        .unwrap();
+    // A member may not change the org.
+    refused(
+        mia.orgs
+            .update_org(v1::UpdateOrgRequest {
+                patch: Some(v1::Org::default()),
+                update_mask: mask(&["display_name"]),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "org.manage",
+    );
+
+    // Through the CLI: the owner turns it off; bad values are refused
+    // before anything is sent.
+    let cli = Cli {
+        server: plane.url(),
+        token: Some(&admin_token),
+    };
+    let bad = cli.run(&["org", "update", "--max-workspaces=-1"]).await;
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
+    let bad = String::from_utf8(bad.stderr).unwrap();
+    assert!(bad.contains("whole number from 1"), "{bad}");
+    let none = cli.fails(&["org", "update"]).await;
+    assert!(none.contains("nothing to change"), "{none}");
+    let shown = cli
+        .ok(&[
+            "-o",
+            "json",
+            "org",
+            "update",
+            "--members-create-workspaces",
+            "false",
+        ])
+        .await;
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["settings"]["members_create_workspaces"], false);
+    let table = cli.ok(&["org", "get"]).await;
+    assert!(table.contains("members_create_workspaces  no"), "{table}");
+    assert!(table.contains("workspaces"), "{table}");
+
+    refused(
+        mia.workspaces
+            .create_workspace(new_workspace("mias-second"))
+            .await,
+        Code::PermissionDenied,
+        "members_create_workspaces is false",
+    );
+    // Owners and admins still do.
+    admin
+        .workspaces
+        .create_workspace(new_workspace("owners"))
+        .await
+        .unwrap();
+    // A quota of the platform's, through the CLI.
+    let out = cli
+        .ok(&["-o", "json", "org", "update", "--max-members", "7"])
+        .await;
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["settings"]["quotas"]["max_members"], 7);
+    assert_eq!(out["usage"]["members"], 2);
+}
