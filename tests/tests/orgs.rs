@@ -4,7 +4,7 @@
 
 use mockplane_control_plane::identity::token;
 use mockplane_control_plane::store;
-use mockplane_e2e::fixtures::{new_workspace, route};
+use mockplane_e2e::fixtures::{self, new_workspace, route};
 use mockplane_e2e::{Api, Cli, ControlPlane};
 use mockplane_proto::v1;
 use tonic::Code;
@@ -283,28 +283,8 @@ async fn org_settings_decide_whether_members_create_workspaces() {
         .unwrap();
     let admin_token = plane.token.clone().unwrap();
     let mut admin = plane.api(&admin_token).await;
-    let member = admin
-        .users
-        .create_user(v1::CreateUserRequest {
-            email: "mia@acme.io".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    let secret = admin
-        .users
-        .create_api_token(v1::CreateApiTokenRequest {
-            principal_id: member.id.clone(),
-            name: "mia".into(),
-            ttl_days: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
+    // A member of the org with no workspace role yet.
+    let (_, secret) = fixtures::member(&plane, &mut admin, "", "mia@acme.io", &[]).await;
     let mut mia = plane.api(&secret).await;
     // By default members create workspaces.
     mia.workspaces
