@@ -9,6 +9,20 @@ use crate::output::{self, Format};
 
 #[derive(Subcommand)]
 pub enum OrgCommand {
+    /// Create an org and its first owner (platform admins): prints the
+    /// owner's one-time password once; they change it at the first login.
+    Create {
+        /// The org's unique name: lowercase letters, digits and '-'.
+        name: String,
+        /// The e-mail of its first owner.
+        #[arg(long, value_name = "EMAIL")]
+        owner: String,
+        /// How people see the org (at most 200 characters).
+        #[arg(long, default_value = "")]
+        display_name: String,
+    },
+    /// List orgs: every org for a platform admin, yours for anyone else.
+    List,
     /// Show an org: its settings, quotas and what it uses of them.
     Get {
         /// The org's name or id (default: yours; platform admins may name
@@ -137,6 +151,66 @@ pub async fn org(
 ) -> anyhow::Result<()> {
     let mut api = Api::connect(server, token).await?;
     match command {
+        OrgCommand::Create {
+            name,
+            owner,
+            display_name,
+        } => {
+            let created = api
+                .orgs
+                .create_org(v1::CreateOrgRequest {
+                    name,
+                    display_name,
+                    owner_email: owner,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let org = created.org.unwrap_or_default();
+            let owner = created.owner.unwrap_or_default();
+            match format {
+                Format::Json => output::json(&serde_json::json!({
+                    "org": org.name,
+                    "id": org.id,
+                    "owner": owner.email,
+                    "owner_id": owner.id,
+                    "one_time_password": created.one_time_password,
+                })),
+                Format::Table => {
+                    outln!("created org {} ({})", org.name, org.id);
+                    outln!("owner: {}", owner.email);
+                    outln!(
+                        "one-time password (shown once; changed at the first login): {}",
+                        created.one_time_password
+                    );
+                }
+            }
+        }
+        OrgCommand::List => {
+            let mut views = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = api
+                    .orgs
+                    .list_orgs(v1::ListOrgsRequest {
+                        page_size: 1000,
+                        page_token,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                views.extend(page.orgs.into_iter().map(OrgView::new));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            output::list(
+                format,
+                &views,
+                &["name", "display_name", "workspaces", "members", "created"],
+            );
+        }
         OrgCommand::Get { org } => {
             let found = api
                 .orgs

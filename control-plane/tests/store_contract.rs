@@ -2173,4 +2173,5 @@ contract_suite!(
     the_node_registry_keeps_each_nodes_newest_stream,
     retention_prunes_only_what_may_go,
     org_settings_and_quotas_hold,
+    orgs_are_made_whole_and_listed_by_name,
 );

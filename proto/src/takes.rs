@@ -58,6 +58,9 @@ takes! {
     UpdateWorkspaceRequest for "WorkspaceService/UpdateWorkspace": [
         "workspace", "patch", "update_mask", "etag",
     ],
+    CreateOrgRequest for "OrgService/CreateOrg": [
+        "name", "display_name", "owner_email",
+    ],
     UpdateOrgRequest for "OrgService/UpdateOrg": [
         "org", "patch", "update_mask", "etag",
     ],

@@ -1011,6 +1011,16 @@ async fn every_mutating_method_leaves_exactly_one_event() {
     one_event!(
         covered,
         auditor,
+        "OrgService/CreateOrg",
+        api.orgs.create_org(v1::CreateOrgRequest {
+            name: "globex".into(),
+            display_name: String::new(),
+            owner_email: "owner@globex.io".into(),
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
         "OrgService/UpdateOrg",
         api.orgs.update_org(v1::UpdateOrgRequest {
             patch: Some(v1::Org {

@@ -353,3 +353,180 @@ async fn org_settings_decide_whether_members_create_workspaces() {
     assert_eq!(out["settings"]["quotas"]["max_members"], 7);
     assert_eq!(out["usage"]["members"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_admins_create_orgs_whose_owners_sign_in_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let admin_token = plane.token.clone().unwrap();
+    let mut platform = plane.api(&admin_token).await;
+    let cli = Cli {
+        server: plane.url(),
+        token: Some(&admin_token),
+    };
+
+    // Through the CLI: an org and its owner's one-time password.
+    let created = cli
+        .ok(&[
+            "-o",
+            "json",
+            "org",
+            "create",
+            "globex",
+            "--owner",
+            "Ann@Globex.io",
+            "--display-name",
+            "Globex",
+        ])
+        .await;
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(created["org"], "globex");
+    assert_eq!(created["owner"], "ann@globex.io");
+    let one_time = created["one_time_password"].as_str().unwrap().to_owned();
+    assert!(one_time.len() >= 12, "{one_time}");
+
+    // Bad input: nothing half-made.
+    let create = |name: &str, email: &str| v1::CreateOrgRequest {
+        name: name.into(),
+        display_name: String::new(),
+        owner_email: email.into(),
+    };
+    refused(
+        platform
+            .orgs
+            .create_org(create("globex", "bob@globex.io"))
+            .await,
+        Code::AlreadyExists,
+        "an org named 'globex' already exists",
+    );
+    refused(
+        platform
+            .orgs
+            .create_org(create("initech", "ann@globex.io"))
+            .await,
+        Code::AlreadyExists,
+        "ann@globex.io",
+    );
+    refused(
+        platform
+            .orgs
+            .create_org(create("Not A Slug", "bob@x.io"))
+            .await,
+        Code::InvalidArgument,
+        "name:",
+    );
+    refused(
+        platform.orgs.create_org(create("initech", "")).await,
+        Code::InvalidArgument,
+        "owner_email: is required",
+    );
+    refused(
+        platform
+            .orgs
+            .create_org(create("initech", "not-an-email"))
+            .await,
+        Code::InvalidArgument,
+        "owner_email",
+    );
+    let listed = cli.ok(&["-o", "json", "org", "list"]).await;
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    let names: Vec<&str> = listed.iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 2, "the refused creates made no org: {names:?}");
+    assert!(names.contains(&"globex"), "{names:?}");
+
+    // The owner signs in with the one-time password, must change it, and
+    // then acts in their org only.
+    let mut anonymous = plane.api_with("unused", None).await;
+    let session = anonymous
+        .auth
+        .login(v1::LoginRequest {
+            email: "ann@globex.io".into(),
+            password: one_time.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut first = plane.api(&session.access_token).await;
+    refused(
+        first
+            .workspaces
+            .create_workspace(new_workspace("globex-shop"))
+            .await,
+        Code::FailedPrecondition,
+        "change it first",
+    );
+    first
+        .auth
+        .change_password(v1::ChangePasswordRequest {
+            current_password: one_time,
+            new_password: "correct horse battery staple".into(),
+        })
+        .await
+        .unwrap();
+    let session = anonymous
+        .auth
+        .login(v1::LoginRequest {
+            email: "ann@globex.io".into(),
+            password: "correct horse battery staple".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ann = plane.api(&session.access_token).await;
+    let me = ann
+        .auth
+        .who_am_i(v1::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.org_id, created["id"].as_str().unwrap());
+    ann.workspaces
+        .create_workspace(new_workspace("globex-shop"))
+        .await
+        .unwrap();
+    // Not a platform admin: no orgs of their own making, only theirs listed.
+    refused(
+        ann.orgs
+            .create_org(create("initech", "eve@initech.io"))
+            .await,
+        Code::PermissionDenied,
+        "only a platform admin",
+    );
+    let theirs = ann
+        .orgs
+        .list_orgs(v1::ListOrgsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .orgs;
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].name, "globex");
+    assert_eq!(theirs[0].display_name, "Globex");
+    // The platform's workspaces are not theirs, nor theirs the platform's.
+    let mine = platform
+        .workspaces
+        .list_workspaces(v1::ListWorkspacesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .workspaces;
+    assert!(mine.is_empty(), "{mine:?}");
+
+    // Both orgs' audit trails tell who made the org.
+    for api in [&mut platform, &mut ann] {
+        let events = api
+            .audit
+            .list_audit_events(v1::ListAuditEventsRequest {
+                action: "org.create".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].resource, "org/globex");
+    }
+}

@@ -81,6 +81,8 @@ pub enum Rule {
     Public,
     /// Any authenticated caller; the handler acts on the caller only.
     Authenticated,
+    /// A platform admin (above orgs): creating orgs.
+    Platform,
     /// These permissions, checked where the handler says it acts. A
     /// handler may check a subset when the request needs less (an
     /// environment update that changes only chaos needs only
@@ -222,6 +224,8 @@ pub const METHODS: &[(&str, Rule)] = &[
     ("UsageService/GetUsage", Rule::Check(&[WorkspaceRead])),
     // The org itself: anyone in it reads it; owners change it (quotas:
     // platform admins only, checked by the handler).
+    ("OrgService/CreateOrg", Rule::Platform),
+    ("OrgService/ListOrgs", Rule::Authenticated),
     ("OrgService/GetOrg", Rule::Authenticated),
     ("OrgService/UpdateOrg", Rule::Check(&[OrgManage])),
     // Signing in.
@@ -551,6 +555,29 @@ impl ApiState {
             ));
         }
         let caller = caller(request)?;
+        Ok(self.org_grant(caller))
+    }
+
+    /// The caller, for a method only platform admins may call
+    /// ([`Rule::Platform`]).
+    pub fn platform<T>(&self, request: &Request<T>) -> Result<Grant, Status> {
+        if !matches!(
+            request.extensions().get::<Declared>(),
+            Some(Declared(Rule::Platform))
+        ) {
+            tracing::error!(
+                "a handler asked for platform access to a method that is not a platform method"
+            );
+            return Err(Status::internal(
+                "internal error: the method is not a platform method",
+            ));
+        }
+        let caller = caller(request)?;
+        if !caller.principal.platform_admin {
+            return Err(denied(
+                "only a platform admin may do this (the first run's owner is one)",
+            ));
+        }
         Ok(self.org_grant(caller))
     }
 

@@ -13,10 +13,20 @@ use mockplane_shared::model::org::{Quota, Quotas};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use mockplane_shared::Slug;
+use mockplane_shared::governance::access::OrgRole;
+
 use super::authz::{Caller, Grant, Target};
 use super::error::{ApiError, missing};
-use super::{ApiState, etag, mask_paths, parse_etag, timestamp};
-use crate::store::{OrgPatch, OrgRecord, StoreError};
+use super::identity::{check_email, principal_proto};
+use super::{
+    ApiState, decode_page_token, encode_page_token, etag, mask_paths, page_size, parse_etag,
+    timestamp,
+};
+use crate::identity::password;
+use crate::store::{
+    MAX_DISPLAY_NAME, NewPrincipal, OrgPatch, OrgRecord, PrincipalKind, StoreError,
+};
 
 pub struct Orgs(pub ApiState);
 
@@ -154,8 +164,91 @@ fn platform_only(caller: &Caller, what: &str) -> Result<(), Status> {
     }
 }
 
+const PAGE_KIND: &str = "orgs";
+
 #[tonic::async_trait]
 impl OrgService for Orgs {
+    async fn create_org(
+        &self,
+        request: Request<v1::CreateOrgRequest>,
+    ) -> Result<Response<v1::CreateOrgResponse>, Status> {
+        let grant = self.0.platform(&request)?;
+        let request = request.into_inner();
+        let name = Slug::parse(request.name.trim())
+            .map_err(|e| ApiError::Invalid(FieldError::new("name", e.to_string())))?;
+        let display_name = request.display_name.trim().to_owned();
+        if display_name.chars().count() > MAX_DISPLAY_NAME {
+            return Err(ApiError::Invalid(FieldError::new(
+                "display_name",
+                format!("is at most {MAX_DISPLAY_NAME} characters"),
+            ))
+            .into());
+        }
+        if request.owner_email.trim().is_empty() {
+            return Err(missing("owner_email").into());
+        }
+        let email = check_email(&request.owner_email).map_err(|status| {
+            Status::invalid_argument(status.message().replacen("email", "owner_email", 1))
+        })?;
+        let one_time = password::generate();
+        let secret = one_time.clone();
+        let hash = tokio::task::spawn_blocking(move || password::hash(&secret))
+            .await
+            .map_err(|_| Status::internal("hashing failed"))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let owner = NewPrincipal {
+            kind: PrincipalKind::User,
+            name: email.clone(),
+            email: Some(email),
+            org_role: OrgRole::Owner,
+            password_hash: Some(hash),
+            must_change_password: true,
+        };
+        let (org, owner) = grant
+            .store()
+            .create_org_with_owner(name.as_str(), &display_name, &owner, Some(grant.org_id()))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(v1::CreateOrgResponse {
+            org: Some(to_proto(&org)),
+            owner: Some(principal_proto(&owner)),
+            one_time_password: one_time,
+        }))
+    }
+
+    async fn list_orgs(
+        &self,
+        request: Request<v1::ListOrgsRequest>,
+    ) -> Result<Response<v1::ListOrgsResponse>, Status> {
+        let grant = self.0.authenticated(&request)?;
+        let request = request.into_inner();
+        if !grant.caller.principal.platform_admin {
+            // Anyone else sees their own org, on one page.
+            let own = grant
+                .store()
+                .get_org(grant.org_id())
+                .await
+                .map_err(ApiError::from)?;
+            return Ok(Response::new(v1::ListOrgsResponse {
+                orgs: vec![to_proto(&own)],
+                next_page_token: String::new(),
+            }));
+        }
+        let after = decode_page_token(PAGE_KIND, &request.page_token).map_err(ApiError::from)?;
+        let page = grant
+            .store()
+            .list_orgs(after, page_size(request.page_size, 100, 1000))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(v1::ListOrgsResponse {
+            orgs: page.items.iter().map(to_proto).collect(),
+            next_page_token: page
+                .next
+                .map(|name| encode_page_token(PAGE_KIND, &name))
+                .unwrap_or_default(),
+        }))
+    }
+
     async fn get_org(
         &self,
         request: Request<v1::GetOrgRequest>,

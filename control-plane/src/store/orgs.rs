@@ -267,6 +267,23 @@ pub trait OrgStore: Send + Sync {
     async fn find_org(&self, name_or_id: &str) -> StoreResult<Option<Uuid>>;
     /// The org with its settings and usage.
     async fn get_org(&self, org: Uuid) -> StoreResult<OrgRecord>;
+    /// Creates org `name` with its first owner, in one transaction: a name
+    /// or e-mail already taken leaves nothing made. Audited as
+    /// `org.create` in the new org and, when a platform admin of another
+    /// org (`creator_org`) made it, there too.
+    async fn create_org_with_owner(
+        &self,
+        name: &str,
+        display_name: &str,
+        owner: &NewPrincipal,
+        creator_org: Option<Uuid>,
+    ) -> StoreResult<(OrgRecord, super::PrincipalRecord)>;
+    /// Every org, by name, after `after`.
+    async fn list_orgs(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<super::Page<OrgRecord, String>>;
     /// Applies `patch` (checked: a quota out of range is `Invalid`);
     /// audited as `org.update`.
     async fn update_org(
@@ -322,6 +339,67 @@ where
         let record = SqlStore::<DB>::read_org(&mut tx, org).await?;
         tx.commit().await?;
         Ok(record)
+    }
+
+    async fn create_org_with_owner(
+        &self,
+        name: &str,
+        display_name: &str,
+        owner: &NewPrincipal,
+        creator_org: Option<Uuid>,
+    ) -> StoreResult<(OrgRecord, super::PrincipalRecord)> {
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
+        let now = now();
+        let org = SqlStore::<DB>::insert_org(&mut tx, name, now).await?;
+        sqlx::query("UPDATE orgs SET display_name = $1 WHERE id = $2")
+            .bind(display_name.to_owned())
+            .bind(org)
+            .execute(&mut *tx)
+            .await?;
+        let owner = SqlStore::<DB>::insert_principal(&mut tx, org, owner, now).await?;
+        let summary = json!({
+            "name": name,
+            "display_name": display_name,
+            "owner": owner.email,
+        });
+        SqlStore::<DB>::append(
+            &mut tx,
+            Change::new(org, "org.create", format!("org/{name}")).summary(summary.clone()),
+        )
+        .await?;
+        if let Some(creator) = creator_org.filter(|creator| *creator != org) {
+            SqlStore::<DB>::append(
+                &mut tx,
+                Change::new(creator, "org.create", format!("org/{name}")).summary(summary),
+            )
+            .await?;
+        }
+        let record = SqlStore::<DB>::read_org(&mut tx, org).await?;
+        tx.commit().await?;
+        Ok((record, owner))
+    }
+
+    async fn list_orgs(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<super::Page<OrgRecord, String>> {
+        let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
+        let rows: Vec<OrgRow> = sqlx::query_as(&format!(
+            "{SELECT_ORG}WHERE name > $1 ORDER BY name LIMIT $2"
+        ))
+        .bind(after.unwrap_or_default())
+        .bind(super::tx::page_limit(limit) + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            items.push(SqlStore::<DB>::read_org(&mut tx, row.id).await?);
+        }
+        tx.commit().await?;
+        Ok(super::Page::from_overfetch(items, limit, |o| {
+            o.name.clone()
+        }))
     }
 
     async fn update_org(

@@ -167,3 +167,56 @@ pub async fn org_settings_and_quotas_hold(store: Arc<dyn Store>) {
         .await
         .unwrap();
 }
+
+/// An org made with its owner in one transaction; paging by name.
+pub async fn orgs_are_made_whole_and_listed_by_name(store: Arc<dyn Store>) {
+    let first = store.create_org("aaa-first").await.unwrap();
+    let owner = NewPrincipal {
+        org_role: OrgRole::Owner,
+        must_change_password: true,
+        ..user("owner@bbb.io")
+    };
+    let (org, principal) = store
+        .create_org_with_owner("bbb", "B & B", &owner, Some(first))
+        .await
+        .unwrap();
+    assert_eq!(
+        (org.name.as_str(), org.display_name.as_str()),
+        ("bbb", "B & B")
+    );
+    assert_eq!(org.usage.members, 1);
+    assert_eq!(principal.org_id, org.id);
+    assert!(principal.must_change_password && !principal.platform_admin);
+    // A taken e-mail: no org is left behind; a taken name likewise.
+    let error = store
+        .create_org_with_owner("ccc", "", &owner, Some(first))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::AlreadyExists(_)), "{error:?}");
+    assert_eq!(store.find_org("ccc").await.unwrap(), None);
+    let error = store
+        .create_org_with_owner("bbb", "", &user("new@bbb.io"), Some(first))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::AlreadyExists(_)), "{error:?}");
+    assert!(store.find_login("new@bbb.io").await.unwrap().is_none());
+    // Both orgs' trails have the creation.
+    for org in [first, org.id] {
+        let events = store
+            .list_audit(org, &Default::default(), None, 10)
+            .await
+            .unwrap();
+        assert!(
+            events.items.iter().any(|e| e.action == "org.create"),
+            "{events:?}"
+        );
+    }
+    store.create_org("ddd").await.unwrap();
+    let page = store.list_orgs(None, 2).await.unwrap();
+    let names: Vec<&str> = page.items.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["aaa-first", "bbb"]);
+    let rest = store.list_orgs(page.next, 2).await.unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.items[0].name, "ddd");
+    assert!(rest.next.is_none());
+}

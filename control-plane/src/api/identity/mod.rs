@@ -28,7 +28,7 @@ mod members;
 mod roles;
 mod users;
 
-pub use users::principal_proto;
+pub use users::{check_email, principal_proto};
 
 pub struct Auth(pub ApiState);
 pub struct Users(pub ApiState);

@@ -48,7 +48,7 @@ fn display_name(raw: &str, field: &str) -> Result<String, Status> {
     Ok(name.to_owned())
 }
 
-fn check_email(raw: &str) -> Result<String, Status> {
+pub fn check_email(raw: &str) -> Result<String, Status> {
     let email = raw.trim().to_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {
