@@ -69,6 +69,7 @@ struct Cli {
     /// reason, as prod does by default. It goes to the audit trail.
     /// `env-token` needs one: it goes to the workspace's access log.
     /// `api-key create --test` needs one: it is the test key's reason.
+    /// `org delete` needs one: it stays in the audit trail.
     #[arg(long, global = true, env = "MOCKPLANE_REASON")]
     reason: Option<String>,
     #[command(subcommand)]
@@ -214,7 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Persona(command) => persona(server, token, command, format).await,
         Command::Journal(args) => journal(server, token, args, format).await,
         Command::Whoami => access::whoami(server, token, format).await,
-        Command::Org(command) => orgs::org(server, token, command, format).await,
+        Command::Org(command) => orgs::org(server, token, command, reason, format).await,
         Command::User(command) => access::user(server, token, command, format).await,
         Command::ServiceAccount(command) => {
             access::service_account(server, token, command, format).await

@@ -1,4 +1,5 @@
-//! `mockplane org`: the org's display name, settings and quotas.
+//! `mockplane org`: orgs, their display name, settings and quotas, and
+//! their deletion.
 
 use clap::Subcommand;
 use mockplane_proto::v1;
@@ -32,6 +33,18 @@ pub enum OrgCommand {
     /// Change an org's display name or settings (owners); its quotas
     /// (platform admins only).
     Update(OrgUpdate),
+    /// Delete an org and everything in it, for the reason given with
+    /// --reason: its workspaces, people and keys go at once and nodes stop
+    /// serving them. Its audit trail keeps the hash chain and this
+    /// deletion; the rest of its events are pruned. Owners of the org or
+    /// platform admins; it cannot be undone.
+    Delete {
+        /// The org's name or id (required: no org is deleted by default).
+        org: String,
+        /// Only delete if the org still has this etag.
+        #[arg(long, default_value = "")]
+        etag: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -147,8 +160,16 @@ pub async fn org(
     server: &str,
     token: Option<&str>,
     command: OrgCommand,
+    reason: Option<&str>,
     format: Format,
 ) -> anyhow::Result<()> {
+    if let OrgCommand::Delete { .. } = command
+        && reason.is_none()
+    {
+        anyhow::bail!(
+            "deleting an org needs a reason: add --reason \"...\" (8 to 500 characters; it stays in the audit trail)"
+        );
+    }
     let mut api = Api::connect(server, token).await?;
     match command {
         OrgCommand::Create {
@@ -231,6 +252,36 @@ pub async fn org(
                 .map_err(status_error)?
                 .into_inner();
             show(format, updated);
+        }
+        OrgCommand::Delete { org, etag } => {
+            let deleted = api
+                .orgs
+                .delete_org(v1::DeleteOrgRequest {
+                    org,
+                    reason: reason.unwrap_or_default().to_owned(),
+                    etag,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let usage = deleted.deleted.unwrap_or_default();
+            match format {
+                Format::Json => output::json(&serde_json::json!({
+                    "deleted": deleted.name,
+                    "workspaces": usage.workspaces,
+                    "api_keys": usage.api_keys,
+                    "members": usage.members,
+                    "audit_events_pruned": deleted.audit_events_pruned,
+                })),
+                Format::Table => outln!(
+                    "deleted org {} with {} workspaces, {} API keys and {} members; {} audit events pruned",
+                    deleted.name,
+                    usage.workspaces,
+                    usage.api_keys,
+                    usage.members,
+                    deleted.audit_events_pruned
+                ),
+            }
         }
     }
     Ok(())

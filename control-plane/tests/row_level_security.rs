@@ -393,4 +393,39 @@ async fn another_tenants_context_sees_nothing(pool: PgPool) {
             .iter()
             .all(|r| r.spec.response.body.as_ref() == b"secret of acme")
     );
+
+    // Deleting acme leaves none of its rows in any tenant table (found in
+    // the catalog, so a table added later that the deletion misses fails
+    // here) but its tombstone and its pruned audit chain.
+    store
+        .delete_org(acme, "acme's contract ended", None, None)
+        .await
+        .unwrap();
+    let after = visible(&pool, None, None, true).await;
+    for (table, count) in &after {
+        let expected = match table.as_str() {
+            "orgs" => 2,
+            // The deletion's own event joins the chain.
+            "audit_events" => everything["audit_events"] + 1,
+            "audit_heads" => everything["audit_heads"],
+            _ => 0,
+        };
+        assert_eq!(
+            *count, expected,
+            "{table} holds {count} rows after acme's deletion"
+        );
+    }
+    // Only the deletion's event still says anything.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT set_config('mockplane.org', $1, true)")
+        .bind(acme.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let unpruned: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_events WHERE pruned = 0")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(unpruned, ["org.delete"]);
 }

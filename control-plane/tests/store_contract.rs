@@ -2124,6 +2124,40 @@ macro_rules! contract_suite {
     };
 }
 
+/// On SQLite too, an org's deletion leaves nothing of it in any table (read
+/// from the catalog): after the contract's run only the platform's org keeps
+/// its people and token, beside the tombstones and audit chains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_org_deletion_leaves_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = mockplane_control_plane::store::open(&url).await.unwrap();
+    orgs::deleting_an_org_removes_it_and_keeps_its_chain(store.clone()).await;
+    store.close().await;
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(tables.len() > 20, "{tables:?}");
+    for table in tables {
+        let count: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        match table.as_str() {
+            // Fleet bookkeeping, not tenant content.
+            "_sqlx_migrations" | "config_revision" | "change_log" => {}
+            "orgs" => assert_eq!(count, 3, "the platform's org and two tombstones"),
+            "principals" | "api_tokens" => assert_eq!(count, 1, "{table}: the platform admin's"),
+            "audit_events" | "audit_heads" => assert!(count > 0, "{table}"),
+            _ => assert_eq!(count, 0, "{table} holds {count} rows of deleted orgs"),
+        }
+    }
+}
+
 #[path = "contract/keys.rs"]
 mod keys;
 
@@ -2174,4 +2208,5 @@ contract_suite!(
     retention_prunes_only_what_may_go,
     org_settings_and_quotas_hold,
     orgs_are_made_whole_and_listed_by_name,
+    deleting_an_org_removes_it_and_keeps_its_chain,
 );

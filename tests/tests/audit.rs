@@ -1036,6 +1036,16 @@ async fn every_mutating_method_leaves_exactly_one_event() {
     one_event!(
         covered,
         auditor,
+        "OrgService/DeleteOrg",
+        api.orgs.delete_org(v1::DeleteOrgRequest {
+            org: "globex".into(),
+            reason: "made only to be deleted".into(),
+            etag: String::new(),
+        })
+    );
+    one_event!(
+        covered,
+        auditor,
         "WorkspaceService/DeleteWorkspace",
         api.workspaces.delete_workspace(v1::DeleteWorkspaceRequest {
             workspace: ws(),

@@ -5,7 +5,7 @@
 use mockplane_control_plane::identity::token;
 use mockplane_control_plane::store;
 use mockplane_e2e::fixtures::{self, new_workspace, route};
-use mockplane_e2e::{Api, Cli, ControlPlane};
+use mockplane_e2e::{Api, Cli, ControlPlane, Node};
 use mockplane_proto::v1;
 use tonic::Code;
 
@@ -100,6 +100,23 @@ async fn platform_admins_set_quotas_and_creates_past_them_are_refused_by_name() 
         .unwrap()
         .into_inner();
     assert_eq!(renamed.display_name, "Globex Corp.");
+    // A display name too long is refused naming it, and nothing changes.
+    refused(
+        owner
+            .orgs
+            .update_org(v1::UpdateOrgRequest {
+                patch: Some(v1::Org {
+                    display_name: "x".repeat(201),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["display_name"]),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "patch.display_name: is at most 200 characters",
+    );
+    assert_eq!(get(&mut owner, "").await.unwrap().etag, renamed.etag);
     assert_ne!(renamed.etag, globex.etag);
     refused(
         owner
@@ -529,4 +546,221 @@ async fn platform_admins_create_orgs_whose_owners_sign_in_alone() {
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].resource, "org/globex");
     }
+}
+
+/// An org's first owner, signed in with a new password.
+async fn owner_session(plane: &ControlPlane, email: &str, one_time: &str) -> Api {
+    let mut anonymous = plane.api_with("unused", None).await;
+    let login = |password: &str| v1::LoginRequest {
+        email: email.into(),
+        password: password.into(),
+    };
+    let first = anonymous
+        .auth
+        .login(login(one_time))
+        .await
+        .unwrap()
+        .into_inner();
+    plane
+        .api(&first.access_token)
+        .await
+        .auth
+        .change_password(v1::ChangePasswordRequest {
+            current_password: one_time.into(),
+            new_password: "correct horse battery staple".into(),
+        })
+        .await
+        .unwrap();
+    let session = anonymous
+        .auth
+        .login(login("correct horse battery staple"))
+        .await
+        .unwrap()
+        .into_inner();
+    plane.api(&session.access_token).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_org_is_gone_from_the_nodes_that_serve_both_orgs() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let admin_token = plane.token.clone().unwrap();
+    let mut platform = plane.api(&admin_token).await;
+    let cli = Cli {
+        server: plane.url(),
+        token: Some(&admin_token),
+    };
+    let nodes = [
+        Node::start(dir.path(), &plane.url()).await.unwrap(),
+        Node::start(dir.path(), &plane.url()).await.unwrap(),
+    ];
+
+    // Two orgs, each with a workspace, served by both nodes.
+    platform
+        .workspaces
+        .create_workspace(new_workspace("acme-shop"))
+        .await
+        .unwrap();
+    fixtures::add_routes(
+        &mut platform,
+        "acme-shop",
+        vec![route("GET", "/hello", 200, "acme")],
+    )
+    .await;
+    let created = platform
+        .orgs
+        .create_org(v1::CreateOrgRequest {
+            name: "globex".into(),
+            display_name: "Globex".into(),
+            owner_email: "ann@globex.io".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ann = owner_session(&plane, "ann@globex.io", &created.one_time_password).await;
+    ann.workspaces
+        .create_workspace(new_workspace("globex-shop"))
+        .await
+        .unwrap();
+    fixtures::add_routes(
+        &mut ann,
+        "globex-shop",
+        vec![route("GET", "/hello", 200, "globex")],
+    )
+    .await;
+    for node in &nodes {
+        node.wait_for("/w/acme-shop/hello", 200, |b| b == "acme")
+            .await;
+        node.wait_for("/w/globex-shop/hello", 200, |b| b == "globex")
+            .await;
+    }
+
+    // Bad requests change nothing: no org named, no reason, a short one,
+    // a stale etag; an owner cannot reach another org.
+    let delete = |org: &str, reason: &str, etag: &str| v1::DeleteOrgRequest {
+        org: org.into(),
+        reason: reason.into(),
+        etag: etag.into(),
+    };
+    refused(
+        platform
+            .orgs
+            .delete_org(delete("", "closing it down", ""))
+            .await,
+        Code::InvalidArgument,
+        "org: is required",
+    );
+    refused(
+        platform.orgs.delete_org(delete("globex", "", "")).await,
+        Code::InvalidArgument,
+        "reason: say why",
+    );
+    refused(
+        platform.orgs.delete_org(delete("globex", "bye", "")).await,
+        Code::InvalidArgument,
+        "got 3",
+    );
+    refused(
+        platform
+            .orgs
+            .delete_org(delete("globex", "closing it down", "99"))
+            .await,
+        Code::Aborted,
+        "etag",
+    );
+    let platform_org = get(&mut platform, "").await.unwrap();
+    refused(
+        ann.orgs
+            .delete_org(delete(&platform_org.name, "taking over the platform", ""))
+            .await,
+        Code::NotFound,
+        "not found",
+    );
+    // The platform's own org holds its only admins.
+    refused(
+        platform
+            .orgs
+            .delete_org(delete(&platform_org.name, "starting over again", ""))
+            .await,
+        Code::FailedPrecondition,
+        "platform admin",
+    );
+    let stderr = cli.fails(&["org", "delete", "globex"]).await;
+    assert!(stderr.contains("needs a reason"), "{stderr}");
+    assert_eq!(
+        get(&mut ann, "").await.unwrap().usage.unwrap().workspaces,
+        1
+    );
+
+    // Through the CLI, for a reason.
+    let out = cli
+        .ok(&[
+            "-o",
+            "json",
+            "--reason",
+            "globex closed its account (ticket 4411)",
+            "org",
+            "delete",
+            "globex",
+        ])
+        .await;
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["deleted"], "globex");
+    assert_eq!(out["workspaces"], 1);
+    assert_eq!(out["members"], 1);
+    assert!(out["audit_events_pruned"].as_u64().unwrap() >= 3, "{out}");
+
+    // Both nodes stop serving globex and go on serving acme.
+    for node in &nodes {
+        node.wait_for("/w/globex-shop/hello", 404, |b| {
+            b.contains("workspace_not_found")
+        })
+        .await;
+        let acme = node.get("/w/acme-shop/hello").await.unwrap();
+        assert_eq!((acme.status, acme.body.as_str()), (200, "acme"));
+    }
+    // Its owner's session ends with it; the org is found no more.
+    refused(
+        ann.orgs.get_org(v1::GetOrgRequest::default()).await,
+        Code::Unauthenticated,
+        "",
+    );
+    refused(get(&mut platform, "globex").await, Code::NotFound, "globex");
+    let listed = platform
+        .orgs
+        .list_orgs(v1::ListOrgsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .orgs;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    // Its name is not given out again.
+    refused(
+        platform
+            .orgs
+            .create_org(v1::CreateOrgRequest {
+                name: "globex".into(),
+                display_name: String::new(),
+                owner_email: "bob@globex.io".into(),
+            })
+            .await,
+        Code::AlreadyExists,
+        "deleted",
+    );
+    // The deleter's trail has it, with the reason.
+    let events = platform
+        .audit
+        .list_audit_events(v1::ListAuditEventsRequest {
+            action: "org.delete".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].resource, "org/globex");
+    assert_eq!(events[0].reason, "globex closed its account (ticket 4411)");
 }

@@ -228,6 +228,7 @@ pub const METHODS: &[(&str, Rule)] = &[
     ("OrgService/ListOrgs", Rule::Authenticated),
     ("OrgService/GetOrg", Rule::Authenticated),
     ("OrgService/UpdateOrg", Rule::Check(&[OrgManage])),
+    ("OrgService/DeleteOrg", Rule::Check(&[OrgManage])),
     // Signing in.
     ("AuthService/Login", Rule::Public),
     ("AuthService/Refresh", Rule::Public),

@@ -1,4 +1,5 @@
-//! `mockplane.v1.OrgService`: an org's display name, settings and quotas.
+//! `mockplane.v1.OrgService`: orgs made by platform admins, their display
+//! name, settings and quotas, and their deletion.
 //!
 //! A caller acts in its own org. A platform admin may name any org (by
 //! name or id); anyone else naming another org learns nothing of it
@@ -9,7 +10,7 @@
 use mockplane_proto::v1;
 use mockplane_proto::v1::org_service_server::OrgService;
 use mockplane_shared::FieldError;
-use mockplane_shared::model::org::{Quota, Quotas};
+use mockplane_shared::model::org::{Quota, Quotas, parse_delete_reason, parse_display_name};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -24,9 +25,7 @@ use super::{
     timestamp,
 };
 use crate::identity::password;
-use crate::store::{
-    MAX_DISPLAY_NAME, NewPrincipal, OrgPatch, OrgRecord, PrincipalKind, StoreError,
-};
+use crate::store::{NewPrincipal, OrgPatch, OrgRecord, OrgUsage, PrincipalKind, StoreError};
 
 pub struct Orgs(pub ApiState);
 
@@ -44,6 +43,14 @@ fn quotas_proto(quotas: &Quotas) -> v1::Quotas {
     }
 }
 
+fn usage_proto(usage: &OrgUsage) -> v1::OrgUsage {
+    v1::OrgUsage {
+        workspaces: saturate(usage.workspaces),
+        api_keys: saturate(usage.api_keys),
+        members: saturate(usage.members),
+    }
+}
+
 pub fn to_proto(record: &OrgRecord) -> v1::Org {
     v1::Org {
         id: record.id.to_string(),
@@ -53,11 +60,7 @@ pub fn to_proto(record: &OrgRecord) -> v1::Org {
             members_create_workspaces: Some(record.settings.members_create_workspaces()),
             quotas: Some(quotas_proto(&record.settings.quotas)),
         }),
-        usage: Some(v1::OrgUsage {
-            workspaces: saturate(record.usage.workspaces),
-            api_keys: saturate(record.usage.api_keys),
-            members: saturate(record.usage.members),
-        }),
+        usage: Some(usage_proto(&record.usage)),
         create_time: Some(timestamp(record.created_at)),
         update_time: Some(timestamp(record.updated_at)),
         etag: etag(record.version),
@@ -103,7 +106,7 @@ pub fn org_patch(request: &v1::UpdateOrgRequest) -> Result<OrgPatch, FieldError>
     for path in paths {
         match path {
             "display_name" => {
-                patch.display_name = Some(values.display_name.trim().to_owned());
+                patch.display_name = Some(values.display_name.clone());
             }
             MEMBERS_CREATE => {
                 patch.members_create_workspaces = Some(settings.members_create_workspaces);
@@ -176,14 +179,7 @@ impl OrgService for Orgs {
         let request = request.into_inner();
         let name = Slug::parse(request.name.trim())
             .map_err(|e| ApiError::Invalid(FieldError::new("name", e.to_string())))?;
-        let display_name = request.display_name.trim().to_owned();
-        if display_name.chars().count() > MAX_DISPLAY_NAME {
-            return Err(ApiError::Invalid(FieldError::new(
-                "display_name",
-                format!("is at most {MAX_DISPLAY_NAME} characters"),
-            ))
-            .into());
-        }
+        let display_name = parse_display_name(&request.display_name).map_err(ApiError::from)?;
         if request.owner_email.trim().is_empty() {
             return Err(missing("owner_email").into());
         }
@@ -267,9 +263,6 @@ impl OrgService for Orgs {
         let message = request.get_ref();
         let patch = org_patch(message).map_err(ApiError::from)?;
         let expected = parse_etag(&message.etag).map_err(ApiError::from)?;
-        if message.patch.is_none() {
-            return Err(missing("patch").into());
-        }
         if !patch.quotas.is_empty() {
             platform_only(&grant.caller, "an org's quotas")?;
         }
@@ -279,13 +272,36 @@ impl OrgService for Orgs {
             .update_org(org, &patch, expected)
             .await
             .map_err(|e| match e {
-                StoreError::Invalid(field) => ApiError::Invalid(FieldError::new(
-                    format!("patch.settings.{}", field.field),
-                    field.message,
-                )),
+                // The store names the org's fields; the request holds them
+                // in its patch.
+                StoreError::Invalid(field) => ApiError::Invalid(field.within("patch")),
                 other => ApiError::from(other),
             })?;
         Ok(Response::new(to_proto(&record)))
+    }
+
+    async fn delete_org(
+        &self,
+        request: Request<v1::DeleteOrgRequest>,
+    ) -> Result<Response<v1::DeleteOrgResponse>, Status> {
+        let grant = self.0.authorize(&request, Target::Org).await?;
+        let message = request.get_ref();
+        if message.org.trim().is_empty() {
+            return Err(missing("org").into());
+        }
+        let reason = parse_delete_reason(&message.reason).map_err(ApiError::from)?;
+        let expected = parse_etag(&message.etag).map_err(ApiError::from)?;
+        let org = self.target(&grant, &message.org).await?;
+        let deleted = grant
+            .store()
+            .delete_org(org, &reason, Some(grant.org_id()), expected)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(v1::DeleteOrgResponse {
+            name: deleted.name,
+            deleted: Some(usage_proto(&deleted.usage)),
+            audit_events_pruned: deleted.audit_events_pruned,
+        }))
     }
 }
 
@@ -319,7 +335,7 @@ mod tests {
             ..Default::default()
         };
         let only_name = org_patch(&request(&["display_name"], patch.clone())).unwrap();
-        assert_eq!(only_name.display_name.as_deref(), Some("Acme"));
+        assert_eq!(only_name.display_name.as_deref(), Some("  Acme  "));
         assert!(only_name.quotas.is_empty());
         assert_eq!(only_name.members_create_workspaces, None);
 

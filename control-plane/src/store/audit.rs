@@ -24,6 +24,11 @@ use super::{Dialect, Page, SqlStore, StoreResult};
 /// The hash the first event of an org chains to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// What pruning an event does: empties what it says (who, why, on what,
+/// how), keeping what the chain covers (its sequence, digest and hashes) and
+/// when, where and by which credential kind it happened.
+pub(super) const PRUNE: &str = "actor = '', reason = '', summary = '', resource = '', pruned = 1";
+
 /// Who is acting, for the events their writes append.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AuditContext {
@@ -75,6 +80,9 @@ pub struct Change {
     /// Who acted, when the request's caller does not say (actor id,
     /// readable name, credential): sessions started by e-mail and password.
     pub actor: Option<(String, String, &'static str)>,
+    /// The reason, when the request states it in its body rather than its
+    /// metadata (an org's deletion).
+    pub reason: Option<String>,
 }
 
 impl Change {
@@ -87,6 +95,7 @@ impl Change {
             environment: String::new(),
             summary: serde_json::Value::Null,
             actor: None,
+            reason: None,
         }
     }
 
@@ -105,6 +114,12 @@ impl Change {
     #[must_use]
     pub fn environment(mut self, name: impl Into<String>) -> Self {
         self.environment = name.into();
+        self
+    }
+
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
         self
     }
 
@@ -264,6 +279,9 @@ where
             context.actor_id = actor_id;
             context.actor = actor;
             context.credential = credential.to_owned();
+        }
+        if let Some(reason) = change.reason {
+            context.reason = reason;
         }
         sqlx::query(
             "INSERT INTO audit_heads (org_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (org_id) DO NOTHING",
@@ -487,10 +505,10 @@ where
             .fetch_one(&mut *tx)
             .await?;
             if !dry_run && count > 0 {
-                sqlx::query(
-                    "UPDATE audit_events SET actor = '', reason = '', summary = '', resource = '', pruned = 1 \
-                     WHERE org_id = $1 AND environment = $2 AND at < $3 AND pruned = 0",
-                )
+                sqlx::query(&format!(
+                    "UPDATE audit_events SET {PRUNE} \
+                     WHERE org_id = $1 AND environment = $2 AND at < $3 AND pruned = 0"
+                ))
                 .bind(org)
                 .bind(environment.clone())
                 .bind(cutoff)
@@ -528,9 +546,12 @@ where
     async fn org_ids(&self) -> StoreResult<Vec<Uuid>> {
         // For the retention job, which then works org by org.
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
-        Ok(sqlx::query_scalar("SELECT id FROM orgs ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await?)
+        // Deleted orgs' chains are pruned whole already.
+        Ok(
+            sqlx::query_scalar("SELECT id FROM orgs WHERE deleted_at IS NULL ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?,
+        )
     }
 }
 

@@ -58,7 +58,7 @@ pub use keys::*;
 pub use node_tokens::*;
 pub use nodes::*;
 pub use notifications::*;
-pub use orgs::{MAX_DISPLAY_NAME, OrgPatch, OrgRecord, OrgStore, OrgUsage};
+pub use orgs::{DeletedOrg, OrgPatch, OrgRecord, OrgStore, OrgUsage};
 pub use personas::PersonaStore;
 pub use principals::*;
 pub use promotion_records::*;

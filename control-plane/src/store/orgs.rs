@@ -8,7 +8,7 @@ use mockplane_shared::governance::access::OrgRole;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
-use mockplane_shared::model::org::{OrgSettings, Quota};
+use mockplane_shared::model::org::{OrgSettings, Quota, parse_delete_reason, parse_display_name};
 
 use super::audit::Change;
 use super::tx::{Scope, SqlStore, check_version, db_error, now, to_u64};
@@ -115,10 +115,11 @@ where
         token_hash: &str,
     ) -> StoreResult<Uuid> {
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
-        let org_id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1")
-            .bind(org_name.to_owned())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let org_id: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1 AND deleted_at IS NULL")
+                .bind(org_name.to_owned())
+                .fetch_optional(&mut *tx)
+                .await?;
         let org_id = org_id.ok_or_else(|| StoreError::NotFound(format!("org '{org_name}'")))?;
         let now = now();
         let owner = SqlStore::<DB>::insert_principal(
@@ -225,6 +226,15 @@ pub struct OrgUsage {
     pub members: u64,
 }
 
+/// What deleting an org removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeletedOrg {
+    pub name: String,
+    pub usage: OrgUsage,
+    /// Its audit events, now pruned (the `org.delete` event is not).
+    pub audit_events_pruned: u64,
+}
+
 /// Changes to an org; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrgPatch {
@@ -233,17 +243,6 @@ pub struct OrgPatch {
     pub members_create_workspaces: Option<Option<bool>>,
     /// Quotas to set; `None` for one: back to its default.
     pub quotas: Vec<(Quota, Option<u32>)>,
-}
-
-/// The longest display name.
-pub const MAX_DISPLAY_NAME: usize = 200;
-
-impl OrgPatch {
-    pub fn is_empty(&self) -> bool {
-        self.display_name.is_none()
-            && self.members_create_workspaces.is_none()
-            && self.quotas.is_empty()
-    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -284,6 +283,21 @@ pub trait OrgStore: Send + Sync {
         after: Option<String>,
         limit: u32,
     ) -> StoreResult<super::Page<OrgRecord, String>>;
+    /// Deletes the org, in one transaction: its workspaces (with
+    /// everything in them), people, tokens and roles go, nodes are told
+    /// its workspaces are gone, and its audit events are pruned (the hash
+    /// chain stays and verifies). The org's row stays as a tombstone whose
+    /// name is not reused. Audited as `org.delete`, with `reason`, in the
+    /// org (the one event of its chain not pruned) and in `deleter_org`.
+    /// Refused (`FailedPrecondition`) when it would leave the platform
+    /// without a platform admin.
+    async fn delete_org(
+        &self,
+        org: Uuid,
+        reason: &str,
+        deleter_org: Option<Uuid>,
+        expected_version: Option<i64>,
+    ) -> StoreResult<DeletedOrg>;
     /// Applies `patch` (checked: a quota out of range is `Invalid`);
     /// audited as `org.update`.
     async fn update_org(
@@ -318,13 +332,13 @@ where
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
         let found: Option<Uuid> = match Uuid::try_parse(name_or_id) {
             Ok(id) => {
-                sqlx::query_scalar("SELECT id FROM orgs WHERE id = $1")
+                sqlx::query_scalar("SELECT id FROM orgs WHERE id = $1 AND deleted_at IS NULL")
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?
             }
             Err(_) => {
-                sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1")
+                sqlx::query_scalar("SELECT id FROM orgs WHERE name = $1 AND deleted_at IS NULL")
                     .bind(name_or_id.to_owned())
                     .fetch_optional(&mut *tx)
                     .await?
@@ -348,8 +362,21 @@ where
         owner: &NewPrincipal,
         creator_org: Option<Uuid>,
     ) -> StoreResult<(OrgRecord, super::PrincipalRecord)> {
+        let display_name = parse_display_name(display_name)?;
+        let display_name = display_name.as_str();
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
         let now = now();
+        let deleted: Option<Option<DateTime<Utc>>> =
+            sqlx::query_scalar("SELECT deleted_at FROM orgs WHERE name = $1")
+                .bind(name.to_owned())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(Some(deleted_at)) = deleted {
+            return Err(StoreError::AlreadyExists(format!(
+                "the name '{name}' belonged to an org deleted on {}; a deleted org's name is not reused (its audit trail names it)",
+                deleted_at.format("%Y-%m-%d")
+            )));
+        }
         let org = SqlStore::<DB>::insert_org(&mut tx, name, now).await?;
         sqlx::query("UPDATE orgs SET display_name = $1 WHERE id = $2")
             .bind(display_name.to_owned())
@@ -386,7 +413,7 @@ where
     ) -> StoreResult<super::Page<OrgRecord, String>> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
         let rows: Vec<OrgRow> = sqlx::query_as(&format!(
-            "{SELECT_ORG}WHERE name > $1 ORDER BY name LIMIT $2"
+            "{SELECT_ORG}WHERE name > $1 AND deleted_at IS NULL ORDER BY name LIMIT $2"
         ))
         .bind(after.unwrap_or_default())
         .bind(super::tx::page_limit(limit) + 1)
@@ -402,21 +429,137 @@ where
         }))
     }
 
+    async fn delete_org(
+        &self,
+        org: Uuid,
+        reason: &str,
+        deleter_org: Option<Uuid>,
+        expected_version: Option<i64>,
+    ) -> StoreResult<DeletedOrg> {
+        let reason = parse_delete_reason(reason)?;
+        // System scope: the deletion reaches every row of the org and the
+        // deleter's audit chain, which may be another org's.
+        let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
+        let locked: Option<Uuid> = sqlx::query_scalar(&format!(
+            "SELECT id FROM orgs WHERE id = $1 AND deleted_at IS NULL{}",
+            DB::FOR_UPDATE
+        ))
+        .bind(org)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if locked.is_none() {
+            return Err(StoreError::NotFound(format!("org {org}")));
+        }
+        let current = SqlStore::<DB>::read_org(&mut tx, org).await?;
+        check_version(
+            format!("org '{}'", current.name),
+            current.version,
+            expected_version,
+        )?;
+        let admins_elsewhere: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM principals p JOIN orgs o ON o.id = p.org_id \
+             WHERE p.platform_admin = 1 AND p.org_id <> $1 AND o.deleted_at IS NULL",
+        )
+        .bind(org)
+        .fetch_one(&mut *tx)
+        .await?;
+        let admins_here: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM principals WHERE platform_admin = 1 AND org_id = $1",
+        )
+        .bind(org)
+        .fetch_one(&mut *tx)
+        .await?;
+        if admins_here > 0 && admins_elsewhere == 0 {
+            return Err(StoreError::FailedPrecondition(format!(
+                "org '{}' holds every platform admin; deleting it would leave nobody to run the platform",
+                current.name
+            )));
+        }
+        let workspaces: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM workspaces WHERE org_id = $1")
+                .bind(org)
+                .fetch_all(&mut *tx)
+                .await?;
+        // Workspaces take everything in them along (environments, routes,
+        // scenarios, keys, promotions, memberships, usage, deliveries);
+        // people take their sessions and tokens.
+        for table in [
+            "workspaces",
+            "refresh_tokens",
+            "api_tokens",
+            "principals",
+            "roles",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE org_id = $1"))
+                .bind(org)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let pruned = sqlx::query(&format!(
+            "UPDATE audit_events SET {} WHERE org_id = $1 AND pruned = 0",
+            super::audit::PRUNE
+        ))
+        .bind(org)
+        .execute(&mut *tx)
+        .await?;
+        let audit_events_pruned = DB::rows_affected(&pruned);
+        sqlx::query(
+            "UPDATE orgs SET deleted_at = $1, deleted_reason = $2, display_name = '', settings = '{}', \
+             approval_rules = NULL, version = version + 1, updated_at = $1 WHERE id = $3",
+        )
+        .bind(now())
+        .bind(reason.clone())
+        .bind(org)
+        .execute(&mut *tx)
+        .await?;
+        let summary = json!({
+            "name": current.name,
+            "workspaces": current.usage.workspaces,
+            "api_keys": current.usage.api_keys,
+            "members": current.usage.members,
+            "audit_events_pruned": audit_events_pruned,
+        });
+        let resource = format!("org/{}", current.name);
+        SqlStore::<DB>::append(
+            &mut tx,
+            Change::new(org, "org.delete", resource.clone())
+                .reason(reason.clone())
+                .summary(summary.clone()),
+        )
+        .await?;
+        if let Some(deleter) = deleter_org.filter(|deleter| *deleter != org) {
+            SqlStore::<DB>::append(
+                &mut tx,
+                Change::new(deleter, "org.delete", resource)
+                    .reason(reason)
+                    .summary(summary),
+            )
+            .await?;
+        }
+        // Last (the revision row's lock is taken last): every node drops
+        // the workspaces it served.
+        for workspace in workspaces {
+            SqlStore::<DB>::bump_revision(&mut tx, workspace).await?;
+        }
+        tx.commit().await?;
+        Ok(DeletedOrg {
+            name: current.name,
+            usage: current.usage,
+            audit_events_pruned,
+        })
+    }
+
     async fn update_org(
         &self,
         org: Uuid,
         patch: &OrgPatch,
         expected_version: Option<i64>,
     ) -> StoreResult<OrgRecord> {
-        if let Some(name) = &patch.display_name
-            && name.chars().count() > MAX_DISPLAY_NAME
-        {
-            return Err(mockplane_shared::FieldError::new(
-                "display_name",
-                format!("is at most {MAX_DISPLAY_NAME} characters"),
-            )
-            .into());
-        }
+        let new_display_name = patch
+            .display_name
+            .as_deref()
+            .map(parse_display_name)
+            .transpose()?;
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::Org(org)).await?;
         let current = SqlStore::<DB>::read_org(&mut tx, org).await?;
         check_version(
@@ -431,11 +574,8 @@ where
         for (quota, value) in &patch.quotas {
             settings.quotas.set(*quota, *value);
         }
-        settings.check()?;
-        let display_name = patch
-            .display_name
-            .clone()
-            .unwrap_or_else(|| current.display_name.clone());
+        settings.check().map_err(|e| e.within("settings"))?;
+        let display_name = new_display_name.unwrap_or_else(|| current.display_name.clone());
         let updated = now();
         sqlx::query(
             "UPDATE orgs SET display_name = $1, settings = $2, version = version + 1, updated_at = $3 \
@@ -480,11 +620,13 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     async fn read_org(conn: &mut DB::Connection, org: Uuid) -> StoreResult<OrgRecord> {
-        let row = sqlx::query_as::<DB, OrgRow>(&format!("{SELECT_ORG}WHERE id = $1"))
-            .bind(org)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("org {org}")))?;
+        let row = sqlx::query_as::<DB, OrgRow>(&format!(
+            "{SELECT_ORG}WHERE id = $1 AND deleted_at IS NULL"
+        ))
+        .bind(org)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("org {org}")))?;
         let usage = OrgUsage {
             workspaces: Self::count(conn, Quota::Workspaces, org).await?,
             api_keys: Self::count(conn, Quota::ApiKeys, org).await?,

@@ -9,6 +9,7 @@ use mockplane_control_plane::store::{
 use mockplane_shared::governance::access::OrgRole;
 use mockplane_shared::model::org::Quota;
 use mockplane_shared::{NewWorkspace, ResponseSpec, RouteSpec};
+use uuid::Uuid;
 
 fn quotas(values: &[(Quota, Option<u32>)]) -> OrgPatch {
     OrgPatch {
@@ -58,7 +59,7 @@ pub async fn org_settings_and_quotas_hold(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, StoreError::Invalid(field) if field.field == "quotas.max_members"),
+        matches!(&error, StoreError::Invalid(field) if field.field == "settings.quotas.max_members"),
         "{error:?}"
     );
     let error = store
@@ -219,4 +220,214 @@ pub async fn orgs_are_made_whole_and_listed_by_name(store: Arc<dyn Store>) {
     assert_eq!(rest.items.len(), 1);
     assert_eq!(rest.items[0].name, "ddd");
     assert!(rest.next.is_none());
+}
+
+pub async fn deleting_an_org_removes_it_and_keeps_its_chain(store: Arc<dyn Store>) {
+    let boot = store
+        .bootstrap(
+            "platform",
+            &NewPrincipal {
+                org_role: OrgRole::Owner,
+                ..user("root@platform.io")
+            },
+            "root-hash",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let owner = NewPrincipal {
+        org_role: OrgRole::Owner,
+        ..user("owner@doomed.io")
+    };
+    let (doomed, _) = store
+        .create_org_with_owner("doomed", "Doomed Inc", &owner, Some(boot.org_id))
+        .await
+        .unwrap();
+    let kept = store.create_org("kept").await.unwrap();
+    let mut workspaces = Vec::new();
+    for (org, slug) in [
+        (doomed.id, "shop"),
+        (doomed.id, "blog"),
+        (kept, "kept-shop"),
+    ] {
+        let id = store
+            .create_workspace(org, NewWorkspace::parse(slug, "", "").unwrap(), None)
+            .await
+            .unwrap()
+            .id;
+        store
+            .create_routes(org, &WorkspaceRef::Id(id), vec![route("/one")])
+            .await
+            .unwrap();
+        workspaces.push(id);
+    }
+    let member = store
+        .create_principal(doomed.id, user("dev@doomed.io"))
+        .await
+        .unwrap();
+    store
+        .create_api_token(doomed.id, member.id, "ci", "doomed-token", None)
+        .await
+        .unwrap();
+    let before = store.current_revision().await.unwrap();
+    let seen = store.get_org(doomed.id).await.unwrap();
+
+    // A reason is required; a stale etag changes nothing.
+    let error = store
+        .delete_org(doomed.id, " bye ", Some(boot.org_id), None)
+        .await
+        .unwrap_err();
+    match error {
+        StoreError::Invalid(field) => assert_eq!(field.field, "reason"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let error = store
+        .delete_org(
+            doomed.id,
+            "customer closed the account",
+            None,
+            Some(seen.version + 1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::EtagMismatch { .. }),
+        "{error:?}"
+    );
+    assert_eq!(store.get_org(doomed.id).await.unwrap().usage.workspaces, 2);
+
+    let deleted = store
+        .delete_org(
+            doomed.id,
+            "  customer closed the account ",
+            Some(boot.org_id),
+            Some(seen.version),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.name, "doomed");
+    assert_eq!(
+        (
+            deleted.usage.workspaces,
+            deleted.usage.api_keys,
+            deleted.usage.members
+        ),
+        (2, 0, 2)
+    );
+    assert!(deleted.audit_events_pruned >= 5, "{deleted:?}");
+
+    // Gone for every look-up, its people and tokens with it.
+    assert!(matches!(
+        store.get_org(doomed.id).await.unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    assert_eq!(store.find_org("doomed").await.unwrap(), None);
+    assert_eq!(store.find_org(&doomed.id.to_string()).await.unwrap(), None);
+    assert!(store.find_token("doomed-token").await.unwrap().is_none());
+    assert!(store.find_login("owner@doomed.io").await.unwrap().is_none());
+    let names: Vec<String> = store
+        .list_orgs(None, 10)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["kept", "platform"]);
+    assert!(
+        store
+            .org_ids()
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| *o != doomed.id)
+    );
+    // Twice is not found; the name is not given out again.
+    assert!(matches!(
+        store
+            .delete_org(doomed.id, "customer closed the account", None, None)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    let error = store
+        .create_org_with_owner("doomed", "", &user("new@doomed.io"), None)
+        .await
+        .unwrap_err();
+    match error {
+        StoreError::AlreadyExists(message) => {
+            assert!(message.contains("deleted"), "{message}");
+        }
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+
+    // Nodes are told: each of its workspaces changed, to nothing; the
+    // other org's is untouched.
+    let changes = store.config_changes_since(before).await.unwrap();
+    let mut gone: Vec<Uuid> = changes
+        .changed
+        .iter()
+        .filter(|(_, config)| config.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    gone.sort();
+    let mut expected = workspaces[..2].to_vec();
+    expected.sort();
+    assert_eq!(gone, expected);
+    assert!(changes.changed.iter().all(|(id, _)| *id != workspaces[2]));
+    let config = store.load_config().await.unwrap();
+    assert_eq!(
+        config.workspaces.len(),
+        1,
+        "only kept's workspace is served"
+    );
+
+    // The chain still verifies; every event is pruned but the deletion,
+    // which says why and who.
+    assert_eq!(store.verify_audit(doomed.id).await.unwrap().broken, None);
+    let events = store
+        .list_audit(doomed.id, &Default::default(), None, 100)
+        .await
+        .unwrap()
+        .items;
+    let (last, rest) = events.split_first().unwrap();
+    assert_eq!(last.action, "org.delete");
+    assert_eq!(last.reason, "customer closed the account");
+    assert_eq!(last.pruned, 0);
+    assert!(rest.iter().all(|e| e.pruned == 1 && e.summary.is_empty()));
+    assert_eq!(rest.len() as u64, deleted.audit_events_pruned);
+    // The deleter's org has it on record too.
+    let platform = store
+        .list_audit(boot.org_id, &Default::default(), None, 1)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(platform[0].action, "org.delete");
+    assert_eq!(platform[0].reason, "customer closed the account");
+
+    // The org holding the platform's only admins cannot go.
+    let error = store
+        .delete_org(boot.org_id, "tidying up the platform", None, None)
+        .await
+        .unwrap_err();
+    match error {
+        StoreError::FailedPrecondition(message) => {
+            assert!(message.contains("platform admin"), "{message}");
+        }
+        other => panic!("expected FailedPrecondition, got {other:?}"),
+    }
+    assert!(store.find_token("root-hash").await.unwrap().is_some());
+    // The kept org can, with nothing of it left to serve.
+    store
+        .delete_org(kept, "kept was a test org only", None, None)
+        .await
+        .unwrap();
+    assert!(store.load_config().await.unwrap().workspaces.is_empty());
+}
+
+fn route(path: &str) -> RouteSpec {
+    RouteSpec::parse("", "GET", path, || {
+        ResponseSpec::parse(200, vec![], bytes::Bytes::from_static(b"ok"))
+    })
+    .unwrap()
 }

@@ -15,6 +15,52 @@ pub const MOST_API_KEYS: u32 = 1_000_000;
 pub const DEFAULT_MAX_MEMBERS: u32 = 1_000;
 pub const MOST_MEMBERS: u32 = 100_000;
 
+/// The longest display name an org may have, in characters.
+pub const MAX_DISPLAY_NAME: usize = 200;
+
+/// An org's display name as given: trimmed, at most [`MAX_DISPLAY_NAME`]
+/// characters (empty: the org's name shows).
+pub fn parse_display_name(raw: &str) -> Result<String, FieldError> {
+    let name = raw.trim();
+    if name.chars().count() > MAX_DISPLAY_NAME {
+        return Err(FieldError::new(
+            "display_name",
+            format!(
+                "is at most {MAX_DISPLAY_NAME} characters, got {}",
+                name.chars().count()
+            ),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Fewest and most characters of the reason an org's deletion states.
+pub const DELETE_REASON_CHARS: (usize, usize) = (8, 500);
+
+/// The reason an org is deleted for: trimmed, 8 to 500 characters of text
+/// without control characters. It stays in the audit trail when the rest of
+/// the org's events are pruned.
+pub fn parse_delete_reason(raw: &str) -> Result<String, FieldError> {
+    let reason = raw.trim();
+    let (min, max) = DELETE_REASON_CHARS;
+    let chars = reason.chars().count();
+    if chars < min || chars > max {
+        return Err(FieldError::new(
+            "reason",
+            format!(
+                "say why the org is deleted, in {min} to {max} characters (e.g. \"customer closed their account, ticket 4411\"), got {chars}"
+            ),
+        ));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "reason",
+            "must not contain control characters",
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
 /// Most of each thing an org may hold; `None` takes the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +257,18 @@ mod tests {
         assert!(refusal.contains("max_workspaces is 3"), "{refusal}");
         assert!(refusal.contains("--max-workspaces"), "{refusal}");
         assert_eq!(Quota::parse("max_members"), Some(Quota::Members));
+        assert_eq!(parse_display_name("  Acme ").unwrap(), "Acme");
+        let long = parse_display_name(&"é".repeat(201)).unwrap_err();
+        assert_eq!(long.field, "display_name");
+        assert!(long.message.contains("got 201"), "{long}");
+        assert_eq!(
+            parse_delete_reason("  contract ended  ").unwrap(),
+            "contract ended"
+        );
+        let short = parse_delete_reason(" bye ").unwrap_err();
+        assert_eq!(short.field, "reason");
+        assert!(short.message.contains("got 3"), "{short}");
+        assert!(parse_delete_reason("closed\naccount").is_err());
     }
 
     #[test]
