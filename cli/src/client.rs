@@ -32,6 +32,26 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// The reason this invocation states (`--reason`), sent with every call.
 static REASON: std::sync::OnceLock<AsciiMetadataValue> = std::sync::OnceLock::new();
 
+/// The org this invocation acts in (`--org`, platform admins), sent with
+/// every call.
+static ORG: std::sync::OnceLock<AsciiMetadataValue> = std::sync::OnceLock::new();
+
+/// Sets the org every call of this process acts in; checked here so a bad
+/// name fails before anything is sent.
+pub fn set_org(org: &str) -> anyhow::Result<()> {
+    let org = org.trim();
+    if org.is_empty() || org.len() > 100 {
+        return Err(anyhow!(
+            "--org names an org by its name or id (1 to 100 characters)"
+        ));
+    }
+    let value = org
+        .parse::<AsciiMetadataValue>()
+        .map_err(|_| anyhow!("--org must be an org's name or id (plain ASCII), not {org:?}"))?;
+    let _ = ORG.set(value);
+    Ok(())
+}
+
 /// Where this invocation's credentials came from, for hints when they are
 /// refused.
 static SOURCE: std::sync::OnceLock<TokenSource> = std::sync::OnceLock::new();
@@ -132,6 +152,11 @@ impl Interceptor for Credentials {
             request
                 .metadata_mut()
                 .insert("x-mockplane-reason", reason.clone());
+        }
+        if let Some(org) = ORG.get() {
+            request
+                .metadata_mut()
+                .insert("x-mockplane-org", org.clone());
         }
         Ok(request)
     }

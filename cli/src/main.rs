@@ -72,6 +72,11 @@ struct Cli {
     /// `org delete` needs one: it stays in the audit trail.
     #[arg(long, global = true, env = "MOCKPLANE_REASON")]
     reason: Option<String>,
+    /// The org to act in, by name or id: platform admins act in any org
+    /// with an owner's role there (and audited as such); anyone else only
+    /// in their own. Default: your own org.
+    #[arg(long = "org", global = true, env = "MOCKPLANE_ORG", value_name = "ORG")]
+    act_in: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -196,6 +201,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         && !matches!(cli.command, Command::EnvToken(_))
     {
         client::set_reason(reason)?;
+    }
+    if let Some(org) = cli.act_in.as_deref().filter(|o| !o.trim().is_empty()) {
+        client::set_org(org)?;
     }
     match cli.command {
         Command::Up(args) => return up::run(args, format).await,

@@ -428,10 +428,21 @@ impl ControlPlane {
     /// API clients authenticated with `token` that state `reason` with
     /// every call (`x-mockplane-reason`).
     pub async fn api_with(&self, token: &str, reason: Option<&str>) -> Api {
+        self.api_for(token, reason, None).await
+    }
+
+    /// API clients of a platform admin acting in `org` (`x-mockplane-org`).
+    pub async fn api_in(&self, token: &str, org: &str) -> Api {
+        self.api_for(token, Some("end-to-end test run"), Some(org))
+            .await
+    }
+
+    async fn api_for(&self, token: &str, reason: Option<&str>, org: Option<&str>) -> Api {
         let channel = self.channel().await;
         let auth = Bearer(
             format!("Bearer {token}").parse().expect("ascii token"),
             reason.map(|r| r.parse().expect("ascii reason")),
+            org.map(|o| o.parse().expect("ascii org")),
         );
         Api {
             auth: AuthServiceClient::with_interceptor(channel.clone(), auth.clone()),
@@ -469,7 +480,11 @@ fn unique_log(dir: &Path, name: &str) -> PathBuf {
 }
 
 #[derive(Clone)]
-pub struct Bearer(AsciiMetadataValue, Option<AsciiMetadataValue>);
+pub struct Bearer(
+    AsciiMetadataValue,
+    Option<AsciiMetadataValue>,
+    Option<AsciiMetadataValue>,
+);
 
 impl Interceptor for Bearer {
     fn call(
@@ -483,6 +498,11 @@ impl Interceptor for Bearer {
             request
                 .metadata_mut()
                 .insert("x-mockplane-reason", reason.clone());
+        }
+        if let Some(org) = &self.2 {
+            request
+                .metadata_mut()
+                .insert("x-mockplane-org", org.clone());
         }
         Ok(request)
     }
@@ -1118,6 +1138,38 @@ pub mod fixtures {
             .into_inner()
             .secret;
         (user.id, token)
+    }
+
+    /// An org's first owner, signed in with a new password.
+    pub async fn owner_session(plane: &ControlPlane, email: &str, one_time: &str) -> Api {
+        let mut anonymous = plane.api_with("unused", None).await;
+        let login = |password: &str| v1::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        };
+        let first = anonymous
+            .auth
+            .login(login(one_time))
+            .await
+            .unwrap()
+            .into_inner();
+        plane
+            .api(&first.access_token)
+            .await
+            .auth
+            .change_password(v1::ChangePasswordRequest {
+                current_password: one_time.into(),
+                new_password: "correct horse battery staple".into(),
+            })
+            .await
+            .unwrap();
+        let session = anonymous
+            .auth
+            .login(login("correct horse battery staple"))
+            .await
+            .unwrap()
+            .into_inner();
+        plane.api(&session.access_token).await
     }
 
     /// A route answering `status` with `body` (JSON content type when the

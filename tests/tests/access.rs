@@ -1322,3 +1322,166 @@ async fn a_new_environment_on_the_chain_needs_environment_manage() {
         .await
         .unwrap();
 }
+
+/// The access matrix across orgs: every RPC is called, with requests that
+/// name org globex's workspace wherever the message has such fields, as
+/// globex's owner, as a platform admin acting in globex (`x-mockplane-org`),
+/// and as a member of another org, with and without naming globex. The
+/// platform admin is answered as the owner is (but where a call needs their
+/// own identity in their own org); the member of another org is refused
+/// everything of globex and changes none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_by_platform_admin_org_owner_and_another_orgs_member() {
+    use prost_reflect::{DynamicMessage, Value};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        plane,
+        store,
+        mut admin,
+        ..
+    } = setup(dir.path()).await;
+    let platform_token = plane.token.clone().unwrap();
+    // Another org's member, with roles in that org's workspace.
+    let (_, outsider) = member(&plane, &mut admin, "dev@acme.io", &[("dev", "editor")]).await;
+    let created = admin
+        .orgs
+        .create_org(v1::CreateOrgRequest {
+            name: "globex".into(),
+            display_name: String::new(),
+            owner_email: "ann@globex.io".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let globex: Uuid = created.org.unwrap().id.parse().unwrap();
+    let mut ann =
+        fixtures::owner_session(&plane, "ann@globex.io", &created.one_time_password).await;
+    ann.workspaces
+        .create_workspace(new_workspace("globex-shop"))
+        .await
+        .unwrap();
+    fixtures::add_routes(
+        &mut ann,
+        "globex-shop",
+        vec![route("GET", "/orders", 200, "[]")],
+    )
+    .await;
+    let owner = ann
+        .users
+        .create_api_token(v1::CreateApiTokenRequest {
+            name: "matrix".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+
+    let channel = plane.channel().await;
+    let pool = mockplane_proto::takes::pool();
+    let call = |path: String, bearer: String, org: Option<&'static str>| {
+        let channel = channel.clone();
+        async move {
+            let (service, method) = path
+                .trim_start_matches('/')
+                .split_once('/')
+                .expect("/package.Service/Method");
+            let input = pool
+                .get_service_by_name(service)
+                .and_then(|s| s.methods().find(|m| m.name() == method))
+                .expect("the method's descriptor")
+                .input();
+            let mut message = DynamicMessage::new(input.clone());
+            for (field, value) in [
+                ("workspace", "globex-shop"),
+                ("environment", "dev"),
+                ("env", "dev"),
+                ("from", "dev"),
+                ("to", "test"),
+                ("org", "globex"),
+            ] {
+                if input
+                    .get_field_by_name(field)
+                    .is_some_and(|f| f.kind() == prost_reflect::Kind::String && !f.is_list())
+                {
+                    message.set_field_by_name(field, Value::String(value.into()));
+                }
+            }
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let mut request = tonic::Request::new(message);
+            let value: AsciiMetadataValue = format!("Bearer {bearer}").parse().unwrap();
+            request.metadata_mut().insert("authorization", value);
+            if let Some(org) = org {
+                request
+                    .metadata_mut()
+                    .insert("x-mockplane-org", org.parse().unwrap());
+            }
+            grpc.unary::<DynamicMessage, (), _>(
+                request,
+                PathAndQuery::try_from(path.as_str()).unwrap(),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|status| status.code())
+        }
+    };
+    // Where the platform admin's answer differs from the owner's, and why.
+    let differs = [
+        // Platform admins only.
+        "OrgService/CreateOrg",
+        // Their own tokens and environment tokens live in their own org.
+        "UserService/CreateApiToken",
+        "UserService/ListApiTokens",
+        "AuthService/IssueEnvironmentToken",
+    ];
+    let skipped = |method: &str| {
+        // Ending a session or a token is not a question of org, and
+        // signing in has no caller yet.
+        ["/Logout", "/RevokeApiToken", "/Login", "/Refresh"]
+            .iter()
+            .any(|end| method.ends_with(end))
+    };
+
+    let before = fingerprint(&*store, globex).await;
+    let mut matched = 0;
+    let mut answered = 0;
+    for method in mockplane_e2e::api_methods() {
+        if skipped(&method) {
+            continue;
+        }
+        let name = method.trim_start_matches("/mockplane.v1.");
+        // Another org's member, naming globex: refused at the door.
+        let named = call(method.clone(), outsider.clone(), Some("globex")).await;
+        assert_eq!(
+            named,
+            Err(Code::PermissionDenied),
+            "{name} for another org's member acting in globex"
+        );
+        // Without naming it: nothing of globex's is theirs.
+        let outside = call(method.clone(), outsider.clone(), None).await;
+        assert_eq!(
+            fingerprint(&*store, globex).await,
+            before,
+            "{name} by another org's member ({outside:?}) changed globex"
+        );
+        let by_owner = call(method.clone(), owner.clone(), None).await;
+        let by_platform = call(method.clone(), platform_token.clone(), Some("globex")).await;
+        if differs.contains(&name) {
+            assert_ne!(by_owner, by_platform, "{name} is listed as differing");
+        } else {
+            assert_eq!(
+                by_owner, by_platform,
+                "{name}: the owner got {by_owner:?}, the platform admin in globex {by_platform:?}"
+            );
+            matched += 1;
+            answered += usize::from(by_owner.is_ok());
+        }
+    }
+    assert!(matched > 50, "{matched}");
+    // Many calls were answered, so equal answers are not all refusals of
+    // an empty request.
+    assert!(answered > 20, "{answered}");
+}

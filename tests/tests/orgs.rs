@@ -548,38 +548,6 @@ async fn platform_admins_create_orgs_whose_owners_sign_in_alone() {
     }
 }
 
-/// An org's first owner, signed in with a new password.
-async fn owner_session(plane: &ControlPlane, email: &str, one_time: &str) -> Api {
-    let mut anonymous = plane.api_with("unused", None).await;
-    let login = |password: &str| v1::LoginRequest {
-        email: email.into(),
-        password: password.into(),
-    };
-    let first = anonymous
-        .auth
-        .login(login(one_time))
-        .await
-        .unwrap()
-        .into_inner();
-    plane
-        .api(&first.access_token)
-        .await
-        .auth
-        .change_password(v1::ChangePasswordRequest {
-            current_password: one_time.into(),
-            new_password: "correct horse battery staple".into(),
-        })
-        .await
-        .unwrap();
-    let session = anonymous
-        .auth
-        .login(login("correct horse battery staple"))
-        .await
-        .unwrap()
-        .into_inner();
-    plane.api(&session.access_token).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_org_is_gone_from_the_nodes_that_serve_both_orgs() {
     let dir = tempfile::tempdir().unwrap();
@@ -619,7 +587,8 @@ async fn a_deleted_org_is_gone_from_the_nodes_that_serve_both_orgs() {
         .await
         .unwrap()
         .into_inner();
-    let mut ann = owner_session(&plane, "ann@globex.io", &created.one_time_password).await;
+    let mut ann =
+        fixtures::owner_session(&plane, "ann@globex.io", &created.one_time_password).await;
     ann.workspaces
         .create_workspace(new_workspace("globex-shop"))
         .await
@@ -763,4 +732,146 @@ async fn a_deleted_org_is_gone_from_the_nodes_that_serve_both_orgs() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].resource, "org/globex");
     assert_eq!(events[0].reason, "globex closed its account (ticket 4411)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_admins_act_in_another_org_with_org_and_no_one_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let admin_token = plane.token.clone().unwrap();
+    let mut platform = plane.api(&admin_token).await;
+    let platform_org = get(&mut platform, "").await.unwrap().name;
+    let created = platform
+        .orgs
+        .create_org(v1::CreateOrgRequest {
+            name: "globex".into(),
+            display_name: String::new(),
+            owner_email: "ann@globex.io".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ann =
+        fixtures::owner_session(&plane, "ann@globex.io", &created.one_time_password).await;
+    let globex_id = created.org.unwrap().id;
+    let cli = Cli {
+        server: plane.url(),
+        token: Some(&admin_token),
+    };
+
+    // Through the CLI, the platform admin works in globex as its owner.
+    cli.ok(&["--org", "globex", "workspace", "create", "globex-shop"])
+        .await;
+    let listed = cli
+        .ok(&["--org", &globex_id, "-o", "json", "workspace", "list"])
+        .await;
+    assert!(listed.contains("globex-shop"), "{listed}");
+    let own = cli.ok(&["-o", "json", "workspace", "list"]).await;
+    assert!(!own.contains("globex-shop"), "{own}");
+    let theirs = ann
+        .workspaces
+        .list_workspaces(v1::ListWorkspacesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .workspaces;
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].slug, "globex-shop");
+
+    // Who they are stays theirs; where they act is globex.
+    let mut acting = plane.api_in(&admin_token, "globex").await;
+    let me = acting
+        .auth
+        .who_am_i(v1::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let myself = platform
+        .auth
+        .who_am_i(v1::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.org_id, globex_id);
+    assert_ne!(myself.org_id, globex_id);
+    assert_eq!(me.principal, myself.principal);
+    // What needs their own identity in their own org is refused plainly.
+    refused(
+        acting
+            .users
+            .list_api_tokens(v1::ListApiTokensRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "without --org",
+    );
+    refused(
+        acting
+            .auth
+            .issue_environment_token(v1::IssueEnvironmentTokenRequest {
+                workspace: "globex-shop".into(),
+                environment: "prod".into(),
+                reason: "checking prod for ann".into(),
+                ttl_seconds: 0,
+            })
+            .await,
+        Code::PermissionDenied,
+        "ask an owner of the org",
+    );
+    // globex's trail names the platform admin, as such.
+    let events = ann
+        .audit
+        .list_audit_events(v1::ListAuditEventsRequest {
+            action: "workspace.create".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].actor.contains("(platform admin"),
+        "{:?}",
+        events[0].actor
+    );
+
+    // Nobody else acts in another org, and learns nothing of it.
+    let mut ann_elsewhere = {
+        let token = ann
+            .users
+            .create_api_token(v1::CreateApiTokenRequest {
+                principal_id: String::new(),
+                name: "ann".into(),
+                ttl_days: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .secret;
+        plane.api_in(&token, &platform_org).await
+    };
+    refused(
+        ann_elsewhere
+            .workspaces
+            .list_workspaces(v1::ListWorkspacesRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "only a platform admin",
+    );
+    // An org that does not exist, for the platform admin: NOT_FOUND.
+    let mut nowhere = plane.api_in(&admin_token, "nowhere").await;
+    refused(
+        nowhere
+            .workspaces
+            .list_workspaces(v1::ListWorkspacesRequest::default())
+            .await,
+        Code::NotFound,
+        "org 'nowhere' not found",
+    );
+    let stderr = cli
+        .fails(&["--org", "bad\u{7f}name", "workspace", "list"])
+        .await;
+    assert!(stderr.contains("--org"), "{stderr}");
 }

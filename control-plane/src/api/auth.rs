@@ -22,6 +22,7 @@ use crate::identity::oidc::{OidcError, OidcVerifier};
 use crate::identity::token;
 use crate::store::audit::{AUDIT_CONTEXT, AuditContext};
 use crate::store::{Store, guard};
+use mockplane_shared::governance::access::OrgRole;
 
 /// Services outside the API's rules: health checks and reflection, for
 /// probes and tools, and the config stream, which nodes open with node
@@ -35,6 +36,9 @@ const INFRASTRUCTURE_PREFIXES: [&str; 4] = [
 
 /// Metadata a caller states a reason in.
 pub const REASON_HEADER: &str = "x-mockplane-reason";
+/// Metadata naming the org a platform admin acts in (`--org`), by name or
+/// id; the caller's own org when absent.
+pub const ORG_HEADER: &str = "x-mockplane-org";
 /// Metadata naming the request; made up when the caller sends none, and
 /// returned in the response. Audit events carry it.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -58,8 +62,15 @@ fn audit_context(caller: &Caller, request_id: &str) -> AuditContext {
             _ => String::new(),
         });
     let actor_id = format!("{}:{}", caller.principal.kind.as_str(), caller.principal.id);
+    let actor = match caller.acting_from {
+        Some(home) => format!(
+            "{} (platform admin, of org {home})",
+            caller.principal.display
+        ),
+        None => caller.principal.display.clone(),
+    };
     AuditContext {
-        actor: caller.principal.display.clone(),
+        actor,
         actor_id,
         credential: match &caller.credential {
             Credential::External { issuer } => format!("external ({issuer})"),
@@ -294,11 +305,54 @@ impl Authenticator {
             };
             (principal, credential)
         };
-        Ok(Caller {
+        let mut caller = Caller {
             principal,
             credential,
             reason,
-        })
+            acting_from: None,
+        };
+        self.act_in_named_org(headers, &mut caller).await?;
+        Ok(caller)
+    }
+
+    /// Moves a platform admin into the org `x-mockplane-org` names, with
+    /// an owner's role there; anyone else may name only their own org.
+    async fn act_in_named_org(
+        &self,
+        headers: &http::HeaderMap,
+        caller: &mut Caller,
+    ) -> Result<(), Status> {
+        let Some(value) = headers.get(ORG_HEADER) else {
+            return Ok(());
+        };
+        let named = value
+            .to_str()
+            .map_err(|_| Status::invalid_argument(format!("{ORG_HEADER} must be text (ASCII)")))?
+            .trim();
+        if named.is_empty() {
+            return Ok(());
+        }
+        let found = self.store.find_org(named).await.map_err(store_trouble)?;
+        let own = caller.principal.org_id;
+        if found == Some(own) {
+            return Ok(());
+        }
+        if !caller.principal.platform_admin {
+            // Whether the org exists is not theirs to learn.
+            return Err(Status::permission_denied(format!(
+                "only a platform admin acts in another org ({ORG_HEADER} / --org names '{named}')"
+            )));
+        }
+        if matches!(caller.credential, Credential::EnvironmentToken { .. }) {
+            return Err(Status::permission_denied(
+                "an environment token acts in its own workspace only; drop --org",
+            ));
+        }
+        let target = found.ok_or_else(|| Status::not_found(format!("org '{named}' not found")))?;
+        caller.acting_from = Some(own);
+        caller.principal.org_id = target;
+        caller.principal.org_role = OrgRole::Owner;
+        Ok(())
     }
 }
 

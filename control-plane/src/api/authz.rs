@@ -394,11 +394,21 @@ pub struct Caller {
     pub credential: Credential,
     /// A reason stated with the request (`x-mockplane-reason` metadata).
     pub reason: Option<String>,
+    /// The platform admin's own org, when they act in another one
+    /// (`x-mockplane-org`): `principal.org_id` is then the org acted in,
+    /// with an owner's role there.
+    pub acting_from: Option<Uuid>,
 }
 
 impl Caller {
+    /// The org the caller acts in.
     pub fn org_id(&self) -> Uuid {
         self.principal.org_id
+    }
+
+    /// The org the caller's identity lives in.
+    pub fn home_org(&self) -> Uuid {
+        self.acting_from.unwrap_or(self.principal.org_id)
     }
 }
 
@@ -665,6 +675,11 @@ impl ApiState {
         match target {
             Target::TokensOf(owner) => {
                 let own = owner.is_none_or(|owner| owner == caller.principal.id);
+                if own && caller.acting_from.is_some() {
+                    return Err(denied(
+                        "your own API tokens live in your own org: run this without --org (x-mockplane-org)",
+                    ));
+                }
                 access::decide_tokens(
                     caller.principal.org_role,
                     matches!(caller.credential, Credential::EnvironmentToken { .. }),

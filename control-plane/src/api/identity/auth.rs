@@ -154,9 +154,11 @@ impl AuthService for Auth {
     ) -> Result<Response<v1::WhoAmIResponse>, Status> {
         let grant = self.0.authenticated(&request)?;
         let caller = &grant.caller;
+        // Who they are lives in their own org; where they act may be
+        // another (a platform admin's --org).
         let record = grant
             .store()
-            .get_principal(caller.org_id(), caller.principal.id)
+            .get_principal(caller.home_org(), caller.principal.id)
             .await
             .map_err(store)?;
         let (workspace, environment) = match &caller.credential {
@@ -192,7 +194,7 @@ impl AuthService for Auth {
             .map_err(|message| invalid("new_password", message))?;
         let record = grant
             .store()
-            .get_principal(caller.org_id(), caller.principal.id)
+            .get_principal(caller.home_org(), caller.principal.id)
             .await
             .map_err(store)?;
         let email = record.email.unwrap_or_default();
@@ -213,7 +215,7 @@ impl AuthService for Auth {
             .map_err(|e| Status::internal(e.to_string()))?;
         grant
             .store()
-            .set_password(caller.org_id(), caller.principal.id, &hash)
+            .set_password(caller.home_org(), caller.principal.id, &hash)
             .await
             .map_err(store)?;
         Ok(Response::new(()))
@@ -224,6 +226,13 @@ impl AuthService for Auth {
         request: Request<v1::IssueEnvironmentTokenRequest>,
     ) -> Result<Response<v1::EnvironmentToken>, Status> {
         let key = WorkspaceRef::parse(&request.get_ref().workspace).map_err(ApiError::from)?;
+        if caller(&request)?.acting_from.is_some() {
+            // The token would name a principal the org acted in does not
+            // hold; changes that need one are for the org's own people.
+            return Err(Status::permission_denied(
+                "environment tokens are issued in your own org only: a platform admin acting with --org cannot take one; ask an owner of the org",
+            ));
+        }
         if matches!(
             caller(&request)?.credential,
             Credential::EnvironmentToken { .. }
