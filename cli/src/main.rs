@@ -75,7 +75,9 @@ struct Cli {
     /// The org to act in, by name or id: platform admins act in any org
     /// with an owner's role there (and audited as such); anyone else only
     /// in their own. Default: your own org.
-    #[arg(long = "org", global = true, env = "MOCKPLANE_ORG", value_name = "ORG")]
+    /// (No environment variable: the control plane's MOCKPLANE_ORG names
+    /// the org its first run creates.)
+    #[arg(long = "org", global = true, value_name = "ORG")]
     act_in: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -109,6 +111,9 @@ enum Command {
     /// Log in with your e-mail and password; the session is saved and
     /// used by every command that gets no --token.
     Login(access::LoginArgs),
+    /// Create an org of your own, as its owner, where the control plane
+    /// allows sign-up (--allow-signup); then `mockplane login`.
+    Signup(orgs::SignupArgs),
     /// End the saved session on the control plane and forget it.
     Logout,
     /// Show who you are: principal, org, and how you authenticated.
@@ -208,6 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => return up::run(args, format).await,
         Command::Login(args) => return access::login(cli.server.as_deref(), args, format).await,
+        Command::Signup(args) => return orgs::signup(cli.server.as_deref(), args, format).await,
         Command::Logout => return access::logout(format).await,
         _ => {}
     }
@@ -215,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     client::set_source(credentials.source);
     let (server, token) = (credentials.server.as_str(), credentials.token.as_deref());
     match cli.command {
-        Command::Up(_) | Command::Login(_) | Command::Logout => Ok(()),
+        Command::Up(_) | Command::Login(_) | Command::Signup(_) | Command::Logout => Ok(()),
         Command::Workspace(command) => workspace(server, token, command, format).await,
         Command::Route(command) => route(server, token, command, format).await,
         Command::Env(command) => env(server, token, command, format).await,

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::client::{Api, status_error};
 use crate::output::{self, Format};
+use crate::{prompt, session};
 
 #[derive(Subcommand)]
 pub enum OrgCommand {
@@ -45,6 +46,64 @@ pub enum OrgCommand {
         #[arg(long, default_value = "")]
         etag: String,
     },
+}
+
+#[derive(clap::Args)]
+pub struct SignupArgs {
+    /// Your org's unique name: lowercase letters, digits and '-'.
+    org: String,
+    /// Your e-mail address: you sign in with it.
+    #[arg(long)]
+    email: String,
+    /// How people see the org (at most 200 characters).
+    #[arg(long, default_value = "")]
+    display_name: String,
+    /// Read the password from the first line of standard input instead of
+    /// asking for it (twice) on the terminal.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+/// Creates an org of one's own on a control plane that allows sign-up.
+pub async fn signup(server: Option<&str>, args: SignupArgs, format: Format) -> anyhow::Result<()> {
+    let server = session::server(server);
+    let password = if args.password_stdin {
+        prompt::from_stdin(&["password"])?.remove(0)
+    } else {
+        let password = prompt::hidden("Password (12 to 1024 characters): ").await?;
+        let again = prompt::hidden("The password again: ").await?;
+        if password != again {
+            anyhow::bail!("the two passwords differ; nothing was created");
+        }
+        password
+    };
+    let created = Api::connect(&server, None)
+        .await?
+        .orgs
+        .sign_up(v1::SignUpRequest {
+            name: args.org,
+            display_name: args.display_name,
+            email: args.email,
+            password,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let org = created.org.unwrap_or_default();
+    let owner = created.owner.unwrap_or_default();
+    match format {
+        Format::Json => output::json(&serde_json::json!({
+            "org": org.name,
+            "id": org.id,
+            "owner": owner.email,
+            "owner_id": owner.id,
+        })),
+        Format::Table => {
+            outln!("created org {} ({}); you own it", org.name, org.id);
+            outln!("sign in with: mockplane login --email {}", owner.email);
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]

@@ -287,6 +287,13 @@ struct ServeArgs {
     /// comma separated.
     #[arg(long, env = "MOCKPLANE_OUTBOUND_ALLOW", value_delimiter = ',')]
     outbound_allow: Vec<String>,
+    /// Lets anyone create an org of their own, as its owner
+    /// (`mockplane org signup`). Default: only platform admins create orgs.
+    #[arg(long, env = "MOCKPLANE_ALLOW_SIGNUP")]
+    allow_signup: bool,
+    /// With --allow-signup: most sign-ups a minute on this replica.
+    #[arg(long, env = "MOCKPLANE_SIGNUPS_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    signups_per_minute: u32,
     /// How this replica is named in the node registry (`mockplane nodes`).
     /// Default: the host name and the API port.
     #[arg(long, env = "MOCKPLANE_REPLICA_NAME")]
@@ -441,6 +448,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         })
         .with_outbound(outbound);
+    if args.allow_signup
+        && let Some(per_minute) = std::num::NonZeroU32::new(args.signups_per_minute)
+    {
+        control_plane = control_plane.with_signup(per_minute);
+    }
     if let Some(path) = &args.oidc_issuers {
         let issuers = mockplane_control_plane::identity::oidc::load_issuers(path)?;
         control_plane =

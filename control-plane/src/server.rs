@@ -152,6 +152,7 @@ pub struct ControlPlane {
     promotion_sweep: Duration,
     notify: crate::notify::Settings,
     outbound: Arc<crate::outbound::Outbound>,
+    signup: Option<Arc<crate::api::orgs::Signups>>,
     stream_limits: crate::config_stream::discovery::StreamLimits,
     cache: Arc<ConfigCache>,
     refresher: tokio::task::JoinHandle<()>,
@@ -201,6 +202,7 @@ impl ControlPlane {
             promotion_sweep: crate::api::promotions::SWEEP_INTERVAL,
             notify: crate::notify::Settings::default(),
             outbound: Arc::default(),
+            signup: None,
             stream_limits: crate::config_stream::discovery::StreamLimits::default(),
             cache,
             refresher,
@@ -287,6 +289,14 @@ impl ControlPlane {
         self
     }
 
+    /// Lets anyone create an org of their own (`OrgService.SignUp`), at
+    /// most `per_minute` on this replica.
+    #[must_use]
+    pub fn with_signup(mut self, per_minute: std::num::NonZeroU32) -> Self {
+        self.signup = Some(Arc::new(crate::api::orgs::Signups::per_minute(per_minute)));
+        self
+    }
+
     /// Accepts JWTs from these identity providers.
     #[must_use]
     pub fn with_oidc(mut self, oidc: OidcVerifier) -> Self {
@@ -308,6 +318,7 @@ impl ControlPlane {
             promotion_sweep,
             notify,
             outbound,
+            signup,
             stream_limits,
             cache,
             refresher,
@@ -340,7 +351,8 @@ impl ControlPlane {
             signer.clone(),
             audit_retention.clone(),
         )
-        .with_outbound(outbound);
+        .with_outbound(outbound)
+        .with_signup(signup);
         let key_sweeper = tokio::spawn(crate::keys::sweep_expired(store.clone(), shutdown.clone()));
         let pruner = tokio::spawn(prune_audit_periodically(
             store.clone(),

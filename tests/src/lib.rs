@@ -743,7 +743,8 @@ impl Cli<'_> {
             .args(args)
             .env("MOCKPLANE_SERVER", &self.server)
             .env_remove("MOCKPLANE_TOKEN")
-            .env_remove("MOCKPLANE_REASON");
+            .env_remove("MOCKPLANE_REASON")
+            .env_remove("MOCKPLANE_ORG");
         if let Some(token) = self.token {
             command.env("MOCKPLANE_TOKEN", token);
         }

@@ -396,7 +396,7 @@ macro_rules! one_event {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mutating_method_leaves_exactly_one_event() {
     let dir = tempfile::tempdir().unwrap();
-    let plane = ControlPlane::start(dir.path(), "127.0.0.1:0", None)
+    let plane = ControlPlane::start_with(dir.path(), "127.0.0.1:0", None, &["--allow-signup"])
         .await
         .unwrap();
     let token = plane.token.as_deref().unwrap();
@@ -1033,6 +1033,35 @@ async fn every_mutating_method_leaves_exactly_one_event() {
             ..Default::default()
         })
     );
+    // A sign-up's one event is the first of the new org's trail (the
+    // owner's login, to read it, the second).
+    anonymous
+        .orgs
+        .sign_up(v1::SignUpRequest {
+            name: "umbrella".into(),
+            display_name: String::new(),
+            email: "eve@umbrella.io".into(),
+            password: "a long enough passphrase".into(),
+        })
+        .await
+        .unwrap();
+    let eve = anonymous
+        .auth
+        .login(v1::LoginRequest {
+            email: "eve@umbrella.io".into(),
+            password: "a long enough passphrase".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<String> = events(&mut plane.api_with(&eve.access_token, None).await)
+        .await
+        .into_iter()
+        .rev()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["org.create", "session.start"]);
+    covered.insert("OrgService/SignUp");
     one_event!(
         covered,
         auditor,

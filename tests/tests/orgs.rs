@@ -875,3 +875,137 @@ async fn platform_admins_act_in_another_org_with_org_and_no_one_else_does() {
         .await;
     assert!(stderr.contains("--org"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anyone_signs_up_for_an_org_of_their_own_only_where_allowed() {
+    let signup = |name: &str, email: &str, password: &str| v1::SignUpRequest {
+        name: name.into(),
+        display_name: String::new(),
+        email: email.into(),
+        password: password.into(),
+    };
+    const PASSWORD: &str = "a long enough passphrase";
+
+    // Off by default: only platform admins create orgs.
+    let closed_dir = tempfile::tempdir().unwrap();
+    let closed = ControlPlane::start(closed_dir.path(), "127.0.0.1:0", None)
+        .await
+        .unwrap();
+    let mut anonymous = closed.api_with("unused", None).await;
+    refused(
+        anonymous
+            .orgs
+            .sign_up(signup("umbrella", "eve@umbrella.io", PASSWORD))
+            .await,
+        Code::PermissionDenied,
+        "sign-up is off",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        None,
+        &["--allow-signup", "--signups-per-minute", "2"],
+    )
+    .await
+    .unwrap();
+    let mut anonymous = plane.api_with("unused", None).await;
+    // Bad input is refused by field, and does not count against the rate.
+    for (request, needle) in [
+        (signup("Not A Slug", "eve@umbrella.io", PASSWORD), "name:"),
+        (signup("umbrella", "", PASSWORD), "email: is required"),
+        (signup("umbrella", "not-an-email", PASSWORD), "email"),
+        (signup("umbrella", "eve@umbrella.io", "short"), "password:"),
+    ] {
+        refused(
+            anonymous.orgs.sign_up(request).await,
+            Code::InvalidArgument,
+            needle,
+        );
+    }
+    // Through the CLI; then a taken name; then past the rate.
+    let cli = Cli {
+        server: plane.url(),
+        token: None,
+    };
+    let out = cli
+        .ok_with(
+            &[
+                "-o",
+                "json",
+                "signup",
+                "umbrella",
+                "--email",
+                "Eve@Umbrella.io",
+                "--password-stdin",
+            ],
+            &[],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .await;
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["org"], "umbrella");
+    assert_eq!(out["owner"], "eve@umbrella.io");
+    refused(
+        anonymous
+            .orgs
+            .sign_up(signup("umbrella", "mallory@umbrella.io", PASSWORD))
+            .await,
+        Code::AlreadyExists,
+        "umbrella",
+    );
+    refused(
+        anonymous
+            .orgs
+            .sign_up(signup("initech", "peter@initech.io", PASSWORD))
+            .await,
+        Code::ResourceExhausted,
+        "at most 2 sign-ups a minute",
+    );
+
+    // Eve signs in and owns her org, and only that.
+    let session = anonymous
+        .auth
+        .login(v1::LoginRequest {
+            email: "eve@umbrella.io".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut eve = plane.api(&session.access_token).await;
+    let me = eve
+        .auth
+        .who_am_i(v1::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let principal = me.principal.unwrap();
+    assert_eq!(me.org_id, out["id"].as_str().unwrap());
+    assert_eq!(principal.org_role, "owner");
+    eve.workspaces
+        .create_workspace(new_workspace("umbrella-shop"))
+        .await
+        .unwrap();
+    refused(
+        eve.orgs
+            .create_org(v1::CreateOrgRequest {
+                name: "initech".into(),
+                display_name: String::new(),
+                owner_email: "peter@initech.io".into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "only a platform admin",
+    );
+    let theirs = eve
+        .orgs
+        .list_orgs(v1::ListOrgsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .orgs;
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].name, "umbrella");
+}

@@ -45,6 +45,9 @@ pub struct ApiState {
     pub audit_retention: Arc<Vec<(String, u32)>>,
     /// Where notification channels may point (`--outbound-allow`).
     pub outbound: Arc<crate::outbound::Outbound>,
+    /// Whether anyone may create an org of their own (`--allow-signup`),
+    /// and how often.
+    pub signup: Option<Arc<super::orgs::Signups>>,
 }
 
 impl ApiState {
@@ -62,7 +65,14 @@ impl ApiState {
             signer,
             audit_retention,
             outbound: Arc::default(),
+            signup: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_signup(mut self, signup: Option<Arc<super::orgs::Signups>>) -> Self {
+        self.signup = signup;
+        self
     }
 
     #[must_use]
@@ -229,6 +239,8 @@ pub const METHODS: &[(&str, Rule)] = &[
     ("OrgService/GetOrg", Rule::Authenticated),
     ("OrgService/UpdateOrg", Rule::Check(&[OrgManage])),
     ("OrgService/DeleteOrg", Rule::Check(&[OrgManage])),
+    // Without credentials, where --allow-signup allows it.
+    ("OrgService/SignUp", Rule::Public),
     // Signing in.
     ("AuthService/Login", Rule::Public),
     ("AuthService/Refresh", Rule::Public),

@@ -7,6 +7,8 @@
 //! platform's to set: only a platform admin changes them, even in its own
 //! org.
 
+use std::num::NonZeroU32;
+
 use mockplane_proto::v1;
 use mockplane_proto::v1::org_service_server::OrgService;
 use mockplane_shared::FieldError;
@@ -169,6 +171,31 @@ fn platform_only(caller: &Caller, what: &str) -> Result<(), Status> {
 
 const PAGE_KIND: &str = "orgs";
 
+/// Sign-ups allowed (`--allow-signup`): at most so many a minute on this
+/// replica, so a script cannot fill the platform with orgs.
+pub struct Signups {
+    limiter: governor::DefaultDirectRateLimiter,
+    per_minute: NonZeroU32,
+}
+
+impl Signups {
+    pub fn per_minute(per_minute: NonZeroU32) -> Self {
+        Self {
+            limiter: governor::RateLimiter::direct(governor::Quota::per_minute(per_minute)),
+            per_minute,
+        }
+    }
+
+    fn admit(&self) -> Result<(), Status> {
+        self.limiter.check().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this control plane takes at most {} sign-ups a minute; try again in a minute",
+                self.per_minute
+            ))
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl OrgService for Orgs {
     async fn create_org(
@@ -278,6 +305,52 @@ impl OrgService for Orgs {
                 other => ApiError::from(other),
             })?;
         Ok(Response::new(to_proto(&record)))
+    }
+
+    async fn sign_up(
+        &self,
+        request: Request<v1::SignUpRequest>,
+    ) -> Result<Response<v1::SignUpResponse>, Status> {
+        let public = self.0.public(&request)?;
+        let Some(signups) = self.0.signup.as_ref() else {
+            return Err(Status::permission_denied(
+                "sign-up is off on this control plane: a platform admin creates orgs (`mockplane org create`), or it runs with --allow-signup",
+            ));
+        };
+        let request = request.into_inner();
+        let name = Slug::parse(request.name.trim())
+            .map_err(|e| ApiError::Invalid(FieldError::new("name", e.to_string())))?;
+        let display_name = parse_display_name(&request.display_name).map_err(ApiError::from)?;
+        if request.email.trim().is_empty() {
+            return Err(missing("email").into());
+        }
+        let email = check_email(&request.email)?;
+        password::check_policy(&request.password)
+            .map_err(|message| ApiError::Invalid(FieldError::new("password", message)))?;
+        // Only well-formed sign-ups count against the rate.
+        signups.admit()?;
+        let secret = request.password;
+        let hash = tokio::task::spawn_blocking(move || password::hash(&secret))
+            .await
+            .map_err(|_| Status::internal("hashing failed"))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let owner = NewPrincipal {
+            kind: PrincipalKind::User,
+            name: email.clone(),
+            email: Some(email),
+            org_role: OrgRole::Owner,
+            password_hash: Some(hash),
+            must_change_password: false,
+        };
+        let (org, owner) = public
+            .store()
+            .create_org_with_owner(name.as_str(), &display_name, &owner, None)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(v1::SignUpResponse {
+            org: Some(to_proto(&org)),
+            owner: Some(principal_proto(&owner)),
+        }))
     }
 
     async fn delete_org(
