@@ -448,6 +448,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         })
         .with_outbound(outbound);
+    if args.allow_signup && args.oidc_issuers.is_some() {
+        // Sign-ups do not verify e-mail addresses, and an identity
+        // provider's login is matched to a user by e-mail: someone could
+        // sign up with another's address and own their logins.
+        anyhow::bail!(
+            "--allow-signup cannot be combined with --oidc-issuers: sign-ups do not verify e-mail addresses, which identity-provider logins are matched by"
+        );
+    }
     if args.allow_signup
         && let Some(per_minute) = std::num::NonZeroU32::new(args.signups_per_minute)
     {

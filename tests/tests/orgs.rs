@@ -779,6 +779,17 @@ async fn platform_admins_act_in_another_org_with_org_and_no_one_else_does() {
         .workspaces;
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].slug, "globex-shop");
+    // The platform admin made it without becoming one of its members.
+    let members = ann
+        .members
+        .list_members(v1::ListMembersRequest {
+            workspace: "globex-shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert!(members.is_empty(), "{members:?}");
 
     // Who they are stays theirs; where they act is globex.
     let mut acting = plane.api_in(&admin_token, "globex").await;
@@ -901,6 +912,28 @@ async fn anyone_signs_up_for_an_org_of_their_own_only_where_allowed() {
         "sign-up is off",
     );
 
+    // Not beside identity providers, whose logins match users by e-mail:
+    // sign-ups do not verify theirs.
+    let refused_start = tokio::process::Command::new(mockplane_e2e::bin("mockplane-control-plane"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-signup",
+            "--oidc-issuers",
+        ])
+        .arg(closed_dir.path().join("issuers.yaml"))
+        .arg("--data-dir")
+        .arg(closed_dir.path().join("other"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused_start.status.success());
+    let stderr = String::from_utf8_lossy(&refused_start.stderr);
+    assert!(
+        stderr.contains("cannot be combined with --oidc-issuers"),
+        "{stderr}"
+    );
+
     let dir = tempfile::tempdir().unwrap();
     let plane = ControlPlane::start_with(
         dir.path(),
@@ -953,7 +986,7 @@ async fn anyone_signs_up_for_an_org_of_their_own_only_where_allowed() {
             .sign_up(signup("umbrella", "mallory@umbrella.io", PASSWORD))
             .await,
         Code::AlreadyExists,
-        "umbrella",
+        "org name or e-mail address is taken",
     );
     refused(
         anonymous

@@ -418,6 +418,13 @@ impl Caller {
         self.principal.org_id
     }
 
+    /// The caller as a member of the org acted in, for what records its
+    /// maker there (a new workspace's first membership): nobody when a
+    /// platform admin acts in another org, where they hold no membership.
+    pub fn member_id(&self) -> Option<Uuid> {
+        self.acting_from.is_none().then_some(self.principal.id)
+    }
+
     /// The org the caller's identity lives in.
     pub fn home_org(&self) -> Uuid {
         self.acting_from.unwrap_or(self.principal.org_id)

@@ -168,7 +168,7 @@ impl EnvironmentService for Environments {
                     settings,
                     position: env.chain_position,
                 },
-                Some(grant.caller.principal.id),
+                grant.caller.member_id(),
             )
             .await
             .map_err(ApiError::from)?;

@@ -229,7 +229,12 @@ impl OrgService for Orgs {
         };
         let (org, owner) = grant
             .store()
-            .create_org_with_owner(name.as_str(), &display_name, &owner, Some(grant.org_id()))
+            .create_org_with_owner(
+                name.as_str(),
+                &display_name,
+                &owner,
+                Some(grant.caller.home_org()),
+            )
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(v1::CreateOrgResponse {
@@ -346,7 +351,14 @@ impl OrgService for Orgs {
             .store()
             .create_org_with_owner(name.as_str(), &display_name, &owner, None)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(|e| match e {
+                // One answer for a taken name and a taken e-mail, so that
+                // sign-up tells strangers as little as it can of who is here.
+                StoreError::AlreadyExists(_) => Status::already_exists(
+                    "that org name or e-mail address is taken; choose another name, or sign in (`mockplane login`) if the address is yours",
+                ),
+                other => ApiError::from(other).into(),
+            })?;
         Ok(Response::new(v1::SignUpResponse {
             org: Some(to_proto(&org)),
             owner: Some(principal_proto(&owner)),
@@ -367,7 +379,7 @@ impl OrgService for Orgs {
         let org = self.target(&grant, &message.org).await?;
         let deleted = grant
             .store()
-            .delete_org(org, &reason, Some(grant.org_id()), expected)
+            .delete_org(org, &reason, Some(grant.caller.home_org()), expected)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(v1::DeleteOrgResponse {

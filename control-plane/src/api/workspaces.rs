@@ -76,7 +76,7 @@ impl WorkspaceService for Workspaces {
             .map_err(ApiError::from)?;
         let record = grant
             .store()
-            .create_workspace(grant.org_id(), new, Some(grant.caller.principal.id))
+            .create_workspace(grant.org_id(), new, grant.caller.member_id())
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(to_proto(&record)))

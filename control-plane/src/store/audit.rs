@@ -19,7 +19,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::tx::{Scope, now, page_limit};
-use super::{Dialect, Page, SqlStore, StoreResult};
+use super::{Dialect, Page, SqlStore, StoreError, StoreResult};
 
 /// The hash the first event of an org chains to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -297,6 +297,19 @@ where
         .bind(change.org)
         .fetch_one(&mut *conn)
         .await?;
+        // Holding the head's lock: a deleted org takes no more writes, even
+        // from a request authorized before its deletion committed (every
+        // write appends its event, so this is the one place to refuse).
+        if change.action != "org.delete" {
+            let deleted: Option<Option<DateTime<Utc>>> =
+                sqlx::query_scalar("SELECT deleted_at FROM orgs WHERE id = $1")
+                    .bind(change.org)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if let Some(Some(_)) = deleted {
+                return Err(StoreError::NotFound(format!("org {}", change.org)));
+            }
+        }
         let mut event = AuditRecord {
             seq,
             id: Uuid::now_v7(),

@@ -254,10 +254,37 @@ struct OrgRow {
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: Option<DateTime<Utc>>,
+    workspaces: i64,
+    api_keys: i64,
+    members: i64,
 }
 
-const SELECT_ORG: &str =
-    "SELECT id, name, display_name, settings, version, created_at, updated_at FROM orgs ";
+impl OrgRow {
+    fn into_record(self) -> OrgRecord {
+        OrgRecord {
+            id: self.id,
+            name: self.name,
+            display_name: self.display_name,
+            settings: OrgSettings::from_stored(&self.settings),
+            usage: OrgUsage {
+                workspaces: to_u64(self.workspaces),
+                api_keys: to_u64(self.api_keys),
+                members: to_u64(self.members),
+            },
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at.unwrap_or(self.created_at),
+        }
+    }
+}
+
+/// An org with what it uses of its quotas, counted as the quotas count
+/// (see `count`), in one statement however many orgs it reads.
+const SELECT_ORG: &str = "SELECT o.id, o.name, o.display_name, o.settings, o.version, o.created_at, o.updated_at, \
+     (SELECT COUNT(*) FROM workspaces w WHERE w.org_id = o.id) AS workspaces, \
+     (SELECT COUNT(*) FROM api_keys k WHERE k.org_id = o.id) AS api_keys, \
+     (SELECT COUNT(*) FROM principals p WHERE p.org_id = o.id) AS members \
+     FROM orgs o ";
 
 #[async_trait]
 pub trait OrgStore: Send + Sync {
@@ -413,17 +440,14 @@ where
     ) -> StoreResult<super::Page<OrgRecord, String>> {
         let mut tx = self.begin(DB::BEGIN_SNAPSHOT, Scope::System).await?;
         let rows: Vec<OrgRow> = sqlx::query_as(&format!(
-            "{SELECT_ORG}WHERE name > $1 AND deleted_at IS NULL ORDER BY name LIMIT $2"
+            "{SELECT_ORG}WHERE o.name > $1 AND o.deleted_at IS NULL ORDER BY o.name LIMIT $2"
         ))
         .bind(after.unwrap_or_default())
         .bind(super::tx::page_limit(limit) + 1)
         .fetch_all(&mut *tx)
         .await?;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            items.push(SqlStore::<DB>::read_org(&mut tx, row.id).await?);
-        }
         tx.commit().await?;
+        let items = rows.into_iter().map(OrgRow::into_record).collect();
         Ok(super::Page::from_overfetch(items, limit, |o| {
             o.name.clone()
         }))
@@ -440,14 +464,18 @@ where
         // System scope: the deletion reaches every row of the org and the
         // deleter's audit chain, which may be another org's.
         let mut tx = self.begin(DB::BEGIN_WRITE, Scope::System).await?;
-        let locked: Option<Uuid> = sqlx::query_scalar(&format!(
-            "SELECT id FROM orgs WHERE id = $1 AND deleted_at IS NULL{}",
+        // Locks the org and every org holding a platform admin, in one
+        // order: two deletions at once cannot each count on the other's
+        // admins and leave none.
+        let locked: Vec<Uuid> = sqlx::query_scalar(&format!(
+            "SELECT id FROM orgs WHERE deleted_at IS NULL AND (id = $1 OR id IN \
+             (SELECT org_id FROM principals WHERE platform_admin = 1)) ORDER BY id{}",
             DB::FOR_UPDATE
         ))
         .bind(org)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        if locked.is_none() {
+        if !locked.contains(&org) {
             return Err(StoreError::NotFound(format!("org {org}")));
         }
         let current = SqlStore::<DB>::read_org(&mut tx, org).await?;
@@ -458,7 +486,7 @@ where
         )?;
         let admins_elsewhere: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM principals p JOIN orgs o ON o.id = p.org_id \
-             WHERE p.platform_admin = 1 AND p.org_id <> $1 AND o.deleted_at IS NULL",
+             WHERE p.platform_admin = 1 AND p.disabled = 0 AND p.org_id <> $1 AND o.deleted_at IS NULL",
         )
         .bind(org)
         .fetch_one(&mut *tx)
@@ -621,27 +649,13 @@ where
 {
     async fn read_org(conn: &mut DB::Connection, org: Uuid) -> StoreResult<OrgRecord> {
         let row = sqlx::query_as::<DB, OrgRow>(&format!(
-            "{SELECT_ORG}WHERE id = $1 AND deleted_at IS NULL"
+            "{SELECT_ORG}WHERE o.id = $1 AND o.deleted_at IS NULL"
         ))
         .bind(org)
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("org {org}")))?;
-        let usage = OrgUsage {
-            workspaces: Self::count(conn, Quota::Workspaces, org).await?,
-            api_keys: Self::count(conn, Quota::ApiKeys, org).await?,
-            members: Self::count(conn, Quota::Members, org).await?,
-        };
-        Ok(OrgRecord {
-            id: row.id,
-            name: row.name,
-            display_name: row.display_name,
-            settings: OrgSettings::from_stored(&row.settings),
-            usage,
-            version: row.version,
-            created_at: row.created_at,
-            updated_at: row.updated_at.unwrap_or(row.created_at),
-        })
+        Ok(row.into_record())
     }
 
     /// How many of what `quota` counts the org (or, for routes, the

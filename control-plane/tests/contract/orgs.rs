@@ -342,6 +342,23 @@ pub async fn deleting_an_org_removes_it_and_keeps_its_chain(store: Arc<dyn Store
             .iter()
             .all(|o| *o != doomed.id)
     );
+    // Nothing more is written into it, whoever was let in before.
+    let error = store
+        .create_workspace(
+            doomed.id,
+            NewWorkspace::parse("late", "", "").unwrap(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::NotFound(_)), "{error:?}");
+    assert!(matches!(
+        store
+            .create_principal(doomed.id, user("late@doomed.io"))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound(_)
+    ));
     // Twice is not found; the name is not given out again.
     assert!(matches!(
         store

@@ -31,6 +31,12 @@ pub fn parse_display_name(raw: &str) -> Result<String, FieldError> {
             ),
         ));
     }
+    if name.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "display_name",
+            "must not contain control characters",
+        ));
+    }
     Ok(name.to_owned())
 }
 
@@ -261,6 +267,7 @@ mod tests {
         let long = parse_display_name(&"é".repeat(201)).unwrap_err();
         assert_eq!(long.field, "display_name");
         assert!(long.message.contains("got 201"), "{long}");
+        assert!(parse_display_name("Acme\u{1b}[31m").is_err());
         assert_eq!(
             parse_delete_reason("  contract ended  ").unwrap(),
             "contract ended"

@@ -52,7 +52,11 @@ pub fn check_email(raw: &str) -> Result<String, Status> {
     let email = raw.trim().to_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') || domain == "localhost"
+            !local.is_empty()
+                && (domain == "localhost"
+                    || domain.split('.').filter(|label| !label.is_empty()).count() >= 2
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.'))
         })
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
     if !valid {
@@ -379,5 +383,28 @@ fn token_proto(record: &crate::store::TokenRecord) -> v1::ApiToken {
         create_time: Some(timestamp(record.created_at)),
         expire_time: record.expires_at.map(timestamp),
         last_use_time: record.last_used_at.map(timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_email;
+
+    #[test]
+    fn emails_need_a_local_part_and_a_domain() {
+        assert_eq!(check_email(" Ann@Acme.IO ").unwrap(), "ann@acme.io");
+        assert_eq!(check_email("admin@localhost").unwrap(), "admin@localhost");
+        for bad in [
+            "@localhost",
+            "@acme.io",
+            "a@.",
+            "a@acme.",
+            "a@.acme",
+            "a@acme",
+            "a b@acme.io",
+            "no-at-sign",
+        ] {
+            assert!(check_email(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }
