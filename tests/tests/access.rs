@@ -40,6 +40,55 @@ async fn raw_call(
         .map(|_| ())
 }
 
+/// Calls `path` with a message that sets each string field of `fields`
+/// its message has (the rest at defaults), as `bearer`, acting in `org`
+/// (`x-mockplane-org`) when given.
+async fn call_naming(
+    channel: &tonic::transport::Channel,
+    path: &str,
+    bearer: &str,
+    org: Option<&str>,
+    fields: &[(&str, &str)],
+) -> Result<(), tonic::Status> {
+    use prost_reflect::{DynamicMessage, Value};
+
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .expect("/package.Service/Method");
+    let input = mockplane_proto::takes::pool()
+        .get_service_by_name(service)
+        .and_then(|s| s.methods().find(|m| m.name() == method))
+        .expect("the method's descriptor")
+        .input();
+    let mut message = DynamicMessage::new(input.clone());
+    for (field, value) in fields {
+        if input
+            .get_field_by_name(field)
+            .is_some_and(|f| f.kind() == prost_reflect::Kind::String && !f.is_list())
+        {
+            message.set_field_by_name(field, Value::String((*value).into()));
+        }
+    }
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(message);
+    let value: AsciiMetadataValue = format!("Bearer {bearer}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    if let Some(org) = org {
+        request
+            .metadata_mut()
+            .insert("x-mockplane-org", org.parse().unwrap());
+    }
+    grpc.unary::<DynamicMessage, (), _>(
+        request,
+        PathAndQuery::try_from(path).unwrap(),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .map(|_| ())
+}
+
 fn unsigned_token(claims: &Claims) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
@@ -1142,8 +1191,6 @@ async fn me_id(api: &mut Api) -> String {
 /// fires; what the member was refused changed nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_reaches_the_store_only_through_a_grant() {
-    use prost_reflect::{DynamicMessage, Value};
-
     let dir = tempfile::tempdir().unwrap();
     let Setup {
         plane,
@@ -1154,46 +1201,23 @@ async fn every_rpc_reaches_the_store_only_through_a_grant() {
     let (_, stranger) = member(&plane, &mut admin, "stranger@acme.io", &[]).await;
     let owner = plane.token.clone().unwrap();
     let channel = plane.channel().await;
-    let pool = mockplane_proto::takes::pool();
     let call = |path: String, bearer: String| {
         let channel = channel.clone();
         async move {
-            let (service, method) = path
-                .trim_start_matches('/')
-                .split_once('/')
-                .expect("/package.Service/Method");
-            let input = pool
-                .get_service_by_name(service)
-                .and_then(|s| s.methods().find(|m| m.name() == method))
-                .expect("the method's descriptor")
-                .input();
-            let mut message = DynamicMessage::new(input.clone());
-            for (field, value) in [
-                ("workspace", "shop"),
-                ("environment", "dev"),
-                ("env", "dev"),
-                ("from", "dev"),
-                ("to", "test"),
-            ] {
-                if input
-                    .get_field_by_name(field)
-                    .is_some_and(|f| f.kind() == prost_reflect::Kind::String && !f.is_list())
-                {
-                    message.set_field_by_name(field, Value::String(value.into()));
-                }
-            }
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await.unwrap();
-            let mut request = tonic::Request::new(message);
-            let value: AsciiMetadataValue = format!("Bearer {bearer}").parse().unwrap();
-            request.metadata_mut().insert("authorization", value);
-            grpc.unary::<DynamicMessage, (), _>(
-                request,
-                PathAndQuery::try_from(path.as_str()).unwrap(),
-                tonic_prost::ProstCodec::default(),
+            call_naming(
+                &channel,
+                &path,
+                &bearer,
+                None,
+                &[
+                    ("workspace", "shop"),
+                    ("environment", "dev"),
+                    ("env", "dev"),
+                    ("from", "dev"),
+                    ("to", "test"),
+                ],
             )
             .await
-            .map(|_| ())
         }
     };
 
@@ -1333,8 +1357,6 @@ async fn a_new_environment_on_the_chain_needs_environment_manage() {
 /// everything of globex and changes none of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_by_platform_admin_org_owner_and_another_orgs_member() {
-    use prost_reflect::{DynamicMessage, Value};
-
     let dir = tempfile::tempdir().unwrap();
     let Setup {
         plane,
@@ -1380,52 +1402,24 @@ async fn every_rpc_by_platform_admin_org_owner_and_another_orgs_member() {
         .secret;
 
     let channel = plane.channel().await;
-    let pool = mockplane_proto::takes::pool();
     let call = |path: String, bearer: String, org: Option<&'static str>| {
         let channel = channel.clone();
         async move {
-            let (service, method) = path
-                .trim_start_matches('/')
-                .split_once('/')
-                .expect("/package.Service/Method");
-            let input = pool
-                .get_service_by_name(service)
-                .and_then(|s| s.methods().find(|m| m.name() == method))
-                .expect("the method's descriptor")
-                .input();
-            let mut message = DynamicMessage::new(input.clone());
-            for (field, value) in [
-                ("workspace", "globex-shop"),
-                ("environment", "dev"),
-                ("env", "dev"),
-                ("from", "dev"),
-                ("to", "test"),
-                ("org", "globex"),
-            ] {
-                if input
-                    .get_field_by_name(field)
-                    .is_some_and(|f| f.kind() == prost_reflect::Kind::String && !f.is_list())
-                {
-                    message.set_field_by_name(field, Value::String(value.into()));
-                }
-            }
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await.unwrap();
-            let mut request = tonic::Request::new(message);
-            let value: AsciiMetadataValue = format!("Bearer {bearer}").parse().unwrap();
-            request.metadata_mut().insert("authorization", value);
-            if let Some(org) = org {
-                request
-                    .metadata_mut()
-                    .insert("x-mockplane-org", org.parse().unwrap());
-            }
-            grpc.unary::<DynamicMessage, (), _>(
-                request,
-                PathAndQuery::try_from(path.as_str()).unwrap(),
-                tonic_prost::ProstCodec::default(),
+            call_naming(
+                &channel,
+                &path,
+                &bearer,
+                org,
+                &[
+                    ("workspace", "globex-shop"),
+                    ("environment", "dev"),
+                    ("env", "dev"),
+                    ("from", "dev"),
+                    ("to", "test"),
+                    ("org", "globex"),
+                ],
             )
             .await
-            .map(|_| ())
             .map_err(|status| status.code())
         }
     };

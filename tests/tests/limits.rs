@@ -182,18 +182,29 @@ async fn a_node_answers_429_past_each_limit_and_other_workspaces_are_unaffected(
         Some(())
     })
     .await;
-    let slow = tokio::spawn({
-        let url = format!("http://{}/w/shop/slow", node.http);
-        async move { reqwest::get(url).await.unwrap().status().as_u16() }
-    });
+    // A slow request holds the one place; on a loaded machine it may end
+    // before a probe lands, so another takes its place until one does.
+    let slow_url = format!("http://{}/w/shop/slow", node.http);
+    let spawn_slow = || {
+        let url = slow_url.clone();
+        tokio::spawn(async move { reqwest::get(url).await.unwrap().status().as_u16() })
+    };
+    let slow = std::sync::Mutex::new(spawn_slow());
     let busy = eventually(
         "a request while /slow is in flight to be refused",
         || async {
+            {
+                let mut in_flight = slow.lock().unwrap();
+                if in_flight.is_finished() {
+                    *in_flight = spawn_slow();
+                }
+            }
             let reply = node.get("/w/shop/fast").await.ok()?;
             (reply.status == 429).then_some(reply)
         },
     )
     .await;
+    let slow = slow.into_inner().unwrap();
     let body = error(&busy);
     assert_eq!(body["code"], "concurrency_limited", "{body}");
     assert_eq!(body["limit"], "max_concurrent");

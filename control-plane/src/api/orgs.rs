@@ -169,6 +169,27 @@ fn platform_only(caller: &Caller, what: &str) -> Result<(), Status> {
     }
 }
 
+/// A new org's first owner: a user signing in with `password` (hashed off
+/// the async workers), who must change it first when `one_time`.
+async fn new_owner(
+    email: String,
+    password: String,
+    one_time: bool,
+) -> Result<NewPrincipal, Status> {
+    let hash = tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .map_err(|_| Status::internal("hashing failed"))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(NewPrincipal {
+        kind: PrincipalKind::User,
+        name: email.clone(),
+        email: Some(email),
+        org_role: OrgRole::Owner,
+        password_hash: Some(hash),
+        must_change_password: one_time,
+    })
+}
+
 const PAGE_KIND: &str = "orgs";
 
 /// Sign-ups allowed (`--allow-signup`): at most so many a minute on this
@@ -214,19 +235,7 @@ impl OrgService for Orgs {
             Status::invalid_argument(status.message().replacen("email", "owner_email", 1))
         })?;
         let one_time = password::generate();
-        let secret = one_time.clone();
-        let hash = tokio::task::spawn_blocking(move || password::hash(&secret))
-            .await
-            .map_err(|_| Status::internal("hashing failed"))?
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let owner = NewPrincipal {
-            kind: PrincipalKind::User,
-            name: email.clone(),
-            email: Some(email),
-            org_role: OrgRole::Owner,
-            password_hash: Some(hash),
-            must_change_password: true,
-        };
+        let owner = new_owner(email, one_time.clone(), true).await?;
         let (org, owner) = grant
             .store()
             .create_org_with_owner(
@@ -334,19 +343,7 @@ impl OrgService for Orgs {
             .map_err(|message| ApiError::Invalid(FieldError::new("password", message)))?;
         // Only well-formed sign-ups count against the rate.
         signups.admit()?;
-        let secret = request.password;
-        let hash = tokio::task::spawn_blocking(move || password::hash(&secret))
-            .await
-            .map_err(|_| Status::internal("hashing failed"))?
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let owner = NewPrincipal {
-            kind: PrincipalKind::User,
-            name: email.clone(),
-            email: Some(email),
-            org_role: OrgRole::Owner,
-            password_hash: Some(hash),
-            must_change_password: false,
-        };
+        let owner = new_owner(email, request.password, false).await?;
         let (org, owner) = public
             .store()
             .create_org_with_owner(name.as_str(), &display_name, &owner, None)
