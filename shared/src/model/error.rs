@@ -46,6 +46,32 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
+/// Shortest and longest reason a caller states for an act that needs one
+/// (a test key, an org's deletion).
+pub const REASON_CHARS: (usize, usize) = (8, 500);
+
+/// A stated reason: trimmed, [`REASON_CHARS`] characters of text without
+/// control characters. `needs` says who needs it and what for, and starts
+/// the message when it is missing or of the wrong length.
+pub fn parse_reason(raw: &str, needs: &str) -> Result<String, FieldError> {
+    let reason = raw.trim();
+    let (min, max) = REASON_CHARS;
+    let chars = reason.chars().count();
+    if chars < min || chars > max {
+        return Err(FieldError::new(
+            "reason",
+            format!("{needs}, in {min} to {max} characters, got {chars}"),
+        ));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "reason",
+            "must not contain control characters",
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::model::error::FieldError;
+use crate::model::error::{FieldError, parse_reason};
 use crate::model::route::parse_name;
 
 /// The request header that carries a key.
@@ -23,8 +23,6 @@ pub const KEY_HEADER: &str = "x-mockplane-key";
 pub const KEY_PREFIX: &str = "mpk_";
 /// Most keys one environment may have.
 pub const MAX_KEYS_PER_ENVIRONMENT: usize = 1000;
-/// Shortest and longest reason a test key is made with.
-pub const TEST_KEY_REASON_CHARS: (usize, usize) = (8, 500);
 
 /// How far test keys reach. The defaults, [`TestKeyLimits::DEFAULT`], are
 /// the documented ones: at most 7 days, at most 5 active (unexpired,
@@ -124,22 +122,7 @@ pub fn check_key_life(
         }
         return Ok((ttl > 0).then_some(ttl));
     }
-    let (min, max) = TEST_KEY_REASON_CHARS;
-    let chars = reason.trim().chars().count();
-    if chars < min || chars > max {
-        return Err(FieldError::new(
-            "reason",
-            format!(
-                "a test key needs a reason of {min} to {max} characters (who it is for and why), got {chars}"
-            ),
-        ));
-    }
-    if reason.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            "reason",
-            "must not contain control characters",
-        ));
-    }
+    parse_reason(reason, "a test key needs a reason (who it is for and why)")?;
     let days = limits.max_ttl_seconds as f64 / 86_400.0;
     if ttl == 0 {
         return Err(FieldError::new(

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::config::MAX_ROUTES_PER_WORKSPACE;
-use crate::model::error::FieldError;
+use crate::model::error::{FieldError, parse_reason};
 
 /// The quotas' defaults and the most each may be set to.
 pub const DEFAULT_MAX_WORKSPACES: u32 = 1_000;
@@ -40,31 +40,13 @@ pub fn parse_display_name(raw: &str) -> Result<String, FieldError> {
     Ok(name.to_owned())
 }
 
-/// Fewest and most characters of the reason an org's deletion states.
-pub const DELETE_REASON_CHARS: (usize, usize) = (8, 500);
-
-/// The reason an org is deleted for: trimmed, 8 to 500 characters of text
-/// without control characters. It stays in the audit trail when the rest of
-/// the org's events are pruned.
+/// The reason an org is deleted for (see [`parse_reason`]). It stays in
+/// the audit trail when the rest of the org's events are pruned.
 pub fn parse_delete_reason(raw: &str) -> Result<String, FieldError> {
-    let reason = raw.trim();
-    let (min, max) = DELETE_REASON_CHARS;
-    let chars = reason.chars().count();
-    if chars < min || chars > max {
-        return Err(FieldError::new(
-            "reason",
-            format!(
-                "say why the org is deleted, in {min} to {max} characters (e.g. \"customer closed their account, ticket 4411\"), got {chars}"
-            ),
-        ));
-    }
-    if reason.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            "reason",
-            "must not contain control characters",
-        ));
-    }
-    Ok(reason.to_owned())
+    parse_reason(
+        raw,
+        "say why the org is deleted (e.g. \"customer closed their account, ticket 4411\")",
+    )
 }
 
 /// Most of each thing an org may hold; `None` takes the default.

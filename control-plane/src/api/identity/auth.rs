@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use mockplane_proto::v1;
 use mockplane_proto::v1::auth_service_server::AuthService;
+use mockplane_shared::model::error::parse_reason;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -249,14 +250,11 @@ impl AuthService for Auth {
             )
             .await?;
         let request = request.into_inner();
-        let reason = request.reason.trim().to_owned();
-        let length = reason.chars().count();
-        if !(8..=500).contains(&length) {
-            return Err(invalid(
-                "reason",
-                "say why you need access, in 8 to 500 characters (e.g. \"debugging issue #123\")",
-            ));
-        }
+        let reason = parse_reason(
+            &request.reason,
+            "say why you need access (e.g. \"debugging issue #123\")",
+        )
+        .map_err(ApiError::from)?;
         let ttl = match request.ttl_seconds {
             0 => ENV_TOKEN_DEFAULT_TTL,
             s if u64::from(s) > ENV_TOKEN_MAX_TTL.as_secs() => {
