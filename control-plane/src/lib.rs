@@ -7,6 +7,7 @@ pub mod config_stream;
 pub mod fleet;
 pub mod identity;
 pub mod jobs;
+pub mod keyfile;
 pub mod keys;
 pub mod notify;
 pub mod outbound;

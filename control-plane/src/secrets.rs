@@ -57,11 +57,16 @@ impl Secrets {
     }
 
     /// The keys of `path`, made (one new key, mode 0600) when it does not
-    /// exist.
+    /// exist; replicas starting together on one data directory end up with
+    /// the same key.
     pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
         if !path.exists() {
             let key: [u8; 32] = rand::random();
-            write_private(path, &format!("{}\n", hex::encode(key)))
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            crate::keyfile::create_once(path, format!("{}\n", hex::encode(key)).as_bytes())
                 .with_context(|| format!("writing the secrets key {}", path.display()))?;
         }
         let text = std::fs::read_to_string(path)
@@ -109,21 +114,6 @@ impl Secrets {
             .map_err(|_| format!("a secret sealed with key {id} does not open: it was changed"))?;
         String::from_utf8(plain).map_err(|_| "a sealed secret that is not text".into())
     }
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    options.open(path)?.write_all(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@
 //! [`looks_like_jwt`] tells the two apart.
 
 use std::fmt;
-use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -313,73 +312,20 @@ fn unix_now() -> i64 {
         })
 }
 
-/// Writes a new random key to `path`: a temporary file next to it (mode
-/// 0600, synced), then moved into place without replacing a key another
-/// process wrote meanwhile, in which case that key is used.
+/// Writes a new random key to `path` (see [`crate::keyfile::create_once`]);
+/// when another process wrote one meanwhile, that key is used.
 fn create_key_file(path: &Path) -> anyhow::Result<Signer> {
     let context = || format!("could not create the token signing key {}", path.display());
-    let file_name = path.file_name().ok_or_else(|| {
-        anyhow!(
-            "the token signing key path {} names no file",
-            path.display()
-        )
-    })?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
     let mut secret = [0u8; KEY_FILE_SECRET_LEN];
     rand::rng().fill_bytes(&mut secret);
-    let mut suffix = [0u8; 8];
-    rand::rng().fill_bytes(&mut suffix);
-    let temp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        hex::encode(suffix)
-    ));
-
-    let written = write_new_file(
-        &temp,
-        format!("{}\n", URL_SAFE_NO_PAD.encode(secret)).as_bytes(),
-    )
-    .and_then(|()| move_into_place(&temp, path));
-    // After a hard link or a failure the temporary file is still there.
-    let _ = std::fs::remove_file(&temp);
-    if !written.with_context(context)? {
+    let contents = format!("{}\n", URL_SAFE_NO_PAD.encode(secret));
+    if !crate::keyfile::create_once(path, contents.as_bytes()).with_context(context)? {
         tracing::info!(path = %path.display(), "another process created the token signing key");
         let contents = std::fs::read(path).with_context(context)?;
         return Signer::from_key_file(path, &contents);
     }
-    #[cfg(unix)]
-    std::fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .with_context(context)?;
     tracing::info!(path = %path.display(), "created a new token signing key");
     Ok(Signer::new(&secret)?)
-}
-
-fn write_new_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
-/// Gives `temp` the name `path`, unless `path` exists by now (then
-/// `Ok(false)`). A hard link cannot replace an existing file; filesystems
-/// without hard links get a plain rename.
-fn move_into_place(temp: &Path, path: &Path) -> std::io::Result<bool> {
-    match std::fs::hard_link(temp, path) {
-        Ok(()) => Ok(true),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(_) => std::fs::rename(temp, path).map(|()| true),
-    }
 }
 
 #[cfg(test)]
